@@ -23,7 +23,11 @@ _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
 
 class WireStruct(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """Base for every encoded object: positional, immutable, closed."""
+    """Base for every encoded object: positional, immutable, closed.
+
+    Subclasses repeat ``frozen=True`` (``class Tx(WireStruct, frozen=True)``): msgspec
+    inherits it at run time, but mypy's dataclass transform needs it spelled out.
+    """
 
 
 def encode(obj: Any) -> bytes:

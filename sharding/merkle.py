@@ -1,0 +1,100 @@
+"""Binary Merkle trees in the style of RFC 6962 (PROTOCOL.md section 1).
+
+Leaves hash as ``H(0x00 || d)`` and nodes as ``H(0x01 || l || r)``; the tree of n
+leaves splits at the largest power of two below n, so no leaf is duplicated and
+a proof is an index plus the sibling path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consensus.codec import WireStruct
+from consensus.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, sha256, tagged_hash
+
+EMPTY_ROOT = sha256(b"")
+MERKLE_PATH_MAX = 64
+
+
+class InclusionProof(WireStruct, frozen=True):
+    index: int
+    tree_size: int
+    path: list[bytes]
+
+
+def compute_leaf_hash(data: bytes) -> bytes:
+    return tagged_hash(TAG_MERKLE_LEAF, data)
+
+
+def compute_node_hash(left: bytes, right: bytes) -> bytes:
+    return tagged_hash(TAG_MERKLE_NODE, left, right)
+
+
+def _split_point(n: int) -> int:
+    """Largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+    # Bottom-up pairing gives the same tree as RFC 6962's recursive split:
+    # an odd node at the end of a level is carried up unchanged.
+    level = list(hashes)
+    while len(level) > 1:
+        paired = [
+            compute_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)
+        ]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def compute_root(leaves: Sequence[bytes]) -> bytes:
+    if not leaves:
+        return EMPTY_ROOT
+    return _root_of_hashes([compute_leaf_hash(leaf) for leaf in leaves])
+
+
+def compute_root_of_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    return _root_of_hashes(leaf_hashes)
+
+
+def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    if len(hashes) <= 1:
+        return []
+    k = _split_point(len(hashes))
+    if index < k:
+        return [*_path(hashes[:k], index), _root_of_hashes(hashes[k:])]
+    return [*_path(hashes[k:], index - k), _root_of_hashes(hashes[:k])]
+
+
+def compute_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
+    if not 0 <= index < len(leaves):
+        raise IndexError(f"leaf index {index} outside tree of {len(leaves)}")
+    hashes = [compute_leaf_hash(leaf) for leaf in leaves]
+    return InclusionProof(index=index, tree_size=len(leaves), path=_path(hashes, index))
+
+
+def is_valid_proof(leaf: bytes, proof: InclusionProof, root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2 verification; never raises on malformed proofs."""
+    index, size = proof.index, proof.tree_size
+    if not 0 <= index < size or len(proof.path) > MERKLE_PATH_MAX:
+        return False
+    fn, sn = index, size - 1
+    node = compute_leaf_hash(leaf)
+    for sibling in proof.path:
+        if sn == 0 or len(sibling) != 32:
+            return False
+        if fn & 1 or fn == sn:
+            node = compute_node_hash(sibling, node)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            node = compute_node_hash(node, sibling)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and node == root
