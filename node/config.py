@@ -1,0 +1,143 @@
+"""A node's configuration: ``config.toml`` in the node home, decoded into typed structs.
+
+Every field has a default except the node's identity. Errors name the offending
+key (``$.api.port``) so a user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from consensus.errors import ShardnetError
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConfigError(ShardnetError):
+    reason = "bad_config"
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeSection(_Section):
+    shard: NonNegative
+    index: NonNegative
+    name: str = ""
+    data_dir: str = "data"
+    genesis: str = "genesis.json"
+    key_file: str = "node_key.json"
+
+
+class P2PSection(_Section):
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 0
+    announce_host: str = ""
+    write_timeout_ms: Positive = 5_000
+    heartbeat_interval_ms: Positive = 1_000
+    dial_backoff_min_ms: Positive = 200
+    dial_backoff_max_ms: Positive = 10_000
+    frame_bytes_max: Positive = 8 * 1024 * 1024
+
+
+class ApiSection(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 0
+    body_bytes_max: Positive = 4 * 1024 * 1024
+    batch_txs_max: Positive = 5_000
+
+
+class MempoolSection(_Section):
+    txs_max: Positive = 50_000
+    bytes_max: Positive = 64 * 1024 * 1024
+    nonce_window: Positive = 1_000
+    sender_txs_max: Positive = 1_000
+
+
+class ConsensusSection(_Section):
+    block_interval_ms: Positive = 200
+    block_txs_max: Positive = 2_000
+    block_bytes_max: Positive = 8 * 1024 * 1024
+    checkpoint_interval: Positive = 16
+    request_timeout_ms: Positive = 4_000
+    view_change_timeout_ms: Positive = 4_000
+    sync_batch_blocks_max: Positive = 64
+
+
+class ExecutorSection(_Section):
+    workers: NonNegative = 0  # 0: the cores available to the process
+
+
+class LogSection(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class NodeConfig(_Section):
+    node: NodeSection
+    p2p: P2PSection = msgspec.field(default_factory=P2PSection)
+    api: ApiSection = msgspec.field(default_factory=ApiSection)
+    mempool: MempoolSection = msgspec.field(default_factory=MempoolSection)
+    consensus: ConsensusSection = msgspec.field(default_factory=ConsensusSection)
+    executor: ExecutorSection = msgspec.field(default_factory=ExecutorSection)
+    log: LogSection = msgspec.field(default_factory=LogSection)
+    home: str = ""
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config against the node home."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else Path(self.home) / candidate
+
+
+CONFIG_FILE = "config.toml"
+
+
+def parse_config(text: bytes | str, home: str | Path = ".") -> NodeConfig:
+    data = text.encode() if isinstance(text, str) else text
+    try:
+        config = msgspec.toml.decode(data, type=NodeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config.toml: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
+    return msgspec.structs.replace(config, home=str(Path(home)))
+
+
+def load_config(home: str | Path) -> NodeConfig:
+    path = Path(home) / CONFIG_FILE
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, home)
+
+
+def render_config(config: NodeConfig) -> str:
+    """TOML text of ``config`` (without the derived ``home``), for the testnet generator."""
+    lines: list[str] = []
+    for section in msgspec.structs.fields(NodeConfig):
+        if section.name == "home":
+            continue
+        lines.append(f"[{section.name}]")
+        value = getattr(config, section.name)
+        for field in msgspec.structs.fields(type(value)):
+            item = getattr(value, field.name)
+            lines.append(f"{field.name} = {_toml_value(item)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    raise TypeError(f"no TOML rendering for {type(value).__name__}")
