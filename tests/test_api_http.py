@@ -1,0 +1,137 @@
+"""HTTP behaviour of the API layer: limits, status codes, JSON error bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from node.api import MSGPACK, SubmitResult, build_app
+
+
+class RecordingService:
+    """Accepts transactions that start with 0x01, refuses 0x02 as full, rejects the rest."""
+
+    def __init__(self) -> None:
+        self.submitted: list[bytes] = []
+
+    async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]:
+        self.submitted.extend(raw_txs)
+        results = []
+        for raw in raw_txs:
+            if raw[:1] == b"\x01":
+                results.append(SubmitResult(b"\x11" * 32, True))
+            elif raw[:1] == b"\x02":
+                results.append(SubmitResult(b"\x22" * 32, False, "mempool_full", "full"))
+            else:
+                results.append(SubmitResult(None, False, "malformed", "bad tx"))
+        return results
+
+    def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None:
+        return {"hash": tx_hash.hex(), "status": "pending"} if tx_hash[0] == 0x11 else None
+
+    def account(self, address: bytes) -> dict[str, Any]:
+        return {"address": address.hex(), "nonce": 0, "balances": {}}
+
+    async def block(self, height: int | None) -> dict[str, Any] | None:
+        return {"height": 3} if height in (None, 3) else None
+
+    def status(self) -> dict[str, Any]:
+        return {"height": 3}
+
+    async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
+        for height in (1, 2):
+            yield {"height": height}
+
+    def metrics(self) -> bytes:
+        return b"shardnet_height 3.0\n"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    app = build_app(RecordingService(), body_bytes_max=1024, batch_txs_max=3)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def test_single_json_tx_accepted_with_202(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", json={"tx": "01ab"})
+    assert response.status == 202
+    assert (await response.json())["accepted"] is True
+
+
+async def test_msgpack_batch_returns_per_tx_results(client: TestClient[Any, Any]) -> None:
+    body = msgspec.msgpack.encode([b"\x01a", b"\x03b"])
+    response = await client.post("/v1/txs", data=body, headers={"Content-Type": MSGPACK})
+    assert response.status == 200
+    doc = await response.json()
+    assert (doc["accepted"], doc["rejected"]) == (1, 1)
+    assert doc["results"][1]["error"] == "malformed"
+
+
+async def test_full_mempool_answers_503_with_retry_after(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", json={"tx": "02"})
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"] == "mempool_full"
+
+
+async def test_rejects_malformed_json_body(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", data=b"{not json")
+    assert response.status == 400
+    assert (await response.json())["error"] == "malformed"
+
+
+async def test_rejects_non_hex_tx(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", json={"tx": "zz"})
+    assert response.status == 400
+    assert "not hex" in (await response.json())["detail"]
+
+
+async def test_rejects_oversized_body_with_413_json(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", json={"tx": "01" * 2000})
+    assert response.status == 413
+    assert (await response.json())["error"] == "oversized"
+
+
+async def test_rejects_batch_over_limit(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/v1/txs", json={"txs": ["01"] * 4})
+    assert response.status == 413
+
+
+async def test_unknown_tx_is_404_json(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/v1/txs/" + "00" * 32)
+    assert response.status == 404
+    assert (await response.json())["error"] == "not_found"
+
+
+async def test_bad_address_length_is_400(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/v1/accounts/abcd")
+    assert response.status == 400
+
+
+async def test_unknown_route_is_json_404(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/v1/nothing")
+    assert response.status == 404
+    assert json.loads(await response.text())["error"] == "not_found"
+
+
+async def test_block_height_must_be_integer(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/v1/blocks/x")).status == 400
+    assert (await client.get("/v1/blocks/3")).status == 200
+    assert (await client.get("/v1/blocks/9")).status == 404
+
+
+async def test_events_stream_committed_blocks(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/v1/events")
+    text = await response.text()
+    assert text.count("event: block") == 2 and '"height":2' in text
+
+
+async def test_metrics_served_as_prometheus_text(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/metrics")
+    assert response.status == 200 and "shardnet_height" in await response.text()
