@@ -15,6 +15,7 @@ import click
 
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
+    "logs": "scripts.logs:logs",
 }
 
 BENCHMARKS: dict[str, str] = {
