@@ -54,3 +54,7 @@ def main() -> None:
 @main.group(cls=LazyGroup, lazy_commands=BENCHMARKS)
 def bench() -> None:
     """Benchmarks: each prints a table and writes JSON."""
+
+
+if __name__ == "__main__":
+    main()
