@@ -27,3 +27,9 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Docker image without registry or index access: base stand-in (debootstrap) when
+# python:3.11-slim cannot be pulled, host-built wheelhouse/, `docker build --network none`.
+.PHONY: images
+images: $(STAMP)
+	bash scripts/build_images.sh

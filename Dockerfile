@@ -1,0 +1,65 @@
+# The shardnet node image: one image for every node of a testnet (services differ only by
+# environment and volume).
+#
+#   docker build -t shardnet:latest .        # with internet: dependencies from the index
+#   make images                              # offline: base stand-in + wheelhouse/ + build
+#
+# When the build context holds a wheelhouse/ (scripts/build_images.sh writes it), every
+# package comes from it with --no-index, so the build needs no network at all (the script
+# proves it with `docker build --network none`). Without it, pip uses the package index.
+# Plain Dockerfile syntax only: it builds with the legacy builder and with BuildKit.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml or the wheelhouse
+# change. `wheelhouse*` matches nothing when the folder is absent; pyproject.toml keeps the
+# COPY valid either way (the folder's wheels land next to it).
+COPY pyproject.toml wheelhouse* /build/wheels/
+RUN set -eu; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; \
+    python -m venv /opt/venv; \
+    python -c "import tomllib; print(*tomllib.load(open('/build/wheels/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        >/build/requirements.txt; \
+    if ls /build/wheels/*.whl >/dev/null 2>&1; then \
+        echo "installing dependencies from the wheelhouse (no index)"; \
+        /opt/venv/bin/pip install --no-index --find-links /build/wheels -r /build/requirements.txt; \
+    else \
+        echo "no wheelhouse: installing dependencies from the package index"; \
+        /opt/venv/bin/pip install -r /build/requirements.txt; \
+    fi
+# Then the project, from its sources (.dockerignore keeps the context to pyproject.toml,
+# README.md, the packages and the wheelhouse). pip and setuptools are not needed at run
+# time: they leave the virtualenv (the base image keeps its own pip).
+COPY . /build/src/
+RUN set -eu; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; \
+    if ls /build/wheels/*.whl >/dev/null 2>&1; then \
+        /opt/venv/bin/pip install --no-deps --no-index --find-links /build/wheels /build/src; \
+    else \
+        /opt/venv/bin/pip install --no-deps /build/src; \
+    fi; \
+    /opt/venv/bin/shardnet --help >/dev/null; \
+    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
+
+FROM ${PYTHON_IMAGE}
+# A fixed, unprivileged uid/gid, so bind mounts and volumes can be prepared for it.
+RUN groupadd --gid 10001 shardnet \
+    && useradd --uid 10001 --gid shardnet --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin shardnet \
+    && mkdir -p /data \
+    && chown shardnet:shardnet /data
+COPY --from=build /opt/venv /opt/venv
+# API_PORT is the port of the node's HTTP API inside the container; the healthcheck reads it,
+# so a node configured for another port must be given the same API_PORT in its environment.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    API_PORT=8000
+USER shardnet:shardnet
+VOLUME /data
+# slim images have no curl: ask the API with python's urllib (a non-2xx answer or no answer
+# raises, which exits non-zero).
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/status' % os.environ.get('API_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["shardnet"]
+CMD ["node", "--home", "/data"]
