@@ -32,9 +32,7 @@ def _works(command: list[str]) -> bool:
     if shutil.which(command[0]) is None:
         return False
     try:
-        result = subprocess.run(
-            [*command, "version"], capture_output=True, timeout=30, check=False
-        )
+        result = subprocess.run([*command, "version"], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
