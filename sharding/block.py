@@ -1,0 +1,91 @@
+"""Blocks (PROTOCOL.md section 3).
+
+``block_hash = H(TAG_BLOCK_HEADER || encode(header))``. The header commits to the
+transactions (``tx_root``: Merkle root over the encoded signed transactions), the
+inbound receipts (``inbound_root``: over the encoded receipts, proofs excluded),
+the outgoing receipts (``receipts_root``) and the state after the block
+(``state_root``). The commit certificate is stored next to the block, not in it.
+
+Inbound receipts carry evidence slots for the cross-shard relay (issue 6):
+``inbound_proofs[i]`` proves ``inbound[i]`` against a certified header listed in
+``source_headers``. The sequential executor does not look at them; the relay
+verifies them before a receipt is pooled and replicas re-verify before voting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
+
+from consensus.codec import U64_MAX, WireStruct, decode, encode
+from consensus.crypto import TAG_BLOCK_HEADER, tagged_hash
+from sharding.merkle import InclusionProof, compute_root
+from sharding.receipts import Receipt
+from sharding.tx import SignedTx
+
+BLOCK_BYTES_MAX = 16 * 1024 * 1024
+HASH_BYTES = 32
+
+U64 = Annotated[int, msgspec.Meta(ge=0, le=U64_MAX)]
+Hash32 = Annotated[bytes, msgspec.Meta(min_length=HASH_BYTES, max_length=HASH_BYTES)]
+
+GENESIS_PREV_HASH = bytes(HASH_BYTES)
+
+
+class BlockHeader(WireStruct, frozen=True):
+    shard: Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1)]
+    height: U64
+    view: U64
+    prev_hash: Hash32
+    time_ms: U64
+    proposer: Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1)]  # validator index
+    tx_root: Hash32
+    inbound_root: Hash32
+    receipts_root: Hash32
+    state_root: Hash32
+
+
+class ReceiptProof(WireStruct, frozen=True):
+    """Evidence that an inbound receipt was emitted by a committed source block."""
+
+    source: int  # index into Block.source_headers
+    inclusion: InclusionProof
+
+
+class SourceHeader(WireStruct, frozen=True):
+    """A source shard's header with its commit certificate (encoded by the consensus layer)."""
+
+    header: BlockHeader
+    certificate: bytes
+
+
+class Block(WireStruct, frozen=True):
+    header: BlockHeader
+    txs: list[SignedTx]
+    inbound: list[Receipt]  # by source shard, then seq
+    inbound_proofs: list[ReceiptProof] = []  # empty or one per inbound receipt
+    source_headers: list[SourceHeader] = []
+
+
+def block_hash(block_or_header: Block | BlockHeader) -> bytes:
+    header = block_or_header.header if isinstance(block_or_header, Block) else block_or_header
+    return tagged_hash(TAG_BLOCK_HEADER, encode(header))
+
+
+def compute_tx_root(txs: Sequence[SignedTx]) -> bytes:
+    return compute_root([encode(tx) for tx in txs])
+
+
+def compute_inbound_root(inbound: Sequence[Receipt]) -> bytes:
+    return compute_root([encode(receipt) for receipt in inbound])
+
+
+def encode_block(block: Block) -> bytes:
+    return encode(block)
+
+
+def decode_block(data: bytes, max_bytes: int = BLOCK_BYTES_MAX) -> Block:
+    """Decode untrusted bytes; raises only ``DecodeError``."""
+    return decode(data, Block, max_bytes)

@@ -1,0 +1,400 @@
+"""Genesis: one JSON file that every node and tool of a testnet shares.
+
+```json
+{
+  "chain_id": "shardnet-local",
+  "num_shards": 2,
+  "genesis_time_ms": 0,
+  "assets": [{"id": 0, "name": "COIN"}, {"id": 1, "name": "USD"}],
+  "validators": [[{"index": 0, "public_key": "<hex>", "p2p_address": "/ip4/127.0.0.1/tcp/9000",
+                   "api_address": "127.0.0.1:8000"}, ...], ...],
+  "accounts": [{"seed": "load", "count": 1000, "balances": {"COIN": 1000000, "USD": 1000000}}],
+  "pools": [{"name": "COIN-USD", "assets": ["COIN", "USD"], "reserves": [1000000, 1000000]}]
+}
+```
+
+``validators[s]`` lists shard s's validators, index i at position i, n = 3f + 1.
+Account i of a group is ``derive_account(seed, i)`` and lives on its own shard.
+A pool's address is ``program_address(name)``. Every asset's total supply must fit
+in a u64, which is why no balance, reserve or receipt amount can ever overflow.
+Errors name the offending field (``GenesisError.field``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from consensus.codec import U64_MAX, encode
+from consensus.errors import ShardnetError
+from sharding.accounts import derive_account, program_address, shard_of
+from sharding.records import (
+    Account,
+    Balance,
+    Pool,
+    ShardParams,
+    account_key,
+    pool_key,
+    put_shard_params,
+)
+from sharding.state import Overlay, State
+
+GENESIS_BYTES_MAX = 16 * 1024 * 1024
+ACCOUNTS_MAX = 10_000_000
+SHARDS_MAX = 1024
+
+
+class GenesisError(ShardnetError):
+    reason = "bad_genesis"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+
+
+class _Spec(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class AssetSpec(_Spec):
+    id: int
+    name: str
+
+
+class ValidatorSpec(_Spec):
+    index: int
+    public_key: str
+    p2p_address: str
+    api_address: str
+
+
+class AccountsSpec(_Spec):
+    seed: str
+    count: int
+    balances: dict[str, int]
+
+
+class PoolSpec(_Spec):
+    name: str
+    assets: list[str]
+    reserves: list[int]
+
+
+class GenesisSpec(_Spec):
+    chain_id: str
+    num_shards: int
+    assets: list[AssetSpec]
+    validators: list[list[ValidatorSpec]]
+    accounts: list[AccountsSpec]
+    pools: list[PoolSpec] = []
+    genesis_time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    shard: int
+    index: int
+    public_key: bytes
+    p2p_address: str
+    api_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountGroup:
+    seed: str
+    count: int
+    balances: tuple[tuple[int, int], ...]  # (asset id, amount), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisPool:
+    name: str
+    address: bytes
+    asset_a: int
+    asset_b: int
+    reserve_a: int
+    reserve_b: int
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    num_shards: int
+    genesis_time_ms: int
+    assets: dict[str, int]  # name -> id
+    validators: tuple[tuple[Validator, ...], ...]  # per shard, by index
+    accounts: tuple[AccountGroup, ...]
+    pools: tuple[GenesisPool, ...]
+    spec: GenesisSpec
+
+    def asset_name(self, asset: int) -> str:
+        return next((name for name, id_ in self.assets.items() if id_ == asset), str(asset))
+
+    def pool_by_name(self, name: str) -> GenesisPool:
+        return next(pool for pool in self.pools if pool.name == name)
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_genesis(source: str | Path | bytes | Mapping[str, Any]) -> Genesis:
+    """Load a genesis from a path, JSON bytes or a dict; raise ``GenesisError``."""
+    if isinstance(source, (str, Path)):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise GenesisError("genesis", f"cannot read {source}: {exc.strerror}") from None
+        return load_genesis(data)
+    if isinstance(source, bytes):
+        if len(source) > GENESIS_BYTES_MAX:
+            raise GenesisError("genesis", f"larger than {GENESIS_BYTES_MAX} bytes")
+        try:
+            spec = msgspec.json.decode(source, type=GenesisSpec)
+        except msgspec.ValidationError as exc:
+            raise GenesisError(_field_of(exc), str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise GenesisError("genesis", f"not JSON: {exc}") from None
+        return validate_genesis(spec)
+    try:
+        spec = msgspec.convert(dict(source), GenesisSpec)
+    except msgspec.ValidationError as exc:
+        raise GenesisError(_field_of(exc), str(exc)) from None
+    return validate_genesis(spec)
+
+
+def _field_of(exc: msgspec.ValidationError) -> str:
+    # msgspec ends its messages with "- at `$.path`"; keep the path as the field name.
+    text = str(exc)
+    if "`$." in text:
+        return text.rsplit("`$.", 1)[1].rstrip("`")
+    if "missing required field" in text:
+        return text.split("`")[1] if "`" in text else "genesis"
+    return "genesis"
+
+
+def _require(condition: bool, field: str, detail: str) -> None:
+    if not condition:
+        raise GenesisError(field, detail)
+
+
+def validate_genesis(spec: GenesisSpec) -> Genesis:
+    _require(0 < len(spec.chain_id) <= 64, "chain_id", "must be 1..64 characters")
+    _require(1 <= spec.num_shards <= SHARDS_MAX, "num_shards", f"must be 1..{SHARDS_MAX}")
+    _require(0 <= spec.genesis_time_ms <= U64_MAX, "genesis_time_ms", "must be a u64")
+    assets: dict[str, int] = {}
+    for i, asset in enumerate(spec.assets):
+        _require(0 <= asset.id < 2**32, f"assets[{i}].id", "must be a u32")
+        _require(bool(asset.name), f"assets[{i}].name", "must not be empty")
+        _require(asset.name not in assets, f"assets[{i}].name", f"duplicate {asset.name!r}")
+        _require(asset.id not in assets.values(), f"assets[{i}].id", f"duplicate {asset.id}")
+        assets[asset.name] = asset.id
+    _require(bool(assets), "assets", "must list at least one asset")
+    validators = tuple(
+        _validate_shard_validators(spec, shard) for shard in range(spec.num_shards)
+    )
+    _require(
+        len(spec.validators) == spec.num_shards,
+        "validators",
+        f"must list {spec.num_shards} shards, got {len(spec.validators)}",
+    )
+    groups: list[AccountGroup] = []
+    for i, group in enumerate(spec.accounts):
+        where = f"accounts[{i}]"
+        _require(bool(group.seed), f"{where}.seed", "must not be empty")
+        _require(0 <= group.count <= ACCOUNTS_MAX, f"{where}.count", f"must be 0..{ACCOUNTS_MAX}")
+        balances: list[tuple[int, int]] = []
+        for name, amount in group.balances.items():
+            _require(name in assets, f"{where}.balances.{name}", "unknown asset")
+            _require(0 <= amount <= U64_MAX, f"{where}.balances.{name}", "must be a u64")
+            balances.append((assets[name], amount))
+        groups.append(AccountGroup(group.seed, group.count, tuple(sorted(balances))))
+    pools: list[GenesisPool] = []
+    for i, pool in enumerate(spec.pools):
+        pools.append(_validate_pool(pool, f"pools[{i}]", assets, pools))
+    genesis = Genesis(
+        chain_id=spec.chain_id,
+        num_shards=spec.num_shards,
+        genesis_time_ms=spec.genesis_time_ms,
+        assets=assets,
+        validators=validators,
+        accounts=tuple(groups),
+        pools=tuple(pools),
+        spec=spec,
+    )
+    for asset_id, supply in total_supply(genesis).items():
+        _require(
+            supply <= U64_MAX,
+            f"assets.{genesis.asset_name(asset_id)}",
+            "total supply (balances + reserves) must fit in a u64",
+        )
+    return genesis
+
+
+def _validate_shard_validators(spec: GenesisSpec, shard: int) -> tuple[Validator, ...]:
+    where = f"validators[{shard}]"
+    _require(shard < len(spec.validators), where, "missing")
+    entries = spec.validators[shard]
+    _require(len(entries) % 3 == 1, where, f"needs n = 3f + 1 validators, got {len(entries)}")
+    validators: list[Validator] = []
+    for i, entry in enumerate(entries):
+        field = f"{where}[{i}]"
+        _require(entry.index == i, f"{field}.index", f"must be {i}")
+        try:
+            key = bytes.fromhex(entry.public_key)
+        except ValueError:
+            raise GenesisError(f"{field}.public_key", "not hex") from None
+        _require(len(key) == 32, f"{field}.public_key", "must be 32 bytes")
+        _require(bool(entry.p2p_address), f"{field}.p2p_address", "must not be empty")
+        _require(bool(entry.api_address), f"{field}.api_address", "must not be empty")
+        validators.append(Validator(shard, i, key, entry.p2p_address, entry.api_address))
+    return tuple(validators)
+
+
+def _validate_pool(
+    pool: PoolSpec, where: str, assets: dict[str, int], earlier: list[GenesisPool]
+) -> GenesisPool:
+    _require(bool(pool.name), f"{where}.name", "must not be empty")
+    _require(all(p.name != pool.name for p in earlier), f"{where}.name", "duplicate pool name")
+    _require(len(pool.assets) == 2, f"{where}.assets", "must name two assets")
+    _require(len(pool.reserves) == 2, f"{where}.reserves", "must give two reserves")
+    for j, name in enumerate(pool.assets):
+        _require(name in assets, f"{where}.assets[{j}]", f"unknown asset {name!r}")
+    _require(pool.assets[0] != pool.assets[1], f"{where}.assets", "must differ")
+    for j, reserve in enumerate(pool.reserves):
+        _require(0 <= reserve <= U64_MAX, f"{where}.reserves[{j}]", "must be a u64")
+    _require(
+        (pool.reserves[0] == 0) == (pool.reserves[1] == 0),
+        f"{where}.reserves",
+        "both zero or both positive",
+    )
+    (id_a, res_a), (id_b, res_b) = sorted(
+        zip((assets[n] for n in pool.assets), pool.reserves, strict=True)
+    )
+    return GenesisPool(pool.name, program_address(pool.name), id_a, id_b, res_a, res_b)
+
+
+# ---------------------------------------------------------------------------
+# Supply and state
+
+
+@lru_cache(maxsize=64)
+def get_group_addresses(seed: str, count: int) -> tuple[bytes, ...]:
+    return tuple(derive_account(seed, i).public_key for i in range(count))
+
+
+def total_supply(genesis: Genesis) -> dict[int, int]:
+    supply = dict.fromkeys(genesis.assets.values(), 0)
+    for group in genesis.accounts:
+        for asset, amount in group.balances:
+            supply[asset] += amount * group.count
+    for pool in genesis.pools:
+        supply[pool.asset_a] += pool.reserve_a
+        supply[pool.asset_b] += pool.reserve_b
+    return supply
+
+
+def get_shard_params_of(genesis: Genesis, shard: int) -> ShardParams:
+    return ShardParams(genesis.chain_id, shard, genesis.num_shards)
+
+
+def genesis_state(genesis: Genesis, shard: int) -> State:
+    """The state of ``shard`` at height 0."""
+    if not 0 <= shard < genesis.num_shards:
+        raise ValueError(f"shard {shard} outside 0..{genesis.num_shards - 1}")
+    view = Overlay(State())
+    put_shard_params(view, get_shard_params_of(genesis, shard))
+    balances: dict[bytes, dict[int, int]] = {}
+    for group in genesis.accounts:
+        for address in get_group_addresses(group.seed, group.count):
+            if shard_of(address, genesis.num_shards) != shard:
+                continue
+            held = balances.setdefault(address, {})
+            for asset, amount in group.balances:
+                held[asset] = held.get(asset, 0) + amount
+    for address, held in balances.items():
+        entries = [Balance(asset, amount) for asset, amount in sorted(held.items()) if amount]
+        if entries:
+            view.set(account_key(address), encode(Account(0, entries)))
+    for pool in genesis.pools:
+        if shard_of(pool.address, genesis.num_shards) == shard:
+            record = Pool(
+                pool.asset_a,
+                pool.asset_b,
+                pool.reserve_a,
+                pool.reserve_b,
+                math.isqrt(pool.reserve_a * pool.reserve_b),
+            )
+            view.set(pool_key(pool.address), encode(record))
+    return State.from_items(
+        (key, value) for key, value in view.writes.items() if value is not None
+    )
+
+
+def genesis_to_json(genesis: Genesis) -> bytes:
+    return json.dumps(msgspec.to_builtins(genesis.spec), indent=2).encode() + b"\n"
+
+
+# ---------------------------------------------------------------------------
+# Small in-memory genesis for tests, demos and benchmarks
+
+
+def find_pool_name(prefix: str, shard: int, num_shards: int) -> str:
+    """The first of ``prefix``, ``prefix-1``, ... whose pool address lives on ``shard``."""
+    suffix = 0
+    while True:
+        name = prefix if suffix == 0 else f"{prefix}-{suffix}"
+        if shard_of(program_address(name), num_shards) == shard:
+            return name
+        suffix += 1
+
+
+def make_genesis_dict(
+    *,
+    chain_id: str = "shardnet-local",
+    num_shards: int = 2,
+    validators_per_shard: int = 4,
+    seed: str = "load",
+    accounts: int = 100,
+    balance: int = 10**12,
+    assets: tuple[str, ...] = ("COIN", "USD", "ETH"),
+    pool_reserve: int = 10**12,
+    pools_per_shard: int = 1,
+) -> dict[str, Any]:
+    """A genesis dict: validators with keys ``derive_account(f"validator-{s}", i)`` on
+    local ports, one account group, and ``pools_per_shard`` pools on every shard
+    pairing the first asset with the others in turn."""
+    validators = [
+        [
+            {
+                "index": i,
+                "public_key": derive_account(f"validator-{shard}", i).public_key.hex(),
+                "p2p_address": f"/ip4/127.0.0.1/tcp/{9000 + 100 * shard + i}",
+                "api_address": f"127.0.0.1:{8000 + 100 * shard + i}",
+            }
+            for i in range(validators_per_shard)
+        ]
+        for shard in range(num_shards)
+    ]
+    pools = []
+    for shard in range(num_shards):
+        for k in range(pools_per_shard):
+            pair = [assets[0], assets[1 + k % (len(assets) - 1)]]
+            name = find_pool_name(f"{pair[0]}-{pair[1]}-s{shard}", shard, num_shards)
+            pools.append({"name": name, "assets": pair, "reserves": [pool_reserve] * 2})
+    return {
+        "chain_id": chain_id,
+        "num_shards": num_shards,
+        "genesis_time_ms": 0,
+        "assets": [{"id": i, "name": name} for i, name in enumerate(assets)],
+        "validators": validators,
+        "accounts": [{"seed": seed, "count": accounts, "balances": dict.fromkeys(assets, balance)}],
+        "pools": pools,
+    }

@@ -1,0 +1,244 @@
+"""Shard state: a key-value map (bytes -> bytes) with an incremental state root.
+
+The root (PROTOCOL.md section 3) is a binary Merkle tree over ``2**BUCKET_BITS``
+fixed buckets. A key falls in bucket ``H(key)[:2]``; a bucket's hash is the RFC
+6962 leaf hash of the concatenation of its entry hashes in key order, where an
+entry hash is ``H(TAG_STATE || len(key) || key || value)``; the root is the RFC
+6962 root over the bucket hashes (``merkle.compute_root_of_leaf_hashes``).
+Writing k keys rehashes at most k buckets and k * BUCKET_BITS inner nodes: the
+cost grows with the keys written and (through bucket size) only with
+state_size / 65536, never with a full pass over the state. ``State.from_items``
+recomputes everything from scratch so storage can check a reopened database.
+
+``Overlay`` is the copy-on-write view used for speculative execution: a replica
+executes a proposed block in an overlay, then commits its write set or drops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from consensus.crypto import TAG_STATE, sha256, tagged_hash
+from consensus.errors import check
+from sharding.merkle import compute_leaf_hash, compute_node_hash
+
+BUCKET_BITS = 16
+BUCKETS = 1 << BUCKET_BITS
+KEY_BYTES_MAX = 0xFFFF
+
+Writes = Mapping[bytes, bytes | None]
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+class StateView(StateReader, Protocol):
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+
+def compute_bucket_index(key: bytes) -> int:
+    return int.from_bytes(sha256(key)[:4], "big") >> (32 - BUCKET_BITS)
+
+
+def compute_entry_hash(key: bytes, value: bytes) -> bytes:
+    return tagged_hash(TAG_STATE, len(key).to_bytes(2, "big"), key, value)
+
+
+def compute_bucket_hash(entries: Mapping[bytes, bytes]) -> bytes:
+    """``entries`` maps key -> entry hash; the hash covers them in key order."""
+    return compute_leaf_hash(b"".join(entries[key] for key in sorted(entries)))
+
+
+EMPTY_BUCKET_HASH = compute_bucket_hash({})
+
+
+def _empty_levels() -> list[list[bytes]]:
+    levels = [[EMPTY_BUCKET_HASH] * BUCKETS]
+    node = EMPTY_BUCKET_HASH
+    for depth in range(1, BUCKET_BITS + 1):
+        node = compute_node_hash(node, node)
+        levels.append([node] * (BUCKETS >> depth))
+    return levels
+
+
+EMPTY_STATE_ROOT = _empty_levels()[BUCKET_BITS][0]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrites:
+    """A write set with its new buckets and tree nodes computed, for one state version."""
+
+    version: int
+    writes: dict[bytes, bytes | None]
+    buckets: dict[int, dict[bytes, bytes]]
+    nodes: list[dict[int, bytes]]  # per level: index -> new hash
+
+    @property
+    def root(self) -> bytes:
+        return self.nodes[BUCKET_BITS][0]
+
+
+class State:
+    """The committed state of one shard."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._buckets: dict[int, dict[bytes, bytes]] = {}  # index -> key -> entry hash
+        self._levels = _empty_levels()
+        self._version = 0
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> State:
+        """Rebuild a state and its root from scratch (one pass over every entry)."""
+        state = cls()
+        for key, value in items:
+            check(key not in state._data, f"duplicate key {key.hex()}")
+            state._insert(key, value)
+        levels = state._levels
+        for index, entries in state._buckets.items():
+            levels[0][index] = compute_bucket_hash(entries)
+        for depth in range(1, BUCKET_BITS + 1):
+            below = levels[depth - 1]
+            levels[depth] = [
+                compute_node_hash(below[2 * i], below[2 * i + 1])
+                for i in range(BUCKETS >> depth)
+            ]
+        return state
+
+    def _insert(self, key: bytes, value: bytes) -> None:
+        check(0 < len(key) <= KEY_BYTES_MAX, "state key length out of range")
+        self._data[key] = value
+        self._buckets.setdefault(compute_bucket_index(key), {})[key] = compute_entry_hash(
+            key, value
+        )
+
+    # -- reads
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry in key order (deterministic, for audits and snapshots)."""
+        for key in sorted(self._data):
+            yield key, self._data[key]
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[BUCKET_BITS][0]
+
+    @property
+    def version(self) -> int:
+        """Incremented by every applied write set; guards ``PreparedWrites``."""
+        return self._version
+
+    def overlay(self) -> Overlay:
+        return Overlay(self)
+
+    # -- writes
+
+    def prepare(self, writes: Writes) -> PreparedWrites:
+        """Compute the root after ``writes`` without changing the state."""
+        writes = dict(writes)
+        buckets: dict[int, dict[bytes, bytes]] = {}
+        for key, value in writes.items():
+            index = compute_bucket_index(key)
+            entries = buckets.get(index)
+            if entries is None:
+                entries = dict(self._buckets.get(index, {}))
+                buckets[index] = entries
+            if value is None:
+                entries.pop(key, None)
+            else:
+                check(0 < len(key) <= KEY_BYTES_MAX, "state key length out of range")
+                entries[key] = compute_entry_hash(key, value)
+        nodes: list[dict[int, bytes]] = [
+            {index: compute_bucket_hash(entries) for index, entries in buckets.items()}
+        ]
+        for depth in range(1, BUCKET_BITS + 1):
+            below, below_old = nodes[depth - 1], self._levels[depth - 1]
+            level: dict[int, bytes] = {}
+            for parent in {index >> 1 for index in below}:
+                left = below.get(2 * parent) or below_old[2 * parent]
+                right = below.get(2 * parent + 1) or below_old[2 * parent + 1]
+                level[parent] = compute_node_hash(left, right)
+            nodes.append(level)
+        if not writes:
+            nodes[BUCKET_BITS][0] = self.root
+        return PreparedWrites(self._version, writes, buckets, nodes)
+
+    def compute_root_after(self, writes: Writes) -> bytes:
+        return self.prepare(writes).root
+
+    def apply_prepared(self, prepared: PreparedWrites) -> None:
+        check(prepared.version == self._version, "prepared writes are for another state version")
+        for key, value in prepared.writes.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+        for index, entries in prepared.buckets.items():
+            if entries:
+                self._buckets[index] = entries
+            else:
+                self._buckets.pop(index, None)
+        for depth, level in enumerate(prepared.nodes):
+            target = self._levels[depth]
+            for index, node in level.items():
+                target[index] = node
+        self._version += 1
+
+    def apply_writes(self, writes: Writes) -> bytes:
+        """Apply ``writes`` (``None`` deletes) and return the new root."""
+        self.apply_prepared(self.prepare(writes))
+        return self.root
+
+
+class Overlay:
+    """A copy-on-write view over a state or another overlay.
+
+    Reads fall through to ``base``; writes stay here until ``commit``. Dropping
+    the overlay aborts. ``writes`` keeps first-write order, values ``None`` for
+    deletions.
+    """
+
+    __slots__ = ("base", "writes")
+
+    def __init__(self, base: StateReader) -> None:
+        self.base = base
+        self.writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.base.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.writes[key] = None
+
+    def overlay(self) -> Overlay:
+        return Overlay(self)
+
+    def commit(self) -> None:
+        """Apply the write set to ``base`` and empty this overlay."""
+        base = self.base
+        if isinstance(base, Overlay):
+            base.writes.update(self.writes)
+        elif isinstance(base, State):
+            base.apply_writes(self.writes)
+        else:
+            raise TypeError(f"cannot commit into {type(base).__name__}")
+        self.writes = {}

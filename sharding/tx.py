@@ -1,0 +1,197 @@
+"""Transactions: body, call, signature, hash and admission (PROTOCOL.md section 2).
+
+A transaction is ``SignedTx(body, signature)``. The signed message is
+``TAG_TX || encode(body)``, which is also the preimage of ``tx_hash``: one byte of
+domain separation keeps a transaction signature from ever verifying as a vote or
+any other signed object. Admission is split in two so that the mempool, the
+proposer and the executor share the same checks: ``check_tx_stateless`` (chain,
+shape, shard, signature) and ``check_tx_nonce`` (against a state view).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from consensus.codec import U64_MAX, WireStruct, decode, encode
+from consensus.crypto import TAG_TX, KeyPair, tagged_hash, verify_signature
+from consensus.errors import ShardnetError
+from sharding.accounts import ADDRESS_BYTES, shard_of
+from sharding.records import get_nonce
+from sharding.state import StateReader
+
+TX_BYTES_MAX = 4096
+CHAIN_ID_CHARS_MAX = 64
+ASSET_MAX = 2**32 - 1
+
+U64 = Annotated[int, msgspec.Meta(ge=0, le=U64_MAX)]
+AssetId = Annotated[int, msgspec.Meta(ge=0, le=ASSET_MAX)]
+Address = Annotated[bytes, msgspec.Meta(min_length=ADDRESS_BYTES, max_length=ADDRESS_BYTES)]
+Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+ChainId = Annotated[str, msgspec.Meta(max_length=CHAIN_ID_CHARS_MAX)]
+
+
+class InvalidTx(ShardnetError):
+    """A transaction that must never enter a block; ``reason`` says why."""
+
+    reason = "invalid_tx"
+
+
+# ---------------------------------------------------------------------------
+# Calls: a tagged union; the integer tag is the first array element.
+
+
+class Transfer(WireStruct, frozen=True, tag=0):
+    to: Address
+    asset: AssetId
+    amount: U64
+
+
+class Swap(WireStruct, frozen=True, tag=1):
+    pool: Address
+    asset_in: AssetId
+    amount_in: U64
+    min_out: U64
+
+
+class AddLiquidity(WireStruct, frozen=True, tag=2):
+    """Deposit up to ``amount_a`` / ``amount_b`` (in the pool's asset order)."""
+
+    pool: Address
+    amount_a: U64
+    amount_b: U64
+    min_shares: U64
+
+
+class RemoveLiquidity(WireStruct, frozen=True, tag=3):
+    pool: Address
+    shares: U64
+    min_a: U64
+    min_b: U64
+
+
+Call = Transfer | Swap | AddLiquidity | RemoveLiquidity
+
+
+class TxBody(WireStruct, frozen=True):
+    chain_id: ChainId
+    sender: Address
+    nonce: U64
+    call: Call
+
+
+class SignedTx(WireStruct, frozen=True):
+    body: TxBody
+    signature: Signature
+
+
+# ---------------------------------------------------------------------------
+# Hashing, signing, decoding
+
+
+def compute_signing_message(body: TxBody) -> bytes:
+    return bytes((TAG_TX,)) + encode(body)
+
+
+def tx_hash(tx: SignedTx) -> bytes:
+    return tagged_hash(TAG_TX, encode(tx.body))
+
+
+def sign_tx(keypair: KeyPair, body: TxBody) -> SignedTx:
+    if keypair.public_key != body.sender:
+        raise ValueError("the key pair does not belong to the sender")
+    return SignedTx(body=body, signature=keypair.sign(compute_signing_message(body)))
+
+
+def verify_tx_signature(tx: SignedTx) -> bool:
+    return verify_signature(tx.body.sender, compute_signing_message(tx.body), tx.signature)
+
+
+def decode_tx(data: bytes) -> SignedTx:
+    """Decode untrusted bytes; raises only ``DecodeError`` (``OversizedError`` above 4 KiB)."""
+    return decode(data, SignedTx, TX_BYTES_MAX)
+
+
+# ---------------------------------------------------------------------------
+# Admission
+
+
+def get_call_amounts(call: Call) -> tuple[int, ...]:
+    if isinstance(call, Transfer):
+        return (call.amount,)
+    if isinstance(call, Swap):
+        return (call.amount_in, call.min_out)
+    if isinstance(call, AddLiquidity):
+        return (call.amount_a, call.amount_b, call.min_shares)
+    return (call.shares, call.min_a, call.min_b)
+
+
+def get_call_addresses(call: Call) -> tuple[bytes, ...]:
+    if isinstance(call, Transfer):
+        return (call.to,)
+    return (call.pool,)
+
+
+def is_well_formed(tx: SignedTx) -> bool:
+    """The shape checks that msgspec enforces on decode, for objects built in Python."""
+    body = tx.body
+    return (
+        isinstance(body.chain_id, str)
+        and len(body.chain_id) <= CHAIN_ID_CHARS_MAX
+        and len(body.sender) == ADDRESS_BYTES
+        and len(tx.signature) == 64
+        and 0 <= body.nonce < U64_MAX  # the nonce after it must fit too
+        and all(len(a) == ADDRESS_BYTES for a in get_call_addresses(body.call))
+        and all(0 <= amount <= U64_MAX for amount in get_call_amounts(body.call))
+    )
+
+
+def get_primary_amount(call: Call) -> int:
+    if isinstance(call, Transfer):
+        return call.amount
+    if isinstance(call, Swap):
+        return call.amount_in
+    if isinstance(call, AddLiquidity):
+        return max(call.amount_a, call.amount_b)
+    return call.shares
+
+
+def check_tx_stateless(
+    tx: SignedTx,
+    chain_id: str,
+    shard: int,
+    num_shards: int,
+    *,
+    verify_signatures: bool = True,
+) -> None:
+    """Raise ``InvalidTx`` unless ``tx`` may execute on ``shard`` whatever the state."""
+    body = tx.body
+    # Verify the fields have their declared sizes and ranges.
+    if not is_well_formed(tx):
+        raise InvalidTx("field out of range", reason="malformed")
+    # Verify the transaction is for this chain.
+    if body.chain_id != chain_id:
+        raise InvalidTx(f"chain {body.chain_id!r} is not {chain_id!r}", reason="wrong_chain")
+    # Verify the sender lives on this shard.
+    if shard_of(body.sender, num_shards) != shard:
+        raise InvalidTx(f"sender is not on shard {shard}", reason="wrong_shard")
+    # Verify the call moves something.
+    if get_primary_amount(body.call) == 0:
+        raise InvalidTx("zero amount", reason="zero_amount")
+    # Verify liquidity calls are local: LP shares live next to the pool.
+    if isinstance(body.call, (AddLiquidity, RemoveLiquidity)) and (
+        shard_of(body.call.pool, num_shards) != shard
+    ):
+        raise InvalidTx("liquidity calls must be on the pool's shard", reason="pool_not_local")
+    # Verify the sender signed the body.
+    if verify_signatures and not verify_tx_signature(tx):
+        raise InvalidTx("signature does not verify", reason="bad_signature")
+
+
+def check_tx_nonce(state_view: StateReader, tx: SignedTx) -> None:
+    """Raise ``InvalidTx(reason="wrong_nonce")`` unless the nonce is the sender's next."""
+    expected = get_nonce(state_view, tx.body.sender)
+    # Verify the nonce is the sender's next nonce.
+    if tx.body.nonce != expected:
+        raise InvalidTx(f"nonce {tx.body.nonce}, expected {expected}", reason="wrong_nonce")
