@@ -11,7 +11,7 @@ to its parent over stdin/stdout, one JSON object per line:
 * gossip on every configured topic is recorded (``u64 seq | f64 sent_at | padding``);
 * commands on stdin: ``{"cmd": "sink_report"}``, ``{"cmd": "publish", "topic", "count",
   "rate", "size"}``, ``{"cmd": "gossip_report"}``, ``{"cmd": "wait_peers", "count",
-  "timeout"}``, ``{"cmd": "stats"}``, ``{"cmd": "exit"}``; each gets one JSON answer.
+  "wait_s"}``, ``{"cmd": "stats"}``, ``{"cmd": "exit"}``; each gets one JSON answer.
 
 CONFIG_JSON: ``{"seed": hex, "port": int, "peers": [[peer_id, "ip:port"], ...],
 "topics": [...], "heartbeat_interval_s": float, "heartbeat_timeout_s": float}``.
@@ -121,7 +121,7 @@ class PeerProcess:
                 "latency_ms": self.gossip_latency_ms,
             }
         if name == "wait_peers":
-            deadline = time.monotonic() + float(cmd["timeout"])
+            deadline = time.monotonic() + float(cmd["wait_s"])
             while len(self.host.connected_peers()) < int(cmd["count"]):
                 if time.monotonic() > deadline:
                     return {"ok": False, "connected": len(self.host.connected_peers())}
@@ -152,6 +152,7 @@ async def run(spec: dict[str, Any]) -> None:
 def main() -> None:
     # Entry point: the only place that configures logging for this process.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # logs ERROR per failed dial
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

@@ -1,64 +1,13 @@
-"""Helpers for the p2p tests: ports, configs, child peer processes, condition waits."""
+"""Helpers for the p2p tests: condition waits, plus the shared peer-process helpers."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import signal
-import socket
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_seed
+from scripts.p2p_procs import Child, child_spec, free_port, make_configs, seed
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def seed(index: int) -> bytes:
-    return bytes([index + 1]) * 32
-
-
-def make_configs(n: int, **overrides: Any) -> list[P2PConfig]:
-    """n fully meshed configs on 127.0.0.1 with free ports."""
-    ports = [free_port() for _ in range(n)]
-    ids = [peer_id_from_seed(seed(i)) for i in range(n)]
-    return [
-        P2PConfig(
-            private_key_seed=seed(i),
-            listen_host="127.0.0.1",
-            listen_port=ports[i],
-            peers=tuple(
-                PeerSpec(address=f"127.0.0.1:{ports[j]}", peer_id=ids[j])
-                for j in range(n)
-                if j != i
-            ),
-            **overrides,
-        )
-        for i in range(n)
-    ]
-
-
-def child_spec(config: P2PConfig, **extra: Any) -> dict[str, Any]:
-    """The JSON config of scripts/p2p_peer.py for ``config``."""
-    return {
-        "seed": config.private_key_seed.hex(),
-        "port": config.listen_port,
-        "peers": [[spec.id, spec.address] for spec in config.peers],
-        "topics": list(config.gossip_topics),
-        "heartbeat_interval_s": config.heartbeat_interval_s,
-        "heartbeat_timeout_s": config.heartbeat_timeout_s,
-        **extra,
-    }
+__all__ = ["Child", "child_spec", "free_port", "make_configs", "seed", "wait_for"]
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -69,58 +18,3 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-class Child:
-    """A child process speaking JSON lines; always killed (by pid) in ``close``."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, *args: str) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            cwd=REPO,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            start_new_session=True,
-        )
-        return cls(proc)
-
-    @classmethod
-    async def peer(cls, spec: dict[str, Any]) -> tuple[Child, dict[str, Any]]:
-        child = await cls.start("-m", "scripts.p2p_peer", json.dumps(spec))
-        try:
-            ready = await child.read(30.0)
-        except BaseException:
-            await child.close()
-            raise
-        return child, ready
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not line:
-            raise AssertionError(f"child {self.proc.pid} exited ({self.proc.returncode})")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def command(self, timeout: float = 30.0, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        await self.proc.stdin.drain()
-        return await self.read(timeout)
-
-    def signal(self, sig: int) -> None:
-        if self.proc.returncode is None:
-            os.kill(self.proc.pid, sig)
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-        await self.proc.wait()

@@ -212,3 +212,20 @@ def test_config_errors_name_the_offending_key() -> None:
         with pytest.raises(P2PConfigError) as failed:
             make()
         assert failed.value.reason == key
+
+
+async def test_peers_given_by_dns_name_are_resolved_and_dialled() -> None:
+    configs = [
+        P2PConfig(
+            private_key_seed=config.private_key_seed,
+            listen_host="127.0.0.1",
+            listen_port=config.listen_port,
+            peers=tuple(
+                PeerSpec(address=spec.address.replace("127.0.0.1", "localhost"), peer_id=spec.id)
+                for spec in config.peers
+            ),
+        )
+        for config in make_configs(2)
+    ]
+    async with running(configs) as (a, b):
+        assert a.connected_peers() == {b.peer_id}
