@@ -698,43 +698,53 @@ class P2PHost:
     async def _do_request(
         self, peer: str, data: bytes, timeout: float, future: asyncio.Future[bytes]
     ) -> None:
-        host = self._host
-        assert host is not None
         with self.stats.lock:
             self.stats.requests_sent += 1
         result: bytes | None = None
-        failure: RequestFailed | None = None
+        failure: RequestFailed | None = RequestFailed("p2p host stopped", reason="not_running")
         try:
             with trio.fail_after(timeout):
-                stream = await host.new_stream(ID.from_base58(peer), [REQ_PROTOCOL])
-                try:
-                    await stream.write(encode_req(data))
-                    decoder = FrameDecoder(self.config.frame_bytes_max, RESP_KINDS)
-                    while True:
-                        frames = decoder.feed(await stream.read(READ_BYTES))
-                        if decoder.error is not None:
-                            self._drop(peer, decoder.error.reason, detail=decoder.error.detail)
-                            failure = RequestFailed(decoder.error.detail, reason="protocol_error")
-                            break
-                        if frames:
-                            if frames[0].status == RESP_OK:
-                                result = frames[0].payload
-                            else:
-                                failure = RequestFailed(
-                                    frames[0].payload.decode(errors="replace"),
-                                    reason="remote_error",
-                                )
-                            break
-                finally:
-                    await _reset(stream) if failure else await _close(stream)
+                result, failure = await self._exchange(peer, data)
         except trio.TooSlowError:
             failure = RequestFailed(f"no answer from {peer} in {timeout}s", reason="timeout")
         except Exception as error:
             failure = RequestFailed(repr(error), reason="stream_error")
-        if failure is not None:
-            with self.stats.lock:
-                self.stats.requests_failed += 1
-        self._call_asyncio(_settle, future, result, failure)
+        finally:
+            # Settle the caller's future even when cancelled by shutdown.
+            if failure is not None:
+                result = None
+                with self.stats.lock:
+                    self.stats.requests_failed += 1
+            self._call_asyncio(_settle, future, result, failure)
+
+    async def _exchange(self, peer: str, data: bytes) -> tuple[bytes | None, RequestFailed | None]:
+        host = self._host
+        assert host is not None
+        stream = await host.new_stream(ID.from_base58(peer), [REQ_PROTOCOL])
+        failure: RequestFailed | None = None
+        try:
+            await stream.write(encode_req(data))
+            decoder = FrameDecoder(self.config.frame_bytes_max, RESP_KINDS)
+            while True:
+                frames = decoder.feed(await stream.read(READ_BYTES))
+                if decoder.error is not None:
+                    self._drop(peer, decoder.error.reason, detail=decoder.error.detail)
+                    failure = RequestFailed(decoder.error.detail, reason="protocol_error")
+                    return None, failure
+                if frames:
+                    if frames[0].status == RESP_OK:
+                        return frames[0].payload, None
+                    message = frames[0].payload.decode(errors="replace")
+                    failure = RequestFailed(message, reason="remote_error")
+                    return None, failure
+        except BaseException:
+            failure = RequestFailed("aborted", reason="stream_error")
+            raise
+        finally:
+            if failure is not None:
+                await _reset(stream)
+            else:
+                await _close(stream)
 
     # ---------------------------------------------------------- trio: gossip
 

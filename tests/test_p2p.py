@@ -229,3 +229,22 @@ async def test_peers_given_by_dns_name_are_resolved_and_dialled() -> None:
     ]
     async with running(configs) as (a, b):
         assert a.connected_peers() == {b.peer_id}
+
+
+async def test_pending_request_fails_at_once_when_our_host_stops() -> None:
+    async with running(make_configs(2)) as (a, b):
+        called, release = asyncio.Event(), asyncio.Event()
+
+        async def hang(peer: str, data: bytes) -> bytes:
+            called.set()
+            await release.wait()
+            return b""
+
+        b.set_request_handler(hang)
+        pending = asyncio.create_task(a.request(b.peer_id, b"block 7", timeout=30))
+        await asyncio.wait_for(called.wait(), 10)
+        await a.stop()
+        with pytest.raises(RequestFailed) as failed:
+            await asyncio.wait_for(pending, 5)
+        assert failed.value.reason == "not_running"
+        release.set()
