@@ -147,3 +147,39 @@ async def test_garbage_on_streams_is_dropped_counted_and_host_keeps_serving() ->
 async def _echo(data: bytes) -> bytes:
     await asyncio.sleep(0)
     return data
+
+
+def _dial_with_plaintext_only(target: str) -> str:
+    """(own thread) A raw libp2p client offering only /plaintext: must be refused."""
+    import multiaddr
+    import trio
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    async def main() -> str:
+        key_pair = create_new_key_pair()
+        host = new_host(
+            key_pair=key_pair, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(key_pair)}
+        )
+        async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            try:
+                with trio.fail_after(10):
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(target)))
+            except Exception as error:
+                return type(error).__name__
+            finally:
+                await host.close()
+            return "connected"
+
+    return trio.run(main)
+
+
+async def test_only_noise_secured_connections_are_accepted() -> None:
+    (config,) = make_configs(1)
+    async with P2PHost(config) as host:
+        target = f"{host.listen_addrs[0]}/p2p/{host.peer_id}"
+        outcome = await asyncio.to_thread(_dial_with_plaintext_only, target)
+        assert outcome != "connected"
+        assert host.connected_peers() == frozenset()
