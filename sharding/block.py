@@ -28,7 +28,7 @@ from sharding.tx import SignedTx
 BLOCK_BYTES_MAX = 16 * 1024 * 1024
 HASH_BYTES = 32
 
-U64 = Annotated[int, msgspec.Meta(ge=0, le=U64_MAX)]
+U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack caps ints at 2**64 - 1
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=HASH_BYTES, max_length=HASH_BYTES)]
 
 GENESIS_PREV_HASH = bytes(HASH_BYTES)

@@ -40,7 +40,7 @@ CREDIT_KINDS = frozenset({CREDIT, SWAP_OUTPUT, REFUND})
 ERROR_CHARS_MAX = 64
 SHARD_MAX = 2**16 - 1
 
-U64 = Annotated[int, msgspec.Meta(ge=0, le=U64_MAX)]
+U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack caps ints at 2**64 - 1
 ShardId = Annotated[int, msgspec.Meta(ge=0, le=SHARD_MAX)]
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Address = Annotated[bytes, msgspec.Meta(min_length=ADDRESS_BYTES, max_length=ADDRESS_BYTES)]

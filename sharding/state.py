@@ -99,15 +99,13 @@ class State:
         for key, value in items:
             check(key not in state._data, f"duplicate key {key.hex()}")
             state._insert(key, value)
-        levels = state._levels
-        for index, entries in state._buckets.items():
-            levels[0][index] = compute_bucket_hash(entries)
-        for depth in range(1, BUCKET_BITS + 1):
-            below = levels[depth - 1]
-            levels[depth] = [
-                compute_node_hash(below[2 * i], below[2 * i + 1])
-                for i in range(BUCKETS >> depth)
-            ]
+        bucket_hashes = {
+            index: compute_bucket_hash(entries) for index, entries in state._buckets.items()
+        }
+        for depth, level in enumerate(state._compute_nodes(bucket_hashes)):
+            target = state._levels[depth]
+            for index, node in level.items():
+                target[index] = node
         return state
 
     def _insert(self, key: bytes, value: bytes) -> None:
@@ -162,9 +160,14 @@ class State:
             else:
                 check(0 < len(key) <= KEY_BYTES_MAX, "state key length out of range")
                 entries[key] = compute_entry_hash(key, value)
-        nodes: list[dict[int, bytes]] = [
+        nodes = self._compute_nodes(
             {index: compute_bucket_hash(entries) for index, entries in buckets.items()}
-        ]
+        )
+        return PreparedWrites(self._version, writes, buckets, nodes)
+
+    def _compute_nodes(self, bucket_hashes: dict[int, bytes]) -> list[dict[int, bytes]]:
+        """New hashes per tree level for changed buckets: only their paths to the root."""
+        nodes = [bucket_hashes]
         for depth in range(1, BUCKET_BITS + 1):
             below, below_old = nodes[depth - 1], self._levels[depth - 1]
             level: dict[int, bytes] = {}
@@ -173,9 +176,9 @@ class State:
                 right = below.get(2 * parent + 1) or below_old[2 * parent + 1]
                 level[parent] = compute_node_hash(left, right)
             nodes.append(level)
-        if not writes:
+        if not bucket_hashes:
             nodes[BUCKET_BITS][0] = self.root
-        return PreparedWrites(self._version, writes, buckets, nodes)
+        return nodes
 
     def compute_root_after(self, writes: Writes) -> bytes:
         return self.prepare(writes).root

@@ -25,7 +25,7 @@ TX_BYTES_MAX = 4096
 CHAIN_ID_CHARS_MAX = 64
 ASSET_MAX = 2**32 - 1
 
-U64 = Annotated[int, msgspec.Meta(ge=0, le=U64_MAX)]
+U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack caps ints at 2**64 - 1
 AssetId = Annotated[int, msgspec.Meta(ge=0, le=ASSET_MAX)]
 Address = Annotated[bytes, msgspec.Meta(min_length=ADDRESS_BYTES, max_length=ADDRESS_BYTES)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
