@@ -51,12 +51,12 @@ class NodeService(Protocol):
     """What the API needs from the node. Values returned are JSON-ready."""
 
     async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]: ...
-    def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None: ...
+    async def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None: ...
     def account(self, address: bytes) -> dict[str, Any]: ...
     async def block(self, height: int | None) -> dict[str, Any] | None: ...
     def status(self) -> dict[str, Any]: ...
     def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]: ...
-    def metrics(self) -> bytes: ...
+    def metrics_text(self) -> bytes: ...
 
 
 def _error(status: int, reason: str, detail: str, headers: dict[str, str] | None = None
@@ -149,7 +149,7 @@ def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int) 
     @routes.get("/v1/txs/{tx_hash}")
     async def tx(request: web.Request) -> web.Response:
         tx_hash = _parse_hex(request.match_info["tx_hash"], "transaction hash", 32)
-        found = service.tx_status(tx_hash)
+        found = await service.tx_status(tx_hash)
         if found is None:
             raise ApiError(404, "not_found", "unknown transaction")
         return web.json_response(found)
@@ -195,7 +195,7 @@ def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int) 
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=service.metrics(),
+        return web.Response(body=service.metrics_text(),
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
     app.add_routes(routes)

@@ -16,6 +16,8 @@ import click
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
     "logs": "scripts.logs:logs",
+    "node": "node.main:node_command",
+    "testnet": "scripts.testnet.cli:testnet",
 }
 
 BENCHMARKS: dict[str, str] = {

@@ -176,6 +176,15 @@ class Mempool:
     def oldest_arrival_ms(self) -> int | None:
         return min((item.arrival_ms for item in self._by_hash.values()), default=None)
 
+    def oldest_ready_arrival_ms(self) -> int | None:
+        """Arrival of the oldest executable transaction: pending work a primary owes."""
+        oldest: int | None = None
+        for sender, queue in self._by_sender.items():
+            head = queue.get(self._committed_nonce(sender))
+            if head is not None and (oldest is None or head.arrival_ms < oldest):
+                oldest = head.arrival_ms
+        return oldest
+
     def _discard(self, item: PendingTx) -> None:
         del self._by_hash[item.tx_hash]
         self.size_bytes -= item.size_bytes

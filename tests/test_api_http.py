@@ -31,7 +31,7 @@ class RecordingService:
                 results.append(SubmitResult(None, False, "malformed", "bad tx"))
         return results
 
-    def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None:
+    async def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None:
         return {"hash": tx_hash.hex(), "status": "pending"} if tx_hash[0] == 0x11 else None
 
     def account(self, address: bytes) -> dict[str, Any]:
@@ -47,7 +47,7 @@ class RecordingService:
         for height in (1, 2):
             yield {"height": height}
 
-    def metrics(self) -> bytes:
+    def metrics_text(self) -> bytes:
         return b"shardnet_height 3.0\n"
 
 

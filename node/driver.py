@@ -1,0 +1,340 @@
+"""The consensus driver: feeds the replica events and carries out its actions.
+
+The only place that awaits around consensus. Follows the ordering contract of
+``consensus.actions``: a ``Persist`` is durable before the sends after it, and
+a ``CommitBlock`` is written together with that ``Persist`` in one storage
+transaction. Ledger work runs on the ledger thread, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    CommitBlock,
+    Dropped,
+    ExecuteBlock,
+    Persist,
+    RequestProposal,
+    RequestSync,
+    Send,
+    SetTimer,
+    ViewChangeStarted,
+    ViewInstalled,
+)
+from consensus.certificate import CommitCertificate
+from consensus.codec import decode, encode
+from consensus.errors import DecodeError, ShardnetError
+from consensus.events import (
+    BlockExecuted,
+    Event,
+    MessageReceived,
+    ProposalReady,
+    SyncedBlock,
+    SyncResult,
+    Tick,
+)
+from consensus.replica import Replica
+from node.config import NodeConfig
+from node.ledger import Committed, Ledger, Proposal
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.store import BlockCommit, ReceiptRecord, StoreAPI, TxRecord
+from node.wire import (
+    CHANNEL_CONSENSUS,
+    SyncRequest,
+    SyncResponse,
+)
+from sharding.executor import Rejected
+
+META_REPLICA = "replica"
+EVENT_QUEUE_MAX = 100_000
+SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+CERTIFICATE_BYTES_MAX = 64 * 1024
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+QUIET_DROP_REASONS = frozenset({"stale", "duplicate", "old_view"})
+
+
+class DropLog:
+    """Counts every drop; logs the first few per reason each second (routine
+    reasons such as retransmits of committed heights at debug level)."""
+
+    def __init__(self, log: Any, metrics: NodeMetrics, per_second: int = 5) -> None:
+        self.log, self.metrics, self.per_second = log, metrics, per_second
+        self._window: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, source: str, reason: str, **fields: Any) -> None:
+        self.metrics.messages_dropped.labels(source=source, reason=reason).inc()
+        second = monotonic_ms() // 1000
+        start, count = self._window.get(reason, (second, 0))
+        if start != second:
+            start, count = second, 0
+        self._window[reason] = (start, count + 1)
+        if count < self.per_second:
+            emit = self.log.debug if reason in QUIET_DROP_REASONS else self.log.warning
+            emit(f"{source}.dropped", reason=reason, **fields)
+
+
+class ConsensusDriver:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        replica: Replica,
+        ledger: Ledger,
+        store: StoreAPI,
+        mempool: Mempool,
+        metrics: NodeMetrics,
+        log: Any,
+        send: Callable[[int, int, bytes], bool],
+        request: Callable[[int, bytes, float], Any],
+        on_committed: Callable[[Committed, CommitCertificate], None],
+        on_rejected: Callable[[list[Rejected]], None],
+        ledger_pool: ThreadPoolExecutor,
+    ) -> None:
+        self.config = config
+        self.replica = replica
+        self.ledger = ledger
+        self.store = store
+        self.mempool = mempool
+        self.metrics = metrics
+        self.log = log
+        self._send = send
+        self._request = request
+        self._on_committed = on_committed
+        self._on_rejected = on_rejected
+        self._pool = ledger_pool
+        self._drop = DropLog(log, metrics)
+        self._inbox: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_MAX)
+        self._local: deque[Event] = deque()
+        self._deadline_ms = monotonic_ms()
+        self._proposal_wanted: tuple[int, int] | None = None
+        self._last_block_ms = monotonic_ms()
+        self._proposing = False
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.view_changes = 0
+
+    # -- inputs -------------------------------------------------------------------
+
+    def deliver(self, data: bytes, sender_index: int | None) -> None:
+        """A consensus message off the wire (called on the loop by the p2p handler)."""
+        try:
+            self._inbox.put_nowait(MessageReceived(data, sender_index))
+        except asyncio.QueueFull:
+            self._drop("pbft", "inbox_full", sender=sender_index)
+
+    def wake(self) -> None:
+        """Something changed in the mempool: re-check the batch policy soon."""
+        if self._inbox.empty():
+            self._inbox.put_nowait(Tick(monotonic_ms(), self._oldest_pending()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._inbox.put_nowait(Tick(monotonic_ms()))
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._step(Tick(monotonic_ms(), self._oldest_pending()))
+        while not self._stopping:
+            timeout_s = max(0.0, (self._next_wake_ms() - monotonic_ms()) / 1000)
+            try:
+                event = await asyncio.wait_for(self._inbox.get(), timeout_s)
+            except TimeoutError:
+                event = Tick(monotonic_ms(), self._oldest_pending())
+            if self._stopping:
+                break
+            await self._step(event)
+            # Drain what arrived meanwhile before the next timer check.
+            for _ in range(256):
+                if self._inbox.empty() or self._stopping:
+                    break
+                await self._step(self._inbox.get_nowait())
+            if monotonic_ms() >= self._deadline_ms:
+                await self._step(Tick(monotonic_ms(), self._oldest_pending()))
+            await self._maybe_propose()
+
+    def _next_wake_ms(self) -> int:
+        wake = self._deadline_ms
+        if self._proposal_wanted is not None and len(self.mempool):
+            wake = min(wake, self._last_block_ms + self.config.consensus.block_interval_ms)
+        return wake
+
+    def _oldest_pending(self) -> int | None:
+        return self.mempool.oldest_ready_arrival_ms()
+
+    async def _step(self, event: Event) -> None:
+        self._local.append(event)
+        while self._local:
+            actions = self.replica.step(self._local.popleft())
+            await self._carry_out(actions)
+
+    # -- actions ------------------------------------------------------------------
+
+    async def _carry_out(self, actions: Sequence[Action]) -> None:
+        persist = next((a for a in actions if isinstance(a, Persist)), None)
+        commits = [a for a in actions if isinstance(a, CommitBlock)]
+        persisted = False
+        for action in actions:
+            if isinstance(action, ExecuteBlock):
+                await self._execute(action)
+            elif isinstance(action, CommitBlock):
+                last = action is commits[-1]
+                await self._commit(action, persist if last else None)
+                persisted = persisted or (last and persist is not None)
+            elif isinstance(action, Persist):
+                if not persisted:
+                    await self.store.put_metadata({META_REPLICA: encode(action.state)})
+                    persisted = True
+            elif isinstance(action, Send):
+                self._send(action.to_index, CHANNEL_CONSENSUS, action.data)
+            elif isinstance(action, Broadcast):
+                for index in range(len(self.replica.cfg.validators)):
+                    if index != self.replica.me:
+                        self._send(index, CHANNEL_CONSENSUS, action.data)
+            elif isinstance(action, SetTimer):
+                self._deadline_ms = action.deadline_ms
+            elif isinstance(action, RequestProposal):
+                self._proposal_wanted = (action.height, action.view)
+            elif isinstance(action, RequestSync):
+                self._spawn(self._sync(action))
+            elif isinstance(action, Dropped):
+                self._drop("pbft", action.reason, detail=action.detail[:200],
+                           sender=action.sender)
+            elif isinstance(action, ViewChangeStarted):
+                self.view_changes += 1
+                self.metrics.view_changes.inc()
+                self.log.warning("pbft.view_change", new_view=action.new_view,
+                                 reason=action.reason, height=self.ledger.height)
+            elif isinstance(action, ViewInstalled):
+                self.metrics.view.set(action.view)
+                self.metrics.is_primary.set(int(action.primary == self.replica.me))
+                self.log.info("pbft.new_view", view=action.view, primary=action.primary,
+                              height=self.ledger.height)
+
+    async def _execute(self, action: ExecuteBlock) -> None:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        reason = await loop.run_in_executor(
+            self._pool, self.ledger.execute, action.payload, action.block_hash, action.height,
+            action.view,
+        )
+        self.metrics.block_execution.observe(time.perf_counter() - started)
+        if reason:
+            self.log.warning("block.rejected", height=action.height, view=action.view,
+                             block=action.block_hash.hex(), reason=reason)
+        self._local.append(BlockExecuted(action.view, action.height, action.block_hash,
+                                         not reason, reason))
+
+    async def _commit(self, action: CommitBlock, persist: Persist | None) -> None:
+        loop = asyncio.get_running_loop()
+        committed: Committed = await loop.run_in_executor(
+            self._pool, self.ledger.commit, action.payload, action.block_hash, action.height
+        )
+        result = committed.result
+        metadata = {META_REPLICA: encode(persist.state)} if persist is not None else {}
+        await self.store.commit_block(BlockCommit(
+            height=action.height,
+            block_hash=action.block_hash,
+            block=action.payload,
+            certificate=encode(action.certificate),
+            state_writes=list(result.writes.items()),
+            receipts=[ReceiptRecord(r.dst_shard, r.seq, encode(r)) for r in result.receipts],
+            txs=[TxRecord(o.tx_hash, action.height, i, encode(o))
+                 for i, o in enumerate(result.outcomes)],
+            metadata=metadata,
+        ))
+        self._last_block_ms = monotonic_ms()
+        if self._proposal_wanted is not None and self._proposal_wanted[0] <= action.height:
+            self._proposal_wanted = None
+        self._on_committed(committed, action.certificate)
+
+    # -- proposing ------------------------------------------------------------------
+
+    async def _maybe_propose(self) -> None:
+        wanted = self._proposal_wanted
+        if wanted is None or self._proposing or self._stopping:
+            return
+        if self.replica.wants_proposal() != wanted:
+            self._proposal_wanted = None
+            return
+        consensus = self.config.consensus
+        ready = self.mempool.ready(consensus.block_txs_max, consensus.block_bytes_max)
+        if not ready:
+            return
+        interval_passed = monotonic_ms() - self._last_block_ms >= consensus.block_interval_ms
+        if len(ready) < consensus.block_txs_max and not interval_passed:
+            return
+        height, view = wanted
+        self._proposing = True
+        try:
+            loop = asyncio.get_running_loop()
+            proposal: Proposal = await loop.run_in_executor(
+                self._pool, lambda: self.ledger.propose(
+                    [item.tx for item in ready], [], height=height, view=view,
+                    time_ms=wall_ms(), proposer=self.replica.me,
+                    txs_max=consensus.block_txs_max,
+                ))
+        finally:
+            self._proposing = False
+        if proposal.rejected:
+            self._on_rejected(proposal.rejected)
+        self.log.info("block.proposed", height=height, view=view,
+                      block=proposal.block_hash.hex(), txs_count=len(proposal.block.txs),
+                      txs=[o.tx_hash.hex() for o in proposal.result.outcomes])
+        self._proposal_wanted = None
+        await self._step(ProposalReady(height, view, proposal.payload, proposal.block_hash))
+
+    # -- block sync -----------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sync(self, action: RequestSync) -> None:
+        last = min(action.to_height,
+                   action.from_height + self.config.consensus.sync_batch_blocks_max - 1)
+        request = encode(SyncRequest(self.replica.cfg.shard, action.from_height, last))
+        self.log.info("sync.requested", first=action.from_height, last=last,
+                      peers=list(action.peers), height=self.ledger.height)
+        peers = list(action.peers) or [
+            i for i in range(len(self.replica.cfg.validators)) if i != self.replica.me
+        ]
+        for peer in peers:
+            try:
+                answer = await self._request(peer, request, 10.0)
+                response = decode(answer, SyncResponse, SYNC_RESPONSE_BYTES_MAX)
+                blocks = tuple(
+                    SyncedBlock(b.height, b.payload, b.block_hash,
+                                decode(b.certificate, CommitCertificate, CERTIFICATE_BYTES_MAX))
+                    for b in response.blocks
+                )
+            except (ShardnetError, DecodeError) as exc:
+                self._drop("sync", exc.reason, peer=peer)
+                continue
+            if blocks:
+                self.metrics.sync_blocks.inc(len(blocks))
+                self.log.info("sync.applied", blocks=len(blocks), first=blocks[0].height,
+                              height=self.ledger.height)
+                await self._inbox.put(SyncResult(blocks))
+                return

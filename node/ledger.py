@@ -1,0 +1,168 @@
+"""The ledger as the node drives it: committed state, speculative execution, commits.
+
+Consensus hands the node opaque block bytes; this module decodes them, checks
+what the ledger decides (hash, height, parent, roots), and keeps each block's
+execution result until the block commits, so a replica executes a block once.
+All methods are synchronous and CPU-bound: the node runs them on its ledger
+worker thread, one at a time, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.codec import encode
+from consensus.errors import DecodeError, ShardnetError, check
+from sharding.block import GENESIS_PREV_HASH, Block, block_hash, decode_block
+from sharding.executor import (
+    BlockResult,
+    InvalidBlock,
+    Rejected,
+    apply_block,
+    build_block,
+    commit_block_result,
+)
+from sharding.genesis import Genesis, genesis_state
+from sharding.receipts import Receipt
+from sharding.records import get_account, get_nonce
+from sharding.state import State
+from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
+
+SPECULATIVE_RESULTS_MAX = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    block: Block
+    payload: bytes
+    block_hash: bytes
+    result: BlockResult
+    rejected: list[Rejected]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    height: int
+    block: Block
+    block_hash: bytes
+    result: BlockResult
+
+
+class Ledger:
+    def __init__(self, genesis: Genesis, shard: int, state: State | None = None,
+                 height: int = 0, tip_hash: bytes = GENESIS_PREV_HASH,
+                 block_bytes_max: int = 8 * 1024 * 1024) -> None:
+        self.genesis = genesis
+        self.shard = shard
+        self.state = state if state is not None else genesis_state(genesis, shard)
+        self.height = height
+        self.tip_hash = tip_hash
+        self.block_bytes_max = block_bytes_max
+        self._speculative: dict[bytes, tuple[int, Block, BlockResult]] = {}
+
+    # -- admission (mempool) ---------------------------------------------------
+
+    def admit(self, raw: bytes) -> SignedTx:
+        """Decode and check a submitted transaction; raise ``ShardnetError`` with a reason."""
+        tx = decode_tx(raw)
+        check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards)
+        return tx
+
+    def admit_unsigned_check(self, raw: bytes) -> SignedTx:
+        """Admission of a transaction a shard peer forwarded: everything but the
+        signature, which block execution verifies."""
+        tx = decode_tx(raw)
+        check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards,
+                           verify_signatures=False)
+        return tx
+
+    def committed_nonce(self, sender: bytes) -> int:
+        return get_nonce(self.state, sender)
+
+    def account(self, address: bytes) -> dict[str, Any]:
+        account = get_account(self.state, address)
+        return {
+            "nonce": account.nonce,
+            "balances": {self.genesis.asset_name(b.asset): b.amount for b in account.balances},
+        }
+
+    # -- proposing ---------------------------------------------------------------
+
+    def propose(self, txs: list[SignedTx], inbound: list[Receipt], *, height: int, view: int,
+                time_ms: int, proposer: int, txs_max: int) -> Proposal:
+        check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
+        block, result, rejected = build_block(
+            self.state, txs, inbound, height=height, view=view, prev_hash=self.tip_hash,
+            time_ms=time_ms, proposer=proposer, txs_max=txs_max,
+        )
+        digest = block_hash(block)
+        self._remember(digest, height, block, result)
+        return Proposal(block, encode(block), digest, result, rejected)
+
+    # -- validating a pre-prepare --------------------------------------------------
+
+    def execute(self, payload: bytes, expected_hash: bytes, height: int, view: int) -> str:
+        """Execute a proposed block speculatively; return "" when it is valid, else why not."""
+        try:
+            block = decode_block(payload, self.block_bytes_max)
+        except DecodeError as exc:
+            return f"malformed: {exc.detail}"
+        digest = block_hash(block)
+        header = block.header
+        # Verify the payload is the block the PRE-PREPARE names.
+        if digest != expected_hash:
+            return "block_hash_mismatch"
+        # Verify the block extends our committed tip at the agreed height.
+        if header.height != height or height != self.height + 1:
+            return f"wrong_height: header {header.height}, slot {height}, tip {self.height}"
+        if header.prev_hash != self.tip_hash:
+            return "wrong_prev_hash"
+        # Verify the header's view is not from the future.
+        if header.view > view:
+            return "header_view_ahead"
+        if digest in self._speculative:
+            return ""
+        try:
+            result = apply_block(self.state, block)
+        except InvalidBlock as exc:
+            return f"{exc.reason}: {exc.detail}"
+        self._remember(digest, height, block, result)
+        return ""
+
+    # -- committing ---------------------------------------------------------------------
+
+    def commit(self, payload: bytes, digest: bytes, height: int) -> Committed:
+        """Apply a committed block (executing it now if it was not executed before)."""
+        check(height == self.height + 1, f"commit of {height} on tip {self.height}")
+        cached = self._speculative.pop(digest, None)
+        if cached is not None and cached[2].prepared.version == self.state.version:
+            _, block, result = cached
+        else:
+            block = decode_block(payload, self.block_bytes_max)
+            check(block_hash(block) == digest, "committed payload does not hash to its digest")
+            try:
+                result = apply_block(self.state, block)
+            except InvalidBlock as exc:
+                # A certified block that our ledger rejects: we diverge; halt loudly.
+                raise ShardnetError(f"certified block {height} invalid here: {exc.reason}",
+                                    reason="divergence") from exc
+        commit_block_result(self.state, result)
+        check(self.state.root == block.header.state_root, "state root after commit differs")
+        self.height = height
+        self.tip_hash = digest
+        self._speculative.clear()
+        return Committed(height, block, digest, result)
+
+    def _remember(self, digest: bytes, height: int, block: Block, result: BlockResult) -> None:
+        if len(self._speculative) >= SPECULATIVE_RESULTS_MAX:
+            self._speculative.pop(next(iter(self._speculative)))
+        self._speculative[digest] = (height, block, result)
+
+
+def decode_and_hash(raw: bytes) -> tuple[SignedTx, bytes]:
+    tx = decode_tx(raw)
+    return tx, tx_hash(tx)
+
+
+__all__ = ["Committed", "InvalidTx", "Ledger", "Proposal", "check_tx_nonce", "decode_and_hash"]

@@ -1,0 +1,344 @@
+"""The composition root: builds one node from its home folder and runs it.
+
+Everything concrete is constructed here (CometBFT's node/setup.go is the model);
+the pieces receive what they need and know nothing of each other's construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+from aiohttp import web
+
+from consensus.certificate import CommitCertificate
+from consensus.codec import decode, encode
+from consensus.crypto import sha256, verify_signature
+from consensus.errors import DecodeError, ShardnetError
+from consensus.replica import Replica
+from consensus.state import PersistentState, ReplicaConfig
+from node.api import build_app
+from node.config import ConfigError, NodeConfig, load_config
+from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
+from node.keys import load_node_key
+from node.ledger import Committed, Ledger
+from node.logs import configure_logging
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.p2p import P2PHost
+from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_public_key
+from node.service import NodeService
+from node.store import Store
+from node.wire import (
+    CHANNEL_CONSENSUS,
+    CHANNEL_TXS,
+    SYNC_REQUEST_BYTES_MAX,
+    TOPIC_BLOCKS,
+    SyncedBlockWire,
+    SyncRequest,
+    SyncResponse,
+    decode_tx_batch,
+)
+from sharding.genesis import Genesis, genesis_state, load_genesis
+from sharding.state import State
+
+DB_FILE = "shard.sqlite"
+
+
+def resolve(address: str) -> str:
+    """``host:port`` with the host resolved by the system resolver (/etc/hosts, Docker DNS)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ip = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    except OSError:
+        return address
+    return f"{ip}:{port}"
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        node = config.node
+        self.name = node.name or f"shard{node.shard}-node{node.index}"
+        self.log = structlog.get_logger().bind(node=self.name, shard=node.shard)
+        self.genesis: Genesis = load_genesis(config.path(node.genesis))
+        self.key = load_node_key(config.path(node.key_file))
+        if node.shard >= self.genesis.num_shards:
+            raise ConfigError(f"$.node.shard: {node.shard} but genesis has "
+                              f"{self.genesis.num_shards} shards")
+        validators = self.genesis.validators[node.shard]
+        if node.index >= len(validators):
+            raise ConfigError(f"$.node.index: {node.index} but shard has {len(validators)}")
+        if validators[node.index].public_key != self.key.public_key:
+            raise ConfigError("node key is not the genesis key of this validator")
+        self.validators = validators
+        self.metrics = NodeMetrics()
+        self.store: Store | None = None
+        self.p2p: P2PHost | None = None
+        self.runner: web.AppRunner | None = None
+        self.driver: ConsensusDriver | None = None
+        self.service: NodeService | None = None
+        self._peer_index: dict[str, int] = {}
+        self._index_peer: dict[int, str] = {}
+        self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._admission_pool = ThreadPoolExecutor(1, thread_name_prefix="admission")
+        self._stopped = asyncio.Event()
+
+    # -- start-up --------------------------------------------------------------------
+
+    async def _open_ledger(self) -> tuple[Ledger, PersistentState | None]:
+        node = self.config.node
+        self.store = store = await Store.open(self.config.path(node.data_dir) / DB_FILE)
+        genesis_hash = sha256(encode_genesis(self.genesis))
+        fresh = genesis_state(self.genesis, node.shard)
+        await store.initialize(genesis_hash, list(fresh.items()))
+        snapshot = await store.load_snapshot()
+        if snapshot.latest is None:
+            ledger = Ledger(self.genesis, node.shard, fresh,
+                            block_bytes_max=self.config.consensus.block_bytes_max)
+        else:
+            state = State.from_items(snapshot.state_items)
+            block = decode_stored_block(snapshot.latest.block)
+            if state.root != block.header.state_root:
+                raise ShardnetError("stored state root differs from the last block's",
+                                    reason="corrupt_store")
+            ledger = Ledger(self.genesis, node.shard, state, snapshot.latest.height,
+                            snapshot.latest.block_hash,
+                            block_bytes_max=self.config.consensus.block_bytes_max)
+        persisted = None
+        raw = snapshot.metadata.get(META_REPLICA)
+        if raw is not None:
+            persisted = decode(raw, PersistentState, 64 * 1024 * 1024)
+        self.metrics.height.set(ledger.height)
+        return ledger, persisted
+
+    def _p2p_config(self) -> P2PConfig:
+        p2p = self.config.p2p
+        peers: list[PeerSpec] = []
+        for shard_validators in self.genesis.validators:
+            for validator in shard_validators:
+                if validator.public_key == self.key.public_key:
+                    continue
+                peers.append(PeerSpec(resolve(validator.p2p_address),
+                                      public_key=validator.public_key))
+                if validator.shard == self.config.node.shard:
+                    peer = peer_id_from_public_key(validator.public_key)
+                    self._peer_index[peer] = validator.index
+                    self._index_peer[validator.index] = peer
+        own = self.validators[self.config.node.index].p2p_address
+        announce_host = p2p.announce_host or own.rpartition(":")[0]
+        return P2PConfig(
+            private_key_seed=self.key.private_bytes,
+            listen_host=p2p.listen_host, listen_port=p2p.listen_port,
+            announce_host=resolve(f"{announce_host}:0").rpartition(":")[0],
+            announce_port=p2p.listen_port or None,
+            peers=tuple(peers), gossip_topics=(TOPIC_BLOCKS,),
+            write_timeout_s=p2p.write_timeout_ms / 1000,
+            heartbeat_interval_s=p2p.heartbeat_interval_ms / 1000,
+            heartbeat_timeout_s=5 * p2p.heartbeat_interval_ms / 1000,
+            dial_backoff_min_s=p2p.dial_backoff_min_ms / 1000,
+            dial_backoff_max_s=p2p.dial_backoff_max_ms / 1000,
+            frame_bytes_max=p2p.frame_bytes_max,
+        )
+
+    def _replica(self, persisted: PersistentState | None, ledger: Ledger) -> Replica:
+        consensus = self.config.consensus
+        config = ReplicaConfig(
+            chain_id=self.genesis.chain_id, shard=self.config.node.shard,
+            validators=tuple(v.public_key for v in self.validators),
+            index=self.config.node.index,
+            checkpoint_interval=consensus.checkpoint_interval,
+            watermark_window=max(4 * consensus.checkpoint_interval, 40),
+            request_timeout_ms=consensus.request_timeout_ms,
+            view_change_timeout_ms=consensus.view_change_timeout_ms,
+            message_bytes_max=consensus.block_bytes_max + 64 * 1024,
+        )
+        return Replica(config, self.key, verify_signature, persisted, now_ms=monotonic_ms())
+
+    async def start(self) -> None:
+        config = self.config
+        ledger, persisted = await self._open_ledger()
+        store = self.store
+        if store is None:
+            raise ShardnetError("store did not open")
+        mempool = Mempool(
+            txs_max=config.mempool.txs_max, bytes_max=config.mempool.bytes_max,
+            nonce_window=config.mempool.nonce_window,
+            sender_txs_max=config.mempool.sender_txs_max,
+            committed_nonce=ledger.committed_nonce,
+        )
+        self.p2p = p2p = P2PHost(self._p2p_config(), self.log)
+        service = NodeService(
+            name=self.name, config=config, ledger=ledger, mempool=mempool, store=store,
+            metrics=self.metrics, log=self.log, admission_pool=self._admission_pool,
+            forward=self._forward_txs, peers_connected=lambda: len(p2p.connected_peers()),
+        )
+        self.service = service
+        replica = self._replica(persisted, ledger)
+        self.driver = driver = ConsensusDriver(
+            config=config, replica=replica, ledger=ledger, store=store, mempool=mempool,
+            metrics=self.metrics, log=self.log, send=self._send, request=self._request,
+            on_committed=self._on_committed, on_rejected=service.on_rejected,
+            ledger_pool=self._ledger_pool,
+        )
+        service.driver = driver
+        p2p.on_message(self._on_p2p_message)
+        p2p.set_request_handler(self._serve_request)
+        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement)
+        await p2p.start()
+        app = build_app(service, body_bytes_max=config.api.body_bytes_max,
+                        batch_txs_max=config.api.batch_txs_max)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, config.api.host, config.api.port).start()
+        self.metrics.view.set(replica.view)
+        self.metrics.is_primary.set(int(replica.primary() == replica.me))
+        self.log.info("node.started", height=ledger.height, view=replica.view,
+                      api=f"http://{config.api.host}:{config.api.port}",
+                      p2p=p2p.listen_addrs, peer_id=p2p.peer_id, pid=os.getpid())
+
+    # -- p2p glue --------------------------------------------------------------------
+
+    def _send(self, index: int, channel: int, data: bytes) -> bool:
+        peer = self._index_peer.get(index)
+        if peer is None or self.p2p is None:
+            return False
+        ok = self.p2p.send_nowait(peer, channel, data)
+        if ok:
+            self.metrics.p2p_messages.labels(direction="out", channel=str(channel)).inc()
+            self.metrics.p2p_bytes.labels(direction="out", channel=str(channel)).inc(len(data))
+        return ok
+
+    async def _request(self, index: int, data: bytes, timeout_s: float) -> bytes:
+        peer = self._index_peer.get(index)
+        if peer is None or self.p2p is None:
+            raise ShardnetError(f"no peer for validator {index}", reason="unknown_peer")
+        return await self.p2p.request(peer, data, timeout_s)
+
+    def _forward_txs(self, batch: bytes) -> None:
+        for index in self._index_peer:
+            self._send(index, CHANNEL_TXS, batch)
+
+    def _on_p2p_message(self, peer: str, channel: int, data: bytes) -> None:
+        self.metrics.p2p_messages.labels(direction="in", channel=str(channel)).inc()
+        self.metrics.p2p_bytes.labels(direction="in", channel=str(channel)).inc(len(data))
+        index = self._peer_index.get(peer)
+        if index is None:
+            self.driver and self.driver._drop("p2p", "not_shard_peer", peer=peer)
+            return
+        if channel == CHANNEL_CONSENSUS and self.driver is not None:
+            self.driver.deliver(data, index)
+        elif channel == CHANNEL_TXS and self.service is not None:
+            try:
+                batch = decode_tx_batch(data, self.config.api.body_bytes_max)
+            except DecodeError as exc:
+                if self.driver is not None:
+                    self.driver._drop("p2p", exc.reason, peer=peer, channel=channel)
+                return
+            self.service.receive_forwarded(batch.txs)
+        elif self.driver is not None:
+            self.driver._drop("p2p", "unknown_channel", peer=peer, channel=channel)
+
+    async def _serve_request(self, peer: str, data: bytes) -> bytes:
+        request = decode(data, SyncRequest, SYNC_REQUEST_BYTES_MAX)
+        store = self.store
+        if store is None or request.shard != self.config.node.shard or request.last < request.first:
+            return encode(SyncResponse([]))
+        last = min(request.last, request.first + self.config.consensus.sync_batch_blocks_max - 1)
+        blocks = await store.get_blocks(request.first, last)
+        return encode(SyncResponse([
+            SyncedBlockWire(b.height, b.block_hash, b.block, b.certificate) for b in blocks
+        ]))
+
+    def _on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
+        if self.service is None:
+            return
+        self.service.on_committed(committed, certificate)
+        self.metrics.peers.set(len(self.p2p.connected_peers()) if self.p2p else 0)
+        if self.p2p is not None and committed.height % 1 == 0:
+            with contextlib.suppress(ShardnetError, ValueError):
+                self.p2p.publish(TOPIC_BLOCKS, self.service.announcement(committed, certificate))
+
+    def _on_block_announcement(self, origin: str, data: bytes) -> None:
+        # Other shards' tips; the cross-shard relay builds on these announcements.
+        self.metrics.p2p_messages.labels(direction="in", channel="gossip").inc()
+
+    # -- running and stopping ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+        driver = self.driver
+        if driver is None:
+            raise ShardnetError("driver did not start")
+        task = asyncio.ensure_future(driver.run())
+        stop_wait = asyncio.ensure_future(self._stopped.wait())
+        done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done and task.exception() is not None:
+            self.log.error("node.halted", error=repr(task.exception()))
+        self.log.info("node.stopping")
+        await driver.stop()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+        await self.close()
+        if task in done and task.exception() is not None:
+            raise SystemExit(1)
+
+    async def close(self) -> None:
+        if self.service is not None:
+            self.service.close_subscribers()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.p2p is not None:
+            with contextlib.suppress(Exception):
+                await self.p2p.stop()
+        self._ledger_pool.shutdown(wait=True)
+        self._admission_pool.shutdown(wait=True)
+        if self.store is not None:
+            await self.store.close()
+        self.log.info("node.stopped")
+
+
+def encode_genesis(genesis: Genesis) -> bytes:
+    from sharding.genesis import genesis_to_json
+
+    return genesis_to_json(genesis)
+
+
+def decode_stored_block(payload: bytes) -> Any:
+    from sharding.block import decode_block
+
+    return decode_block(payload, 1 << 30)
+
+
+@click.command("node")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Node home: config.toml, node_key.json, genesis.json, data/.")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Override [log] format.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Override [log] level.")
+def node_command(home: Path, log_format: str | None, log_level: str | None) -> None:
+    """Run one validator node."""
+    try:
+        config = load_config(home)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(log_format or config.log.format,  # type: ignore[arg-type]
+                      log_level or config.log.level)
+    sys.setswitchinterval(0.001)
+    try:
+        asyncio.run(Node(config).run())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

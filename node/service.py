@@ -1,0 +1,306 @@
+"""What the node does for its clients and peers, apart from consensus itself.
+
+Admission of submitted transactions (decode, shard, signature, nonce window)
+off the event loop, forwarding admitted transactions to the shard's other
+replicas in batches, the commit bookkeeping (mempool, metrics, logs, events),
+and the answers of the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from consensus.certificate import CommitCertificate
+from consensus.codec import decode, encode
+from consensus.errors import ShardnetError
+from node.api import SubmitResult
+from node.config import NodeConfig
+from node.driver import ConsensusDriver, monotonic_ms
+from node.ledger import Committed, Ledger
+from node.mempool import Mempool, MempoolError, PendingTx
+from node.metrics import NodeMetrics
+from node.store import StoreAPI
+from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
+from sharding.accounts import shard_of
+from sharding.block import Block, decode_block
+from sharding.executor import Rejected, TxOutcome
+from sharding.tx import SignedTx, tx_hash
+
+REJECTED_REMEMBERED_MAX = 100_000
+TPS_WINDOW_MS = 10_000
+FORWARD_INTERVAL_S = 0.02
+SUBSCRIBER_QUEUE_MAX = 256
+
+
+def _admit_batch(ledger: Ledger, raws: list[bytes]) -> list[tuple[SignedTx | None, bytes | None,
+                                                                  ShardnetError | None]]:
+    """Decode and check transactions (runs on a worker thread: signatures are CPU)."""
+    out: list[tuple[SignedTx | None, bytes | None, ShardnetError | None]] = []
+    for raw in raws:
+        try:
+            tx = ledger.admit(raw)
+        except ShardnetError as exc:
+            out.append((None, None, exc))
+            continue
+        out.append((tx, tx_hash(tx), None))
+    return out
+
+
+class NodeService:
+    def __init__(self, *, name: str, config: NodeConfig, ledger: Ledger, mempool: Mempool,
+                 store: StoreAPI, metrics: NodeMetrics, log: Any,
+                 admission_pool: ThreadPoolExecutor,
+                 forward: Callable[[bytes], None], peers_connected: Callable[[], int]) -> None:
+        self.name = name
+        self.config = config
+        self.ledger = ledger
+        self.mempool = mempool
+        self.store = store
+        self.metrics = metrics
+        self.log = log
+        self._admission_pool = admission_pool
+        self._forward = forward
+        self._peers_connected = peers_connected
+        self.driver: ConsensusDriver | None = None
+        self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._to_forward: list[bytes] = []
+        self._forward_task: asyncio.Task[None] | None = None
+        self._committed_window: deque[tuple[int, int]] = deque()
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.started_ms = monotonic_ms()
+
+    # -- admission -----------------------------------------------------------------
+
+    async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]:
+        loop = asyncio.get_running_loop()
+        checked = await loop.run_in_executor(self._admission_pool, _admit_batch, self.ledger,
+                                             raw_txs)
+        results: list[SubmitResult] = []
+        accepted_hashes: list[str] = []
+        now = monotonic_ms()
+        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
+            if error is None and tx is not None and digest is not None:
+                try:
+                    self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
+                                               now, tx))
+                except MempoolError as exc:
+                    error = exc
+                else:
+                    results.append(SubmitResult(digest, True))
+                    accepted_hashes.append(digest.hex())
+                    self._to_forward.append(raw)
+                    self.metrics.txs_received.labels(result="accepted").inc()
+                    continue
+            if error is None:  # unreachable: _admit_batch returns a tx or an error
+                error = ShardnetError("admission failed", reason="internal")
+            self.metrics.txs_received.labels(result=error.reason).inc()
+            results.append(SubmitResult(digest, False, error.reason, error.detail))
+            if error.reason == "mempool_full":
+                self.log.warning("mempool.full", txs=len(self.mempool))
+            else:
+                self.log.info("tx.rejected", tx=digest.hex() if digest else None,
+                              error=error.reason, detail=error.detail[:200])
+        if accepted_hashes:
+            self.log.info("tx.received", txs=accepted_hashes, count=len(accepted_hashes))
+            self._schedule_forward()
+            self._mempool_changed()
+        return results
+
+    def receive_forwarded(self, raw_txs: list[bytes]) -> None:
+        """Transactions a shard peer admitted: checked again, but without signatures
+        (a block's execution verifies them; a bad one never gets in)."""
+        now = monotonic_ms()
+        added = 0
+        for raw in raw_txs[:TX_BATCH_TXS_MAX]:
+            try:
+                tx = self.ledger.admit_unsigned_check(raw)
+                self.mempool.add(PendingTx(tx_hash(tx), tx.body.sender, tx.body.nonce,
+                                           len(raw), now, tx))
+                added += 1
+            except ShardnetError:
+                continue
+        if added:
+            self._mempool_changed()
+
+    def _mempool_changed(self) -> None:
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+        if self.driver is not None:
+            self.driver.wake()
+
+    def _schedule_forward(self) -> None:
+        if self._forward_task is None or self._forward_task.done():
+            self._forward_task = asyncio.ensure_future(self._flush_forward())
+
+    async def _flush_forward(self) -> None:
+        await asyncio.sleep(FORWARD_INTERVAL_S)  # batching window, not synchronisation
+        while self._to_forward:
+            batch = self._to_forward[:TX_BATCH_TXS_MAX]
+            del self._to_forward[:TX_BATCH_TXS_MAX]
+            self._forward(encode_tx_batch(batch))
+
+    def on_rejected(self, rejected: list[Rejected]) -> None:
+        hashes = [tx_hash(r.tx) for r in rejected]
+        for digest, item in zip(hashes, rejected, strict=True):
+            self._remember_rejected(digest, item.reason, "invalid when proposed")
+        self.mempool.remove_committed(hashes)
+        self._mempool_changed()
+
+    def _remember_rejected(self, digest: bytes, reason: str, detail: str) -> None:
+        self._rejected[digest] = (reason, detail)
+        if len(self._rejected) > REJECTED_REMEMBERED_MAX:
+            self._rejected.popitem(last=False)
+
+    # -- commits ---------------------------------------------------------------------
+
+    def on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
+        now = monotonic_ms()
+        result = committed.result
+        hashes = [o.tx_hash for o in result.outcomes]
+        for digest in hashes:
+            pending = self.mempool.get(digest)
+            if pending is not None:
+                self.metrics.commit_latency.observe((now - pending.arrival_ms) / 1000)
+        for removed in self.mempool.remove_committed(hashes):
+            self._remember_rejected(removed.tx.tx_hash, removed.reason,
+                                    "another transaction used this nonce")
+        failed = sum(not o.ok for o in result.outcomes)
+        self.metrics.txs_committed.labels(outcome="ok").inc(len(hashes) - failed)
+        self.metrics.txs_committed.labels(outcome="failed").inc(failed)
+        self.metrics.blocks_committed.inc()
+        self.metrics.height.set(committed.height)
+        self.metrics.receipts_emitted.inc(len(result.receipts))
+        self.metrics.receipts_applied.inc(len(result.inbound_outcomes))
+        self._mempool_changed()
+        self._committed_window.append((now, len(hashes)))
+        header = committed.block.header
+        self.log.info("block.committed", height=committed.height, view=certificate.view,
+                      block=committed.block_hash.hex(), txs_count=len(hashes), failed=failed,
+                      receipts=len(result.receipts), state_root=header.state_root.hex())
+        for receipt in result.receipts:
+            self.log.info("receipt.emitted", origin=receipt.origin.hex(),
+                          dst_shard=receipt.dst_shard, seq=receipt.seq, height=committed.height)
+        event = self.block_json(committed.block, committed.block_hash, certificate)
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A subscriber that does not keep up is ended, not silently skipped.
+                self._end_subscriber(queue)
+
+    def announcement(self, committed: Committed, certificate: CommitCertificate) -> bytes:
+        return encode(BlockAnnouncement(self.ledger.shard, committed.height,
+                                        committed.block_hash, encode(committed.block.header),
+                                        encode(certificate)))
+
+    # -- API answers -------------------------------------------------------------------
+
+    async def tx_status(self, digest: bytes) -> dict[str, Any] | None:
+        pending = self.mempool.get(digest)
+        if pending is not None:
+            return {"hash": digest.hex(), "status": "pending", "shard": self.ledger.shard}
+        record = await self.store.get_tx(digest)
+        if record is not None:
+            outcome = decode(record.outcome, TxOutcome, 4096)
+            return {
+                "hash": digest.hex(), "status": "committed" if outcome.ok else "failed",
+                "shard": self.ledger.shard, "height": record.height, "index": record.position,
+                "outcome": {"ok": outcome.ok, "error": outcome.error or None,
+                            "receipts": outcome.receipts},
+            }
+        if digest in self._rejected:
+            reason, detail = self._rejected[digest]
+            return {"hash": digest.hex(), "status": "rejected", "shard": self.ledger.shard,
+                    "error": reason, "detail": detail}
+        return None
+
+    def account(self, address: bytes) -> dict[str, Any]:
+        home = shard_of(address, self.ledger.genesis.num_shards)
+        body: dict[str, Any] = {"address": address.hex(), "shard": home}
+        if home != self.ledger.shard:
+            from node.api import ApiError
+
+            raise ApiError(400, "wrong_shard",
+                           f"address lives on shard {home}; this node serves shard "
+                           f"{self.ledger.shard}")
+        body.update(self.ledger.account(address))
+        body["height"] = self.ledger.height
+        return body
+
+    async def block(self, height: int | None) -> dict[str, Any] | None:
+        stored = await (self.store.latest_block() if height is None
+                        else self.store.get_block(height))
+        if stored is None:
+            return None
+        block = decode_block(stored.block, self.config.consensus.block_bytes_max * 2)
+        cert = decode(stored.certificate, CommitCertificate, 64 * 1024)
+        return self.block_json(block, stored.block_hash, cert)
+
+    @staticmethod
+    def block_json(block: Block, digest: bytes, certificate: CommitCertificate
+                   ) -> dict[str, Any]:
+        header = block.header
+        return {
+            "shard": header.shard, "height": header.height, "view": header.view,
+            "hash": digest.hex(), "prev_hash": header.prev_hash.hex(),
+            "time_ms": header.time_ms, "proposer": header.proposer,
+            "tx_root": header.tx_root.hex(), "inbound_root": header.inbound_root.hex(),
+            "receipts_root": header.receipts_root.hex(), "state_root": header.state_root.hex(),
+            "txs": [tx_hash(tx).hex() for tx in block.txs],
+            "inbound_receipts": len(block.inbound),
+            "certificate": {"view": certificate.view,
+                            "signers": [s.index for s in certificate.signatures]},
+        }
+
+    def recent_tps(self) -> float:
+        now = monotonic_ms()
+        while self._committed_window and now - self._committed_window[0][0] > TPS_WINDOW_MS:
+            self._committed_window.popleft()
+        span_ms = min(TPS_WINDOW_MS, max(1, now - self.started_ms))
+        return round(sum(n for _, n in self._committed_window) * 1000 / span_ms, 1)
+
+    def status(self) -> dict[str, Any]:
+        driver = self.driver
+        replica = driver.replica if driver is not None else None
+        return {
+            "node": self.name, "chain_id": self.ledger.genesis.chain_id,
+            "shard": self.ledger.shard,
+            "validator_index": replica.me if replica is not None else None,
+            "view": replica.view if replica is not None else None,
+            "primary": replica.primary() if replica is not None else None,
+            "height": self.ledger.height, "block_hash": self.ledger.tip_hash.hex(),
+            "state_root": self.ledger.state.root.hex(),
+            "peers": self._peers_connected(),
+            "mempool": len(self.mempool), "mempool_bytes": self.mempool.size_bytes,
+            "recent_tps": self.recent_tps(),
+            "view_changes": driver.view_changes if driver is not None else 0,
+        }
+
+    async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self._subscribers.discard(queue)
+
+    def _end_subscriber(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+    def close_subscribers(self) -> None:
+        for queue in list(self._subscribers):
+            self._end_subscriber(queue)
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()

@@ -1,0 +1,78 @@
+"""The folder of a local testnet, as the generator writes it and the tools read it.
+
+```
+DIR/testnet.json          manifest: topology, nodes, endpoints, funded accounts
+DIR/genesis.json
+DIR/nodes/<node>/         node home: config.toml, node_key.json, genesis.json, data/
+DIR/logs/<node>.log       the node's stdout (JSON lines)
+DIR/run/<node>.pid        pid of the running node process
+DIR/docker-compose.yml    the same topology for Docker
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+
+class NodeEntry(msgspec.Struct, kw_only=True):
+    name: str
+    shard: int
+    index: int
+    api_url: str
+    p2p_host: str
+    p2p_port: int
+    api_port: int
+
+
+class AccountsEntry(msgspec.Struct, kw_only=True):
+    seed: str
+    count: int
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    chain_id: str
+    shards: int
+    validators: int
+    nodes: list[NodeEntry]
+    accounts: AccountsEntry
+
+
+def node_name(shard: int, index: int) -> str:
+    return f"shard{shard}-node{index}"
+
+
+class TestnetDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "testnet.json"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.root / "genesis.json"
+
+    def home(self, name: str) -> Path:
+        return self.root / "nodes" / name
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        return self.root / "run" / f"{name}.pid"
+
+    def load_manifest(self) -> Manifest:
+        try:
+            return msgspec.json.decode(self.manifest_path.read_bytes(), type=Manifest)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{self.manifest_path} not found: run `shardnet testnet init --dir {self.root}`"
+            ) from None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
