@@ -11,9 +11,10 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
-# Dependencies first, in their own layer: rebuilt only when pyproject.toml or the wheelhouse
-# change. `wheelhouse*` matches nothing when the folder is absent; pyproject.toml keeps the
-# COPY valid either way (the folder's wheels land next to it).
+# 1. Dependencies, in a virtualenv of their own layer: rebuilt only when pyproject.toml or
+# the wheelhouse change. `wheelhouse*` matches nothing when the folder is absent;
+# pyproject.toml keeps the COPY valid either way (the folder's wheels land next to it).
+# pip and setuptools leave the virtualenv afterwards: not needed at run time.
 COPY pyproject.toml wheelhouse* /build/wheels/
 RUN set -eu; \
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; \
@@ -26,20 +27,22 @@ RUN set -eu; \
     else \
         echo "no wheelhouse: installing dependencies from the package index"; \
         /opt/venv/bin/pip install -r /build/requirements.txt; \
-    fi
-# Then the project, from its sources (.dockerignore keeps the context to pyproject.toml,
-# README.md, the packages and the wheelhouse). pip and setuptools are not needed at run
-# time: they leave the virtualenv (the base image keeps its own pip).
+    fi; \
+    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
+    echo /opt/shardnet >/opt/venv/lib/python3.11/site-packages/shardnet-app.pth
+# 2. The project, built from its sources (.dockerignore keeps the context to pyproject.toml,
+# README.md, the packages and the wheelhouse) into /opt/shardnet, which the virtualenv
+# sees through a .pth file: a source edit rebuilds only these small layers. The base
+# image's pip drives the virtualenv's python (`--python`), so the `shardnet` script runs it.
 COPY . /build/src/
 RUN set -eu; \
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; \
     if ls /build/wheels/*.whl >/dev/null 2>&1; then \
-        /opt/venv/bin/pip install --no-deps --no-index --find-links /build/wheels /build/src; \
-    else \
-        /opt/venv/bin/pip install --no-deps /build/src; \
+        set -- --no-index --find-links /build/wheels; \
     fi; \
-    /opt/venv/bin/shardnet --help >/dev/null; \
-    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
+    python -m pip --python /opt/venv/bin/python install --no-deps "$@" \
+        --target /opt/shardnet /build/src; \
+    /opt/shardnet/bin/shardnet --help >/dev/null
 
 FROM ${PYTHON_IMAGE}
 # A fixed, unprivileged uid/gid, so bind mounts and volumes can be prepared for it.
@@ -51,11 +54,10 @@ RUN groupadd --gid 10001 shardnet \
 COPY --from=build /opt/venv /opt/venv
 # API_PORT is the port of the node's HTTP API inside the container; the healthcheck reads it,
 # so a node configured for another port must be given the same API_PORT in its environment.
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/shardnet/bin:/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     API_PORT=8000
-USER shardnet:shardnet
 VOLUME /data
 # slim images have no curl: ask the API with python's urllib (a non-2xx answer or no answer
 # raises, which exits non-zero).
@@ -63,3 +65,6 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/status' % os.environ.get('API_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["shardnet"]
 CMD ["node", "--home", "/data"]
+USER shardnet:shardnet
+# Last, so that a source edit does not redo the steps above.
+COPY --from=build /opt/shardnet /opt/shardnet

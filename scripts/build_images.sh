@@ -182,6 +182,7 @@ build_image() {
     local t0 network=() previous digest
     t0=$(now)
     previous=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+    dangling_before=$(docker images --quiet --no-trunc --filter dangling=true | sort)
     if docker build --help 2>/dev/null | grep -q -- '--network'; then network=(--network none); fi
     # The label lets tests/test_docker_image.py see whether the image matches the tree.
     digest=$(python3 "$ROOT/scripts/image_digest.py")
@@ -193,6 +194,20 @@ build_image() {
     # The image this run replaced is now untagged: remove it (only it, and only if unused).
     if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
         docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
+    # The legacy builder leaves the build stage as an untagged image (the layer cache of the
+    # next build). Keep the one this build made; remove the one the previous run recorded.
+    local stage_file=$CACHE_DIR/build-stage-images new_stage old_id
+    new_stage=$(comm -13 <(echo "$dangling_before") \
+        <(docker images --quiet --no-trunc --filter dangling=true | sort) | grep . || true)
+    if [ -n "$new_stage" ]; then
+        if [ -f "$stage_file" ]; then
+            while read -r old_id; do
+                grep -qx "$old_id" <<<"$new_stage" || docker rmi "$old_id" >/dev/null 2>&1 || true
+            done <"$stage_file"
+        fi
+        mkdir -p "$CACHE_DIR"
+        echo "$new_stage" >"$stage_file"
     fi
 }
 
