@@ -1,0 +1,542 @@
+"""Deterministic fault simulator for the PBFT replica (STYLE.md: VOPR, FoundationDB).
+
+One seed fixes everything: which faults are on, the network's drops, delays,
+duplicates and partitions, crashes and restarts from persisted state, a byzantine
+replica (an equivocating primary, or one sending forged, stale and garbage messages)
+and the client load. The real ``Replica`` runs unchanged; a small shell per node plays
+the role of ``node/``: it carries out actions, runs the batch policy and serves block
+sync from peers' stored blocks. The ledger is ``testing.TestLedger``.
+
+A run has a fault phase (checkers on every commit) and a healed phase (no faults
+except the byzantine replica; all crashed replicas restarted) that must converge.
+Pure: a seeded ``random.Random`` and a simulated clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    CommitBlock,
+    Dropped,
+    ExecuteBlock,
+    Persist,
+    RequestSync,
+    Send,
+    ViewChangeStarted,
+    ViewInstalled,
+)
+from consensus.certificate import (
+    PHASE_COMMIT,
+    PHASE_PREPARE,
+    CommitCertificate,
+    IndexedSignature,
+    pre_prepare_digest,
+    vote_digest,
+)
+from consensus.checkers import Checker
+from consensus.codec import encode
+from consensus.errors import DecodeError, InvariantViolation
+from consensus.events import (
+    BlockExecuted,
+    Event,
+    MessageReceived,
+    ProposalReady,
+    SyncedBlock,
+    SyncResult,
+    Tick,
+)
+from consensus.messages import PrePrepare, Vote, decode_message, payload_digest
+from consensus.replica import Replica
+from consensus.state import PersistentState, ReplicaConfig, Signer
+from consensus.testing import TestLedger, make_keys
+
+FAULT_KINDS = (
+    "drop",
+    "delay",
+    "duplicate",
+    "reorder",
+    "partition",
+    "crash",
+    "equivocate",
+    "forge",
+)
+CHAIN_ID = "shardnet-sim"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int = 0
+    replicas: int = 4
+    real_signatures: bool = False
+    fault_ms: int = 3000
+    heal_ms_max: int = 30000
+    ops: int = 40
+    batch_ops_max: int = 4
+    block_interval_ms: int = 20
+    tick_ms: int = 20
+    latency_ms: tuple[int, int] = (1, 8)
+    checkpoint_interval: int = 4
+    request_timeout_ms: int = 400
+    view_change_timeout_ms: int = 400
+    retransmit_ms: int = 150
+    sync_timeout_ms: int = 200
+    faults: tuple[str, ...] | None = None  # None: chosen from the seed
+    command: str = "shardnet simulate"
+
+
+@dataclass
+class SimResult:
+    seed: int
+    ok: bool
+    violations: list[str]
+    faults: Counter[str]
+    dropped: Counter[str]
+    commits: int
+    height: int
+    max_view: int
+    view_changes: int
+    messages: int
+    sim_ms: int
+    repro: str
+
+    def describe(self) -> str:
+        status = "ok" if self.ok else "FAILED"
+        text = (
+            f"seed {self.seed}: {status} height={self.height} view={self.max_view} "
+            f"view_changes={self.view_changes} messages={self.messages} "
+            f"sim_ms={self.sim_ms} faults={dict(self.faults)}"
+        )
+        if not self.ok:
+            text += "\n  " + "\n  ".join(self.violations[:10]) + f"\n  reproduce: {self.repro}"
+        return text
+
+
+@dataclass
+class Node:
+    index: int
+    signer: Signer
+    replica: Replica
+    ledger: TestLedger
+    durable: PersistentState | None = None
+    mempool: dict[int, int] = field(default_factory=dict)
+    alive: bool = True
+    byzantine: str | None = None
+    want_since: int | None = None
+    seen: list[bytes] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(self, config: SimConfig) -> None:
+        self.cfg = config
+        self.rng = random.Random(config.seed)
+        rng = self.rng
+        n = config.replicas
+        self.f = (n - 1) // 3
+        self.signers, self.verify = make_keys(n, f"sim-{config.seed}", config.real_signatures)
+        self.validators = tuple(s.public_key for s in self.signers)
+        if config.faults is None:
+            self.kinds = {k for k in FAULT_KINDS if rng.random() < 0.45}
+        else:
+            self.kinds = set(config.faults)
+        if "equivocate" in self.kinds and "forge" in self.kinds:
+            self.kinds.discard(rng.choice(["equivocate", "forge"]))
+        self.drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
+        self.dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
+        self.checker = Checker(CHAIN_ID, 0, self.validators, self.verify)
+        self.now = 0
+        self.healed = False
+        self.queue: list[tuple[int, int, str, Any]] = []
+        self.seq = 0
+        self.faults: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.messages = 0
+        self.view_changes = 0
+        self.max_view = 0
+        self.partition: list[set[int]] | None = None
+        self.injected: list[int] = []
+        byz = rng.randrange(n) if self.kinds & {"equivocate", "forge"} and self.f > 0 else None
+        self.nodes = [self._new_node(i, None) for i in range(n)]
+        if byz is not None:
+            self.nodes[byz].byzantine = "equivocate" if "equivocate" in self.kinds else "forge"
+        self._schedule_faults()
+
+    # ------------------------------------------------------------------ setup
+    def _replica_config(self, index: int) -> ReplicaConfig:
+        c = self.cfg
+        return ReplicaConfig(
+            chain_id=CHAIN_ID,
+            shard=0,
+            validators=self.validators,
+            index=index,
+            checkpoint_interval=c.checkpoint_interval,
+            watermark_window=4 * c.checkpoint_interval,
+            request_timeout_ms=c.request_timeout_ms,
+            view_change_timeout_ms=c.view_change_timeout_ms,
+            retransmit_ms=c.retransmit_ms,
+            sync_timeout_ms=c.sync_timeout_ms,
+            backoff_exponent_max=4,
+        )
+
+    def _new_node(self, index: int, old: Node | None) -> Node:
+        signer = self.signers[index]
+        state = old.durable if old is not None else None
+        ledger = TestLedger.restore(old.ledger.blocks) if old is not None else TestLedger()
+        replica = Replica(self._replica_config(index), signer, self.verify, state, self.now)
+        node = Node(index, signer, replica, ledger, state)
+        if old is not None:
+            node.byzantine = old.byzantine
+        return node
+
+    def _push(self, at: int, kind: str, data: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, self.seq, kind, data))
+
+    def _schedule_faults(self) -> None:
+        c, rng = self.cfg, self.rng
+        for op in range(1, c.ops + 1):
+            self._push(rng.randrange(0, c.fault_ms), "op", op)
+        for i in range(c.replicas):
+            self._push(rng.randrange(c.tick_ms), "tick", i)
+        if "partition" in self.kinds:
+            for _ in range(rng.randint(1, 3)):
+                start = rng.randrange(c.fault_ms)
+                self._push(start, "partition", rng.randint(200, 1200))
+        if "crash" in self.kinds:
+            for _ in range(rng.randint(1, 2)):
+                start = rng.randrange(c.fault_ms)
+                self._push(start, "crash", (rng.randrange(c.replicas), rng.randint(50, 1000)))
+        self._push(c.fault_ms, "heal", None)
+
+    # ------------------------------------------------------------------ network
+    def _send(self, src: int, dst: int, data: bytes) -> None:
+        c, rng = self.cfg, self.rng
+        faulty = not self.healed
+        if (
+            faulty
+            and self.partition is not None
+            and not any(src in g and dst in g for g in self.partition)
+        ):
+            self.faults["partition_drop"] += 1
+            return
+        if faulty and self.drop_p and rng.random() < self.drop_p:
+            self.faults["drop"] += 1
+            return
+        delay = rng.randint(*c.latency_ms)
+        if faulty and "delay" in self.kinds and rng.random() < 0.1:
+            delay += rng.randint(50, 600)
+            self.faults["delay"] += 1
+        if faulty and "reorder" in self.kinds and rng.random() < 0.2:
+            delay += rng.randint(0, 40)
+            self.faults["reorder"] += 1
+        self._push(self.now + delay, "deliver", (src, dst, data))
+        if faulty and self.dup_p and rng.random() < self.dup_p:
+            self.faults["duplicate"] += 1
+            self._push(self.now + delay + rng.randint(0, 100), "deliver", (src, dst, data))
+
+    # ------------------------------------------------------------------ shell
+    def _step(self, node: Node, event: Event) -> None:
+        if not node.alive:
+            return
+        try:
+            actions = node.replica.step(event)
+        except InvariantViolation as exc:
+            self.checker.violations.append(f"node {node.index}: invariant: {exc}")
+            node.alive = False
+            return
+        self._apply(node, actions)
+
+    def _apply(self, node: Node, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, (Send, Broadcast)):
+                self._emit(node, action)
+            elif isinstance(action, ExecuteBlock):
+                ok, reason = node.ledger.execute(
+                    action.view, action.height, action.payload, action.block_hash
+                )
+                result = BlockExecuted(action.view, action.height, action.block_hash, ok, reason)
+                self._push(self.now + self.rng.randint(0, 3), "event", (node.index, result))
+            elif isinstance(action, CommitBlock):
+                self._commit(node, action)
+            elif isinstance(action, Persist):
+                node.durable = action.state
+            elif isinstance(action, RequestSync):
+                self._serve_sync(node, action)
+            elif isinstance(action, Dropped):
+                self.dropped[action.reason] += 1
+            elif isinstance(action, ViewChangeStarted):
+                self.view_changes += node.byzantine is None
+            elif isinstance(action, ViewInstalled):
+                self.max_view = max(self.max_view, action.view)
+
+    def _commit(self, node: Node, action: CommitBlock) -> None:
+        try:
+            ops = node.ledger.commit(
+                action.height, action.view, action.payload, action.block_hash, action.certificate
+            )
+        except InvariantViolation as exc:
+            self.checker.violations.append(f"node {node.index}: ledger: {exc}")
+            node.alive = False
+            return
+        for op in ops:
+            node.mempool.pop(op, None)
+        if node.byzantine is None:
+            self.checker.on_commit(
+                node.index,
+                action.height,
+                action.block_hash,
+                action.certificate,
+                node.ledger.state_root,
+            )
+
+    def _emit(self, node: Node, action: Send | Broadcast) -> None:
+        n = self.cfg.replicas
+        targets = [action.to_index] if isinstance(action, Send) else range(n)
+        for dst in targets:
+            if dst == node.index:
+                continue
+            self.messages += 1
+            data = action.data
+            if node.byzantine == "equivocate" and isinstance(action, Broadcast):
+                data = self._equivocate(node, dst, data)
+            self._send(node.index, dst, data)
+
+    def _serve_sync(self, node: Node, req: RequestSync) -> None:
+        peers = [p for p in req.peers if self.nodes[p].alive] or list(req.peers)
+        peer = self.nodes[self.rng.choice(peers)]
+        blocks = []
+        for h in range(req.from_height, min(req.to_height, req.from_height + 16) + 1):
+            if h > len(peer.ledger.blocks):
+                break
+            payload, block_hash, cert = peer.ledger.blocks[h - 1]
+            if peer.byzantine == "forge" and self.rng.random() < 0.5:
+                cert = _forge_cert(cert, self.rng)
+                self.faults["forged_sync"] += 1
+            blocks.append(SyncedBlock(h, payload, block_hash, cert))
+        delay = self.rng.randint(5, 40)
+        self._push(self.now + delay, "event", (node.index, SyncResult(tuple(blocks))))
+
+    def _shell_tick(self, node: Node) -> None:
+        oldest = min(node.mempool.values()) if node.mempool else None
+        self._step(node, Tick(self.now, oldest))
+        if not node.alive:
+            return
+        wanted = node.replica.wants_proposal()
+        if wanted is None or not node.mempool:
+            node.want_since = None
+            return
+        if node.want_since is None:
+            node.want_since = self.now
+        full = len(node.mempool) >= self.cfg.batch_ops_max
+        if full or self.now - node.want_since >= self.cfg.block_interval_ms:
+            ops = sorted(node.mempool, key=lambda op: (node.mempool[op], op))
+            height, view = wanted
+            payload, block_hash = node.ledger.build(
+                height, view, node.index, ops[: self.cfg.batch_ops_max]
+            )
+            node.want_since = None
+            self._step(node, ProposalReady(height, view, payload, block_hash))
+
+    # ------------------------------------------------------------------ byzantine
+    def _equivocate(self, node: Node, dst: int, data: bytes) -> bytes:
+        """Send the odd-numbered peers a different, validly signed block."""
+        if dst % 2 == 0:
+            return data
+        try:
+            msg = decode_message(data, 1 << 22)
+        except DecodeError:
+            return data
+        if not isinstance(msg, PrePrepare):
+            return data
+        alt_ops = [10_000_000 + msg.height * 100 + msg.view]
+        payload, block_hash = node.ledger.build(msg.height, msg.view, node.index, alt_ops)
+        node.ledger.speculative.pop(block_hash, None)
+        ph = payload_digest(payload)
+        digest = pre_prepare_digest(CHAIN_ID, 0, msg.view, msg.height, block_hash, ph)
+        alt = PrePrepare(
+            0, msg.view, msg.height, block_hash, ph, node.index, node.signer.sign(digest),
+            payload, msg.prev_cert,
+        )  # fmt: skip
+        self.faults["equivocate"] += 1
+        return encode(alt)
+
+    def _forge(self, node: Node) -> None:
+        rng, n, r = self.rng, self.cfg.replicas, node.replica
+        kind = rng.choice(["garbage", "wrong_sender", "bogus_vote", "stale_replay", "bad_cert"])
+        self.faults[f"forge_{kind}"] += 1
+        dst = rng.choice([i for i in range(n) if i != node.index])
+        h = r.committed_height + 1
+        if kind == "garbage":
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80)))
+        elif kind == "wrong_sender":
+            victim = rng.choice([i for i in range(n) if i != node.index])
+            data = encode(Vote(0, PHASE_COMMIT, r.view, h, rng.randbytes(32), victim, b"\x01" * 64))
+        elif kind == "bogus_vote":
+            phase = rng.choice([PHASE_PREPARE, PHASE_COMMIT])
+            bogus = rng.randbytes(32)
+            sig = node.signer.sign(vote_digest(CHAIN_ID, 0, r.view, h, bogus, phase))
+            data = encode(Vote(0, phase, r.view, h, bogus, node.index, sig))
+        elif kind == "stale_replay" and node.seen:
+            data = rng.choice(node.seen)
+        else:
+            cert = r.last_cert
+            if cert is None:
+                return
+            data = encode(Vote(0, PHASE_COMMIT, r.view, h, rng.randbytes(32), node.index, b""))
+            data = encode(_forge_cert(cert, rng)) if rng.random() < 0.5 else data
+        self._send(node.index, dst, data)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> SimResult:
+        c = self.cfg
+        end = c.fault_ms + c.heal_ms_max
+        converged_at: int | None = None
+        while self.queue and self.checker.ok:
+            at, _, kind, data = heapq.heappop(self.queue)
+            self.now = at
+            if at > end:
+                break
+            handler = self._handlers[kind]
+            handler(self, data)
+            if self.healed and kind == "tick" and data == 0:
+                if self._converged():
+                    converged_at = converged_at if converged_at is not None else at
+                    if at - converged_at >= 4 * c.retransmit_ms:
+                        break
+                else:
+                    converged_at = None
+        honest = [nd for nd in self.nodes if nd.byzantine is None]
+        if self.checker.ok:
+            self.checker.check_converged(
+                {nd.index: (nd.ledger.committed_height, nd.ledger.state_root) for nd in honest},
+                {nd.index: nd.ledger.committed_ops for nd in honest},
+                self.injected,
+            )
+        heights = [nd.ledger.committed_height for nd in honest]
+        repro = f"{c.command} --seeds 1 --start {c.seed} --replicas {c.replicas}"
+        if c.real_signatures:
+            repro += " --real-signatures"
+        return SimResult(
+            seed=c.seed,
+            ok=self.checker.ok,
+            violations=list(self.checker.violations),
+            faults=self.faults,
+            dropped=self.dropped,
+            commits=self.checker.commits_checked,
+            height=max(heights) if heights else 0,
+            max_view=self.max_view,
+            view_changes=self.view_changes,
+            messages=self.messages,
+            sim_ms=self.now,
+            repro=repro,
+        )
+
+    def _converged(self) -> bool:
+        honest = [nd for nd in self.nodes if nd.byzantine is None]
+        tips = {(nd.ledger.committed_height, nd.ledger.state_root) for nd in honest}
+        if len(tips) != 1 or any(not nd.alive for nd in honest):
+            return False
+        return all(set(self.injected) <= nd.ledger.committed_ops for nd in honest)
+
+    def _on_deliver(self, data: tuple[int, int, bytes]) -> None:
+        src, dst, payload = data
+        node = self.nodes[dst]
+        if not node.alive:
+            return
+        if node.byzantine == "forge" and len(node.seen) < 64:
+            node.seen.append(payload)
+        self._step(node, MessageReceived(payload, src))
+
+    def _on_tick(self, index: int) -> None:
+        node = self.nodes[index]
+        self._push(self.now + self.cfg.tick_ms, "tick", index)
+        if not node.alive:
+            return
+        self._shell_tick(node)
+        if node.byzantine == "forge" and self.rng.random() < 0.3:
+            self._forge(node)
+
+    def _on_event(self, data: tuple[int, Event]) -> None:
+        index, event = data
+        self._step(self.nodes[index], event)
+
+    def _on_op(self, op: int) -> None:
+        self.injected.append(op)
+        for node in self.nodes:
+            if node.alive and op not in node.ledger.committed_ops:
+                node.mempool.setdefault(op, self.now)
+
+    def _on_partition(self, duration: int) -> None:
+        if self.healed:
+            return
+        members = list(range(self.cfg.replicas))
+        self.rng.shuffle(members)
+        cut = self.rng.randint(1, len(members) - 1)
+        self.partition = [set(members[:cut]), set(members[cut:])]
+        self.faults["partition"] += 1
+        self._push(self.now + duration, "unpartition", None)
+
+    def _on_unpartition(self, _: None) -> None:
+        self.partition = None
+
+    def _on_crash(self, data: tuple[int, int]) -> None:
+        index, downtime = data
+        node = self.nodes[index]
+        if self.healed or not node.alive:
+            return
+        node.alive = False
+        self.faults["crash"] += 1
+        self._push(self.now + downtime, "restart", index)
+
+    def _on_restart(self, index: int) -> None:
+        old = self.nodes[index]
+        if old.alive:
+            return
+        node = self._new_node(index, old)
+        for op in self.injected:
+            if op not in node.ledger.committed_ops:
+                node.mempool[op] = self.now
+        self.nodes[index] = node
+
+    def _on_heal(self, _: None) -> None:
+        self.healed = True
+        self.partition = None
+        for node in self.nodes:
+            if not node.alive and not any(
+                v.startswith(f"node {node.index}:") for v in self.checker.violations
+            ):
+                self._on_restart(node.index)
+
+    _handlers: dict[str, Callable[[Simulation, Any], None]] = {
+        "deliver": _on_deliver,
+        "tick": _on_tick,
+        "event": _on_event,
+        "op": _on_op,
+        "partition": _on_partition,
+        "unpartition": _on_unpartition,
+        "crash": _on_crash,
+        "restart": _on_restart,
+        "heal": _on_heal,
+    }
+
+
+def _forge_cert(cert: CommitCertificate, rng: random.Random) -> CommitCertificate:
+    sigs = list(cert.signatures)
+    if sigs and rng.random() < 0.5:
+        first = sigs[0]
+        sigs[0] = IndexedSignature(first.index, bytes(64))
+        return CommitCertificate(cert.shard, cert.view, cert.height, cert.block_hash, tuple(sigs))
+    return CommitCertificate(
+        cert.shard, cert.view, cert.height, cert.block_hash, tuple(sigs[: len(sigs) - 1])
+    )
+
+
+def run_seed(seed: int, **overrides: Any) -> SimResult:
+    return Simulation(SimConfig(seed=seed, **overrides)).run()
