@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
 BENCHMARKS: dict[str, str] = {
     # shardnet bench NAME: "module:attribute"
     "p2p": "scripts.bench_p2p:bench_p2p",
+    "ledger": "scripts.bench_ledger:bench_ledger",
 }
 
 
