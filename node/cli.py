@@ -16,6 +16,7 @@ import click
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
     "logs": "scripts.logs:logs",
+    "demo": "scripts.demo:demo",
     "node": "node.main:node_command",
     "testnet": "scripts.testnet.cli:testnet",
 }
