@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     # shardnet bench NAME: "module:attribute"
     "p2p": "scripts.bench_p2p:bench_p2p",
     "ledger": "scripts.bench_ledger:bench_ledger",
+    "state-root": "scripts.bench_state:state_root",
 }
 
 

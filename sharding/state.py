@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from hashlib import sha256 as _sha256
 from typing import Protocol
 
-from consensus.crypto import TAG_STATE, sha256, tagged_hash
+from consensus.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_STATE
 from consensus.errors import check
-from sharding.merkle import compute_leaf_hash, compute_node_hash
+from sharding.merkle import compute_node_hash
 
 BUCKET_BITS = 16
 BUCKETS = 1 << BUCKET_BITS
@@ -41,17 +42,26 @@ class StateView(StateReader, Protocol):
     def delete(self, key: bytes) -> None: ...
 
 
+# The hashes below are ``tagged_hash``/``compute_leaf_hash``/``compute_node_hash``
+# written as one ``hashlib`` call each: they run tens of thousands of times a block.
+_TAG_STATE = bytes((TAG_STATE,))
+_TAG_LEAF = bytes((TAG_MERKLE_LEAF,))
+_TAG_NODE = bytes((TAG_MERKLE_NODE,))
+
+
 def compute_bucket_index(key: bytes) -> int:
-    return int.from_bytes(sha256(key)[:4], "big") >> (32 - BUCKET_BITS)
+    return int.from_bytes(_sha256(key).digest()[:4], "big") >> (32 - BUCKET_BITS)
 
 
 def compute_entry_hash(key: bytes, value: bytes) -> bytes:
-    return tagged_hash(TAG_STATE, len(key).to_bytes(2, "big"), key, value)
+    """``tagged_hash(TAG_STATE, len(key) as u16, key, value)``."""
+    return _sha256(_TAG_STATE + len(key).to_bytes(2, "big") + key + value).digest()
 
 
 def compute_bucket_hash(entries: Mapping[bytes, bytes]) -> bytes:
-    """``entries`` maps key -> entry hash; the hash covers them in key order."""
-    return compute_leaf_hash(b"".join(entries[key] for key in sorted(entries)))
+    """``entries`` maps key -> entry hash; the RFC 6962 leaf hash of the entry
+    hashes concatenated in key order."""
+    return _sha256(_TAG_LEAF + b"".join([entries[key] for key in sorted(entries)])).digest()
 
 
 EMPTY_BUCKET_HASH = compute_bucket_hash({})
@@ -168,14 +178,20 @@ class State:
     def _compute_nodes(self, bucket_hashes: dict[int, bytes]) -> list[dict[int, bytes]]:
         """New hashes per tree level for changed buckets: only their paths to the root."""
         nodes = [bucket_hashes]
+        below = bucket_hashes
         for depth in range(1, BUCKET_BITS + 1):
-            below, below_old = nodes[depth - 1], self._levels[depth - 1]
+            old = self._levels[depth - 1]
             level: dict[int, bytes] = {}
-            for parent in {index >> 1 for index in below}:
-                left = below.get(2 * parent) or below_old[2 * parent]
-                right = below.get(2 * parent + 1) or below_old[2 * parent + 1]
-                level[parent] = compute_node_hash(left, right)
+            for index in below:
+                parent = index >> 1
+                if parent in level:
+                    continue
+                left_index = parent << 1
+                left = below.get(left_index) or old[left_index]
+                right = below.get(left_index | 1) or old[left_index | 1]
+                level[parent] = _sha256(_TAG_NODE + left + right).digest()
             nodes.append(level)
+            below = level
         if not bucket_hashes:
             nodes[BUCKET_BITS][0] = self.root
         return nodes
