@@ -46,6 +46,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
@@ -151,6 +152,8 @@ class P2PHost:
         self._publish_send: trio.MemorySendChannel[tuple[str, bytes]] | None = None
         self._finished: asyncio.Future[None] | None = None
         self._running = False
+        self.crashed: BaseException | None = None
+        self._listening = False
         self.listen_addrs: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -166,6 +169,7 @@ class P2PHost:
         """Start the p2p thread; return once it listens (raises P2PError if it fails)."""
         if self._thread is not None:
             raise RuntimeError("P2PHost already started")
+        _check_port_free(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._inbox = Inbox(loop, self.config.inbound_queue_max, self._dispatch)
@@ -206,9 +210,12 @@ class P2PHost:
             trio.run(self._trio_main, started)
         except BaseException as exc:  # the thread must report, whatever happened
             error = exc
-        if error is not None and not started.done():
-            loop.call_soon_threadsafe(_settle, started, None, P2PError(repr(error)))
+        if error is not None and not self._listening:
+            failure = P2PError(f"p2p host failed to start: {error!r}", reason="start_failed")
+            loop.call_soon_threadsafe(_settle, started, None, failure)
         elif error is not None:
+            self.crashed = error
+            self._running = False
             self._log.error("p2p.crashed", error=repr(error))
         finished = self._finished
         if finished is not None:
@@ -239,6 +246,10 @@ class P2PHost:
                 )
             },
             muxer_preference="YAMUX",
+            # Our supervisor owns dialling: keep the swarm's periodic auto-dialler idle.
+            connection_config=ConnectionConfig(
+                dial_timeout=cfg.dial_timeout_s, auto_connect_interval=86_400.0
+            ),
             listen_addrs=[listen],
             announce_addrs=self._announce_addrs(),
         )
@@ -275,6 +286,7 @@ class P2PHost:
             for pid in self._known:
                 nursery.start_soon(self._supervise, pid)
             self.listen_addrs = [str(addr) for addr in host.get_transport_addrs()]
+            self._listening = True
             self._call_asyncio(_settle, started, None, None)
             await self._stop_event.wait()
             nursery.cancel_scope.cancel()
@@ -299,6 +311,12 @@ class P2PHost:
     def set_request_handler(self, handler: RequestHandler) -> None:
         """Set ``async handler(peer, data) -> bytes`` answering requests."""
         self._request_handler = handler
+
+    @property
+    def running(self) -> bool:
+        """True between a successful start and stop, unless the p2p thread crashed
+        (then ``crashed`` holds the error and ``p2p.crashed`` was logged)."""
+        return self._running
 
     def connected_peers(self) -> frozenset[str]:
         """Peers with a live outbound message stream (messages to them flow now)."""
@@ -428,7 +446,15 @@ class P2PHost:
 
     def _start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+            self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a task asked for by the asyncio side; its failure must not end the host."""
+        try:
+            await fn(*args)
+        except Exception as error:
+            self._log.error("p2p.task_failed", task=getattr(fn, "__name__", "?"),
+                            error=repr(error))
 
     def _dispatch(self, batch: list[tuple[Any, ...]]) -> None:
         """(asyncio) Hand a batch of received items to the handlers."""
@@ -811,6 +837,21 @@ class P2PHost:
                 self.stats.gossip_published += 1
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """py-libp2p listens with SO_REUSEPORT, so a second node on a taken port would
+    start and share the port's connections with the first. Refuse that up front."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise P2PError(
+                f"cannot listen on {host}:{port}: {error.strerror}", reason="start_failed"
+            ) from error
+
+
 def _app_frames(channels: list[int]) -> int:
     return sum(1 for channel in channels if channel >= 0)
 
@@ -831,7 +872,9 @@ async def _call_handler(handler: RequestHandler, peer: str, payload: bytes) -> t
         return RESP_ERROR, f"{type(error).__name__}: {error}".encode()
 
 
-async def _wait_concurrent(future: concurrent.futures.Future[tuple[int, bytes]]) -> Any:
+async def _wait_concurrent(
+    future: concurrent.futures.Future[tuple[int, bytes]],
+) -> tuple[int, bytes]:
     """(trio) Await a future completed by the asyncio thread."""
     token = trio.lowlevel.current_trio_token()
     done = trio.Event()

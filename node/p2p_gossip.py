@@ -46,7 +46,7 @@ class CountingRpcQueue(RpcQueue):
 def install(queue_depth: int) -> None:
     """Make every Pubsub created from now on use deep, counting peer queues."""
     CountingRpcQueue.depth = max(CountingRpcQueue.depth, queue_depth)
-    pubsub_module.RpcQueue = CountingRpcQueue  # type: ignore[misc]
+    pubsub_module.RpcQueue = CountingRpcQueue  # type: ignore[attr-defined]
 
 
 def rpc_queue_drops() -> int:

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from node.p2p import P2PHost
-from node.p2p_config import P2PConfig, P2PConfigError, PeerSpec, RequestFailed
+from node.p2p_config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
 from tests.p2p_support import make_configs, seed, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -248,3 +248,12 @@ async def test_pending_request_fails_at_once_when_our_host_stops() -> None:
             await asyncio.wait_for(pending, 5)
         assert failed.value.reason == "not_running"
         release.set()
+
+
+async def test_start_fails_with_a_reason_when_the_port_is_taken() -> None:
+    (config,) = make_configs(1)
+    async with P2PHost(config):
+        with pytest.raises(P2PError) as failed:
+            async with P2PHost(config):
+                pass
+    assert failed.value.reason == "start_failed"
