@@ -145,7 +145,7 @@ class StoreLimits:
     receipts_max: int = 100_000
     txs_max: int = 100_000
     metadata_items_max: int = 64
-    metadata_bytes_max: int = 4 * 1024 * 1024
+    metadata_bytes_max: int = 48 * 1024 * 1024  # may carry a prepared block payload
     range_blocks_max: int = 256
     range_bytes_max: int = 64 * 1024 * 1024
     range_receipts_max: int = 10_000
