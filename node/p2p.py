@@ -115,6 +115,7 @@ class _Session:
     def __init__(self) -> None:
         self.last_rx = trio.current_time()
         self.reason: str | None = None
+        self.pings: dict[int, float] = {}  # nonce -> sent at (trio clock)
 
 
 class P2PHost:
@@ -135,6 +136,7 @@ class P2PHost:
             for pid in self._known
         }
         self._connected: frozenset[str] = frozenset()
+        self._rtt_ms: dict[str, float] = {}  # last heartbeat round trip per peer
         self._connected_lock = threading.Lock()
         self._msg_handler: MessageHandler | None = None
         self._request_handler: RequestHandler | None = None
@@ -424,6 +426,9 @@ class P2PHost:
         snapshot = self.stats.snapshot()
         snapshot["drops"]["gossip_rpc_queue_full"] = p2p_gossip.rpc_queue_drops()
         snapshot["connected_peers"] = len(self._connected)
+        snapshot["heartbeat_rtt_ms"] = {
+            peer: round(rtt, 3) for peer, rtt in list(self._rtt_ms.items())
+        }
         snapshot["send_queue_frames"] = sum(len(q) for q in self._queues.values())
         return snapshot
 
@@ -615,8 +620,12 @@ class P2PHost:
         decoder = FrameDecoder(64, MSG_KINDS)
         while True:
             chunk = await stream.read(4096)
-            decoder.feed(chunk)
-            session.last_rx = trio.current_time()
+            now = trio.current_time()
+            session.last_rx = now
+            for frame in decoder.feed(chunk):
+                sent_at = session.pings.pop(frame.nonce, None)
+                if sent_at is not None:
+                    self._rtt_ms[peer] = (now - sent_at) * 1000
             if decoder.error is not None:
                 self._drop(peer, decoder.error.reason, detail=decoder.error.detail)
                 return "protocol_error"
@@ -633,6 +642,9 @@ class P2PHost:
                 self._log.warning("p2p.heartbeat_missed", peer=peer, silent_s=round(silent_s, 2))
                 return "heartbeat_timeout"
             nonce += 1
+            if len(session.pings) > 64:  # unanswered pings: keep the map bounded
+                session.pings.clear()
+            session.pings[nonce] = trio.current_time()
             queue.put_control(encode_ping(nonce))
 
     # --------------------------------------------------------- trio: inbound

@@ -77,6 +77,9 @@ async def test_two_hosts_exchange_messages_in_order_without_loss() -> None:
         assert stats["bytes_sent"] == {3: n * 200}
         assert stats["frames_per_write_avg"] > 10  # queued frames are joined into few writes
         assert stats["drops"].get("queue_full", 0) == 0
+        # Heartbeats (every 1 s) measure the round trip to each peer.
+        await wait_for(lambda: b.peer_id in a.stats_snapshot()["heartbeat_rtt_ms"], 5, "rtt")
+        assert 0 < a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] < 1000
 
 
 async def test_four_hosts_full_mesh_delivers_everything_in_order() -> None:
