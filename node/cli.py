@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "demo": "scripts.demo:demo",
     "node": "node.main:node_command",
     "testnet": "scripts.testnet.cli:testnet",
+    "keys": "scripts.wallet:keys",
+    "account": "scripts.wallet:account",
+    "tx": "scripts.wallet:tx",
 }
 
 BENCHMARKS: dict[str, str] = {

@@ -33,7 +33,7 @@ from node.keys import load_node_key
 from node.ledger import Committed, Ledger
 from node.logs import configure_logging
 from node.mempool import Mempool
-from node.metrics import NodeMetrics
+from node.metrics import NodeMetrics, P2PCollector
 from node.p2p import P2PHost
 from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_public_key
 from node.service import NodeService
@@ -177,6 +177,7 @@ class Node:
             committed_nonce=ledger.committed_nonce,
         )
         self.p2p = p2p = P2PHost(self._p2p_config(), self.log)
+        self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
         service = NodeService(
             name=self.name, config=config, ledger=ledger, mempool=mempool, store=store,
             metrics=self.metrics, log=self.log, admission_pool=self._admission_pool,

@@ -7,7 +7,11 @@ for counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -68,3 +72,37 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class P2PCollector:
+    """Exports the p2p layer's own counters (``P2PHost.stats_snapshot``) at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._snapshot()
+        for direction, key in (("out", "msgs_sent"), ("in", "msgs_received")):
+            family = CounterMetricFamily("shardnet_p2p_stream_messages",
+                                         "Stream messages by direction and channel",
+                                         labels=["direction", "channel"])
+            for channel, count in stats[key].items():
+                family.add_metric([direction, str(channel)], count)
+            yield family
+        drops = CounterMetricFamily("shardnet_p2p_dropped", "P2P frames and messages dropped",
+                                    labels=["reason"])
+        for reason, count in stats["drops"].items():
+            drops.add_metric([reason], count)
+        yield drops
+        for key in ("writes", "frames_written", "reconnects", "dial_failures",
+                    "heartbeat_misses", "write_timeouts", "requests_served",
+                    "gossip_published", "gossip_received"):
+            yield CounterMetricFamily(f"shardnet_p2p_{key}", f"p2p {key.replace('_', ' ')}",
+                                      value=stats[key])
+        yield GaugeMetricFamily("shardnet_p2p_frames_per_write", "Average frames joined per write",
+                                value=stats["frames_per_write_avg"])
+        yield GaugeMetricFamily("shardnet_p2p_send_queue_frames", "Frames queued to send",
+                                value=stats.get("send_queue_frames", 0))
+
+    def describe(self) -> list[Metric]:
+        return []

@@ -268,7 +268,7 @@ class NodeService:
         replica = driver.replica if driver is not None else None
         return {
             "node": self.name, "chain_id": self.ledger.genesis.chain_id,
-            "shard": self.ledger.shard,
+            "shard": self.ledger.shard, "num_shards": self.ledger.genesis.num_shards,
             "validator_index": replica.me if replica is not None else None,
             "view": replica.view if replica is not None else None,
             "primary": replica.primary() if replica is not None else None,
