@@ -57,6 +57,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import p2p_gossip
+from node.p2p_api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
 from node.p2p_bridge import Inbox, OutQueue
 from node.p2p_config import (
     P2PConfig,
@@ -89,11 +90,6 @@ REQ_PROTOCOL = TProtocol("/shardnet/req/1.0.0")
 READ_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 1.0
 DROP_LOG_INTERVAL_S = 1.0
-
-MessageHandler = Callable[[str, int, bytes], None]
-RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
-GossipHandler = Callable[[str, bytes], None]
-GossipValidator = Callable[[str, bytes], bool]
 
 _ITEM_MSG = 0
 _ITEM_GOSSIP = 1
