@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "p2p": "scripts.bench_p2p:bench_p2p",
     "ledger": "scripts.bench_ledger:bench_ledger",
     "state-root": "scripts.bench_state:state_root",
+    "node": "scripts.bench_node:bench_node",
 }
 
 
