@@ -73,7 +73,7 @@ def measure(
 @click.option("--runs", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
-    "--json-out", type=click.Path(path_type=Path), default=Path("build/bench_state_root.json")
+    "--json-out", type=click.Path(path_type=Path), default=Path("bench-results/state_root.json")
 )
 def state_root(sizes: list[int], writes: list[int], runs: int, seed: int, json_out: Path) -> None:
     """Incremental state-root cost per block and full rebuild time, by state size."""

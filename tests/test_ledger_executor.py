@@ -404,3 +404,34 @@ def test_block_header_fields_are_the_protocol_ones() -> None:
         "receipts_root",
         "state_root",
     )
+
+
+@settings(max_examples=25)
+@given(
+    st.lists(st.integers(1, 1000), min_size=1, max_size=12),
+    st.randoms(use_true_random=False),
+)
+def test_receipts_apply_exactly_once_in_order_under_any_delivery(
+    amounts: list[int], rng: object
+) -> None:
+    import random
+
+    assert isinstance(rng, random.Random)
+    s = states()
+    a, far = get_keys(0)[0], get_keys(1)[0]
+    txs = [make_tx(a, n, Transfer(far.public_key, 0, amount)) for n, amount in enumerate(amounts)]
+    _, sent, _ = propose(s[0], txs)
+    commit_block_result(s[0], sent)
+    applied: list[int] = []
+    for height in range(1, 30):
+        # Any subset, any order, with duplicates and replays of applied receipts.
+        offered = [r for r in sent.receipts if rng.random() < 0.5] * 2
+        rng.shuffle(offered)
+        block, result, _ = propose(s[1], [], offered, height)
+        commit_block_result(s[1], result)
+        applied.extend(r.seq for r in block.inbound)
+        if len(applied) == len(amounts):
+            break
+    assert applied == list(range(1, len(amounts) + 1))
+    assert get_balance(s[1], far.public_key, 0) == BALANCE + sum(amounts)
+    assert get_in_cursor(s[1], 0) == len(amounts)
