@@ -1,7 +1,9 @@
 """structlog configuration for the node process (entry points only call this).
 
 One JSON object per line on stdout; stable ``noun.verb`` event names; context
-(node, shard, view, height) is bound by the code that owns it.
+(node, shard, view, height) is bound by the code that owns it. Records of
+libraries that use stdlib logging (py-libp2p) go through the same renderer, so
+a node's log stays one JSON object per line.
 """
 
 from __future__ import annotations
@@ -14,25 +16,38 @@ import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
+# Chatty at INFO and below, and noisy while peers start: let only warnings through.
+LIBRARY_LEVELS = {"libp2p": logging.WARNING, "multiaddr": logging.WARNING,
+                  "aiohttp.access": logging.WARNING, "asyncio": logging.WARNING}
 
 
 def configure_logging(
     fmt: Literal["json", "console"] = "json", level: str = "info", stream: Any = None
 ) -> None:
+    out = stream or sys.stdout
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[level])
+    for name, library_level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(max(library_level, LEVELS[level]))
