@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "keys": "scripts.wallet:keys",
     "account": "scripts.wallet:account",
     "tx": "scripts.wallet:tx",
+    "simulate": "scripts.simulate:simulate",
 }
 
 BENCHMARKS: dict[str, str] = {
