@@ -19,7 +19,7 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import U64_MAX, WireStruct, decode, encode
+from consensus.codec import WireStruct, decode, encode
 from consensus.crypto import TAG_BLOCK_HEADER, tagged_hash
 from sharding.merkle import InclusionProof, compute_root
 from sharding.receipts import Receipt

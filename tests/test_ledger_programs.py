@@ -28,7 +28,7 @@ from sharding.records import (
     get_shard_params,
 )
 from sharding.state import Overlay
-from sharding.tx import AddLiquidity, RemoveLiquidity, SignedTx, Swap, Transfer
+from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
 from tests.ledger_support import BALANCE, RESERVE, get_genesis, get_keys, get_pool_on, make_tx
 
 POOL = Pool(asset_a=0, asset_b=1, reserve_a=1_000_000, reserve_b=2_000_000, shares=1_414_213)
@@ -181,15 +181,21 @@ def test_writes_are_within_declared_access(kind: str, amount: int) -> None:
     a, b = get_keys(0)[:2]
     far = get_keys(1)[0]
     pool0, pool1 = get_pool_on(0).address, get_pool_on(1).address
-    call = {
+    calls: dict[str, Call] = {
         "local": Transfer(b.public_key, 0, amount),
         "remote": Transfer(far.public_key, 0, amount),
         "swap_local": Swap(pool0, 0, amount, 0),
         "swap_remote": Swap(pool1, 1, amount, 0),
         "add": AddLiquidity(pool0, amount, amount, 0),
-        "remove": RemoveLiquidity(pool0, amount, 0, 0),
-    }[kind]
-    tx = make_tx(a, 0, call)
-    view, _ = run(tx)
+        "remove": RemoveLiquidity(pool0, amount % 1000 + 1, 0, 0),
+    }
+    state = genesis_state(get_genesis(), 0)
+    params = get_shard_params(state)
+    base = Overlay(state)
+    # Own some LP shares first, so that removals can succeed.
+    process_tx(base, params, make_tx(a, 0, AddLiquidity(pool0, 5000, 5000, 0)))
+    tx = make_tx(a, 1, calls[kind])
+    view = Overlay(base)
+    process_tx(view, params, tx)
     reads, writes = declared_access(tx, 2)
     assert set(view.writes) <= writes <= reads
