@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consensus.codec import U64_MAX
 from sharding.accounts import derive_account, program_address, shard_of
@@ -182,3 +185,26 @@ def test_rejects_invalid_json() -> None:
 def test_json_output_is_loadable_json() -> None:
     text = genesis_to_json(load_genesis(spec()))
     assert json.loads(text)["num_shards"] == 2
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_genesis_error(data: bytes) -> None:
+    with contextlib.suppress(GenesisError):
+        load_genesis(data)
+
+
+@given(st.data())
+def test_mutated_genesis_raises_only_genesis_error(data: st.DataObject) -> None:
+    spec_dict = spec()
+    section = data.draw(st.sampled_from(sorted(spec_dict)))
+    spec_dict[section] = data.draw(json_values)
+    with contextlib.suppress(GenesisError):
+        load_genesis(json.dumps(spec_dict).encode())
