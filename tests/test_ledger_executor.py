@@ -20,7 +20,7 @@ from sharding.programs import compute_swap_output
 from sharding.receipts import CREDIT, REFUND, SWAP, SWAP_OUTPUT, Receipt
 from sharding.records import get_balance, get_in_cursor, get_nonce, get_out_seq
 from sharding.state import State
-from sharding.tx import SignedTx, Swap, Transfer
+from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
 from tests.ledger_support import (
     BALANCE,
     RESERVE,
@@ -305,7 +305,7 @@ def ops(draw: st.DrawFn) -> list[tuple[int, int, str, int, int, int]]:
             (
                 draw(st.integers(0, 1)),
                 draw(st.integers(0, 3)),
-                draw(st.sampled_from(["transfer", "swap"])),
+                draw(st.sampled_from(["transfer", "transfer", "swap", "swap", "add", "remove"])),
                 draw(st.integers(0, 7)),
                 draw(st.integers(0, 2)),
                 draw(st.sampled_from([1, 50, 10_000, BALANCE // 2, BALANCE + 1])),
@@ -323,10 +323,15 @@ def make_blocks(rows: list[tuple[int, int, str, int, int, int]]) -> dict[int, li
         key = get_keys(shard)[sender]
         nonce = nonces.get(key.public_key, 0)
         nonces[key.public_key] = nonce + 1
+        call: Call
         if kind == "transfer":
-            call: Transfer | Swap = Transfer(targets[target].public_key, asset, amount)
-        else:
+            call = Transfer(targets[target].public_key, asset, amount)
+        elif kind == "swap":
             call = Swap(pools[target % 2], asset % 2, amount, 0)
+        elif kind == "add":
+            call = AddLiquidity(pools[shard], amount, amount, 0)
+        else:
+            call = RemoveLiquidity(pools[shard], amount // 2 + 1, 0, 0)
         txs[shard].append(make_tx(key, nonce, call))
     return txs
 
