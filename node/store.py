@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 
 Synchronous = Literal["NORMAL", "FULL"]
 
-# A state write: (key, value), value None deletes the key.
+# A state write: (key, value), value None deletes the key; in order, the last one wins.
 StateWrite = tuple[bytes, bytes | None]
 
 META_GENESIS_HASH = "genesis_hash"
@@ -436,8 +436,9 @@ class Store:
         try:
             if body is not None:
                 await body()
-            upserts = [(k, v) for k, v in state_writes if v is not None]
-            deletes = [(k,) for k, v in state_writes if v is None]
+            final = dict(state_writes)  # the last write of a key wins, as in order
+            upserts = [(k, v) for k, v in final.items() if v is not None]
+            deletes = [(k,) for k, v in final.items() if v is None]
             for chunk in _chunks(upserts, self.limits.sql_batch_rows):
                 await db.executemany(
                     "INSERT INTO state (key, value) VALUES (?, ?) "
