@@ -89,6 +89,7 @@ class SimConfig:
     retransmit_ms: int = 150
     sync_timeout_ms: int = 200
     faults: tuple[str, ...] | None = None  # None: chosen from the seed
+    load_ms: int | None = None  # ops arrive within this window; None: the fault phase
     command: str = "shardnet simulate"
 
 
@@ -106,6 +107,7 @@ class SimResult:
     messages: int
     sim_ms: int
     repro: str
+    last_commit_ms: int = 0
 
     def describe(self) -> str:
         status = "ok" if self.ok else "FAILED"
@@ -158,6 +160,7 @@ class Simulation:
         self.faults: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.messages = 0
+        self.last_commit_ms = 0
         self.view_changes = 0
         self.max_view = 0
         self.partition: list[set[int]] | None = None
@@ -202,7 +205,7 @@ class Simulation:
     def _schedule_faults(self) -> None:
         c, rng = self.cfg, self.rng
         for op in range(1, c.ops + 1):
-            self._push(rng.randrange(0, c.fault_ms), "op", op)
+            self._push(rng.randrange(0, c.load_ms or c.fault_ms), "op", op)
         for i in range(c.replicas):
             self._push(rng.randrange(c.tick_ms), "tick", i)
         if "partition" in self.kinds:
@@ -252,6 +255,8 @@ class Simulation:
             node.alive = False
             return
         self._apply(node, actions)
+        if not isinstance(event, ProposalReady):
+            self._maybe_propose(node)
 
     def _apply(self, node: Node, actions: list[Action]) -> None:
         for action in actions:
@@ -285,6 +290,7 @@ class Simulation:
             self.checker.violations.append(f"node {node.index}: ledger: {exc}")
             node.alive = False
             return
+        self.last_commit_ms = self.now
         for op in ops:
             node.mempool.pop(op, None)
         if node.byzantine is None:
@@ -326,11 +332,13 @@ class Simulation:
     def _shell_tick(self, node: Node) -> None:
         oldest = min(node.mempool.values()) if node.mempool else None
         self._step(node, Tick(self.now, oldest))
-        if not node.alive:
-            return
+
+    def _maybe_propose(self, node: Node) -> None:
+        """The batch policy: propose when the batch is full or the interval has passed
+        with work pending; never an empty block."""
         wanted = node.replica.wants_proposal()
-        if wanted is None or not node.mempool:
-            node.want_since = None
+        if wanted is None or not node.mempool or not node.alive:
+            node.want_since = None if wanted is None else node.want_since
             return
         if node.want_since is None:
             node.want_since = self.now
@@ -436,6 +444,7 @@ class Simulation:
             messages=self.messages,
             sim_ms=self.now,
             repro=repro,
+            last_commit_ms=self.last_commit_ms,
         )
 
     def _converged(self) -> bool:

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "ledger": "scripts.bench_ledger:bench_ledger",
     "state-root": "scripts.bench_state:state_root",
     "node": "scripts.bench_node:bench_node",
+    "consensus": "scripts.bench_consensus:bench_consensus",
 }
 
 
