@@ -18,6 +18,8 @@ and ``node.store_memory.MemoryStore`` the in-memory one for tests of the node. D
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,12 @@ class GenesisMismatch(StoreError):
     """The store was initialised from another genesis than the one given."""
 
     reason = "genesis_mismatch"
+
+
+class StoreLocked(StoreError):
+    """Another process (or another ``Store`` here) has the file open."""
+
+    reason = "store_locked"
 
 
 class NotInitialized(StoreError):
@@ -157,6 +165,9 @@ class StoreLimits:
 
 
 class StoreAPI(Protocol):
+    @property
+    def latest_height(self) -> int | None: ...
+
     async def close(self) -> None: ...
 
     async def initialize(
@@ -264,9 +275,15 @@ class Store:
     """The SQLite store. Open with ``await Store.open(path)``; one writer per file."""
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, limits: StoreLimits, synchronous: Synchronous
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        limits: StoreLimits,
+        synchronous: Synchronous,
+        lock_fd: int,
     ) -> None:
         self._db: aiosqlite.Connection | None = db
+        self._lock_fd: int | None = lock_fd
         self.path = path
         self.limits = limits
         self.synchronous = synchronous
@@ -286,15 +303,17 @@ class Store:
             raise StoreError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_file(path)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
+            os.close(lock_fd)
             raise StoreError(f"cannot open {path}: {exc}") from exc
-        store = cls(db, path, limits or StoreLimits(), synchronous)
+        store = cls(db, path, limits or StoreLimits(), synchronous, lock_fd)
         try:
             await store._setup()
         except BaseException:
-            await db.close()
+            await store.close()
             raise
         return store
 
@@ -355,7 +374,12 @@ class Store:
             return
         async with self._lock:
             db, self._db = self._db, None
-            await db.close()
+            try:
+                await db.close()
+            finally:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # releases the flock
+                    self._lock_fd = None
 
     @property
     def latest_height(self) -> int | None:
@@ -586,6 +610,19 @@ class Store:
         async with self._lock:
             row = await self._fetchone("PRAGMA integrity_check")
         return "" if row is None else str(row[0])
+
+
+def _lock_file(path: Path) -> int:
+    """Hold an exclusive advisory lock on ``PATH.lock`` for the store's lifetime: two
+    nodes pointed at one data directory must fail at start-up, not corrupt each
+    other's chain. The kernel drops the lock when the process dies, even by SIGKILL."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"{path} is open in another store") from None
+    return fd
 
 
 class _Body(Protocol):

@@ -29,6 +29,7 @@ from node.store import (
     StoreClosed,
     StoreError,
     StoreLimits,
+    StoreLocked,
     TxRecord,
 )
 from node.store_memory import MemoryStore
@@ -327,3 +328,13 @@ async def test_cancelled_commit_rolls_back(tmp_path: Path, monkeypatch: pytest.M
     await s.commit_block(make_commit(1))
     assert s.latest_height == 1
     await s.close()
+
+
+async def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    first = await Store.open(path)
+    with pytest.raises(StoreLocked):
+        await Store.open(path)
+    await first.close()
+    second = await Store.open(path)  # the lock goes with the store
+    await second.close()
