@@ -1,0 +1,270 @@
+"""The replica's state and the helpers its transitions share (split from
+``replica.py`` to keep modules small). Every state transition lives in
+``replica.Replica``; this class only holds the state, reads it, signs and verifies.
+"""
+
+from __future__ import annotations
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    RequestSync,
+    Send,
+)
+from consensus.certificate import (
+    PHASE_COMMIT,
+    PHASE_PREPARE,
+    CommitCertificate,
+    Verifier,
+    primary_of,
+    verify_certificate,
+    vote_digest,
+)
+from consensus.checkpoints import CheckpointTracker
+from consensus.codec import encode
+from consensus.errors import ShardnetError, check
+from consensus.messages import (
+    CertNotice,
+    Message,
+    PrePrepare,
+    ViewChange,
+    Vote,
+    signing_digest,
+)
+from consensus.state import PersistentState, ReplicaConfig, Signer, VoteRecord
+
+VERIFY_CACHE_MAX = 8192
+HEARTBEAT_EVERY = 4  # idle retransmit rounds between CERT heartbeats
+
+
+class Reject(ShardnetError):
+    """A message or event is dropped; ``reason`` is what the shell counts."""
+
+
+class ReplicaBase:
+    """State and helpers; every transition is in ``replica.Replica``."""
+
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        signer: Signer,
+        verify: Verifier,
+        state: PersistentState | None = None,
+        now_ms: int = 0,
+    ) -> None:
+        check(signer.public_key == config.validators[config.index], "signer is not validator")
+        self.cfg = config
+        self.me = config.index
+        self._signer = signer
+        self._verify_raw = verify
+        self._verified: dict[bytes, None] = {}
+        st = state if state is not None else PersistentState()
+        self.view = st.view
+        self.vote_floor = st.vote_floor
+        self.vc_target: int | None = st.vote_floor if st.vote_floor > st.view else None
+        self.committed_height = st.committed_height
+        self.committed_hash = st.committed_hash
+        self.last_cert = st.last_cert
+        self.prepared = st.prepared
+        self.prepared_payload = st.prepared_payload
+        self.last_records: dict[int, VoteRecord | None] = {
+            0: st.last_pre_prepare,
+            PHASE_PREPARE: st.last_prepare,
+            PHASE_COMMIT: st.last_commit,
+        }
+        self.ckpt = CheckpointTracker(config.n, config.f, config.quorum, st.checkpoint)
+        self.now_ms = now_ms
+        self.pre_prepares: dict[tuple[int, int], PrePrepare] = {}
+        self.payloads: dict[bytes, tuple[int, bytes]] = {}
+        self.executed: dict[tuple[int, bytes], bool | None] = {}
+        self.certs: dict[int, CommitCertificate] = {}
+        self.votes: dict[tuple[int, int, int], dict[int, tuple[bytes, bytes]]] = {}
+        self.my_votes: dict[tuple[int, int, int], bytes] = {}
+        self.view_changes: dict[int, ViewChange] = {}
+        self.my_vc: bytes | None = None
+        self.vc_reason = "restart"
+        self.new_view_msg: bytes | None = None
+        self.committed_in_view = False
+        self.consecutive_vc = 1 if self.vc_target is not None else 0
+        self.progress_since_ms = now_ms
+        self.slot_since_ms: int | None = None
+        self.oldest_pending_ms: int | None = None
+        self.vc_deadline: int | None = (
+            now_ms + config.view_change_timeout_ms if self.vc_target is not None else None
+        )
+        self.retransmit_at = now_ms + config.retransmit_ms
+        self.idle_rounds = 0
+        self.sync_target = 0
+        self.sync_deadline: int | None = None
+        self.requested: tuple[int, int] | None = None
+        self.helped_ms: dict[int, int] = {}
+        self.cert_notice: tuple[int, bytes] | None = None
+        self._timer: int | None = None
+        self._out: list[Action] = []
+        self._sends: list[Action] = []
+        self._dirty = False
+
+    def persistent_state(self) -> PersistentState:
+        r = self.last_records
+        return PersistentState(
+            self.view, self.vote_floor, self.committed_height, self.committed_hash,
+            self.last_cert, self.ckpt.stable, self.prepared, self.prepared_payload,
+            r[0], r[PHASE_PREPARE], r[PHASE_COMMIT],
+        )  # fmt: skip
+
+    def primary(self, view: int | None = None) -> int:
+        return primary_of(self.view if view is None else view, self.cfg.n)
+
+    def wants_proposal(self) -> tuple[int, int] | None:
+        """(height, view) this replica would propose now, or None."""
+        h = self.committed_height + 1
+        if (
+            self.vc_target is None
+            and self.primary() == self.me
+            and self.view >= self.vote_floor
+            and h <= self.high_watermark()
+            and self.sync_target <= self.committed_height
+            and (self.view, h) not in self.pre_prepares
+            and h not in self.certs
+        ):
+            return h, self.view
+        return None
+
+    def high_watermark(self) -> int:
+        return self.ckpt.stable.height + self.cfg.watermark_window
+
+    def next_deadline(self) -> int:
+        deadlines = [self.retransmit_at]
+        if self.vc_target is not None and self.vc_deadline is not None:
+            deadlines.append(self.vc_deadline)
+        progress = self._progress_deadline()
+        if progress is not None:
+            deadlines.append(progress)
+        if self.sync_deadline is not None:
+            deadlines.append(self.sync_deadline)
+        return min(deadlines)
+
+    def _verify(self, public_key: bytes, digest: bytes, signature: bytes) -> bool:
+        key = public_key + digest + signature
+        if key in self._verified:
+            return True
+        if not self._verify_raw(public_key, digest, signature):
+            return False
+        if len(self._verified) >= VERIFY_CACHE_MAX:
+            self._verified.clear()
+        self._verified[key] = None
+        return True
+
+    def _authenticate(self, msg: Message) -> None:
+        digest = signing_digest(self.cfg.chain_id, msg)
+        if not self._verify(self.cfg.validators[msg.sender], digest, msg.signature):
+            raise Reject(type(msg).__name__, reason="bad_signature")
+
+    def _backoff(self, exponent: int) -> int:
+        return 1 << max(0, min(exponent, self.cfg.backoff_exponent_max))
+
+    def _progress_deadline(self) -> int | None:
+        if self.vc_target is not None:
+            return None
+        pending = [t for t in (self.oldest_pending_ms, self.slot_since_ms) if t is not None]
+        if not pending:
+            return None
+        start = max(min(pending), self.progress_since_ms)
+        return start + self.cfg.request_timeout_ms * self._backoff(self.consecutive_vc)
+
+    def _broadcast(self, data: bytes) -> None:
+        self._sends.append(Broadcast(data))
+
+    def _sign_vote(self, phase: int, view: int, height: int, block_hash: bytes) -> Vote:
+        digest = vote_digest(self.cfg.chain_id, self.cfg.shard, view, height, block_hash, phase)
+        return Vote(
+            self.cfg.shard, phase, view, height, block_hash, self.me, self._signer.sign(digest)
+        )
+
+    def _may_sign(self, kind: int, view: int, height: int, block_hash: bytes) -> bool:
+        """Never sign two different blocks for one (view, height), nor go back."""
+        last = self.last_records[kind]
+        if last is not None:
+            if (view, height) < (last.view, last.height):
+                return False
+            if (view, height) == (last.view, last.height):
+                return last.block_hash == block_hash
+        self.last_records[kind] = VoteRecord(view, height, block_hash)
+        self._dirty = True
+        return True
+
+    def _help_lagging(self, sender: int, their_view: int | None, their_height: int | None) -> None:
+        """A peer's authentic message shows it behind: push what lets it catch up."""
+        if self.now_ms - self.helped_ms.get(sender, -(10**12)) < self.cfg.retransmit_ms:
+            return
+        sent = False
+        if their_view is not None and their_view < self.view and self.new_view_msg is not None:
+            self._sends.append(Send(sender, self.new_view_msg))
+            sent = True
+        if their_height is not None and their_height <= self.committed_height:
+            notice = self._cert_notice()
+            if notice is not None:
+                self._sends.append(Send(sender, notice))
+                sent = True
+        if sent:
+            self.helped_ms[sender] = self.now_ms
+
+    def _cert_notice(self) -> bytes | None:
+        if self.last_cert is None:
+            return None
+        if self.cert_notice is None or self.cert_notice[0] != self.committed_height:
+            unsigned = CertNotice(self.cfg.shard, self.me, self.last_cert, b"")
+            sig = self._signer.sign(signing_digest(self.cfg.chain_id, unsigned))
+            data = encode(CertNotice(self.cfg.shard, self.me, self.last_cert, sig))
+            self.cert_notice = (self.committed_height, data)
+        return self.cert_notice[1]
+
+    def _valid_synced(self, cert: object, height: int, block_hash: bytes) -> bool:
+        cfg = self.cfg
+        return isinstance(cert, CommitCertificate) and verify_certificate(
+            cert, cfg.chain_id, cfg.shard, height, block_hash, cfg.validators, self._verify
+        )
+
+    def _valid_cert(self, cert: CommitCertificate) -> bool:
+        cfg = self.cfg
+        return verify_certificate(
+            cert, cfg.chain_id, cfg.shard, cert.height, cert.block_hash, cfg.validators,
+            self._verify,
+        )  # fmt: skip
+
+    def _matching(self, phase: int, view: int, height: int, block_hash: bytes) -> dict[int, bytes]:
+        box = self.votes.get((phase, view, height), {})
+        return {s: sig for s, (d, sig) in box.items() if d == block_hash}
+
+    def _build_view_change(self, new_view: int) -> ViewChange:
+        cfg = self.cfg
+        prepared = self.prepared
+        if prepared is not None and prepared.height != self.committed_height + 1:
+            prepared = None
+        payload = self.prepared_payload if prepared is not None else b""
+        unsigned = ViewChange(
+            cfg.shard, new_view, self.me, self.ckpt.stable, self.last_cert, prepared, b""
+        )
+        sig = self._signer.sign(signing_digest(cfg.chain_id, unsigned))
+        return ViewChange(
+            cfg.shard, new_view, self.me, self.ckpt.stable, self.last_cert, prepared, sig,
+            payload,
+        )  # fmt: skip
+
+    def _request_sync(self, to_height: int, force: bool = False) -> None:
+        if to_height <= self.committed_height:
+            return
+        outstanding = self.sync_deadline is not None and self.sync_target >= to_height
+        if outstanding and not force:
+            return
+        self.sync_target = max(self.sync_target, to_height)
+        self.sync_deadline = self.now_ms + self.cfg.sync_timeout_ms
+        peers = tuple(i for i in range(self.cfg.n) if i != self.me)
+        self._out.append(RequestSync(self.committed_height + 1, self.sync_target, peers))
+
+
+def without_payload(vc: ViewChange) -> ViewChange:
+    return ViewChange(
+        vc.shard, vc.new_view, vc.sender, vc.checkpoint, vc.last_commit, vc.prepared,
+        vc.signature,
+    )  # fmt: skip
