@@ -14,6 +14,9 @@ FROM ${PYTHON_IMAGE} AS build
 # 1. Dependencies, in a virtualenv of their own layer: rebuilt only when pyproject.toml or
 # the wheelhouse change. `wheelhouse*` matches nothing when the folder is absent;
 # pyproject.toml keeps the COPY valid either way (the folder's wheels land next to it).
+# Without a wheelhouse, some dependencies (fastecdsa, via libp2p) have no wheel on the index
+# and compile here: a C compiler and the GMP headers for this stage only (the final image
+# needs only libgmp10, which every Debian base has), and Python's headers if missing.
 # pip and setuptools leave the virtualenv afterwards: not needed at run time.
 COPY pyproject.toml wheelhouse* /build/wheels/
 RUN set -eu; \
@@ -26,6 +29,10 @@ RUN set -eu; \
         /opt/venv/bin/pip install --no-index --find-links /build/wheels -r /build/requirements.txt; \
     else \
         echo "no wheelhouse: installing dependencies from the package index"; \
+        apt-get update -qq; \
+        apt-get install -y -qq --no-install-recommends gcc libc6-dev libgmp-dev >/dev/null; \
+        python -c "import os, sysconfig; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" \
+            || apt-get install -y -qq --no-install-recommends python3-dev >/dev/null; \
         /opt/venv/bin/pip install -r /build/requirements.txt; \
     fi; \
     /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
