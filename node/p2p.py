@@ -90,6 +90,7 @@ REQ_PROTOCOL = TProtocol("/shardnet/req/1.0.0")
 READ_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 1.0
 DROP_LOG_INTERVAL_S = 1.0
+DROP_LOG_KEYS_MAX = 10_000
 
 _ITEM_MSG = 0
 _ITEM_GOSSIP = 1
@@ -487,6 +488,8 @@ class P2PHost:
             if now - last_at < DROP_LOG_INTERVAL_S:
                 self._drop_log_at[(peer, reason)] = (last_at, pending)
                 return
+            if len(self._drop_log_at) >= DROP_LOG_KEYS_MAX:  # peers are not ours to bound
+                self._drop_log_at.clear()
             self._drop_log_at[(peer, reason)] = (now, 0)
         self._log.warning("p2p.dropped", peer=peer, reason=reason, count=pending, detail=detail)
 

@@ -6,15 +6,24 @@
   is a module global of py-libp2p); one node runs one host per process.
 * Subscription channels hold 32 messages and drop when full. :class:`BridgedPubsub`
   bypasses them: accepted messages go straight to a callback (the asyncio bridge).
+* Every gossip RPC carries the sender's signed peer record, and the receiver verifies
+  its Ed25519 signature and rewrites the peerstore for every RPC, twice for RPCs with
+  control messages. The record's bytes only change when the sender's addresses do, so
+  :func:`install` remembers the (peer, record bytes) pairs already accepted; the
+  result of verifying identical bytes cannot differ.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
@@ -43,10 +52,36 @@ class CountingRpcQueue(RpcQueue):
         return ok
 
 
+_RECORDS_MAX = 4096
+_accepted_records: OrderedDict[tuple[ID, bytes], None] = OrderedDict()
+_verify_record = pubsub_module.maybe_consume_signed_record
+
+
+def consume_signed_record_once(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
+    """``maybe_consume_signed_record`` that skips records it already accepted."""
+    if not msg.HasField("senderRecord"):
+        return True
+    key = (peer_id, msg.senderRecord)
+    with _lock:
+        if key in _accepted_records:
+            _accepted_records.move_to_end(key)
+            return True
+    if not _verify_record(msg, host, peer_id):
+        return False
+    with _lock:
+        _accepted_records[key] = None
+        if len(_accepted_records) > _RECORDS_MAX:
+            _accepted_records.popitem(last=False)
+    return True
+
+
 def install(queue_depth: int) -> None:
-    """Make every Pubsub created from now on use deep, counting peer queues."""
+    """Make every Pubsub created from now on use deep, counting peer queues, and
+    verify each distinct signed peer record once."""
     CountingRpcQueue.depth = max(CountingRpcQueue.depth, queue_depth)
     pubsub_module.RpcQueue = CountingRpcQueue  # type: ignore[attr-defined]
+    pubsub_module.maybe_consume_signed_record = consume_signed_record_once  # type: ignore[attr-defined]
+    gossipsub_module.maybe_consume_signed_record = consume_signed_record_once  # type: ignore[attr-defined]
 
 
 def rpc_queue_drops() -> int:

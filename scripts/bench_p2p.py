@@ -4,8 +4,8 @@
   stream (joined writes), counted and order-checked by the receiver: messages/s;
 * round trip: an echo over the message streams, and request/response (a new stream per
   request), one at a time: p50/p99 latency;
-* gossip: 4 peer processes in a full mesh, each publishing 1 KB messages at a fixed
-  rate: share of the expected deliveries that arrived, and delivery latency.
+* gossip: 4 (``--gossip-nodes``) peer processes in a full mesh, each publishing 1 KB
+  messages at a fixed rate: share of the expected deliveries that arrived, and latency.
 
 Every figure is the median of ``--runs`` runs (fresh processes each run). Prints a
 table and writes JSON.
@@ -126,6 +126,7 @@ async def gossip_run(nodes: int, rate: float, seconds: float, size: int) -> dict
         await asyncio.sleep(3.0)  # a few gossip heartbeats: let the mesh form
         count = int(rate * seconds)
         t0 = time.monotonic()
+        cpu0 = sum(_cpu_seconds(c.proc.pid) for c in children)
         await asyncio.gather(
             *(
                 c.command(timeout=seconds * 3 + 30, cmd="publish", topic="bench", count=count,
@@ -144,6 +145,7 @@ async def gossip_run(nodes: int, rate: float, seconds: float, size: int) -> dict
                 last, stable_since = delivered, time.monotonic()
             if delivered >= expected:
                 break
+        cpu_s = sum(_cpu_seconds(c.proc.pid) for c in children) - cpu0
         latencies = [ms for r in reports for ms in r["latency_ms"]]
         stats = [await c.command(cmd="stats") for c in children]
         return {
@@ -157,6 +159,7 @@ async def gossip_run(nodes: int, rate: float, seconds: float, size: int) -> dict
             "duplicates": sum(r["duplicates"] for r in reports),
             "latency_ms_p50": percentile(latencies, 0.50),
             "latency_ms_p99": percentile(latencies, 0.99),
+            "cpu_ms_per_published_msg": cpu_s * 1000 / (count * nodes) if count else 0.0,
             "gossip_drops": {
                 k: v for s in stats for k, v in s["drops"].items() if k.startswith("gossip")
             },
@@ -166,23 +169,35 @@ async def gossip_run(nodes: int, rate: float, seconds: float, size: int) -> dict
             await child.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(run[key]) for run in runs)
 
 
 async def bench(
-    runs: int, messages: int, size: int, rtt_samples: int, rate: float, seconds: float
+    runs: int, messages: int, size: int, rtt_samples: int, nodes: int, rate: float,
+    seconds: float,
 ) -> dict[str, Any]:
     stream_runs = [await stream_run(messages, size, rtt_samples) for _ in range(runs)]
-    gossip_runs = [await gossip_run(4, rate, seconds, 1024) for _ in range(runs)]
+    gossip_runs = [await gossip_run(nodes, rate, seconds, 1024) for _ in range(runs)]
     keys_stream = ("msgs_per_s", "frames_per_write_avg", "echo_rtt_ms_p50", "echo_rtt_ms_p99",
                    "request_rtt_ms_p50", "request_rtt_ms_p99")
-    keys_gossip = ("delivery_rate", "loss", "latency_ms_p50", "latency_ms_p99")
+    keys_gossip = ("delivery_rate", "loss", "latency_ms_p50", "latency_ms_p99",
+                   "cpu_ms_per_published_msg")
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "params": {"runs": runs, "messages": messages, "size": size,
-                   "rtt_samples": rtt_samples, "gossip_rate_per_node": rate,
+                   "rtt_samples": rtt_samples, "gossip_nodes": nodes,
+                   "gossip_rate_per_node": rate,
                    "gossip_seconds": seconds, "gossip_size": 1024},
         "median": {**{f"stream_{k}": _median(stream_runs, k) for k in keys_stream},
                    **{f"gossip_{k}": _median(gossip_runs, k) for k in keys_gossip}},
@@ -203,8 +218,11 @@ def _table(result: dict[str, Any]) -> Table:
                   f"{med['stream_echo_rtt_ms_p50']:.2f} / {med['stream_echo_rtt_ms_p99']:.2f}")
     req_p50, req_p99 = med["stream_request_rtt_ms_p50"], med["stream_request_rtt_ms_p99"]
     table.add_row("request round trip p50 / p99 (ms)", f"{req_p50:.2f} / {req_p99:.2f}")
-    table.add_row(f"gossip delivery, 4 nodes x {p['gossip_rate_per_node']:g} msg/s of 1 KB",
+    table.add_row(f"gossip delivery, {p['gossip_nodes']} nodes x {p['gossip_rate_per_node']:g}"
+                  " msg/s of 1 KB",
                   f"{med['gossip_delivery_rate']:.2%}")
+    table.add_row("gossip CPU per published message, all nodes (ms)",
+                  f"{med['gossip_cpu_ms_per_published_msg']:.1f}")
     table.add_row("gossip latency p50 / p99 (ms)",
                   f"{med['gossip_latency_ms_p50']:.1f} / {med['gossip_latency_ms_p99']:.1f}")
     return table
@@ -215,12 +233,13 @@ def _table(result: dict[str, Any]) -> Table:
 @click.option("--messages", default=200_000, show_default=True, help="Stream messages a run.")
 @click.option("--size", default=200, show_default=True, help="Stream message bytes.")
 @click.option("--rtt-samples", default=1000, show_default=True, help="Echo round trips a run.")
+@click.option("--gossip-nodes", default=4, show_default=True, help="Gossip peer processes.")
 @click.option("--gossip-rate", default=10.0, show_default=True, help="Publishes/s per node.")
 @click.option("--gossip-seconds", default=10.0, show_default=True, help="Publishing time a run.")
 @click.option("--out", "out_path", default="bench-results/p2p.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="JSON output file.")
-def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_rate: float,
-              gossip_seconds: float, out_path: Path) -> None:
+def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_nodes: int,
+              gossip_rate: float, gossip_seconds: float, out_path: Path) -> None:
     """Stream msgs/s, round-trip latency and gossip delivery of the p2p layer."""
     if size < SEQ.size:
         raise click.BadParameter(f"must be at least {SEQ.size}", param_hint="--size")
@@ -229,7 +248,11 @@ def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_rate
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # logs ERROR per failed dial
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(bench(runs, messages, size, rtt_samples, gossip_rate, gossip_seconds))
+    if gossip_nodes < 2:
+        raise click.BadParameter("must be at least 2", param_hint="--gossip-nodes")
+    result = asyncio.run(
+        bench(runs, messages, size, rtt_samples, gossip_nodes, gossip_rate, gossip_seconds)
+    )
     Console().print(_table(result))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2, sort_keys=True))
