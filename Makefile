@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo down test lint venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The main job: the default testnet (2 shards x 4 validators) as local processes, a short
+# load on it, and where to look next. The testnet keeps running: `make down` stops it.
 demo: $(STAMP)
-	$(BIN)/shardnet demo
+	$(BIN)/shardnet testnet up
+	$(BIN)/shardnet testnet load --txs 400
+	$(BIN)/shardnet testnet status
+	@echo "Inspect: $(BIN)/shardnet logs --event block.committed | tail   Stop: make down"
+
+down: $(STAMP)
+	$(BIN)/shardnet testnet down
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -278,11 +278,14 @@ class ConsensusDriver:
             self._proposal_wanted = None
             return
         consensus = self.config.consensus
-        ready = self.mempool.ready(consensus.block_txs_max, consensus.block_bytes_max)
-        if not ready:
-            return
         interval_passed = monotonic_ms() - self._last_block_ms >= consensus.block_interval_ms
-        if len(ready) < consensus.block_txs_max and not interval_passed:
+        # Batch policy: a full block's worth pending, or the interval passed with work.
+        if len(self.mempool) == 0 or (
+            len(self.mempool) < consensus.block_txs_max and not interval_passed
+        ):
+            return
+        ready = self.mempool.ready(consensus.block_txs_max, consensus.block_bytes_max)
+        if not ready or (len(ready) < consensus.block_txs_max and not interval_passed):
             return
         height, view = wanted
         self._proposing = True

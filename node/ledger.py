@@ -9,6 +9,8 @@ worker thread, one at a time, never on the event loop.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from sharding.executor import (
     apply_block,
     build_block,
     commit_block_result,
+    compute_bad_signatures,
 )
 from sharding.genesis import Genesis, genesis_state
 from sharding.receipts import Receipt
@@ -30,6 +33,36 @@ from sharding.state import State
 from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
 
 SPECULATIVE_RESULTS_MAX = 16
+VERIFIED_TXS_MAX = 200_000
+
+
+class VerifiedTxs:
+    """Hashes of transactions whose signature this node has already checked.
+
+    A node verifies each transaction once, when it arrives (from a client or a
+    shard peer), off the critical path; block building and block validation then
+    check only what is not in here. The hash covers the signed body and the
+    signature, so a hit is the same signed bytes. Bounded; shared by the admission
+    and ledger threads, hence the lock.
+    """
+
+    def __init__(self, capacity: int = VERIFIED_TXS_MAX) -> None:
+        self.capacity = capacity
+        self._hashes: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, digest: bytes) -> None:
+        with self._lock:
+            self._hashes[digest] = None
+            if len(self._hashes) > self.capacity:
+                self._hashes.popitem(last=False)
+
+    def __contains__(self, digest: object) -> bool:
+        with self._lock:
+            return digest in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,7 @@ class Ledger:
         self.tip_hash = tip_hash
         self.block_bytes_max = block_bytes_max
         self._speculative: dict[bytes, tuple[int, Block, BlockResult]] = {}
+        self.verified = VerifiedTxs()
 
     # -- admission (mempool) ---------------------------------------------------
 
@@ -67,14 +101,7 @@ class Ledger:
         """Decode and check a submitted transaction; raise ``ShardnetError`` with a reason."""
         tx = decode_tx(raw)
         check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards)
-        return tx
-
-    def admit_unsigned_check(self, raw: bytes) -> SignedTx:
-        """Admission of a transaction a shard peer forwarded: everything but the
-        signature, which block execution verifies."""
-        tx = decode_tx(raw)
-        check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards,
-                           verify_signatures=False)
+        self.verified.add(tx_hash(tx))
         return tx
 
     def committed_nonce(self, sender: bytes) -> int:
@@ -92,10 +119,17 @@ class Ledger:
     def propose(self, txs: list[SignedTx], inbound: list[Receipt], *, height: int, view: int,
                 time_ms: int, proposer: int, txs_max: int) -> Proposal:
         check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
+        unchecked = [tx for tx in txs if tx_hash(tx) not in self.verified]
+        forged = {id(unchecked[i]) for i in compute_bad_signatures(unchecked)}
+        # Verify every candidate's signature (cached or now); forged ones never get in.
+        candidates = [tx for tx in txs if id(tx) not in forged]
         block, result, rejected = build_block(
-            self.state, txs, inbound, height=height, view=view, prev_hash=self.tip_hash,
-            time_ms=time_ms, proposer=proposer, txs_max=txs_max,
+            self.state, candidates, inbound, height=height, view=view,
+            prev_hash=self.tip_hash, time_ms=time_ms, proposer=proposer, txs_max=txs_max,
+            verify_signatures=False,
         )
+        rejected = [*rejected, *(Rejected(tx, "bad_signature") for tx in txs
+                                 if id(tx) in forged)]
         digest = block_hash(block)
         self._remember(digest, height, block, result)
         return Proposal(block, encode(block), digest, result, rejected)
@@ -123,8 +157,12 @@ class Ledger:
             return "header_view_ahead"
         if digest in self._speculative:
             return ""
+        unchecked = [tx for tx in block.txs if tx_hash(tx) not in self.verified]
+        # Verify every transaction's signature (cached from admission, or now).
+        if compute_bad_signatures(unchecked):
+            return "invalid_tx: bad signature"
         try:
-            result = apply_block(self.state, block)
+            result = apply_block(self.state, block, verify_signatures=False)
         except InvalidBlock as exc:
             return f"{exc.reason}: {exc.detail}"
         self._remember(digest, height, block, result)

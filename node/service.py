@@ -71,6 +71,7 @@ class NodeService:
         self._forward_task: asyncio.Task[None] | None = None
         self._committed_window: deque[tuple[int, int]] = deque()
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.started_ms = monotonic_ms()
 
     # -- admission -----------------------------------------------------------------
@@ -111,17 +112,28 @@ class NodeService:
         return results
 
     def receive_forwarded(self, raw_txs: list[bytes]) -> None:
-        """Transactions a shard peer admitted: checked again, but without signatures
-        (a block's execution verifies them; a bad one never gets in)."""
+        """Transactions a shard peer admitted: checked here too (signatures included,
+        on the admission thread, so block validation finds them verified)."""
+        task = asyncio.ensure_future(self._admit_forwarded(raw_txs[:TX_BATCH_TXS_MAX]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        checked = await loop.run_in_executor(self._admission_pool, _admit_batch, self.ledger,
+                                             raw_txs)
         now = monotonic_ms()
         added = 0
-        for raw in raw_txs[:TX_BATCH_TXS_MAX]:
+        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
+            if error is not None or tx is None or digest is None:
+                self.metrics.messages_dropped.labels(source="peer_tx",
+                                                     reason=error.reason if error else "?").inc()
+                continue
             try:
-                tx = self.ledger.admit_unsigned_check(raw)
-                self.mempool.add(PendingTx(tx_hash(tx), tx.body.sender, tx.body.nonce,
-                                           len(raw), now, tx))
+                self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
+                                           now, tx))
                 added += 1
-            except ShardnetError:
+            except MempoolError:
                 continue
         if added:
             self._mempool_changed()

@@ -10,6 +10,7 @@ import click
 
 from scripts.testnet.generate import DEFAULT_BASE_PORT, DEFAULT_SEED, TestnetSpec, generate
 from scripts.testnet.layout import TestnetDir
+from scripts.testnet.load import load as load_command
 from scripts.testnet.processes import (
     node_status,
     running_pid,
@@ -137,6 +138,9 @@ def status(root: Path, watch: bool, count: int) -> None:
                 refreshes += 1
         except KeyboardInterrupt:
             pass
+
+
+testnet.add_command(load_command)
 
 
 def _spec_from_env() -> TestnetSpec:
