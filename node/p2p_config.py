@@ -133,9 +133,11 @@ class P2PConfig:
     gossip_heartbeat_interval_s: int = 1
     gossip_queue_max: int = 4096
     gossip_message_bytes_max: int = 512 * 1024
-    gossip_degree: int = 6
-    gossip_degree_low: int = 4
-    gossip_degree_high: int = 12
+    # Mesh degree D (libp2p's usual 6/4/12 doubled gossip CPU on an 8-node testnet
+    # for no delivery gain: docs/BENCHMARKS.md "P2P").
+    gossip_degree: int = 3
+    gossip_degree_low: int = 2
+    gossip_degree_high: int = 6
     # py-yamux sends a window update after every read unless this is off (P2P-NOTES).
     yamux_release_on_read: bool = False
 

@@ -111,8 +111,16 @@ async def stream_run(messages: int, size: int, rtt_samples: int) -> dict[str, An
         await host.stop()
 
 
-async def gossip_run(nodes: int, rate: float, seconds: float, size: int) -> dict[str, Any]:
-    configs = make_configs(nodes, gossip_topics=("bench",))
+async def gossip_run(
+    nodes: int, rate: float, seconds: float, size: int, degree: int
+) -> dict[str, Any]:
+    configs = make_configs(
+        nodes,
+        gossip_topics=("bench",),
+        gossip_degree=degree,
+        gossip_degree_low=max(1, degree * 2 // 3),
+        gossip_degree_high=degree * 2,
+    )
     children: list[Child] = []
     try:
         for i, config in enumerate(configs):
@@ -184,10 +192,10 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 async def bench(
     runs: int, messages: int, size: int, rtt_samples: int, nodes: int, rate: float,
-    seconds: float,
+    seconds: float, degree: int,
 ) -> dict[str, Any]:
     stream_runs = [await stream_run(messages, size, rtt_samples) for _ in range(runs)]
-    gossip_runs = [await gossip_run(nodes, rate, seconds, 1024) for _ in range(runs)]
+    gossip_runs = [await gossip_run(nodes, rate, seconds, 1024, degree) for _ in range(runs)]
     keys_stream = ("msgs_per_s", "frames_per_write_avg", "echo_rtt_ms_p50", "echo_rtt_ms_p99",
                    "request_rtt_ms_p50", "request_rtt_ms_p99")
     keys_gossip = ("delivery_rate", "loss", "latency_ms_p50", "latency_ms_p99",
@@ -196,7 +204,7 @@ async def bench(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "params": {"runs": runs, "messages": messages, "size": size,
-                   "rtt_samples": rtt_samples, "gossip_nodes": nodes,
+                   "rtt_samples": rtt_samples, "gossip_nodes": nodes, "gossip_degree": degree,
                    "gossip_rate_per_node": rate,
                    "gossip_seconds": seconds, "gossip_size": 1024},
         "median": {**{f"stream_{k}": _median(stream_runs, k) for k in keys_stream},
@@ -234,12 +242,15 @@ def _table(result: dict[str, Any]) -> Table:
 @click.option("--size", default=200, show_default=True, help="Stream message bytes.")
 @click.option("--rtt-samples", default=1000, show_default=True, help="Echo round trips a run.")
 @click.option("--gossip-nodes", default=4, show_default=True, help="Gossip peer processes.")
+@click.option("--gossip-degree", default=3, show_default=True,
+              help="Gossipsub mesh degree D (D_low = 2D/3, D_high = 2D).")
 @click.option("--gossip-rate", default=10.0, show_default=True, help="Publishes/s per node.")
 @click.option("--gossip-seconds", default=10.0, show_default=True, help="Publishing time a run.")
 @click.option("--out", "out_path", default="bench-results/p2p.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="JSON output file.")
 def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_nodes: int,
-              gossip_rate: float, gossip_seconds: float, out_path: Path) -> None:
+              gossip_degree: int, gossip_rate: float, gossip_seconds: float,
+              out_path: Path) -> None:
     """Stream msgs/s, round-trip latency and gossip delivery of the p2p layer."""
     if size < SEQ.size:
         raise click.BadParameter(f"must be at least {SEQ.size}", param_hint="--size")
@@ -251,7 +262,8 @@ def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_node
     if gossip_nodes < 2:
         raise click.BadParameter("must be at least 2", param_hint="--gossip-nodes")
     result = asyncio.run(
-        bench(runs, messages, size, rtt_samples, gossip_nodes, gossip_rate, gossip_seconds)
+        bench(runs, messages, size, rtt_samples, gossip_nodes, gossip_rate, gossip_seconds,
+              gossip_degree)
     )
     Console().print(_table(result))
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,9 @@ def config_from_json(spec: dict[str, Any]) -> P2PConfig:
         heartbeat_interval_s=float(spec.get("heartbeat_interval_s", 1.0)),
         heartbeat_timeout_s=float(spec.get("heartbeat_timeout_s", 5.0)),
         dial_backoff_max_s=float(spec.get("dial_backoff_max_s", 2.0)),
+        gossip_degree=int(spec.get("gossip_degree", 3)),
+        gossip_degree_low=int(spec.get("gossip_degree_low", 2)),
+        gossip_degree_high=int(spec.get("gossip_degree_high", 6)),
     )
 
 

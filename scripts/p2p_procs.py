@@ -56,6 +56,9 @@ def child_spec(config: P2PConfig, **extra: Any) -> dict[str, Any]:
         "topics": list(config.gossip_topics),
         "heartbeat_interval_s": config.heartbeat_interval_s,
         "heartbeat_timeout_s": config.heartbeat_timeout_s,
+        "gossip_degree": config.gossip_degree,
+        "gossip_degree_low": config.gossip_degree_low,
+        "gossip_degree_high": config.gossip_degree_high,
         **extra,
     }
 
