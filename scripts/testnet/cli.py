@@ -164,3 +164,33 @@ def docker_node(data: Path) -> None:
     generate(_spec_from_env(), root, only=name)
     home = TestnetDir(root).home(name)
     os.execvp("shardnet", ["shardnet", "node", "--home", str(home)])
+
+
+@testnet.command("docker-load")
+@click.option("--txs", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
+def docker_load(txs: int, timeout_s: float) -> None:
+    """Container entry point of the compose `loadgen` service: wait for the nodes, then
+    fire a short load at them by their service names."""
+    import random
+
+    from scripts.client import Client
+    from scripts.testnet.generate import node_entries
+    from scripts.testnet.load import build_load, run_load
+    from scripts.testnet.processes import wait_for
+
+    spec = _spec_from_env()
+    nodes = node_entries(spec)
+    urls: dict[int, list[str]] = {}
+    for node in nodes:
+        node.api_url = f"http://{node.name}:{node.api_port}"
+        urls.setdefault(node.shard, []).append(node.api_url)
+    if not wait_for(lambda: all(node_status(node) is not None for node in nodes), timeout_s,
+                    interval_s=1.0):
+        raise click.ClickException("nodes did not answer in time")
+    client = Client(urls, spec.shards, spec.chain_id)
+    plan = build_load(client, spec.seed, spec.accounts, txs, random.Random(1))
+    summary = run_load(client, plan, timeout_s)
+    click.echo(f"loadgen: {summary}")
+    if summary["outcomes"].get("pending"):
+        raise click.ClickException("some transactions were still pending at the timeout")
