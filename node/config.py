@@ -58,6 +58,7 @@ class MempoolSection(_Section):
     bytes_max: Positive = 64 * 1024 * 1024
     nonce_window: Positive = 1_000
     sender_txs_max: Positive = 1_000
+    gapped_ttl_ms: Positive = 60_000
 
 
 class ConsensusSection(_Section):

@@ -284,11 +284,15 @@ class Node:
         if driver is None:
             raise ShardnetError("driver did not start")
         task = asyncio.ensure_future(driver.run())
+        service = self.service
+        housekeeping = asyncio.ensure_future(service.housekeeping()) if service else None
         stop_wait = asyncio.ensure_future(self._stopped.wait())
         done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if task in done and task.exception() is not None:
             self.log.error("node.halted", error=repr(task.exception()))
         self.log.info("node.stopping")
+        if housekeeping is not None:
+            housekeeping.cancel()
         await driver.stop()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)

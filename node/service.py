@@ -138,6 +138,21 @@ class NodeService:
         if added:
             self._mempool_changed()
 
+    async def housekeeping(self, interval_s: float = 1.0) -> None:
+        """Expire transactions stuck behind a nonce gap (reported, never silent) and
+        refresh the gauges. Runs for the node's lifetime."""
+        while True:
+            await asyncio.sleep(interval_s)
+            expired = self.mempool.expire(monotonic_ms(), self.config.mempool.gapped_ttl_ms)
+            for removed in expired:
+                self._remember_rejected(removed.tx.tx_hash, removed.reason,
+                                        "a lower nonce of this sender never arrived")
+            if expired:
+                self.log.info("mempool.expired", count=len(expired),
+                              txs=[r.tx.tx_hash.hex() for r in expired[:100]])
+            self.metrics.peers.set(self._peers_connected())
+            self._mempool_changed()
+
     def _mempool_changed(self) -> None:
         self.metrics.mempool_txs.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
