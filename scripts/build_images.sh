@@ -187,7 +187,7 @@ build_image() {
     # The label lets tests/test_docker_image.py see whether the image matches the tree.
     digest=$(python3 "$ROOT/scripts/image_digest.py")
     log "docker build ${network[*]} -t $IMAGE ."
-    docker build "${network[@]}" "${build_cache[@]}" \
+    docker build --force-rm "${network[@]}" "${build_cache[@]}" \
         --label "org.shardnet.source-digest=$digest" -t "$IMAGE" "$ROOT"
     seconds[image]=$(elapsed "$t0")
     log "built $IMAGE in ${seconds[image]} s"

@@ -98,6 +98,16 @@ def container(
         docker("rm", "--force", "--volumes", container_id, check=False)
 
 
+@contextlib.contextmanager
+def volume() -> Iterator[str]:
+    """A fresh named volume, removed afterwards."""
+    name = docker("volume", "create").stdout.strip()
+    try:
+        yield name
+    finally:
+        docker("volume", "rm", "--force", name, check=False)
+
+
 def run_in_image(
     image: str,
     args: Sequence[str] = (),

@@ -6,8 +6,14 @@ session, and only when missing or older than the tree (see tests/docker_support.
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+import tarfile
 import time
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +26,7 @@ from tests.docker_support import (
     inspect_image,
     require_docker,
     run_in_image,
+    volume,
 )
 
 pytestmark = pytest.mark.docker
@@ -120,3 +127,67 @@ def test_healthcheck_turns_healthy_when_the_api_answers(
         probe = image_config["Healthcheck"]["Test"][1:]
         wrong = docker("exec", "--env", "API_PORT=18082", container_id, *probe, check=False)
         assert wrong.returncode != 0
+
+
+def _wait_health(container_id: str, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
+    deadline = time.monotonic() + timeout_s
+    while (status := _health(container_id).get("Status")) in ("starting", None):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return str(status)
+
+
+def _tar_of(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def test_default_command_runs_a_node_that_turns_healthy(image: str, tmp_path: Path) -> None:
+    """`node --home /data` as the image runs it: non-root, state in /data, healthy, stops on
+    SIGTERM. One validator of a 4-validator shard alone still serves /v1/status."""
+    init = subprocess.run(
+        [sys.executable, "-m", "node.cli", "testnet", "init", "--shards", "1",
+         "--validators", "4", "--accounts", "4", "--dir", str(tmp_path / "tn")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    home = tmp_path / "tn" / "nodes" / "shard0-node0"
+    api_port = _api_port(home / "config.toml")
+    with volume() as data:
+        # Fill the volume as root and hand it to the node's user, as an operator would.
+        fill = subprocess.run(
+            ["docker", "run", "--rm", "-i", "--user", "0", "--network", "none",
+             "--volume", f"{data}:/data", "--entrypoint", "sh", image,
+             "-c", "tar -x -C /data && chown -R shardnet:shardnet /data"],
+            input=_tar_of(home), capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert fill.returncode == 0, fill.stderr
+        options = [
+            "--network", "none",
+            "--volume", f"{data}:/data",
+            "--env", f"API_PORT={api_port}",
+            "--health-interval", "1s",
+        ]  # fmt: skip
+        with container(image, options=options) as container_id:
+            docker("start", container_id)
+            status = _wait_health(container_id)
+            logs = docker("logs", "--tail", "20", container_id, check=False)
+            assert status == "healthy", (
+                f"{status}: {_health(container_id)}\n{logs.stdout}{logs.stderr}"
+            )
+            listing = docker("exec", container_id, "ls", "/data/data").stdout.split()
+            assert any(name.endswith(".sqlite") for name in listing), listing
+            started = time.monotonic()
+            docker("stop", "--time", "20", container_id, timeout=60)
+            stopped_in = time.monotonic() - started
+            state = json.loads(docker("inspect", "-f", "{{json .State}}", container_id).stdout)
+            assert state["ExitCode"] == 0, state
+            assert stopped_in < 15, f"SIGTERM took {stopped_in:.1f} s: the node must handle it"
+
+
+def _api_port(config_toml: Path) -> int:
+    port: int = tomllib.loads(config_toml.read_text())["api"]["port"]
+    return port
