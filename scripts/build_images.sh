@@ -188,7 +188,7 @@ build_image() {
     digest=$(python3 "$ROOT/scripts/image_digest.py")
     log "docker build ${network[*]} -t $IMAGE ."
     docker build --force-rm "${network[@]}" "${build_cache[@]}" \
-        --label "org.shardnet.source-digest=$digest" -t "$IMAGE" "$ROOT"
+        --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --label "org.shardnet.source-digest=$digest" -t "$IMAGE" "$ROOT"
     seconds[image]=$(elapsed "$t0")
     log "built $IMAGE in ${seconds[image]} s"
     # The image this run replaced is now untagged: remove it (only it, and only if unused).
@@ -261,6 +261,13 @@ write_timings() {
 EOF
     log "$IMAGE: $(awk -v s="$size" 'BEGIN { printf "%.0f MB", s / 1e6 }') (base $(awk -v s="$base_size" 'BEGIN { printf "%.0f MB", s / 1e6 }')); timings in ${TIMINGS#"$ROOT"/}"
 }
+
+# One build at a time per cache folder (tests and users may start it concurrently).
+mkdir -p "$CACHE_DIR"
+if command -v flock >/dev/null; then
+    exec 9>"$CACHE_DIR/build.lock"
+    flock 9
+fi
 
 T0=$(now)
 ensure_base_image
