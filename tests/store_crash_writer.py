@@ -2,9 +2,10 @@
 
 ``python -m tests.store_crash_writer DB SEED`` opens (or creates) the store,
 rebuilds and checks its state, prints ``ready H``, then loops: build a block of
-signed transfers on shard 0 of a 2-shard genesis (about a third of them
-cross-shard, so receipts are written too), print ``begin H``, commit it through
-``Store``, print ``done H US`` (US: the commit's duration in microseconds). It
+signed transfers on shard 0 of a 2-shard genesis (about half of them
+cross-shard, so receipts are written too), persist a vote for it alone
+(``put_metadata``, as the replica does before sending), print ``begin H``, commit
+it through ``Store``, print ``done H US`` (US: the commit's duration in microseconds). It
 stops by itself after ``HEIGHTS_MAX`` blocks or ``RUN_S_MAX`` seconds; the test
 kills it long before. ``--check-only`` prints ``ready H`` and exits.
 """
@@ -93,6 +94,8 @@ async def run_writer(db: Path, seed: int, check_only: bool) -> None:
             if rejected:
                 raise RuntimeError(f"writer built invalid txs: {rejected[0].reason}")
             digest = block_hash(block.header)
+            # As the replica does: persist its vote before "sending" it, then commit.
+            await store.put_metadata({"voted": height.to_bytes(8, "big")})
             commit = compute_block_commit(
                 block, result, certificate_for(height, digest), metadata_for(height)
             )
@@ -122,6 +125,9 @@ async def verify_store(db: Path) -> int:
         state, latest = restore_state(snapshot)  # raises unless the roots agree
         top = 0 if latest is None else latest.header.height
         assert snapshot.metadata.get("last_committed", bytes(8)) == top.to_bytes(8, "big")
+        # Verify the vote persisted before a commit is never lost: it is for top or top + 1.
+        voted = int.from_bytes(snapshot.metadata.get("voted", bytes(8)), "big")
+        assert voted in (top, top + 1), f"voted {voted}, top {top}"
         # Verify every block below the top is there, hash-linked, with its certificate.
         prev = GENESIS_PREV_HASH
         receipts_seen = 0
