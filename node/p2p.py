@@ -127,6 +127,9 @@ class P2PHost:
             component="p2p", node_peer=self.peer_id
         )
         self._key_pair = create_new_key_pair(config.private_key_seed)
+        # Long enough for a busy node to catch up, short of the peer's write timeout and
+        # heartbeat (a reader waiting for room answers no PING).
+        self._backpressure_s = min(config.write_timeout_s, config.heartbeat_timeout_s) / 2
         self._known: dict[str, PeerSpec] = {spec.id: spec for spec in config.peers}
         self._queues: dict[str, OutQueue] = {
             pid: OutQueue(config.send_queue_frames_max, config.send_queue_bytes_max)
@@ -231,6 +234,8 @@ class P2PHost:
             os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
         p2p_gossip.install(cfg.gossip_queue_max)
         self._token = trio.lowlevel.current_trio_token()
+        if self._inbox is not None:
+            self._inbox.token = self._token
         for queue in self._queues.values():
             queue.token = self._token
         self._stop_event = trio.Event()
@@ -675,9 +680,7 @@ class P2PHost:
                         for item in items:
                             stats.msgs_received[item[2]] += 1
                             stats.bytes_received[item[2]] += len(item[3])
-                    refused = inbox.put_many(items)
-                    if refused:
-                        self._drop(peer, "inbound_full", refused)
+                    await self._deliver(peer, items)
                 if pings:
                     with trio.move_on_after(cfg.write_timeout_s) as scope:
                         await stream.write(b"".join(pings))
@@ -692,6 +695,21 @@ class P2PHost:
                     return
         except Exception as error:  # EOF, reset, connection lost: the stream is over
             self._log.debug("p2p.stream_closed", peer=peer, error=repr(error))
+
+    async def _deliver(self, peer: str, items: list[tuple[Any, ...]]) -> None:
+        """Hand items to the asyncio side. When its inbox is full, stop reading (the
+        sender's writes stall: back-pressure) while the node catches up, and drop only
+        what still does not fit after ``_backpressure_s``."""
+        inbox = self._inbox
+        assert inbox is not None
+        with trio.move_on_after(self._backpressure_s):
+            while True:
+                refused = inbox.put_many(items)
+                if not refused:
+                    return
+                items = items[len(items) - refused :]
+                await inbox.wait_room()
+        self._drop(peer, "inbound_full", len(items))
 
     async def _handle_req_stream(self, stream: INetStream) -> None:
         cfg = self.config

@@ -127,7 +127,9 @@ class Inbox:
     """Items from the trio thread to the asyncio loop, delivered in batches.
 
     ``put_many`` (trio thread) appends and, if no drain is pending, schedules one
-    ``dispatch`` call on the asyncio loop for everything queued meanwhile.
+    ``dispatch`` call on the asyncio loop for everything queued meanwhile. When the
+    inbox is full, readers can ``wait_room`` (back-pressure onto the sender's stream)
+    before they give up and drop.
     """
 
     def __init__(
@@ -143,6 +145,21 @@ class Inbox:
         self.items: list[tuple[Any, ...]] = []
         self.drain_pending = False
         self.closed = False
+        self.token: trio.lowlevel.TrioToken | None = None
+        self._room: trio.Event | None = None  # created and awaited in trio
+
+    def full(self) -> bool:
+        return len(self.items) >= self.items_max
+
+    async def wait_room(self) -> None:
+        """(trio) Wait until the asyncio side has drained the inbox."""
+        with self.lock:
+            if len(self.items) < self.items_max:
+                return
+            if self._room is None:
+                self._room = trio.Event()
+            room = self._room
+        await room.wait()
 
     def put_many(self, items: list[tuple[Any, ...]]) -> int:
         """Queue items; return how many were refused because the inbox is full."""
@@ -167,5 +184,9 @@ class Inbox:
             batch = self.items
             self.items = []
             self.drain_pending = False
+            room, self._room = self._room, None
+        if room is not None and self.token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(room.set)
         if batch:
             self.dispatch(batch)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import struct
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
@@ -80,6 +82,26 @@ async def test_two_hosts_exchange_messages_in_order_without_loss() -> None:
         # Heartbeats (every 1 s) measure the round trip to each peer.
         await wait_for(lambda: b.peer_id in a.stats_snapshot()["heartbeat_rtt_ms"], 5, "rtt")
         assert 0 < a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] < 1000
+
+
+async def test_a_stalled_receiver_gets_back_pressure_not_losses() -> None:
+    n = 5_000
+    sender_config, receiver_config = make_configs(2)
+    receiver_config = dataclasses.replace(receiver_config, inbound_queue_max=100)
+    async with running([sender_config, receiver_config]) as (a, b):
+        rec = Recorder(n)
+
+        def slow_start(peer: str, channel: int, data: bytes) -> None:
+            if rec.count == 0:
+                time.sleep(0.5)  # the node's loop is busy: the inbox fills up
+            rec(peer, channel, data)
+
+        b.on_message(slow_start)
+        for seq in range(n):
+            assert a.send_nowait(b.peer_id, 3, SEQ.pack(seq))
+        await asyncio.wait_for(rec.done.wait(), 30)
+        assert (rec.count, rec.out_of_order) == (n, 0)
+        assert b.stats_snapshot()["drops"].get("inbound_full", 0) == 0
 
 
 async def test_four_hosts_full_mesh_delivers_everything_in_order() -> None:
