@@ -44,9 +44,10 @@ from consensus.events import (
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.ledger import Committed, Ledger, Proposal
+from node.ledger_store import compute_block_commit
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
-from node.store import BlockCommit, ReceiptRecord, StoreAPI, TxRecord
+from node.store import StoreAPI
 from node.wire import (
     CHANNEL_CONSENSUS,
     SyncRequest,
@@ -250,19 +251,9 @@ class ConsensusDriver:
         committed: Committed = await loop.run_in_executor(
             self._pool, self.ledger.commit, action.payload, action.block_hash, action.height
         )
-        result = committed.result
         metadata = {META_REPLICA: encode(persist.state)} if persist is not None else {}
-        await self.store.commit_block(BlockCommit(
-            height=action.height,
-            block_hash=action.block_hash,
-            block=action.payload,
-            certificate=encode(action.certificate),
-            state_writes=list(result.writes.items()),
-            receipts=[ReceiptRecord(r.dst_shard, r.seq, encode(r)) for r in result.receipts],
-            txs=[TxRecord(o.tx_hash, action.height, i, encode(o))
-                 for i, o in enumerate(result.outcomes)],
-            metadata=metadata,
-        ))
+        await self.store.commit_block(compute_block_commit(
+            committed.block, committed.result, encode(action.certificate), metadata))
         self._last_block_ms = monotonic_ms()
         if self._proposal_wanted is not None and self._proposal_wanted[0] <= action.height:
             self._proposal_wanted = None

@@ -14,7 +14,6 @@ import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import click
 import structlog
@@ -22,7 +21,7 @@ from aiohttp import web
 
 from consensus.certificate import CommitCertificate
 from consensus.codec import decode, encode
-from consensus.crypto import sha256, verify_signature
+from consensus.crypto import verify_signature
 from consensus.errors import DecodeError, ShardnetError
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
@@ -31,6 +30,7 @@ from node.config import ConfigError, NodeConfig, load_config
 from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
 from node.keys import load_node_key
 from node.ledger import Committed, Ledger
+from node.ledger_store import open_state
 from node.logs import configure_logging
 from node.mempool import Mempool
 from node.metrics import NodeMetrics, P2PCollector
@@ -48,8 +48,8 @@ from node.wire import (
     SyncResponse,
     decode_tx_batch,
 )
-from sharding.genesis import Genesis, genesis_state, load_genesis
-from sharding.state import State
+from sharding.block import block_hash
+from sharding.genesis import Genesis, load_genesis
 
 DB_FILE = "shard.sqlite"
 
@@ -98,24 +98,16 @@ class Node:
     async def _open_ledger(self) -> tuple[Ledger, PersistentState | None]:
         node = self.config.node
         self.store = store = await Store.open(self.config.path(node.data_dir) / DB_FILE)
-        genesis_hash = sha256(encode_genesis(self.genesis))
-        fresh = genesis_state(self.genesis, node.shard)
-        await store.initialize(genesis_hash, list(fresh.items()))
-        snapshot = await store.load_snapshot()
-        if snapshot.latest is None:
-            ledger = Ledger(self.genesis, node.shard, fresh,
+        state, latest = await open_state(store, self.genesis, node.shard)
+        if latest is None:
+            ledger = Ledger(self.genesis, node.shard, state,
                             block_bytes_max=self.config.consensus.block_bytes_max)
         else:
-            state = State.from_items(snapshot.state_items)
-            block = decode_stored_block(snapshot.latest.block)
-            if state.root != block.header.state_root:
-                raise ShardnetError("stored state root differs from the last block's",
-                                    reason="corrupt_store")
-            ledger = Ledger(self.genesis, node.shard, state, snapshot.latest.height,
-                            snapshot.latest.block_hash,
+            ledger = Ledger(self.genesis, node.shard, state, latest.header.height,
+                            block_hash(latest.header),
                             block_bytes_max=self.config.consensus.block_bytes_max)
         persisted = None
-        raw = snapshot.metadata.get(META_REPLICA)
+        raw = await store.get_metadata(META_REPLICA)
         if raw is not None:
             persisted = decode(raw, PersistentState, 64 * 1024 * 1024)
         self.metrics.height.set(ledger.height)
@@ -313,18 +305,6 @@ class Node:
         if self.store is not None:
             await self.store.close()
         self.log.info("node.stopped")
-
-
-def encode_genesis(genesis: Genesis) -> bytes:
-    from sharding.genesis import genesis_to_json
-
-    return genesis_to_json(genesis)
-
-
-def decode_stored_block(payload: bytes) -> Any:
-    from sharding.block import decode_block
-
-    return decode_block(payload, 1 << 30)
 
 
 @click.command("node")
