@@ -26,13 +26,13 @@ async def main(target: str, protocol: str, payloads: list[bytes]) -> None:
         await host.connect(info)
         for payload in payloads:
             stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
-            await stream.write(payload)
             closed = False
             with trio.move_on_after(10):
                 try:
+                    await stream.write(payload)
                     while True:
                         await stream.read(1024)
-                except Exception:
+                except Exception:  # reset or closed by the other side, before or after
                     closed = True
             results.append(closed)
         print(json.dumps({"closed_by_peer": results}), flush=True)

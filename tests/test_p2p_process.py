@@ -183,3 +183,24 @@ async def test_only_noise_secured_connections_are_accepted() -> None:
         outcome = await asyncio.to_thread(_dial_with_plaintext_only, target)
         assert outcome != "connected"
         assert host.connected_peers() == frozenset()
+
+
+async def test_streams_from_unknown_peers_are_refused_when_configured() -> None:
+    (config,) = make_configs(1, accept_unknown_peers=False)
+    got: list[bytes] = []
+    async with P2PHost(config) as host:
+        host.on_message(lambda peer, channel, data: got.append(data))
+        client = await Child.start(
+            "-m",
+            "tests.p2p_garbage_client",
+            f"{host.listen_addrs[0]}/p2p/{host.peer_id}",
+            MSG_PROTOCOL,
+            encode_msg(1, b"hello from a stranger").hex(),
+        )
+        try:
+            report = await client.read(60)
+        finally:
+            await client.close()
+        assert report["closed_by_peer"] == [True]
+        assert host.stats_snapshot()["drops"]["unknown_peer"] == 1
+        assert got == []
