@@ -24,6 +24,7 @@ from consensus.certificate import (
     PHASE_COMMIT,
     PHASE_PREPARE,
     U64,
+    VALIDATORS_MAX,
     CheckpointProof,
     CommitCertificate,
     Hash32,
@@ -38,7 +39,7 @@ from consensus.crypto import TAG_CONSENSUS_MSG, sha256, tagged_hash
 
 VOTE_PHASES = (PHASE_PREPARE, PHASE_COMMIT, PHASE_CHECKPOINT)
 Phase = Annotated[int, msgspec.Meta(ge=PHASE_PREPARE, le=PHASE_CHECKPOINT)]
-VIEW_CHANGES_MAX = 1024
+VIEW_CHANGES_MAX = VALIDATORS_MAX
 
 
 class PrePrepare(WireStruct, frozen=True, tag=1):
@@ -84,7 +85,7 @@ class NewView(WireStruct, frozen=True, tag=4):
     shard: U64
     view: U64
     sender: Index
-    view_changes: tuple[ViewChange, ...]
+    view_changes: Annotated[tuple[ViewChange, ...], msgspec.Meta(max_length=VIEW_CHANGES_MAX)]
     pre_prepare: PrePrepare | None
     signature: Sig
 

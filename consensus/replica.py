@@ -165,7 +165,8 @@ class Replica(ReplicaBase):
 
     def _accept_pre_prepare(self, pp: PrePrepare) -> None:
         self.pre_prepares[(pp.view, pp.height)] = pp
-        self.payloads[pp.block_hash] = (pp.height, pp.payload)
+        # Keep the first payload: a later one for the same hash may be a forgery.
+        self.payloads.setdefault(pp.block_hash, (pp.height, pp.payload))
         if pp.height > self.committed_height + 1:
             self._request_sync(pp.height - 1)
         self._advance()
@@ -395,11 +396,11 @@ class Replica(ReplicaBase):
         self.executed[key] = ev.ok
         if not ev.ok:
             self._out.append(Dropped("bad_block", ev.reason, self.primary(ev.view)))
+            self.payloads.pop(ev.block_hash, None)
             cert = self.certs.get(ev.height)
             if cert is not None and cert.block_hash == ev.block_hash:
                 # A certified block failed: the payload we hold is bad; fetch it again.
                 del self.executed[key]
-                self.payloads.pop(ev.block_hash, None)
                 self._request_sync(ev.height, force=True)
             elif ev.view == self.view and self.vc_target is None:
                 self._start_view_change(self.view + 1, "bad_block")
