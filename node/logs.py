@@ -50,4 +50,9 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     for name, library_level in LIBRARY_LEVELS.items():
-        logging.getLogger(name).setLevel(max(library_level, LEVELS[level]))
+        library = logging.getLogger(name)
+        library.setLevel(max(library_level, LEVELS[level]))
+        # py-libp2p detaches its logger on import (propagate=False, no handler), which
+        # sends its warnings to Python's last-resort stderr handler as plain text.
+        library.handlers.clear()
+        library.propagate = True

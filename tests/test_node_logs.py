@@ -10,6 +10,8 @@ from node.logs import configure_logging
 
 
 def test_structlog_and_stdlib_records_are_json_lines() -> None:
+    import libp2p  # noqa: F401  (detaches its logger on import: the case to cover)
+
     out = io.StringIO()
     configure_logging("json", "info", stream=out)
     try:

@@ -111,7 +111,8 @@ def status(root: Path, watch: bool, count: int) -> None:
         grid = Table(title=f"shardnet {manifest.chain_id}: {root}")
         for column in ("node", "shard", "pid", "view", "primary", "height", "mempool",
                        "peers", "tps", "view changes"):
-            grid.add_column(column, justify="right" if column != "node" else "left")
+            grid.add_column(column, justify="right" if column != "node" else "left",
+                            no_wrap=True)
         for node in manifest.nodes:
             found = node_status(node)
             pid = running_pid(testnet_dir, node.name)
@@ -125,7 +126,7 @@ def status(root: Path, watch: bool, count: int) -> None:
                          str(found.get("view_changes", 0)))
         return grid
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     if not watch:
         console.print(table())
         return
