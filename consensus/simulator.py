@@ -53,7 +53,14 @@ from consensus.events import (
     SyncResult,
     Tick,
 )
-from consensus.messages import PrePrepare, Vote, decode_message, payload_digest
+from consensus.messages import (
+    CertNotice,
+    PrePrepare,
+    Vote,
+    decode_message,
+    payload_digest,
+    signing_digest,
+)
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig, Signer
 from consensus.testing import TestLedger, make_keys
@@ -384,7 +391,9 @@ class Simulation:
         if kind == "garbage":
             data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80)))
         elif kind == "wrong_sender":
-            victim = rng.choice([i for i in range(n) if i != node.index])
+            # Half claim another validator (the transport knows better), half carry
+            # our own index with a signature that does not verify.
+            victim = rng.choice([i for i in range(n) if i != node.index] + [node.index] * n)
             data = encode(Vote(0, PHASE_COMMIT, r.view, h, rng.randbytes(32), victim, b"\x01" * 64))
         elif kind == "bogus_vote":
             phase = rng.choice([PHASE_PREPARE, PHASE_COMMIT])
@@ -397,8 +406,12 @@ class Simulation:
             cert = r.last_cert
             if cert is None:
                 return
-            data = encode(Vote(0, PHASE_COMMIT, r.view, h, rng.randbytes(32), node.index, b""))
-            data = encode(_forge_cert(cert, rng)) if rng.random() < 0.5 else data
+            fake = _forge_cert(
+                CommitCertificate(0, cert.view, h, rng.randbytes(32), cert.signatures), rng
+            )
+            unsigned = CertNotice(0, node.index, fake, b"")
+            sig = node.signer.sign(signing_digest(CHAIN_ID, unsigned))
+            data = encode(CertNotice(0, node.index, fake, sig))
         self._send(node.index, dst, data)
 
     # ------------------------------------------------------------------ run

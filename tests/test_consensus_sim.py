@@ -94,3 +94,20 @@ def test_checker_flags_replicas_that_did_not_converge() -> None:
     checker.check_converged({0: (3, b"a"), 1: (2, b"b")}, {0: {1, 2}, 1: {1}}, [1, 2])
     assert any("not converged" in v for v in checker.violations)
     assert any("never committed" in v for v in checker.violations)
+
+
+def test_simulated_equivocating_primary_is_replaced_without_divergence() -> None:
+    results = [run_seed(seed, faults=("equivocate",)) for seed in range(300_000, 300_040)]
+    check_all(results)
+    assert sum(r.faults["equivocate"] for r in results) > 0
+    assert sum(r.view_changes for r in results) > 0
+
+
+def test_simulated_forger_is_dropped_with_typed_reasons() -> None:
+    results = [run_seed(seed, faults=("forge",)) for seed in range(310_000, 310_040)]
+    check_all(results)
+    dropped: Counter[str] = Counter()
+    for r in results:
+        dropped.update(r.dropped)
+    for reason in ("malformed", "bad_signature", "bad_certificate"):
+        assert dropped[reason] > 0, reason
