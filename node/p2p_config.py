@@ -133,8 +133,8 @@ class P2PConfig:
     gossip_heartbeat_interval_s: int = 1
     gossip_queue_max: int = 4096
     gossip_message_bytes_max: int = 512 * 1024
-    # Mesh degree D (libp2p's usual 6/4/12 doubled gossip CPU on an 8-node testnet
-    # for no delivery gain: docs/BENCHMARKS.md "P2P").
+    # Mesh degree D: libp2p's usual 6/4/12 cost a third more gossip CPU on an 8-node
+    # testnet for no delivery gain (docs/BENCHMARKS.md "P2P").
     gossip_degree: int = 3
     gossip_degree_low: int = 2
     gossip_degree_high: int = 6
