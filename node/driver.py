@@ -121,7 +121,7 @@ class ConsensusDriver:
         self._on_committed = on_committed
         self._on_rejected = on_rejected
         self._pool = ledger_pool
-        self._drop = DropLog(log, metrics)
+        self.drop = DropLog(log, metrics)
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._local: deque[Event] = deque()
         self._deadline_ms = monotonic_ms()
@@ -139,7 +139,7 @@ class ConsensusDriver:
         try:
             self._inbox.put_nowait(MessageReceived(data, sender_index))
         except asyncio.QueueFull:
-            self._drop("pbft", "inbox_full", sender=sender_index)
+            self.drop("pbft", "inbox_full", sender=sender_index)
 
     def wake(self) -> None:
         """Something changed in the mempool: re-check the batch policy soon."""
@@ -219,7 +219,7 @@ class ConsensusDriver:
             elif isinstance(action, RequestSync):
                 self._spawn(self._sync(action))
             elif isinstance(action, Dropped):
-                self._drop("pbft", action.reason, detail=action.detail[:200],
+                self.drop("pbft", action.reason, detail=action.detail[:200],
                            sender=action.sender)
             elif isinstance(action, ViewChangeStarted):
                 self.view_changes += 1
@@ -324,7 +324,7 @@ class ConsensusDriver:
                     for b in response.blocks
                 )
             except (ShardnetError, DecodeError) as exc:
-                self._drop("sync", exc.reason, peer=peer)
+                self.drop("sync", exc.reason, peer=peer)
                 continue
             if blocks:
                 self.metrics.sync_blocks.inc(len(blocks))

@@ -226,7 +226,8 @@ class Node:
         self.metrics.p2p_bytes.labels(direction="in", channel=str(channel)).inc(len(data))
         index = self._peer_index.get(peer)
         if index is None:
-            self.driver and self.driver._drop("p2p", "not_shard_peer", peer=peer)
+            if self.driver is not None:
+                self.driver.drop("p2p", "not_shard_peer", peer=peer)
             return
         if channel == CHANNEL_CONSENSUS and self.driver is not None:
             self.driver.deliver(data, index)
@@ -235,11 +236,11 @@ class Node:
                 batch = decode_tx_batch(data, self.config.api.body_bytes_max)
             except DecodeError as exc:
                 if self.driver is not None:
-                    self.driver._drop("p2p", exc.reason, peer=peer, channel=channel)
+                    self.driver.drop("p2p", exc.reason, peer=peer, channel=channel)
                 return
             self.service.receive_forwarded(batch.txs)
         elif self.driver is not None:
-            self.driver._drop("p2p", "unknown_channel", peer=peer, channel=channel)
+            self.driver.drop("p2p", "unknown_channel", peer=peer, channel=channel)
 
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
         request = decode(data, SyncRequest, SYNC_REQUEST_BYTES_MAX)

@@ -31,6 +31,8 @@ POOLS = (("COIN-USD", ("COIN", "USD")), ("ETH-USD", ("ETH", "USD")), ("COIN-ETH"
 
 @dataclass(frozen=True)
 class TestnetSpec:
+    __test__ = False  # not a pytest test class, despite the name
+
     shards: int = 2
     validators: int = 4
     accounts: int = 1000
