@@ -282,3 +282,16 @@ async def test_start_fails_with_a_reason_when_the_port_is_taken() -> None:
             async with P2PHost(config):
                 pass
     assert failed.value.reason == "start_failed"
+
+
+def test_only_the_p2p_modules_know_trio_or_libp2p() -> None:
+    """ARCHITECTURE.md: py-libp2p lives behind the facade; nothing else knows trio."""
+    from tests.test_layout import ROOT, imported_top_level_modules
+
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_top_level_modules(path) & {"trio", "libp2p"})
+        for folder in ("node", "scripts")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if not path.name.startswith("p2p")
+    }
+    assert {path: mods for path, mods in offenders.items() if mods} == {}
