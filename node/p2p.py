@@ -21,7 +21,26 @@ backs off exponentially, and runs a session: writer, heartbeat (PING every
 ``heartbeat_interval_s``; no frame back for ``heartbeat_timeout_s`` means the peer is
 frozen and the connection is closed) and the reader of the heartbeat answers. Every
 write has a timeout. A malformed or oversized frame resets that stream, is counted and
-logged as ``p2p.dropped``; the node keeps running.
+logged as ``p2p.dropped``; the node keeps running. Messages queued for a peer that is
+down wait (bounded) and go out, in order, once it is back. When the node's loop falls
+behind, readers stop reading for a while (back-pressure onto the senders) before they
+drop anything.
+
+Process-wide side effects (one node per process): ``PY_YAMUX_RELEASE_ON_READ`` defaults
+to 0, and ``node.p2p_gossip.install`` patches py-libp2p's gossip queue class and signed
+record check. The entry point, not this module, configures logging: py-libp2p logs an
+ERROR for every failed dial (peers still starting), so quiet the ``libp2p`` logger.
+
+Use::
+
+    host = P2PHost(P2PConfig(private_key_seed=seed, listen_port=9000, peers=(
+        PeerSpec(address="shard0-node1:9000", public_key=validator_key), ...)), log)
+    host.on_message(node.on_p2p_message)            # (peer, channel, data)
+    host.set_request_handler(node.serve_sync)       # async (peer, data) -> bytes
+    host.subscribe("blocks", node.on_block_announce)
+    async with host:
+        host.broadcast(shard_peers, CHANNEL_PBFT, encoded)
+        blocks = await host.request(peer, encoded_range, timeout=5.0)
 """
 
 from __future__ import annotations
