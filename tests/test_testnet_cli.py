@@ -40,9 +40,28 @@ def test_generator_rejects_validator_count_that_is_not_3f_plus_1(tmp_path: Path)
     assert result.returncode != 0 and "3f+1" in result.stderr
 
 
-def test_committed_compose_file_is_the_generators_output() -> None:
+def test_committed_compose_files_are_the_generators_output() -> None:
     spec = TestnetSpec(docker=True)
-    assert (REPO / "docker-compose.yml").read_text() == render_compose(spec, node_entries(spec))
+    nodes = node_entries(spec)
+    assert (REPO / "docker-compose.yml").read_text() == render_compose(spec, nodes)
+    assert (REPO / "docker-stack.yml").read_text() == render_compose(spec, nodes, swarm=True)
+
+
+def test_compose_files_pass_validation(tmp_path: Path) -> None:
+    from scripts.compose import compose_available, run_compose
+    from tests.docker_support import docker, docker_unavailable_reason
+
+    if not compose_available():
+        pytest.skip("no `docker compose` or `docker-compose` here")
+    generate(TestnetSpec(shards=3, validators=4, accounts=10), tmp_path)
+    for root in (REPO, tmp_path):
+        checked = run_compose(["-f", str(root / "docker-compose.yml"), "config", "--quiet"],
+                              check=False, capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
+    if docker_unavailable_reason() is None:
+        stack = docker("stack", "config", "-c", str(REPO / "docker-stack.yml"), check=False)
+        assert stack.returncode == 0, stack.stderr
+        assert "profiles" not in stack.stdout
 
 
 @pytest.mark.integration

@@ -136,8 +136,10 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
 
         docker_spec = TestnetSpec(spec.shards, spec.validators, spec.accounts, spec.seed,
                                   spec.base_port, spec.chain_id, docker=True)
-        (root / "docker-compose.yml").write_text(render_compose(docker_spec,
-                                                                node_entries(docker_spec)))
+        docker_nodes = node_entries(docker_spec)
+        (root / "docker-compose.yml").write_text(render_compose(docker_spec, docker_nodes))
+        (root / "docker-stack.yml").write_text(render_compose(docker_spec, docker_nodes,
+                                                              swarm=True))
     return manifest
 
 
