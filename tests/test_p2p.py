@@ -84,6 +84,19 @@ async def test_two_hosts_exchange_messages_in_order_without_loss() -> None:
         assert 0 < a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] < 1000
 
 
+async def test_large_messages_keep_their_place_in_the_stream() -> None:
+    async with running(make_configs(2)) as (a, b):
+        got: list[bytes] = []
+        b.on_message(lambda peer, channel, data: got.append(data))
+        sent = []
+        for i in range(6):
+            data = bytes([i]) * (3 * 1024 * 1024 if i % 2 else 100)
+            sent.append(data)
+            assert a.send_nowait(b.peer_id, 1, data)
+        await wait_for(lambda: len(got) == len(sent), 20, "large messages")
+        assert got == sent
+
+
 async def test_a_stalled_receiver_gets_back_pressure_not_losses() -> None:
     n = 5_000
     sender_config, receiver_config = make_configs(2)
