@@ -127,7 +127,7 @@ def load(root: Path, txs: int, timeout_s: float, rng_seed: int) -> None:
     except (ApiFailure, OSError) as exc:
         raise click.ClickException(f"testnet not reachable ({exc}); is it up?") from None
     summary = run_load(client, plan, timeout_s)
-    table = Table(title=f"load: {txs} signed transactions on {manifest.shards} shards")
+    table = Table(title=f"load: {txs} txs, {manifest.shards} shards", min_width=30)
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for name, count in sorted(summary["outcomes"].items()):
