@@ -28,6 +28,7 @@ from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
 from node.config import ConfigError, NodeConfig, load_config
 from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
+from node.executor_pool import make_executor
 from node.keys import load_node_key
 from node.ledger import Committed, Ledger
 from node.ledger_store import open_state
@@ -50,6 +51,7 @@ from node.wire import (
 )
 from sharding.block import block_hash
 from sharding.genesis import Genesis, load_genesis
+from sharding.parallel import ExecutionStats
 
 DB_FILE = "shard.sqlite"
 
@@ -91,6 +93,9 @@ class Node:
         self._index_peer: dict[int, str] = {}
         self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._admission_pool = ThreadPoolExecutor(1, thread_name_prefix="admission")
+        # Block execution's worker processes live as long as the node (issue 7).
+        self.executor, self._executor_pool = make_executor(config.executor.workers,
+                                                           on_stats=self._on_executed)
         self._stopped = asyncio.Event()
 
     # -- start-up --------------------------------------------------------------------
@@ -101,11 +106,13 @@ class Node:
         state, latest = await open_state(store, self.genesis, node.shard)
         if latest is None:
             ledger = Ledger(self.genesis, node.shard, state,
-                            block_bytes_max=self.config.consensus.block_bytes_max)
+                            block_bytes_max=self.config.consensus.block_bytes_max,
+                            executor=self.executor)
         else:
             ledger = Ledger(self.genesis, node.shard, state, latest.header.height,
                             block_hash(latest.header),
-                            block_bytes_max=self.config.consensus.block_bytes_max)
+                            block_bytes_max=self.config.consensus.block_bytes_max,
+                            executor=self.executor)
         persisted = None
         raw = await store.get_metadata(META_REPLICA)
         if raw is not None:
@@ -253,6 +260,14 @@ class Node:
             SyncedBlockWire(b.height, b.block_hash, b.block, b.certificate) for b in blocks
         ]))
 
+    def _on_executed(self, stats: ExecutionStats) -> None:
+        """Per-block executor telemetry (called on the ledger thread)."""
+        self.metrics.executor_workers.set(stats.workers)
+        self.metrics.executor_components.set(stats.components)
+        self.metrics.executor_largest_component_share.set(stats.largest_component_share)
+        self.metrics.executor_reexecutions.inc(stats.reexecutions)
+        self.log.info("block.executed", height=stats.height, **stats.as_log_fields())
+
     def _on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
         if self.service is None:
             return
@@ -263,8 +278,13 @@ class Node:
                 self.p2p.publish(TOPIC_BLOCKS, self.service.announcement(committed, certificate))
 
     def _on_block_announcement(self, origin: str, data: bytes) -> None:
-        # Other shards' tips; the cross-shard relay builds on these announcements.
+        """Other shards' certified tips (the cross-shard relay will build on these)."""
         self.metrics.p2p_messages.labels(direction="in", channel="gossip").inc()
+        if self.service is None:
+            return
+        reason = self.service.on_announcement(data)
+        if reason and self.driver is not None:
+            self.driver.drop("gossip", reason, origin=origin)
 
     # -- running and stopping ---------------------------------------------------------------
 
@@ -303,6 +323,8 @@ class Node:
                 await self.p2p.stop()
         self._ledger_pool.shutdown(wait=True)
         self._admission_pool.shutdown(wait=True)
+        if self._executor_pool is not None:
+            self._executor_pool.close()
         if self.store is not None:
             await self.store.close()
         self.log.info("node.stopped")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from consensus.certificate import CommitCertificate
+from consensus.certificate import CommitCertificate, verify_certificate
 from consensus.codec import decode, encode
 from consensus.errors import ShardnetError
 from node.api import SubmitResult
@@ -26,7 +26,7 @@ from node.metrics import NodeMetrics
 from node.store import StoreAPI
 from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
 from sharding.accounts import shard_of
-from sharding.block import Block, decode_block
+from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
 from sharding.tx import SignedTx, tx_hash
 
@@ -72,6 +72,7 @@ class NodeService:
         self._committed_window: deque[tuple[int, int]] = deque()
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self.shard_tips: dict[int, int] = {}
         self.started_ms = monotonic_ms()
 
     # -- admission -----------------------------------------------------------------
@@ -224,6 +225,29 @@ class NodeService:
                                         committed.block_hash, encode(committed.block.header),
                                         encode(certificate)))
 
+    def on_announcement(self, data: bytes) -> str:
+        """A gossiped commit of another shard: verify header and certificate against
+        genesis, then record that shard's tip. Returns "" or the reason for dropping."""
+        try:
+            note = decode(data, BlockAnnouncement, 256 * 1024)
+            header = decode(note.header, BlockHeader, 4096)
+            cert = decode(note.certificate, CommitCertificate, 64 * 1024)
+        except ShardnetError as exc:
+            return exc.reason
+        genesis = self.ledger.genesis
+        if not 0 <= note.shard < genesis.num_shards or header.shard != note.shard:
+            return "wrong_shard"
+        if block_hash(header) != note.block_hash or header.height != note.height:
+            return "bad_header"
+        validators = [v.public_key for v in genesis.validators[note.shard]]
+        # Verify 2f+1 of that shard's genesis validators committed this block.
+        if not verify_certificate(cert, genesis.chain_id, note.shard, note.height,
+                                  note.block_hash, validators):
+            return "bad_certificate"
+        if note.height > self.shard_tips.get(note.shard, 0):
+            self.shard_tips[note.shard] = note.height
+        return ""
+
     # -- API answers -------------------------------------------------------------------
 
     async def tx_status(self, digest: bytes) -> dict[str, Any] | None:
@@ -305,6 +329,7 @@ class NodeService:
             "mempool": len(self.mempool), "mempool_bytes": self.mempool.size_bytes,
             "recent_tps": self.recent_tps(),
             "view_changes": driver.view_changes if driver is not None else 0,
+            "shard_tips": {str(k): v for k, v in sorted(self.shard_tips.items())},
         }
 
     async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from node.config import load_config
+from scripts.client import call
 from scripts.testnet.compose_file import render_compose
 from scripts.testnet.generate import TestnetSpec, generate, node_entries
 from scripts.testnet.layout import TestnetDir
 from scripts.testnet.processes import stop_node
 from sharding.genesis import load_genesis
-from tests.node_support import free_base_port
+from tests.node_support import free_base_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,6 +83,11 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         digest = sent.stdout.split()[1]
         outcome = json.loads(sent.stdout[sent.stdout.index("{"):])
         assert outcome["status"] == "committed"
+        other = f"shard{1 - outcome['shard']}-node2"
+        other_url = next(n.api_url for n in testnet.load_manifest().nodes if n.name == other)
+        wait_until(lambda: int(call("GET", f"{other_url}/v1/status")["shard_tips"].get(
+            str(outcome["shard"]), 0)) >= outcome["height"], 30,
+            "the other shard learning the certified tip over gossip")
         status = shardnet("testnet", "status", "--dir", str(root))
         assert status.returncode == 0 and "shard0-node0" in status.stdout
         trace = shardnet("logs", "--testnet", str(root), "--trace", digest, "--json")
