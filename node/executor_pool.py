@@ -25,7 +25,9 @@ from typing import IO, NoReturn
 import msgspec
 
 from sharding.parallel import (
+    PARALLEL_TXS_MIN,
     ExecutionStats,
+    InlineRunner,
     Job,
     JobResult,
     ParallelExecutor,
@@ -251,17 +253,20 @@ class ProcessRunner:
                 worker.stop()  # EOF on stdin: the worker returns
 
 
-def make_executor(workers: int, *, on_stats: StatsSink | None = None,
-                  parallel_txs_min: int | None = None) -> tuple[ParallelExecutor | None,
-                                                               ProcessRunner | None]:
-    """The node's executor for ``[executor] workers`` (0: all cores). One worker
-    means no pool at all: the ledger then runs the spec itself."""
+def make_executor(
+    workers: int, *, on_stats: StatsSink | None = None, parallel_txs_min: int | None = None
+) -> tuple[ParallelExecutor, ProcessRunner | None]:
+    """The node's executor for ``[executor] workers`` (0: all cores) and its pool to
+    close. One worker means no pool: the executor then runs the spec in the
+    caller (and still reports each block's telemetry)."""
     count = resolve_workers(workers)
-    if count < 2:
-        return None, None
-    runner = ProcessRunner(count)
-    kwargs = {} if parallel_txs_min is None else {"parallel_txs_min": parallel_txs_min}
-    return ParallelExecutor(runner, on_stats=on_stats, **kwargs), runner
+    runner = ProcessRunner(count) if count >= 2 else None
+    executor = ParallelExecutor(
+        InlineRunner(0) if runner is None else runner,
+        on_stats=on_stats,
+        parallel_txs_min=PARALLEL_TXS_MIN if parallel_txs_min is None else parallel_txs_min,
+    )
+    return executor, runner
 
 
 __all__ = ["ExecutionStats", "ProcessRunner", "available_cores", "make_executor",

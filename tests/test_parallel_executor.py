@@ -23,7 +23,14 @@ import sharding.parallel as parallel
 from consensus.codec import encode
 from node.executor_pool import ProcessRunner, available_cores, make_executor, resolve_workers
 from sharding.block import GENESIS_PREV_HASH, Block
-from sharding.executor import BlockResult, InvalidBlock, Rejected, apply_block, build_block
+from sharding.executor import (
+    BlockResult,
+    InvalidBlock,
+    Rejected,
+    apply_block,
+    build_block,
+    compute_bad_signatures,
+)
 from sharding.genesis import genesis_state
 from sharding.parallel import InlineRunner, JobRunner, ParallelExecutor
 from sharding.receipts import CREDIT, SWAP, Receipt
@@ -152,6 +159,9 @@ def check_case(case: Case, executor: ParallelExecutor, inject: int | None = None
     assert_same_result(spec, other)
     assert [(r.tx, r.reason) for r in other_rejected] == [(r.tx, r.reason) for r in rejected]
     assert_same_apply(state, block, executor)
+    assert_same_result(apply_block(state, block, verify_signatures=False),
+                       executor.apply_block(state, block, verify_signatures=False))
+    assert executor.compute_bad_signatures(case.txs) == compute_bad_signatures(case.txs)
     if inject is not None and rejected:
         # A replica must reject a block with an invalid transaction the same way.
         txs = list(block.txs)
@@ -168,7 +178,7 @@ def check_case(case: Case, executor: ParallelExecutor, inject: int | None = None
 
 
 def inline(workers: int) -> ParallelExecutor:
-    return ParallelExecutor(InlineRunner(workers), parallel_txs_min=0)
+    return ParallelExecutor(InlineRunner(workers), parallel_txs_min=0, parallel_unsigned=True)
 
 
 # ---------------------------------------------------------------------------
@@ -238,6 +248,17 @@ def test_telemetry_reports_components_and_hot_keys() -> None:
     assert fields["components"] == 6 and fields["reexecutions"] == 0
 
 
+def test_unsigned_blocks_run_the_spec_by_default() -> None:
+    executor = ParallelExecutor(InlineRunner(2), parallel_txs_min=0)
+    state = fresh_state()
+    txs = [make_tx(KEYS[i], 0, Transfer(KEYS[0].public_key, 0, 1)) for i in range(1, 6)]
+    block, spec, _ = propose_with(build_block, state, Case(txs, []))
+    assert_same_result(spec, executor.apply_block(state, block, verify_signatures=False))
+    assert executor.last_stats is not None
+    assert (executor.last_stats.mode, executor.last_stats.fallback) == ("sequential",
+                                                                        "no_signatures")
+
+
 def test_small_blocks_run_the_spec() -> None:
     executor = ParallelExecutor(InlineRunner(2))  # default threshold
     state = fresh_state()
@@ -284,7 +305,7 @@ def test_parallel_equals_sequential_in_worker_processes(
     workers: int, pools: dict[int, ProcessRunner]
 ) -> None:
     runner: JobRunner = pools[workers]
-    executor = ParallelExecutor(runner, parallel_txs_min=0)
+    executor = ParallelExecutor(runner, parallel_txs_min=0, parallel_unsigned=True)
 
     @settings(max_examples=15)
     @given(case=cases(txs_max=60), inject=st.integers(0, 1_000))
@@ -315,4 +336,27 @@ def test_worker_count_defaults_to_available_cores() -> None:
     cores = available_cores()
     assert 1 <= cores <= len(os.sched_getaffinity(0))
     assert resolve_workers(0) == cores and resolve_workers(3) == 3
-    assert make_executor(1) == (None, None)
+    executor, pool = make_executor(1)
+    assert pool is None and executor.workers == 0
+
+
+def test_ledger_runs_blocks_through_an_injected_executor() -> None:
+    from node.ledger import Ledger
+    from sharding.parallel import ExecutionStats
+
+    seen: list[ExecutionStats] = []
+    executors = [ParallelExecutor(InlineRunner(2), parallel_txs_min=0, on_stats=seen.append)
+                 for _ in range(2)]
+    primary, replica = (Ledger(get_genesis(), 0, executor=e) for e in executors)
+    txs = [make_tx(KEYS[i], 0, Transfer(KEYS[0].public_key, 0, 1)) for i in range(1, 6)]
+    proposal = primary.propose(txs, [], height=1, view=0, time_ms=1, proposer=0, txs_max=100)
+    assert len(proposal.block.txs) == 5
+    assert replica.execute(proposal.payload, proposal.block_hash, 1, 0) == ""
+    for ledger in (primary, replica):
+        committed = ledger.commit(proposal.payload, proposal.block_hash, 1)
+        assert committed.result.state_root == proposal.block.header.state_root
+    assert [(s.purpose, s.height, s.txs) for s in seen] == [("propose", 1, 5), ("apply", 1, 5)]
+    # A replica that missed the pre-prepare (sync replay) executes at commit.
+    late = Ledger(get_genesis(), 0, executor=executors[1])
+    late.commit(proposal.payload, proposal.block_hash, 1)
+    assert seen[-1].purpose == "apply" and seen[-1].mode == "parallel"
