@@ -179,36 +179,37 @@ build_wheelhouse() {
 
 # --- 3. image --------------------------------------------------------------------------
 build_image() {
-    local t0 network=() previous digest
+    local t0 network=() previous digest stage
     t0=$(now)
     previous=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-    dangling_before=$(docker images --quiet --no-trunc --filter dangling=true | sort)
     if docker build --help 2>/dev/null | grep -q -- '--network'; then network=(--network none); fi
     # The label lets tests/test_docker_image.py see whether the image matches the tree.
     digest=$(python3 "$ROOT/scripts/image_digest.py")
     log "docker build ${network[*]} -t $IMAGE ."
     docker build --force-rm "${network[@]}" "${build_cache[@]}" \
-        --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --label "org.shardnet.source-digest=$digest" -t "$IMAGE" "$ROOT"
+        --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --label "org.shardnet.source-digest=$digest" \
+        -t "$IMAGE" "$ROOT" 2>&1 | tee "$CACHE_DIR/last-build.log"
     seconds[image]=$(elapsed "$t0")
     log "built $IMAGE in ${seconds[image]} s"
-    # The image this run replaced is now untagged: remove it (only it, and only if unused).
-    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
+    # The image this run replaced: remove it if nothing else names or uses it.
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ] \
+        && [ "$(docker image inspect -f '{{len .RepoTags}}' "$previous" 2>/dev/null)" = 0 ]; then
         docker rmi "$previous" >/dev/null 2>&1 || true
     fi
-    # The legacy builder leaves the build stage as an untagged image (the layer cache of the
-    # next build). Keep the one this build made; remove the one the previous run recorded.
-    local stage_file=$CACHE_DIR/build-stage-images new_stage old_id
-    new_stage=$(comm -13 <(echo "$dangling_before") \
-        <(docker images --quiet --no-trunc --filter dangling=true | sort) | grep . || true)
-    if [ -n "$new_stage" ]; then
-        if [ -f "$stage_file" ]; then
-            while read -r old_id; do
-                grep -qx "$old_id" <<<"$new_stage" || docker rmi "$old_id" >/dev/null 2>&1 || true
-            done <"$stage_file"
-        fi
-        mkdir -p "$CACHE_DIR"
-        echo "$new_stage" >"$stage_file"
+    # The legacy builder leaves the build stage as an untagged image (the next build's layer
+    # cache). Keep the one this build used (the step before the second FROM in its output);
+    # remove the one the previous run recorded, if it is another and still untagged.
+    stage=$(awk '/^Step [0-9]+\/[0-9]+ : FROM /{ if (++froms == 2) { print last; exit } }
+                 /^ ---> [0-9a-f]+$/ { last = $2 }' "$CACHE_DIR/last-build.log")
+    [ -n "$stage" ] || return 0  # BuildKit: no stage images left behind
+    stage=$(docker image inspect -f '{{.Id}}' "$stage")
+    local stage_file=$CACHE_DIR/build-stage-image old
+    old=$(cat "$stage_file" 2>/dev/null || true)
+    if [ -n "$old" ] && [ "$old" != "$stage" ] \
+        && [ "$(docker image inspect -f '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
     fi
+    echo "$stage" >"$stage_file"
 }
 
 # --- 4. smoke check ------------------------------------------------------------------
