@@ -25,10 +25,11 @@ async def main(target: str, protocol: str, payloads: list[bytes]) -> None:
     async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         await host.connect(info)
         for payload in payloads:
-            stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
             closed = False
             with trio.move_on_after(10):
                 try:
+                    # A refusing host may reset the stream before negotiation completes.
+                    stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
                     await stream.write(payload)
                     while True:
                         await stream.read(1024)
