@@ -57,6 +57,9 @@ class NodeService(Protocol):
     def status(self) -> dict[str, Any]: ...
     def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]: ...
     def metrics_text(self) -> bytes: ...
+    async def audit(self) -> dict[str, Any]: ...
+    async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
+                       ) -> list[dict[str, Any]]: ...
 
 
 def _error(status: int, reason: str, detail: str, headers: dict[str, str] | None = None
@@ -192,6 +195,22 @@ def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int) 
         except ConnectionResetError:
             pass
         return response
+
+    @routes.get("/v1/audit")
+    async def audit(request: web.Request) -> web.Response:
+        return web.json_response(await service.audit())
+
+    @routes.get("/v1/receipts")
+    async def receipts(request: web.Request) -> web.Response:
+        try:
+            dst = int(request.query["dst"])
+            first = int(request.query.get("from", "1"))
+            last = int(request.query.get("to", str(first + 999)))
+        except (KeyError, ValueError):
+            raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ") from None
+        if dst < 0 or first < 1 or last < first:
+            raise ApiError(400, "malformed", "need dst >= 0 and 1 <= from <= to")
+        return web.json_response({"receipts": await service.receipts(dst, first, last)})
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "keys": "scripts.wallet:keys",
     "account": "scripts.wallet:account",
     "tx": "scripts.wallet:tx",
+    "audit": "scripts.audit:audit",
     "simulate": "scripts.simulate:simulate",
 }
 
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     # shardnet bench NAME: "module:attribute"
     "p2p": "scripts.bench_p2p:bench_p2p",
     "ledger": "scripts.bench_ledger:bench_ledger",
+    "executor": "scripts.bench_executor:bench_executor",
     "state-root": "scripts.bench_state:state_root",
     "node": "scripts.bench_node:bench_node",
     "consensus": "scripts.bench_consensus:bench_consensus",

@@ -16,6 +16,7 @@ from typing import Any
 
 from consensus.codec import encode
 from consensus.errors import DecodeError, ShardnetError, check
+from sharding.audit import compute_state_totals
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash, decode_block
 from sharding.executor import (
     BlockResult,
@@ -29,7 +30,7 @@ from sharding.executor import (
 from sharding.genesis import Genesis, genesis_state
 from sharding.parallel import ParallelExecutor
 from sharding.receipts import Receipt
-from sharding.records import get_account, get_nonce
+from sharding.records import get_account, get_in_cursor, get_nonce, get_out_seq
 from sharding.state import State
 from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
 
@@ -119,6 +120,20 @@ class Ledger:
         return {
             "nonce": account.nonce,
             "balances": {self.genesis.asset_name(b.asset): b.amount for b in account.balances},
+        }
+
+    def audit_totals(self) -> dict[str, Any]:
+        """This shard's part of the audit (PROTOCOL.md section 6), at the committed tip.
+        Run on the ledger thread: it must not interleave with a commit."""
+        balances, reserves = compute_state_totals(self.state)
+        shards = range(self.genesis.num_shards)
+        return {
+            "shard": self.shard, "height": self.height, "state_root": self.state.root.hex(),
+            "balances": {str(a): n for a, n in sorted(balances.items())},
+            "reserves": {str(a): n for a, n in sorted(reserves.items())},
+            "out_seq": {str(d): get_out_seq(self.state, d) for d in shards if d != self.shard},
+            "in_cursor": {str(s): get_in_cursor(self.state, s) for s in shards
+                          if s != self.shard},
         }
 
     # -- proposing ---------------------------------------------------------------

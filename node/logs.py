@@ -21,6 +21,18 @@ LIBRARY_LEVELS = {"libp2p": logging.WARNING, "multiaddr": logging.WARNING,
                   "aiohttp.access": logging.WARNING, "asyncio": logging.WARNING}
 
 
+def _quiet_libraries(level: int) -> logging.Filter:
+    """py-libp2p sets explicit levels on its child loggers; filter by name instead."""
+
+    class QuietLibraries(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            top = record.name.split(".", 1)[0]
+            floor = LIBRARY_LEVELS.get(record.name, LIBRARY_LEVELS.get(top, level))
+            return record.levelno >= max(floor, level)
+
+    return QuietLibraries()
+
+
 def configure_logging(
     fmt: Literal["json", "console"] = "json", level: str = "info", stream: Any = None
 ) -> None:
@@ -42,6 +54,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)
+    handler.addFilter(_quiet_libraries(LEVELS[level]))
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

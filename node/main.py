@@ -180,6 +180,7 @@ class Node:
         service = NodeService(
             name=self.name, config=config, ledger=ledger, mempool=mempool, store=store,
             metrics=self.metrics, log=self.log, admission_pool=self._admission_pool,
+            ledger_pool=self._ledger_pool,
             forward=self._forward_txs, peers_connected=lambda: len(p2p.connected_peers()),
         )
         self.service = service
@@ -289,7 +290,12 @@ class Node:
     # -- running and stopping ---------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException as exc:
+            self.log.error("node.start_failed", error=repr(exc))
+            await self.close()
+            raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
@@ -350,3 +356,5 @@ def node_command(home: Path, log_format: str | None, log_level: str | None) -> N
         asyncio.run(Node(config).run())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the node: {exc}") from None

@@ -28,6 +28,7 @@ from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
 from sharding.accounts import shard_of
 from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
+from sharding.receipts import Receipt
 from sharding.tx import SignedTx, tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
@@ -53,7 +54,7 @@ def _admit_batch(ledger: Ledger, raws: list[bytes]) -> list[tuple[SignedTx | Non
 class NodeService:
     def __init__(self, *, name: str, config: NodeConfig, ledger: Ledger, mempool: Mempool,
                  store: StoreAPI, metrics: NodeMetrics, log: Any,
-                 admission_pool: ThreadPoolExecutor,
+                 admission_pool: ThreadPoolExecutor, ledger_pool: ThreadPoolExecutor,
                  forward: Callable[[bytes], None], peers_connected: Callable[[], int]) -> None:
         self.name = name
         self.config = config
@@ -63,6 +64,7 @@ class NodeService:
         self.metrics = metrics
         self.log = log
         self._admission_pool = admission_pool
+        self._ledger_pool = ledger_pool
         self._forward = forward
         self._peers_connected = peers_connected
         self.driver: ConsensusDriver | None = None
@@ -306,6 +308,25 @@ class NodeService:
             "certificate": {"view": certificate.view,
                             "signers": [s.index for s in certificate.signatures]},
         }
+
+    async def audit(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        result: dict[str, Any] = await loop.run_in_executor(self._ledger_pool,
+                                                            self.ledger.audit_totals)
+        return result
+
+    async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
+                       ) -> list[dict[str, Any]]:
+        records = await self.store.get_receipts(dst_shard, first_seq, last_seq)
+        out = []
+        for record in records:
+            receipt = decode(record.receipt, Receipt, 4096)
+            out.append({"src_shard": receipt.src_shard, "dst_shard": receipt.dst_shard,
+                        "seq": receipt.seq, "kind": receipt.kind,
+                        "origin": receipt.origin.hex(), "recipient": receipt.recipient.hex(),
+                        "asset": receipt.asset, "amount": receipt.amount,
+                        "height": record.height})
+        return out
 
     def recent_tps(self) -> float:
         now = monotonic_ms()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +22,12 @@ CHAIN_ID = "shardnet-local"
 
 
 def free_base_port(count: int) -> int:
-    """A port P with P..P+count-1 free on 127.0.0.1 right now."""
+    """A port P with P..P+count-1 free on 127.0.0.1 right now, below the kernel's
+    ephemeral range (outgoing connections take ports from there at any moment)."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65000:
-            continue
+        base = rng.randrange(20_000, max(20_001, low - count))
         sockets = []
         try:
             for port in range(base, base + count):

@@ -47,6 +47,13 @@ class RecordingService:
         for height in (1, 2):
             yield {"height": height}
 
+    async def audit(self) -> dict[str, Any]:
+        return {"shard": 0}
+
+    async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
+                       ) -> list[dict[str, Any]]:
+        return [{"seq": seq} for seq in range(first_seq, last_seq + 1)]
+
     def metrics_text(self) -> bytes:
         return b"shardnet_height 3.0\n"
 
@@ -135,3 +142,10 @@ async def test_events_stream_committed_blocks(client: TestClient[Any, Any]) -> N
 async def test_metrics_served_as_prometheus_text(client: TestClient[Any, Any]) -> None:
     response = await client.get("/metrics")
     assert response.status == 200 and "shardnet_height" in await response.text()
+
+
+async def test_receipts_range_is_validated(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/v1/receipts?dst=1&from=0")).status == 400
+    assert (await client.get("/v1/receipts?dst=x")).status == 400
+    answer = await client.get("/v1/receipts?dst=1&from=2&to=3")
+    assert [r["seq"] for r in (await answer.json())["receipts"]] == [2, 3]

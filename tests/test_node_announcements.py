@@ -40,6 +40,7 @@ def service(tmp_path: Path) -> NodeService:
         name="shard0-node0", config=parse_config("[node]\nshard = 0\nindex = 0\n", tmp_path),
         ledger=ledger, mempool=mempool, store=MemoryStore(), metrics=NodeMetrics(),
         log=structlog.get_logger(), admission_pool=ThreadPoolExecutor(1),
+        ledger_pool=ThreadPoolExecutor(1),
         forward=lambda batch: None, peers_connected=lambda: 0,
     )
 

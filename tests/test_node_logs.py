@@ -19,6 +19,9 @@ def test_structlog_and_stdlib_records_are_json_lines() -> None:
                                                                        height=3)
         logging.getLogger("libp2p.transport").warning("Failed to open TCP stream")
         logging.getLogger("libp2p.transport").info("chatty detail")
+        chatty = logging.getLogger("libp2p.network.auto_connector")
+        chatty.setLevel(logging.INFO)  # as py-libp2p does for some of its loggers
+        chatty.info("AUTO_CONNECTOR_STATE")
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
     finally:
         structlog.reset_defaults()

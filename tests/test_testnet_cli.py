@@ -90,21 +90,65 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
             "the other shard learning the certified tip over gossip")
         status = shardnet("testnet", "status", "--dir", str(root))
         assert status.returncode == 0 and "shard0-node0" in status.stdout
-        trace = shardnet("logs", "--testnet", str(root), "--trace", digest, "--json")
-        events = [json.loads(line) for line in trace.stdout.splitlines()]
-        names = {(e["node"], e["event"]) for e in events}
         shard = outcome["shard"]
+        every_replica = {f"shard{shard}-node{i}" for i in range(4)}
+
+        def traced() -> set[tuple[str, str]]:
+            trace = shardnet("logs", "--testnet", str(root), "--trace", digest, "--json")
+            return {(e["node"], e["event"]) for e in map(json.loads, trace.stdout.splitlines())}
+
+        wait_until(lambda: {n for n, e in traced() if e == "block.committed"} == every_replica,
+                   30, "the commit in every replica's log")
+        names = traced()
         assert any(event == "tx.received" for _, event in names)
         assert any(event == "block.proposed" for _, event in names)
-        committed_on = {node for node, event in names if event == "block.committed"}
-        assert committed_on == {f"shard{shard}-node{i}" for i in range(4)}
+        # A cross-shard transfer: debited now, its receipt in flight; the audit counts it.
+        far = next(i for i in range(1, 100) if json.loads(shardnet(
+            "keys", "--index", str(i)).stdout)["shard"] != shard)
+        far_address = json.loads(shardnet("keys", "--index", str(far)).stdout)["address"]
+        cross = shardnet("tx", "transfer", "--testnet", str(root), "--index", "0", "--to",
+                         far_address, "--amount", "77")
+        assert cross.returncode == 0, cross.stderr + cross.stdout
+        assert json.loads(cross.stdout[cross.stdout.index("{"):])["outcome"]["receipts"] == 1
+        audited = shardnet("audit", "--testnet", str(root), "--json")
+        assert audited.returncode == 0, audited.stderr + audited.stdout
+        report = json.loads(audited.stdout)
+        first_crossed = json.loads(shardnet("keys", "--index", "7").stdout)["shard"] != shard
+        assert report["ok"] and report["receipts_in_flight"] == 1 + first_crossed
+        coin = next(row for row in report["assets"] if row["asset"] == "COIN")
+        assert coin["in_flight"] == 77 + 1234 * first_crossed
         sender = json.loads(shardnet("keys", "--index", "0").stdout)["address"]
         before = json.loads(shardnet("account", sender, "--testnet", str(root)).stdout)
         assert shardnet("testnet", "down", "--dir", str(root)).returncode == 0
         assert shardnet("testnet", "up", "--dir", str(root)).returncode == 0
         after = json.loads(shardnet("account", sender, "--testnet", str(root)).stdout)
-        assert after["nonce"] == before["nonce"] == 1
+        assert after["nonce"] == before["nonce"] == 2
         assert after["balances"] == before["balances"]
     finally:
         for node in testnet.load_manifest().nodes:
             stop_node(testnet, node.name, timeout_s=10)
+
+
+@pytest.mark.integration
+def test_node_whose_api_port_is_taken_exits_with_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    base = free_base_port(8)
+    generate(TestnetSpec(shards=1, validators=4, accounts=10, base_port=base), tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 1))  # shard0-node0's API port
+        squatter.listen()
+        result = shardnet("node", "--home", str(TestnetDir(tmp_path).home("shard0-node0")),
+                          timeout=60)
+    assert result.returncode != 0
+    assert "cannot start the node" in result.stderr and "address already in use" in result.stderr
+    assert '"node.start_failed"' in result.stdout
+
+
+def test_node_with_bad_config_names_the_key(tmp_path: Path) -> None:
+    generate(TestnetSpec(shards=1, validators=4, accounts=10), tmp_path)
+    home = TestnetDir(tmp_path).home("shard0-node1")
+    config = home / "config.toml"
+    config.write_text(config.read_text().replace("block_txs_max = 2000", 'block_txs_max = "x"'))
+    result = shardnet("node", "--home", str(home), timeout=60)
+    assert result.returncode != 0 and "$.consensus.block_txs_max" in result.stderr
