@@ -1,14 +1,15 @@
 """Deterministic fault simulator for the PBFT replica (STYLE.md: VOPR, FoundationDB).
 
 One seed fixes everything: which faults are on, the network's drops, delays,
-duplicates and partitions, crashes and restarts from persisted state, a byzantine
-replica (an equivocating primary, or one sending forged, stale and garbage messages)
-and the client load. The real ``Replica`` runs unchanged; a small shell per node plays
-the role of ``node/``: it carries out actions, runs the batch policy and serves block
-sync from peers' stored blocks. The ledger is ``testing.TestLedger``.
+duplicates and partitions, crashes and restarts from persisted state, up to f
+byzantine replicas (equivocating primaries, or replicas sending forged, stale and
+garbage messages and serving forged certificates) and the client load. The real
+``Replica`` runs unchanged; a small shell per node plays the role of ``node/``: it
+carries out actions, runs the batch policy and serves block sync from peers' stored
+blocks. The ledger is ``testing.TestLedger``.
 
 A run has a fault phase (checkers on every commit) and a healed phase (no faults
-except the byzantine replica; all crashed replicas restarted) that must converge.
+except the byzantine replicas; all crashed replicas restarted) that must converge.
 Pure: a seeded ``random.Random`` and a simulated clock, no I/O.
 """
 
@@ -155,8 +156,6 @@ class Simulation:
             self.kinds = {k for k in FAULT_KINDS if rng.random() < 0.45}
         else:
             self.kinds = set(config.faults)
-        if "equivocate" in self.kinds and "forge" in self.kinds:
-            self.kinds.discard(rng.choice(["equivocate", "forge"]))
         self.drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
         self.dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
         self.checker = Checker(CHAIN_ID, 0, self.validators, self.verify)
@@ -172,10 +171,12 @@ class Simulation:
         self.max_view = 0
         self.partition: list[set[int]] | None = None
         self.injected: list[int] = []
-        byz = rng.randrange(n) if self.kinds & {"equivocate", "forge"} and self.f > 0 else None
         self.nodes = [self._new_node(i, None) for i in range(n)]
-        if byz is not None:
-            self.nodes[byz].byzantine = "equivocate" if "equivocate" in self.kinds else "forge"
+        byzantine_kinds = sorted(self.kinds & {"equivocate", "forge"})
+        if byzantine_kinds and self.f > 0:
+            # Up to f byzantine replicas, each an equivocator or a forger.
+            for index in rng.sample(range(n), rng.randint(1, self.f)):
+                self.nodes[index].byzantine = rng.choice(byzantine_kinds)
         self._schedule_faults()
 
     # ------------------------------------------------------------------ setup

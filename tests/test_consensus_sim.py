@@ -1,9 +1,9 @@
 """Deterministic simulation of the real replica code under faults (STYLE.md: VOPR).
 
 1,000 seeds with the fast test signer (n = 4), 100 seeds with n = 7, and 200 seeds
-with real Ed25519 signatures. Each seed draws its own faults: drop,
-delay, duplicate, reorder, partition, crash + restart from persisted state, and a
-byzantine replica (equivocating primary or forger of bad, stale and garbage messages).
+with real Ed25519 signatures. Each seed draws its own faults: drop, delay, duplicate,
+reorder, partition, crash + restart from persisted state, and up to f byzantine
+replicas (equivocating primaries, or forgers of bad, stale and garbage messages).
 A failure message names the seed and the command that reproduces it.
 """
 
