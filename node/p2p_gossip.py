@@ -80,7 +80,7 @@ def install(queue_depth: int) -> None:
     verify each distinct signed peer record once."""
     CountingRpcQueue.depth = max(CountingRpcQueue.depth, queue_depth)
     pubsub_module.RpcQueue = CountingRpcQueue  # type: ignore[attr-defined]
-    pubsub_module.maybe_consume_signed_record = consume_signed_record_once  # type: ignore[attr-defined]
+    pubsub_module.maybe_consume_signed_record = consume_signed_record_once  # type: ignore[attr-defined,unused-ignore]
     gossipsub_module.maybe_consume_signed_record = consume_signed_record_once  # type: ignore[attr-defined]
 
 
