@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from consensus.crypto import KeyPair
+from consensus.crypto import KeyPair, verify_signature
 from node.executor_pool import ProcessRunner, available_cores
 from sharding.accounts import derive_account, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block
@@ -131,18 +132,71 @@ def timed(run: Callable[[], BlockResult]) -> tuple[float, BlockResult]:
     return time.perf_counter() - started, result
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (Linux /proc); 0.0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_gil(runner: ProcessRunner, count: int = 1_000) -> dict[str, float]:
+    """Ed25519 verifications per second: one thread, two threads, the worker processes."""
+    key = KeyPair.derive(SEED, 10**6)
+    items = [(key.public_key, b"m%d" % i, key.sign(b"m%d" % i)) for i in range(count)]
+
+    def verify(chunk: list[tuple[bytes, bytes, bytes]]) -> None:
+        for public_key, message, signature in chunk:
+            verify_signature(public_key, message, signature)
+
+    rates: dict[str, list[float]] = {"one_thread": [], "two_threads": [], "processes": []}
+    txs = [sign_tx(key, TxBody("x", key.public_key, i, Transfer(key.public_key, 0, 1)))
+           for i in range(count)]
+    executor = ParallelExecutor(runner, parallel_txs_min=0)
+    for _ in range(3):
+        started = time.perf_counter()
+        verify(items)
+        rates["one_thread"].append(count / (time.perf_counter() - started))
+        halves = [items[: count // 2], items[count // 2 :]]
+        threads = [threading.Thread(target=verify, args=(half,)) for half in halves]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rates["two_threads"].append(count / (time.perf_counter() - started))
+        started = time.perf_counter()
+        executor.compute_bad_signatures(txs)
+        rates["processes"].append(count / (time.perf_counter() - started))
+    result = {name: statistics.median(values) for name, values in rates.items()}
+    result["process_workers"] = runner.workers
+    return result
+
+
 def bench_block(setup: Setup, block: Block, executors: dict[int, ParallelExecutor], reps: int,
                 verify: bool) -> dict[str, Any]:
     seq: list[float] = []
+    seq_cpu: list[float] = []
     par: dict[int, list[float]] = {w: [] for w in executors}
+    main_cpu: dict[int, list[float]] = {w: [] for w in executors}
+    workers_cpu: dict[int, list[float]] = {w: [] for w in executors}
     stats: dict[int, Any] = {}
     for _ in range(reps):
+        cpu = time.process_time()
         elapsed, spec = timed(lambda: apply_block(setup.state, block, verify_signatures=verify))
+        seq_cpu.append(time.process_time() - cpu)
         seq.append(elapsed)
         for workers, executor in executors.items():
+            pids = executor.runner.pids  # type: ignore[attr-defined]
+            before = [cpu_seconds(pid) for pid in pids]
+            cpu = time.process_time()
             elapsed, result = timed(
                 lambda e=executor: e.apply_block(setup.state, block,  # type: ignore[misc]
                                                  verify_signatures=verify))
+            main_cpu[workers].append(time.process_time() - cpu)
+            workers_cpu[workers].append(
+                sum(cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)))
             if result != spec or list(result.writes.items()) != list(spec.writes.items()):
                 raise click.ClickException("parallel result differs from the spec")
             par[workers].append(elapsed)
@@ -163,6 +217,9 @@ def bench_block(setup: Setup, block: Block, executors: dict[int, ParallelExecuto
             "largest_component_share": s.largest_component_share,
             "reexecutions": s.reexecutions,
             "hot_keys": [list(k) for k in s.hot_keys],
+            "seq_cpu_ms": round(statistics.median(seq_cpu) * 1e3, 1),
+            "par_main_cpu_ms": round(statistics.median(main_cpu[workers]) * 1e3, 1),
+            "par_workers_cpu_ms": round(statistics.median(workers_cpu[workers]) * 1e3, 1),
             "seq_ms": [round(t * 1e3, 2) for t in seq],
             "par_ms": [round(t * 1e3, 2) for t in times],
         })
@@ -230,6 +287,10 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
     runners = {w: ProcessRunner(w) for w in workers}
     rows: list[dict[str, Any]] = []
     try:
+        gil = measure_gil(runners[max(runners)])
+        log(f"Ed25519 verify/s: one thread {gil['one_thread']:,.0f}, two threads "
+            f"{gil['two_threads']:,.0f}, {gil['process_workers']} processes "
+            f"{gil['processes']:,.0f}")
         executors = {w: ParallelExecutor(r) for w, r in runners.items()}
         for count in accounts:
             setup = make_setup(count)
@@ -265,6 +326,7 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
+        "ed25519_verify_per_s": gil,
         "params": {"txs_per_block": txs, "reps": reps, "seed": seed, "accounts": accounts,
                    "workloads": workloads, "workers": workers},
         "rows": rows,
