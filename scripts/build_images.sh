@@ -154,11 +154,15 @@ build_wheelhouse() {
     local t0 want
     t0=$(now)
     [ -x "$PIP" ] || make -C "$ROOT" venv
-    want="$(sha256sum pyproject.toml | cut -c1-64) $("$PIP" --version | awk '{print $NF}')"
+    # Reuse the wheelhouse while the runtime dependencies and the build backend stay the same
+    # (dev extras and other pyproject.toml edits do not matter to the image).
+    want="$(python3 -c 'import json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"));
+print(json.dumps([p["project"]["dependencies"], p["build-system"]["requires"]]))' | sha256sum | cut -c1-64)"
+    want="$want $("$PIP" --version | awk '{print $2}')"
     if [ "$refresh_wheels" = 0 ] && [ -f "$WHEELHOUSE/.shardnet-stamp" ] \
         && [ "$(cat "$WHEELHOUSE/.shardnet-stamp")" = "$want" ]; then
         how[wheels]=reused
-        log "wheelhouse/ is current for pyproject.toml: reused"
+        log "wheelhouse/ is current for the runtime dependencies: reused"
     else
         how[wheels]=built
         log "building wheels of the dependencies and the build backend into wheelhouse/"
