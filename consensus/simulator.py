@@ -72,6 +72,7 @@ FAULT_KINDS = (
     "duplicate",
     "reorder",
     "partition",
+    "commit_loss",
     "crash",
     "equivocate",
     "forge",
@@ -170,6 +171,7 @@ class Simulation:
         self.view_changes = 0
         self.max_view = 0
         self.partition: list[set[int]] | None = None
+        self.commit_loss: int | None = None
         self.injected: list[int] = []
         self.nodes = [self._new_node(i, None) for i in range(n)]
         byzantine_kinds = sorted(self.kinds & {"equivocate", "forge"})
@@ -220,6 +222,10 @@ class Simulation:
             for _ in range(rng.randint(1, 3)):
                 start = rng.randrange(c.fault_ms)
                 self._push(start, "partition", rng.randint(200, 1200))
+        if "commit_loss" in self.kinds:
+            for _ in range(rng.randint(1, 3)):
+                start = rng.randrange(c.fault_ms)
+                self._push(start, "commit_loss", (rng.randrange(c.replicas), rng.randint(100, 800)))
         if "crash" in self.kinds:
             for _ in range(rng.randint(1, 2)):
                 start = rng.randrange(c.fault_ms)
@@ -236,6 +242,15 @@ class Simulation:
             and not any(src in g and dst in g for g in self.partition)
         ):
             self.faults["partition_drop"] += 1
+            return
+        if (
+            faulty
+            and self.commit_loss is not None
+            and dst != self.commit_loss
+            and _is_commit_news(data)
+            and rng.random() < 0.9
+        ):
+            self.faults["commit_loss"] += 1
             return
         if faulty and self.drop_p and rng.random() < self.drop_p:
             self.faults["drop"] += 1
@@ -506,6 +521,18 @@ class Simulation:
         self.faults["partition"] += 1
         self._push(self.now + duration, "unpartition", None)
 
+    def _on_commit_loss(self, data: tuple[int, int]) -> None:
+        """For a while, COMMITs and CERT notices reach only one replica: the window in
+        which a block is committed somewhere while the others change view."""
+        lucky, duration = data
+        if self.healed:
+            return
+        self.commit_loss = lucky
+        self._push(self.now + duration, "commit_loss_end", None)
+
+    def _on_commit_loss_end(self, _: None) -> None:
+        self.commit_loss = None
+
     def _on_unpartition(self, _: None) -> None:
         self.partition = None
 
@@ -531,6 +558,7 @@ class Simulation:
     def _on_heal(self, _: None) -> None:
         self.healed = True
         self.partition = None
+        self.commit_loss = None
         for node in self.nodes:
             if not node.alive and not any(
                 v.startswith(f"node {node.index}:") for v in self.checker.violations
@@ -544,10 +572,20 @@ class Simulation:
         "op": _on_op,
         "partition": _on_partition,
         "unpartition": _on_unpartition,
+        "commit_loss": _on_commit_loss,
+        "commit_loss_end": _on_commit_loss_end,
         "crash": _on_crash,
         "restart": _on_restart,
         "heal": _on_heal,
     }
+
+
+def _is_commit_news(data: bytes) -> bool:
+    try:
+        msg = decode_message(data, 1 << 24)
+    except DecodeError:
+        return False
+    return isinstance(msg, CertNotice) or (isinstance(msg, Vote) and msg.phase == PHASE_COMMIT)
 
 
 def _forge_cert(cert: CommitCertificate, rng: random.Random) -> CommitCertificate:

@@ -2,7 +2,7 @@
 
 1,000 seeds with the fast test signer (n = 4), 100 seeds with n = 7, and 200 seeds
 with real Ed25519 signatures. Each seed draws its own faults: drop, delay, duplicate,
-reorder, partition, crash + restart from persisted state, and up to f byzantine
+reorder, partition, commit loss, crash + restart from persisted state, and up to f byzantine
 replicas (equivocating primaries, or forgers of bad, stale and garbage messages).
 A failure message names the seed and the command that reproduces it.
 """
@@ -10,6 +10,7 @@ A failure message names the seed and the command that reproduces it.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,22 @@ def test_simulated_forger_is_dropped_with_typed_reasons() -> None:
         dropped.update(r.dropped)
     for reason in ("malformed", "bad_signature", "bad_certificate"):
         assert dropped[reason] > 0, reason
+
+
+def test_simulator_catches_a_new_view_that_ignores_prepared_certificates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation check of the checkers: a NEW-VIEW rule that forgets prepared blocks
+    (Castro and Liskov 4.4's core safety step) must be caught as a divergent commit."""
+    import consensus.replica
+    import consensus.viewchange
+    from consensus.viewchange import NewViewPlan, commit_height
+
+    def forgetful(chosen: Any, payload_sources: Any = ()) -> NewViewPlan:
+        best = max(chosen, key=commit_height)
+        return NewViewPlan(commit_height(best), best.last_commit, None, None)
+
+    monkeypatch.setattr(consensus.viewchange, "plan_new_view", forgetful)
+    monkeypatch.setattr(consensus.replica, "plan_new_view", forgetful)
+    violations = [v for seed in range(100, 200) for v in run_seed(seed).violations]
+    assert any("divergent commit" in v for v in violations)
