@@ -360,3 +360,26 @@ def test_ledger_runs_blocks_through_an_injected_executor() -> None:
     late = Ledger(get_genesis(), 0, executor=executors[1])
     late.commit(proposal.payload, proposal.block_hash, 1)
     assert seen[-1].purpose == "apply" and seen[-1].mode == "parallel"
+
+
+def test_node_exports_block_executed_and_metrics() -> None:
+    from types import SimpleNamespace
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from node.main import Node
+    from node.metrics import NodeMetrics
+    from sharding.parallel import ExecutionStats
+
+    node = SimpleNamespace(metrics=NodeMetrics(), log=structlog.get_logger())
+    stats = ExecutionStats("apply", 3, 100, "parallel", 2, 7, 0.5, 4, (("61ab", 9),))
+    with capture_logs() as logs:
+        Node._on_executed(node, stats)  # type: ignore[arg-type]
+    assert logs[0]["event"] == "block.executed" and logs[0]["height"] == 3
+    assert logs[0]["components"] == 7 and logs[0]["hot_keys"] == [["61ab", 9]]
+    text = node.metrics.render().decode()
+    for line in ("shardnet_executor_workers 2.0", "shardnet_executor_components 7.0",
+                 "shardnet_executor_largest_component_share 0.5",
+                 "shardnet_executor_reexecutions_total 4.0"):
+        assert line in text
