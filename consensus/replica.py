@@ -91,7 +91,6 @@ class Replica(ReplicaBase):
             actions.append(SetTimer(deadline))
         return actions
 
-    # ----------------------------------------------------------------- helpers
     # ----------------------------------------------------------------- messages
     def _on_message(self, event: MessageReceived) -> None:
         try:
