@@ -29,6 +29,7 @@ def check_all(results: list[SimResult]) -> None:
     assert not failed, "\n".join(r.describe() for r in failed[:3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", range(0, FAST_SEEDS, CHUNK))
 def test_simulation_fast_signer_n4(start: int) -> None:
     results = [run_seed(seed) for seed in range(start, start + CHUNK)]
@@ -37,11 +38,13 @@ def test_simulation_fast_signer_n4(start: int) -> None:
     check_all(results)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", range(100_000, 100_100, 50))
 def test_simulation_fast_signer_n7(start: int) -> None:
     check_all([run_seed(seed, replicas=7) for seed in range(start, start + 50)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", range(200_000, 200_200, 50))
 def test_simulation_real_ed25519(start: int) -> None:
     check_all([run_seed(seed, real_signatures=True) for seed in range(start, start + 50)])
