@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from consensus.actions import Action, Broadcast, CommitBlock, ExecuteBlock, Persist, Send
 from consensus.certificate import CommitCertificate, Verifier, verify_certificate
 
 
@@ -45,6 +46,18 @@ class Checker:
             )
         elif seen[1] != state_root:
             self.violations.append(f"node {node}: state root differs at height {height}")
+
+    def check_action_order(self, node: int, actions: list[Action]) -> None:
+        """raft's ordering contract: ledger actions, then one Persist, then the sends."""
+        kinds = [
+            0 if isinstance(a, (ExecuteBlock, CommitBlock)) else
+            1 if isinstance(a, Persist) else
+            2 if isinstance(a, (Send, Broadcast)) else -1
+            for a in actions
+        ]  # fmt: skip
+        ordered = [k for k in kinds if k >= 0]
+        if ordered != sorted(ordered) or ordered.count(1) > 1:
+            self.violations.append(f"node {node}: actions out of order: {ordered}")
 
     def check_converged(
         self,

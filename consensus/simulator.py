@@ -282,6 +282,7 @@ class Simulation:
             self._maybe_propose(node)
 
     def _apply(self, node: Node, actions: list[Action]) -> None:
+        self.checker.check_action_order(node.index, actions)
         for action in actions:
             if isinstance(action, (Send, Broadcast)):
                 self._emit(node, action)

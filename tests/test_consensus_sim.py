@@ -134,3 +134,13 @@ def test_simulator_catches_a_new_view_that_ignores_prepared_certificates(
     monkeypatch.setattr(consensus.replica, "plan_new_view", forgetful)
     violations = [v for seed in range(100, 200) for v in run_seed(seed).violations]
     assert any("divergent commit" in v for v in violations)
+
+
+def test_checker_flags_a_send_before_persist() -> None:
+    from consensus.actions import Broadcast, Persist
+    from consensus.state import PersistentState
+
+    signers, verify = make_keys(4, "checker")
+    checker = Checker("c", 0, [s.public_key for s in signers], verify)
+    checker.check_action_order(0, [Broadcast(b"x"), Persist(PersistentState())])
+    assert any("out of order" in v for v in checker.violations)
