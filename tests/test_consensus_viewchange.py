@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 from consensus.actions import CommitBlock, ViewChangeStarted, ViewInstalled
-from consensus.certificate import PHASE_COMMIT, pre_prepare_digest, verify_certificate
+from consensus.certificate import (
+    PHASE_CHECKPOINT,
+    PHASE_COMMIT,
+    pre_prepare_digest,
+    verify_certificate,
+)
 from consensus.codec import encode
 from consensus.events import MessageReceived, Tick
 from consensus.messages import (
@@ -197,3 +202,27 @@ def test_restart_from_persisted_state_never_signs_a_conflicting_prepare() -> Non
     assert not any(isinstance(m, Vote) for m in sent)
     assert cluster.replicas[1].last_records[2] is not None
     assert cluster.replicas[1].last_records[2].block_hash == first != second
+
+
+def test_vote_floor_a_replica_that_timed_out_alone_rejoins_passively() -> None:
+    cluster = Cluster()
+    cluster.propose([1])
+    cluster.deliver(
+        lambda d, s, m: not (d == 3 and isinstance(m, Vote) and m.phase == PHASE_COMMIT)
+    )
+    assert cluster.heights() == [1, 1, 1, 0]
+    cluster.step(3, Tick(5000, PENDING))
+    replica = cluster.replicas[3]
+    assert replica.vc_target == 1 and replica.vote_floor == 1
+    cluster.deliver()  # its VIEW-CHANGE shows it behind: the others send their certificate
+    assert cluster.heights() == [1, 1, 1, 1]
+    assert (replica.view, replica.vc_target, replica.vote_floor) == (0, None, 1)
+    assert {r.view for r in cluster.replicas} == {0}
+    cluster.log[3].clear()
+    cluster.propose([2])
+    cluster.deliver()
+    assert cluster.heights() == [2, 2, 2, 2]
+    sent = [decode_message(a.data, 1 << 24) for a in cluster.log[3] if hasattr(a, "data")]
+    assert not any(isinstance(m, Vote) and m.phase != PHASE_CHECKPOINT for m in sent), (
+        "voted below its floor"
+    )
