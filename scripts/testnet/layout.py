@@ -45,6 +45,8 @@ def node_name(shard: int, index: int) -> str:
 
 
 class TestnetDir:
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
