@@ -172,7 +172,7 @@ print(json.dumps([p["project"]["dependencies"], p["build-system"]["requires"]]))
         # of the image's build context by .dockerignore: the Dockerfile builds the project
         # from the sources it copies, so an old wheelhouse never ships old code.
         "$PIP" wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELHOUSE" \
-            . 'setuptools>=68' wheel
+            . 'setuptools>=77' wheel
         echo "$want" >"$WHEELHOUSE/.shardnet-stamp"
     fi
     seconds[wheels]=$(elapsed "$t0")
