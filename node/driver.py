@@ -59,6 +59,7 @@ META_REPLICA = "replica"
 EVENT_QUEUE_MAX = 100_000
 SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 CERTIFICATE_BYTES_MAX = 64 * 1024
+PENDING_REFRESH_MS = 100
 
 
 def monotonic_ms() -> int:
@@ -131,6 +132,8 @@ class ConsensusDriver:
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.view_changes = 0
+        self._pending_checked_ms = -PENDING_REFRESH_MS
+        self._pending_oldest: int | None = None
 
     # -- inputs -------------------------------------------------------------------
 
@@ -181,7 +184,13 @@ class ConsensusDriver:
         return wake
 
     def _oldest_pending(self) -> int | None:
-        return self.mempool.oldest_ready_arrival_ms()
+        # O(senders) with a state read each: recomputed at most every
+        # PENDING_REFRESH_MS, far below the request timeout it feeds.
+        now = monotonic_ms()
+        if now - self._pending_checked_ms >= PENDING_REFRESH_MS:
+            self._pending_checked_ms = now
+            self._pending_oldest = self.mempool.oldest_ready_arrival_ms()
+        return self._pending_oldest
 
     async def _step(self, event: Event) -> None:
         self._local.append(event)
