@@ -66,7 +66,9 @@ def sign_load(txs: int, senders: int, num_shards: int) -> tuple[list[bytes], lis
 
 
 async def run_load(urls: list[str], raws: list[bytes], hashes: list[str], batch: int,
-                   timeout_s: float) -> dict[str, Any]:
+                   timeout_s: float, rate: float = 0.0) -> dict[str, Any]:
+    """Submit everything (as fast as the nodes accept it, or paced at ``rate`` tx/s)
+    and time each transaction from its submission to its block's commit event."""
     submitted_at: dict[str, float] = {}
     committed_at: dict[str, float] = {}
     retries = 0
@@ -89,7 +91,10 @@ async def run_load(urls: list[str], raws: list[bytes], hashes: list[str], batch:
         async def submit(worker: int, chunks: list[tuple[list[bytes], list[str]]]) -> None:
             nonlocal retries
             url = urls[worker % len(urls)]
-            for chunk_raws, chunk_hashes in chunks:
+            for number, (chunk_raws, chunk_hashes) in enumerate(chunks):
+                if rate > 0:  # open-loop pacing: chunk k of this worker leaves at its slot
+                    slot = started + (number * workers + worker) * batch / rate
+                    await asyncio.sleep(max(0.0, slot - time.perf_counter()))
                 pending = list(zip(chunk_raws, chunk_hashes, strict=True))
                 while pending:
                     now = time.perf_counter()
@@ -155,9 +160,11 @@ def node_metrics(url: str) -> dict[str, float]:
 @click.option("--block-txs", default=2000, show_default=True, help="consensus.block_txs_max")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/node.json"),
               show_default=True)
+@click.option("--rate", type=float, default=0.0, show_default=True,
+              help="Offered load in tx/s (0: as fast as the nodes accept).")
 @click.option("--quick", is_flag=True, help="One run of 2,000 transactions.")
 def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, out: Path,
-               quick: bool) -> None:
+               rate: float, quick: bool) -> None:
     """Single-shard, 4-validator committed TPS and submit-to-commit latency."""
     if quick:
         txs, runs = 2_000, 1
@@ -186,7 +193,7 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
                 if missing:
                     raise click.ClickException(f"nodes not healthy: {missing}")
                 urls = [node.api_url for node in manifest.nodes]
-                row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120))
+                row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
                 row["p2p"] = node_metrics(urls[1])
             finally:
                 for node in manifest.nodes:
@@ -199,6 +206,7 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
     summary = {
         "machine": f"{cores} cores, python {os.sys.version.split()[0]}",
         "txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
+        "offered_rate": rate or "unbounded",
         "verify_per_s": round(verify_per_s), "crypto_ceiling_tps": round(ceiling),
         "tps_median": statistics.median(r["tps"] for r in good) if good else 0,
         "latency_p50_ms_median": statistics.median(r["latency_p50_ms"] for r in good)
