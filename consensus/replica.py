@@ -229,6 +229,8 @@ class Replica(ReplicaBase):
 
     def _on_cert_notice(self, notice: CertNotice) -> None:
         cert = notice.certificate
+        if cert.height == self.committed_height and cert.block_hash == self.committed_hash:
+            return  # an idle peer's heartbeat: we agree, nothing to do
         if cert.height <= self.committed_height:
             self._authenticate(notice)
             self._help_lagging(notice.sender, None, cert.height + 1)
