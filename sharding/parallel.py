@@ -36,7 +36,7 @@ them in this process (tests, and a reference for the pool).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -79,6 +79,9 @@ SIGNATURE_COST = 1.0  # relative cost of one Ed25519 verification ...
 EXECUTION_COST = 0.3  # ... and of executing one transaction in a job (measured)
 HOT_KEYS_MAX = 3
 EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx here)
+SIGNATURE_CHUNK = 32  # signatures per job handed to whichever worker is free (~3 ms)
+QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (~30 ms)
+QUEUE_DEPTH = 2  # chunks queued per worker otherwise: a slow worker holds little back
 
 
 # ---------------------------------------------------------------------------
@@ -116,16 +119,24 @@ class JobResult(msgspec.Struct, array_like=True, frozen=True):
 
 
 class JobRunner(Protocol):
-    """Runs jobs on ``workers`` workers: ``submit`` queues job k on worker k, in
-    order; ``collect`` returns the next result of workers 0..count-1; ``reset``
-    discards queued work after an error. Raises ``RunnerFailed`` when a worker fails."""
+    """Runs jobs on ``workers`` workers, each worker's jobs in submission order.
+
+    ``submit`` queues job k on worker k and ``collect`` returns the next result of
+    workers 0..count-1; ``submit_to`` queues one job on one worker and
+    ``collect_any`` returns the next result of whichever worker has one; ``reset``
+    discards queued work after an error. Raises ``RunnerFailed`` when a worker fails.
+    """
 
     @property
     def workers(self) -> int: ...
 
     def submit(self, jobs: Sequence[Job]) -> None: ...
 
+    def submit_to(self, worker: int, job: Job) -> None: ...
+
     def collect(self, count: int) -> list[JobResult]: ...
+
+    def collect_any(self) -> tuple[int, JobResult]: ...
 
     def reset(self) -> None: ...
 
@@ -216,21 +227,34 @@ def process_tx_known_signature(
 
 
 class InlineRunner:
-    """``workers`` workers' queues, run one after another in this process."""
+    """``workers`` workers' queues, run one after another in this process
+    (``collect_any`` takes the queues in turn)."""
 
     def __init__(self, workers: int = 1) -> None:
-        self._queues: list[list[Job]] = [[] for _ in range(workers)]
+        self._queues: list[deque[Job]] = [deque() for _ in range(workers)]
+        self._turn = 0
 
     @property
     def workers(self) -> int:
         return len(self._queues)
 
     def submit(self, jobs: Sequence[Job]) -> None:
-        for queue, job in zip(self._queues, jobs, strict=False):
-            queue.append(job)
+        for k, job in enumerate(jobs):
+            self.submit_to(k, job)
+
+    def submit_to(self, worker: int, job: Job) -> None:
+        self._queues[worker].append(job)
 
     def collect(self, count: int) -> list[JobResult]:
-        return [run_job(queue.pop(0)) for queue in self._queues[:count]]
+        return [run_job(queue.popleft()) for queue in self._queues[:count]]
+
+    def collect_any(self) -> tuple[int, JobResult]:
+        for step in range(len(self._queues)):
+            k = (self._turn + step) % len(self._queues)
+            if self._queues[k]:
+                self._turn = k + 1
+                return k, run_job(self._queues[k].popleft())
+        raise ValueError("nothing submitted")
 
     def reset(self) -> None:
         for queue in self._queues:
@@ -525,6 +549,52 @@ def _finish(body: _Body, inbound: Sequence[Receipt]) -> BlockResult:
 StatsSink = Callable[[ExecutionStats], None]
 
 
+class _SignaturePump:
+    """Hands chunks of signature checks to whichever worker is free, so a worker
+    that shares its core with another process simply checks fewer (measured: with
+    fixed shares, one slowed worker made the whole block wait for it)."""
+
+    def __init__(self, runner: JobRunner, params: ShardParams, txs: Sequence[SignedTx],
+                 indices: Sequence[int]) -> None:
+        self.runner, self.params, self.txs = runner, params, txs
+        self.chunks = deque(
+            indices[i : i + SIGNATURE_CHUNK] for i in range(0, len(indices), SIGNATURE_CHUNK)
+        )
+        self.queued: list[deque[bool]] = [deque() for _ in range(runner.workers)]  # is_exec
+        self.bad: list[int] = []
+
+    def feed(self, worker: int, depth: int) -> None:
+        while self.chunks and len(self.queued[worker]) < depth:
+            chunk = self.chunks.popleft()
+            self.runner.submit_to(worker, make_signature_jobs(self.params, self.txs, [chunk])[0])
+            self.queued[worker].append(False)
+
+    def feed_all(self, depth: int) -> None:
+        for worker in range(len(self.queued)):
+            self.feed(worker, depth)
+
+    def add_execution(self, worker: int, job: Job) -> None:
+        self.runner.submit_to(worker, job)
+        self.queued[worker].append(True)
+
+    def next_execution(self, depth: int) -> tuple[int, JobResult] | None:
+        """Collect results until an execution job's comes back (None: all done)."""
+        while any(self.queued):
+            worker, result = self.runner.collect_any()
+            is_exec = self.queued[worker].popleft()
+            self.bad.extend(result.bad_signatures)
+            self.feed(worker, depth)
+            if is_exec:
+                return worker, result
+        return None
+
+    def drain(self) -> list[int]:
+        self.feed_all(QUEUE_DEPTH)
+        while self.next_execution(QUEUE_DEPTH) is not None:
+            pass
+        return sorted(self.bad)
+
+
 class ParallelExecutor:
     """``apply_block`` and ``build_block`` with the spec's signatures and results,
     run over ``runner``'s workers. ``on_stats`` receives each block's telemetry."""
@@ -542,6 +612,8 @@ class ParallelExecutor:
         self.parallel_unsigned = parallel_unsigned
         self.on_stats = on_stats
         self.last_stats: ExecutionStats | None = None
+        # Set by a caller that measured the spec to be faster here (node.executor_pool).
+        self.prefer_spec = False
 
     @property
     def workers(self) -> int:
@@ -562,6 +634,8 @@ class ParallelExecutor:
             # Measured: without signature checks, a 2,000-transfer block spends
             # about as long planning and merging here as the spec takes in all.
             return "no_signatures"
+        if self.prefer_spec:
+            return "spec_faster_here"
         return ""
 
     def compute_bad_signatures(self, txs: Sequence[SignedTx]) -> list[int]:
@@ -569,14 +643,12 @@ class ParallelExecutor:
         if self.workers < 1 or len(txs) < self.parallel_txs_min:
             return compute_bad_signatures(txs)
         shard = ShardParams("", 0, 1)  # signature jobs do not look at the shard
-        chunks = compute_signature_chunks(range(len(txs)), self.workers)
         try:
-            results = self._round(make_signature_jobs(shard, txs, chunks))
+            return _SignaturePump(self.runner, shard, txs, range(len(txs))).drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError):
             return compute_bad_signatures(txs)
         finally:
             self.runner.reset()
-        return sorted(i for job in results for i in job.bad_signatures)
 
     def _round(self, jobs: Sequence[Job]) -> list[JobResult]:
         self.runner.submit(jobs)
@@ -613,31 +685,33 @@ class ParallelExecutor:
                 self._check_signatures(params, txs)
             raise
         workers = self.workers
-        # Pipelined round: a first share of the signature checks runs while this
-        # process plans; execution comes next; the remaining checks run while
-        # this process merges and computes the roots.
-        to_check = list(range(len(txs))) if verify_signatures else []
-        early = to_check[: int(len(to_check) * EARLY_SIGNATURE_SHARE)]
+        # One pipelined round: signature chunks start while this process plans;
+        # each worker then gets its execution job and more chunks, which keep it
+        # busy while this process merges and computes the roots.
+        pump = _SignaturePump(self.runner, params, txs,
+                              range(len(txs)) if verify_signatures else range(0))
         plan: Plan | None = None
         try:
-            self.runner.submit(
-                make_signature_jobs(params, txs, compute_signature_chunks(early, workers))
-            )
+            pump.feed_all(-(-int(len(pump.chunks) * EARLY_SIGNATURE_SHARE) // workers))
             plan = compute_plan(txs, params.num_shards)
-            assignment = compute_assignment(plan, workers, to_check[len(early) :])
-            executes: list[tuple[list[int], list[int]]] = [(e, []) for e, _ in assignment]
-            self.runner.submit(make_jobs(params, body.view, txs, plan, executes))
-            self.runner.submit(make_signature_jobs(params, txs, [c for _, c in assignment]))
-            checked = self.runner.collect(workers)
-            executed = self.runner.collect(workers)
+            assignment = compute_assignment(plan, workers, [])
+            for worker, job in enumerate(make_jobs(params, body.view, txs, plan, assignment)):
+                pump.add_execution(worker, job)
+            pump.feed_all(QUEUE_DEPTH_MERGING)
+            executed: dict[int, JobResult] = {}
+            while len(executed) < workers:
+                done = pump.next_execution(QUEUE_DEPTH_MERGING)
+                if done is None:
+                    raise RunnerFailed("an execution result is missing")
+                executed[done[0]] = done[1]
             invalid: InvalidBlock | None = None
             merged: BlockResult | None = None
             try:
-                _fold(body, txs, executed, set(), None)
+                _fold(body, txs, [executed[k] for k in range(workers)], set(), None)
                 merged = _finish(body, block.inbound)
             except InvalidBlock as exc:
                 invalid = exc
-            checked += self.runner.collect(workers)
+            bad = pump.drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
             self.runner.reset()
             spec = apply_block(state, block, verify_signatures=verify_signatures)
@@ -646,7 +720,6 @@ class ParallelExecutor:
             return spec
         finally:
             self.runner.reset()
-        bad = sorted(i for job in checked for i in job.bad_signatures)
         # Verify every transaction is signed by its sender.
         if bad:
             raise InvalidBlock(
@@ -666,9 +739,7 @@ class ParallelExecutor:
 
     def _check_signatures(self, params: ShardParams, txs: Sequence[SignedTx]) -> None:
         try:
-            chunks = compute_signature_chunks(range(len(txs)), self.workers)
-            results = self._round(make_signature_jobs(params, txs, chunks))
-            bad = sorted(i for job in results for i in job.bad_signatures)
+            bad = _SignaturePump(self.runner, params, txs, range(len(txs))).drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError):
             self.runner.reset()
             bad = [i for i, tx in enumerate(txs) if not verify_tx_signature(tx)]
@@ -721,9 +792,8 @@ class ParallelExecutor:
                 plan = compute_plan(window, params.num_shards)
                 known_bad: set[int] = set()
                 if verify_signatures:
-                    chunks = compute_signature_chunks(range(len(window)), self.workers)
-                    checked = self._round(make_signature_jobs(params, window, chunks))
-                    known_bad = {i for job in checked for i in job.bad_signatures}
+                    pump = _SignaturePump(self.runner, params, window, range(len(window)))
+                    known_bad = set(pump.drain())
                 assignment = compute_assignment(plan, self.workers, [])
                 jobs = make_jobs(params, body.view, window, plan, assignment, known_bad)
                 used = max(used, sum(1 for e, _ in assignment if e))

@@ -383,3 +383,21 @@ def test_node_exports_block_executed_and_metrics() -> None:
                  "shardnet_executor_largest_component_share 0.5",
                  "shardnet_executor_reexecutions_total 4.0"):
         assert line in text
+
+
+def test_adaptive_executor_runs_the_spec_while_it_is_faster_and_probes() -> None:
+    from node.executor_pool import AdaptiveExecutor
+
+    executor = AdaptiveExecutor(InlineRunner(2), parallel_txs_min=0, probe_every=4)
+    executor.seconds_per_tx = {"parallel": 10.0, "spec": 1e-9}  # as if measured
+    state = fresh_state()
+    txs = [make_tx(KEYS[i], 0, Transfer(KEYS[0].public_key, 0, 1)) for i in range(1, 6)]
+    block, spec, _ = propose_with(build_block, state, Case(txs, []))
+    modes = []
+    for _ in range(8):
+        assert_same_result(spec, executor.apply_block(state, block))
+        assert executor.last_stats is not None
+        modes.append((executor.last_stats.mode, executor.last_stats.fallback))
+    probe = ("parallel", "")
+    rest = ("sequential", "spec_faster_here")
+    assert modes == [rest, rest, rest, probe, rest, rest, rest, probe]
