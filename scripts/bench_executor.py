@@ -26,6 +26,8 @@ import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -139,6 +141,24 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(3_000_000): x += i\n" \
+       "print(time.perf_counter() - t)"
+
+
+def measure_capacity(processes: int = 2) -> float:
+    """Cores' worth of CPU the machine delivers right now: one spin loop's time x
+    ``processes`` / the time of ``processes`` loops run at once (2.0 on two idle
+    cores; a shared VM may give 1.0 while showing two CPUs)."""
+    def spin(count: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE)
+                 for _ in range(count)]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    alone = statistics.median(spin(1) for _ in range(3))
+    together = statistics.median(spin(processes) for _ in range(3))
+    return processes * alone / together
 
 
 def measure_gil(runner: ProcessRunner, count: int = 1_000) -> dict[str, float]:
@@ -286,6 +306,8 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
         txs: int, reps: int, seed: int, pyevm_reps: int, log: Callable[[str], None]
         ) -> dict[str, Any]:
     load_before = os.getloadavg()
+    capacity_before = measure_capacity()
+    log(f"CPU capacity: {capacity_before:.2f} cores (two spin loops vs one)")
     runners = {w: ProcessRunner(w) for w in workers}
     rows: list[dict[str, Any]] = []
     try:
@@ -329,6 +351,8 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
             "platform": platform.platform(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "cpu_capacity_before": round(capacity_before, 2),
+            "cpu_capacity_after": round(measure_capacity(), 2),
         },
         "ed25519_verify_per_s": gil,
         "params": {"txs_per_block": txs, "reps": reps, "seed": seed, "accounts": accounts,
@@ -342,7 +366,8 @@ def make_table(result: dict[str, Any]) -> Table:
     workers = params["workers"]
     table = Table(title=(
         f"executor: {params['txs_per_block']:,}-tx blocks, median of {params['reps']} "
-        f"(cores {machine['cores_available']}, load {machine['loadavg_before'][0]:.1f}"
+        f"(cores {machine['cores_available']}, delivering {machine['cpu_capacity_before']:.1f}"
+        f"->{machine['cpu_capacity_after']:.1f}, load {machine['loadavg_before'][0]:.1f}"
         f"->{machine['loadavg_after'][0]:.1f}, python {machine['python']})"))
     for header in ("workload", "accounts", "seq tx/s"):
         table.add_column(header, justify="right")
