@@ -251,17 +251,18 @@ class Replica(ReplicaBase):
                 return
             d = cert.block_hash
             key = (h, d)
+            holders = tuple(s.index for s in cert.signatures)
             if key in self.executed:
                 status = self.executed[key]
                 if status is True:
                     self._commit(cert)
                     continue
                 if status is False:
-                    self._request_sync(h)
+                    self._request_sync(h, holders=holders)
                 return
             held = self.payloads.get(d)
             if held is None:
-                self._request_sync(h)
+                self._request_sync(h, holders=holders)
                 return
             self.executed[key] = None
             self._out.append(ExecuteBlock(cert.view, h, held[1], d))
@@ -336,14 +337,15 @@ class Replica(ReplicaBase):
     def _on_certificate(self, cert: CommitCertificate) -> None:
         """``cert`` verified (or built from verified votes): commit it or sync to it."""
         h = cert.height
+        signers = tuple(s.index for s in cert.signatures)
         if h <= self.committed_height or h in self.certs:
             return
         if h > self.committed_height + self.cfg.watermark_window:
-            self._request_sync(h)
+            self._request_sync(h, holders=signers)
             return
         self.certs[h] = cert
         if h > self.committed_height + 1:
-            self._request_sync(h - 1)
+            self._request_sync(h - 1, holders=signers)
         self._advance()
 
     def _commit(self, cert: CommitCertificate) -> None:
@@ -374,7 +376,7 @@ class Replica(ReplicaBase):
             self.vc_target, self.vc_deadline, self.my_vc = None, None, None
             self._check_join()
         if self.sync_target <= h:
-            self.sync_target, self.sync_deadline = 0, None
+            self.sync_target, self.sync_deadline, self.sync_peers = 0, None, ()
 
     def _gc(self, h: int) -> None:
         for key in [k for k in self.pre_prepares if k[1] <= h]:

@@ -96,6 +96,7 @@ class ReplicaBase:
         self.idle_rounds = 0
         self.sync_target = 0
         self.sync_deadline: int | None = None
+        self.sync_peers: tuple[int, ...] = ()
         self.requested: tuple[int, int] | None = None
         self.helped_ms: dict[int, int] = {}
         self.cert_notice: tuple[int, bytes] | None = None
@@ -251,15 +252,23 @@ class ReplicaBase:
             payload,
         )  # fmt: skip
 
-    def _request_sync(self, to_height: int, force: bool = False) -> None:
+    def _request_sync(
+        self, to_height: int, force: bool = False, holders: tuple[int, ...] = ()
+    ) -> None:
+        """Ask the shell for certified blocks up to ``to_height``; ``holders`` (signers of
+        a certificate for it) are the peers hinted first."""
         if to_height <= self.committed_height:
             return
+        hinted = tuple(i for i in holders if i != self.me)
+        if hinted and to_height >= self.sync_target:
+            self.sync_peers = hinted
         outstanding = self.sync_deadline is not None and self.sync_target >= to_height
         if outstanding and not force:
             return
         self.sync_target = max(self.sync_target, to_height)
         self.sync_deadline = self.now_ms + self.cfg.sync_timeout_ms
-        peers = tuple(i for i in range(self.cfg.n) if i != self.me)
+        others = tuple(i for i in range(self.cfg.n) if i != self.me)
+        peers = self.sync_peers or others
         self._out.append(RequestSync(self.committed_height + 1, self.sync_target, peers))
 
 
