@@ -1,12 +1,14 @@
 """The executor's worker processes: a ``JobRunner`` for ``sharding.parallel``.
 
-Why processes: CPython 3.11 threads do not run Python in parallel, and Ed25519
-verification in ``cryptography`` holds the GIL (measured: two threads verify no
-faster than one, docs/BENCHMARKS.md). The pool lives as long as the node: its
-processes start once and each owns one pipe pair; a round sends job k to worker
-k as length-prefixed msgpack and reads the answers back. A worker that dies is
-restarted and the round fails with ``RunnerFailed``, on which the executor runs
-the block with the spec instead.
+Why processes: CPython 3.11 threads do not run Python (execution) in parallel;
+Ed25519 verification in ``cryptography`` does release the GIL (docs/EXECUTOR.md),
+but it rides along in the same jobs so one scheduler balances both. The pool
+lives as long as the node: its processes start once, each with one pipe pair;
+jobs go to a worker as length-prefixed msgpack and a reader thread per worker
+queues the answers. A worker that dies is restarted and the round fails with
+``RunnerFailed``, on which the executor runs the block with the spec instead.
+``AdaptiveExecutor`` is the node's executor: it runs the spec while the spec is
+measured faster on this machine.
 """
 
 from __future__ import annotations
