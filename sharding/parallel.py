@@ -9,10 +9,10 @@ order). How:
 2. Each transaction declares the keys it reads and writes (``declared_access``).
    Transactions that share a key are in one *component* (union-find); components
    never touch each other's keys, so they can run anywhere, each in block order.
-3. Components go to jobs (largest first, least-loaded job). A job also checks a
-   share of the block's signatures: since verification dominates the cost, the
-   signature work balances the jobs even when one component holds every
-   transaction (a fully contended block still runs its signatures in parallel).
+3. Components go to workers' execution jobs (largest first, least-loaded worker).
+   Signature checks, which dominate the cost, go in chunks to whichever worker is
+   free, so they balance the workers even when one component holds every
+   transaction (a fully contended block still checks its signatures in parallel).
 4. A job runs its transactions in block order over a snapshot of their declared
    keys and records, per transaction, its outcome, emitted receipts and writes in
    first-write order. A transaction that reads or writes a key it did not
@@ -333,11 +333,6 @@ def compute_assignment(
     if position < len(to_check):  # rounding: the last worker takes the rest
         checks[-1].extend(to_check[position:])
     return [(e, c) for e, c in zip(executes, checks, strict=True)]
-
-
-def compute_signature_chunks(indices: Sequence[int], workers: int) -> list[list[int]]:
-    size = -(-len(indices) // workers) if indices else 0
-    return [list(indices[k * size : (k + 1) * size]) for k in range(workers)]
 
 
 def make_jobs(
