@@ -396,6 +396,13 @@ def make_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def to_json_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON file: a list of rows (issue 7), each carrying the run's machine facts."""
+    run = {**result["machine"], "ed25519_verify_per_s": result["ed25519_verify_per_s"],
+           "txs_per_block": result["params"]["txs_per_block"], "reps": result["params"]["reps"]}
+    return [{**row, "run": run} for row in result["rows"]]
+
+
 def parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
@@ -446,5 +453,5 @@ def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs
             f"x{seq / pyevm_row['seq_tps']:.1f}; by CPU time {seq_cpu:,.0f} vs "
             f"{pyevm_row['seq_cpu_tps']:,.0f}: x{seq_cpu / pyevm_row['seq_cpu_tps']:.1f}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2))
+    out_path.write_text(json.dumps(to_json_rows(result), indent=2))
     console.print(f"wrote {out_path}")
