@@ -183,7 +183,7 @@ class _Worker:
 
 
 _Inbox = queue.SimpleQueue[tuple[int, int, bytes | None]]
-RESET_TIMEOUT_S = 60.0
+COLLECT_TIMEOUT_S = 120.0  # a 10,000-transaction block takes a few seconds at worst
 
 
 class ProcessRunner:
@@ -249,9 +249,16 @@ class ProcessRunner:
                 self._fail(k)
             self._outstanding[k] += 1
 
-    def _next_frame(self, timeout_s: float | None = None) -> tuple[int, bytes]:
+    def _next_frame(self) -> tuple[int, bytes]:
         while True:
-            k, generation, data = self._inbox.get(timeout=timeout_s)
+            try:
+                k, generation, data = self._inbox.get(timeout=COLLECT_TIMEOUT_S)
+            except queue.Empty:
+                # A hung worker must not hang the node: replace every busy one.
+                for busy, outstanding in enumerate(self._outstanding):
+                    if outstanding:
+                        self._restart(busy)
+                raise RunnerFailed("executor workers timed out") from None
             if generation != self._generations[k]:
                 continue  # from a worker replaced since
             if data is None:
@@ -290,14 +297,9 @@ class ProcessRunner:
                 stash.clear()
             while any(self._outstanding):
                 try:
-                    k, _ = self._next_frame(RESET_TIMEOUT_S)
+                    k, _ = self._next_frame()
                 except RunnerFailed:
-                    continue
-                except queue.Empty:
-                    for k, outstanding in enumerate(self._outstanding):
-                        if outstanding:
-                            self._restart(k)
-                    return
+                    continue  # the failed worker was replaced: nothing outstanding there
                 self._outstanding[k] -= 1
 
     def _fail(self, k: int) -> NoReturn:

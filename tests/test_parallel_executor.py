@@ -401,3 +401,29 @@ def test_adaptive_executor_runs_the_spec_while_it_is_faster_and_probes() -> None
     probe = ("parallel", "")
     rest = ("sequential", "spec_faster_here")
     assert modes == [rest, rest, rest, probe, rest, rest, rest, probe]
+
+
+def test_a_hung_worker_times_out_falls_back_and_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import signal
+
+    import node.executor_pool as pool
+
+    monkeypatch.setattr(pool, "COLLECT_TIMEOUT_S", 1.0)
+    runner = ProcessRunner(2)
+    try:
+        executor = ParallelExecutor(runner, parallel_txs_min=0)
+        state = fresh_state()
+        txs = [make_tx(KEYS[i % 4], i // 4, Transfer(KEYS[5].public_key, 0, 1))
+               for i in range(12)]
+        block, spec, _ = propose_with(build_block, state, Case(txs, []))
+        hung = runner.pids[0]
+        os.kill(hung, signal.SIGSTOP)
+        assert_same_result(spec, executor.apply_block(state, block))
+        assert executor.last_stats is not None and executor.last_stats.fallback == "RunnerFailed"
+        assert hung not in runner.pids
+        assert_same_result(spec, executor.apply_block(state, block))
+        assert executor.last_stats.mode == "parallel"
+    finally:
+        runner.close()
