@@ -350,7 +350,7 @@ class AdaptiveExecutor(ParallelExecutor):
         elapsed = time.perf_counter() - started
         stats = self.last_stats
         if stats is not None and stats.txs >= self.parallel_txs_min:
-            mode = "parallel" if stats.mode == "parallel" else "spec"
+            mode = "spec" if stats.mode == "sequential" else "parallel"
             if stats.fallback in ("", "spec_faster_here"):
                 sample = elapsed / stats.txs
                 previous = self.seconds_per_tx.get(mode)

@@ -303,8 +303,8 @@ def bench_pyevm(txs_count: int, reps: int) -> dict[str, Any]:
 
 
 def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[int, ...],
-        txs: int, reps: int, seed: int, pyevm_reps: int, log: Callable[[str], None]
-        ) -> dict[str, Any]:
+        txs: int, reps: int, seed: int, pyevm_reps: int, log: Callable[[str], None],
+        partitioned: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()
     capacity_before = measure_capacity()
     log(f"CPU capacity: {capacity_before:.2f} cores (two spin loops vs one)")
@@ -315,7 +315,9 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
         log(f"Ed25519 verify/s: one thread {gil['one_thread']:,.0f}, two threads "
             f"{gil['two_threads']:,.0f}, {gil['process_workers']} processes "
             f"{gil['processes']:,.0f}")
-        executors = {w: ParallelExecutor(r) for w, r in runners.items()}
+        # The node's choice (overlapped with up to two workers), or always partitioned.
+        overlap = {"overlap_workers_max": 0} if partitioned else {}
+        executors = {w: ParallelExecutor(r, **overlap) for w, r in runners.items()}
         for count in accounts:
             setup = make_setup(count)
             for workload in workloads:
@@ -330,7 +332,7 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
                     f"best x{best['speedup']:.2f} with {best['workers']} workers")
             if count == max(accounts):
                 block = make_block(setup, "transfers", txs, random.Random(seed))
-                unsigned = {w: ParallelExecutor(r, parallel_unsigned=True)
+                unsigned = {w: ParallelExecutor(r, parallel_unsigned=True, **overlap)
                             for w, r in runners.items()}
                 measured = bench_block(setup, block, unsigned, reps, verify=False)
                 for row in measured["rows"]:
@@ -356,7 +358,8 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
         },
         "ed25519_verify_per_s": gil,
         "params": {"txs_per_block": txs, "reps": reps, "seed": seed, "accounts": accounts,
-                   "workloads": workloads, "workers": workers},
+                   "workloads": workloads, "workers": workers,
+                   "strategy": "partitioned" if partitioned else "auto"},
         "rows": rows,
     }
 
@@ -365,7 +368,8 @@ def make_table(result: dict[str, Any]) -> Table:
     params, machine = result["params"], result["machine"]
     workers = params["workers"]
     table = Table(title=(
-        f"executor: {params['txs_per_block']:,}-tx blocks, median of {params['reps']} "
+        f"executor ({params['strategy']}): {params['txs_per_block']:,}-tx blocks, "
+        f"median of {params['reps']} "
         f"(cores {machine['cores_available']}, delivering {machine['cpu_capacity_before']:.1f}"
         f"->{machine['cpu_capacity_after']:.1f}, load {machine['loadavg_before'][0]:.1f}"
         f"->{machine['loadavg_after'][0]:.1f}, python {machine['python']})"))
@@ -376,6 +380,7 @@ def make_table(result: dict[str, Any]) -> Table:
         table.add_column(f"x w={w}", justify="right")
     table.add_column("comps", justify="right")
     table.add_column("largest", justify="right")
+    table.add_column("mode per w", justify="left")
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in result["rows"]:
         groups.setdefault((row["workload"], row["accounts"]), []).append(row)
@@ -383,7 +388,7 @@ def make_table(result: dict[str, Any]) -> Table:
         if workload == "pyevm_transfer":
             tps = rows[0]["seq_tps"]
             cells = [f"{tps:,.0f}" if tps else rows[0].get("error", "n/a")]
-            table.add_row(workload, str(accounts), *cells, *[""] * (2 * len(workers) + 2))
+            table.add_row(workload, str(accounts), *cells, *[""] * (2 * len(workers) + 3))
             continue
         by_workers = {r["workers"]: r for r in rows}
         seq_tps = statistics.median(r["seq_tps"] for r in rows)
@@ -391,15 +396,18 @@ def make_table(result: dict[str, Any]) -> Table:
         for w in workers:
             r = by_workers.get(w)
             cells += ["", ""] if r is None else [f"{r['par_tps']:,.0f}", f"{r['speedup']:.2f}"]
+        modes = "/".join(by_workers[w]["mode"] for w in workers if w in by_workers)
         table.add_row(workload, f"{accounts:,}", f"{seq_tps:,.0f}", *cells,
-                      str(rows[0]["components"]), f"{rows[0]['largest_component_share']:.2f}")
+                      str(rows[0]["components"]), f"{rows[0]['largest_component_share']:.2f}",
+                      modes)
     return table
 
 
 def to_json_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON file: a list of rows (issue 7), each carrying the run's machine facts."""
     run = {**result["machine"], "ed25519_verify_per_s": result["ed25519_verify_per_s"],
-           "txs_per_block": result["params"]["txs_per_block"], "reps": result["params"]["reps"]}
+           "txs_per_block": result["params"]["txs_per_block"], "reps": result["params"]["reps"],
+           "strategy": result["params"]["strategy"]}
     return [{**row, "run": run} for row in result["rows"]]
 
 
@@ -418,10 +426,13 @@ def parse_ints(text: str) -> tuple[int, ...]:
 @click.option("--txs", default=2_000, show_default=True, help="Transactions per block.")
 @click.option("--reps", default=5, show_default=True, help="Timed runs per executor.")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--partitioned", is_flag=True,
+              help="Always conflict-partitioned execution (default: overlapped with <= 2 "
+                   "workers, as the node runs).")
 @click.option("--out", "out_path", default="bench-results/executor.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="JSON output file.")
 def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs: int,
-                   reps: int, seed: int, out_path: Path) -> None:
+                   reps: int, seed: int, partitioned: bool, out_path: Path) -> None:
     """Sequential vs parallel executor tx/s on 2,000-tx blocks, and a py-evm baseline."""
     console = Console(width=max(Console().width, 150))
     if quick:
@@ -437,7 +448,7 @@ def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs
         pyevm_reps = 3
     if txs < 1 or reps < 1 or min(grid[0]) < 1 or min(grid[2]) < 1:
         raise click.BadParameter("--txs, --reps, --accounts and --workers must be >= 1")
-    result = run(*grid, txs, reps, seed, pyevm_reps, console.print)
+    result = run(*grid, txs, reps, seed, pyevm_reps, console.print, partitioned)
     console.print(make_table(result))
     pyevm_row = next(r for r in result["rows"] if r["workload"] == "pyevm_transfer")
     if pyevm_row["seq_tps"] is None:

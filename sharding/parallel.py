@@ -27,6 +27,12 @@ Why the result is the spec's: before the first escaped transaction, every
 transaction touched only declared keys, and every earlier writer of those keys is
 in its component, so it read exactly the values it reads in the spec.
 
+With at most ``OVERLAP_WORKERS_MAX`` workers a replica's signed block runs
+*overlapped* instead: the spec (without signature checks) in this process while the
+workers check the signatures; no plan, jobs or merge. On two cores that is faster,
+because executing a native-program transaction costs a quarter of checking its
+signature, so one core executes a block in order before two have checked it.
+
 Small blocks, and blocks whose signatures were checked beforehand, run the spec
 directly (measured: there the jobs cannot win, see docs/EXECUTOR.md). The
 process pool is not here (this package is pure): ``JobRunner`` is what runs jobs,
@@ -82,6 +88,16 @@ EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx
 SIGNATURE_CHUNK = 32  # signatures per job handed to whichever worker is free (~3 ms)
 QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (~30 ms)
 QUEUE_DEPTH = 2  # chunks queued per worker otherwise: a slow worker holds little back
+# With at most this many workers a replica's block runs *overlapped*: this process
+# executes the spec (signatures not checked) in block order while the workers check
+# the signatures. Measured here: a signature check costs ~100 µs, the spec without
+# it ~27 µs per transaction (roots included), so with w workers the spec is off the
+# critical path while 27 <= 100 / (w + 1) ... roughly, w <= 2; with more workers the
+# spec would be the bottleneck and the block runs partitioned. Overlapping spends no
+# CPU on planning, jobs and merging (~45 ms of a 2,000-transfer block), which is what
+# bounded the partitioned path's speedup on two cores (docs/EXECUTOR.md).
+OVERLAP_WORKERS_MAX = 2
+OVERLAP_EARLY_SHARE = 0.35  # of the chunks, queued per worker before the spec starts
 
 
 # ---------------------------------------------------------------------------
@@ -400,7 +416,7 @@ class ExecutionStats:
     purpose: str  # "propose" or "apply"
     height: int
     txs: int
-    mode: str  # "parallel", or "sequential" (small block, one worker, or fallback)
+    mode: str  # "parallel" (partitioned), "overlapped", or "sequential" (small block, fallback)
     workers: int
     components: int
     largest_component_share: float
@@ -600,11 +616,13 @@ class ParallelExecutor:
         *,
         parallel_txs_min: int = PARALLEL_TXS_MIN,
         parallel_unsigned: bool = False,
+        overlap_workers_max: int = OVERLAP_WORKERS_MAX,
         on_stats: StatsSink | None = None,
     ) -> None:
         self.runner = runner
         self.parallel_txs_min = parallel_txs_min
         self.parallel_unsigned = parallel_unsigned
+        self.overlap_workers_max = overlap_workers_max
         self.on_stats = on_stats
         self.last_stats: ExecutionStats | None = None
         # Set by a caller that measured the spec to be faster here (node.executor_pool).
@@ -672,6 +690,8 @@ class ParallelExecutor:
         # Verify there is either no proof or one proof per inbound receipt.
         if block.inbound_proofs and len(block.inbound_proofs) != len(block.inbound):
             raise InvalidBlock("proof count differs from receipt count", reason="bad_proofs")
+        if verify_signatures and self.workers <= self.overlap_workers_max:
+            return self._apply_overlapped(state, block, params)
         try:
             body = _begin(state, block.inbound)
         except InvalidBlock:
@@ -731,6 +751,50 @@ class ParallelExecutor:
         self._report(compute_stats("apply", header.height, len(txs), "parallel", workers,
                                    plan, body.reexecutions))
         return merged
+
+    def _apply_overlapped(self, state: State, block: Block, params: ShardParams) -> BlockResult:
+        """The spec without signature checks here, the signature checks on the
+        workers at the same time. The result is the spec's: with every signature
+        good, checking them changes nothing; with a bad one, the lowest-indexed
+        bad signature is the spec's verdict whatever execution found (the spec
+        checks signatures right after the header checks done by the caller)."""
+        txs = block.txs
+        header = block.header
+        pump = _SignaturePump(self.runner, params, txs, range(len(txs)))
+        invalid: InvalidBlock | None = None
+        result: BlockResult | None = None
+        try:
+            pump.feed_all(max(QUEUE_DEPTH, int(len(pump.chunks) * OVERLAP_EARLY_SHARE)))
+            try:
+                result = apply_block(state, block, verify_signatures=False)
+            except InvalidBlock as exc:
+                invalid = exc
+            # Telemetry of what a partitioned run would see, while the workers finish.
+            plan = compute_plan(txs, params.num_shards)
+            bad = pump.drain()
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
+            self.runner.reset()
+            spec = apply_block(state, block)
+            self._report(compute_stats("apply", header.height, len(txs), "sequential", 1, None,
+                                       fallback=type(exc).__name__))
+            return spec
+        finally:
+            self.runner.reset()
+        # Verify every transaction is signed by its sender.
+        if bad:
+            raise InvalidBlock(
+                f"tx {bad[0]} has a bad signature",
+                reason="invalid_tx",
+                tx_index=bad[0],
+                tx_reason="bad_signature",
+            )
+        if invalid is not None:
+            raise invalid
+        if result is None:
+            raise ShardnetError("overlapped execution produced no result", reason="bug")
+        self._report(compute_stats("apply", header.height, len(txs), "overlapped", self.workers,
+                                   plan))
+        return result
 
     def _check_signatures(self, params: ShardParams, txs: Sequence[SignedTx]) -> None:
         try:

@@ -177,8 +177,11 @@ def check_case(case: Case, executor: ParallelExecutor, inject: int | None = None
         assert [r.tx for r in other_l[2]] == [r.tx for r in rejected_l]
 
 
-def inline(workers: int) -> ParallelExecutor:
-    return ParallelExecutor(InlineRunner(workers), parallel_txs_min=0, parallel_unsigned=True)
+def inline(workers: int, *, overlapped: bool = False) -> ParallelExecutor:
+    """Partitioned execution unless ``overlapped``: the spec here while the
+    workers check signatures (the default with up to two workers)."""
+    return ParallelExecutor(InlineRunner(workers), parallel_txs_min=0, parallel_unsigned=True,
+                            overlap_workers_max=workers if overlapped else 0)
 
 
 # ---------------------------------------------------------------------------
@@ -190,6 +193,48 @@ def inline(workers: int) -> ParallelExecutor:
 @given(case=cases(), inject=st.integers(0, 1_000))
 def test_parallel_equals_sequential_inline(workers: int, case: Case, inject: int) -> None:
     check_case(case, inline(workers), inject)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@settings(max_examples=40)
+@given(case=cases(), inject=st.integers(0, 1_000))
+def test_overlapped_equals_sequential_inline(workers: int, case: Case, inject: int) -> None:
+    check_case(case, inline(workers, overlapped=True), inject)
+
+
+def test_overlapped_runs_by_default_with_two_workers_and_reports_the_plan() -> None:
+    hot = KEYS[0]
+    txs = [make_tx(hot, n, Transfer(KEYS[1].public_key, 0, 1)) for n in range(10)]
+    txs += [make_tx(KEYS[2 + i], 0, Swap(REMOTE_POOL.address, 0, 5, 0)) for i in range(5)]
+    state = fresh_state()
+    block, spec, _ = propose_with(build_block, state, Case(txs, []))
+    executor = ParallelExecutor(InlineRunner(2), parallel_txs_min=0)
+    assert_same_result(spec, executor.apply_block(state, block))
+    stats = executor.last_stats
+    assert stats is not None
+    assert (stats.mode, stats.workers, stats.components) == ("overlapped", 2, 6)
+    wide = ParallelExecutor(InlineRunner(4), parallel_txs_min=0)
+    assert_same_result(spec, wide.apply_block(state, block))
+    assert wide.last_stats is not None and wide.last_stats.mode == "parallel"
+
+
+@pytest.mark.parametrize("overlapped", [False, True])
+def test_bad_signature_wins_over_a_failing_execution(overlapped: bool) -> None:
+    """A block whose transaction 3 is invalid and whose transaction 5 is forged is
+    rejected for the forgery, as the spec rejects it (signatures first)."""
+    state = fresh_state()
+    txs = [make_tx(KEYS[0], n, Transfer(KEYS[1].public_key, 0, 1)) for n in range(8)]
+    block, _, _ = propose_with(build_block, state, Case(txs, []))
+    replayed = block.txs[0]  # nonce 0 again at index 3: invalid (wrong nonce)
+    forged = msgspec.structs.replace(block.txs[5], signature=bytes(64))
+    broken = msgspec.structs.replace(
+        block, txs=[*block.txs[:3], replayed, *block.txs[3:5], forged, *block.txs[6:]])
+    with pytest.raises(InvalidBlock) as spec_verdict:
+        apply_block(state, broken)
+    with pytest.raises(InvalidBlock) as verdict:
+        inline(2, overlapped=overlapped).apply_block(state, broken)
+    assert (verdict.value.tx_index, verdict.value.tx_reason) == (6, "bad_signature")
+    assert (spec_verdict.value.tx_index, spec_verdict.value.tx_reason) == (6, "bad_signature")
 
 
 @settings(max_examples=30)
@@ -300,12 +345,13 @@ def pools() -> Iterator[dict[int, ProcessRunner]]:
             runner.close()
 
 
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize(("workers", "overlap_workers_max"), [(2, 0), (2, 2), (4, 2)])
 def test_parallel_equals_sequential_in_worker_processes(
-    workers: int, pools: dict[int, ProcessRunner]
+    workers: int, overlap_workers_max: int, pools: dict[int, ProcessRunner]
 ) -> None:
     runner: JobRunner = pools[workers]
-    executor = ParallelExecutor(runner, parallel_txs_min=0, parallel_unsigned=True)
+    executor = ParallelExecutor(runner, parallel_txs_min=0, parallel_unsigned=True,
+                                overlap_workers_max=overlap_workers_max)
 
     @settings(max_examples=15)
     @given(case=cases(txs_max=60), inject=st.integers(0, 1_000))
@@ -315,11 +361,13 @@ def test_parallel_equals_sequential_in_worker_processes(
     check()
 
 
+@pytest.mark.parametrize(("overlap_workers_max", "mode"), [(0, "parallel"), (2, "overlapped")])
 def test_a_killed_worker_falls_back_to_the_spec_and_is_replaced(
-    pools: dict[int, ProcessRunner],
+    overlap_workers_max: int, mode: str, pools: dict[int, ProcessRunner],
 ) -> None:
     runner = pools[2]
-    executor = ParallelExecutor(runner, parallel_txs_min=0)
+    executor = ParallelExecutor(runner, parallel_txs_min=0,
+                                overlap_workers_max=overlap_workers_max)
     state = fresh_state()
     txs = [make_tx(KEYS[i % 4], i // 4, Transfer(KEYS[5].public_key, 0, 1)) for i in range(12)]
     block, spec, _ = propose_with(build_block, state, Case(txs, []))
@@ -329,7 +377,7 @@ def test_a_killed_worker_falls_back_to_the_spec_and_is_replaced(
     assert executor.last_stats is not None and executor.last_stats.fallback == "RunnerFailed"
     assert victim not in runner.pids
     assert_same_result(spec, executor.apply_block(state, block))
-    assert executor.last_stats.mode == "parallel"
+    assert executor.last_stats.mode == mode
 
 
 def test_worker_count_defaults_to_available_cores() -> None:
@@ -359,7 +407,7 @@ def test_ledger_runs_blocks_through_an_injected_executor() -> None:
     # A replica that missed the pre-prepare (sync replay) executes at commit.
     late = Ledger(get_genesis(), 0, executor=executors[1])
     late.commit(proposal.payload, proposal.block_hash, 1)
-    assert seen[-1].purpose == "apply" and seen[-1].mode == "parallel"
+    assert seen[-1].purpose == "apply" and seen[-1].mode == "overlapped"
 
 
 def test_node_exports_block_executed_and_metrics() -> None:
@@ -398,7 +446,7 @@ def test_adaptive_executor_runs_the_spec_while_it_is_faster_and_probes() -> None
         assert_same_result(spec, executor.apply_block(state, block))
         assert executor.last_stats is not None
         modes.append((executor.last_stats.mode, executor.last_stats.fallback))
-    probe = ("parallel", "")
+    probe = ("overlapped", "")
     rest = ("sequential", "spec_faster_here")
     assert modes == [rest, rest, rest, probe, rest, rest, rest, probe]
 
@@ -424,6 +472,6 @@ def test_a_hung_worker_times_out_falls_back_and_is_replaced(
         assert executor.last_stats is not None and executor.last_stats.fallback == "RunnerFailed"
         assert hung not in runner.pids
         assert_same_result(spec, executor.apply_block(state, block))
-        assert executor.last_stats.mode == "parallel"
+        assert executor.last_stats.mode == "overlapped"
     finally:
         runner.close()
