@@ -129,7 +129,11 @@ def compute_bad_signatures(txs: Sequence[SignedTx]) -> list[int]:
 
 
 def verify_block_signatures(block: Block) -> None:
-    bad = compute_bad_signatures(block.txs)
+    check_no_bad_signature(compute_bad_signatures(block.txs))
+
+
+def check_no_bad_signature(bad: Sequence[int]) -> None:
+    """The block's verdict on its bad signatures (``bad`` ascending): the lowest wins."""
     # Verify every transaction is signed by its sender.
     if bad:
         raise InvalidBlock(

@@ -64,6 +64,7 @@ from sharding.executor import (
     build_block,
     check_header_roots,
     check_inbound_order,
+    check_no_bad_signature,
     compute_bad_signatures,
     process_cursors,
     process_inbound_receipt,
@@ -537,6 +538,17 @@ def _fold(
         body.outbox.extend(result.receipts)
 
 
+def _verdict(bad: Sequence[int], invalid: InvalidBlock | None,
+             result: BlockResult | None) -> BlockResult:
+    """The spec's order: a bad signature (the lowest) wins over what execution found."""
+    check_no_bad_signature(bad)
+    if invalid is not None:
+        raise invalid
+    if result is None:
+        raise ShardnetError("execution produced no result", reason="bug")
+    return result
+
+
 def _finish(body: _Body, inbound: Sequence[Receipt]) -> BlockResult:
     receipts = process_stamp_receipts(body.view, body.outbox)
     prepared = body.state.prepare(body.view.writes)
@@ -728,25 +740,10 @@ class ParallelExecutor:
                 invalid = exc
             bad = pump.drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
-            self.runner.reset()
-            spec = apply_block(state, block, verify_signatures=verify_signatures)
-            self._report(compute_stats("apply", header.height, len(txs), "sequential", 1, plan,
-                                       fallback=type(exc).__name__))
-            return spec
+            return self._apply_spec_after(exc, state, block, verify_signatures, plan)
         finally:
             self.runner.reset()
-        # Verify every transaction is signed by its sender.
-        if bad:
-            raise InvalidBlock(
-                f"tx {bad[0]} has a bad signature",
-                reason="invalid_tx",
-                tx_index=bad[0],
-                tx_reason="bad_signature",
-            )
-        if invalid is not None:
-            raise invalid
-        if merged is None:
-            raise ShardnetError("parallel execution produced no result", reason="bug")
+        merged = _verdict(bad, invalid, merged)
         check_header_roots(header, merged)
         self._report(compute_stats("apply", header.height, len(txs), "parallel", workers,
                                    plan, body.reexecutions))
@@ -773,27 +770,21 @@ class ParallelExecutor:
             plan = compute_plan(txs, params.num_shards)
             bad = pump.drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
-            self.runner.reset()
-            spec = apply_block(state, block)
-            self._report(compute_stats("apply", header.height, len(txs), "sequential", 1, None,
-                                       fallback=type(exc).__name__))
-            return spec
+            return self._apply_spec_after(exc, state, block, True, None)
         finally:
             self.runner.reset()
-        # Verify every transaction is signed by its sender.
-        if bad:
-            raise InvalidBlock(
-                f"tx {bad[0]} has a bad signature",
-                reason="invalid_tx",
-                tx_index=bad[0],
-                tx_reason="bad_signature",
-            )
-        if invalid is not None:
-            raise invalid
-        if result is None:
-            raise ShardnetError("overlapped execution produced no result", reason="bug")
+        result = _verdict(bad, invalid, result)
         self._report(compute_stats("apply", header.height, len(txs), "overlapped", self.workers,
                                    plan))
+        return result
+
+    def _apply_spec_after(self, failure: Exception, state: State, block: Block,
+                          verify_signatures: bool, plan: Plan | None) -> BlockResult:
+        """The workers failed mid-block: run it with the spec, results identical."""
+        self.runner.reset()
+        result = apply_block(state, block, verify_signatures=verify_signatures)
+        self._report(compute_stats("apply", block.header.height, len(block.txs), "sequential",
+                                   1, plan, fallback=type(failure).__name__))
         return result
 
     def _check_signatures(self, params: ShardParams, txs: Sequence[SignedTx]) -> None:
@@ -802,13 +793,7 @@ class ParallelExecutor:
         except (RunnerFailed, msgspec.MsgspecError, OverflowError):
             self.runner.reset()
             bad = [i for i, tx in enumerate(txs) if not verify_tx_signature(tx)]
-        if bad:
-            raise InvalidBlock(
-                f"tx {bad[0]} has a bad signature",
-                reason="invalid_tx",
-                tx_index=bad[0],
-                tx_reason="bad_signature",
-            )
+        check_no_bad_signature(bad)
 
     # -- proposer
 
