@@ -6,7 +6,7 @@
   "num_shards": 2,
   "genesis_time_ms": 0,
   "assets": [{"id": 0, "name": "COIN"}, {"id": 1, "name": "USD"}],
-  "validators": [[{"index": 0, "public_key": "<hex>", "p2p_address": "/ip4/127.0.0.1/tcp/9000",
+  "validators": [[{"index": 0, "public_key": "<hex>", "p2p_address": "127.0.0.1:9000",
                    "api_address": "127.0.0.1:8000"}, ...], ...],
   "accounts": [{"seed": "load", "count": 1000, "balances": {"COIN": 1000000, "USD": 1000000}}],
   "pools": [{"name": "COIN-USD", "assets": ["COIN", "USD"], "reserves": [1000000, 1000000]}]
@@ -238,6 +238,11 @@ def validate_genesis(spec: GenesisSpec) -> Genesis:
     return genesis
 
 
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and "/" not in host and port.isdigit() and 1 <= int(port) <= 65535
+
+
 def _validate_shard_validators(spec: GenesisSpec, shard: int) -> tuple[Validator, ...]:
     where = f"validators[{shard}]"
     _require(shard < len(spec.validators), where, "missing")
@@ -252,8 +257,9 @@ def _validate_shard_validators(spec: GenesisSpec, shard: int) -> tuple[Validator
         except ValueError:
             raise GenesisError(f"{field}.public_key", "not hex") from None
         _require(len(key) == 32, f"{field}.public_key", "must be 32 bytes")
-        _require(bool(entry.p2p_address), f"{field}.p2p_address", "must not be empty")
-        _require(bool(entry.api_address), f"{field}.api_address", "must not be empty")
+        for name in ("p2p_address", "api_address"):
+            _require(_is_host_port(getattr(entry, name)), f"{field}.{name}",
+                     "must be host:port (an IP or DNS name, port 1-65535)")
         validators.append(Validator(shard, i, key, entry.p2p_address, entry.api_address))
     return tuple(validators)
 
@@ -376,7 +382,7 @@ def make_genesis_dict(
             {
                 "index": i,
                 "public_key": derive_account(f"validator-{shard}", i).public_key.hex(),
-                "p2p_address": f"/ip4/127.0.0.1/tcp/{9000 + 100 * shard + i}",
+                "p2p_address": f"127.0.0.1:{9000 + 100 * shard + i}",
                 "api_address": f"127.0.0.1:{8000 + 100 * shard + i}",
             }
             for i in range(validators_per_shard)

@@ -128,6 +128,24 @@ def test_rejects_bad_validator_public_key() -> None:
     assert reject(mutate).field == "validators[0][0].public_key"
 
 
+@pytest.mark.parametrize("address", ["/ip4/127.0.0.1/tcp/9000", "127.0.0.1", ":9000",
+                                     "host:0", "host:65536", "host:http", ""])
+@pytest.mark.parametrize("name", ["p2p_address", "api_address"])
+def test_rejects_validator_address_that_is_not_host_port(name: str, address: str) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["validators"][1][3][name] = address
+
+    assert reject(mutate).field == f"validators[1][3].{name}"
+
+
+def test_accepts_dns_names_and_ips_as_validator_hosts() -> None:
+    data = copy.deepcopy(spec())
+    data["validators"][0][0]["p2p_address"] = "shard0-node0:26600"
+    data["validators"][0][1]["p2p_address"] = "10.0.0.7:26602"
+    genesis = load_genesis(data)
+    assert genesis.validators[0][0].p2p_address == "shard0-node0:26600"
+
+
 def test_rejects_wrong_number_of_validator_shards() -> None:
     def mutate(d: dict[str, Any]) -> None:
         d["num_shards"] = 3
