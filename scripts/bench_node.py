@@ -169,11 +169,10 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
     if quick:
         txs, runs = 2_000, 1
     console = Console()
-    verify_per_s = measure_verify_per_s()
+    verify_before = measure_verify_per_s()
     cores = len(os.sched_getaffinity(0))
-    ceiling = cores * verify_per_s / 4
-    console.print(f"Ed25519 verify: {verify_per_s:,.0f}/s on one core; crypto ceiling of a "
-                  f"4-validator shard on {cores} cores: {ceiling:,.0f} TPS")
+    console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core (measured again after "
+                  "the runs; the faster of the two sets the ceiling)")
     raws, hashes = sign_load(txs, senders, 1)
     rows: list[dict[str, Any]] = []
     for run in range(runs):
@@ -202,12 +201,20 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
         rows.append(row)
         console.print(f"run {run}: {row.get('tps')} TPS, p50 {row.get('latency_p50_ms')} ms, "
                       f"p99 {row.get('latency_p99_ms')} ms, committed {row.get('committed')}")
+    # On a shared VM one 1 s measurement can land in a slow spell: take the faster of
+    # two (the harder ceiling to reach).
+    verify_after = measure_verify_per_s()
+    verify_per_s = max(verify_before, verify_after)
+    ceiling = cores * verify_per_s / 4
+    console.print(f"Ed25519 verify after the runs: {verify_after:,.0f}/s; crypto ceiling of a "
+                  f"4-validator shard on {cores} cores: {ceiling:,.0f} TPS")
     good = [r for r in rows if r.get("committed")]
     summary = {
         "machine": f"{cores} cores, python {os.sys.version.split()[0]}",
         "txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
         "offered_rate": rate or "unbounded",
         "verify_per_s": round(verify_per_s), "crypto_ceiling_tps": round(ceiling),
+        "verify_per_s_before": round(verify_before), "verify_per_s_after": round(verify_after),
         "tps_median": statistics.median(r["tps"] for r in good) if good else 0,
         "latency_p50_ms_median": statistics.median(r["latency_p50_ms"] for r in good)
         if good else 0,
