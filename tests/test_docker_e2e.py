@@ -65,6 +65,10 @@ def test_compose_testnet_commits_and_serves_from_every_node(compose_project: lis
     assert answer["accepted"] == 20
     wait_until(lambda: all(tx_state(urls["shard0-node3"], h) == "committed" for h in hashes),
                120, "commit, read back from another node")
+    # A replica may apply the certificate a moment after node 3: wait for every one.
+    shard0 = [f"shard0-node{i}" for i in range(4)]
+    wait_until(lambda: all(tx_state(urls[name], h) == "committed" for name in shard0
+                           for h in hashes), 60, "commit on every replica of shard 0")
     latest = {name: call("GET", f"{urls[name]}/v1/blocks/latest") for name in
               ("shard0-node0", "shard0-node2")}
     height = min(block["height"] for block in latest.values())
