@@ -128,8 +128,28 @@ async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
     return raw_txs
 
 
-def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int) -> web.Application:
-    app = web.Application(client_max_size=body_bytes_max, middlewares=[_errors_as_json])
+RequestCounter = Callable[[str, int], None]  # (route template, status)
+
+
+def _counting(count: RequestCounter) -> Any:
+    @web.middleware
+    async def count_requests(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        route = request.match_info.route.resource
+        count(route.canonical if route is not None else "unmatched", response.status)
+        return response
+
+    return count_requests
+
+
+def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int,
+              count_request: RequestCounter | None = None) -> web.Application:
+    # The counter sits outside the error middleware, so it sees the final status.
+    middlewares = [_errors_as_json] if count_request is None else [
+        _counting(count_request), _errors_as_json]
+    app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
     routes = web.RouteTableDef()
 
     @routes.post("/v1/txs")

@@ -6,6 +6,7 @@ key (``$.api.port``) so a user can fix the file without reading code.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,7 +44,8 @@ class P2PSection(_Section):
     heartbeat_interval_ms: Positive = 1_000
     dial_backoff_min_ms: Positive = 200
     dial_backoff_max_ms: Positive = 10_000
-    frame_bytes_max: Positive = 8 * 1024 * 1024
+    frame_bytes_max: Annotated[int, msgspec.Meta(ge=64 * 1024, le=256 * 1024 * 1024)] = (
+        8 * 1024 * 1024)
 
 
 class ApiSection(_Section):
@@ -64,7 +66,7 @@ class MempoolSection(_Section):
 class ConsensusSection(_Section):
     block_interval_ms: Positive = 200
     block_txs_max: Positive = 2_000
-    block_bytes_max: Positive = 8 * 1024 * 1024
+    block_bytes_max: Positive = 4 * 1024 * 1024
     checkpoint_interval: Positive = 16
     request_timeout_ms: Positive = 4_000
     view_change_timeout_ms: Positive = 4_000
@@ -107,7 +109,30 @@ def parse_config(text: bytes | str, home: str | Path = ".") -> NodeConfig:
         raise ConfigError(f"config.toml: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
+    if config.home:
+        raise ConfigError("$.home: not a config.toml key (the node home is `--home DIR`)")
+    _check_together(config)
     return msgspec.structs.replace(config, home=str(Path(home)))
+
+
+# A PRE-PREPARE carries the block plus the previous certificate and its own fields.
+PRE_PREPARE_OVERHEAD_BYTES = 64 * 1024
+
+
+def _check_together(config: NodeConfig) -> None:
+    """What one key's type cannot say: rules between keys, and the p2p layer's."""
+    p2p, consensus = config.p2p, config.consensus
+    try:
+        ipaddress.IPv4Address(p2p.listen_host)
+    except ValueError:
+        raise ConfigError(f"$.p2p.listen_host: {p2p.listen_host!r} is not an IPv4 address "
+                          "(use 0.0.0.0 or 127.0.0.1)") from None
+    if p2p.dial_backoff_max_ms < p2p.dial_backoff_min_ms:
+        raise ConfigError("$.p2p.dial_backoff_max_ms: below dial_backoff_min_ms")
+    if consensus.block_bytes_max + PRE_PREPARE_OVERHEAD_BYTES > p2p.frame_bytes_max:
+        raise ConfigError(
+            f"$.consensus.block_bytes_max: {consensus.block_bytes_max} does not fit a p2p frame "
+            f"(p2p.frame_bytes_max {p2p.frame_bytes_max} - {PRE_PREPARE_OVERHEAD_BYTES})")
 
 
 def load_config(home: str | Path) -> NodeConfig:

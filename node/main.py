@@ -26,7 +26,7 @@ from consensus.errors import DecodeError, ShardnetError
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import PRE_PREPARE_OVERHEAD_BYTES, ConfigError, NodeConfig, load_config
 from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
 from node.executor_pool import make_executor
 from node.keys import load_node_key
@@ -54,6 +54,7 @@ from sharding.genesis import Genesis, load_genesis
 from sharding.parallel import ExecutionStats
 
 DB_FILE = "shard.sqlite"
+SYNC_BLOCK_OVERHEAD_BYTES = 64  # height, block hash and msgpack framing of one synced block
 
 
 def resolve(address: str) -> str:
@@ -196,8 +197,11 @@ class Node:
         p2p.set_request_handler(self._serve_request)
         p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement)
         await p2p.start()
+        requests = self.metrics.api_requests
         app = build_app(service, body_bytes_max=config.api.body_bytes_max,
-                        batch_txs_max=config.api.batch_txs_max)
+                        batch_txs_max=config.api.batch_txs_max,
+                        count_request=lambda route, status: requests.labels(
+                            route=route, status=str(status)).inc())
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, config.api.host, config.api.port).start()
@@ -257,9 +261,16 @@ class Node:
             return encode(SyncResponse([]))
         last = min(request.last, request.first + self.config.consensus.sync_batch_blocks_max - 1)
         blocks = await store.get_blocks(request.first, last)
-        return encode(SyncResponse([
-            SyncedBlockWire(b.height, b.block_hash, b.block, b.certificate) for b in blocks
-        ]))
+        # Bounded by bytes too: 64 full blocks are ~20 MB, over a frame; the asker asks
+        # again from where the answer stops. One block always fits (config check).
+        budget = self.config.p2p.frame_bytes_max - PRE_PREPARE_OVERHEAD_BYTES
+        answer: list[SyncedBlockWire] = []
+        for b in blocks:
+            budget -= len(b.block) + len(b.certificate) + SYNC_BLOCK_OVERHEAD_BYTES
+            if answer and budget < 0:
+                break
+            answer.append(SyncedBlockWire(b.height, b.block_hash, b.block, b.certificate))
+        return encode(SyncResponse(answer))
 
     def _on_executed(self, stats: ExecutionStats) -> None:
         """Per-block executor telemetry (called on the ledger thread)."""
@@ -308,9 +319,21 @@ class Node:
         service = self.service
         housekeeping = asyncio.ensure_future(service.housekeeping()) if service else None
         stop_wait = asyncio.ensure_future(self._stopped.wait())
-        done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done and task.exception() is not None:
+        # A node whose p2p thread died cannot take part: halt (exit 1) rather than keep
+        # serving a stale view; the supervisor (compose, testnet up) restarts it.
+        p2p_ended = asyncio.ensure_future(self.p2p.wait_ended()) if self.p2p else None
+        watched = {task, stop_wait} | ({p2p_ended} if p2p_ended else set())
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        halted = task in done and task.exception() is not None
+        if halted:
             self.log.error("node.halted", error=repr(task.exception()))
+        elif p2p_ended is not None and p2p_ended in done:
+            halted = True
+            crashed = self.p2p.crashed if self.p2p else None
+            self.log.error("node.halted", error=f"p2p thread ended: {crashed!r}")
+        for waiter in (stop_wait, p2p_ended):
+            if waiter is not None:
+                waiter.cancel()
         self.log.info("node.stopping")
         if housekeeping is not None:
             housekeeping.cancel()
@@ -318,7 +341,7 @@ class Node:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)
         await self.close()
-        if task in done and task.exception() is not None:
+        if halted:
             raise SystemExit(1)
 
     async def close(self) -> None:
@@ -358,5 +381,8 @@ def node_command(home: Path, log_format: str | None, log_level: str | None) -> N
         asyncio.run(Node(config).run())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot start the node: {exc}") from None
+    except (ShardnetError, OSError) as exc:
+        # Genesis, key, store (locked, another genesis) and p2p start-up failures:
+        # one line naming the reason, no traceback (node.start_failed is logged too).
+        reason = getattr(exc, "reason", type(exc).__name__)
+        raise click.ClickException(f"cannot start the node: {reason}: {exc}") from None

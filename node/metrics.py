@@ -82,13 +82,13 @@ class P2PCollector:
 
     def collect(self) -> Iterator[Metric]:
         stats = self._snapshot()
+        family = CounterMetricFamily("shardnet_p2p_stream_messages",
+                                     "Stream messages by direction and channel",
+                                     labels=["direction", "channel"])
         for direction, key in (("out", "msgs_sent"), ("in", "msgs_received")):
-            family = CounterMetricFamily("shardnet_p2p_stream_messages",
-                                         "Stream messages by direction and channel",
-                                         labels=["direction", "channel"])
             for channel, count in stats[key].items():
                 family.add_metric([direction, str(channel)], count)
-            yield family
+        yield family
         drops = CounterMetricFamily("shardnet_p2p_dropped", "P2P frames and messages dropped",
                                     labels=["reason"])
         for reason, count in stats["drops"].items():

@@ -208,6 +208,13 @@ class P2PHost:
         self._running = True
         self._log.info("p2p.started", listen=self.listen_addrs, peers=len(self._known))
 
+    async def wait_ended(self) -> None:
+        """Return when the p2p thread has ended (after ``stop``, or a crash)."""
+        finished = self._finished
+        if finished is None:
+            raise RuntimeError("P2PHost not started")
+        await asyncio.shield(finished)
+
     async def stop(self) -> None:
         """Close every stream and connection and end the p2p thread. Idempotent."""
         self._running = False

@@ -34,6 +34,7 @@ from sharding.tx import SignedTx, tx_hash
 REJECTED_REMEMBERED_MAX = 100_000
 TPS_WINDOW_MS = 10_000
 FORWARD_INTERVAL_S = 0.02
+TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
 SUBSCRIBER_QUEUE_MAX = 256
 
 
@@ -69,7 +70,7 @@ class NodeService:
         self._peers_connected = peers_connected
         self.driver: ConsensusDriver | None = None
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
-        self._to_forward: list[bytes] = []
+        self._to_forward: list[tuple[bytes, bytes]] = []  # (raw, tx hash)
         self._forward_task: asyncio.Task[None] | None = None
         self._committed_window: deque[tuple[int, int]] = deque()
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
@@ -96,7 +97,7 @@ class NodeService:
                 else:
                     results.append(SubmitResult(digest, True))
                     accepted_hashes.append(digest.hex())
-                    self._to_forward.append(raw)
+                    self._to_forward.append((raw, digest))
                     self.metrics.txs_received.labels(result="accepted").inc()
                     continue
             if error is None:  # unreachable: _admit_batch returns a tx or an error
@@ -168,10 +169,21 @@ class NodeService:
 
     async def _flush_forward(self) -> None:
         await asyncio.sleep(FORWARD_INTERVAL_S)  # batching window, not synchronisation
+        # A batch must pass the receiver's size check (the API's body limit) and fit a
+        # p2p frame: bounded by bytes as well as by count.
+        bytes_max = min(self.config.api.body_bytes_max, self.config.p2p.frame_bytes_max) // 2
         while self._to_forward:
-            batch = self._to_forward[:TX_BATCH_TXS_MAX]
-            del self._to_forward[:TX_BATCH_TXS_MAX]
-            self._forward(encode_tx_batch(batch))
+            size = count = 0
+            for raw, _ in self._to_forward[:TX_BATCH_TXS_MAX]:
+                if count and size + len(raw) > bytes_max:
+                    break
+                size += len(raw) + TX_BATCH_ITEM_OVERHEAD_BYTES
+                count += 1
+            batch = self._to_forward[:count]
+            del self._to_forward[:count]
+            self._forward(encode_tx_batch([raw for raw, _ in batch]))
+            self.log.info("tx.forwarded", txs=[digest.hex() for _, digest in batch],
+                          count=count)
 
     def on_rejected(self, rejected: list[Rejected]) -> None:
         hashes = [tx_hash(r.tx) for r in rejected]

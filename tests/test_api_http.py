@@ -149,3 +149,16 @@ async def test_receipts_range_is_validated(client: TestClient[Any, Any]) -> None
     assert (await client.get("/v1/receipts?dst=x")).status == 400
     answer = await client.get("/v1/receipts?dst=1&from=2&to=3")
     assert [r["seq"] for r in (await answer.json())["receipts"]] == [2, 3]
+
+
+async def test_every_request_is_counted_by_route_template_and_final_status() -> None:
+    counted: list[tuple[str, int]] = []
+    app = build_app(RecordingService(), body_bytes_max=1024, batch_txs_max=3,
+                    count_request=lambda route, status: counted.append((route, status)))
+    async with TestClient(TestServer(app)) as test_client:
+        assert (await test_client.post("/v1/txs", json={"tx": "01ab"})).status == 202
+        assert (await test_client.post("/v1/txs", data=b"{")).status == 400
+        assert (await test_client.get("/v1/txs/zz")).status == 400
+        assert (await test_client.get("/nowhere")).status == 404
+    assert counted == [("/v1/txs", 202), ("/v1/txs", 400), ("/v1/txs/{tx_hash}", 400),
+                       ("unmatched", 404)]

@@ -101,6 +101,7 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
                    30, "the commit in every replica's log")
         names = traced()
         assert any(event == "tx.received" for _, event in names)
+        assert any(event == "tx.forwarded" for _, event in names)
         assert any(event == "block.proposed" for _, event in names)
         # A cross-shard transfer: debited now, its receipt in flight; the audit counts it.
         far = next(i for i in range(1, 100) if json.loads(shardnet(
