@@ -56,7 +56,8 @@ class NodeMetrics:
                                         "Inbound cross-shard receipts applied", registry=r)
         self.receipts_emitted = Counter("shardnet_receipts_emitted_total",
                                         "Outgoing cross-shard receipts emitted", registry=r)
-        self.sync_blocks = Counter("shardnet_sync_blocks_total", "Blocks applied by block sync",
+        self.sync_blocks = Counter("shardnet_sync_blocks_total",
+                                   "Blocks received by block sync (before certificate checks)",
                                    registry=r)
         self.executor_workers = Gauge("shardnet_executor_workers",
                                       "Workers used for the last block", registry=r)
