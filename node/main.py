@@ -207,8 +207,9 @@ class Node:
         await web.TCPSite(self.runner, config.api.host, config.api.port).start()
         self.metrics.view.set(replica.view)
         self.metrics.is_primary.set(int(replica.primary() == replica.me))
+        host, port = self.runner.addresses[0][:2]  # the bound port when config says 0
         self.log.info("node.started", height=ledger.height, view=replica.view,
-                      api=f"http://{config.api.host}:{config.api.port}",
+                      api=f"http://{host}:{port}",
                       p2p=p2p.listen_addrs, peer_id=p2p.peer_id, pid=os.getpid())
 
     # -- p2p glue --------------------------------------------------------------------

@@ -42,6 +42,10 @@ class NodeMetrics:
         self.mempool_bytes = Gauge("shardnet_mempool_bytes", "Bytes in the mempool", registry=r)
         self.txs_received = Counter("shardnet_api_txs_total", "Transactions submitted to the API",
                                     ["result"], registry=r)
+        self.peer_txs = Counter("shardnet_peer_txs_total",
+                                "Transactions forwarded by shard peers, by mempool result "
+                                "(accepted, or the mempool's refusal reason)",
+                                ["result"], registry=r)
         self.api_requests = Counter("shardnet_api_requests_total", "HTTP requests",
                                     ["route", "status"], registry=r)
         self.messages_dropped = Counter("shardnet_messages_dropped_total",

@@ -137,8 +137,12 @@ class NodeService:
                 self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
                                            now, tx))
                 added += 1
-            except MempoolError:
+            except MempoolError as exc:
+                # Mostly expected (a copy of what a block already committed): counted, not
+                # logged per transaction.
+                self.metrics.peer_txs.labels(result=exc.reason).inc()
                 continue
+            self.metrics.peer_txs.labels(result="accepted").inc()
         if added:
             self._mempool_changed()
 

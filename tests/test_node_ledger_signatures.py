@@ -126,3 +126,32 @@ def test_a_copy_with_other_signature_bytes_is_verified(verify_calls: list[bytes]
         ledger.admit(encode(forge(tx)))
     assert caught.value.reason == "bad_signature"
     assert verify_calls == [tx_hash(tx), tx_hash(forge(tx))]
+
+
+def test_forwarded_copies_are_counted_by_mempool_result() -> None:
+    """A peer's batch: new transactions are accepted, a copy of one already pending is a
+    duplicate, one whose nonce is already used is refused; every one is counted."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+    from typing import Any
+
+    from node.mempool import Mempool
+    from node.metrics import NodeMetrics
+    from node.service import NodeService
+
+    ledger = Ledger(get_genesis(), 0)
+    mempool = Mempool(txs_max=100, bytes_max=1 << 20, nonce_window=10, sender_txs_max=10,
+                      committed_nonce=lambda sender: 1 if sender == KEYS[3].public_key else 0)
+    metrics = NodeMetrics()
+    first, second, used = transfers(3)  # the third sender's nonce 0 is "already used"
+    with ThreadPoolExecutor(1) as pool:
+        service: Any = SimpleNamespace(_admission_pool=pool, ledger=ledger, mempool=mempool,
+                                       metrics=metrics, _mempool_changed=lambda: None)
+        batch = [encode(first), encode(second), encode(first), encode(used)]
+        asyncio.run(NodeService._admit_forwarded(service, batch))
+    text = metrics.render().decode()
+    assert 'shardnet_peer_txs_total{result="accepted"} 2.0' in text
+    assert 'shardnet_peer_txs_total{result="duplicate"} 1.0' in text
+    assert 'shardnet_peer_txs_total{result="wrong_nonce"} 1.0' in text
+    assert len(mempool) == 2
