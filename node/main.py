@@ -37,7 +37,7 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics, P2PCollector
 from node.p2p import P2PHost
 from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_public_key
-from node.service import NodeService
+from node.service import NodeService, check_announcement
 from node.store import Store
 from node.wire import (
     CHANNEL_CONSENSUS,
@@ -195,7 +195,8 @@ class Node:
         service.driver = driver
         p2p.on_message(self._on_p2p_message)
         p2p.set_request_handler(self._serve_request)
-        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement)
+        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
+                      validator=self._valid_announcement)
         await p2p.start()
         requests = self.metrics.api_requests
         app = build_app(service, body_bytes_max=config.api.body_bytes_max,
@@ -291,6 +292,11 @@ class Node:
         if self.p2p is not None and committed.block.header.proposer == self.config.node.index:
             with contextlib.suppress(ShardnetError, ValueError):
                 self.p2p.publish(TOPIC_BLOCKS, self.service.announcement(committed, certificate))
+
+    def _valid_announcement(self, origin: str, data: bytes) -> bool:
+        """The gossip validator (runs in the p2p thread): what fails is neither
+        delivered nor relayed, and counts as ``gossip_invalid`` in the p2p drops."""
+        return not check_announcement(self.genesis, data)[0]
 
     def _on_block_announcement(self, origin: str, data: bytes) -> None:
         """Other shards' certified tips (the cross-shard relay will build on these)."""

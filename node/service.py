@@ -28,6 +28,7 @@ from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
 from sharding.accounts import shard_of
 from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
+from sharding.genesis import Genesis
 from sharding.receipts import Receipt
 from sharding.tx import SignedTx, tx_hash
 
@@ -50,6 +51,28 @@ def _admit_batch(ledger: Ledger, raws: list[bytes]) -> list[tuple[SignedTx | Non
             continue
         out.append((tx, tx_hash(tx), None))
     return out
+
+
+def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnouncement | None]:
+    """Verify a gossiped block announcement's header and certificate against genesis:
+    ("", the announcement) or (the reason, None). Pure: also the gossip validator,
+    run in the p2p thread so the mesh does not relay what fails."""
+    try:
+        note = decode(data, BlockAnnouncement, 256 * 1024)
+        header = decode(note.header, BlockHeader, 4096)
+        cert = decode(note.certificate, CommitCertificate, 64 * 1024)
+    except ShardnetError as exc:
+        return exc.reason, None
+    if not 0 <= note.shard < genesis.num_shards or header.shard != note.shard:
+        return "wrong_shard", None
+    if block_hash(header) != note.block_hash or header.height != note.height:
+        return "bad_header", None
+    validators = [v.public_key for v in genesis.validators[note.shard]]
+    # Verify 2f+1 of that shard's genesis validators committed this block.
+    if not verify_certificate(cert, genesis.chain_id, note.shard, note.height,
+                              note.block_hash, validators):
+        return "bad_certificate", None
+    return "", note
 
 
 class NodeService:
@@ -244,27 +267,12 @@ class NodeService:
                                         encode(certificate)))
 
     def on_announcement(self, data: bytes) -> str:
-        """A gossiped commit of another shard: verify header and certificate against
-        genesis, then record that shard's tip. Returns "" or the reason for dropping."""
-        try:
-            note = decode(data, BlockAnnouncement, 256 * 1024)
-            header = decode(note.header, BlockHeader, 4096)
-            cert = decode(note.certificate, CommitCertificate, 64 * 1024)
-        except ShardnetError as exc:
-            return exc.reason
-        genesis = self.ledger.genesis
-        if not 0 <= note.shard < genesis.num_shards or header.shard != note.shard:
-            return "wrong_shard"
-        if block_hash(header) != note.block_hash or header.height != note.height:
-            return "bad_header"
-        validators = [v.public_key for v in genesis.validators[note.shard]]
-        # Verify 2f+1 of that shard's genesis validators committed this block.
-        if not verify_certificate(cert, genesis.chain_id, note.shard, note.height,
-                                  note.block_hash, validators):
-            return "bad_certificate"
-        if note.height > self.shard_tips.get(note.shard, 0):
+        """A gossiped commit of another shard: verify it, then record that shard's tip.
+        Returns "" or the reason for dropping."""
+        reason, note = check_announcement(self.ledger.genesis, data)
+        if note is not None and note.height > self.shard_tips.get(note.shard, 0):
             self.shard_tips[note.shard] = note.height
-        return ""
+        return reason
 
     # -- API answers -------------------------------------------------------------------
 

@@ -81,3 +81,20 @@ def test_malformed_announcement_is_dropped(service: NodeService) -> None:
 
 def test_announcement_of_unknown_shard_is_dropped(service: NodeService) -> None:
     assert service.on_announcement(announcement(5, [0, 1, 2], shard=7)) == "wrong_shard"
+
+
+def test_the_gossip_validator_refuses_what_the_handler_would_drop(
+        service: NodeService) -> None:
+    """The node's gossip validator (run in the p2p thread, so the mesh does not relay
+    invalid announcements) agrees with the handler's checks."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from node.main import Node
+
+    node: Any = SimpleNamespace(genesis=service.ledger.genesis)
+    assert Node._valid_announcement(node, "peer", announcement(5, [0, 1, 3]))
+    for bad in (announcement(5, [0, 1]), announcement(5, [0, 1, 2], wrong_key=True),
+                announcement(5, [0, 1, 2], shard=7), b"\x93garbage"):
+        assert not Node._valid_announcement(node, "peer", bad)
+        assert service.on_announcement(bad) != ""
