@@ -43,7 +43,7 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from node.config import NodeConfig
-from node.ledger import Committed, Ledger, Proposal
+from sharding.ledger import Committed, Ledger, Proposal
 from node.ledger_store import compute_block_commit
 from node.mempool import Mempool
 from node.metrics import NodeMetrics

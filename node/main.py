@@ -30,7 +30,7 @@ from node.config import PRE_PREPARE_OVERHEAD_BYTES, ConfigError, NodeConfig, loa
 from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
 from node.executor_pool import make_executor
 from node.keys import load_node_key
-from node.ledger import Committed, Ledger
+from sharding.ledger import Committed, Ledger
 from node.ledger_store import open_state
 from node.logs import configure_logging
 from node.mempool import Mempool

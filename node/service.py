@@ -20,7 +20,7 @@ from consensus.errors import ShardnetError
 from node.api import SubmitResult
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, monotonic_ms
-from node.ledger import Committed, Ledger
+from sharding.ledger import Committed, Ledger
 from node.mempool import Mempool, MempoolError, PendingTx
 from node.metrics import NodeMetrics
 from node.store import StoreAPI

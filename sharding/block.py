@@ -6,10 +6,13 @@ inbound receipts (``inbound_root``: over the encoded receipts, proofs excluded),
 the outgoing receipts (``receipts_root``) and the state after the block
 (``state_root``). The commit certificate is stored next to the block, not in it.
 
-Inbound receipts carry evidence slots for the cross-shard relay (issue 6):
-``inbound_proofs[i]`` proves ``inbound[i]`` against a certified header listed in
-``source_headers``. The sequential executor does not look at them; the relay
-verifies them before a receipt is pooled and replicas re-verify before voting.
+Inbound receipts carry their evidence (docs/PROTOCOL.md section 5):
+``inbound_proofs[i]`` proves ``inbound[i]`` against the ``receipts_root`` of a
+certified source header listed in ``source_headers``. ``evidence_root`` in the
+header commits to both lists, so the block hash binds the evidence and a body
+cannot be padded or swapped after certification. The executors do not look at
+the evidence; ``sharding.crossshard.check_block_evidence`` does, on every replica
+before it votes and on every node before it applies a synced block.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Annotated
 import msgspec
 
 from consensus.codec import WireStruct, decode, encode
-from consensus.crypto import TAG_BLOCK_HEADER, tagged_hash
+from consensus.crypto import TAG_BLOCK_HEADER, TAG_EVIDENCE, tagged_hash
 from sharding.merkle import InclusionProof, compute_root
 from sharding.receipts import Receipt
 from sharding.tx import SignedTx
@@ -32,6 +35,8 @@ U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack caps ints at 2**64 - 1
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=HASH_BYTES, max_length=HASH_BYTES)]
 
 GENESIS_PREV_HASH = bytes(HASH_BYTES)
+CERTIFICATE_BYTES_MAX = 64 * 1024
+BLOCK_SOURCES_MAX = 4096
 
 
 class BlockHeader(WireStruct, frozen=True):
@@ -45,12 +50,13 @@ class BlockHeader(WireStruct, frozen=True):
     inbound_root: Hash32
     receipts_root: Hash32
     state_root: Hash32
+    evidence_root: Hash32  # compute_evidence_root(inbound_proofs, source_headers)
 
 
 class ReceiptProof(WireStruct, frozen=True):
     """Evidence that an inbound receipt was emitted by a committed source block."""
 
-    source: int  # index into Block.source_headers
+    source: Annotated[int, msgspec.Meta(ge=0, le=BLOCK_SOURCES_MAX)]  # into source_headers
     inclusion: InclusionProof
 
 
@@ -58,15 +64,15 @@ class SourceHeader(WireStruct, frozen=True):
     """A source shard's header with its commit certificate (encoded by the consensus layer)."""
 
     header: BlockHeader
-    certificate: bytes
+    certificate: Annotated[bytes, msgspec.Meta(max_length=CERTIFICATE_BYTES_MAX)]
 
 
 class Block(WireStruct, frozen=True):
     header: BlockHeader
     txs: list[SignedTx]
     inbound: list[Receipt]  # by source shard, then seq
-    inbound_proofs: list[ReceiptProof] = []  # empty or one per inbound receipt
-    source_headers: list[SourceHeader] = []
+    inbound_proofs: list[ReceiptProof] = []  # one per inbound receipt
+    source_headers: list[SourceHeader] = []  # each used by at least one proof
 
 
 def block_hash(block_or_header: Block | BlockHeader) -> bytes:
@@ -80,6 +86,16 @@ def compute_tx_root(txs: Sequence[SignedTx]) -> bytes:
 
 def compute_inbound_root(inbound: Sequence[Receipt]) -> bytes:
     return compute_root([encode(receipt) for receipt in inbound])
+
+
+def compute_evidence_root(
+    proofs: Sequence[ReceiptProof], sources: Sequence[SourceHeader]
+) -> bytes:
+    """What the header commits to of the inbound evidence: one hash over both lists."""
+    return tagged_hash(TAG_EVIDENCE, encode(list(proofs)), encode(list(sources)))
+
+
+EMPTY_EVIDENCE_ROOT = compute_evidence_root([], [])
 
 
 def encode_block(block: Block) -> bytes:

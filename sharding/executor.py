@@ -27,6 +27,7 @@ from consensus.codec import WireStruct
 from consensus.errors import ShardnetError
 from sharding.accounts import shard_of
 from sharding.block import (
+    EMPTY_EVIDENCE_ROOT,
     Block,
     BlockHeader,
     compute_inbound_root,
@@ -36,8 +37,10 @@ from sharding.programs import CallContext, process_call, process_receipt
 from sharding.receipts import (
     CREDIT_KINDS,
     Receipt,
+    ReceiptOverflow,
     compute_receipts_root,
     is_well_formed_receipt,
+    process_received,
     process_stamp_receipts,
     receipt_hash,
 )
@@ -205,13 +208,19 @@ def process_inbound_receipt(
     """Apply one (already ordered) inbound receipt; return its outcome and the
     unstamped receipts it emits (a swap's output or refund)."""
     outbox: list[Receipt] = []
-    error = process_receipt(view, params, receipt, outbox)
+    try:
+        error = process_receipt(view, params, receipt, outbox)
+    except ReceiptOverflow as exc:
+        # Verify the receipt's credit fits the recipient's balance.
+        raise InvalidBlock(exc.detail, reason=exc.reason) from None
     return ReceiptOutcome(receipt_hash(receipt), not error, error), outbox
 
 
-def process_cursors(view: StateView, cursors: dict[int, int]) -> None:
+def process_cursors(view: StateView, cursors: dict[int, int], inbound: Sequence[Receipt]) -> None:
+    """Advance each channel's cursor once and count what the inbound receipts brought."""
     for src in sorted(cursors):
         put_u64(view, in_cursor_key(src), cursors[src])
+    process_received(view, inbound)
 
 
 # ---------------------------------------------------------------------------
@@ -263,7 +272,7 @@ def _execute(
         receipt_outcome, emitted = process_inbound_receipt(view, params, receipt)
         inbound_outcomes.append(receipt_outcome)
         outbox.extend(emitted)
-    process_cursors(view, cursors)
+    process_cursors(view, cursors, inbound)
     included: list[SignedTx] = []
     outcomes: list[TxOutcome] = []
     for index, tx in enumerate(txs):
@@ -367,6 +376,7 @@ def build_block(
         inbound_root=result.inbound_root,
         receipts_root=result.receipts_root,
         state_root=result.state_root,
+        evidence_root=EMPTY_EVIDENCE_ROOT,
     )
     return Block(header=header, txs=included, inbound=selected), result, rejected
 

@@ -8,6 +8,9 @@ a proof is an index plus the sibling path.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
 
 from consensus.codec import WireStruct
 from consensus.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, sha256, tagged_hash
@@ -17,9 +20,9 @@ MERKLE_PATH_MAX = 64
 
 
 class InclusionProof(WireStruct, frozen=True):
-    index: int
-    tree_size: int
-    path: list[bytes]
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    tree_size: Annotated[int, msgspec.Meta(ge=0)]
+    path: Annotated[list[bytes], msgspec.Meta(max_length=MERKLE_PATH_MAX)]
 
 
 def compute_leaf_hash(data: bytes) -> bytes:
@@ -71,10 +74,18 @@ def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
 
 
 def compute_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf index {index} outside tree of {len(leaves)}")
+    return compute_proofs(leaves, [index])[0]
+
+
+def compute_proofs(leaves: Sequence[bytes], indices: Sequence[int]) -> list[InclusionProof]:
+    """Inclusion proofs of several leaves of one tree (the leaves hashed once)."""
     hashes = [compute_leaf_hash(leaf) for leaf in leaves]
-    return InclusionProof(index=index, tree_size=len(leaves), path=_path(hashes, index))
+    proofs = []
+    for index in indices:
+        if not 0 <= index < len(leaves):
+            raise IndexError(f"leaf index {index} outside tree of {len(leaves)}")
+        proofs.append(InclusionProof(index=index, tree_size=len(leaves), path=_path(hashes, index)))
+    return proofs
 
 
 def is_valid_proof(leaf: bytes, proof: InclusionProof, root: bytes) -> bool:

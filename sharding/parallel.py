@@ -51,7 +51,13 @@ from typing import Protocol
 import msgspec
 
 from consensus.errors import ShardnetError
-from sharding.block import Block, BlockHeader, compute_inbound_root, compute_tx_root
+from sharding.block import (
+    EMPTY_EVIDENCE_ROOT,
+    Block,
+    BlockHeader,
+    compute_inbound_root,
+    compute_tx_root,
+)
 from sharding.executor import (
     BLOCK_RECEIPTS_MAX,
     BLOCK_TXS_MAX,
@@ -487,7 +493,7 @@ def _begin(state: State, inbound: Sequence[Receipt]) -> _Body:
         outcome, emitted = process_inbound_receipt(view, params, receipt)
         body.inbound_outcomes.append(outcome)
         body.outbox.extend(emitted)
-    process_cursors(view, cursors)
+    process_cursors(view, cursors, inbound)
     return body
 
 
@@ -858,6 +864,7 @@ class ParallelExecutor:
             shard=params.shard, height=height, view=view, prev_hash=prev_hash, time_ms=time_ms,
             proposer=proposer, tx_root=result.tx_root, inbound_root=result.inbound_root,
             receipts_root=result.receipts_root, state_root=result.state_root,
+            evidence_root=EMPTY_EVIDENCE_ROOT,
         )
         self._report(compute_stats("propose", height, len(body.included), "parallel", used,
                                    plan, body.reexecutions))

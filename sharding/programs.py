@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 import msgspec
 
 from consensus.codec import U64_MAX
-from consensus.errors import check
 from sharding.accounts import shard_of
-from sharding.receipts import CREDIT, CREDIT_KINDS, SWAP, SWAP_OUTPUT, Receipt, get_refund
+from sharding.receipts import (
+    CREDIT,
+    CREDIT_KINDS,
+    SWAP,
+    SWAP_OUTPUT,
+    Receipt,
+    ReceiptOverflow,
+    get_refund,
+)
 from sharding.records import (
     CallFailed,
     Pool,
@@ -260,12 +267,15 @@ def process_call(view: StateView, ctx: CallContext, call: Call) -> None:
 
 
 def process_receipt_credit(view: StateView, params: ShardParams, receipt: Receipt) -> None:
-    """CREDIT, SWAP_OUTPUT, REFUND: credit the recipient. Cannot fail: genesis bounds
-    every asset's supply by u64, so no balance can overflow."""
+    """CREDIT, SWAP_OUTPUT, REFUND: credit the recipient. Genesis bounds every asset's
+    supply by u64, so an honest receipt never overflows a balance: one that does was
+    fabricated, and the block carrying it is invalid (``ReceiptOverflow``)."""
     try:
         process_credit(view, receipt.recipient, receipt.asset, receipt.amount)
     except CallFailed as exc:
-        check(False, f"receipt credit failed: {exc.reason}")
+        raise ReceiptOverflow(
+            f"{receipt.src_shard}->{receipt.dst_shard} seq {receipt.seq}: {exc.reason}"
+        ) from None
 
 
 def process_receipt_swap(

@@ -25,9 +25,17 @@ import msgspec
 
 from consensus.codec import U64_MAX, WireStruct, encode
 from consensus.crypto import TAG_RECEIPT, tagged_hash
+from consensus.errors import ShardnetError
 from sharding.accounts import ADDRESS_BYTES
 from sharding.merkle import compute_root
-from sharding.records import get_out_seq, out_seq_key, put_u64
+from sharding.records import (
+    get_out_seq,
+    out_seq_key,
+    process_u128_add,
+    put_u64,
+    received_key,
+    sent_key,
+)
 from sharding.state import StateView
 
 CREDIT = 0
@@ -45,6 +53,12 @@ ShardId = Annotated[int, msgspec.Meta(ge=0, le=SHARD_MAX)]
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Address = Annotated[bytes, msgspec.Meta(min_length=ADDRESS_BYTES, max_length=ADDRESS_BYTES)]
 OptionalAddress = Annotated[bytes, msgspec.Meta(max_length=ADDRESS_BYTES)]
+
+
+class ReceiptOverflow(ShardnetError):
+    """Applying a receipt would push a balance past u64: only a fabricated receipt can."""
+
+    reason = "credit_overflow"
 
 
 class Receipt(WireStruct, frozen=True):
@@ -66,9 +80,19 @@ def receipt_hash(receipt: Receipt) -> bytes:
     return tagged_hash(TAG_RECEIPT, encode(receipt))
 
 
+def get_receipt_order(receipt: Receipt) -> tuple[int, int]:
+    """Leaf order of ``receipts_root``: by destination shard, then sequence, so each
+    destination's receipts are one run of leaves."""
+    return receipt.dst_shard, receipt.seq
+
+
+def compute_receipt_leaves(receipts: Sequence[Receipt]) -> list[bytes]:
+    return [encode(receipt) for receipt in sorted(receipts, key=get_receipt_order)]
+
+
 def compute_receipts_root(receipts: Sequence[Receipt]) -> bytes:
-    """Merkle root over the encoded receipts, in block order (RFC 6962)."""
-    return compute_root([encode(receipt) for receipt in receipts])
+    """Merkle root over a block's encoded outgoing receipts in ``get_receipt_order``."""
+    return compute_root(compute_receipt_leaves(receipts))
 
 
 def is_well_formed_receipt(receipt: Receipt) -> bool:
@@ -86,18 +110,34 @@ def is_well_formed_receipt(receipt: Receipt) -> bool:
 
 
 def process_stamp_receipts(view: StateView, unstamped: Sequence[Receipt]) -> list[Receipt]:
-    """Number the block's outgoing receipts per channel, in emission order, and
-    advance ``out_seq`` in the state."""
+    """Number the block's outgoing receipts per channel, in emission order, advance
+    ``out_seq`` and add their amounts to the channel's cumulative ``sent``."""
     next_seq: dict[int, int] = {}
+    amounts: dict[tuple[int, int], int] = {}
     stamped: list[Receipt] = []
     for receipt in unstamped:
         dst = receipt.dst_shard
         seq = next_seq.get(dst, get_out_seq(view, dst)) + 1
         next_seq[dst] = seq
         stamped.append(msgspec.structs.replace(receipt, seq=seq))
+        channel = (dst, receipt.asset)
+        amounts[channel] = amounts.get(channel, 0) + receipt.amount
     for dst in sorted(next_seq):
         put_u64(view, out_seq_key(dst), next_seq[dst])
+    for dst, asset in sorted(amounts):
+        process_u128_add(view, sent_key(dst, asset), amounts[(dst, asset)])
     return stamped
+
+
+def process_received(view: StateView, inbound: Sequence[Receipt]) -> None:
+    """Add the applied inbound receipts' amounts to each channel's cumulative
+    ``received``: with ``sent`` on the source, what is in flight is the difference."""
+    amounts: dict[tuple[int, int], int] = {}
+    for receipt in inbound:
+        channel = (receipt.src_shard, receipt.asset)
+        amounts[channel] = amounts.get(channel, 0) + receipt.amount
+    for src, asset in sorted(amounts):
+        process_u128_add(view, received_key(src, asset), amounts[(src, asset)])
 
 
 def get_refund(receipt: Receipt, src_shard: int, error: str) -> Receipt:

@@ -9,6 +9,8 @@ Keys (one-byte prefix, then fixed-width fields):
 | ``l`` pool(32) owner(32)     | LP shares, u64 big-endian              |
 | ``o`` dst shard (u32)        | ``out_seq[dst]``: last seq emitted     |
 | ``i`` src shard (u32)        | ``in_cursor[src]``: last seq applied   |
+| ``s`` dst (u32) asset (u32)  | amount sent to dst, cumulative (u128)  |
+| ``r`` src (u32) asset (u32)  | amount received from src, cum. (u128)  |
 | ``m`` name                   | shard parameters (chain id, shard, S)  |
 
 An account's nonce and all its balances share one key, so a call's reads and
@@ -30,6 +32,9 @@ KEY_LP = b"l"
 KEY_OUT_SEQ = b"o"
 KEY_IN_CURSOR = b"i"
 KEY_META = b"m"
+KEY_SENT = b"s"
+KEY_RECEIVED = b"r"
+U128_MAX = 2**128 - 1
 
 META_CHAIN_ID = KEY_META + b"chain_id"
 META_SHARD = KEY_META + b"shard"
@@ -96,6 +101,14 @@ def in_cursor_key(src_shard: int) -> bytes:
     return KEY_IN_CURSOR + src_shard.to_bytes(4, "big")
 
 
+def sent_key(dst_shard: int, asset: int) -> bytes:
+    return KEY_SENT + dst_shard.to_bytes(4, "big") + asset.to_bytes(4, "big")
+
+
+def received_key(src_shard: int, asset: int) -> bytes:
+    return KEY_RECEIVED + src_shard.to_bytes(4, "big") + asset.to_bytes(4, "big")
+
+
 # -- integers
 
 
@@ -114,6 +127,18 @@ def put_u64(view: StateView, key: bytes, value: int) -> None:
         view.delete(key)
     else:
         view.set(key, encode_u64(value))
+
+
+def get_u128(view: StateReader, key: bytes) -> int:
+    raw = view.get(key)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def process_u128_add(view: StateView, key: bytes, amount: int) -> None:
+    total = get_u128(view, key) + amount
+    check(0 <= total <= U128_MAX, f"u128 out of range for {key.hex()}")
+    if total:
+        view.set(key, total.to_bytes(16, "big"))
 
 
 # -- shard parameters
@@ -231,3 +256,13 @@ def get_out_seq(view: StateReader, dst_shard: int) -> int:
 
 def get_in_cursor(view: StateReader, src_shard: int) -> int:
     return get_u64(view, in_cursor_key(src_shard))
+
+
+def get_sent(view: StateReader, dst_shard: int, asset: int) -> int:
+    """Amount of ``asset`` this shard has ever sent to ``dst_shard`` in receipts."""
+    return get_u128(view, sent_key(dst_shard, asset))
+
+
+def get_received(view: StateReader, src_shard: int, asset: int) -> int:
+    """Amount of ``asset`` this shard has ever applied from ``src_shard``'s receipts."""
+    return get_u128(view, received_key(src_shard, asset))

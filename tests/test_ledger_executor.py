@@ -408,6 +408,7 @@ def test_block_header_fields_are_the_protocol_ones() -> None:
         "inbound_root",
         "receipts_root",
         "state_root",
+        "evidence_root",
     )
 
 

@@ -16,7 +16,7 @@ from consensus.certificate import (
 )
 from consensus.codec import encode
 from node.config import parse_config
-from node.ledger import Ledger
+from sharding.ledger import Ledger
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.service import NodeService
@@ -47,7 +47,7 @@ def service(tmp_path: Path) -> NodeService:
 
 def announcement(height: int, signers: list[int], *, shard: int = 1,
                  wrong_key: bool = False) -> bytes:
-    header = BlockHeader(shard, height, 0, GENESIS_PREV_HASH, 0, 0, *(b"\x00" * 32,) * 4)
+    header = BlockHeader(shard, height, 0, GENESIS_PREV_HASH, 0, 0, *(b"\x00" * 32,) * 5)
     digest = block_hash(header)
     vote = vote_digest(CHAIN, shard, 0, height, digest, PHASE_COMMIT)
     signatures = tuple(

@@ -389,7 +389,7 @@ def test_worker_count_defaults_to_available_cores() -> None:
 
 
 def test_ledger_runs_blocks_through_an_injected_executor() -> None:
-    from node.ledger import Ledger
+    from sharding.ledger import Ledger
     from sharding.parallel import ExecutionStats
 
     seen: list[ExecutionStats] = []

@@ -1,10 +1,13 @@
-"""The ledger as the node drives it: committed state, speculative execution, commits.
+"""The ledger as a replica drives it: committed state, speculative execution, commits.
 
-Consensus hands the node opaque block bytes; this module decodes them, checks
-what the ledger decides (hash, height, parent, roots), and keeps each block's
-execution result until the block commits, so a replica executes a block once.
+Consensus hands the replica opaque block bytes; this module decodes them, checks
+what the ledger decides (hash, height, parent, inbound evidence, roots), and keeps
+each block's execution result until the block commits, so a replica executes a
+block once. It also keeps the audit's running totals (per-asset balances and pool
+reserves at the committed height), updated from each commit's write set.
 All methods are synchronous and CPU-bound: the node runs them on its ledger
-worker thread, one at a time, never on the event loop.
+worker thread, one at a time, never on the event loop; the multi-shard simulator
+calls them directly.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.codec import encode
+from consensus.certificate import Verifier
+from consensus.codec import decode, encode
+from consensus.crypto import verify_signature
 from consensus.errors import DecodeError, ShardnetError, check
 from sharding.audit import compute_state_totals
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash, decode_block
+from sharding.crossshard import (
+    ProvenReceipt,
+    Validators,
+    VerifiedSources,
+    attach_evidence,
+    check_block_evidence,
+)
 from sharding.executor import (
     BlockResult,
     InvalidBlock,
@@ -29,8 +41,19 @@ from sharding.executor import (
 )
 from sharding.genesis import Genesis, genesis_state
 from sharding.parallel import ParallelExecutor
-from sharding.receipts import Receipt
-from sharding.records import get_account, get_in_cursor, get_nonce, get_out_seq
+from sharding.records import (
+    KEY_ACCOUNT,
+    KEY_POOL,
+    RECORD_BYTES_MAX,
+    Account,
+    Pool,
+    get_account,
+    get_in_cursor,
+    get_nonce,
+    get_out_seq,
+    get_received,
+    get_sent,
+)
 from sharding.state import State
 from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
 
@@ -84,6 +107,7 @@ class Proposal:
     block_hash: bytes
     result: BlockResult
     rejected: list[Rejected]
+    inbound_refused: str = ""  # why the offered inbound receipts were left out, if they were
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +122,8 @@ class Ledger:
     def __init__(self, genesis: Genesis, shard: int, state: State | None = None,
                  height: int = 0, tip_hash: bytes = GENESIS_PREV_HASH,
                  block_bytes_max: int = 8 * 1024 * 1024,
-                 executor: ParallelExecutor | None = None) -> None:
+                 executor: ParallelExecutor | None = None,
+                 verify: Verifier = verify_signature) -> None:
         self.genesis = genesis
         self.shard = shard
         self.state = state if state is not None else genesis_state(genesis, shard)
@@ -107,6 +132,14 @@ class Ledger:
         self.block_bytes_max = block_bytes_max
         self._speculative: dict[bytes, tuple[int, Block, BlockResult]] = {}
         self.verified = VerifiedTxs()
+        self.validators = Validators(
+            genesis.chain_id,
+            [[v.public_key for v in shard_validators] for shard_validators in genesis.validators],
+            verify,
+        )
+        self.verified_sources = VerifiedSources()
+        # The audit's running totals at the committed height (one pass now, then deltas).
+        self.balances, self.reserves = compute_state_totals(self.state)
         # The parallel executor (issue 7) gives the spec's results; None runs the spec.
         self._build_block = build_block if executor is None else executor.build_block
         self._apply_block = apply_block if executor is None else executor.apply_block
@@ -148,38 +181,83 @@ class Ledger:
             "balances": {self.genesis.asset_name(b.asset): b.amount for b in account.balances},
         }
 
+    def in_cursor(self, src_shard: int) -> int:
+        return get_in_cursor(self.state, src_shard)
+
     def audit_totals(self) -> dict[str, Any]:
-        """This shard's part of the audit (PROTOCOL.md section 6), at the committed tip.
+        """This shard's part of the audit (PROTOCOL.md section 6) at the committed tip:
+        O(assets + channels), from the running totals and the channel counters.
         Run on the ledger thread: it must not interleave with a commit."""
-        balances, reserves = compute_state_totals(self.state)
-        shards = range(self.genesis.num_shards)
+        others = [s for s in range(self.genesis.num_shards) if s != self.shard]
+        assets = sorted(self.genesis.assets.values())
         return {
             "shard": self.shard, "height": self.height, "state_root": self.state.root.hex(),
-            "balances": {str(a): n for a, n in sorted(balances.items())},
-            "reserves": {str(a): n for a, n in sorted(reserves.items())},
-            "out_seq": {str(d): get_out_seq(self.state, d) for d in shards if d != self.shard},
-            "in_cursor": {str(s): get_in_cursor(self.state, s) for s in shards
-                          if s != self.shard},
+            "balances": {str(a): n for a, n in sorted(self.balances.items()) if n},
+            "reserves": {str(a): n for a, n in sorted(self.reserves.items()) if n},
+            "out_seq": {str(d): get_out_seq(self.state, d) for d in others},
+            "in_cursor": {str(s): get_in_cursor(self.state, s) for s in others},
+            "sent": {str(d): {str(a): get_sent(self.state, d, a) for a in assets}
+                     for d in others},
+            "received": {str(s): {str(a): get_received(self.state, s, a) for a in assets}
+                         for s in others},
         }
+
+    def _update_totals(self, writes: dict[bytes, bytes | None]) -> None:
+        """Apply a commit's write set to the running totals (before the state changes)."""
+        for key, value in writes.items():
+            prefix = key[:1]
+            if prefix == KEY_ACCOUNT:
+                for raw, sign in ((self.state.get(key), -1), (value, 1)):
+                    if raw is not None:
+                        for b in decode(raw, Account, RECORD_BYTES_MAX, canonical=False).balances:
+                            self.balances[b.asset] = self.balances.get(b.asset, 0) + sign * b.amount
+            elif prefix == KEY_POOL:
+                for raw, sign in ((self.state.get(key), -1), (value, 1)):
+                    if raw is not None:
+                        pool = decode(raw, Pool, RECORD_BYTES_MAX, canonical=False)
+                        for asset, amount in ((pool.asset_a, pool.reserve_a),
+                                              (pool.asset_b, pool.reserve_b)):
+                            self.reserves[asset] = self.reserves.get(asset, 0) + sign * amount
 
     # -- proposing ---------------------------------------------------------------
 
-    def propose(self, txs: list[SignedTx], inbound: list[Receipt], *, height: int, view: int,
-                time_ms: int, proposer: int, txs_max: int) -> Proposal:
+    def propose(self, txs: list[SignedTx], inbound: list[ProvenReceipt], *, height: int,
+                view: int, time_ms: int, proposer: int, txs_max: int) -> Proposal:
+        """Build the next block from mempool candidates and proven inbound receipts (the
+        pool's gap-free selection), with the receipts' evidence attached."""
         check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
         # Verify every candidate's signature (cached or now); forged ones never get in.
         forged = self._check_unverified(txs)
         candidates = [tx for tx in txs if id(tx) not in forged]
-        block, result, rejected = self._build_block(
-            self.state, candidates, inbound, height=height, view=view,
-            prev_hash=self.tip_hash, time_ms=time_ms, proposer=proposer, txs_max=txs_max,
-            verify_signatures=False,
-        )
+        refused = ""
+        try:
+            block, result, rejected = self._build(candidates, inbound, height, view, time_ms,
+                                                  proposer, txs_max)
+        except InvalidBlock as exc:
+            # Only a receipt the source shard should never have certified gets here (a
+            # credit past u64): propose without inbound receipts, say why.
+            if not inbound:
+                raise
+            refused = f"{exc.reason}: {exc.detail}"
+            block, result, rejected = self._build(candidates, [], height, view, time_ms,
+                                                  proposer, txs_max)
         rejected = [*rejected, *(Rejected(tx, "bad_signature") for tx in txs
                                  if id(tx) in forged)]
         digest = block_hash(block)
         self._remember(digest, height, block, result)
-        return Proposal(block, encode(block), digest, result, rejected)
+        return Proposal(block, encode(block), digest, result, rejected, refused)
+
+    def _build(self, txs: list[SignedTx], inbound: list[ProvenReceipt], height: int, view: int,
+               time_ms: int, proposer: int, txs_max: int
+               ) -> tuple[Block, BlockResult, list[Rejected]]:
+        block, result, rejected = self._build_block(
+            self.state, txs, [item.receipt for item in inbound], height=height, view=view,
+            prev_hash=self.tip_hash, time_ms=time_ms, proposer=proposer, txs_max=txs_max,
+            verify_signatures=False, receipts_max=max(len(inbound), 1),
+        )
+        if block.inbound:
+            block = attach_evidence(block, {item.channel_seq: item for item in inbound})
+        return block, result, rejected
 
     # -- validating a pre-prepare --------------------------------------------------
 
@@ -208,9 +286,13 @@ class Ledger:
         if self._check_unverified(list(block.txs)):
             return "invalid_tx: bad signature"
         try:
+            # Verify every inbound receipt is proven by a certified source block.
+            check_block_evidence(block, self.validators, self.verified_sources)
             result = self._apply_block(self.state, block, verify_signatures=False)
         except InvalidBlock as exc:
             return f"{exc.reason}: {exc.detail}"
+        except Exception as exc:  # an untrusted payload can only be invalid, never a crash
+            return f"execution_error: {type(exc).__name__}: {exc}"
         self._remember(digest, height, block, result)
         return ""
 
@@ -226,11 +308,13 @@ class Ledger:
             block = decode_block(payload, self.block_bytes_max)
             check(block_hash(block) == digest, "committed payload does not hash to its digest")
             try:
+                check_block_evidence(block, self.validators, self.verified_sources)
                 result = self._apply_block(self.state, block)
             except InvalidBlock as exc:
                 # A certified block that our ledger rejects: we diverge; halt loudly.
                 raise ShardnetError(f"certified block {height} invalid here: {exc.reason}",
                                     reason="divergence") from exc
+        self._update_totals(result.writes)
         commit_block_result(self.state, result)
         check(self.state.root == block.header.state_root, "state root after commit differs")
         self.height = height
