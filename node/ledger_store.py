@@ -12,7 +12,15 @@ from collections.abc import Mapping
 
 from consensus.codec import encode
 from consensus.crypto import sha256
-from node.store import BlockCommit, ReceiptRecord, Snapshot, StoreAPI, StoreError, TxRecord
+from node.store import (
+    BlockCommit,
+    InboundRecord,
+    ReceiptRecord,
+    Snapshot,
+    StoreAPI,
+    StoreError,
+    TxRecord,
+)
 from sharding.block import Block, BlockHeader, block_hash, decode_block, encode_block
 from sharding.executor import BlockResult
 from sharding.genesis import Genesis, genesis_state, genesis_to_json
@@ -44,7 +52,9 @@ def compute_block_commit(
         block=encode_block(block),
         certificate=certificate,
         state_writes=list(result.writes.items()),
-        receipts=[ReceiptRecord(r.dst_shard, r.seq, encode(r)) for r in result.receipts],
+        receipts=[ReceiptRecord(r.dst_shard, r.seq, encode(r), origin=r.origin)
+                  for r in result.receipts],
+        inbound=[InboundRecord(r.src_shard, r.seq, r.origin) for r in block.inbound],
         txs=[
             TxRecord(outcome.tx_hash, height, position, encode(outcome))
             for position, outcome in enumerate(result.outcomes)

@@ -30,7 +30,8 @@ import aiosqlite
 
 from consensus.errors import ShardnetError
 
-SCHEMA_VERSION = 1
+ORIGIN_RECORDS_MAX = 64  # receipts one transaction can cause, by origin, in one answer
+SCHEMA_VERSION = 2  # 2: receipts by height and origin, inbound receipts applied
 
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -110,6 +111,17 @@ class ReceiptRecord:
     seq: int
     receipt: bytes
     height: int = 0  # filled by the store on commit; ignored on input
+    origin: bytes = b""  # hash of the transaction that caused it
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """An inbound cross-shard receipt this shard applied, and where."""
+
+    src_shard: int
+    seq: int
+    origin: bytes
+    height: int = 0  # filled by the store on commit; ignored on input
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,7 @@ class BlockCommit:
     state_writes: Sequence[StateWrite] = ()
     receipts: Sequence[ReceiptRecord] = ()
     txs: Sequence[TxRecord] = ()
+    inbound: Sequence[InboundRecord] = ()
     metadata: Mapping[str, bytes] = field(default_factory=dict)
 
 
@@ -202,6 +215,12 @@ class StoreAPI(Protocol):
         """Receipts for ``dst_shard`` with ``first_seq <= seq <= last_seq``; bounded."""
         ...
 
+    async def get_block_receipts(self, height: int) -> list[ReceiptRecord]: ...
+
+    async def get_receipts_by_origin(self, origin: bytes) -> list[ReceiptRecord]: ...
+
+    async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]: ...
+
     async def get_state(self, key: bytes) -> bytes | None: ...
 
     async def state_page(self, after: bytes, limit: int) -> list[tuple[bytes, bytes]]: ...
@@ -221,6 +240,7 @@ def check_commit(commit: BlockCommit, latest: int | None, limits: StoreLimits) -
     check_limit("certificate bytes", len(commit.certificate), limits.certificate_bytes_max)
     check_limit("state writes", len(commit.state_writes), limits.state_writes_max)
     check_limit("receipts", len(commit.receipts), limits.receipts_max)
+    check_limit("inbound receipts", len(commit.inbound), limits.receipts_max)
     check_limit("txs", len(commit.txs), limits.txs_max)
     check_metadata(commit.metadata, limits)
     for tx in commit.txs:
@@ -259,8 +279,19 @@ CREATE TABLE receipts (
     seq INTEGER NOT NULL,
     height INTEGER NOT NULL,
     receipt BLOB NOT NULL,
+    origin BLOB NOT NULL,
     PRIMARY KEY (dst_shard, seq)
 ) WITHOUT ROWID;
+CREATE INDEX receipts_by_height ON receipts (height);
+CREATE INDEX receipts_by_origin ON receipts (origin);
+CREATE TABLE inbound (
+    src_shard INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    origin BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    PRIMARY KEY (src_shard, seq)
+) WITHOUT ROWID;
+CREATE INDEX inbound_by_origin ON inbound (origin);
 CREATE TABLE txs (
     hash BLOB PRIMARY KEY,
     height INTEGER NOT NULL,
@@ -428,10 +459,18 @@ class Store:
             self._latest_height = commit.height
 
     async def _write_receipts(self, commit: BlockCommit) -> None:
-        rows = [(r.dst_shard, r.seq, commit.height, r.receipt) for r in commit.receipts]
+        rows = [(r.dst_shard, r.seq, commit.height, r.receipt, r.origin)
+                for r in commit.receipts]
         for chunk in _chunks(rows, self.limits.sql_batch_rows):
             await self._conn().executemany(
-                "INSERT INTO receipts (dst_shard, seq, height, receipt) VALUES (?, ?, ?, ?)",
+                "INSERT INTO receipts (dst_shard, seq, height, receipt, origin) "
+                "VALUES (?, ?, ?, ?, ?)",
+                chunk,
+            )
+        inbound = [(r.src_shard, r.seq, r.origin, commit.height) for r in commit.inbound]
+        for chunk in _chunks(inbound, self.limits.sql_batch_rows):
+            await self._conn().executemany(
+                "INSERT INTO inbound (src_shard, seq, origin, height) VALUES (?, ?, ?, ?)",
                 chunk,
             )
 
@@ -569,11 +608,38 @@ class Store:
         limit = self.limits.range_receipts_max
         async with self._lock:
             rows = await self._fetchall(
-                "SELECT dst_shard, seq, receipt, height FROM receipts "
+                "SELECT dst_shard, seq, receipt, height, origin FROM receipts "
                 "WHERE dst_shard = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
                 (dst_shard, first_seq, last_seq, limit),
             )
-        return [ReceiptRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+        return [ReceiptRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), bytes(r[4]))
+                for r in rows]
+
+    async def get_block_receipts(self, height: int) -> list[ReceiptRecord]:
+        """Every outgoing receipt of the block at ``height`` (all destinations)."""
+        async with self._lock:
+            rows = await self._fetchall(
+                "SELECT dst_shard, seq, receipt, height, origin FROM receipts "
+                "WHERE height = ? ORDER BY dst_shard, seq", (height,))
+        return [ReceiptRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), bytes(r[4]))
+                for r in rows]
+
+    async def get_receipts_by_origin(self, origin: bytes) -> list[ReceiptRecord]:
+        async with self._lock:
+            rows = await self._fetchall(
+                "SELECT dst_shard, seq, receipt, height, origin FROM receipts "
+                "WHERE origin = ? ORDER BY dst_shard, seq LIMIT ?",
+                (origin, ORIGIN_RECORDS_MAX))
+        return [ReceiptRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), bytes(r[4]))
+                for r in rows]
+
+    async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]:
+        async with self._lock:
+            rows = await self._fetchall(
+                "SELECT src_shard, seq, origin, height FROM inbound "
+                "WHERE origin = ? ORDER BY src_shard, seq LIMIT ?",
+                (origin, ORIGIN_RECORDS_MAX))
+        return [InboundRecord(int(r[0]), int(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 
     async def get_state(self, key: bytes) -> bytes | None:
         async with self._lock:

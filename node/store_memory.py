@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 
 from node.store import (
     META_GENESIS_HASH,
+    ORIGIN_RECORDS_MAX,
     BlockCommit,
     DuplicateEntry,
     GenesisMismatch,
+    InboundRecord,
     NotInitialized,
     ReceiptRecord,
     Snapshot,
@@ -33,6 +35,7 @@ class MemoryStore:
         self.heights_by_hash: dict[bytes, int] = {}
         self.state: dict[bytes, bytes] = {}
         self.receipts: dict[tuple[int, int], ReceiptRecord] = {}
+        self.inbound: dict[tuple[int, int], InboundRecord] = {}
         self.txs: dict[bytes, TxRecord] = {}
         self.metadata: dict[str, bytes] = {}
         self.closed = False
@@ -89,7 +92,11 @@ class MemoryStore:
                 self.state[key] = value
         for r in commit.receipts:
             self.receipts[(r.dst_shard, r.seq)] = ReceiptRecord(
-                r.dst_shard, r.seq, r.receipt, commit.height
+                r.dst_shard, r.seq, r.receipt, commit.height, r.origin
+            )
+        for i in commit.inbound:
+            self.inbound[(i.src_shard, i.seq)] = InboundRecord(
+                i.src_shard, i.seq, i.origin, commit.height
             )
         for t in commit.txs:
             self.txs[t.tx_hash] = t
@@ -156,6 +163,21 @@ class MemoryStore:
             key=lambda r: r.seq,
         )
         return found[: self.limits.range_receipts_max]
+
+    async def get_block_receipts(self, height: int) -> list[ReceiptRecord]:
+        self._open()
+        return sorted((r for r in self.receipts.values() if r.height == height),
+                      key=lambda r: (r.dst_shard, r.seq))
+
+    async def get_receipts_by_origin(self, origin: bytes) -> list[ReceiptRecord]:
+        self._open()
+        return sorted((r for r in self.receipts.values() if r.origin == origin),
+                      key=lambda r: (r.dst_shard, r.seq))[:ORIGIN_RECORDS_MAX]
+
+    async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]:
+        self._open()
+        return sorted((r for r in self.inbound.values() if r.origin == origin),
+                      key=lambda r: (r.src_shard, r.seq))[:ORIGIN_RECORDS_MAX]
 
     async def get_state(self, key: bytes) -> bytes | None:
         self._open()

@@ -33,11 +33,6 @@ def compute_node_hash(left: bytes, right: bytes) -> bytes:
     return tagged_hash(TAG_MERKLE_NODE, left, right)
 
 
-def _split_point(n: int) -> int:
-    """Largest power of two strictly below n (n >= 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
 def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     # Bottom-up pairing gives the same tree as RFC 6962's recursive split:
     # an odd node at the end of a level is carried up unchanged.
@@ -64,27 +59,32 @@ def compute_root_of_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     return _root_of_hashes(leaf_hashes)
 
 
-def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    if len(hashes) <= 1:
-        return []
-    k = _split_point(len(hashes))
-    if index < k:
-        return [*_path(hashes[:k], index), _root_of_hashes(hashes[k:])]
-    return [*_path(hashes[k:], index - k), _root_of_hashes(hashes[:k])]
-
-
 def compute_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
     return compute_proofs(leaves, [index])[0]
 
 
 def compute_proofs(leaves: Sequence[bytes], indices: Sequence[int]) -> list[InclusionProof]:
-    """Inclusion proofs of several leaves of one tree (the leaves hashed once)."""
-    hashes = [compute_leaf_hash(leaf) for leaf in leaves]
+    """Inclusion proofs of several leaves of one tree: the tree's levels are built once
+    (bottom-up, an odd last node carried up), then each path is read off them."""
+    levels = [[compute_leaf_hash(leaf) for leaf in leaves]]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        paired = [compute_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        levels.append(paired)
     proofs = []
     for index in indices:
         if not 0 <= index < len(leaves):
             raise IndexError(f"leaf index {index} outside tree of {len(leaves)}")
-        proofs.append(InclusionProof(index=index, tree_size=len(leaves), path=_path(hashes, index)))
+        path = []
+        position = index
+        for level in levels[:-1]:
+            sibling = position ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            position >>= 1
+        proofs.append(InclusionProof(index=index, tree_size=len(leaves), path=path))
     return proofs
 
 
