@@ -51,7 +51,12 @@ def decode(data: bytes, type_: type[T], max_bytes: int, *, canonical: bool = Tru
     try:
         obj: T = _decoder(type_).decode(data)
     except (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise DecodeError(f"{type_.__name__}: {exc}") from None
+        raise DecodeError(f"{_name(type_)}: {exc}") from None
     if canonical and _encoder.encode(obj) != bytes(data):
-        raise DecodeError(f"{type_.__name__}: non-canonical encoding", reason="non_canonical")
+        raise DecodeError(f"{_name(type_)}: non-canonical encoding", reason="non_canonical")
     return obj
+
+
+def _name(type_: Any) -> str:
+    """A type's name for error details; a union (a tagged message family) has none."""
+    return getattr(type_, "__name__", None) or str(type_)

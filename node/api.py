@@ -19,6 +19,8 @@ from consensus.errors import ShardnetError
 
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
+SHARD_ID_MAX = 2**16 - 1
+SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ class NodeService(Protocol):
     def metrics_text(self) -> bytes: ...
     async def audit(self) -> dict[str, Any]: ...
     async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
-                       ) -> list[dict[str, Any]]: ...
+                       ) -> dict[str, Any]: ...
 
 
 def _error(status: int, reason: str, detail: str, headers: dict[str, str] | None = None
@@ -228,9 +230,10 @@ def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int,
             last = int(request.query.get("to", str(first + 999)))
         except (KeyError, ValueError):
             raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ") from None
-        if dst < 0 or first < 1 or last < first:
-            raise ApiError(400, "malformed", "need dst >= 0 and 1 <= from <= to")
-        return web.json_response({"receipts": await service.receipts(dst, first, last)})
+        if not 0 <= dst <= SHARD_ID_MAX or first < 1 or last < first or last > SEQ_MAX:
+            raise ApiError(400, "malformed",
+                           f"need 0 <= dst <= {SHARD_ID_MAX} and 1 <= from <= to <= {SEQ_MAX}")
+        return web.json_response(await service.receipts(dst, first, last))
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

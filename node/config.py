@@ -66,11 +66,22 @@ class MempoolSection(_Section):
 class ConsensusSection(_Section):
     block_interval_ms: Positive = 200
     block_txs_max: Positive = 2_000
+    block_inbound_max: Positive = 1_000  # inbound receipts per block, beside the txs
     block_bytes_max: Positive = 4 * 1024 * 1024
     checkpoint_interval: Positive = 16
     request_timeout_ms: Positive = 4_000
     view_change_timeout_ms: Positive = 4_000
     sync_batch_blocks_max: Positive = 64
+
+
+class RelaySection(_Section):
+    """The cross-shard relay (docs/PROTOCOL.md section 5, "Relay and finality")."""
+
+    poll_interval_ms: Positive = 500  # how often a node checks whether to pull receipts
+    idle_poll_ms: Positive = 3_000  # pull anyway after this long without a pull
+    request_timeout_ms: Positive = 3_000
+    bundle_receipts_max: Positive = 2_000  # receipts per pushed message
+    serve_receipts_max: Positive = 2_000  # receipts per pull answer
 
 
 class ExecutorSection(_Section):
@@ -88,6 +99,7 @@ class NodeConfig(_Section):
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     mempool: MempoolSection = msgspec.field(default_factory=MempoolSection)
     consensus: ConsensusSection = msgspec.field(default_factory=ConsensusSection)
+    relay: RelaySection = msgspec.field(default_factory=RelaySection)
     executor: ExecutorSection = msgspec.field(default_factory=ExecutorSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
     home: str = ""

@@ -43,7 +43,6 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from node.config import NodeConfig
-from sharding.ledger import Committed, Ledger, Proposal
 from node.ledger_store import compute_block_commit
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
@@ -54,6 +53,8 @@ from node.wire import (
     SyncResponse,
 )
 from sharding.executor import Rejected
+from sharding.inbound import InboundPool
+from sharding.ledger import Committed, Ledger, Proposal
 
 META_REPLICA = "replica"
 EVENT_QUEUE_MAX = 100_000
@@ -109,6 +110,7 @@ class ConsensusDriver:
         on_committed: Callable[[Committed, CommitCertificate], None],
         on_rejected: Callable[[list[Rejected]], None],
         ledger_pool: ThreadPoolExecutor,
+        inbound: InboundPool,
     ) -> None:
         self.config = config
         self.replica = replica
@@ -122,6 +124,7 @@ class ConsensusDriver:
         self._on_committed = on_committed
         self._on_rejected = on_rejected
         self._pool = ledger_pool
+        self.inbound = inbound
         self.drop = DropLog(log, metrics)
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._local: deque[Event] = deque()
@@ -179,17 +182,24 @@ class ConsensusDriver:
 
     def _next_wake_ms(self) -> int:
         wake = self._deadline_ms
-        if self._proposal_wanted is not None and len(self.mempool):
+        if self._proposal_wanted is not None and (len(self.mempool) or self._inbound_ready()):
             wake = min(wake, self._last_block_ms + self.config.consensus.block_interval_ms)
         return wake
 
+    def _inbound_ready(self) -> bool:
+        return self.inbound.ready(self.ledger.in_cursor)
+
     def _oldest_pending(self) -> int | None:
+        """The oldest work waiting: a runnable transaction or an applicable inbound
+        receipt (PROTOCOL.md section 4: both start a view change when left too long)."""
         # O(senders) with a state read each: recomputed at most every
         # PENDING_REFRESH_MS, far below the request timeout it feeds.
         now = monotonic_ms()
         if now - self._pending_checked_ms >= PENDING_REFRESH_MS:
             self._pending_checked_ms = now
-            self._pending_oldest = self.mempool.oldest_ready_arrival_ms()
+            waiting = [self.mempool.oldest_ready_arrival_ms(),
+                       self.inbound.oldest_ready_ms(self.ledger.in_cursor)]
+            self._pending_oldest = min((t for t in waiting if t is not None), default=None)
         return self._pending_oldest
 
     async def _step(self, event: Event) -> None:
@@ -279,13 +289,20 @@ class ConsensusDriver:
             return
         consensus = self.config.consensus
         interval_passed = monotonic_ms() - self._last_block_ms >= consensus.block_interval_ms
-        # Batch policy: a full block's worth pending, or the interval passed with work.
-        if len(self.mempool) == 0 or (
+        inbound_ready = self._inbound_ready()
+        # Batch policy: a full block's worth pending, or the interval passed with work
+        # (transactions, or inbound receipts that can be applied).
+        if (len(self.mempool) == 0 and not inbound_ready) or (
             len(self.mempool) < consensus.block_txs_max and not interval_passed
         ):
             return
         ready = self.mempool.ready(consensus.block_txs_max, consensus.block_bytes_max)
-        if not ready or (len(ready) < consensus.block_txs_max and not interval_passed):
+        if (not ready and not inbound_ready) or (
+            len(ready) < consensus.block_txs_max and not interval_passed
+        ):
+            return
+        inbound = self.inbound.select(self.ledger.in_cursor, consensus.block_inbound_max)
+        if not ready and not inbound:
             return
         height, view = wanted
         self._proposing = True
@@ -293,7 +310,7 @@ class ConsensusDriver:
             loop = asyncio.get_running_loop()
             proposal: Proposal = await loop.run_in_executor(
                 self._pool, lambda: self.ledger.propose(
-                    [item.tx for item in ready], [], height=height, view=view,
+                    [item.tx for item in ready], inbound, height=height, view=view,
                     time_ms=wall_ms(), proposer=self.replica.me,
                     txs_max=consensus.block_txs_max,
                 ))
@@ -301,8 +318,13 @@ class ConsensusDriver:
             self._proposing = False
         if proposal.rejected:
             self._on_rejected(proposal.rejected)
+        if proposal.inbound_refused:
+            self.metrics.receipts_refused.labels(src="?", reason="unapplicable").inc(len(inbound))
+            self.log.error("receipt.refused", reason="unapplicable",
+                           detail=proposal.inbound_refused[:200], height=height)
         self.log.info("block.proposed", height=height, view=view,
                       block=proposal.block_hash.hex(), txs_count=len(proposal.block.txs),
+                      inbound=len(proposal.block.inbound),
                       txs=[o.tx_hash.hex() for o in proposal.result.outcomes])
         self._proposal_wanted = None
         await self._step(ProposalReady(height, view, proposal.payload, proposal.block_hash))

@@ -29,21 +29,27 @@ from node.api import build_app
 from node.config import PRE_PREPARE_OVERHEAD_BYTES, ConfigError, NodeConfig, load_config
 from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
 from node.executor_pool import make_executor
+from node.finality import Finality
 from node.keys import load_node_key
-from sharding.ledger import Committed, Ledger
 from node.ledger_store import open_state
 from node.logs import configure_logging
 from node.mempool import Mempool
 from node.metrics import NodeMetrics, P2PCollector
 from node.p2p import P2PHost
 from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_public_key
+from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
 from node.store import Store
 from node.wire import (
     CHANNEL_CONSENSUS,
+    CHANNEL_RECEIPTS,
     CHANNEL_TXS,
-    SYNC_REQUEST_BYTES_MAX,
+    REQUEST_BYTES_MAX,
     TOPIC_BLOCKS,
+    ReceiptsRequest,
+    ReceiptsResponse,
+    ReceiptStatusRequest,
+    Request,
     SyncedBlockWire,
     SyncRequest,
     SyncResponse,
@@ -51,6 +57,8 @@ from node.wire import (
 )
 from sharding.block import block_hash
 from sharding.genesis import Genesis, load_genesis
+from sharding.inbound import InboundPool
+from sharding.ledger import Committed, Ledger
 from sharding.parallel import ExecutionStats
 
 DB_FILE = "shard.sqlite"
@@ -90,10 +98,14 @@ class Node:
         self.runner: web.AppRunner | None = None
         self.driver: ConsensusDriver | None = None
         self.service: NodeService | None = None
-        self._peer_index: dict[str, int] = {}
+        self.relay: ReceiptRelay | None = None
+        self._peer_index: dict[str, int] = {}  # validators of our shard
         self._index_peer: dict[int, str] = {}
+        self._validator_peer: dict[tuple[int, int], str] = {}  # (shard, index) -> peer id
         self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._admission_pool = ThreadPoolExecutor(1, thread_name_prefix="admission")
+        # Bundles are verified (certificates, proofs) and built off the event loop.
+        self._relay_pool = ThreadPoolExecutor(1, thread_name_prefix="relay")
         # Block execution's worker processes live as long as the node (issue 7).
         self.executor, self._executor_pool = make_executor(config.executor.workers,
                                                            on_stats=self._on_executed)
@@ -130,6 +142,8 @@ class Node:
                     continue
                 peers.append(PeerSpec(resolve(validator.p2p_address),
                                       public_key=validator.public_key))
+                peer_id = peer_id_from_public_key(validator.public_key)
+                self._validator_peer[(validator.shard, validator.index)] = peer_id
                 if validator.shard == self.config.node.shard:
                     peer = peer_id_from_public_key(validator.public_key)
                     self._peer_index[peer] = validator.index
@@ -176,6 +190,7 @@ class Node:
             sender_txs_max=config.mempool.sender_txs_max,
             committed_nonce=ledger.committed_nonce,
         )
+        inbound = InboundPool()
         self.p2p = p2p = P2PHost(self._p2p_config(), self.log)
         self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
         service = NodeService(
@@ -183,6 +198,9 @@ class Node:
             metrics=self.metrics, log=self.log, admission_pool=self._admission_pool,
             ledger_pool=self._ledger_pool,
             forward=self._forward_txs, peers_connected=lambda: len(p2p.connected_peers()),
+            finality=Finality(shard=config.node.shard, index=config.node.index,
+                              validators_per_shard=[len(v) for v in self.genesis.validators],
+                              store=store, request=self._request_to),
         )
         self.service = service
         replica = self._replica(persisted, ledger)
@@ -190,9 +208,22 @@ class Node:
             config=config, replica=replica, ledger=ledger, store=store, mempool=mempool,
             metrics=self.metrics, log=self.log, send=self._send, request=self._request,
             on_committed=self._on_committed, on_rejected=service.on_rejected,
-            ledger_pool=self._ledger_pool,
+            ledger_pool=self._ledger_pool, inbound=inbound,
         )
         service.driver = driver
+        relay = config.relay
+        self.relay = ReceiptRelay(
+            ledger=ledger, index=config.node.index, pool=inbound, store=store,
+            metrics=self.metrics, log=self.log, send=self._send_to, request=self._request_to,
+            verify_pool=self._relay_pool, shard_tips=service.shard_tips, on_pooled=driver.wake,
+            settings=RelaySettings(
+                poll_interval_ms=relay.poll_interval_ms, idle_poll_ms=relay.idle_poll_ms,
+                request_timeout_ms=relay.request_timeout_ms,
+                bundle_receipts_max=relay.bundle_receipts_max,
+                serve_receipts_max=relay.serve_receipts_max,
+                frame_bytes_max=config.p2p.frame_bytes_max),
+        )
+        service.relay = self.relay
         p2p.on_message(self._on_p2p_message)
         p2p.set_request_handler(self._serve_request)
         p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
@@ -226,9 +257,24 @@ class Node:
         return ok
 
     async def _request(self, index: int, data: bytes, timeout_s: float) -> bytes:
-        peer = self._index_peer.get(index)
+        return await self._request_to(self.config.node.shard, index, data, timeout_s)
+
+    def _send_to(self, shard: int, index: int, channel: int, data: bytes) -> bool:
+        """Send to a validator of any shard (the relay's push)."""
+        peer = self._validator_peer.get((shard, index))
         if peer is None or self.p2p is None:
-            raise ShardnetError(f"no peer for validator {index}", reason="unknown_peer")
+            return False
+        ok = self.p2p.send_nowait(peer, channel, data)
+        if ok:
+            self.metrics.p2p_messages.labels(direction="out", channel=str(channel)).inc()
+            self.metrics.p2p_bytes.labels(direction="out", channel=str(channel)).inc(len(data))
+        return ok
+
+    async def _request_to(self, shard: int, index: int, data: bytes, timeout_s: float
+                          ) -> bytes:
+        peer = self._validator_peer.get((shard, index))
+        if peer is None or self.p2p is None:
+            raise ShardnetError(f"no peer for validator {shard}/{index}", reason="unknown_peer")
         return await self.p2p.request(peer, data, timeout_s)
 
     def _forward_txs(self, batch: bytes) -> None:
@@ -238,6 +284,11 @@ class Node:
     def _on_p2p_message(self, peer: str, channel: int, data: bytes) -> None:
         self.metrics.p2p_messages.labels(direction="in", channel=str(channel)).inc()
         self.metrics.p2p_bytes.labels(direction="in", channel=str(channel)).inc(len(data))
+        if channel == CHANNEL_RECEIPTS and self.relay is not None:
+            # Bundles come from other shards' relayers; their proofs, not the sender,
+            # make them acceptable.
+            self.relay.on_bundle(peer, data)
+            return
         index = self._peer_index.get(peer)
         if index is None:
             if self.driver is not None:
@@ -257,7 +308,17 @@ class Node:
             self.driver.drop("p2p", "unknown_channel", peer=peer, channel=channel)
 
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
-        request = decode(data, SyncRequest, SYNC_REQUEST_BYTES_MAX)
+        request = decode(data, Request, REQUEST_BYTES_MAX)
+        if isinstance(request, ReceiptsRequest):
+            return await self.relay.serve(request) if self.relay else encode(
+                ReceiptsResponse([], 0))
+        if isinstance(request, ReceiptStatusRequest):
+            if self.service is None:
+                raise ShardnetError("not started", reason="not_ready")
+            return await self.service.finality.serve(request)
+        return await self._serve_sync(request)
+
+    async def _serve_sync(self, request: SyncRequest) -> bytes:
         store = self.store
         if store is None or request.shard != self.config.node.shard or request.last < request.first:
             return encode(SyncResponse([]))
@@ -286,6 +347,8 @@ class Node:
         if self.service is None:
             return
         self.service.on_committed(committed, certificate)
+        if self.relay is not None:
+            self.relay.on_committed(committed, encode(certificate))
         self.metrics.peers.set(len(self.p2p.connected_peers()) if self.p2p else 0)
         # One announcement per block, from its proposer: gossip costs tens of ms of CPU
         # per message across the network, and certificates differ between replicas.
@@ -325,6 +388,7 @@ class Node:
         task = asyncio.ensure_future(driver.run())
         service = self.service
         housekeeping = asyncio.ensure_future(service.housekeeping()) if service else None
+        relay_loop = asyncio.ensure_future(self.relay.run()) if self.relay else None
         stop_wait = asyncio.ensure_future(self._stopped.wait())
         # A node whose p2p thread died cannot take part: halt (exit 1) rather than keep
         # serving a stale view; the supervisor (compose, testnet up) restarts it.
@@ -342,8 +406,11 @@ class Node:
             if waiter is not None:
                 waiter.cancel()
         self.log.info("node.stopping")
-        if housekeeping is not None:
-            housekeeping.cancel()
+        for background in (housekeeping, relay_loop):
+            if background is not None:
+                background.cancel()
+        if self.relay is not None:
+            self.relay.stop()
         await driver.stop()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)
@@ -361,6 +428,7 @@ class Node:
                 await self.p2p.stop()
         self._ledger_pool.shutdown(wait=True)
         self._admission_pool.shutdown(wait=True)
+        self._relay_pool.shutdown(wait=True)
         if self._executor_pool is not None:
             self._executor_pool.close()
         if self.store is not None:

@@ -56,10 +56,34 @@ class NodeMetrics:
         self.p2p_bytes = Counter("shardnet_p2p_bytes_total", "P2P payload bytes",
                                  ["direction", "channel"], registry=r)
         self.peers = Gauge("shardnet_peers", "Connected peers", registry=r)
-        self.receipts_applied = Counter("shardnet_receipts_applied_total",
-                                        "Inbound cross-shard receipts applied", registry=r)
+        # Cross-shard receipts, per channel (docs/PROTOCOL.md section 5): ``dst`` on the
+        # source shard's nodes, ``src`` on the destination's.
         self.receipts_emitted = Counter("shardnet_receipts_emitted_total",
-                                        "Outgoing cross-shard receipts emitted", registry=r)
+                                        "Outgoing cross-shard receipts committed", ["dst"],
+                                        registry=r)
+        self.receipts_relayed = Counter("shardnet_receipts_relayed_total",
+                                        "Outgoing receipts this node pushed as a relayer",
+                                        ["dst"], registry=r)
+        self.receipts_received = Counter("shardnet_receipts_received_total",
+                                         "Proven inbound receipts, by pool result (added, "
+                                         "duplicate, stale, full)", ["src", "result"],
+                                         registry=r)
+        self.receipts_refused = Counter("shardnet_receipts_refused_total",
+                                        "Inbound bundles refused, by reason", ["src", "reason"],
+                                        registry=r)
+        self.receipts_applied = Counter("shardnet_receipts_applied_total",
+                                        "Inbound cross-shard receipts applied", ["src"],
+                                        registry=r)
+        self.receipt_gaps_filled = Counter("shardnet_receipt_gaps_filled_total",
+                                           "Inbound receipts fetched to fill a gap", ["src"],
+                                           registry=r)
+        self.receipts_in_flight = Gauge("shardnet_receipts_in_flight",
+                                        "Receipts known to exist on the source and not applied "
+                                        "here", ["src"], registry=r)
+        self.receipt_relay_latency = Histogram(
+            "shardnet_receipt_relay_seconds",
+            "From the source block's header time to the receipt entering this node's pool",
+            ["src"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.sync_blocks = Counter("shardnet_sync_blocks_total",
                                    "Blocks received by block sync (before certificate checks)",
                                    registry=r)

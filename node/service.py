@@ -20,16 +20,19 @@ from consensus.errors import ShardnetError
 from node.api import SubmitResult
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, monotonic_ms
-from sharding.ledger import Committed, Ledger
+from node.finality import Finality
 from node.mempool import Mempool, MempoolError, PendingTx
 from node.metrics import NodeMetrics
+from node.relay import ReceiptRelay
 from node.store import StoreAPI
 from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
 from sharding.accounts import shard_of
 from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
 from sharding.genesis import Genesis
-from sharding.receipts import Receipt
+from sharding.ledger import Committed, Ledger
+from sharding.receipts import RECEIPT_KINDS
+from sharding.records import get_out_seq
 from sharding.tx import SignedTx, tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
@@ -79,7 +82,8 @@ class NodeService:
     def __init__(self, *, name: str, config: NodeConfig, ledger: Ledger, mempool: Mempool,
                  store: StoreAPI, metrics: NodeMetrics, log: Any,
                  admission_pool: ThreadPoolExecutor, ledger_pool: ThreadPoolExecutor,
-                 forward: Callable[[bytes], None], peers_connected: Callable[[], int]) -> None:
+                 forward: Callable[[bytes], None], peers_connected: Callable[[], int],
+                 finality: Finality) -> None:
         self.name = name
         self.config = config
         self.ledger = ledger
@@ -99,6 +103,8 @@ class NodeService:
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.shard_tips: dict[int, int] = {}
+        self.finality = finality
+        self.relay: ReceiptRelay | None = None
         self.started_ms = monotonic_ms()
 
     # -- admission -----------------------------------------------------------------
@@ -242,14 +248,18 @@ class NodeService:
         self.metrics.txs_committed.labels(outcome="failed").inc(failed)
         self.metrics.blocks_committed.inc()
         self.metrics.height.set(committed.height)
-        self.metrics.receipts_emitted.inc(len(result.receipts))
-        self.metrics.receipts_applied.inc(len(result.inbound_outcomes))
+        emitted: dict[int, int] = {}
+        for receipt in result.receipts:
+            emitted[receipt.dst_shard] = emitted.get(receipt.dst_shard, 0) + 1
+        for dst, count in emitted.items():
+            self.metrics.receipts_emitted.labels(dst=str(dst)).inc(count)
         self._mempool_changed()
         self._committed_window.append((now, len(hashes)))
         header = committed.block.header
         self.log.info("block.committed", height=committed.height, view=certificate.view,
                       block=committed.block_hash.hex(), txs_count=len(hashes), failed=failed,
-                      receipts=len(result.receipts), state_root=header.state_root.hex())
+                      receipts=len(result.receipts), inbound=len(committed.block.inbound),
+                      state_root=header.state_root.hex())
         for receipt in result.receipts:
             self.log.info("receipt.emitted", origin=receipt.origin.hex(),
                           dst_shard=receipt.dst_shard, seq=receipt.seq, height=committed.height)
@@ -283,12 +293,20 @@ class NodeService:
         record = await self.store.get_tx(digest)
         if record is not None:
             outcome = decode(record.outcome, TxOutcome, 4096)
-            return {
-                "hash": digest.hex(), "status": "committed" if outcome.ok else "failed",
-                "shard": self.ledger.shard, "height": record.height, "index": record.position,
+            body: dict[str, Any] = {
+                "hash": digest.hex(), "status": "failed", "shard": self.ledger.shard,
+                "height": record.height, "index": record.position,
                 "outcome": {"ok": outcome.ok, "error": outcome.error or None,
                             "receipts": outcome.receipts},
             }
+            if outcome.ok:
+                # committed here; finalized once every receipt it caused is applied.
+                followed = await self.finality.follow(digest, record.height)
+                body["status"] = "finalized" if followed["finalized"] else "committed"
+                body["hops"] = followed["hops"]
+                if followed["pending"]:
+                    body["pending_receipts"] = followed["pending"]
+            return body
         if digest in self._rejected:
             reason, detail = self._rejected[digest]
             return {"hash": digest.hex(), "status": "rejected", "shard": self.ledger.shard,
@@ -327,6 +345,7 @@ class NodeService:
             "time_ms": header.time_ms, "proposer": header.proposer,
             "tx_root": header.tx_root.hex(), "inbound_root": header.inbound_root.hex(),
             "receipts_root": header.receipts_root.hex(), "state_root": header.state_root.hex(),
+            "evidence_root": header.evidence_root.hex(),
             "txs": [tx_hash(tx).hex() for tx in block.txs],
             "inbound_receipts": len(block.inbound),
             "certificate": {"view": certificate.view,
@@ -340,17 +359,35 @@ class NodeService:
         return result
 
     async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
-                       ) -> list[dict[str, Any]]:
-        records = await self.store.get_receipts(dst_shard, first_seq, last_seq)
-        out = []
-        for record in records:
-            receipt = decode(record.receipt, Receipt, 4096)
-            out.append({"src_shard": receipt.src_shard, "dst_shard": receipt.dst_shard,
-                        "seq": receipt.seq, "kind": receipt.kind,
-                        "origin": receipt.origin.hex(), "recipient": receipt.recipient.hex(),
-                        "asset": receipt.asset, "amount": receipt.amount,
-                        "height": record.height})
-        return out
+                       ) -> dict[str, Any]:
+        """Channel (this shard -> ``dst_shard``) receipts with their proofs and the
+        certified headers they are proven against: what the relay's pull path serves."""
+        bundles = await self.relay.bundles(dst_shard, first_seq, last_seq) if self.relay else []
+        receipts: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []
+        for bundle in bundles:
+            header = bundle.source.header
+            sources.append({"shard": header.shard, "height": header.height,
+                            "hash": block_hash(header).hex(),
+                            "receipts_root": header.receipts_root.hex(),
+                            "time_ms": header.time_ms,
+                            "header": encode(header).hex(),
+                            "certificate": bundle.source.certificate.hex()})
+            for receipt, proof in zip(bundle.receipts, bundle.proofs, strict=True):
+                receipts.append({
+                    "src_shard": receipt.src_shard, "dst_shard": receipt.dst_shard,
+                    "seq": receipt.seq, "kind": RECEIPT_KINDS[receipt.kind],
+                    "origin": receipt.origin.hex(), "sender": receipt.sender.hex(),
+                    "recipient": receipt.recipient.hex(), "asset": receipt.asset,
+                    "amount": receipt.amount, "height": header.height,
+                    "encoded": encode(receipt).hex(),
+                    "proof": {"index": proof.index, "tree_size": proof.tree_size,
+                              "path": [node.hex() for node in proof.path]},
+                })
+        return {"src_shard": self.ledger.shard, "dst_shard": dst_shard,
+                "out_seq": get_out_seq(self.ledger.state, dst_shard)
+                if dst_shard != self.ledger.shard else 0,
+                "receipts": receipts, "sources": sources}
 
     def recent_tps(self) -> float:
         now = monotonic_ms()

@@ -36,6 +36,10 @@ def call(method: str, url: str, body: Any = None, timeout_s: float = HTTP_TIMEOU
         raise ApiFailure(exc.code, parsed) from None
 
 
+FINAL_STATUSES = frozenset({"finalized", "failed", "rejected"})
+DONE_ON_SHARD = frozenset({"committed", *FINAL_STATUSES})  # settled on the sender's shard
+
+
 class Client:
     def __init__(self, urls_by_shard: dict[int, list[str]], num_shards: int, chain_id: str
                  ) -> None:
@@ -81,12 +85,14 @@ class Client:
             raise
         return result
 
-    def wait_final(self, tx_hash: str, shard: int, timeout_s: float) -> dict[str, Any] | None:
-        """Poll until the transaction is committed, failed or rejected (bounded)."""
+    def wait_final(self, tx_hash: str, shard: int, timeout_s: float,
+                   until: frozenset[str] = FINAL_STATUSES) -> dict[str, Any] | None:
+        """Poll until the transaction's status is one of ``until`` (bounded): by default
+        finalized (every receipt it caused applied), failed or rejected."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             found = self.tx_status(tx_hash, shard)
-            if found is not None and found["status"] != "pending":
+            if found is not None and found["status"] in until:
                 return found
             time.sleep(0.1)
         return self.tx_status(tx_hash, shard)

@@ -95,11 +95,16 @@ def _submit(client: Client, raw: bytes, wait_s: float) -> None:
     click.echo(f"submitted {digest} to shard {shard}")
     if wait_s <= 0:
         return
+    # Waits for `finalized`: for a transaction that leaves its shard, until every
+    # receipt it caused has been applied on the other shards.
     final = client.wait_final(digest, shard, wait_s)
     if final is None or final["status"] == "pending":
         raise click.ClickException(f"still pending after {wait_s:.0f}s")
     click.echo(json.dumps(final, indent=2))
-    if final["status"] != "committed":
+    if final["status"] == "committed":
+        raise click.ClickException(f"committed on shard {shard} but not finalized after "
+                                   f"{wait_s:.0f}s: receipts still in flight")
+    if final["status"] != "finalized":
         raise SystemExit(1)
 
 

@@ -51,8 +51,8 @@ class RecordingService:
         return {"shard": 0}
 
     async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
-                       ) -> list[dict[str, Any]]:
-        return [{"seq": seq} for seq in range(first_seq, last_seq + 1)]
+                       ) -> dict[str, Any]:
+        return {"receipts": [{"seq": seq} for seq in range(first_seq, last_seq + 1)]}
 
     def metrics_text(self) -> bytes:
         return b"shardnet_height 3.0\n"
@@ -149,6 +149,8 @@ async def test_receipts_range_is_validated(client: TestClient[Any, Any]) -> None
     assert (await client.get("/v1/receipts?dst=x")).status == 400
     answer = await client.get("/v1/receipts?dst=1&from=2&to=3")
     assert [r["seq"] for r in (await answer.json())["receipts"]] == [2, 3]
+    assert (await client.get(f"/v1/receipts?dst=1&from=1&to={2**63}")).status == 400
+    assert (await client.get("/v1/receipts?dst=70000")).status == 400
 
 
 async def test_every_request_is_counted_by_route_template_and_final_status() -> None:

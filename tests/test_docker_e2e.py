@@ -63,11 +63,11 @@ def test_compose_testnet_commits_and_serves_from_every_node(compose_project: lis
     raws, hashes = signed_transfers(20, shard=0, num_shards=2)
     answer = submit(urls["shard0-node1"], raws)
     assert answer["accepted"] == 20
-    wait_until(lambda: all(tx_state(urls["shard0-node3"], h) == "committed" for h in hashes),
+    wait_until(lambda: all(tx_state(urls["shard0-node3"], h) == "finalized" for h in hashes),
                120, "commit, read back from another node")
     # A replica may apply the certificate a moment after node 3: wait for every one.
     shard0 = [f"shard0-node{i}" for i in range(4)]
-    wait_until(lambda: all(tx_state(urls[name], h) == "committed" for name in shard0
+    wait_until(lambda: all(tx_state(urls[name], h) == "finalized" for name in shard0
                            for h in hashes), 60, "commit on every replica of shard 0")
     latest = {name: call("GET", f"{urls[name]}/v1/blocks/latest") for name in
               ("shard0-node0", "shard0-node2")}

@@ -15,8 +15,9 @@ from consensus.certificate import (
     vote_digest,
 )
 from consensus.codec import encode
+from consensus.errors import ShardnetError
 from node.config import parse_config
-from sharding.ledger import Ledger
+from node.finality import Finality
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.service import NodeService
@@ -25,6 +26,7 @@ from node.wire import BlockAnnouncement
 from scripts.testnet.generate import TestnetSpec, generate, validator_key
 from sharding.block import GENESIS_PREV_HASH, BlockHeader, block_hash
 from sharding.genesis import load_genesis
+from sharding.ledger import Ledger
 
 CHAIN = "shardnet-local"
 
@@ -36,12 +38,19 @@ def service(tmp_path: Path) -> NodeService:
     ledger = Ledger(genesis, 0)
     mempool = Mempool(txs_max=10, bytes_max=10_000, nonce_window=10, sender_txs_max=10,
                       committed_nonce=ledger.committed_nonce)
+    store = MemoryStore()
+
+    async def no_peers(shard: int, index: int, data: bytes, timeout_s: float) -> bytes:
+        raise ShardnetError("no network in this test", reason="unknown_peer")
+
     return NodeService(
         name="shard0-node0", config=parse_config("[node]\nshard = 0\nindex = 0\n", tmp_path),
-        ledger=ledger, mempool=mempool, store=MemoryStore(), metrics=NodeMetrics(),
+        ledger=ledger, mempool=mempool, store=store, metrics=NodeMetrics(),
         log=structlog.get_logger(), admission_pool=ThreadPoolExecutor(1),
         ledger_pool=ThreadPoolExecutor(1),
         forward=lambda batch: None, peers_connected=lambda: 0,
+        finality=Finality(shard=0, index=0, validators_per_shard=[4, 4], store=store,
+                          request=no_peers),
     )
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def committed_everywhere(net: LocalTestnet, names: list[str], hashes: list[str]) -> bool:
     urls = [net.node(name).api_url for name in names]
-    return all(tx_state(url, digest) == "committed" for url in urls for digest in hashes)
+    return all(tx_state(url, digest) == "finalized" for url in urls for digest in hashes)
 
 
 def roots_at(net: LocalTestnet, names: list[str], height: int) -> set[tuple[str, str]]:

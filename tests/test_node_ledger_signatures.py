@@ -10,8 +10,8 @@ import pytest
 import sharding.tx as tx_module
 from consensus.codec import encode
 from consensus.errors import ShardnetError
-from sharding.ledger import Ledger
 from sharding.block import block_hash, decode_block
+from sharding.ledger import Ledger
 from sharding.tx import SignedTx, Transfer, tx_hash
 from tests.ledger_support import get_genesis, get_keys, make_tx
 

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from consensus.codec import decode, encode
+from consensus.codec import decode
 from node.config import PRE_PREPARE_OVERHEAD_BYTES, parse_config
 from node.main import Node
 from node.service import NodeService
@@ -37,7 +37,7 @@ class Blocks:
 
 def serve(block_size: int, first: int, last: int, tmp_path: Path) -> list[int]:
     node: Any = SimpleNamespace(store=Blocks(block_size), config=parse_config(CONFIG, tmp_path))
-    answer = asyncio.run(Node._serve_request(node, "peer", encode(SyncRequest(0, first, last))))
+    answer = asyncio.run(Node._serve_sync(node, SyncRequest(0, first, last)))
     assert len(answer) <= FRAME - PRE_PREPARE_OVERHEAD_BYTES + 64
     return [b.height for b in decode(answer, SyncResponse, 64 * FRAME).blocks]
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from consensus.codec import encode
 from consensus.crypto import KeyPair
-from scripts.client import ApiFailure, Client
+from scripts.client import DONE_ON_SHARD, ApiFailure, Client
 from scripts.testnet.generate import ASSETS, POOLS
 from scripts.testnet.layout import TestnetDir
 from sharding.accounts import derive_account, program_address, shard_of
@@ -99,10 +99,11 @@ def run_load(client: Client, plan: list[tuple[int, bytes, str]], timeout_s: floa
     latencies: list[float] = []
     deadline = started + timeout_s
     for shard, digest, sent_at in waiting:
-        final = client.wait_final(digest, shard, max(0.0, deadline - time.monotonic()))
+        final = client.wait_final(digest, shard, max(0.0, deadline - time.monotonic()),
+                                  until=DONE_ON_SHARD)
         status = "pending" if final is None else final["status"]
         outcome[status] += 1
-        if status in ("committed", "failed"):
+        if status in ("committed", "finalized", "failed"):
             latencies.append(time.monotonic() - sent_at)
     latencies.sort()
     return {"outcomes": dict(outcome), "accepted": len(waiting),
