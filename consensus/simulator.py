@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,130 @@ FAULT_KINDS = (
     "forge",
 )
 CHAIN_ID = "shardnet-sim"
+NETWORK_FAULTS = ("drop", "delay", "duplicate", "reorder", "partition", "commit_loss", "crash")
+
+
+class FaultyNetwork:
+    """The simulated clock, event queue and network of a run, shared by the
+    single-shard simulator here and the multi-shard one (``sharding.simulation``).
+
+    Node ids are opaque (an index here, ``(shard, index)`` there). Until ``healed``,
+    a message may be cut by a partition or a commit-loss window, dropped, delayed,
+    reordered or duplicated, each decided by the seeded ``rng`` in a fixed order
+    (so a seed replays exactly). ``is_commit_news`` tells which messages a
+    commit-loss window cuts.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        kinds: set[str],
+        latency_ms: tuple[int, int],
+        drop_p: float,
+        dup_p: float,
+        is_commit_news: Callable[[Any], bool],
+    ) -> None:
+        self.rng = rng
+        self.kinds = kinds
+        self.latency_ms = latency_ms
+        self.drop_p = drop_p
+        self.dup_p = dup_p
+        self.is_commit_news = is_commit_news
+        self.now = 0
+        self.healed = False
+        self.queue: list[tuple[int, int, str, Any]] = []
+        self.seq = 0
+        self.faults: Counter[str] = Counter()
+        self.partition: list[set[Any]] | None = None
+        self.commit_loss: Any = None  # the one node that still hears commit news
+
+    def push(self, at: int, kind: str, data: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, self.seq, kind, data))
+
+    def pop(self) -> tuple[int, str, Any]:
+        at, _, kind, data = heapq.heappop(self.queue)
+        self.now = at
+        return at, kind, data
+
+    def send(self, src: Any, dst: Any, data: Any) -> None:
+        """Deliver ``data`` later as a ``"deliver"`` event ``(src, dst, data)``, or not."""
+        rng = self.rng
+        faulty = not self.healed
+        if (
+            faulty
+            and self.partition is not None
+            and not any(src in g and dst in g for g in self.partition)
+        ):
+            self.faults["partition_drop"] += 1
+            return
+        if (
+            faulty
+            and self.commit_loss is not None
+            and dst != self.commit_loss
+            and self.is_commit_news(data)
+            and rng.random() < 0.9
+        ):
+            self.faults["commit_loss"] += 1
+            return
+        if faulty and self.drop_p and rng.random() < self.drop_p:
+            self.faults["drop"] += 1
+            return
+        delay = rng.randint(*self.latency_ms)
+        if faulty and "delay" in self.kinds and rng.random() < 0.1:
+            delay += rng.randint(50, 600)
+            self.faults["delay"] += 1
+        if faulty and "reorder" in self.kinds and rng.random() < 0.2:
+            delay += rng.randint(0, 40)
+            self.faults["reorder"] += 1
+        self.push(self.now + delay, "deliver", (src, dst, data))
+        if faulty and self.dup_p and rng.random() < self.dup_p:
+            self.faults["duplicate"] += 1
+            self.push(self.now + delay + rng.randint(0, 100), "deliver", (src, dst, data))
+
+    def schedule_faults(self, nodes: Sequence[Any], fault_ms: int) -> None:
+        """Partition, commit-loss and crash windows within the fault phase, then the
+        ``"heal"`` event. A window names its node(s); the shell carries it out."""
+        rng = self.rng
+        if "partition" in self.kinds:
+            for _ in range(rng.randint(1, 3)):
+                start = rng.randrange(fault_ms)
+                self.push(start, "partition", rng.randint(200, 1200))
+        if "commit_loss" in self.kinds:
+            for _ in range(rng.randint(1, 3)):
+                start = rng.randrange(fault_ms)
+                lucky = nodes[rng.randrange(len(nodes))]
+                self.push(start, "commit_loss", (lucky, rng.randint(100, 800)))
+        if "crash" in self.kinds:
+            for _ in range(rng.randint(1, 2)):
+                start = rng.randrange(fault_ms)
+                victim = nodes[rng.randrange(len(nodes))]
+                self.push(start, "crash", (victim, rng.randint(50, 1000)))
+        self.push(fault_ms, "heal", None)
+
+    def start_partition(self, nodes: Sequence[Any], duration: int) -> None:
+        """Split ``nodes`` in two random groups for ``duration`` ms (not once healed)."""
+        if self.healed:
+            return
+        members = list(nodes)
+        self.rng.shuffle(members)
+        cut = self.rng.randint(1, len(members) - 1)
+        self.partition = [set(members[:cut]), set(members[cut:])]
+        self.faults["partition"] += 1
+        self.push(self.now + duration, "unpartition", None)
+
+    def start_commit_loss(self, lucky: Any, duration: int) -> None:
+        """For a while, COMMITs and CERT notices reach only ``lucky``: the window in
+        which a block is committed somewhere while the others change view."""
+        if self.healed:
+            return
+        self.commit_loss = lucky
+        self.push(self.now + duration, "commit_loss_end", None)
+
+    def heal(self) -> None:
+        self.healed = True
+        self.partition = None
+        self.commit_loss = None
 
 
 @dataclass(frozen=True)
@@ -157,21 +281,16 @@ class Simulation:
             self.kinds = {k for k in FAULT_KINDS if rng.random() < 0.45}
         else:
             self.kinds = set(config.faults)
-        self.drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
-        self.dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
+        drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
+        dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
+        self.net = FaultyNetwork(rng, self.kinds, config.latency_ms, drop_p, dup_p, _is_commit_news)
+        self.faults = self.net.faults
         self.checker = Checker(CHAIN_ID, 0, self.validators, self.verify)
-        self.now = 0
-        self.healed = False
-        self.queue: list[tuple[int, int, str, Any]] = []
-        self.seq = 0
-        self.faults: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.messages = 0
         self.last_commit_ms = 0
         self.view_changes = 0
         self.max_view = 0
-        self.partition: list[set[int]] | None = None
-        self.commit_loss: int | None = None
         self.injected: list[int] = []
         self.nodes = [self._new_node(i, None) for i in range(n)]
         byzantine_kinds = sorted(self.kinds & {"equivocate", "forge"})
@@ -180,6 +299,14 @@ class Simulation:
             for index in rng.sample(range(n), rng.randint(1, self.f)):
                 self.nodes[index].byzantine = rng.choice(byzantine_kinds)
         self._schedule_faults()
+
+    @property
+    def now(self) -> int:
+        return self.net.now
+
+    @property
+    def healed(self) -> bool:
+        return self.net.healed
 
     # ------------------------------------------------------------------ setup
     def _replica_config(self, index: int) -> ReplicaConfig:
@@ -209,8 +336,7 @@ class Simulation:
         return node
 
     def _push(self, at: int, kind: str, data: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, (at, self.seq, kind, data))
+        self.net.push(at, kind, data)
 
     def _schedule_faults(self) -> None:
         c, rng = self.cfg, self.rng
@@ -218,54 +344,10 @@ class Simulation:
             self._push(rng.randrange(0, c.load_ms or c.fault_ms), "op", op)
         for i in range(c.replicas):
             self._push(rng.randrange(c.tick_ms), "tick", i)
-        if "partition" in self.kinds:
-            for _ in range(rng.randint(1, 3)):
-                start = rng.randrange(c.fault_ms)
-                self._push(start, "partition", rng.randint(200, 1200))
-        if "commit_loss" in self.kinds:
-            for _ in range(rng.randint(1, 3)):
-                start = rng.randrange(c.fault_ms)
-                self._push(start, "commit_loss", (rng.randrange(c.replicas), rng.randint(100, 800)))
-        if "crash" in self.kinds:
-            for _ in range(rng.randint(1, 2)):
-                start = rng.randrange(c.fault_ms)
-                self._push(start, "crash", (rng.randrange(c.replicas), rng.randint(50, 1000)))
-        self._push(c.fault_ms, "heal", None)
+        self.net.schedule_faults(range(c.replicas), c.fault_ms)
 
-    # ------------------------------------------------------------------ network
     def _send(self, src: int, dst: int, data: bytes) -> None:
-        c, rng = self.cfg, self.rng
-        faulty = not self.healed
-        if (
-            faulty
-            and self.partition is not None
-            and not any(src in g and dst in g for g in self.partition)
-        ):
-            self.faults["partition_drop"] += 1
-            return
-        if (
-            faulty
-            and self.commit_loss is not None
-            and dst != self.commit_loss
-            and _is_commit_news(data)
-            and rng.random() < 0.9
-        ):
-            self.faults["commit_loss"] += 1
-            return
-        if faulty and self.drop_p and rng.random() < self.drop_p:
-            self.faults["drop"] += 1
-            return
-        delay = rng.randint(*c.latency_ms)
-        if faulty and "delay" in self.kinds and rng.random() < 0.1:
-            delay += rng.randint(50, 600)
-            self.faults["delay"] += 1
-        if faulty and "reorder" in self.kinds and rng.random() < 0.2:
-            delay += rng.randint(0, 40)
-            self.faults["reorder"] += 1
-        self._push(self.now + delay, "deliver", (src, dst, data))
-        if faulty and self.dup_p and rng.random() < self.dup_p:
-            self.faults["duplicate"] += 1
-            self._push(self.now + delay + rng.randint(0, 100), "deliver", (src, dst, data))
+        self.net.send(src, dst, data)
 
     # ------------------------------------------------------------------ shell
     def _step(self, node: Node, event: Event) -> None:
@@ -436,9 +518,8 @@ class Simulation:
         c = self.cfg
         end = c.fault_ms + c.heal_ms_max
         converged_at: int | None = None
-        while self.queue and self.checker.ok:
-            at, _, kind, data = heapq.heappop(self.queue)
-            self.now = at
+        while self.net.queue and self.checker.ok:
+            at, kind, data = self.net.pop()
             if at > end:
                 break
             handler = self._handlers[kind]
@@ -513,29 +594,16 @@ class Simulation:
                 node.mempool.setdefault(op, self.now)
 
     def _on_partition(self, duration: int) -> None:
-        if self.healed:
-            return
-        members = list(range(self.cfg.replicas))
-        self.rng.shuffle(members)
-        cut = self.rng.randint(1, len(members) - 1)
-        self.partition = [set(members[:cut]), set(members[cut:])]
-        self.faults["partition"] += 1
-        self._push(self.now + duration, "unpartition", None)
+        self.net.start_partition(range(self.cfg.replicas), duration)
 
     def _on_commit_loss(self, data: tuple[int, int]) -> None:
-        """For a while, COMMITs and CERT notices reach only one replica: the window in
-        which a block is committed somewhere while the others change view."""
-        lucky, duration = data
-        if self.healed:
-            return
-        self.commit_loss = lucky
-        self._push(self.now + duration, "commit_loss_end", None)
+        self.net.start_commit_loss(*data)
 
     def _on_commit_loss_end(self, _: None) -> None:
-        self.commit_loss = None
+        self.net.commit_loss = None
 
     def _on_unpartition(self, _: None) -> None:
-        self.partition = None
+        self.net.partition = None
 
     def _on_crash(self, data: tuple[int, int]) -> None:
         index, downtime = data
@@ -557,9 +625,7 @@ class Simulation:
         self.nodes[index] = node
 
     def _on_heal(self, _: None) -> None:
-        self.healed = True
-        self.partition = None
-        self.commit_loss = None
+        self.net.heal()
         for node in self.nodes:
             if not node.alive and not any(
                 v.startswith(f"node {node.index}:") for v in self.checker.violations
