@@ -322,7 +322,7 @@ def print_report(report: Mapping[str, Any]) -> None:
     console.print(table)
     if report["channels"]:
         assets = [row["asset"] for row in report["assets"]]
-        channels = Table(title="in flight per channel (sent by src - received by dst)")
+        channels = Table(title="in flight per channel")
         for column in ("channel", "receipts", *assets, "ok"):
             channels.add_column(column, justify="left" if column == "channel" else "right")
         for c in report["channels"]:
