@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "state-root": "scripts.bench_state:state_root",
     "node": "scripts.bench_node:bench_node",
     "consensus": "scripts.bench_consensus:bench_consensus",
+    "crossshard": "scripts.bench_crossshard:bench_crossshard",
 }
 
 

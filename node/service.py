@@ -348,6 +348,7 @@ class NodeService:
             "evidence_root": header.evidence_root.hex(),
             "txs": [tx_hash(tx).hex() for tx in block.txs],
             "inbound_receipts": len(block.inbound),
+            "inbound_origins": [receipt.origin.hex() for receipt in block.inbound],
             "certificate": {"view": certificate.view,
                             "signers": [s.index for s in certificate.signatures]},
         }
