@@ -162,6 +162,9 @@ class ReceiptRelay:
                                           self.ledger.verified_sources), None, src))
             except InvalidBundle as exc:
                 out.append(([], exc, src))
+            except Exception as exc:  # an untrusted payload can only be invalid
+                out.append(([], InvalidBundle(f"{type(exc).__name__}: {exc}",
+                                              reason="invalid_bundle"), src))
         return out
 
     async def _receive(self, blobs: list[bytes], peer: str, via: str) -> AddResult:
@@ -317,7 +320,14 @@ class ReceiptRelay:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug of ours, not a peer's fault: loud, but the relay keeps running (the
+            # pull path retries whatever this task was carrying).
+            self.log.error("relay.task_failed", error=repr(task.exception()))
 
     def stop(self) -> None:
         for task in list(self._tasks):
