@@ -13,12 +13,16 @@ from typing import Any
 
 import pytest
 
-from consensus.codec import encode
+from consensus.codec import decode, encode
 from consensus.crypto import KeyPair
 from scripts.client import ApiFailure, call
 from scripts.testnet.processes import wait_healthy
 from sharding.accounts import derive_account, program_address, shard_of
+from sharding.block import BlockHeader, SourceHeader
+from sharding.crossshard import ReceiptBundle, Validators, verify_bundle
 from sharding.genesis import load_genesis, total_supply
+from sharding.merkle import InclusionProof
+from sharding.receipts import Receipt
 from sharding.tx import Swap, Transfer, TxBody, sign_tx, tx_hash
 from tests.node_support import CHAIN_ID, LocalTestnet, local_testnet, submit, wait_until
 
@@ -169,3 +173,28 @@ def test_transfers_and_swaps_in_both_directions_finalize_and_the_audit_balances(
     assert [hop["shard"] for hop in one["hops"]] == [0, 1, 0]
     refunded = call("GET", f"{net.shard_nodes(1)[0].api_url}/v1/txs/{sent[1][2]}", timeout_s=5)
     assert refunded["status"] == "finalized" and [h["shard"] for h in refunded["hops"]] == [1, 0, 1]
+
+
+def test_receipts_route_serves_proofs_that_verify_against_certified_headers(
+        net: LocalTestnet) -> None:
+    answer = call("GET", f"{net.shard_nodes(0)[3].api_url}/v1/receipts?dst=1&from=1&to=40",
+                  timeout_s=10)
+    assert answer["out_seq"] >= 40 and len(answer["receipts"]) == 40
+    genesis = load_genesis(net.root / "genesis.json")
+    validators = Validators(genesis.chain_id,
+                            [[v.public_key for v in vs] for vs in genesis.validators])
+    sources = {src["height"]: SourceHeader(decode(bytes.fromhex(src["header"]), BlockHeader,
+                                                  4096), bytes.fromhex(src["certificate"]))
+               for src in answer["sources"]}
+    proven = 0
+    for height, source in sources.items():
+        mine = [r for r in answer["receipts"] if r["height"] == height]
+        bundle = ReceiptBundle(
+            source, [decode(bytes.fromhex(r["encoded"]), Receipt, 4096) for r in mine],
+            [InclusionProof(r["proof"]["index"], r["proof"]["tree_size"],
+                            [bytes.fromhex(node) for node in r["proof"]["path"]])
+             for r in mine])
+        proven += len(verify_bundle(bundle, 1, validators))
+    assert proven == 40
+    assert [r["seq"] for r in answer["receipts"]] == list(range(1, 41))
+
