@@ -260,6 +260,8 @@ class ConsensusDriver:
         )
         self.metrics.block_execution.observe(time.perf_counter() - started)
         if reason:
+            # The reason's first word is its type (bad_certificate, receipt_gap, ...).
+            self.metrics.blocks_rejected.labels(reason=reason.split(":", 1)[0]).inc()
             self.log.warning("block.rejected", height=action.height, view=action.view,
                              block=action.block_hash.hex(), reason=reason)
         self._local.append(BlockExecuted(action.view, action.height, action.block_hash,

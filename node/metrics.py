@@ -26,6 +26,10 @@ class NodeMetrics:
                                 registry=r)
         self.view_changes = Counter("shardnet_view_changes_total", "View changes started",
                                     registry=r)
+        self.blocks_rejected = Counter("shardnet_blocks_rejected_total",
+                                       "Proposed blocks this replica would not vote for, by "
+                                       "reason (bad_certificate, bad_proof, receipt_gap, ...)",
+                                       ["reason"], registry=r)
         self.blocks_committed = Counter("shardnet_blocks_committed_total", "Blocks committed",
                                         registry=r)
         self.txs_committed = Counter("shardnet_txs_committed_total",
