@@ -61,6 +61,9 @@ EVENT_QUEUE_MAX = 100_000
 SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 CERTIFICATE_BYTES_MAX = 64 * 1024
 PENDING_REFRESH_MS = 100
+# An inbound receipt in a block with its share of evidence: the receipt (~200 bytes), its
+# Merkle path (34 bytes a level) and at worst a source header with its certificate.
+INBOUND_RECEIPT_BYTES_MAX = 2048
 
 
 def monotonic_ms() -> int:
@@ -298,7 +301,10 @@ class ConsensusDriver:
             len(self.mempool) < consensus.block_txs_max and not interval_passed
         ):
             return
-        ready = self.mempool.ready(consensus.block_txs_max, consensus.block_bytes_max)
+        # Inbound receipts and their evidence ride in the same block: leave them room.
+        tx_bytes_max = consensus.block_bytes_max - min(
+            consensus.block_inbound_max * INBOUND_RECEIPT_BYTES_MAX, consensus.block_bytes_max // 2)
+        ready = self.mempool.ready(consensus.block_txs_max, tx_bytes_max)
         if (not ready and not inbound_ready) or (
             len(ready) < consensus.block_txs_max and not interval_passed
         ):

@@ -50,6 +50,7 @@ from sharding.records import get_out_seq
 RECEIPTS_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 RECEIPT_BYTES_MAX = 4096
 BUNDLE_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of one bundle
+VERIFYING_MAX = 64  # pushed bundles waiting for the relay thread
 
 
 def wall_ms() -> int:
@@ -95,6 +96,7 @@ class ReceiptRelay:
         self._polled_ms = {src: 0 for src in self._sources}
         self._out_seq_hints = {src: 0 for src in self._sources}  # from pull answers
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._verifying = 0
 
     # -- push ---------------------------------------------------------------------------
 
@@ -142,7 +144,12 @@ class ReceiptRelay:
     # -- verify and pool ----------------------------------------------------------------
 
     def on_bundle(self, peer: str, data: bytes) -> None:
-        """A bundle pushed by a relayer (any node may send one: only its proof counts)."""
+        """A bundle pushed by a relayer (any node may send one: only its proof counts).
+        At most ``VERIFYING_MAX`` bundles wait for verification; past that a pushed
+        bundle is dropped (counted): the pull path fetches whatever it carried."""
+        if self._verifying >= VERIFYING_MAX:
+            self.metrics.receipts_refused.labels(src="?", reason="busy").inc()
+            return
         self._spawn(self._receive([data], peer, via="push"))
 
     def _verify(self, blobs: list[bytes]) -> list[tuple[list[ProvenReceipt], ShardnetError | None,
@@ -169,7 +176,11 @@ class ReceiptRelay:
 
     async def _receive(self, blobs: list[bytes], peer: str, via: str) -> AddResult:
         loop = asyncio.get_running_loop()
-        verified = await loop.run_in_executor(self._verify_pool, self._verify, blobs)
+        self._verifying += 1
+        try:
+            verified = await loop.run_in_executor(self._verify_pool, self._verify, blobs)
+        finally:
+            self._verifying -= 1
         total = AddResult()
         now = wall_ms()
         arrived = time.monotonic_ns() // 1_000_000  # the replica's clock, for liveness
@@ -246,7 +257,7 @@ class ReceiptRelay:
         quiet = now - self._polled_ms[src] >= self.settings.idle_poll_ms
         if not (moved or quiet):
             return None
-        first = cursor + self.pool.pooled(src) + 1
+        first = self.pool.get_run_end(src, cursor) + 1
         return first, first + self.settings.serve_receipts_max - 1, False
 
     async def _pull(self, src: int, first: int, last: int, is_gap: bool) -> None:

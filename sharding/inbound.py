@@ -116,16 +116,26 @@ class InboundPool:
         return removed
 
     def get_gaps(self, cursor_of: CursorOf) -> dict[int, tuple[int, int]]:
-        """Per channel with a gap: the missing sequence range (first, last)."""
+        """Per channel with a hole: the first missing sequence range (first, last) after
+        the cursor, below a receipt the pool holds."""
         gaps = {}
         for src, channel in sorted(self._channels.items()):
             if not channel:
                 continue
-            first = cursor_of(src) + 1
-            lowest = min(channel)
-            if lowest > first:
-                gaps[src] = (first, lowest - 1)
+            first = self.get_run_end(src, cursor_of(src)) + 1
+            above = [seq for seq in channel if seq > first]
+            if above:
+                gaps[src] = (first, min(above) - 1)
         return gaps
+
+    def get_run_end(self, src: int, cursor: int) -> int:
+        """The last sequence of the gap-free run the pool holds after ``cursor``
+        (``cursor`` itself when the next one is missing)."""
+        channel = self._channels.get(src, {})
+        seq = cursor
+        while seq + 1 in channel:
+            seq += 1
+        return seq
 
     def oldest_ready_ms(self, cursor_of: CursorOf) -> int | None:
         """Arrival time of the oldest receipt that could be applied now (the liveness

@@ -492,7 +492,10 @@ def test_a_gap_is_reported_and_the_run_after_it_waits_for_the_missing_bundle() -
     assert pool.select(dest.in_cursor, 100) == []
     assert not pool.ready(dest.in_cursor) and pool.oldest_ready_ms(dest.in_cursor) is None
     pool.add(verify_bundle(b1, 1, validators()), dest.in_cursor, 20)
-    assert pool.get_gaps(dest.in_cursor) == {}  # the run 1-2 is ready; 3-4 missing behind it
+    # The run 1-2 is ready; the hole 3-4 behind it is reported at once (pulled while
+    # 1-2 is being applied), and a pull for what follows asks from 3, never skipping it.
+    assert pool.get_gaps(dest.in_cursor) == {0: (3, 4)}
+    assert pool.get_run_end(0, dest.in_cursor(0)) == 2
     assert [p.receipt.seq for p in pool.select(dest.in_cursor, 100)] == [1, 2]
     assert pool.oldest_ready_ms(dest.in_cursor) == 20
     proposal = dest.propose([], pool.select(dest.in_cursor, 100), height=1, view=0, time_ms=1,
