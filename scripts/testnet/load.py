@@ -2,8 +2,8 @@
 on every shard of a running testnet, waiting for each transaction's outcome.
 
 This is the wallet path in bulk (sign, submit to a node of the sender's shard,
-poll the outcome). Senders and pools stay on one shard: cross-shard receipts are
-emitted by the ledger, but their relay between shards is not built yet.
+poll the outcome). Senders and pools stay on one shard (cross-shard traffic is the
+load generator's, issue 12).
 """
 
 from __future__ import annotations
