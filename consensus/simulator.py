@@ -283,7 +283,7 @@ class Simulation:
             self.kinds = set(config.faults)
         drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
         dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
-        self.net = FaultyNetwork(rng, self.kinds, config.latency_ms, drop_p, dup_p, _is_commit_news)
+        self.net = FaultyNetwork(rng, self.kinds, config.latency_ms, drop_p, dup_p, is_commit_news)
         self.faults = self.net.faults
         self.checker = Checker(CHAIN_ID, 0, self.validators, self.verify)
         self.dropped: Counter[str] = Counter()
@@ -647,7 +647,7 @@ class Simulation:
     }
 
 
-def _is_commit_news(data: bytes) -> bool:
+def is_commit_news(data: bytes) -> bool:
     try:
         msg = decode_message(data, 1 << 24)
     except DecodeError:
