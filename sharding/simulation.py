@@ -124,7 +124,7 @@ class SimNode:
     alive: bool = True
     byzantine: str | None = None
     want_since: int | None = None
-    bundles: dict[tuple[int, int], ReceiptBundle] = field(default_factory=dict)  # (h, dst)
+    bundles: dict[int, dict[int, ReceiptBundle]] = field(default_factory=dict)  # [h][dst]
     seen: dict[tuple[int, int], ProvenReceipt] = field(default_factory=dict)  # byzantine only
     strikes: dict[tuple[int, int], bool] = field(default_factory=dict)  # byzantine only
 
@@ -396,12 +396,11 @@ class MultiShardSimulation:
 
     # ------------------------------------------------------------------ receipts relay
     def _bundles_of(self, node: SimNode, height: int) -> dict[int, ReceiptBundle]:
-        stored = node.blocks[height - 1]
-        known = {dst: b for (h, dst), b in node.bundles.items() if h == height}
-        if not known:
-            known = compute_bundles(stored.block.header, encode(stored.certificate),
-                                    stored.receipts)
-            node.bundles.update({(height, dst): b for dst, b in known.items()})
+        known = node.bundles.get(height)
+        if known is None:
+            stored = node.blocks[height - 1]
+            known = node.bundles[height] = compute_bundles(
+                stored.block.header, encode(stored.certificate), stored.receipts)
         return known
 
     def _relay(self, node: SimNode, height: int) -> None:
@@ -438,13 +437,12 @@ class MultiShardSimulation:
         for src in range(self.cfg.shards):
             if src == node.shard:
                 continue
-            cursor = node.ledger.in_cursor(src)
             gap = node.pool.get_gaps(node.ledger.in_cursor).get(src)
             self.relay["pulls_gap" if gap is not None else "pulls"] += 1
             if gap is not None:
                 first, last = gap
             else:
-                first = cursor + node.pool.pooled(src) + 1
+                first = node.pool.get_run_end(src, node.ledger.in_cursor(src)) + 1
                 last = first + self.cfg.pull_receipts_max - 1
             self._send(node, (src, self.rng.randrange(self.n)), "pull", (first, last))
 

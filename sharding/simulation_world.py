@@ -67,9 +67,9 @@ class MultiSimConfig:
     shards: int = 2
     replicas: int = 4
     real_signatures: bool = False
-    fault_ms: int = 2000
+    fault_ms: int = 2500
     heal_ms_max: int = 30000
-    txs: int = 10
+    txs: int = 16
     accounts: int = 16
     batch_txs_max: int = 4
     inbound_budget: int = 6
