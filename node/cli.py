@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "account": "scripts.wallet:account",
     "tx": "scripts.wallet:tx",
     "audit": "scripts.audit:audit",
+    "load": "scripts.load.cli:load",
     "simulate": "scripts.simulate:simulate",
 }
 

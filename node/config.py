@@ -53,6 +53,9 @@ class ApiSection(_Section):
     port: Port = 0
     body_bytes_max: Positive = 4 * 1024 * 1024
     batch_txs_max: Positive = 5_000
+    # Every validator's API URL as its users reach it, [shard][index] like the genesis
+    # validators (GET /v1/network); missing entries: http://<genesis api_address>.
+    advertise_urls: list[list[str]] = msgspec.field(default_factory=list)
 
 
 class MempoolSection(_Section):
@@ -176,6 +179,6 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str):
-        return msgspec.json.encode(value).decode()
+    if isinstance(value, (str, list)):
+        return msgspec.json.encode(value).decode()  # JSON strings and arrays are TOML too
     raise TypeError(f"no TOML rendering for {type(value).__name__}")

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgspec
+
 from consensus.certificate import CommitCertificate, verify_certificate
 from consensus.codec import decode, encode
 from consensus.errors import ShardnetError
@@ -264,6 +266,7 @@ class NodeService:
             self.log.info("receipt.emitted", origin=receipt.origin.hex(),
                           dst_shard=receipt.dst_shard, seq=receipt.seq, height=committed.height)
         event = self.block_json(committed.block, committed.block_hash, certificate)
+        event["failed"] = [o.tx_hash.hex() for o in result.outcomes if not o.ok]
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)
@@ -414,6 +417,24 @@ class NodeService:
             "view_changes": driver.view_changes if driver is not None else 0,
             "shard_tips": {str(k): v for k, v in sorted(self.shard_tips.items())},
         }
+
+    def network(self) -> dict[str, Any]:
+        """Chain id, shards, genesis and every validator's advertised API URL: one URL
+        is enough for a client to find the whole network."""
+        genesis = self.ledger.genesis
+        advertised = self.config.api.advertise_urls
+        nodes = []
+        for shard, validators in enumerate(genesis.validators):
+            for validator in validators:
+                urls = advertised[shard] if shard < len(advertised) else []
+                url = (urls[validator.index] if validator.index < len(urls)
+                       else f"http://{validator.api_address}")
+                nodes.append({"shard": shard, "index": validator.index,
+                              "name": f"shard{shard}-node{validator.index}", "api_url": url,
+                              "self": (shard, validator.index) == (
+                                  self.ledger.shard, self.config.node.index)})
+        return {"chain_id": genesis.chain_id, "num_shards": genesis.num_shards,
+                "node": self.name, "nodes": nodes, "genesis": msgspec.to_builtins(genesis.spec)}
 
     async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)

@@ -99,13 +99,17 @@ def genesis_document(spec: TestnetSpec, nodes: list[NodeEntry]) -> dict[str, Any
     }
 
 
-def node_config(spec: TestnetSpec, node: NodeEntry) -> NodeConfig:
+def node_config(spec: TestnetSpec, node: NodeEntry, nodes: list[NodeEntry]) -> NodeConfig:
+    """``node``'s config; every node of ``nodes`` advertises its manifest ``api_url``
+    (in Docker, the port published on the host)."""
     listen = "0.0.0.0" if spec.docker else "127.0.0.1"
+    advertise = [[n.api_url for n in nodes if n.shard == shard] for shard in range(spec.shards)]
     text = (
         f'[node]\nshard = {node.shard}\nindex = {node.index}\nname = "{node.name}"\n'
         f'[p2p]\nlisten_host = "{listen}"\nlisten_port = {node.p2p_port}\n'
         f'announce_host = "{node.p2p_host}"\n'
         f'[api]\nhost = "{listen}"\nport = {node.api_port}\n'
+        f'advertise_urls = {json.dumps(advertise)}\n'
     )
     return parse_config(text)
 
@@ -127,7 +131,7 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
             continue
         home = testnet.home(node.name)
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(render_config(node_config(spec, node)))
+        (home / "config.toml").write_text(render_config(node_config(spec, node, nodes)))
         (home / "genesis.json").write_bytes(genesis_bytes)
         write_node_key(home / "node_key.json", validator_key(spec.seed, node.shard, node.index))
     testnet.write_manifest(manifest)
