@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job: the default testnet (2 shards x 4 validators) as local processes, a short
-# load on it, and where to look next. The testnet keeps running: `make down` stops it.
+# load on it (live progress, then the audit), and where to look next. The testnet keeps
+# running: `make down` stops it.
 demo: $(STAMP)
 	$(BIN)/shardnet testnet up
-	$(BIN)/shardnet testnet load --txs 400
+	$(BIN)/shardnet load --rate 400 --duration 5s --cross-shard 0.2
 	$(BIN)/shardnet testnet status
 	@echo "Inspect: $(BIN)/shardnet logs --event block.committed | tail   Stop: make down"
 

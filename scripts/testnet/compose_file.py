@@ -79,7 +79,8 @@ def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = F
         f"      SHARDNET_VALIDATORS: \"{spec.validators}\"",
         f"      SHARDNET_ACCOUNTS: \"{spec.accounts}\"",
         f"      SHARDNET_SEED: {spec.seed}",
-        "    command: [\"testnet\", \"docker-load\", \"--txs\", \"200\"]",
+        "    command: [\"testnet\", \"docker-load\", \"--txs\", \"400\", \"--cross-shard\", "
+        "\"0.2\"]",
         *([] if swarm else ["    restart: \"no\""]),
         "",
         "networks:",
