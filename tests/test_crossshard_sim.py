@@ -12,6 +12,7 @@ honest. A failure names the seed and the command that reproduces it.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,54 @@ def test_checkers_catch_receipts_that_never_arrive(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(MultiShardSimulation, "_pull", lambda *_: None)
     found = [v for seed in range(200, 240) for v in run_multi_seed(seed).violations]
     assert any("not drained" in v for v in found)
+
+
+# ---------------------------------------------------------------------------
+# shardnet simulate --shards N
+
+
+def test_shardnet_simulate_runs_the_multi_shard_simulator(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scripts.simulate import simulate
+
+    out = tmp_path / "summary.json"
+    result = CliRunner().invoke(simulate, ["--shards", "2", "--seeds", "2", "--start", "5",
+                                           "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "seeds: 2" in result.output and "failed: []" in result.output
+    assert "receipts_applied" in out.read_text()
+
+
+def test_shardnet_simulate_prints_a_failing_seed_with_its_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from scripts.simulate import simulate
+    from sharding.simulation_checkers import CrossShardChecker
+
+    def failing(self: CrossShardChecker, *_: Any) -> None:
+        self.violations.append("example violation")
+
+    monkeypatch.setattr(CrossShardChecker, "check_final", failing)
+    result = CliRunner().invoke(simulate, ["--shards", "2", "--seeds", "1", "--start", "3",
+                                           "--soak", "2", "--faults", "none"])
+    assert result.exit_code == 1
+    assert "seed 3: FAILED" in result.output and "example violation" in result.output
+    assert ("reproduce: shardnet simulate --shards 2 --seeds 1 --start 3 --replicas 4 "
+            "--faults none --soak 2") in result.output
+
+
+def test_shardnet_simulate_refuses_what_the_simulator_cannot_run() -> None:
+    from click.testing import CliRunner
+
+    from scripts.simulate import simulate
+
+    runner = CliRunner()
+    assert runner.invoke(simulate, ["--byzantine", "0/0/primary"]).exit_code == 2
+    refused = runner.invoke(simulate, ["--shards", "2", "--faults", "lightning"])
+    assert refused.exit_code == 2 and "lightning" in refused.output
+    crowded = runner.invoke(simulate, ["--shards", "2", "--byzantine",
+                                       "0/0/primary,0/1/forger"])
+    assert crowded.exit_code == 2 and "f = 1" in crowded.output
