@@ -119,20 +119,20 @@ def test_pulls_alone_finalize_every_channel_when_no_bundle_is_pushed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(MultiShardSimulation, "_relay", lambda *_: None)
-    results = [run_multi_seed(seed) for seed in range(420_000, 420_030)]
+    results = [run_multi_seed(seed) for seed in range(420_000, 420_020)]
     check_all(results)
     assert sum(r.relay["bundles_pushed"] for r in results) == 0
-    assert sum(r.receipts_applied for r in results) > 100
+    assert sum(r.receipts_applied for r in results) > 50
 
 
 def test_three_shards() -> None:
-    results = [run_multi_seed(seed, shards=3) for seed in range(430_000, 430_015)]
+    results = [run_multi_seed(seed, shards=3) for seed in range(430_000, 430_010)]
     check_all(results)
     assert sum(r.receipts_applied for r in results) > 0
 
 
 def test_real_validator_signatures() -> None:
-    check_all([run_multi_seed(seed, real_signatures=True) for seed in range(440_000, 440_006)])
+    check_all([run_multi_seed(seed, real_signatures=True) for seed in range(440_000, 440_004)])
 
 
 def test_the_simulation_is_deterministic_per_seed() -> None:
