@@ -93,6 +93,7 @@ class RunState:
     errors: Counter[str] = field(default_factory=Counter)  # per request failure reason
     retries: int = 0
     busy_backoffs: int = 0
+    resubmitted: int = 0  # accepted by a node that then stopped answering
     markers: list[dict[str, Any]] = field(default_factory=list)  # view changes, restarts
     start_heights: dict[int, int] = field(default_factory=dict)
 
@@ -125,6 +126,7 @@ class Engine:
         self._last_height: dict[int, int] = {}
         self._session: aiohttp.ClientSession | None = None
         self._sent_count = 0
+        self._signed: dict[str, Signed] = {}
 
     # -- time ------------------------------------------------------------------------
 
@@ -267,6 +269,7 @@ class Engine:
             self.tracker.add(TxRecord(item.hash, intent.seq, intent.src_shard, intent.dst_shard,
                                       intent.kind, intent.inbound_hops,
                                       self.universe.senders[intent.sender].address, item.nonce))
+            self._signed[item.hash] = item
             self._backlog[intent.src_shard].append(Entry(item))
         return signed
 
@@ -374,7 +377,7 @@ class Engine:
         for entry, result in zip(batch, results, strict=True):
             digest = entry.signed.hash
             if result.get("accepted"):
-                self.tracker.on_accepted(digest)
+                self.tracker.on_accepted(digest, node.target.name)
                 continue
             reason = str(result.get("error") or "unknown")
             if reason in BUSY_REASONS:
@@ -392,6 +395,7 @@ class Engine:
 
     def _requeue(self, shard: int, entries: list[Entry], delay_s: float) -> None:
         bucket = self.timeline.at(self.now())
+        again: list[Entry] = []
         for entry in entries:
             entry.attempt += 1
             self.state.retries += 1
@@ -403,7 +407,8 @@ class Engine:
             if delay_s > 0:
                 self._delayed.append((self.now() + delay_s, shard, entry))
             else:
-                self._backlog[shard].appendleft(entry)
+                again.append(entry)
+        self._backlog[shard].extendleft(reversed(again))  # first in line, in their order
 
     def _rejected(self, entry: Entry, reason: str) -> None:
         self.timeline.at(self.now()).rejected += 1
@@ -431,6 +436,19 @@ class Engine:
         node.failures += 1
         cool = min(NODE_DOWN_S[1], NODE_DOWN_S[0] * 2 ** (node.failures - 1))
         node.down_until = time.monotonic() + cool
+        self._resubmit_accepted_by(node)
+
+    def _resubmit_accepted_by(self, node: NodeState) -> None:
+        """A node stopped answering: what it accepted and its shard has not committed
+        goes to another node (an "already there" answer counts as in flight)."""
+        records = self.tracker.accepted_by(node.target.name)
+        if not records:
+            return
+        self.state.resubmitted += len(records)
+        for record in records:
+            record.node = None
+        self._requeue(records[0].shard,
+                      [Entry(self._signed[r.hash], attempt=1) for r in records], 0.0)
 
     def _wake(self, digest: str) -> None:
         waiter = self._waiters.pop(digest, None)
@@ -506,6 +524,7 @@ class Engine:
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 if node.up:
                     self._mark("node_down", node.target.name)
+                    self._resubmit_accepted_by(node)
                 node.up, node.status = False, None
                 return
             if node.up is False:

@@ -60,7 +60,8 @@ def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float
         "cross_shard": counts["cross_shard"],
         "offered": state.offered, "skipped": state.skipped,
         "errors": dict(sorted(state.errors.items())), "retries": state.retries,
-        "busy_backoffs": state.busy_backoffs, "nonce_resyncs": engine.nonces.resyncs,
+        "busy_backoffs": state.busy_backoffs, "resubmitted": state.resubmitted,
+        "nonce_resyncs": engine.nonces.resyncs,
         "duration_s": round(duration, 3),
         "tps_offered": round(state.offered / duration, 1) if duration else 0.0,
         "tps_committed": round(tps, 1),
@@ -220,7 +221,7 @@ def print_summary(report: Mapping[str, Any], console: Any) -> None:
     totals.add_column("value", justify="right")
     for name in ("offered", "sent", "committed", "finalized", "failed", "rejected_total",
                  "cross_shard", "in_flight_at_end", "skipped", "retries", "busy_backoffs",
-                 "nonce_resyncs", "tps_offered", "tps_committed"):
+                 "resubmitted", "nonce_resyncs", "tps_offered", "tps_committed"):
         totals.add_row(name.replace("_", " "), _fmt(report[name]))
     gen = report["generator"]
     totals.add_row("generator CPU (share of a core)",

@@ -40,6 +40,7 @@ class TxRecord:
     inbound: list[tuple[int, int, float]] = field(default_factory=list)  # (shard, height, t)
     finalized_s: float | None = None
     late: str | None = None  # outcome learnt at the end from GET /v1/txs (no latency)
+    node: str | None = None  # the node that accepted it (until it is committed)
 
     @property
     def done(self) -> bool:
@@ -75,8 +76,16 @@ class Tracker:
         if record.submitted_s is None:
             record.submitted_s = t
 
-    def on_accepted(self, digest: str) -> None:
-        self.records[digest].accepted = True
+    def on_accepted(self, digest: str, node: str | None = None) -> None:
+        record = self.records[digest]
+        record.accepted = True
+        record.node = node
+
+    def accepted_by(self, node: str) -> list[TxRecord]:
+        """Uncommitted transactions that ``node`` accepted: if it died before passing
+        them on to its shard, only a resubmission saves them."""
+        return [r for r in self.records.values()
+                if r.node == node and not r.commits and r.rejected is None]
 
     def on_rejected(self, digest: str, reason: str, *, resubmission: bool = False) -> bool:
         """Record a rejection; False when it means the transaction is already there."""
