@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "node": "scripts.bench_node:bench_node",
     "consensus": "scripts.bench_consensus:bench_consensus",
     "crossshard": "scripts.bench_crossshard:bench_crossshard",
+    "e2e": "scripts.bench_e2e:bench_e2e",
 }
 
 

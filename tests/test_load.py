@@ -162,6 +162,36 @@ def test_exactly_once_catches_a_lost_and_a_duplicated_transaction() -> None:
     assert tracker.counts()["rejected"] == 1 and tracker.records["c"].finalized_s == 0.9
 
 
+# -- find-max -------------------------------------------------------------------------
+
+
+def _fake_step(capacity: float) -> Any:
+    def run(rate: float) -> dict[str, Any]:
+        tps = min(rate, capacity) * 0.98
+        p99 = 300.0 if rate <= capacity else 5000.0
+        return {"latency_ms": {"commit": {"p99": p99, "p50": 100.0}}, "sent": int(rate),
+                "offered": int(rate), "skipped": 0, "rejected_total": 0,
+                "tps_committed": tps, "tps_offered": rate, "in_flight_at_end": 0,
+                "lost": 0, "duplicated": 0}
+    return run
+
+
+@pytest.mark.parametrize(("start", "capacity"), [(500.0, 1000.0), (500.0, 300.0)])
+def test_find_max_steps_up_or_down_then_refines_once(
+        monkeypatch: pytest.MonkeyPatch, start: float, capacity: float) -> None:
+    from scripts.load import findmax
+
+    monkeypatch.setattr(findmax, "run_step", _fake_step(capacity))
+    found = findmax.find_max(lambda rate, step: rate, start, findmax.Limits())  # type: ignore
+    rates = [row["rate"] for row in found["steps"]]
+    if capacity > start:
+        assert rates == [500.0, 650.0, 845.0, 1098.5, 971.8]  # up x1.3, then the midpoint
+    else:
+        assert rates == [500.0, 384.6, 295.9, 340.3]  # down /1.3, then the midpoint
+    best = max(r for r in rates if r <= capacity)
+    assert found["max_rate"] == best and found["max_tps"] == pytest.approx(best * 0.98, rel=1e-3)
+
+
 # -- thresholds ------------------------------------------------------------------------
 
 

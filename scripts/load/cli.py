@@ -11,6 +11,7 @@ conserved, not quiescent in time) or the network cannot be used; 99 a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.console import Console
 from scripts.load.accounts import account_group, build_universe
 from scripts.load.end_audit import conservation_audit
 from scripts.load.engine import Engine, RunConfig
+from scripts.load.findmax import Limits, find_max
 from scripts.load.progress import Progress
 from scripts.load.rate import RateError, RateSchedule, describe, parse_duration
 from scripts.load.report import (
@@ -124,6 +126,13 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
 @click.option("--threshold", "thresholds", multiple=True,
               help="Pass/fail, k6 style: 'p99<1000ms', 'finality.p99<2.5s', 'rejected<1%', "
               "'tps>500' (exit 99 when one fails).")
+@click.option("--find-max", is_flag=True,
+              help="Step the rate up from --rate (each step --duration) until p99 or the "
+              "rejection rate crosses its limit; report the highest sustainable TPS.")
+@click.option("--find-max-p99", type=Duration(), default="1s",
+              help="--find-max: the p99 submit-to-commit limit.")
+@click.option("--find-max-rejected", type=click.FloatRange(0, 100), default=1.0,
+              help="--find-max: the rejection limit, in percent.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Write report.json, timeseries.csv and report.html here.")
@@ -175,6 +184,28 @@ def load(ctx: click.Context, /, **_: Any) -> None:
                       highlight=False)
     signer = Signer(network.chain_id, seed, [s.index for s in universe.senders],
                     opts["sign_workers"])
+    if opts["find_max"]:
+        if schedule is None:
+            signer.close()
+            raise click.ClickException("--find-max steps an open-loop rate: give --rate START")
+        step_s = opts["duration"] or parse_duration(DEFAULT_DURATION)
+
+        def make_engine(rate: float, step: int) -> Engine:
+            workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot,
+                                             opts["rng_seed"] + step), universe)
+            step_config = dataclasses.replace(config, schedule=RateSchedule.parse(f"{rate:.3f}"),
+                                              duration_s=step_s, max_txs=None)
+            return Engine(network, universe, workload, signer, step_config)
+
+        try:
+            found = find_max(make_engine, schedule.stages[0].start_tps,
+                             Limits(opts["find_max_p99"] * 1000, opts["find_max_rejected"]),
+                             on_step=None if opts["quiet"] else
+                             lambda row: console.print(_step_line(row), highlight=False))
+        finally:
+            signer.close()
+        finish_find_max(found, network, opts, settings, console)
+        return
     audit_result: dict[str, Any] = {}
 
     async def settle() -> None:
@@ -214,3 +245,49 @@ def load(ctx: click.Context, /, **_: Any) -> None:
         sys.exit(AUDIT_EXIT)
     if not passed:
         sys.exit(THRESHOLD_EXIT)
+
+
+def _step_line(row: dict[str, Any]) -> str:
+    verdict = "sustainable" if row["ok"] else f"not sustainable: {row['why']}"
+    return (f"find-max: {row['rate']:,.0f} tx/s offered -> {row['tps_committed']:,.0f} "
+            f"committed, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms: {verdict}")
+
+
+def finish_find_max(found: dict[str, Any], network: Any, opts: dict[str, Any],
+                    settings: dict[str, Any], console: Console) -> None:
+    """Audit after the last step, print, exit 1 when the audit fails."""
+    found["settings"] = settings
+    ok = True
+    if opts["run_audit"]:
+        conservation, quiescence, problem = conservation_audit(network, opts["root"],
+                                                               opts["audit_wait"])
+        lost = sum(row["lost"] for row in found["steps"])
+        duplicated = sum(row["duplicated"] for row in found["steps"])
+        ok = bool(conservation and conservation["ok"]) and not lost and not duplicated \
+            and problem is None
+        found["audit"] = {"ok": ok, "lost": lost, "duplicated": duplicated,
+                          "conservation_ok": bool(conservation and conservation["ok"]),
+                          "problems": [*(conservation or {}).get("problems", []),
+                                       *([problem] if problem else [])],
+                          "quiescence": quiescence}
+    if opts["as_json"]:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"find-max: p99 <= {found['limits']['p99_ms']:g} ms, rejected <= "
+                            f"{found['limits']['rejected_pct']:g}%")
+        for column in ("offered tx/s", "committed tx/s", "p50 ms", "p99 ms", "verdict"):
+            table.add_column(column, justify="left" if column == "verdict" else "right")
+        for row in found["steps"]:
+            table.add_row(f"{row['rate']:,.0f}", f"{row['tps_committed']:,.1f}",
+                          str(row["p50_ms"]), str(row["p99_ms"]),
+                          "ok" if row["ok"] else row["why"])
+        console.print(table)
+        console.print(f"highest sustainable: {found['max_tps']:,.1f} tx/s committed "
+                      f"(at {found['max_rate']:,.0f} offered)")
+        if "audit" in found:
+            console.print(f"audit: {'ok' if ok else 'FAILED'}: {found['audit']['lost']} lost, "
+                          f"{found['audit']['duplicated']} duplicated")
+    if not ok:
+        sys.exit(AUDIT_EXIT)
