@@ -57,9 +57,23 @@ class Client:
 
     @classmethod
     def from_url(cls, url: str) -> Client:
-        status = call("GET", f"{url.rstrip('/')}/v1/status")
-        return cls({int(status["shard"]): [url.rstrip("/")]}, int(status["num_shards"]),
-                   str(status["chain_id"]))
+        """The whole network from one node: ``GET /v1/network`` lists every node's
+        advertised URL (the given one first for its shard); ``/v1/status`` alone (that
+        node only) when the node has no such route."""
+        url = url.rstrip("/")
+        status = call("GET", f"{url}/v1/status")
+        urls: dict[int, list[str]] = {int(status["shard"]): [url]}
+        try:
+            network = call("GET", f"{url}/v1/network")
+        except ApiFailure as exc:
+            if exc.status != 404:
+                raise
+            network = {"nodes": []}
+        for node in network["nodes"]:
+            known = urls.setdefault(int(node["shard"]), [])
+            if str(node["api_url"]).rstrip("/") not in known:
+                known.append(str(node["api_url"]).rstrip("/"))
+        return cls(urls, int(status["num_shards"]), str(status["chain_id"]))
 
     def url_for(self, shard: int, attempt: int = 0) -> str:
         urls = self.urls_by_shard.get(shard)

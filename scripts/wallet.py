@@ -42,7 +42,9 @@ def _address(text: str) -> bytes:
 
 
 network_options = [
-    click.option("--url", help="API of a node (of the sender's shard when submitting)."),
+    click.option("--url", envvar="SHARDNET_URL",
+                 help="API of any node: the rest of the network is found from it "
+                 "(GET /v1/network). Default: $SHARDNET_URL."),
     click.option("--testnet", "testnet", type=click.Path(path_type=Path),
                  default=DEFAULT_TESTNET, show_default=True, help="Local testnet folder."),
 ]

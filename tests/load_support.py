@@ -41,12 +41,18 @@ class FakeNode:
     duplicate: set[int] = field(default_factory=set)  # positions committed in two blocks
     nonce_jump: dict[bytes, int] = field(default_factory=dict)  # sender -> node nonce after 1st tx
     advertise_url: str | None = None  # what /v1/network advertises (default: the real URL)
+    busy_posts: int = 0  # the first N POSTs are refused: 503 + Retry-After, mempool_full
     url: str = ""
     port: int = 0
     received: list[Received] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)  # times of the 503 answers
     accepted_order: list[str] = field(default_factory=list)
-    nonces: dict[bytes, int] = field(default_factory=dict)  # the node's next nonce per sender
+    nonces: dict[bytes, int] = field(default_factory=dict)  # committed next nonce per sender
+    by_hash: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # the mempool
+    by_nonce: dict[tuple[bytes, int], str] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
+    doubled: set[str] = field(default_factory=set)
     blocks: list[dict[str, Any]] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)
     subscribers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
@@ -95,28 +101,43 @@ class FakeNode:
         async def submit(request: web.Request) -> web.Response:
             raws = msgspec.msgpack.decode(await request.read())
             now = time.monotonic()
+            if self.busy_posts > 0:
+                self.busy_posts -= 1
+                self.refused.append(now)
+                results = [{"hash": tx_hash(decode_tx(raw)).hex(), "accepted": False,
+                            "error": "mempool_full", "detail": "full"} for raw in raws]
+                return web.json_response({"accepted": 0, "rejected": len(raws),
+                                          "results": results}, status=503,
+                                         headers={"Retry-After": "1"})
             results = []
             for raw in raws:
                 tx = decode_tx(raw)
                 digest = tx_hash(tx).hex()
                 sender, nonce = tx.body.sender, tx.body.nonce
-                expected = self.nonces.get(sender, 0)
                 if sender in self.nonce_jump:
-                    expected = self.nonces[sender] = self.nonce_jump.pop(sender)
-                if nonce < expected:
-                    self.received.append(Received(now, digest, sender, nonce, False,
-                                                  "wrong_nonce"))
-                    results.append({"hash": digest, "accepted": False, "error": "wrong_nonce",
-                                    "detail": f"nonce {nonce} already used"})
+                    self.nonces[sender] = self.nonce_jump.pop(sender)
+                error = None
+                if digest in self.by_hash or digest in self.committed or digest in self.lost:
+                    error = "duplicate"
+                elif nonce < self.nonces.get(sender, 0):
+                    error = "wrong_nonce"
+                elif (sender, nonce) in self.by_nonce:
+                    error = "nonce_taken"
+                if error is not None:
+                    self.received.append(Received(now, digest, sender, nonce, False, error))
+                    results.append({"hash": digest, "accepted": False, "error": error,
+                                    "detail": error})
                     continue
-                self.nonces[sender] = max(expected, nonce + 1)
+                self.by_hash[digest] = (sender, nonce)
+                self.by_nonce[(sender, nonce)] = digest
                 self.received.append(Received(now, digest, sender, nonce, True))
                 position = len(self.accepted_order)
                 self.accepted_order.append(digest)
-                if position not in self.lose:
-                    self.pending.append(digest)
-                    if position in self.duplicate:
-                        self.pending.append(digest)
+                self.pending.append(digest)
+                if position in self.lose:
+                    self.lost.add(digest)
+                if position in self.duplicate:
+                    self.doubled.add(digest)
                 results.append({"hash": digest, "accepted": True})
             accepted = sum(r["accepted"] for r in results)
             return web.json_response({"accepted": accepted, "rejected": len(results) - accepted,
@@ -167,16 +188,30 @@ class FakeNode:
         app.add_routes(routes)
         return app
 
+    def _ready(self) -> list[str]:
+        """Pending transactions whose nonces follow their sender's committed nonce (a
+        gapped one waits, as in the node's mempool), taken out of the pool."""
+        ready: list[str] = []
+        progressed = True
+        while progressed:
+            progressed = False
+            for digest in list(self.pending):
+                sender, nonce = self.by_hash[digest]
+                if nonce == self.nonces.get(sender, 0):
+                    self.nonces[sender] = nonce + 1
+                    self.pending.remove(digest)
+                    del self.by_hash[digest], self.by_nonce[(sender, nonce)]
+                    ready.append(digest)
+                    progressed = True
+        return ready
+
     async def produce(self) -> None:
         while True:
             await asyncio.sleep(self.block_interval_s)
-            if not self.pending:
-                continue
-            txs, self.pending = self.pending, []
-            first, again = [], []
-            for digest in txs:
-                (again if digest in first else first).append(digest)
-            for batch in (first, again):
+            ready = self._ready()
+            # A lost transaction uses its nonce but appears in no block.
+            first = [d for d in ready if d not in self.lost]
+            for batch in (first, [d for d in first if d in self.doubled]):
                 if not batch:
                     continue
                 block = {"shard": 0, "height": len(self.blocks) + 1, "txs": batch,

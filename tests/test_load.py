@@ -257,6 +257,22 @@ def test_ramp_sends_the_integral_and_closed_loop_waits_for_commits() -> None:
     assert 8 <= report["sent"] <= 80 and report["committed"] == report["sent"]
 
 
+def test_503_retry_after_backs_off_and_resubmits() -> None:
+    """A full mempool answers 503 + Retry-After: 1: the refused transactions are sent
+    again after the delay, counted as back-offs, none dropped."""
+    with fake_node(FakeNode(busy_posts=3)) as node:
+        code, report, output = run_load("--url", node.url, "--rate", "100", "--duration", "1s",
+                                        "--mix", "transfer=1", "--sign-workers", "0",
+                                        "--no-audit", "--drain", "10s")
+        accepted = sorted(r.t for r in node.received if r.accepted)
+        refused = node.refused
+    assert code == 0, output
+    assert report["busy_backoffs"] == 3 and report["retries"] >= 3
+    assert report["sent"] == report["committed"] == 100 and report["rejected_total"] == 0
+    assert len(accepted) == 100  # each one accepted exactly once, after its back-off
+    assert accepted[-1] - refused[0] >= 0.9  # Retry-After was honoured
+
+
 def test_nonce_resync_after_a_rejection() -> None:
     """Someone else used nonces 0..4 of a sender: its first transaction is rejected
     (wrong_nonce); the generator reads the node's nonce and carries on from 5."""

@@ -5,6 +5,7 @@ the end-of-run audit; then ``shardnet testnet load`` on the same testnet."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scripts.load.targets import discover_urls
+from sharding.accounts import derive_account, shard_of
 from tests.node_support import local_testnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,6 +28,15 @@ def test_load_with_cross_shard_traffic_and_a_node_killed_mid_run(tmp_path: Path)
         assert network.chain_id == net.manifest.chain_id and network.num_shards == 2
         assert {(n.name, n.shard, n.url) for n in network.nodes} == {
             (n.name, n.shard, n.api_url) for n in net.manifest.nodes}
+
+        # The wallet finds the other shard's nodes from one URL too (GET /v1/network).
+        other = next(i for i in range(50) if shard_of(
+            derive_account("shardnet", i).public_key, 2) == 0)
+        address = derive_account("shardnet", other).public_key.hex()
+        found = subprocess.run([SHARDNET, "account", address], capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "SHARDNET_URL": entry.api_url})
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["shard"] == 0
 
         out = tmp_path / "report"
         command = [SHARDNET, "load", "--url", entry.api_url, "--rate", "250", "--duration",

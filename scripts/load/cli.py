@@ -116,6 +116,8 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
               help="Funded accounts of --seed [default: the genesis's].")
 @click.option("--batch", type=click.IntRange(1, 5_000), default=200,
               help="Most transactions per POST.")
+@click.option("--batch-interval", type=Duration(), default="50ms",
+              help="Pacing tick: arrivals due are sent together, per shard, this often.")
 @click.option("--sign-workers", type=click.IntRange(0, 16), default=1,
               help="Signing processes (0: sign in the sending process).")
 @click.option("--drain", type=Duration(), default="30s",
@@ -168,6 +170,7 @@ def load(ctx: click.Context, /, **_: Any) -> None:
     config = RunConfig(schedule=schedule, concurrency=opts["concurrency"],
                        poisson=opts["poisson"], duration_s=duration, max_txs=opts["max_txs"],
                        drain_s=opts["drain"], batch_txs_max=opts["batch"],
+                       tick_s=max(0.001, opts["batch_interval"]),
                        rng_seed=opts["rng_seed"])
     settings = {
         "rate": describe(schedule) if schedule else None, "poisson": opts["poisson"],

@@ -78,6 +78,9 @@ class NodeState:
 class Entry:
     signed: Signed
     attempt: int = 0
+    # A previous attempt may have reached a node (connection lost, timeout, node died):
+    # "already there" answers then mean in flight, not rejected.
+    uncertain: bool = False
 
 
 @dataclass(slots=True)
@@ -361,7 +364,7 @@ class Engine:
                 payload = await answer.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self._node_failed(node, _reason(exc))
-            self._requeue(shard, batch, 0.0)
+            self._requeue(shard, batch, 0.0, uncertain=True)
             return
         finally:
             self._active[shard] -= 1
@@ -370,7 +373,7 @@ class Engine:
             results = [payload]  # the single-transaction answer
         if not isinstance(results, list) or len(results) != len(batch):
             self._node_failed(node, f"http_{status}")
-            self._requeue(shard, batch, 0.0)
+            self._requeue(shard, batch, 0.0, uncertain=True)
             return
         node.failures = 0
         busy: list[Entry] = []
@@ -383,7 +386,7 @@ class Engine:
             if reason in BUSY_REASONS:
                 busy.append(entry)
                 continue
-            if self.tracker.on_rejected(digest, reason, resubmission=entry.attempt > 0):
+            if self.tracker.on_rejected(digest, reason, resubmission=entry.uncertain):
                 self._rejected(entry, reason)
         if busy:
             self.state.busy_backoffs += 1
@@ -393,11 +396,13 @@ class Engine:
                 delay = 1.0
             self._requeue(shard, busy, delay)
 
-    def _requeue(self, shard: int, entries: list[Entry], delay_s: float) -> None:
+    def _requeue(self, shard: int, entries: list[Entry], delay_s: float, *,
+                 uncertain: bool = False) -> None:
         bucket = self.timeline.at(self.now())
         again: list[Entry] = []
         for entry in entries:
             entry.attempt += 1
+            entry.uncertain = entry.uncertain or uncertain
             self.state.retries += 1
             bucket.retries += 1
             if entry.attempt > ATTEMPTS_MAX:
@@ -447,8 +452,8 @@ class Engine:
         self.state.resubmitted += len(records)
         for record in records:
             record.node = None
-        self._requeue(records[0].shard,
-                      [Entry(self._signed[r.hash], attempt=1) for r in records], 0.0)
+        self._requeue(records[0].shard, [Entry(self._signed[r.hash], attempt=1)
+                                         for r in records], 0.0, uncertain=True)
 
     def _wake(self, digest: str) -> None:
         waiter = self._waiters.pop(digest, None)
