@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import tomllib
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,9 @@ def load(ctx: click.Context, /, **_: Any) -> None:
         raise
     except KeyboardInterrupt:
         raise click.ClickException("interrupted") from None
+    except BrokenProcessPool:
+        raise click.ClickException("a signing worker process died (out of memory?); "
+                                   "try --sign-workers 0") from None
     finally:
         signer.close()
     report = build_report(engine, settings=settings, cpu_s=time.process_time() - cpu_started)

@@ -232,8 +232,8 @@ class Engine:
         arrivals = Arrivals(schedule, poisson=self.config.poisson,
                             rng=random.Random(self.config.rng_seed * 7919 + 1))
         end_s = self.config.duration_s
-        backlog_max = max(1_000, int(self.config.backlog_s * max(
-            schedule.rate_at(t) for t in (0.0, end_s / 2, max(0.0, end_s - 1e-6)))))
+        peak_tps = max(max(stage.start_tps, stage.end_tps) for stage in schedule.stages)
+        backlog_max = max(1_000, int(self.config.backlog_s * peak_tps))
         generated = 0
         while True:
             t = min(self.now(), end_s)
