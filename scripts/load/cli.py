@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 
 from scripts.load.accounts import account_group, build_universe
+from scripts.load.compare import compare_command
 from scripts.load.end_audit import conservation_audit
 from scripts.load.engine import Engine, RunConfig
 from scripts.load.findmax import Limits, find_max
@@ -89,7 +90,7 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
             raise click.ClickException(f"--profile {path}: {key}: {exc.message}") from None
 
 
-@click.command("load", context_settings={"show_default": True})
+@click.group("load", invoke_without_command=True, context_settings={"show_default": True})
 @click.option("--testnet", "root", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Testnet folder (default: testnets/default unless --url or "
               "SHARDNET_URL is given).", show_default=False)
@@ -142,7 +143,10 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
 @click.option("--quiet", is_flag=True, help="No live progress.")
 @click.pass_context
 def load(ctx: click.Context, /, **_: Any) -> None:
-    """Fire signed transfers and swaps at a network; live progress, report, audit."""
+    """Fire signed transfers and swaps at a network; live progress, report, audit.
+    `shardnet load compare A B` sets two reports side by side."""
+    if ctx.invoked_subcommand is not None:
+        return
     _apply_profile(ctx, ctx.params.get("profile"))
     opts = dict(ctx.params)
     console = Console(stderr=opts["as_json"])
@@ -252,6 +256,9 @@ def load(ctx: click.Context, /, **_: Any) -> None:
         sys.exit(AUDIT_EXIT)
     if not passed:
         sys.exit(THRESHOLD_EXIT)
+
+
+load.add_command(compare_command)
 
 
 def _step_line(row: dict[str, Any]) -> str:
