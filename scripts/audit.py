@@ -5,7 +5,10 @@ genesis supply. Each shard reports its totals and its channel counters at
 ``GET /v1/audit`` (O(assets + channels)); in flight on A->B is A's cumulative
 ``sent`` to B minus B's cumulative ``received`` from A, per asset, and
 ``out_seq`` minus ``in_cursor`` in receipts. One node per shard is read (the
-first of the manifest that answers).
+first of the manifest that answers). The nodes come from the testnet folder
+(``--testnet``, default ``testnets/default``) or, with ``--url`` / ``SHARDNET_URL``
+and no ``--testnet``, from ``GET /v1/network`` as in ``shardnet load`` (the block
+interval is then the default one, for ``--wait``).
 
 Shards are read one after another, so a read while blocks commit is not one
 consistent cut. ``--wait SECONDS`` first waits (bounded) for quiescence: every
@@ -34,6 +37,7 @@ import msgspec
 
 from consensus.errors import ShardnetError
 from scripts.client import ApiFailure, call
+from scripts.load.targets import discover_if_asked
 from scripts.testnet.layout import Manifest, TestnetDir
 from sharding.audit import (
     ChannelAudit,
@@ -343,8 +347,12 @@ def print_report(report: Mapping[str, Any]) -> None:
 
 
 @click.command("audit")
-@click.option("--testnet", "root", type=click.Path(path_type=Path),
-              default=Path("testnets/default"), show_default=True)
+@click.option("--testnet", "root", type=click.Path(path_type=Path), default=None,
+              help="Testnet folder [default: testnets/default unless --url or SHARDNET_URL "
+              "is given].")
+@click.option("--url", "urls", multiple=True,
+              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
+              "Default: $SHARDNET_URL (comma-separated).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS",
@@ -352,15 +360,22 @@ def print_report(report: Mapping[str, Any]) -> None:
 @click.option("--quiet-intervals", type=click.IntRange(min=1),
               default=DEFAULT_QUIET_INTERVALS, show_default=True,
               help="With --wait: block intervals without a height change that count as quiet.")
-def audit(root: Path, as_json: bool, wait_s: float | None, quiet_intervals: int) -> None:
+def audit(root: Path | None, urls: tuple[str, ...], as_json: bool, wait_s: float | None,
+          quiet_intervals: int) -> None:
     """Check that nothing was lost: supply = balances + reserves + in flight, per asset."""
-    testnet, manifest, genesis = _load(root)
-    nodes = [Node(n.name, n.shard, n.api_url.rstrip("/")) for n in manifest.nodes]
+    network = discover_if_asked(root, urls)
+    if network is not None:
+        genesis = network.genesis
+        nodes = [Node(n.name, n.shard, n.url) for n in network.nodes]
+    else:
+        testnet, manifest, genesis = _load(root or Path("testnets/default"))
+        nodes = [Node(n.name, n.shard, n.api_url.rstrip("/")) for n in manifest.nodes]
     quiescence = None
     if wait_s is None:
         audits, sources = read_audits(nodes, genesis.num_shards, HTTP_TIMEOUT_S)
     else:
-        interval_ms = get_block_interval_ms(testnet, manifest)
+        interval_ms = (DEFAULT_BLOCK_INTERVAL_MS if network is not None
+                       else get_block_interval_ms(testnet, manifest))
         quiet_ms = quiet_intervals * interval_ms
         if wait_s * 1000 < quiet_ms:
             raise click.ClickException(

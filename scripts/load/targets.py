@@ -175,11 +175,21 @@ def check_chain(network: Network) -> None:
     raise TargetError(f"no node of {network.source} answers ({shown}); is the testnet up?")
 
 
-def resolve(root: Path | None, urls: Sequence[str]) -> Network:
-    """``--testnet`` wins, else ``--url`` / ``SHARDNET_URL``, else the default folder."""
+def discover_if_asked(root: Path | None, urls: Sequence[str]) -> Network | None:
+    """The network ``--url`` / ``SHARDNET_URL`` names, found by ``GET /v1/network``, when
+    no testnet folder was given; None when the folder is to be used. The one rule every
+    command (``load``, ``audit``, ``testnet status``) follows."""
     given = urls_from_env(urls)
     if root is None and given:
         return discover_urls(given)
+    return None
+
+
+def resolve(root: Path | None, urls: Sequence[str]) -> Network:
+    """``--testnet`` wins, else ``--url`` / ``SHARDNET_URL``, else the default folder."""
+    network = discover_if_asked(root, urls)
+    if network is not None:
+        return network
     network = network_from_testnet(root or Path("testnets/default"))
     check_chain(network)
     return network

@@ -16,6 +16,7 @@ from scripts.testnet.processes import (
     running_pid,
     start_node,
     stop_node,
+    url_status,
     wait_healthy,
 )
 
@@ -95,34 +96,53 @@ def down(root: Path) -> None:
 
 
 @testnet.command("status")
-@dir_option
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Testnet folder [default: testnets/default unless --url or SHARDNET_URL "
+              "is given].")
+@click.option("--url", "urls", multiple=True,
+              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
+              "Default: $SHARDNET_URL (comma-separated).")
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 @click.option("--count", type=int, default=0, help="With --watch: stop after N refreshes.")
-def status(root: Path, watch: bool, count: int) -> None:
+def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) -> None:
     """A table of every node: shard, view, primary, height, mempool, peers, TPS."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
-    testnet_dir = TestnetDir(root)
-    manifest = testnet_dir.load_manifest()
+    from scripts.load.targets import NodeTarget, discover_if_asked
+
+    network = discover_if_asked(root, urls)
+    testnet_dir: TestnetDir | None = None
+    if network is not None:
+        chain_id, source, nodes = network.chain_id, network.source, list(network.nodes)
+    else:
+        root = root or DEFAULT_DIR
+        testnet_dir = TestnetDir(root)
+        try:
+            manifest = testnet_dir.load_manifest()
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        chain_id, source = manifest.chain_id, str(root)
+        nodes = [NodeTarget(n.name, n.shard, n.index, n.api_url.rstrip("/"))
+                 for n in manifest.nodes]
 
     def table() -> Table:
-        grid = Table(title=f"shardnet {manifest.chain_id}: {root}")
+        grid = Table(title=f"shardnet {chain_id}: {source}")
         for column in ("node", "shard", "pid", "view", "primary", "height", "mempool",
                        "peers", "tps", "view changes"):
             grid.add_column(column, justify="right" if column != "node" else "left",
                             no_wrap=True)
-        for node in manifest.nodes:
-            found = node_status(node)
-            pid = running_pid(testnet_dir, node.name)
+        for node in nodes:
+            found = url_status(node.url)
+            pid = running_pid(testnet_dir, node.name) if testnet_dir is not None else None
             if found is None:
-                grid.add_row(node.name, str(node.shard), str(pid or "-"),
-                             *(["down" if pid is None else "?"] + ["-"] * 6))
+                down = ("no answer" if testnet_dir is None else "down" if pid is None else "?")
+                grid.add_row(node.name, str(node.shard), str(pid or "-"), down, *["-"] * 6)
                 continue
-            grid.add_row(node.name, str(node.shard), str(pid or "-"), str(found["view"]),
-                         str(found["primary"]), str(found["height"]), str(found["mempool"]),
-                         str(found["peers"]), str(found["recent_tps"]),
+            grid.add_row(node.name, str(node.shard), str(pid or "-"),
+                         *(str(found.get(key, "-")) for key in (
+                             "view", "primary", "height", "mempool", "peers", "recent_tps")),
                          str(found.get("view_changes", 0)))
         return grid
 

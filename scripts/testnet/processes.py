@@ -120,8 +120,13 @@ def fetch_json(url: str, timeout_s: float = 2.0) -> Any:
 
 
 def node_status(node: NodeEntry, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    return url_status(node.api_url, timeout_s)
+
+
+def url_status(api_url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """``GET /v1/status`` of the node at ``api_url``; None when it does not answer."""
     try:
-        status: dict[str, Any] = fetch_json(f"{node.api_url}/v1/status", timeout_s)
+        status: dict[str, Any] = fetch_json(f"{api_url}/v1/status", timeout_s)
     except (OSError, urllib.error.URLError, ValueError):
         return None
     return status
