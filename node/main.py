@@ -247,14 +247,7 @@ class Node:
     # -- p2p glue --------------------------------------------------------------------
 
     def _send(self, index: int, channel: int, data: bytes) -> bool:
-        peer = self._index_peer.get(index)
-        if peer is None or self.p2p is None:
-            return False
-        ok = self.p2p.send_nowait(peer, channel, data)
-        if ok:
-            self.metrics.p2p_messages.labels(direction="out", channel=str(channel)).inc()
-            self.metrics.p2p_bytes.labels(direction="out", channel=str(channel)).inc(len(data))
-        return ok
+        return self._send_to(self.config.node.shard, index, channel, data)
 
     async def _request(self, index: int, data: bytes, timeout_s: float) -> bytes:
         return await self._request_to(self.config.node.shard, index, data, timeout_s)
