@@ -32,7 +32,7 @@ from consensus.codec import encode
 from consensus.crypto import KeyPair
 from scripts.testnet.generate import TestnetSpec, generate
 from scripts.testnet.layout import NodeEntry, TestnetDir
-from scripts.testnet.processes import start_node, stop_node, wait_healthy
+from scripts.testnet.processes import running_pid, start_node, stop_node, wait_healthy
 from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
@@ -148,6 +148,17 @@ async def run_stream(urls: dict[int, list[str]], stream: list[tuple[int, bool, b
     }
 
 
+def explain_failure(root: Path, nodes: list[NodeEntry], error: Exception) -> str:
+    """One line for a run that lost a node: which node is gone and its last log line."""
+    testnet = TestnetDir(root)
+    for node in nodes:
+        if running_pid(testnet, node.name) is None:
+            lines = testnet.log(node.name).read_text(errors="replace").splitlines()
+            last = lines[-1] if lines else "(empty log)"
+            return f"node {node.name} exited during the run; its last log line: {last[:400]}"
+    return f"a node did not answer: {error}"
+
+
 def start_testnet(root: Path, base_port: int) -> list[NodeEntry]:
     manifest = generate(TestnetSpec(shards=SHARDS, validators=4, accounts=1000,
                                     base_port=base_port), root)
@@ -186,7 +197,10 @@ def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int,
             nodes = start_testnet(root, base_port)
             try:
                 urls = {s: [n.api_url for n in nodes if n.shard == s] for s in range(SHARDS)}
-                row = asyncio.run(run_stream(urls, stream, rate, timeout_s=60))
+                try:
+                    row = asyncio.run(run_stream(urls, stream, rate, timeout_s=60))
+                except aiohttp.ClientError as exc:
+                    raise click.ClickException(explain_failure(root, nodes, exc)) from None
             finally:
                 for node in nodes:
                     stop_node(TestnetDir(root), node.name, timeout_s=10)
