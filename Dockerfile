@@ -4,7 +4,7 @@
 #   docker build -t shardnet:latest .        # with internet: dependencies from the index
 #   make images                              # offline: base stand-in + wheelhouse/ + build
 #
-# When the build context holds a wheelhouse/ (scripts/build_images.sh writes it), every
+# When the build context holds a wheelhouse/ (scripts/image/build_images.sh writes it), every
 # package comes from it with --no-index, so the build needs no network at all (the script
 # proves it with `docker build --network none`). Without it, pip uses the package index.
 # Plain Dockerfile syntax only: it builds with the legacy builder and with BuildKit.

@@ -41,4 +41,4 @@ clean:
 # python:3.11-slim cannot be pulled, host-built wheelhouse/, `docker build --network none`.
 .PHONY: images
 images: $(STAMP)
-	bash scripts/build_images.sh
+	bash scripts/image/build_images.sh

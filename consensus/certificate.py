@@ -21,8 +21,8 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import WireStruct, encode
-from consensus.crypto import HASH_BYTES, TAG_VOTE, tagged_hash, verify_signature
+from consensus.kernel.codec import WireStruct, encode
+from consensus.kernel.crypto import HASH_BYTES, TAG_VOTE, tagged_hash, verify_signature
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
 """``verify(public_key, message, signature) -> bool``; must never raise."""

@@ -4,7 +4,7 @@ checkpoint that a quorum certifies, and which heights peers claim to have reache
 from __future__ import annotations
 
 from consensus.certificate import CheckpointProof, sorted_signatures
-from consensus.errors import check
+from consensus.kernel.errors import check
 
 
 class CheckpointTracker:

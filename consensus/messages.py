@@ -34,8 +34,8 @@ from consensus.certificate import (
     pre_prepare_digest,
     vote_digest,
 )
-from consensus.codec import WireStruct, decode, encode
-from consensus.crypto import TAG_CONSENSUS_MSG, sha256, tagged_hash
+from consensus.kernel.codec import WireStruct, decode, encode
+from consensus.kernel.crypto import TAG_CONSENSUS_MSG, sha256, tagged_hash
 
 VOTE_PHASES = (PHASE_PREPARE, PHASE_COMMIT, PHASE_CHECKPOINT)
 Phase = Annotated[int, msgspec.Meta(ge=PHASE_PREPARE, le=PHASE_CHECKPOINT)]

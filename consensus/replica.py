@@ -34,9 +34,9 @@ from consensus.certificate import (
     pre_prepare_digest,
     sorted_signatures,
 )
-from consensus.codec import encode
-from consensus.errors import DecodeError, InvariantViolation, ShardnetError, check
 from consensus.events import BlockExecuted, Event, MessageReceived, ProposalReady, SyncResult, Tick
+from consensus.kernel.codec import encode
+from consensus.kernel.errors import DecodeError, InvariantViolation, ShardnetError, check
 from consensus.messages import (
     CertNotice,
     NewView,

@@ -21,8 +21,8 @@ from consensus.certificate import (
     vote_digest,
 )
 from consensus.checkpoints import CheckpointTracker
-from consensus.codec import encode
-from consensus.errors import ShardnetError, check
+from consensus.kernel.codec import encode
+from consensus.kernel.errors import ShardnetError, check
 from consensus.messages import (
     CertNotice,
     Message,

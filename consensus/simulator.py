@@ -43,8 +43,6 @@ from consensus.certificate import (
     vote_digest,
 )
 from consensus.checkers import Checker
-from consensus.codec import encode
-from consensus.errors import DecodeError, InvariantViolation
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -54,6 +52,8 @@ from consensus.events import (
     SyncResult,
     Tick,
 )
+from consensus.kernel.codec import encode
+from consensus.kernel.errors import DecodeError, InvariantViolation
 from consensus.messages import (
     CertNotice,
     PrePrepare,

@@ -17,12 +17,12 @@ from consensus.certificate import (
     fault_tolerance,
     quorum_size,
 )
-from consensus.codec import WireStruct
-from consensus.errors import check
+from consensus.kernel.codec import WireStruct
+from consensus.kernel.errors import check
 
 
 class Signer(Protocol):
-    """``consensus.crypto.KeyPair`` in production; ``testing.FastSigner`` in simulations."""
+    """``consensus.kernel.crypto.KeyPair`` in production; ``testing.FastSigner`` in simulations."""
 
     public_key: bytes
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consensus.certificate import GENESIS_HASH, CommitCertificate, Verifier
-from consensus.codec import WireStruct, decode, encode
-from consensus.crypto import (
+from consensus.kernel.codec import WireStruct, decode, encode
+from consensus.kernel.crypto import (
     TAG_BLOCK_HEADER,
     TAG_KEY_DERIVATION,
     TAG_STATE,
@@ -26,7 +26,7 @@ from consensus.crypto import (
     tagged_hash,
     verify_signature,
 )
-from consensus.errors import DecodeError, InvariantViolation
+from consensus.kernel.errors import DecodeError, InvariantViolation
 from consensus.state import Signer
 
 BLOCK_BYTES_MAX = 1 << 20

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"

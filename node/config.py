@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]

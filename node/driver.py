@@ -30,8 +30,6 @@ from consensus.actions import (
     ViewInstalled,
 )
 from consensus.certificate import CommitCertificate
-from consensus.codec import decode, encode
-from consensus.errors import DecodeError, ShardnetError
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -41,6 +39,8 @@ from consensus.events import (
     SyncResult,
     Tick,
 )
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.errors import DecodeError, ShardnetError
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.ledger_store import compute_block_commit

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from consensus.codec import decode, encode
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.errors import ShardnetError
 from node.store import StoreAPI
 from node.wire import (
     STATUS_SEQS_MAX,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from consensus.crypto import KeyPair
+from consensus.kernel.crypto import KeyPair
 from node.config import ConfigError
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from consensus.codec import encode
-from consensus.crypto import sha256
+from consensus.kernel.codec import encode
+from consensus.kernel.crypto import sha256
 from node.store import (
     BlockCommit,
     InboundRecord,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import os
 import signal
 import socket
@@ -20,9 +21,9 @@ import structlog
 from aiohttp import web
 
 from consensus.certificate import CommitCertificate
-from consensus.codec import decode, encode
-from consensus.crypto import verify_signature
-from consensus.errors import DecodeError, ShardnetError
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.crypto import verify_signature
+from consensus.kernel.errors import DecodeError, ShardnetError
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
@@ -445,6 +446,9 @@ def node_command(home: Path, log_format: str | None, log_level: str | None) -> N
     configure_logging(log_format or config.log.format,  # type: ignore[arg-type]
                       log_level or config.log.level)
     sys.setswitchinterval(0.001)
+    # A crash in a C extension (a segfault) leaves the Python stack of every thread in
+    # the node's log instead of a silent exit.
+    faulthandler.enable()
     try:
         asyncio.run(Node(config).run())
     except ConfigError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 
 class MempoolError(ShardnetError):

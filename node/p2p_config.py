@@ -16,7 +16,7 @@ from typing import Any
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.peer.id import ID
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 
 class P2PError(ShardnetError):

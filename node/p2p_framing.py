@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 KIND_MSG = 1
 KIND_PING = 2

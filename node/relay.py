@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.certificate import fault_tolerance
-from consensus.codec import decode, encode
-from consensus.errors import DecodeError, ShardnetError
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.errors import DecodeError, ShardnetError
 from node.metrics import NodeMetrics
 from node.store import StoreAPI
 from node.wire import CHANNEL_RECEIPTS, ReceiptsRequest, ReceiptsResponse

@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from consensus.certificate import CommitCertificate, verify_certificate
-from consensus.codec import decode, encode
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.errors import ShardnetError
 from node.api import SubmitResult
 from node.config import NodeConfig
 from node.driver import ConsensusDriver, monotonic_ms

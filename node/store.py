@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 
 import aiosqlite
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 
 ORIGIN_RECORDS_MAX = 64  # receipts one transaction can cause, by origin, in one answer
 SCHEMA_VERSION = 2  # 2: receipts by height and origin, inbound receipts applied

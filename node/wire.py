@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import WireStruct, decode, encode
+from consensus.kernel.codec import WireStruct, decode, encode
 
 CHANNEL_CONSENSUS = 1
 CHANNEL_TXS = 2
@@ -108,7 +108,7 @@ def encode_tx_batch(raw_txs: list[bytes]) -> bytes:
 def decode_tx_batch(data: bytes, max_bytes: int) -> TxBatch:
     batch = decode(data, TxBatch, max_bytes)
     if len(batch.txs) > TX_BATCH_TXS_MAX:
-        from consensus.errors import OversizedError
+        from consensus.kernel.errors import OversizedError
 
         raise OversizedError(f"{len(batch.txs)} txs in one batch")
     return batch

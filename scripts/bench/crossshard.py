@@ -1,0 +1,230 @@
+"""``shardnet bench crossshard``: cross-shard finality beside intra-shard commit latency.
+
+Starts the default topology (2 shards x 4 validators) as local processes, or uses
+``--testnet``, and sends a paced stream of transfers from both shards: a share of
+them to accounts of the other shard (``--cross``), the rest local. One node of each
+shard is watched through ``/v1/events``: a transaction is committed when a block of
+its shard lists it, and a cross-shard one is finalized when a block of the
+destination lists its receipt among the inbound origins. Latencies are from the
+client's submission, measured on one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import click
+from rich.console import Console
+from rich.table import Table
+
+from consensus.kernel.codec import encode
+from consensus.kernel.crypto import KeyPair
+from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.cli.testnet.layout import NodeEntry, TestnetDir
+from scripts.cli.testnet.processes import running_pid, start_node, stop_node, wait_healthy
+from sharding.accounts import derive_account, shard_of
+from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
+
+CHAIN_ID = "shardnet-local"
+SHARDS = 2
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in 0..1)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def sign_stream(txs: int, senders_per_shard: int, cross: float, rng: random.Random
+                ) -> list[tuple[int, bool, bytes, str]]:
+    """``txs`` transfers alternating between the shards' senders: (shard, crosses, raw,
+    hash). Each sender's nonces ascend in stream order."""
+    accounts: dict[int, list[KeyPair]] = {s: [] for s in range(SHARDS)}
+    index = 0
+    while min(len(a) for a in accounts.values()) < senders_per_shard * 2:
+        key = derive_account("shardnet", index)
+        accounts[shard_of(key.public_key, SHARDS)].append(key)
+        index += 1
+    nonces: dict[bytes, int] = {}
+    stream = []
+    for i in range(txs):
+        shard = i % SHARDS
+        sender = accounts[shard][(i // SHARDS) % senders_per_shard]
+        crosses = rng.random() < cross
+        pool = accounts[1 - shard] if crosses else accounts[shard][senders_per_shard:]
+        recipient = pool[rng.randrange(len(pool))]
+        nonce = nonces.get(sender.public_key, 0)
+        nonces[sender.public_key] = nonce + 1
+        tx = sign_tx(sender, TxBody(CHAIN_ID, sender.public_key, nonce,
+                                    Transfer(recipient.public_key, 0, 1 + i % 7)))
+        stream.append((shard, crosses, encode(tx), tx_hash(tx).hex()))
+    return stream
+
+
+async def run_stream(urls: dict[int, list[str]], stream: list[tuple[int, bool, bytes, str]],
+                     rate: float, timeout_s: float) -> dict[str, Any]:
+    submitted: dict[str, float] = {}
+    committed: dict[str, float] = {}
+    finalized: dict[str, float] = {}
+    crossing = {digest for _, crosses, _, digest in stream if crosses}
+    expected = len(stream)
+    done = asyncio.Event()
+
+    def check_done() -> None:
+        if len(committed) >= expected and len(finalized) >= len(crossing):
+            done.set()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def watch(shard: int) -> None:
+            async with session.get(f"{urls[shard][2]}/v1/events",
+                                   timeout=aiohttp.ClientTimeout(total=None)) as response:
+                async for line in response.content:
+                    if not line.startswith(b"data: "):
+                        continue
+                    now = time.perf_counter()
+                    block = json.loads(line[6:])
+                    for digest in block["txs"]:
+                        committed.setdefault(digest, now)
+                    for origin in block.get("inbound_origins", []):
+                        if origin in crossing:
+                            finalized.setdefault(origin, now)
+                    check_done()
+
+        watchers = [asyncio.ensure_future(watch(s)) for s in range(SHARDS)]
+        await asyncio.sleep(0.3)  # let the event streams attach before the first commit
+        tick_s = 0.05
+        per_tick = max(1, round(rate * tick_s))
+        started = time.perf_counter()
+        for number, start in enumerate(range(0, len(stream), per_tick)):
+            await asyncio.sleep(max(0.0, started + number * tick_s - time.perf_counter()))
+            chunk = stream[start:start + per_tick]
+            for shard in range(SHARDS):
+                mine = [(raw, digest) for s, _, raw, digest in chunk if s == shard]
+                if not mine:
+                    continue
+                now = time.perf_counter()
+                for _, digest in mine:
+                    submitted[digest] = now
+                url = urls[shard][number % len(urls[shard])]
+                async with session.post(f"{url}/v1/txs",
+                                        json={"txs": [raw.hex() for raw, _ in mine]}) as answer:
+                    body = await answer.json()
+                rejected = [r for r in body.get("results", [body]) if not r.get("accepted")]
+                if rejected:
+                    raise click.ClickException(f"rejected: {rejected[0]}")
+        offered_s = time.perf_counter() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout_s)
+        for watcher in watchers:
+            watcher.cancel()
+    local = sorted(committed[d] - submitted[d] for _, c, _, d in stream
+                   if not c and d in committed)
+    source = sorted(committed[d] - submitted[d] for d in crossing if d in committed)
+    final = sorted(finalized[d] - submitted[d] for d in crossing if d in finalized)
+
+    def ms(values: list[float], q: float) -> float:
+        return round(1000 * percentile(values, q), 1)
+
+    return {
+        "txs": expected, "offered_tps": round(expected / offered_s, 1),
+        "committed": len(committed), "cross_shard": len(crossing), "finalized": len(final),
+        "local_commit_p50_ms": ms(local, 0.5), "local_commit_p99_ms": ms(local, 0.99),
+        "cross_commit_p50_ms": ms(source, 0.5), "cross_commit_p99_ms": ms(source, 0.99),
+        "cross_final_p50_ms": ms(final, 0.5), "cross_final_p99_ms": ms(final, 0.99),
+    }
+
+
+def explain_failure(root: Path, nodes: list[NodeEntry], error: Exception) -> str:
+    """One line for a run that lost a node: which node is gone and its last log line."""
+    testnet = TestnetDir(root)
+    for node in nodes:
+        if running_pid(testnet, node.name) is None:
+            lines = testnet.log(node.name).read_text(errors="replace").splitlines()
+            last = lines[-1] if lines else "(empty log)"
+            return f"node {node.name} exited during the run; its last log line: {last[:400]}"
+    return f"a node did not answer: {error}"
+
+
+def start_testnet(root: Path, base_port: int) -> list[NodeEntry]:
+    manifest = generate(TestnetSpec(shards=SHARDS, validators=4, accounts=1000,
+                                    base_port=base_port), root)
+    testnet = TestnetDir(root)
+    for node in manifest.nodes:
+        start_node(testnet, node.name)
+    missing = wait_healthy(manifest.nodes, 60)
+    if missing:
+        raise click.ClickException(f"nodes not healthy: {missing}")
+    return list(manifest.nodes)
+
+
+@click.command("crossshard")
+@click.option("--rate", type=float, default=200.0, show_default=True,
+              help="Offered load in tx/s over both shards.")
+@click.option("--duration", "duration_s", type=float, default=15.0, show_default=True)
+@click.option("--cross", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of transfers to the other shard.")
+@click.option("--senders", default=100, show_default=True, help="Senders per shard.")
+@click.option("--runs", default=3, show_default=True, help="Runs (fresh testnet each).")
+@click.option("--base-port", default=27700, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("bench-results/crossshard.json"), show_default=True)
+@click.option("--quick", is_flag=True, help="One run of 5 s.")
+def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int, runs: int,
+                     base_port: int, out: Path, quick: bool) -> None:
+    """2 x 4 local testnet: cross-shard finality beside intra-shard commit latency."""
+    if quick:
+        runs, duration_s = 1, 5.0
+    console = Console()
+    stream = sign_stream(int(rate * duration_s), senders, cross, random.Random(7))
+    rows = []
+    for run in range(runs):
+        with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
+            root = Path(tmp) / "net"
+            nodes = start_testnet(root, base_port)
+            try:
+                urls = {s: [n.api_url for n in nodes if n.shard == s] for s in range(SHARDS)}
+                try:
+                    row = asyncio.run(run_stream(urls, stream, rate, timeout_s=60))
+                except aiohttp.ClientError as exc:
+                    raise click.ClickException(explain_failure(root, nodes, exc)) from None
+            finally:
+                for node in nodes:
+                    stop_node(TestnetDir(root), node.name, timeout_s=10)
+        row["run"] = run
+        rows.append(row)
+        console.print(f"run {run}: local p99 {row['local_commit_p99_ms']} ms, cross-shard "
+                      f"final p99 {row['cross_final_p99_ms']} ms, "
+                      f"{row['finalized']}/{row['cross_shard']} finalized")
+    keys = [k for k in rows[0] if k.endswith("_ms")]
+    median = {k: statistics.median(r[k] for r in rows) for k in keys}
+    cores = len(os.sched_getaffinity(0))
+    summary = {"machine": f"{cores} cores, python {os.sys.version.split()[0]}",
+               "topology": "2 shards x 4 validators, local processes", "rate": rate,
+               "duration_s": duration_s, "cross": cross, "runs": runs, "median": median,
+               "rows": rows}
+    table = Table(title=f"shardnet bench crossshard: 2 x 4, {rate:g} tx/s offered, "
+                        f"{cross:.0%} cross-shard (medians of {runs} runs)")
+    for column in ("latency", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column == "latency" else "right")
+    for label, prefix in (("local: submit -> commit", "local_commit"),
+                          ("cross-shard: submit -> commit on source", "cross_commit"),
+                          ("cross-shard: submit -> finalized", "cross_final")):
+        table.add_row(label, str(median[f"{prefix}_p50_ms"]), str(median[f"{prefix}_p99_ms"]))
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(f"wrote {out}")

@@ -1,0 +1,148 @@
+"""``shardnet bench e2e``: the default 2 x 4 testnet, end to end, against its ceiling.
+
+Starts the default topology as local processes (a fresh folder), finds the highest
+sustainable TPS with ``shardnet load``'s ``--find-max`` at 0% and 20% cross-shard
+traffic, then runs half of the 0% figure with 20% cross-shard traffic for the
+latencies. The Ed25519 single-core verification rate is measured in the same run
+(before and after; the better one counts), and the throughput is compared with
+the crypto ceiling ``cores / (validators_per_shard x verify_time)``. Everything runs
+on this machine: the 8 nodes and the generator share its cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from scripts.bench.node import measure_verify_per_s
+from scripts.cli.load.accounts import Universe, build_universe
+from scripts.cli.load.engine import Engine, RunConfig
+from scripts.cli.load.findmax import Limits, find_max, run_step
+from scripts.cli.load.rate import RateSchedule
+from scripts.cli.load.signer import Signer
+from scripts.cli.load.targets import Network, network_from_testnet
+from scripts.cli.load.workload import Workload, WorkloadSpec, parse_mix
+from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.cli.testnet.layout import TestnetDir
+from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+
+VALIDATORS = 4
+MIX = "transfer=80,swap=20"
+SENDERS = 128
+CROSS_FRACTIONS = (0.0, 0.2)
+
+
+def engine_factory(network: Network, universe: Universe, signer: Signer, cross: float,
+                   step_s: float, drain_s: float) -> Callable[[float, int], Engine]:
+    def make(rate: float, step: int) -> Engine:
+        workload = Workload(WorkloadSpec(parse_mix(MIX), cross, None, 100 + step), universe)
+        config = RunConfig(schedule=RateSchedule.parse(f"{rate:.3f}"), duration_s=step_s,
+                           drain_s=drain_s, batch_txs_max=200)
+        return Engine(network, universe, workload, signer, config)
+
+    return make
+
+
+@click.command("e2e")
+@click.option("--quick", is_flag=True, help="Short steps: a rough figure in under two minutes.")
+@click.option("--step", "step_s", type=float, default=8.0, show_default=True,
+              help="Seconds per find-max step.")
+@click.option("--start-rate", type=float, default=500.0, show_default=True)
+@click.option("--p99-limit", "p99_ms", type=float, default=1000.0, show_default=True,
+              help="find-max: p99 submit-to-commit limit (ms).")
+@click.option("--base-port", default=27900, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("bench-results/e2e.json"), show_default=True)
+def bench_e2e(quick: bool, step_s: float, start_rate: float, p99_ms: float, base_port: int,
+              out: Path) -> None:
+    """2 x 4 local testnet: highest sustainable TPS at 0% and 20% cross-shard vs the
+    Ed25519 ceiling, and latencies at half load."""
+    console = Console()
+    if quick:
+        step_s = min(step_s, 3.0)
+    drain_s = 10.0 if quick else 20.0
+    cores = len(os.sched_getaffinity(0))
+    verify_before = measure_verify_per_s(0.5 if quick else 1.0)
+    console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core")
+    limits = Limits(p99_ms=p99_ms)
+    result: dict[str, Any] = {"max_tps": {}, "find_max": {}}
+    with tempfile.TemporaryDirectory(prefix="shardnet-e2e-") as tmp:
+        root = Path(tmp) / "net"
+        manifest = generate(TestnetSpec(shards=2, validators=VALIDATORS, accounts=1000,
+                                        base_port=base_port), root)
+        try:
+            for node in manifest.nodes:
+                start_node(TestnetDir(root), node.name)
+            missing = wait_healthy(manifest.nodes, 60)
+            if missing:
+                raise click.ClickException(f"nodes not healthy: {missing}")
+            network = network_from_testnet(root)
+            universe = build_universe(network.genesis, "shardnet", 1000, SENDERS)
+            signer = Signer(network.chain_id, "shardnet", [s.index for s in universe.senders], 1)
+            try:
+                # Warm-up, not measured: first blocks, caches, connections, workers.
+                run_step(engine_factory(network, universe, signer, 0.0, 2.0, drain_s)(
+                    start_rate / 2, 0))
+                for cross in CROSS_FRACTIONS:
+                    make = engine_factory(network, universe, signer, cross, step_s, drain_s)
+                    found = find_max(make, start_rate, limits, on_step=lambda row, c=cross:
+                                     console.print(f"  {c:.0%} cross-shard: {row['rate']:,.0f} "
+                                                   f"offered -> {row['tps_committed']:,.0f} "
+                                                   f"committed, p99 {row['p99_ms']} ms "
+                                                   f"{'ok' if row['ok'] else row['why']}"))
+                    result["max_tps"][f"{cross:g}"] = found["max_tps"]
+                    result["find_max"][f"{cross:g}"] = found
+                half = max(50.0, result["max_tps"]["0"] / 2)
+                make = engine_factory(network, universe, signer, 0.2, step_s * 2, drain_s)
+                report = run_step(make(half, 99))
+            finally:
+                signer.close()
+        finally:
+            for node in manifest.nodes:
+                stop_node(TestnetDir(root), node.name, timeout_s=10)
+    verify_after = measure_verify_per_s(0.5 if quick else 1.0)
+    verify_per_s = max(verify_before, verify_after)
+    ceiling = cores * verify_per_s / VALIDATORS
+    result.update({
+        "machine": f"{cores} cores, python {sys.version.split()[0]}",
+        "topology": "2 shards x 4 validators, local processes, generator on the same machine",
+        "cores": cores, "verify_per_s": round(verify_per_s), "ceiling_tps": round(ceiling),
+        "ratio": round(result["max_tps"]["0"] / ceiling, 3),
+        "cross_over_local": round(result["max_tps"]["0.2"] / max(1e-9, result["max_tps"]["0"]),
+                                  3),
+        "half_load_tps": round(half, 1), "p99_ms": report["latency_ms"]["commit"]["p99"],
+        "p50_ms": report["latency_ms"]["commit"]["p50"],
+        "finality_p99_ms": report["latency_ms"]["finality"]["p99"],
+        "finality_p50_ms": report["latency_ms"]["finality"]["p50"],
+        "half_load_generator_cpu_share": report["generator"]["cpu_share_of_one_core"],
+        "limits": {"p99_ms": p99_ms, "step_s": step_s}, "quick": quick,
+    })
+    kind = "quick" if quick else "full"
+    table = Table(title=f"shardnet bench e2e: 2 x 4, {cores} cores ({kind})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [("Ed25519 verify / s (one core)", f"{verify_per_s:,.0f}"),
+            ("crypto ceiling: cores / (4 x verify time)", f"{ceiling:,.0f} tx/s"),
+            ("max sustainable, 0% cross-shard", f"{result['max_tps']['0']:,.0f} tx/s"),
+            ("max sustainable, 20% cross-shard", f"{result['max_tps']['0.2']:,.0f} tx/s"),
+            ("ratio to the ceiling (0%)", f"{result['ratio']:.2f}"),
+            ("20% / 0% cross-shard", f"{result['cross_over_local']:.2f}"),
+            (f"at half load ({half:,.0f} tx/s, 20% cross): commit p50 / p99",
+             f"{result['p50_ms']} / {result['p99_ms']} ms"),
+            ("  cross-shard finality p50 / p99",
+             f"{result['finality_p50_ms']} / {result['finality_p99_ms']} ms")]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {out}")

@@ -1,0 +1,240 @@
+"""``shardnet bench node``: committed TPS and submit-to-commit latency of a real shard.
+
+Starts a local 1-shard testnet of 4 validator processes (or uses ``--testnet``),
+pre-signs transfers from many accounts, submits them over HTTP in batches
+(honouring 503 Retry-After), and watches commits on one node's ``/v1/events``.
+Ed25519 verification speed is measured in the same run, for the crypto ceiling
+``cores / (4 x verify time)`` of a 4-validator shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import click
+from rich.console import Console
+from rich.table import Table
+
+from consensus.kernel.codec import encode
+from consensus.kernel.crypto import KeyPair, verify_signature
+from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.cli.testnet.layout import Manifest, TestnetDir
+from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+from sharding.accounts import derive_account, shard_of
+from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
+
+CHAIN_ID = "shardnet-local"
+
+
+def measure_verify_per_s(seconds: float = 1.0) -> float:
+    key = KeyPair.derive("bench", 0)
+    message = b"x" * 120
+    signature = key.sign(message)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(200):
+            verify_signature(key.public_key, message, signature)
+        count += 200
+    return count / (time.perf_counter() - started)
+
+
+def sign_load(txs: int, senders: int, num_shards: int) -> tuple[list[bytes], list[str]]:
+    keys: list[KeyPair] = []
+    index = 0
+    while len(keys) < senders:
+        key = derive_account("shardnet", index)
+        if shard_of(key.public_key, num_shards) == 0:
+            keys.append(key)
+        index += 1
+    raws, hashes = [], []
+    for i in range(txs):
+        sender, recipient = keys[i % senders], keys[(i + 1) % senders]
+        tx = sign_tx(sender, TxBody(CHAIN_ID, sender.public_key, i // senders,
+                                    Transfer(recipient.public_key, 0, 1)))
+        raws.append(encode(tx))
+        hashes.append(tx_hash(tx).hex())
+    return raws, hashes
+
+
+async def run_load(urls: list[str], raws: list[bytes], hashes: list[str], batch: int,
+                   timeout_s: float, rate: float = 0.0) -> dict[str, Any]:
+    """Submit everything (as fast as the nodes accept it, or paced at ``rate`` tx/s)
+    and time each transaction from its submission to its block's commit event."""
+    submitted_at: dict[str, float] = {}
+    committed_at: dict[str, float] = {}
+    retries = 0
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def watch() -> None:
+            async with session.get(f"{urls[0]}/v1/events",
+                                   timeout=aiohttp.ClientTimeout(total=None)) as response:
+                async for line in response.content:
+                    if not line.startswith(b"data: "):
+                        continue
+                    now = time.perf_counter()
+                    for digest in json.loads(line[6:])["txs"]:
+                        committed_at.setdefault(digest, now)
+                    if len(committed_at) >= len(hashes):
+                        done.set()
+                        return
+
+        async def submit(worker: int, chunks: list[tuple[list[bytes], list[str]]]) -> None:
+            nonlocal retries
+            url = urls[worker % len(urls)]
+            for number, (chunk_raws, chunk_hashes) in enumerate(chunks):
+                if rate > 0:  # open-loop pacing: chunk k of this worker leaves at its slot
+                    slot = started + (number * workers + worker) * batch / rate
+                    await asyncio.sleep(max(0.0, slot - time.perf_counter()))
+                pending = list(zip(chunk_raws, chunk_hashes, strict=True))
+                while pending:
+                    now = time.perf_counter()
+                    for _, digest in pending:
+                        submitted_at.setdefault(digest, now)
+                    body = {"txs": [raw.hex() for raw, _ in pending]}
+                    async with session.post(f"{url}/v1/txs", json=body) as response:
+                        answer = await response.json()
+                    results = answer.get("results", [answer])
+                    again = [item for item, result in zip(pending, results, strict=True)
+                             if not result.get("accepted") and result.get("error") in
+                             ("mempool_full", "sender_full")]
+                    if again:
+                        retries += len(again)
+                        await asyncio.sleep(0.05)
+                    pending = again
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.sleep(0.2)  # let the event stream attach before the first commit
+        chunks = [(raws[i:i + batch], hashes[i:i + batch]) for i in range(0, len(raws), batch)]
+        workers = 4
+        started = time.perf_counter()
+        await asyncio.gather(*(submit(w, chunks[w::workers]) for w in range(workers)))
+        submit_s = time.perf_counter() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout_s)
+        watcher.cancel()
+    latencies = sorted(committed_at[h] - submitted_at[h] for h in hashes if h in committed_at)
+    if not latencies:
+        return {"committed": 0}
+    first = min(submitted_at.values())
+    last = max(committed_at.values())
+    return {
+        "txs": len(hashes), "committed": len(latencies), "retries_503": retries,
+        "submit_s": round(submit_s, 2), "duration_s": round(last - first, 2),
+        "tps": round(len(latencies) / (last - first), 1),
+        "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "latency_p99_ms": round(1000 * latencies[min(len(latencies) - 1,
+                                                     int(len(latencies) * 0.99))], 1),
+    }
+
+
+def node_metrics(url: str) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    wanted: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith(("shardnet_p2p_", "shardnet_messages_dropped",
+                            "shardnet_view_changes", "shardnet_blocks_committed")):
+            wanted[name] = float(value)
+    return wanted
+
+
+@click.command("node")
+@click.option("--txs", default=10_000, show_default=True, help="Transactions per run.")
+@click.option("--senders", default=500, show_default=True, help="Distinct sender accounts.")
+@click.option("--batch", default=500, show_default=True, help="Transactions per HTTP request.")
+@click.option("--runs", default=3, show_default=True, help="Runs (fresh testnet each).")
+@click.option("--block-txs", default=2000, show_default=True, help="consensus.block_txs_max")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/node.json"),
+              show_default=True)
+@click.option("--rate", type=float, default=0.0, show_default=True,
+              help="Offered load in tx/s (0: as fast as the nodes accept).")
+@click.option("--quick", is_flag=True, help="One run of 2,000 transactions.")
+def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, out: Path,
+               rate: float, quick: bool) -> None:
+    """Single-shard, 4-validator committed TPS and submit-to-commit latency."""
+    if quick:
+        txs, runs = 2_000, 1
+    console = Console()
+    verify_before = measure_verify_per_s()
+    cores = len(os.sched_getaffinity(0))
+    console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core (measured again after "
+                  "the runs; the faster of the two sets the ceiling)")
+    raws, hashes = sign_load(txs, senders, 1)
+    rows: list[dict[str, Any]] = []
+    for run in range(runs):
+        with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
+            root = Path(tmp) / "net"
+            manifest: Manifest = generate(TestnetSpec(shards=1, validators=4,
+                                                      accounts=max(senders * 3, 1000),
+                                                      base_port=27600), root)
+            testnet = TestnetDir(root)
+            for node in manifest.nodes:
+                config = testnet.home(node.name) / "config.toml"
+                config.write_text(config.read_text().replace(
+                    "block_txs_max = 2000", f"block_txs_max = {block_txs}"))
+                start_node(testnet, node.name)
+            try:
+                missing = wait_healthy(manifest.nodes, 60)
+                if missing:
+                    raise click.ClickException(f"nodes not healthy: {missing}")
+                urls = [node.api_url for node in manifest.nodes]
+                row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
+                row["p2p"] = node_metrics(urls[1])
+            finally:
+                for node in manifest.nodes:
+                    stop_node(testnet, node.name, timeout_s=10)
+        row["run"] = run
+        rows.append(row)
+        console.print(f"run {run}: {row.get('tps')} TPS, p50 {row.get('latency_p50_ms')} ms, "
+                      f"p99 {row.get('latency_p99_ms')} ms, committed {row.get('committed')}")
+    # On a shared VM one 1 s measurement can land in a slow spell: take the faster of
+    # two (the harder ceiling to reach).
+    verify_after = measure_verify_per_s()
+    verify_per_s = max(verify_before, verify_after)
+    ceiling = cores * verify_per_s / 4
+    console.print(f"Ed25519 verify after the runs: {verify_after:,.0f}/s; crypto ceiling of a "
+                  f"4-validator shard on {cores} cores: {ceiling:,.0f} TPS")
+    good = [r for r in rows if r.get("committed")]
+    summary = {
+        "machine": f"{cores} cores, python {os.sys.version.split()[0]}",
+        "txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
+        "offered_rate": rate or "unbounded",
+        "verify_per_s": round(verify_per_s), "crypto_ceiling_tps": round(ceiling),
+        "verify_per_s_before": round(verify_before), "verify_per_s_after": round(verify_after),
+        "tps_median": statistics.median(r["tps"] for r in good) if good else 0,
+        "latency_p50_ms_median": statistics.median(r["latency_p50_ms"] for r in good)
+        if good else 0,
+        "latency_p99_ms_median": statistics.median(r["latency_p99_ms"] for r in good)
+        if good else 0,
+        "rows": rows,
+    }
+    table = Table(title="shardnet bench node: 1 shard x 4 validators, local processes")
+    for column in ("run", "txs", "committed", "TPS", "p50 ms", "p99 ms", "503 retries"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["run"]), str(row.get("txs", txs)), str(row.get("committed")),
+                      str(row.get("tps")), str(row.get("latency_p50_ms")),
+                      str(row.get("latency_p99_ms")), str(row.get("retries_503")))
+    table.add_row("median", "", "", str(summary["tps_median"]),
+                  str(summary["latency_p50_ms_median"]), str(summary["latency_p99_ms_median"]),
+                  "")
+    console.print(table)
+    console.print(f"crypto ceiling {ceiling:,.0f} TPS; median is "
+                  f"{100 * float(summary['tps_median']) / ceiling:.0f}% of it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(f"wrote {out}")

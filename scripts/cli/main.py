@@ -1,0 +1,77 @@
+"""The ``shardnet`` command.
+
+Subcommands live in their own modules and are imported only when invoked, so
+``shardnet --help`` stays fast and one broken subsystem cannot hide the others.
+Add a command by adding one line to ``COMMANDS`` (or to ``BENCHMARKS`` for
+``shardnet bench NAME``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+COMMANDS: dict[str, str] = {
+    # name: "module:attribute"
+    "logs": "scripts.cli.logs:logs",
+    "demo": "scripts.cli.demo:demo",
+    "node": "node.main:node_command",
+    "testnet": "scripts.cli.testnet.cli:testnet",
+    "keys": "scripts.cli.wallet:keys",
+    "account": "scripts.cli.wallet:account",
+    "tx": "scripts.cli.wallet:tx",
+    "audit": "scripts.cli.audit:audit",
+    "load": "scripts.cli.load.cli:load",
+    "simulate": "scripts.cli.simulate:simulate",
+}
+
+BENCHMARKS: dict[str, str] = {
+    # shardnet bench NAME: "module:attribute"
+    "p2p": "scripts.bench.p2p:bench_p2p",
+    "ledger": "scripts.bench.ledger:bench_ledger",
+    "executor": "scripts.bench.executor:bench_executor",
+    "state-root": "scripts.bench.state:state_root",
+    "node": "scripts.bench.node:bench_node",
+    "consensus": "scripts.bench.consensus:bench_consensus",
+    "crossshard": "scripts.bench.crossshard:bench_crossshard",
+    "e2e": "scripts.bench.e2e:bench_e2e",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands:
+            module_name, attribute = self.lazy_commands[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="shardnet")
+def main() -> None:
+    """shardnet: a local multi-shard testnet with parallel execution and PBFT."""
+
+
+@main.group(cls=LazyGroup, lazy_commands=BENCHMARKS)
+def bench() -> None:
+    """Benchmarks: each prints a table and writes JSON."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""``shardnet testnet``: init, up, down, status, and the Docker entry points."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from scripts.cli.testnet.generate import DEFAULT_BASE_PORT, DEFAULT_SEED, TestnetSpec, generate
+from scripts.cli.testnet.layout import TestnetDir
+from scripts.cli.testnet.load import load as load_command
+from scripts.cli.testnet.processes import (
+    node_status,
+    running_pid,
+    start_node,
+    stop_node,
+    url_status,
+    wait_healthy,
+)
+
+DEFAULT_DIR = Path("testnets/default")
+dir_option = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path),
+                          default=DEFAULT_DIR, show_default=True, help="Testnet folder.")
+
+
+@click.group("testnet")
+def testnet() -> None:
+    """Generate, start, stop and watch a local testnet."""
+
+
+@testnet.command("init")
+@click.option("--shards", type=int, default=2, show_default=True)
+@click.option("--validators", type=int, default=4, show_default=True, help="Per shard (3f+1).")
+@dir_option
+@click.option("--accounts", type=int, default=1000, show_default=True,
+              help="Funded accounts (indices 0..N-1 of --seed).")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True)
+@click.option("--base-port", type=int, default=DEFAULT_BASE_PORT, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing testnet (its data too).")
+def init(shards: int, validators: int, root: Path, accounts: int, seed: str, base_port: int,
+         force: bool) -> None:
+    """Write keys, genesis, node configs and a compose file for a topology."""
+    if (root / "testnet.json").exists() and not force:
+        raise click.ClickException(f"{root} already holds a testnet (use --force to replace)")
+    if force and root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    try:
+        manifest = generate(TestnetSpec(shards, validators, accounts, seed, base_port), root)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}")
+
+
+@testnet.command("up")
+@dir_option
+@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True)
+def up(root: Path, timeout_s: float) -> None:
+    """Start every node as a local process; return when all answer."""
+    testnet_dir = TestnetDir(root)
+    if not testnet_dir.manifest_path.exists():
+        generate(TestnetSpec(), root)
+        click.echo(f"generated the default testnet (2 shards x 4 validators) in {root}")
+    manifest = testnet_dir.load_manifest()
+    started = time.monotonic()
+    for node in manifest.nodes:
+        start_node(testnet_dir, node.name)
+    missing = wait_healthy(manifest.nodes, timeout_s)
+    if missing:
+        raise click.ClickException(
+            f"not healthy after {timeout_s:.0f}s: {', '.join(missing)}; see "
+            f"`shardnet logs --testnet {root} --node {missing[0]}`")
+    click.echo(f"testnet up in {time.monotonic() - started:.1f}s: {manifest.shards} shards x "
+               f"{manifest.validators} validators, chain {manifest.chain_id}\n")
+    click.echo("API endpoints")
+    for node in manifest.nodes:
+        click.echo(f"  {node.name:<14} {node.api_url}")
+    click.echo(f"\nFunded accounts: indices 0..{manifest.accounts.count - 1} of seed "
+               f"{manifest.accounts.seed!r}, each with 1,000,000,000,000 of COIN, USD, ETH")
+    click.echo(f"  key of account 0: shardnet keys --seed {manifest.accounts.seed} --index 0")
+    click.echo(f"\nLogs: {root / 'logs'}  (shardnet logs --testnet {root} -f)")
+    click.echo(f"Stop: shardnet testnet down --dir {root}")
+
+
+@testnet.command("down")
+@dir_option
+def down(root: Path) -> None:
+    """Stop every node (SIGTERM, then SIGKILL after a grace period). State is kept."""
+    testnet_dir = TestnetDir(root)
+    manifest = testnet_dir.load_manifest()
+    stopped = [node.name for node in manifest.nodes if stop_node(testnet_dir, node.name)]
+    click.echo(f"stopped {len(stopped)} nodes" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@testnet.command("status")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Testnet folder [default: testnets/default unless --url or SHARDNET_URL "
+              "is given].")
+@click.option("--url", "urls", multiple=True,
+              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
+              "Default: $SHARDNET_URL (comma-separated).")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+@click.option("--count", type=int, default=0, help="With --watch: stop after N refreshes.")
+def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) -> None:
+    """A table of every node: shard, view, primary, height, mempool, peers, TPS."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from scripts.cli.load.targets import NodeTarget, discover_if_asked
+
+    network = discover_if_asked(root, urls)
+    testnet_dir: TestnetDir | None = None
+    if network is not None:
+        chain_id, source, nodes = network.chain_id, network.source, list(network.nodes)
+    else:
+        root = root or DEFAULT_DIR
+        testnet_dir = TestnetDir(root)
+        try:
+            manifest = testnet_dir.load_manifest()
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        chain_id, source = manifest.chain_id, str(root)
+        nodes = [NodeTarget(n.name, n.shard, n.index, n.api_url.rstrip("/"))
+                 for n in manifest.nodes]
+
+    def table() -> Table:
+        grid = Table(title=f"shardnet {chain_id}: {source}")
+        for column in ("node", "shard", "pid", "view", "primary", "height", "mempool",
+                       "peers", "tps", "view changes"):
+            grid.add_column(column, justify="right" if column != "node" else "left",
+                            no_wrap=True)
+        for node in nodes:
+            found = url_status(node.url)
+            pid = running_pid(testnet_dir, node.name) if testnet_dir is not None else None
+            if found is None:
+                down = ("no answer" if testnet_dir is None else "down" if pid is None else "?")
+                grid.add_row(node.name, str(node.shard), str(pid or "-"), down, *["-"] * 6)
+                continue
+            grid.add_row(node.name, str(node.shard), str(pid or "-"),
+                         *(str(found.get(key, "-")) for key in (
+                             "view", "primary", "height", "mempool", "peers", "recent_tps")),
+                         str(found.get("view_changes", 0)))
+        return grid
+
+    console = Console(width=max(Console().width, 110))
+    if not watch:
+        console.print(table())
+        return
+    refreshes = 0
+    with Live(table(), console=console, refresh_per_second=2) as live:
+        try:
+            while count == 0 or refreshes < count:
+                time.sleep(1.0)
+                live.update(table())
+                refreshes += 1
+        except KeyboardInterrupt:
+            pass
+
+
+testnet.add_command(load_command)
+
+
+def _spec_from_env() -> TestnetSpec:
+    return TestnetSpec(
+        shards=int(os.environ.get("SHARDNET_SHARDS", "2")),
+        validators=int(os.environ.get("SHARDNET_VALIDATORS", "4")),
+        accounts=int(os.environ.get("SHARDNET_ACCOUNTS", "1000")),
+        seed=os.environ.get("SHARDNET_SEED", DEFAULT_SEED),
+        docker=True,
+    )
+
+
+@testnet.command("docker-node")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("/data"))
+def docker_node(data: Path) -> None:
+    """Container entry point: derive this node's home from the environment, run it."""
+    name = os.environ.get("SHARDNET_NODE")
+    if not name:
+        raise click.ClickException("SHARDNET_NODE is not set (e.g. shard0-node0)")
+    root = data / "testnet"
+    generate(_spec_from_env(), root, only=name)
+    home = TestnetDir(root).home(name)
+    os.execvp("shardnet", ["shardnet", "node", "--home", str(home)])
+
+
+@testnet.command("docker-load", context_settings={"ignore_unknown_options": True,
+                                                 "allow_extra_args": True})
+@click.option("--txs", type=click.IntRange(1, 10_000_000), default=200, show_default=True)
+@click.option("--rate", "rate_tps", type=click.FloatRange(min=1), default=200.0,
+              show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
+              help="How long to wait for every node to answer.")
+@click.pass_context
+def docker_load(ctx: click.Context, txs: int, rate_tps: float, timeout_s: float) -> None:
+    """Container entry point of the compose `loadgen` service: wait for the nodes, then
+    `shardnet load` at them from inside the network (other options pass on)."""
+    from scripts.cli.testnet.generate import node_entries
+    from scripts.cli.testnet.load import load_args, run_load
+    from scripts.cli.testnet.processes import wait_for
+
+    nodes = node_entries(_spec_from_env())
+    for node in nodes:
+        node.api_url = f"http://{node.name}:{node.api_port}"
+    if not wait_for(lambda: all(node_status(node) is not None for node in nodes), timeout_s,
+                    interval_s=1.0):
+        raise click.ClickException("nodes did not answer in time")
+    # One URL is enough: /v1/network advertises the host's published ports, and each
+    # node's genesis api_address (its service name) where those do not answer.
+    run_load(["--url", nodes[0].api_url, *load_args(txs, rate_tps, ctx.args)],
+             "shardnet testnet docker-load")

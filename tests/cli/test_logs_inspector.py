@@ -1,0 +1,101 @@
+"""``shardnet logs``: merge by time, filters, and the journey of one transaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from scripts.cli.logs import Filters, logs, parse_line
+
+TX = "ab" * 32
+
+
+def write_log(path: Path, records: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
+
+
+def make_testnet(tmp_path: Path) -> Path:
+    logs_dir = tmp_path / "logs"
+    write_log(logs_dir / "shard0-node0.log", [
+        {"ts": "2026-11-22T04:00:00.100Z", "level": "info", "event": "tx.received",
+         "node": "shard0-node0", "shard": 0, "txs": [TX]},
+        {"ts": "2026-11-22T04:00:00.300Z", "level": "info", "event": "block.proposed",
+         "node": "shard0-node0", "shard": 0, "height": 5, "view": 0, "txs": [TX]},
+        {"ts": "2026-11-22T04:00:00.500Z", "level": "info", "event": "block.committed",
+         "node": "shard0-node0", "shard": 0, "height": 5, "view": 0},
+    ])
+    write_log(logs_dir / "shard0-node1.log", [
+        {"ts": "2026-11-22T04:00:00.200Z", "level": "warning", "event": "pbft.dropped",
+         "node": "shard0-node1", "shard": 0, "reason": "bad_signature"},
+        {"ts": "2026-11-22T04:00:00.510Z", "level": "info", "event": "block.committed",
+         "node": "shard0-node1", "shard": 0, "height": 5, "view": 0},
+        {"ts": "2026-11-22T04:00:00.520Z", "level": "info", "event": "block.committed",
+         "node": "shard0-node1", "shard": 0, "height": 6, "view": 0},
+    ])
+    write_log(logs_dir / "shard1-node0.log", [
+        {"ts": "2026-11-22T04:00:00.900Z", "level": "info", "event": "receipt.applied",
+         "node": "shard1-node0", "shard": 1, "height": 2, "origin": TX, "src_shard": 0},
+    ])
+    return tmp_path
+
+
+def run(*args: str) -> list[dict[str, object]]:
+    result = CliRunner().invoke(logs, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines()]
+
+
+def test_merges_all_nodes_by_time(tmp_path: Path) -> None:
+    records = run("--testnet", str(make_testnet(tmp_path)))
+    assert [r["ts"] for r in records] == sorted(r["ts"] for r in records)
+    assert len(records) == 7
+
+
+def test_filters_by_node_level_event_and_height(tmp_path: Path) -> None:
+    testnet = str(make_testnet(tmp_path))
+    assert {r["node"] for r in run("--testnet", testnet, "--node", "shard0-node1")} == {
+        "shard0-node1"}
+    assert [r["event"] for r in run("--testnet", testnet, "--level", "warning")] == [
+        "pbft.dropped"]
+    committed = run("--testnet", testnet, "--event", "block.", "--height", "5")
+    assert {(r["node"], r["event"]) for r in committed} == {
+        ("shard0-node0", "block.proposed"), ("shard0-node0", "block.committed"),
+        ("shard0-node1", "block.committed")}
+    assert {r["shard"] for r in run("--testnet", testnet, "--shard", "1")} == {1}
+
+
+def test_trace_follows_tx_across_nodes_and_shards_in_order(tmp_path: Path) -> None:
+    records = run("--testnet", str(make_testnet(tmp_path)), "--trace", TX)
+    assert [(r["node"], r["event"]) for r in records] == [
+        ("shard0-node0", "tx.received"),
+        ("shard0-node0", "block.proposed"),
+        ("shard0-node0", "block.committed"),
+        ("shard0-node1", "block.committed"),
+        ("shard1-node0", "receipt.applied"),
+    ]
+
+
+def test_trace_of_unknown_tx_fails_with_message(tmp_path: Path) -> None:
+    result = CliRunner().invoke(logs, ["--testnet", str(make_testnet(tmp_path)),
+                                       "--trace", "cd" * 32])
+    assert result.exit_code != 0 and "no events mention" in result.output
+
+
+def test_human_rendering_is_one_line_per_event(tmp_path: Path) -> None:
+    result = CliRunner().invoke(logs, ["--testnet", str(make_testnet(tmp_path))])
+    lines = result.output.splitlines()
+    assert len(lines) == 7 and "block.proposed" in lines[2] and "height=5" in lines[2]
+
+
+def test_compose_prefix_is_stripped_and_names_the_node() -> None:
+    record = parse_line('shard0-node2_1  | {"event": "x", "ts": "t"}', "compose")
+    assert record is not None and record["node"] == "shard0-node2_1"
+    assert parse_line("plain text", "n") is None
+
+
+def test_filters_accept_event_prefixes() -> None:
+    assert Filters(events=("pbft.",)).accepts({"event": "pbft.view_change"})
+    assert not Filters(events=("pbft.",)).accepts({"event": "block.committed"})

@@ -1,0 +1,171 @@
+"""The pieces of the offline image build that need no Docker: apt mirror discovery, the
+choice of Compose command, the source digest, and the Dockerfile's contract."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scripts.cli import compose
+from scripts.image import apt_mirror
+from scripts.image import digest as image_digest
+
+REPO = Path(__file__).resolve().parents[2]
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_mirror_from_deb822_sources(tmp_path: Path) -> None:
+    write(tmp_path, "etc/apt/sources.list.d/debian.sources", DEB822)
+    assert apt_mirror.pick_mirror(apt_mirror.read_sources(tmp_path), "bookworm") == (
+        "http://deb.debian.org/debian"
+    )
+
+
+def test_mirror_from_one_line_sources_with_options(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "etc/apt/sources.list",
+        "# local mirror\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb [ arch=amd64 signed-by=/k.gpg ] http://mirror.example/debian bookworm main\n",
+    )
+    assert apt_mirror.pick_mirror(apt_mirror.read_sources(tmp_path), "bookworm") == (
+        "http://mirror.example/debian"
+    )
+
+
+def test_mirror_skips_disabled_and_foreign_sources(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "etc/apt/sources.list.d/a.sources",
+        "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\n\n"
+        "Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\n",
+    )
+    write(
+        tmp_path,
+        "etc/apt/sources.list.d/b.list.disabled",
+        "deb http://x.example/debian bookworm main\n",
+    )
+    write(
+        tmp_path,
+        "etc/apt/sources.list.d/c.list",
+        "deb http://ftp.example.org/debian/ trixie main\n",
+    )
+    sources = apt_mirror.read_sources(tmp_path)
+    assert [s.uri for s in sources] == [
+        "http://ftp.example.org/debian/",
+        "https://deb.nodesource.com/node_20.x",
+    ]
+    # No source for bookworm itself: any Debian archive serves, never the security one.
+    assert apt_mirror.pick_mirror(sources, "bookworm") == "http://ftp.example.org/debian/"
+
+
+def test_no_mirror_is_an_error_not_a_default(tmp_path: Path) -> None:
+    write(tmp_path, "etc/apt/sources.list", "deb http://archive.ubuntu.com/ubuntu noble main\n")
+    assert apt_mirror.main(["--root", str(tmp_path)]) == 1
+
+
+def test_this_machines_mirror_is_found() -> None:
+    if not any(Path("/etc/apt").glob("sources.list*")):
+        pytest.skip("no apt sources on this machine")
+    result = subprocess.run(
+        ["python3", str(REPO / "scripts" / "image" / "apt_mirror.py")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.match(r"^(https?|ftp|file):", result.stdout.strip())
+
+
+@pytest.fixture
+def fresh_compose_choice():
+    compose.compose_command.cache_clear()
+    yield
+    compose.compose_command.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("working", "expected"),
+    [
+        ({"docker compose", "docker-compose"}, ("docker", "compose")),
+        ({"docker-compose"}, ("docker-compose",)),
+        ({"docker compose"}, ("docker", "compose")),
+    ],
+)
+def test_compose_prefers_the_plugin_and_falls_back_to_v1(
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_compose_choice: None,
+    working: set[str],
+    expected: tuple[str, ...],
+) -> None:
+    monkeypatch.delenv("SHARDNET_COMPOSE", raising=False)
+    monkeypatch.setattr(compose, "_works", lambda command: " ".join(command) in working)
+    assert compose.compose_command() == expected
+
+
+def test_compose_missing_says_what_was_tried(
+    monkeypatch: pytest.MonkeyPatch, fresh_compose_choice: None
+) -> None:
+    monkeypatch.delenv("SHARDNET_COMPOSE", raising=False)
+    monkeypatch.setattr(compose, "_works", lambda command: False)
+    assert not compose.compose_available()
+    with pytest.raises(compose.ComposeNotFound, match="docker compose or docker-compose"):
+        compose.compose_command()
+
+
+def test_compose_override(monkeypatch: pytest.MonkeyPatch, fresh_compose_choice: None) -> None:
+    monkeypatch.setenv("SHARDNET_COMPOSE", "docker-compose")
+    monkeypatch.setattr(compose, "_works", lambda command: command == ["docker-compose"])
+    assert compose.compose_command() == ("docker-compose",)
+
+
+def test_source_digest_follows_the_image_sources(tmp_path: Path) -> None:
+    for name in ("Dockerfile", "pyproject.toml", "README.md"):
+        write(tmp_path, name, name)
+    write(tmp_path, "scripts/cli/main.py", "a")
+    write(tmp_path, "node/__pycache__/cli.cpython-311.pyc", "compiled")
+    first = image_digest.source_digest(tmp_path)
+    write(tmp_path, "node/__pycache__/cli.cpython-311.pyc", "recompiled")
+    write(tmp_path, "tests/test_x.py", "not in the image")
+    assert image_digest.source_digest(tmp_path) == first
+    write(tmp_path, "scripts/cli/main.py", "b")
+    assert image_digest.source_digest(tmp_path) != first
+
+
+def test_dockerfile_contract() -> None:
+    """What users, the compose generator and the offline build rely on."""
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert "--no-index --find-links" in text and "wheelhouse*" in text
+    assert re.search(r"^USER shardnet", text, re.M)
+    healthcheck = re.search(r"^HEALTHCHECK .*\\\n.*$", text, re.M)
+    assert healthcheck is not None
+    assert "API_PORT" in healthcheck[0] and "/v1/status" in healthcheck[0]
+    assert 'ENTRYPOINT ["shardnet"]' in text and 'CMD ["node", "--home", "/data"]' in text
+    assert re.search(r"^VOLUME /data$", text, re.M)
+    # Context stays small: no virtualenv, git history or tests go to the daemon.
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert {".git", ".venv", "tests"} <= set(ignored)
+    assert not {"wheelhouse", "wheelhouse/"} & set(ignored), "the build copies wheelhouse/"

@@ -1,0 +1,72 @@
+"""What a node sends its peers stays within a p2p frame: block-sync answers and
+forwarded transaction batches are bounded by bytes, not only by count."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import structlog
+from structlog.testing import capture_logs
+
+from consensus.kernel.codec import decode
+from node.config import PRE_PREPARE_OVERHEAD_BYTES, parse_config
+from node.main import Node
+from node.service import NodeService
+from node.store import StoredBlock
+from node.wire import SyncRequest, SyncResponse, decode_tx_batch
+
+FRAME = 1024 * 1024
+CONFIG = (f"[node]\nshard = 0\nindex = 1\n[p2p]\nframe_bytes_max = {FRAME}\n"
+          f"[consensus]\nblock_bytes_max = {FRAME - PRE_PREPARE_OVERHEAD_BYTES}\n"
+          "sync_batch_blocks_max = 64\n")
+
+
+class Blocks:
+    """A store holding blocks of ``size`` bytes each at every height."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def get_blocks(self, first: int, last: int) -> list[StoredBlock]:
+        return [StoredBlock(h, bytes(32), b"b" * self.size, b"c" * 200)
+                for h in range(first, last + 1)]
+
+
+def serve(block_size: int, first: int, last: int, tmp_path: Path) -> list[int]:
+    node: Any = SimpleNamespace(store=Blocks(block_size), config=parse_config(CONFIG, tmp_path))
+    answer = asyncio.run(Node._serve_sync(node, SyncRequest(0, first, last)))
+    assert len(answer) <= FRAME - PRE_PREPARE_OVERHEAD_BYTES + 64
+    return [b.height for b in decode(answer, SyncResponse, 64 * FRAME).blocks]
+
+
+def test_sync_answer_stops_before_the_frame_is_full(tmp_path: Path) -> None:
+    heights = serve(300_000, 5, 60, tmp_path)  # 56 blocks of 300 KB would be ~17 MB
+    assert heights == [5, 6, 7]
+
+
+def test_sync_answer_carries_small_blocks_up_to_the_count_limit(tmp_path: Path) -> None:
+    assert serve(1_000, 1, 500, tmp_path) == list(range(1, 65))
+
+
+def test_sync_answer_always_carries_one_block(tmp_path: Path) -> None:
+    assert serve(FRAME - PRE_PREPARE_OVERHEAD_BYTES - 300, 9, 12, tmp_path) == [9]
+
+
+def test_forwarded_batches_are_bounded_by_bytes_and_logged(tmp_path: Path) -> None:
+    config = parse_config(CONFIG + "[api]\nbody_bytes_max = 65536\n", tmp_path)
+    sent: list[bytes] = []
+    service: Any = SimpleNamespace(config=config, _forward=sent.append,
+                                   _to_forward=[(bytes([i % 256]) * 1000, bytes([i]) * 32)
+                                                for i in range(100)])
+    with capture_logs() as logs:
+        service.log = structlog.get_logger()
+        asyncio.run(NodeService._flush_forward(service))
+    batches = [decode_tx_batch(data, 65536).txs for data in sent]
+    assert all(len(data) <= 65536 // 2 for data in sent)
+    assert sum(len(b) for b in batches) == 100 and len(batches) == 4  # 32 KB each: 31 txs
+    forwarded = [e for e in logs if e["event"] == "tx.forwarded"]
+    assert [e["count"] for e in forwarded] == [len(b) for b in batches]
+    assert forwarded[0]["txs"][0] == (bytes([0]) * 32).hex()

@@ -1,0 +1,297 @@
+"""The p2p facade with real hosts on 127.0.0.1 sockets (each host in its own trio
+thread, all in this process): ordered stream delivery, request/response, gossip,
+bounded queues, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import struct
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from structlog.testing import capture_logs
+
+from node.p2p import P2PHost
+from node.p2p_config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
+from tests.support.p2p import make_configs, seed, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+SEQ = struct.Struct(">Q")
+
+
+@contextlib.asynccontextmanager
+async def running(configs: list[P2PConfig]) -> AsyncIterator[list[P2PHost]]:
+    hosts = [P2PHost(config) for config in configs]
+    try:
+        await asyncio.gather(*(host.start() for host in hosts))
+        ids = [host.peer_id for host in hosts]
+        await wait_for(
+            lambda: all(
+                host.connected_peers() == frozenset(ids) - {host.peer_id} for host in hosts
+            ),
+            20,
+            "full mesh",
+        )
+        yield hosts
+    finally:
+        await asyncio.gather(*(host.stop() for host in hosts))
+
+
+class Recorder:
+    """Collects stream messages; checks per-sender order of sequence numbers."""
+
+    def __init__(self, expected: int) -> None:
+        self.next: dict[str, int] = defaultdict(int)
+        self.out_of_order = 0
+        self.count = 0
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def __call__(self, peer: str, channel: int, data: bytes) -> None:
+        (seq,) = SEQ.unpack_from(data)
+        if seq != self.next[peer] or channel != 3:
+            self.out_of_order += 1
+        self.next[peer] = seq + 1
+        self.count += 1
+        if self.count >= self.expected:
+            self.done.set()
+
+
+async def test_two_hosts_exchange_messages_in_order_without_loss() -> None:
+    n = 20_000
+    async with running(make_configs(2)) as (a, b):
+        rec_a, rec_b = Recorder(n), Recorder(n)
+        a.on_message(rec_a)
+        b.on_message(rec_b)
+        pad = b"p" * 192
+        for seq in range(n):
+            assert a.send_nowait(b.peer_id, 3, SEQ.pack(seq) + pad)
+            assert b.send_nowait(a.peer_id, 3, SEQ.pack(seq) + pad)
+        await asyncio.wait_for(asyncio.gather(rec_a.done.wait(), rec_b.done.wait()), 30)
+        assert (rec_a.count, rec_a.out_of_order) == (n, 0)
+        assert (rec_b.count, rec_b.out_of_order) == (n, 0)
+        stats = a.stats_snapshot()
+        assert stats["msgs_sent"] == {3: n} and stats["msgs_received"] == {3: n}
+        assert stats["bytes_sent"] == {3: n * 200}
+        assert stats["frames_per_write_avg"] > 10  # queued frames are joined into few writes
+        assert stats["drops"].get("queue_full", 0) == 0
+        # Heartbeats (every 1 s) measure the round trip to each peer.
+        await wait_for(lambda: b.peer_id in a.stats_snapshot()["heartbeat_rtt_ms"], 5, "rtt")
+        assert 0 < a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] < 1000
+
+
+async def test_large_messages_keep_their_place_in_the_stream() -> None:
+    async with running(make_configs(2)) as (a, b):
+        got: list[bytes] = []
+        b.on_message(lambda peer, channel, data: got.append(data))
+        sent = []
+        for i in range(6):
+            data = bytes([i]) * (3 * 1024 * 1024 if i % 2 else 100)
+            sent.append(data)
+            assert a.send_nowait(b.peer_id, 1, data)
+        await wait_for(lambda: len(got) == len(sent), 20, "large messages")
+        assert got == sent
+
+
+async def test_a_stalled_receiver_gets_back_pressure_not_losses() -> None:
+    n = 5_000
+    sender_config, receiver_config = make_configs(2)
+    receiver_config = dataclasses.replace(receiver_config, inbound_queue_max=100)
+    async with running([sender_config, receiver_config]) as (a, b):
+        rec = Recorder(n)
+
+        def slow_start(peer: str, channel: int, data: bytes) -> None:
+            if rec.count == 0:
+                time.sleep(0.5)  # the node's loop is busy: the inbox fills up
+            rec(peer, channel, data)
+
+        b.on_message(slow_start)
+        for seq in range(n):
+            assert a.send_nowait(b.peer_id, 3, SEQ.pack(seq))
+        await asyncio.wait_for(rec.done.wait(), 30)
+        assert (rec.count, rec.out_of_order) == (n, 0)
+        assert b.stats_snapshot()["drops"].get("inbound_full", 0) == 0
+
+
+async def test_four_hosts_full_mesh_delivers_everything_in_order() -> None:
+    n = 1_000
+    async with running(make_configs(4)) as hosts:
+        recorders = [Recorder(3 * n) for _ in hosts]
+        for host, rec in zip(hosts, recorders, strict=True):
+            host.on_message(rec)
+        for seq in range(n):
+            for host in hosts:
+                peers = [h.peer_id for h in hosts if h is not host]
+                assert host.broadcast(peers, 3, SEQ.pack(seq) + b"x" * 100) == 3
+        await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in recorders)), 30)
+        for rec in recorders:
+            assert rec.count == 3 * n and rec.out_of_order == 0
+            assert sorted(rec.next.values()) == [n, n, n]
+
+
+async def test_request_response_and_its_failures() -> None:
+    configs = make_configs(2, request_timeout_s=2.0)
+    async with running(configs) as (a, b):
+        release = asyncio.Event()
+
+        async def handler(peer: str, data: bytes) -> bytes:
+            assert peer == a.peer_id
+            if data == b"fail":
+                raise ValueError("no such block")
+            if data == b"hang":
+                await release.wait()
+            return b"block:" + data
+
+        b.set_request_handler(handler)
+        answers = await asyncio.gather(*(a.request(b.peer_id, b"%d" % i) for i in range(20)))
+        assert answers == [b"block:%d" % i for i in range(20)]
+        big = await a.request(b.peer_id, b"z" * 500_000)
+        assert big == b"block:" + b"z" * 500_000
+
+        with pytest.raises(RequestFailed) as failed:
+            await a.request(b.peer_id, b"fail")
+        assert failed.value.reason == "remote_error" and "no such block" in failed.value.detail
+
+        with pytest.raises(RequestFailed) as timed_out:
+            await a.request(b.peer_id, b"hang", timeout=0.5)
+        assert timed_out.value.reason == "timeout"
+        release.set()
+
+        # b asks a, which has no handler: a clean remote error, not a hang.
+        with pytest.raises(RequestFailed) as unhandled:
+            await b.request(a.peer_id, b"x")
+        assert unhandled.value.reason == "remote_error"
+        assert a.stats_snapshot()["requests_failed"] == 2
+
+
+async def test_gossip_reaches_every_subscriber_and_validators_stop_bad_messages() -> None:
+    n = 30
+    configs = make_configs(4, gossip_topics=("blocks",))
+    async with running(configs) as hosts:
+        got: list[dict[str, list[bytes]]] = [defaultdict(list) for _ in hosts]
+        for host, received in zip(hosts, got, strict=True):
+            host.subscribe(
+                "blocks",
+                lambda origin, data, r=received: r[origin].append(data),
+                validator=lambda origin, data: not data.startswith(b"bad"),
+            )
+        # Every node needs to see the others' subscriptions before publishing.
+        await wait_for(
+            lambda: all(
+                len(h._pubsub.peer_topics.get("blocks", ())) == 3  # type: ignore[union-attr]
+                for h in hosts
+            ),
+            20,
+            "subscriptions",
+        )
+        source = hosts[0]
+        with capture_logs() as logs:
+            for i in range(n):
+                source.publish("blocks", b"block %d" % i)
+            source.publish("blocks", b"bad block")
+            await wait_for(
+                lambda: all(len(r[source.peer_id]) == n for r in got[1:]), 20, "gossip delivery"
+            )
+        for received in got[1:]:
+            assert sorted(received[source.peer_id]) == sorted(b"block %d" % i for i in range(n))
+        assert got[0] == {}  # our own publishes are not handed back
+        assert source.stats_snapshot()["drops"].get("gossip_invalid") == 1
+        assert any(e["event"] == "p2p.dropped" and e["reason"] == "gossip_invalid" for e in logs)
+
+
+async def test_full_send_queue_refuses_counts_and_logs() -> None:
+    # The peer does not exist (nothing listens there): the queue fills up and refuses.
+    (config,) = make_configs(1)
+    other = make_configs(2)[1]
+    config = P2PConfig(
+        private_key_seed=config.private_key_seed,
+        listen_host="127.0.0.1",
+        listen_port=config.listen_port,
+        peers=(PeerSpec(address=f"127.0.0.1:{other.listen_port}", peer_id=other.peer_id),),
+        send_queue_frames_max=10,
+    )
+    async with P2PHost(config) as host:
+        with capture_logs() as logs:
+            accepted = [host.send_nowait(other.peer_id, 1, b"m") for _ in range(15)]
+            assert not host.send_nowait("12D3KooWNotAPeer", 1, b"m")
+        assert accepted == [True] * 10 + [False] * 5
+        assert host.queued(other.peer_id) == 10
+        drops = host.stats_snapshot()["drops"]
+        assert drops["queue_full"] == 5 and drops["unknown_peer"] == 1
+        dropped = [e for e in logs if e["event"] == "p2p.dropped"]
+        assert {e["reason"] for e in dropped} == {"queue_full", "unknown_peer"}
+        assert dropped[0]["peer"] == other.peer_id
+        with pytest.raises(ValueError):
+            host.send_nowait(other.peer_id, 1, b"x" * config.frame_bytes_max)
+
+
+def test_config_errors_name_the_offending_key() -> None:
+    own_id = P2PConfig(private_key_seed=seed(0)).peer_id
+    cases: dict[str, Callable[[], object]] = {
+        "private_key_seed": lambda: P2PConfig(private_key_seed=b"short"),
+        "listen_host": lambda: P2PConfig(private_key_seed=seed(0), listen_host="localhost"),
+        "heartbeat_timeout_s": lambda: P2PConfig(
+            private_key_seed=seed(0), heartbeat_timeout_s=0.5
+        ),
+        "gossip_message_bytes_max": lambda: P2PConfig(
+            private_key_seed=seed(0), gossip_message_bytes_max=2 * 1024 * 1024
+        ),
+        "peers.address": lambda: PeerSpec(address="nohost", peer_id=own_id),
+        "peers.peer_id": lambda: PeerSpec(address="h:1", peer_id="not-a-peer-id"),
+        "peers": lambda: P2PConfig(
+            private_key_seed=seed(0), peers=(PeerSpec(address="h:1", peer_id=own_id),)
+        ),
+    }
+    for key, make in cases.items():
+        with pytest.raises(P2PConfigError) as failed:
+            make()
+        assert failed.value.reason == key
+
+
+async def test_peers_given_by_dns_name_are_resolved_and_dialled() -> None:
+    configs = [
+        P2PConfig(
+            private_key_seed=config.private_key_seed,
+            listen_host="127.0.0.1",
+            listen_port=config.listen_port,
+            peers=tuple(
+                PeerSpec(address=spec.address.replace("127.0.0.1", "localhost"), peer_id=spec.id)
+                for spec in config.peers
+            ),
+        )
+        for config in make_configs(2)
+    ]
+    async with running(configs) as (a, b):
+        assert a.connected_peers() == {b.peer_id}
+
+
+async def test_pending_request_fails_at_once_when_our_host_stops() -> None:
+    async with running(make_configs(2)) as (a, b):
+        called, release = asyncio.Event(), asyncio.Event()
+
+        async def hang(peer: str, data: bytes) -> bytes:
+            called.set()
+            await release.wait()
+            return b""
+
+        b.set_request_handler(hang)
+        pending = asyncio.create_task(a.request(b.peer_id, b"block 7", timeout=30))
+        await asyncio.wait_for(called.wait(), 10)
+        await a.stop()
+        with pytest.raises(RequestFailed) as failed:
+            await asyncio.wait_for(pending, 5)
+        assert failed.value.reason == "not_running"
+        release.set()
+
+
+async def test_start_fails_with_a_reason_when_the_port_is_taken() -> None:
+    (config,) = make_configs(1)
+    async with P2PHost(config):
+        with pytest.raises(P2PError) as failed:
+            async with P2PHost(config):
+                pass
+    assert failed.value.reason == "start_failed"
