@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from consensus.crypto import KeyPair, sha256
+from consensus.kernel.crypto import KeyPair, sha256
 
 ADDRESS_BYTES = 32
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.codec import decode
+from consensus.kernel.codec import decode
 from sharding.receipts import Receipt
 from sharding.records import (
     KEY_ACCOUNT,

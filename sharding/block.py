@@ -22,8 +22,8 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import WireStruct, decode, encode
-from consensus.crypto import TAG_BLOCK_HEADER, TAG_EVIDENCE, tagged_hash
+from consensus.kernel.codec import WireStruct, decode, encode
+from consensus.kernel.crypto import TAG_BLOCK_HEADER, TAG_EVIDENCE, tagged_hash
 from sharding.merkle import InclusionProof, compute_root
 from sharding.receipts import Receipt
 from sharding.tx import SignedTx

@@ -31,9 +31,9 @@ from consensus.certificate import (
     Verifier,
     verify_certificate,
 )
-from consensus.codec import WireStruct, decode, encode
-from consensus.crypto import sha256, verify_signature
-from consensus.errors import DecodeError, ShardnetError
+from consensus.kernel.codec import WireStruct, decode, encode
+from consensus.kernel.crypto import sha256, verify_signature
+from consensus.kernel.errors import DecodeError, ShardnetError
 from sharding.block import (
     CERTIFICATE_BYTES_MAX,
     Block,

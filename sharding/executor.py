@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from consensus.codec import WireStruct
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import WireStruct
+from consensus.kernel.errors import ShardnetError
 from sharding.accounts import shard_of
 from sharding.block import (
     EMPTY_EVIDENCE_ROOT,

@@ -32,8 +32,8 @@ from typing import Any
 
 import msgspec
 
-from consensus.codec import U64_MAX, encode
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import U64_MAX, encode
+from consensus.kernel.errors import ShardnetError
 from sharding.accounts import derive_account, program_address, shard_of
 from sharding.records import (
     Account,

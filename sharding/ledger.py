@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.certificate import Verifier
-from consensus.codec import decode, encode
-from consensus.crypto import verify_signature
-from consensus.errors import DecodeError, ShardnetError, check
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.crypto import verify_signature
+from consensus.kernel.errors import DecodeError, ShardnetError, check
 from sharding.audit import compute_state_totals
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash, decode_block
 from sharding.crossshard import (

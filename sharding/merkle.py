@@ -12,8 +12,8 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import WireStruct
-from consensus.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, sha256, tagged_hash
+from consensus.kernel.codec import WireStruct
+from consensus.kernel.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, sha256, tagged_hash
 
 EMPTY_ROOT = sha256(b"")
 MERKLE_PATH_MAX = 64

@@ -50,7 +50,7 @@ from typing import Protocol
 
 import msgspec
 
-from consensus.errors import ShardnetError
+from consensus.kernel.errors import ShardnetError
 from sharding.block import (
     EMPTY_EVIDENCE_ROOT,
     Block,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from consensus.codec import U64_MAX
+from consensus.kernel.codec import U64_MAX
 from sharding.accounts import shard_of
 from sharding.receipts import (
     CREDIT,

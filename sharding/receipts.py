@@ -23,9 +23,9 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import U64_MAX, WireStruct, encode
-from consensus.crypto import TAG_RECEIPT, tagged_hash
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import U64_MAX, WireStruct, encode
+from consensus.kernel.crypto import TAG_RECEIPT, tagged_hash
+from consensus.kernel.errors import ShardnetError
 from sharding.accounts import ADDRESS_BYTES
 from sharding.merkle import compute_root
 from sharding.records import (

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.codec import U64_MAX, WireStruct, decode, encode
-from consensus.errors import InvariantViolation, ShardnetError, check
+from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
+from consensus.kernel.errors import InvariantViolation, ShardnetError, check
 from sharding.state import StateReader, StateView
 
 KEY_ACCOUNT = b"a"

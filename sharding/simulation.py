@@ -49,8 +49,6 @@ from consensus.certificate import (
     fault_tolerance,
     quorum_size,
 )
-from consensus.codec import encode
-from consensus.errors import DecodeError, InvariantViolation, ShardnetError
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -60,6 +58,8 @@ from consensus.events import (
     SyncResult,
     Tick,
 )
+from consensus.kernel.codec import encode
+from consensus.kernel.errors import DecodeError, InvariantViolation, ShardnetError
 from consensus.messages import Vote, decode_message
 from consensus.replica import Replica
 from consensus.simulator import NETWORK_FAULTS, FaultyNetwork, is_commit_news

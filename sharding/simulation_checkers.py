@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from consensus.certificate import CommitCertificate, Verifier
 from consensus.checkers import Checker
-from consensus.codec import decode, encode
+from consensus.kernel.codec import decode, encode
 from sharding.ledger import Committed, Ledger
 from sharding.records import (
     KEY_ACCOUNT,

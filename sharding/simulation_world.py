@@ -23,8 +23,8 @@ from functools import lru_cache
 import msgspec
 
 from consensus.certificate import CommitCertificate, IndexedSignature, Verifier, quorum_size
-from consensus.codec import encode
-from consensus.crypto import KeyPair, verify_signature
+from consensus.kernel.codec import encode
+from consensus.kernel.crypto import KeyPair, verify_signature
 from consensus.state import Signer
 from consensus.testing import FastSigner, FastVerifier
 from sharding.accounts import derive_account, shard_of

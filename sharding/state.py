@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from hashlib import sha256 as _sha256
 from typing import Protocol
 
-from consensus.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_STATE
-from consensus.errors import check
+from consensus.kernel.crypto import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_STATE
+from consensus.kernel.errors import check
 from sharding.merkle import compute_node_hash
 
 BUCKET_BITS = 16

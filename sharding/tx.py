@@ -14,9 +14,9 @@ from typing import Annotated
 
 import msgspec
 
-from consensus.codec import U64_MAX, WireStruct, decode, encode
-from consensus.crypto import TAG_TX, KeyPair, tagged_hash, verify_signature
-from consensus.errors import ShardnetError
+from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
+from consensus.kernel.crypto import TAG_TX, KeyPair, tagged_hash, verify_signature
+from consensus.kernel.errors import ShardnetError
 from sharding.accounts import ADDRESS_BYTES, shard_of
 from sharding.records import get_nonce
 from sharding.state import StateReader
