@@ -36,8 +36,8 @@ from node.ledger_store import open_state
 from node.logs import configure_logging
 from node.mempool import Mempool
 from node.metrics import NodeMetrics, P2PCollector
-from node.p2p import P2PHost
-from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_public_key
+from node.p2p.config import P2PConfig, PeerSpec, peer_id_from_public_key
+from node.p2p.host import P2PHost
 from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
 from node.store import Store

@@ -30,7 +30,7 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from node.p2p import P2PHost
+from node.p2p.host import P2PHost
 from scripts.bench.p2p_peer import ECHO_CHANNEL, SINK_CHANNEL
 from scripts.bench.p2p_procs import Child, child_spec, make_configs
 

@@ -1,6 +1,6 @@
 """A stand-alone p2p peer process for the p2p benchmark and tests.
 
-``python -m scripts.bench.p2p_peer CONFIG_JSON`` runs a :class:`node.p2p.P2PHost` and talks
+``python -m scripts.bench.p2p_peer CONFIG_JSON`` runs a :class:`node.p2p.host.P2PHost` and talks
 to its parent over stdin/stdout, one JSON object per line:
 
 * it prints ``{"event": "ready", ...}`` once listening;
@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 
-from node.p2p import P2PHost
-from node.p2p_config import P2PConfig, PeerSpec
+from node.p2p.config import P2PConfig, PeerSpec
+from node.p2p.host import P2PHost
 
 ECHO_CHANNEL = 1
 SINK_CHANNEL = 2

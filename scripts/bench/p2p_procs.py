@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.p2p_config import P2PConfig, PeerSpec, peer_id_from_seed
+from node.p2p.config import P2PConfig, PeerSpec, peer_id_from_seed
 
 REPO = Path(__file__).resolve().parents[2]  # children run from the source tree
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from node.p2p import MSG_PROTOCOL, REQ_PROTOCOL, P2PHost
-from node.p2p_framing import encode_msg
+from node.p2p.framing import encode_msg
+from node.p2p.host import MSG_PROTOCOL, REQ_PROTOCOL, P2PHost
 from scripts.bench.p2p_peer import ECHO_CHANNEL
 from tests.support.p2p import Child, child_spec, make_configs, wait_for
 

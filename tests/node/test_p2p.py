@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from structlog.testing import capture_logs
 
-from node.p2p import P2PHost
-from node.p2p_config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
+from node.p2p.config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
+from node.p2p.host import P2PHost
 from tests.support.p2p import make_configs, seed, wait_for
 
 pytestmark = pytest.mark.timeout(60)

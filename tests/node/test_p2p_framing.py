@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.p2p_framing import (
+from node.p2p.framing import (
     KIND_MSG,
     KIND_PING,
     KIND_PONG,

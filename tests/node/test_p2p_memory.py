@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from node.p2p import P2PHost
-from node.p2p_api import P2PAPI
-from node.p2p_config import RequestFailed
-from node.p2p_memory import MemoryNetwork
+from node.p2p.api import P2PAPI
+from node.p2p.config import RequestFailed
+from node.p2p.host import P2PHost
+from node.p2p.memory import MemoryNetwork
 from tests.support.p2p import make_configs, wait_for
 
 

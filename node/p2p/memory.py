@@ -15,8 +15,8 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
-from node.p2p_api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
-from node.p2p_config import P2PError, RequestFailed
+from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
+from node.p2p.config import P2PError, RequestFailed
 
 
 class MemoryNetwork:

@@ -1,8 +1,8 @@
 """The p2p interface the rest of the node depends on (STYLE.md: interfaces are
-Protocols with an in-memory twin). :class:`node.p2p.P2PHost` is the libp2p
-implementation, :class:`node.p2p_memory.MemoryP2P` the in-memory one for tests.
+Protocols with an in-memory twin). :class:`node.p2p.host.P2PHost` is the libp2p
+implementation, :class:`node.p2p.memory.MemoryP2P` the in-memory one for tests.
 
-Peers are libp2p peer id strings (``node.p2p_config.peer_id_from_public_key`` maps a
+Peers are libp2p peer id strings (``node.p2p.config.peer_id_from_public_key`` maps a
 validator key from genesis to one). Channels are small integers chosen by the node
 (e.g. one per PBFT message family); messages on one channel, or across channels, to
 one peer arrive in the order they were sent, unless dropped (every drop is counted

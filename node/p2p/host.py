@@ -1,7 +1,7 @@
 """The node's p2p layer: an asyncio facade over py-libp2p 0.8.1.
 
 py-libp2p is trio-only, so the libp2p host lives in its own thread running its own
-trio loop (P2P-NOTES "Concurrency", option (a)); nothing outside ``node/p2p*.py`` knows
+trio loop (P2P-NOTES "Concurrency", option (a)); nothing outside ``node/p2p/`` knows
 trio. The facade offers what the node needs:
 
 * ``send``/``broadcast``: ordered messages on one persistent stream per peer
@@ -27,7 +27,7 @@ behind, readers stop reading for a while (back-pressure onto the senders) before
 drop anything.
 
 Process-wide side effects (one node per process): ``PY_YAMUX_RELEASE_ON_READ`` defaults
-to 0, and ``node.p2p_gossip.install`` patches py-libp2p's gossip queue class and signed
+to 0, and ``node.p2p.gossip.install`` patches py-libp2p's gossip queue class and signed
 record check. The entry point, not this module, configures logging: py-libp2p logs an
 ERROR for every failed dial (peers still starting), so quiet the ``libp2p`` logger.
 
@@ -75,10 +75,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
-from node import p2p_gossip
-from node.p2p_api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
-from node.p2p_bridge import Inbox, OutQueue
-from node.p2p_config import (
+from node.p2p import gossip as p2p_gossip
+from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
+from node.p2p.bridge import Inbox, OutQueue
+from node.p2p.config import (
     P2PConfig,
     P2PError,
     P2PStats,
@@ -87,7 +87,7 @@ from node.p2p_config import (
     is_ipv4,
     split_host_port,
 )
-from node.p2p_framing import (
+from node.p2p.framing import (
     KIND_MSG,
     KIND_PING,
     KIND_REQ,
