@@ -34,6 +34,7 @@ from consensus.actions import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from consensus.batching import batch_due
 from consensus.certificate import (
     PHASE_COMMIT,
     PHASE_PREPARE,
@@ -440,16 +441,15 @@ class Simulation:
         self._step(node, Tick(self.now, oldest))
 
     def _maybe_propose(self, node: Node) -> None:
-        """The batch policy: propose when the batch is full or the interval has passed
-        with work pending; never an empty block."""
+        """The batch policy (consensus/batching.py) over the simulated mempool."""
         wanted = node.replica.wants_proposal()
         if wanted is None or not node.mempool or not node.alive:
             node.want_since = None if wanted is None else node.want_since
             return
         if node.want_since is None:
             node.want_since = self.now
-        full = len(node.mempool) >= self.cfg.batch_ops_max
-        if full or self.now - node.want_since >= self.cfg.block_interval_ms:
+        if batch_due(len(node.mempool), False, self.cfg.batch_ops_max,
+                     self.now - node.want_since, self.cfg.block_interval_ms):
             ops = sorted(node.mempool, key=lambda op: (node.mempool[op], op))
             height, view = wanted
             payload, block_hash = node.ledger.build(

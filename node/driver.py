@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from consensus.actions import (
@@ -29,6 +29,7 @@ from consensus.actions import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from consensus.batching import batch_due
 from consensus.certificate import CommitCertificate
 from consensus.events import (
     BlockExecuted,
@@ -43,9 +44,11 @@ from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import DecodeError, ShardnetError
 from consensus.replica import Replica
 from node.config import NodeConfig
+from node.drops import DropLog
 from node.ledger_store import compute_block_commit
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.parts import Clock
 from node.store import StoreAPI
 from node.wire import (
     CHANNEL_CONSENSUS,
@@ -66,37 +69,6 @@ PENDING_REFRESH_MS = 100
 INBOUND_RECEIPT_BYTES_MAX = 2048
 
 
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-QUIET_DROP_REASONS = frozenset({"stale", "duplicate", "old_view"})
-
-
-class DropLog:
-    """Counts every drop; logs the first few per reason each second (routine
-    reasons such as retransmits of committed heights at debug level)."""
-
-    def __init__(self, log: Any, metrics: NodeMetrics, per_second: int = 5) -> None:
-        self.log, self.metrics, self.per_second = log, metrics, per_second
-        self._window: dict[str, tuple[int, int]] = {}
-
-    def __call__(self, source: str, reason: str, **fields: Any) -> None:
-        self.metrics.messages_dropped.labels(source=source, reason=reason).inc()
-        second = monotonic_ms() // 1000
-        start, count = self._window.get(reason, (second, 0))
-        if start != second:
-            start, count = second, 0
-        self._window[reason] = (start, count + 1)
-        if count < self.per_second:
-            emit = self.log.debug if reason in QUIET_DROP_REASONS else self.log.warning
-            emit(f"{source}.dropped", reason=reason, **fields)
-
-
 class ConsensusDriver:
     def __init__(
         self,
@@ -112,8 +84,10 @@ class ConsensusDriver:
         request: Callable[[int, bytes, float], Any],
         on_committed: Callable[[Committed, CommitCertificate], None],
         on_rejected: Callable[[list[Rejected]], None],
-        ledger_pool: ThreadPoolExecutor,
+        ledger_pool: Executor,
         inbound: InboundPool,
+        clock: Clock,
+        drop: DropLog,
     ) -> None:
         self.config = config
         self.replica = replica
@@ -128,12 +102,13 @@ class ConsensusDriver:
         self._on_rejected = on_rejected
         self._pool = ledger_pool
         self.inbound = inbound
-        self.drop = DropLog(log, metrics)
+        self.clock = clock
+        self.drop = drop
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._local: deque[Event] = deque()
-        self._deadline_ms = monotonic_ms()
+        self._deadline_ms = self.clock.monotonic_ms()
         self._proposal_wanted: tuple[int, int] | None = None
-        self._last_block_ms = monotonic_ms()
+        self._last_block_ms = self.clock.monotonic_ms()
         self._proposing = False
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -153,24 +128,24 @@ class ConsensusDriver:
     def wake(self) -> None:
         """Something changed in the mempool: re-check the batch policy soon."""
         if self._inbox.empty():
-            self._inbox.put_nowait(Tick(monotonic_ms(), self._oldest_pending()))
+            self._inbox.put_nowait(Tick(self.clock.monotonic_ms(), self._oldest_pending()))
 
     async def stop(self) -> None:
         self._stopping = True
-        self._inbox.put_nowait(Tick(monotonic_ms()))
+        self._inbox.put_nowait(Tick(self.clock.monotonic_ms()))
         for task in list(self._tasks):
             task.cancel()
 
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._step(Tick(monotonic_ms(), self._oldest_pending()))
+        await self._step(Tick(self.clock.monotonic_ms(), self._oldest_pending()))
         while not self._stopping:
-            timeout_s = max(0.0, (self._next_wake_ms() - monotonic_ms()) / 1000)
+            timeout_s = max(0.0, (self._next_wake_ms() - self.clock.monotonic_ms()) / 1000)
             try:
                 event = await asyncio.wait_for(self._inbox.get(), timeout_s)
             except TimeoutError:
-                event = Tick(monotonic_ms(), self._oldest_pending())
+                event = Tick(self.clock.monotonic_ms(), self._oldest_pending())
             if self._stopping:
                 break
             await self._step(event)
@@ -179,8 +154,8 @@ class ConsensusDriver:
                 if self._inbox.empty() or self._stopping:
                     break
                 await self._step(self._inbox.get_nowait())
-            if monotonic_ms() >= self._deadline_ms:
-                await self._step(Tick(monotonic_ms(), self._oldest_pending()))
+            if self.clock.monotonic_ms() >= self._deadline_ms:
+                await self._step(Tick(self.clock.monotonic_ms(), self._oldest_pending()))
             await self._maybe_propose()
 
     def _next_wake_ms(self) -> int:
@@ -197,7 +172,7 @@ class ConsensusDriver:
         receipt (PROTOCOL.md section 4: both start a view change when left too long)."""
         # O(senders) with a state read each: recomputed at most every
         # PENDING_REFRESH_MS, far below the request timeout it feeds.
-        now = monotonic_ms()
+        now = self.clock.monotonic_ms()
         if now - self._pending_checked_ms >= PENDING_REFRESH_MS:
             self._pending_checked_ms = now
             waiting = [self.mempool.oldest_ready_arrival_ms(),
@@ -278,7 +253,7 @@ class ConsensusDriver:
         metadata = {META_REPLICA: encode(persist.state)} if persist is not None else {}
         await self.store.commit_block(compute_block_commit(
             committed.block, committed.result, encode(action.certificate), metadata))
-        self._last_block_ms = monotonic_ms()
+        self._last_block_ms = self.clock.monotonic_ms()
         if self._proposal_wanted is not None and self._proposal_wanted[0] <= action.height:
             self._proposal_wanted = None
         self._on_committed(committed, action.certificate)
@@ -293,21 +268,17 @@ class ConsensusDriver:
             self._proposal_wanted = None
             return
         consensus = self.config.consensus
-        interval_passed = monotonic_ms() - self._last_block_ms >= consensus.block_interval_ms
+        waited_ms = self.clock.monotonic_ms() - self._last_block_ms
         inbound_ready = self._inbound_ready()
-        # Batch policy: a full block's worth pending, or the interval passed with work
-        # (transactions, or inbound receipts that can be applied).
-        if (len(self.mempool) == 0 and not inbound_ready) or (
-            len(self.mempool) < consensus.block_txs_max and not interval_passed
-        ):
+        if not batch_due(len(self.mempool), inbound_ready, consensus.block_txs_max,
+                         waited_ms, consensus.block_interval_ms):
             return
         # Inbound receipts and their evidence ride in the same block: leave them room.
         tx_bytes_max = consensus.block_bytes_max - min(
             consensus.block_inbound_max * INBOUND_RECEIPT_BYTES_MAX, consensus.block_bytes_max // 2)
         ready = self.mempool.ready(consensus.block_txs_max, tx_bytes_max)
-        if (not ready and not inbound_ready) or (
-            len(ready) < consensus.block_txs_max and not interval_passed
-        ):
+        if not batch_due(len(ready), inbound_ready, consensus.block_txs_max,
+                         waited_ms, consensus.block_interval_ms):
             return
         inbound = self.inbound.select(self.ledger.in_cursor, consensus.block_inbound_max)
         if not ready and not inbound:
@@ -319,7 +290,7 @@ class ConsensusDriver:
             proposal: Proposal = await loop.run_in_executor(
                 self._pool, lambda: self.ledger.propose(
                     [item.tx for item in ready], inbound, height=height, view=view,
-                    time_ms=wall_ms(), proposer=self.replica.me,
+                    time_ms=self.clock.wall_ms(), proposer=self.replica.me,
                     txs_max=consensus.block_txs_max,
                 ))
         finally:
