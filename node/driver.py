@@ -42,6 +42,7 @@ from consensus.events import (
 )
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import DecodeError, ShardnetError
+from consensus.kernel.limits import CERTIFICATE_BYTES_MAX
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.drops import DropLog
@@ -62,7 +63,6 @@ from sharding.ledger import Committed, Ledger, Proposal
 META_REPLICA = "replica"
 EVENT_QUEUE_MAX = 100_000
 SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
-CERTIFICATE_BYTES_MAX = 64 * 1024
 PENDING_REFRESH_MS = 100
 # An inbound receipt in a block with its share of evidence: the receipt (~200 bytes), its
 # Merkle path (34 bytes a level) and at worst a source header with its certificate.

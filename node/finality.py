@@ -94,7 +94,7 @@ class Finality:
         for _ in range(HOPS_MAX):
             if not frontier:
                 break
-            next_frontier = []
+            next_frontier: list[tuple[int, int, int]] = []
             for (src, dst), seqs in _group(frontier).items():
                 items = await self._ask(dst, origin, src, seqs)
                 if items is None:

@@ -1,7 +1,10 @@
-"""The composition root: builds one node from its home folder and runs it.
+"""The composition root: a node made of parts (``node/parts.py``), and the
+production entry that builds those parts from a home folder.
 
-Everything concrete is constructed here (CometBFT's node/setup.go is the model);
-the pieces receive what they need and know nothing of each other's construction.
+``Node`` receives everything concrete (p2p, store, clock, block execution, thread
+pools, randomness); it builds the pieces that are its own (ledger, mempool,
+replica, driver, relay, service) in ``start`` and wires them together. CometBFT's
+node/setup.go is the model.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import asyncio
 import contextlib
 import faulthandler
 import os
+import random
 import signal
 import socket
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import structlog
@@ -22,14 +27,15 @@ from aiohttp import web
 
 from consensus.certificate import CommitCertificate
 from consensus.kernel.codec import decode, encode
-from consensus.kernel.crypto import verify_signature
+from consensus.kernel.crypto import KeyPair, verify_signature
 from consensus.kernel.errors import DecodeError, ShardnetError
+from consensus.kernel.limits import REQUEST_BYTES_MAX
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
 from node.config import PRE_PREPARE_OVERHEAD_BYTES, ConfigError, NodeConfig, load_config
-from node.driver import META_REPLICA, ConsensusDriver, monotonic_ms
-from node.executor_pool import make_executor
+from node.driver import META_REPLICA, ConsensusDriver
+from node.drops import DropLog
 from node.finality import Finality
 from node.keys import load_node_key
 from node.ledger_store import open_state
@@ -38,6 +44,13 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics, P2PCollector
 from node.p2p.config import P2PConfig, PeerSpec, peer_id_from_public_key
 from node.p2p.host import P2PHost
+from node.parts import (
+    OFFLOAD_POOLS,
+    NodeParts,
+    SystemClock,
+    process_executor,
+    thread_offload,
+)
 from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
 from node.store import Store
@@ -45,10 +58,8 @@ from node.wire import (
     CHANNEL_CONSENSUS,
     CHANNEL_RECEIPTS,
     CHANNEL_TXS,
-    REQUEST_BYTES_MAX,
     TOPIC_BLOCKS,
     ReceiptsRequest,
-    ReceiptsResponse,
     ReceiptStatusRequest,
     Request,
     SyncedBlockWire,
@@ -56,7 +67,7 @@ from node.wire import (
     SyncResponse,
     decode_tx_batch,
 )
-from sharding.block import block_hash
+from sharding.block import GENESIS_PREV_HASH, block_hash
 from sharding.genesis import Genesis, load_genesis
 from sharding.inbound import InboundPool
 from sharding.ledger import Committed, Ledger
@@ -64,108 +75,101 @@ from sharding.parallel import ExecutionStats
 
 DB_FILE = "shard.sqlite"
 SYNC_BLOCK_OVERHEAD_BYTES = 64  # height, block hash and msgpack framing of one synced block
+DRIVER_STOP_WAIT_S = 10
 
 
-def resolve(address: str) -> str:
-    """``host:port`` with the host resolved by the system resolver (/etc/hosts, Docker DNS)."""
-    host, _, port = address.rpartition(":")
-    try:
-        ip = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
-    except OSError:
-        return address
-    return f"{ip}:{port}"
+def node_name(config: NodeConfig) -> str:
+    return config.node.name or f"shard{config.node.shard}-node{config.node.index}"
+
+
+def check_identity(config: NodeConfig, genesis: Genesis, key: KeyPair) -> None:
+    """The configured shard and index exist in genesis and the key is that validator's."""
+    node = config.node
+    if node.shard >= genesis.num_shards:
+        raise ConfigError(f"$.node.shard: {node.shard} but genesis has "
+                          f"{genesis.num_shards} shards")
+    validators = genesis.validators[node.shard]
+    if node.index >= len(validators):
+        raise ConfigError(f"$.node.index: {node.index} but shard has {len(validators)}")
+    if validators[node.index].public_key != key.public_key:
+        raise ConfigError("node key is not the genesis key of this validator")
+
+
+@dataclass(slots=True)
+class Running:
+    """The pieces of a started node."""
+
+    ledger: Ledger
+    replica: Replica
+    driver: ConsensusDriver
+    relay: ReceiptRelay
+    service: NodeService
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, genesis: Genesis, key: KeyPair,
+                 parts: NodeParts) -> None:
+        check_identity(config, genesis, key)
         self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.parts = parts
+        self.p2p = parts.p2p
+        self.store = parts.store
+        self.clock = parts.clock
         node = config.node
-        self.name = node.name or f"shard{node.shard}-node{node.index}"
+        self.name = node_name(config)
         self.log = structlog.get_logger().bind(node=self.name, shard=node.shard)
-        self.genesis: Genesis = load_genesis(config.path(node.genesis))
-        self.key = load_node_key(config.path(node.key_file))
-        if node.shard >= self.genesis.num_shards:
-            raise ConfigError(f"$.node.shard: {node.shard} but genesis has "
-                              f"{self.genesis.num_shards} shards")
-        validators = self.genesis.validators[node.shard]
-        if node.index >= len(validators):
-            raise ConfigError(f"$.node.index: {node.index} but shard has {len(validators)}")
-        if validators[node.index].public_key != self.key.public_key:
-            raise ConfigError("node key is not the genesis key of this validator")
-        self.validators = validators
+        self.validators = genesis.validators[node.shard]
         self.metrics = NodeMetrics()
-        self.store: Store | None = None
-        self.p2p: P2PHost | None = None
-        self.runner: web.AppRunner | None = None
-        self.driver: ConsensusDriver | None = None
-        self.service: NodeService | None = None
-        self.relay: ReceiptRelay | None = None
-        self._peer_index: dict[str, int] = {}  # validators of our shard
-        self._index_peer: dict[int, str] = {}
+        self.drop = DropLog(self.log, self.metrics, parts.clock)
         self._validator_peer: dict[tuple[int, int], str] = {}  # (shard, index) -> peer id
-        self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
-        self._admission_pool = ThreadPoolExecutor(1, thread_name_prefix="admission")
-        # Bundles are verified (certificates, proofs) and built off the event loop.
-        self._relay_pool = ThreadPoolExecutor(1, thread_name_prefix="relay")
+        self._peer_index: dict[str, int] = {}  # validators of our shard
+        for shard_validators in genesis.validators:
+            for validator in shard_validators:
+                if validator.public_key == key.public_key:
+                    continue
+                peer = peer_id_from_public_key(validator.public_key)
+                self._validator_peer[(validator.shard, validator.index)] = peer
+                if validator.shard == node.shard:
+                    self._peer_index[peer] = validator.index
+        self._pools = {name: parts.offload(name) for name in OFFLOAD_POOLS}
         # Block execution's worker processes live as long as the node (issue 7).
-        self.executor, self._executor_pool = make_executor(config.executor.workers,
-                                                           on_stats=self._on_executed)
-        self._stopped = asyncio.Event()
+        self.executor, self._close_executor = parts.executor(self._on_executed)
+        self._running: Running | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # driver, housekeeping, relay
+        self._http: web.AppRunner | None = None
+        self.api_url = ""
+
+    @property
+    def running(self) -> Running:
+        if self._running is None:
+            raise ShardnetError(f"{self.name} is not started", reason="not_started")
+        return self._running
+
+    @property
+    def service(self) -> NodeService:
+        """What clients use (the HTTP API, or a simulator directly)."""
+        return self.running.service
 
     # -- start-up --------------------------------------------------------------------
 
     async def _open_ledger(self) -> tuple[Ledger, PersistentState | None]:
-        node = self.config.node
-        self.store = store = await Store.open(self.config.path(node.data_dir) / DB_FILE)
-        state, latest = await open_state(store, self.genesis, node.shard)
-        if latest is None:
-            ledger = Ledger(self.genesis, node.shard, state,
-                            block_bytes_max=self.config.consensus.block_bytes_max,
-                            executor=self.executor)
-        else:
-            ledger = Ledger(self.genesis, node.shard, state, latest.header.height,
-                            block_hash(latest.header),
-                            block_bytes_max=self.config.consensus.block_bytes_max,
-                            executor=self.executor)
+        shard = self.config.node.shard
+        state, latest = await open_state(self.store, self.genesis, shard)
+        height, tip = ((0, GENESIS_PREV_HASH) if latest is None
+                       else (latest.header.height, block_hash(latest.header)))
+        ledger = Ledger(self.genesis, shard, state, height, tip,
+                        block_bytes_max=self.config.consensus.block_bytes_max,
+                        executor=self.executor)
         persisted = None
-        raw = await store.get_metadata(META_REPLICA)
+        raw = await self.store.get_metadata(META_REPLICA)
         if raw is not None:
             persisted = decode(raw, PersistentState, 64 * 1024 * 1024)
         self.metrics.height.set(ledger.height)
         return ledger, persisted
 
-    def _p2p_config(self) -> P2PConfig:
-        p2p = self.config.p2p
-        peers: list[PeerSpec] = []
-        for shard_validators in self.genesis.validators:
-            for validator in shard_validators:
-                if validator.public_key == self.key.public_key:
-                    continue
-                peers.append(PeerSpec(resolve(validator.p2p_address),
-                                      public_key=validator.public_key))
-                peer_id = peer_id_from_public_key(validator.public_key)
-                self._validator_peer[(validator.shard, validator.index)] = peer_id
-                if validator.shard == self.config.node.shard:
-                    peer = peer_id_from_public_key(validator.public_key)
-                    self._peer_index[peer] = validator.index
-                    self._index_peer[validator.index] = peer
-        own = self.validators[self.config.node.index].p2p_address
-        announce_host = p2p.announce_host or own.rpartition(":")[0]
-        return P2PConfig(
-            private_key_seed=self.key.private_bytes,
-            listen_host=p2p.listen_host, listen_port=p2p.listen_port,
-            announce_host=resolve(f"{announce_host}:0").rpartition(":")[0],
-            announce_port=p2p.listen_port or None,
-            peers=tuple(peers), gossip_topics=(TOPIC_BLOCKS,),
-            write_timeout_s=p2p.write_timeout_ms / 1000,
-            heartbeat_interval_s=p2p.heartbeat_interval_ms / 1000,
-            heartbeat_timeout_s=5 * p2p.heartbeat_interval_ms / 1000,
-            dial_backoff_min_s=p2p.dial_backoff_min_ms / 1000,
-            dial_backoff_max_s=p2p.dial_backoff_max_ms / 1000,
-            frame_bytes_max=p2p.frame_bytes_max,
-        )
-
-    def _replica(self, persisted: PersistentState | None, ledger: Ledger) -> Replica:
+    def _replica(self, persisted: PersistentState | None) -> Replica:
         consensus = self.config.consensus
         config = ReplicaConfig(
             chain_id=self.genesis.chain_id, shard=self.config.node.shard,
@@ -177,14 +181,23 @@ class Node:
             view_change_timeout_ms=consensus.view_change_timeout_ms,
             message_bytes_max=consensus.block_bytes_max + 64 * 1024,
         )
-        return Replica(config, self.key, verify_signature, persisted, now_ms=monotonic_ms())
+        return Replica(config, self.key, verify_signature, persisted,
+                       now_ms=self.clock.monotonic_ms())
+
+    def _relay_settings(self) -> RelaySettings:
+        relay = self.config.relay
+        return RelaySettings(
+            poll_interval_ms=relay.poll_interval_ms, idle_poll_ms=relay.idle_poll_ms,
+            request_timeout_ms=relay.request_timeout_ms,
+            bundle_receipts_max=relay.bundle_receipts_max,
+            serve_receipts_max=relay.serve_receipts_max,
+            frame_bytes_max=self.config.p2p.frame_bytes_max)
 
     async def start(self) -> None:
-        config = self.config
+        """Open the ledger from the store, start p2p, the driver, the relay, the
+        housekeeping and (``serve_http``) the HTTP API."""
+        config, p2p = self.config, self.p2p
         ledger, persisted = await self._open_ledger()
-        store = self.store
-        if store is None:
-            raise ShardnetError("store did not open")
         mempool = Mempool(
             txs_max=config.mempool.txs_max, bytes_max=config.mempool.bytes_max,
             nonce_window=config.mempool.nonce_window,
@@ -192,58 +205,63 @@ class Node:
             committed_nonce=ledger.committed_nonce,
         )
         inbound = InboundPool()
-        self.p2p = p2p = P2PHost(self._p2p_config(), self.log)
-        self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
+        shard_tips: dict[int, int] = {}
+        replica = self._replica(persisted)
+        driver = ConsensusDriver(
+            config=config, replica=replica, ledger=ledger, store=self.store, mempool=mempool,
+            metrics=self.metrics, log=self.log, send=self._send, request=self._request,
+            on_committed=self._on_committed,
+            on_rejected=lambda rejected: self.service.on_rejected(rejected),
+            ledger_pool=self._pools["ledger"], inbound=inbound, clock=self.clock,
+            drop=self.drop,
+        )
+        relay = ReceiptRelay(
+            ledger=ledger, index=config.node.index, pool=inbound, store=self.store,
+            metrics=self.metrics, log=self.log, send=self._send_to, request=self._request_to,
+            verify_pool=self._pools["relay"], shard_tips=shard_tips, on_pooled=driver.wake,
+            settings=self._relay_settings(), clock=self.clock, drop=self.drop,
+        )
         service = NodeService(
-            name=self.name, config=config, ledger=ledger, mempool=mempool, store=store,
-            metrics=self.metrics, log=self.log, admission_pool=self._admission_pool,
-            ledger_pool=self._ledger_pool,
-            forward=self._forward_txs, peers_connected=lambda: len(p2p.connected_peers()),
+            name=self.name, config=config, ledger=ledger, mempool=mempool, store=self.store,
+            metrics=self.metrics, log=self.log, admission_pool=self._pools["admission"],
+            ledger_pool=self._pools["ledger"], forward=self._forward_txs,
+            peers_connected=lambda: len(p2p.connected_peers()),
             finality=Finality(shard=config.node.shard, index=config.node.index,
                               validators_per_shard=[len(v) for v in self.genesis.validators],
-                              store=store, request=self._request_to),
+                              store=self.store, request=self._request_to),
+            driver=driver, relay=relay, shard_tips=shard_tips, clock=self.clock,
+            drop=self.drop,
         )
-        self.service = service
-        replica = self._replica(persisted, ledger)
-        self.driver = driver = ConsensusDriver(
-            config=config, replica=replica, ledger=ledger, store=store, mempool=mempool,
-            metrics=self.metrics, log=self.log, send=self._send, request=self._request,
-            on_committed=self._on_committed, on_rejected=service.on_rejected,
-            ledger_pool=self._ledger_pool, inbound=inbound,
-        )
-        service.driver = driver
-        relay = config.relay
-        self.relay = ReceiptRelay(
-            ledger=ledger, index=config.node.index, pool=inbound, store=store,
-            metrics=self.metrics, log=self.log, send=self._send_to, request=self._request_to,
-            verify_pool=self._relay_pool, shard_tips=service.shard_tips, on_pooled=driver.wake,
-            settings=RelaySettings(
-                poll_interval_ms=relay.poll_interval_ms, idle_poll_ms=relay.idle_poll_ms,
-                request_timeout_ms=relay.request_timeout_ms,
-                bundle_receipts_max=relay.bundle_receipts_max,
-                serve_receipts_max=relay.serve_receipts_max,
-                frame_bytes_max=config.p2p.frame_bytes_max),
-        )
-        service.relay = self.relay
+        self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
         p2p.on_message(self._on_p2p_message)
         p2p.set_request_handler(self._serve_request)
         p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
                       validator=self._valid_announcement)
+        self._running = Running(ledger, replica, driver, relay, service)
         await p2p.start()
+        if self.parts.serve_http:
+            await self._start_http(service)
+        self.metrics.view.set(replica.view)
+        self.metrics.is_primary.set(int(replica.primary() == replica.me))
+        self._tasks = {"driver": asyncio.ensure_future(driver.run()),
+                       "housekeeping": asyncio.ensure_future(service.housekeeping()),
+                       "relay": asyncio.ensure_future(relay.run())}
+        listen = p2p.listen_addrs if isinstance(p2p, P2PHost) else []
+        self.log.info("node.started", height=ledger.height, view=replica.view,
+                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid())
+
+    async def _start_http(self, service: NodeService) -> None:
+        config = self.config
         requests = self.metrics.api_requests
         app = build_app(service, body_bytes_max=config.api.body_bytes_max,
                         batch_txs_max=config.api.batch_txs_max,
                         count_request=lambda route, status: requests.labels(
                             route=route, status=str(status)).inc())
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, config.api.host, config.api.port).start()
-        self.metrics.view.set(replica.view)
-        self.metrics.is_primary.set(int(replica.primary() == replica.me))
-        host, port = self.runner.addresses[0][:2]  # the bound port when config says 0
-        self.log.info("node.started", height=ledger.height, view=replica.view,
-                      api=f"http://{host}:{port}",
-                      p2p=p2p.listen_addrs, peer_id=p2p.peer_id, pid=os.getpid())
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, config.api.host, config.api.port).start()
+        host, port = self._http.addresses[0][:2]  # the bound port when config says 0
+        self.api_url = f"http://{host}:{port}"
 
     # -- p2p glue --------------------------------------------------------------------
 
@@ -256,7 +274,7 @@ class Node:
     def _send_to(self, shard: int, index: int, channel: int, data: bytes) -> bool:
         """Send to a validator of any shard (the relay's push)."""
         peer = self._validator_peer.get((shard, index))
-        if peer is None or self.p2p is None:
+        if peer is None:
             return False
         ok = self.p2p.send_nowait(peer, channel, data)
         if ok:
@@ -267,54 +285,49 @@ class Node:
     async def _request_to(self, shard: int, index: int, data: bytes, timeout_s: float
                           ) -> bytes:
         peer = self._validator_peer.get((shard, index))
-        if peer is None or self.p2p is None:
+        if peer is None:
             raise ShardnetError(f"no peer for validator {shard}/{index}", reason="unknown_peer")
         return await self.p2p.request(peer, data, timeout_s)
 
     def _forward_txs(self, batch: bytes) -> None:
-        for index in self._index_peer:
+        for index in self._peer_index.values():
             self._send(index, CHANNEL_TXS, batch)
 
     def _on_p2p_message(self, peer: str, channel: int, data: bytes) -> None:
         self.metrics.p2p_messages.labels(direction="in", channel=str(channel)).inc()
         self.metrics.p2p_bytes.labels(direction="in", channel=str(channel)).inc(len(data))
-        if channel == CHANNEL_RECEIPTS and self.relay is not None:
+        running = self.running
+        if channel == CHANNEL_RECEIPTS:
             # Bundles come from other shards' relayers; their proofs, not the sender,
             # make them acceptable.
-            self.relay.on_bundle(peer, data)
+            running.relay.on_bundle(peer, data)
             return
         index = self._peer_index.get(peer)
         if index is None:
-            if self.driver is not None:
-                self.driver.drop("p2p", "not_shard_peer", peer=peer)
-            return
-        if channel == CHANNEL_CONSENSUS and self.driver is not None:
-            self.driver.deliver(data, index)
-        elif channel == CHANNEL_TXS and self.service is not None:
+            self.drop("p2p", "not_shard_peer", peer=peer)
+        elif channel == CHANNEL_CONSENSUS:
+            running.driver.deliver(data, index)
+        elif channel == CHANNEL_TXS:
             try:
                 batch = decode_tx_batch(data, self.config.api.body_bytes_max)
             except DecodeError as exc:
-                if self.driver is not None:
-                    self.driver.drop("p2p", exc.reason, peer=peer, channel=channel)
+                self.drop("p2p", exc.reason, peer=peer, channel=channel)
                 return
-            self.service.receive_forwarded(batch.txs)
-        elif self.driver is not None:
-            self.driver.drop("p2p", "unknown_channel", peer=peer, channel=channel)
+            running.service.receive_forwarded(batch.txs)
+        else:
+            self.drop("p2p", "unknown_channel", peer=peer, channel=channel)
 
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
-        request = decode(data, Request, REQUEST_BYTES_MAX)
+        request: Request = decode(data, Request, REQUEST_BYTES_MAX)  # type: ignore[arg-type]
         if isinstance(request, ReceiptsRequest):
-            return await self.relay.serve(request) if self.relay else encode(
-                ReceiptsResponse([], 0))
+            return await self.running.relay.serve(request)
         if isinstance(request, ReceiptStatusRequest):
-            if self.service is None:
-                raise ShardnetError("not started", reason="not_ready")
-            return await self.service.finality.serve(request)
+            return await self.running.service.finality.serve(request)
         return await self._serve_sync(request)
 
     async def _serve_sync(self, request: SyncRequest) -> bytes:
         store = self.store
-        if store is None or request.shard != self.config.node.shard or request.last < request.first:
+        if request.shard != self.config.node.shard or request.last < request.first:
             return encode(SyncResponse([]))
         last = min(request.last, request.first + self.config.consensus.sync_batch_blocks_max - 1)
         blocks = await store.get_blocks(request.first, last)
@@ -338,17 +351,16 @@ class Node:
         self.log.info("block.executed", height=stats.height, **stats.as_log_fields())
 
     def _on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
-        if self.service is None:
-            return
-        self.service.on_committed(committed, certificate)
-        if self.relay is not None:
-            self.relay.on_committed(committed, encode(certificate))
-        self.metrics.peers.set(len(self.p2p.connected_peers()) if self.p2p else 0)
+        running = self.running
+        running.service.on_committed(committed, certificate)
+        running.relay.on_committed(committed, encode(certificate))
+        self.metrics.peers.set(len(self.p2p.connected_peers()))
         # One announcement per block, from its proposer: gossip costs tens of ms of CPU
         # per message across the network, and certificates differ between replicas.
-        if self.p2p is not None and committed.block.header.proposer == self.config.node.index:
+        if committed.block.header.proposer == self.config.node.index:
             with contextlib.suppress(ShardnetError, ValueError):
-                self.p2p.publish(TOPIC_BLOCKS, self.service.announcement(committed, certificate))
+                self.p2p.publish(TOPIC_BLOCKS,
+                                 running.service.announcement(committed, certificate))
 
     def _valid_announcement(self, origin: str, data: bytes) -> bool:
         """The gossip validator (runs in the p2p thread): what fails is neither
@@ -356,78 +368,143 @@ class Node:
         return not check_announcement(self.genesis, data)[0]
 
     def _on_block_announcement(self, origin: str, data: bytes) -> None:
-        """Other shards' certified tips (the cross-shard relay will build on these)."""
+        """Other shards' certified tips (the cross-shard relay builds on these)."""
         self.metrics.p2p_messages.labels(direction="in", channel="gossip").inc()
-        if self.service is None:
-            return
-        reason = self.service.on_announcement(data)
-        if reason and self.driver is not None:
-            self.driver.drop("gossip", reason, origin=origin)
+        reason = self.running.service.on_announcement(data)
+        if reason:
+            self.drop("gossip", reason, origin=origin)
 
-    # -- running and stopping ---------------------------------------------------------------
+    # -- stopping --------------------------------------------------------------------
 
-    async def run(self) -> None:
-        try:
-            await self.start()
-        except BaseException as exc:
-            self.log.error("node.start_failed", error=repr(exc))
-            await self.close()
-            raise
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopped.set)
-        driver = self.driver
-        if driver is None:
-            raise ShardnetError("driver did not start")
-        task = asyncio.ensure_future(driver.run())
-        service = self.service
-        housekeeping = asyncio.ensure_future(service.housekeeping()) if service else None
-        relay_loop = asyncio.ensure_future(self.relay.run()) if self.relay else None
-        stop_wait = asyncio.ensure_future(self._stopped.wait())
-        # A node whose p2p thread died cannot take part: halt (exit 1) rather than keep
-        # serving a stale view; the supervisor (compose, testnet up) restarts it.
-        p2p_ended = asyncio.ensure_future(self.p2p.wait_ended()) if self.p2p else None
-        watched = {task, stop_wait} | ({p2p_ended} if p2p_ended else set())
-        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        halted = task in done and task.exception() is not None
-        if halted:
-            self.log.error("node.halted", error=repr(task.exception()))
-        elif p2p_ended is not None and p2p_ended in done:
-            halted = True
-            crashed = self.p2p.crashed if self.p2p else None
-            self.log.error("node.halted", error=f"p2p thread ended: {crashed!r}")
-        for waiter in (stop_wait, p2p_ended):
-            if waiter is not None:
-                waiter.cancel()
-        self.log.info("node.stopping")
-        for background in (housekeeping, relay_loop):
-            if background is not None:
-                background.cancel()
-        if self.relay is not None:
-            self.relay.stop()
-        await driver.stop()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 10)
-        await self.close()
-        if halted:
-            raise SystemExit(1)
+    @property
+    def driver_task(self) -> asyncio.Task[None]:
+        """Ends only when the driver fails (``node.halted``) or the node stops."""
+        return self._tasks["driver"]
 
-    async def close(self) -> None:
-        if self.service is not None:
-            self.service.close_subscribers()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.p2p is not None:
-            with contextlib.suppress(Exception):
-                await self.p2p.stop()
-        self._ledger_pool.shutdown(wait=True)
-        self._admission_pool.shutdown(wait=True)
-        self._relay_pool.shutdown(wait=True)
-        if self._executor_pool is not None:
-            self._executor_pool.close()
-        if self.store is not None:
-            await self.store.close()
+    async def stop(self) -> None:
+        """Stop what ``start`` started (also after a failed start) and release the parts."""
+        if self._running is not None:
+            self.log.info("node.stopping")
+            for name in ("housekeeping", "relay"):
+                if name in self._tasks:
+                    self._tasks[name].cancel()
+            self._running.relay.stop()
+            await self._running.driver.stop()
+            if "driver" in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(self._tasks["driver"], DRIVER_STOP_WAIT_S)
+            self._running.service.close_subscribers()
+        if self._http is not None:
+            await self._http.cleanup()
+        with contextlib.suppress(Exception):
+            await self.p2p.stop()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._close_executor()
+        await self.store.close()
         self.log.info("node.stopped")
+
+
+# -- production ------------------------------------------------------------------------
+
+
+def resolve(address: str) -> str:
+    """``host:port`` with the host resolved by the system resolver (/etc/hosts, Docker DNS)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ip = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    except OSError:
+        return address
+    return f"{ip}:{port}"
+
+
+def p2p_config(config: NodeConfig, genesis: Genesis, key: KeyPair) -> P2PConfig:
+    """The libp2p host's settings: every other genesis validator is a peer."""
+    p2p = config.p2p
+    peers = tuple(PeerSpec(resolve(v.p2p_address), public_key=v.public_key)
+                  for shard_validators in genesis.validators for v in shard_validators
+                  if v.public_key != key.public_key)
+    own = genesis.validators[config.node.shard][config.node.index].p2p_address
+    announce_host = p2p.announce_host or own.rpartition(":")[0]
+    return P2PConfig(
+        private_key_seed=key.private_bytes,
+        listen_host=p2p.listen_host, listen_port=p2p.listen_port,
+        announce_host=resolve(f"{announce_host}:0").rpartition(":")[0],
+        announce_port=p2p.listen_port or None,
+        peers=peers, gossip_topics=(TOPIC_BLOCKS,),
+        write_timeout_s=p2p.write_timeout_ms / 1000,
+        heartbeat_interval_s=p2p.heartbeat_interval_ms / 1000,
+        heartbeat_timeout_s=5 * p2p.heartbeat_interval_ms / 1000,
+        dial_backoff_min_s=p2p.dial_backoff_min_ms / 1000,
+        dial_backoff_max_s=p2p.dial_backoff_max_ms / 1000,
+        frame_bytes_max=p2p.frame_bytes_max,
+    )
+
+
+async def build_production_parts(config: NodeConfig, genesis: Genesis, key: KeyPair
+                                 ) -> NodeParts:
+    """libp2p, SQLite in the home's data folder, worker processes, a thread per pool."""
+    store = await Store.open(config.path(config.node.data_dir) / DB_FILE)
+    log = structlog.get_logger().bind(node=node_name(config), shard=config.node.shard)
+    return NodeParts(
+        p2p=P2PHost(p2p_config(config, genesis, key), log), store=store, clock=SystemClock(),
+        executor=process_executor(config.executor.workers), offload=thread_offload,
+        rng=random.Random(), serve_http=True)
+
+
+async def load_node(config: NodeConfig) -> Node:
+    """The node of a home folder (``config`` was read from it): genesis, key, parts."""
+    genesis = load_genesis(config.path(config.node.genesis))
+    key = load_node_key(config.path(config.node.key_file))
+    check_identity(config, genesis, key)
+    parts = await build_production_parts(config, genesis, key)
+    return Node(config, genesis, key, parts)
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run until SIGTERM/SIGINT (exit 0), or until the driver or the p2p thread dies
+    (``node.halted``, exit 1: the supervisor restarts the node)."""
+    log = structlog.get_logger().bind(node=node_name(config), shard=config.node.shard)
+    try:
+        node = await load_node(config)
+    except ConfigError:
+        raise
+    except BaseException as exc:
+        log.error("node.start_failed", error=repr(exc))
+        raise
+    try:
+        await node.start()
+    except BaseException as exc:
+        node.log.error("node.start_failed", error=repr(exc))
+        await node.stop()
+        raise
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    stop_wait = asyncio.ensure_future(stopped.wait())
+    watched: set[asyncio.Future[Any]] = {node.driver_task, stop_wait}
+    # A node whose p2p thread died cannot take part: halt rather than keep serving a
+    # stale view.
+    host = node.p2p if isinstance(node.p2p, P2PHost) else None
+    p2p_ended = asyncio.ensure_future(host.wait_ended()) if host is not None else None
+    if p2p_ended is not None:
+        watched.add(p2p_ended)
+    done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    task = node.driver_task
+    halted = task in done and task.exception() is not None
+    if halted:
+        node.log.error("node.halted", error=repr(task.exception()))
+    elif p2p_ended is not None and p2p_ended in done:
+        halted = True
+        crashed = host.crashed if host is not None else None
+        node.log.error("node.halted", error=f"p2p thread ended: {crashed!r}")
+    for waiter in (stop_wait, p2p_ended):
+        if waiter is not None:
+            waiter.cancel()
+    await node.stop()
+    if halted:
+        raise SystemExit(1)
 
 
 @click.command("node")
@@ -450,7 +527,7 @@ def node_command(home: Path, log_format: str | None, log_level: str | None) -> N
     # the node's log instead of a silent exit.
     faulthandler.enable()
     try:
-        asyncio.run(Node(config).run())
+        asyncio.run(run_node(config))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except (ShardnetError, OSError) as exc:

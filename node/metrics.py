@@ -108,7 +108,8 @@ class NodeMetrics:
 
 
 class P2PCollector:
-    """Exports the p2p layer's own counters (``P2PHost.stats_snapshot``) at scrape time."""
+    """Exports the p2p layer's own counters (``P2PHost.stats_snapshot``) at scrape time;
+    a counter an implementation does not keep (``MemoryP2P``) reads 0."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self._snapshot = snapshot
@@ -119,21 +120,21 @@ class P2PCollector:
                                      "Stream messages by direction and channel",
                                      labels=["direction", "channel"])
         for direction, key in (("out", "msgs_sent"), ("in", "msgs_received")):
-            for channel, count in stats[key].items():
+            for channel, count in stats.get(key, {}).items():
                 family.add_metric([direction, str(channel)], count)
         yield family
         drops = CounterMetricFamily("shardnet_p2p_dropped", "P2P frames and messages dropped",
                                     labels=["reason"])
-        for reason, count in stats["drops"].items():
+        for reason, count in stats.get("drops", {}).items():
             drops.add_metric([reason], count)
         yield drops
         for key in ("writes", "frames_written", "reconnects", "dial_failures",
                     "heartbeat_misses", "write_timeouts", "requests_served",
                     "gossip_published", "gossip_received"):
             yield CounterMetricFamily(f"shardnet_p2p_{key}", f"p2p {key.replace('_', ' ')}",
-                                      value=stats[key])
+                                      value=stats.get(key, 0))
         yield GaugeMetricFamily("shardnet_p2p_frames_per_write", "Average frames joined per write",
-                                value=stats["frames_per_write_avg"])
+                                value=stats.get("frames_per_write_avg", 0))
         yield GaugeMetricFamily("shardnet_p2p_send_queue_frames", "Frames queued to send",
                                 value=stats.get("send_queue_frames", 0))
 

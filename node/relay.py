@@ -19,21 +19,22 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from consensus.certificate import fault_tolerance
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import DecodeError, ShardnetError
+from consensus.kernel.limits import BUNDLE_BYTES_MAX
+from node.drops import DropLog
 from node.metrics import NodeMetrics
+from node.parts import Clock
 from node.store import StoreAPI
 from node.wire import CHANNEL_RECEIPTS, ReceiptsRequest, ReceiptsResponse
 from sharding.block import decode_block
 from sharding.crossshard import (
-    BUNDLE_BYTES_MAX,
     InvalidBundle,
     ProvenReceipt,
     ReceiptBundle,
@@ -53,10 +54,6 @@ BUNDLE_OVERHEAD_BYTES = 64 * 1024  # header, certificate and framing of one bund
 VERIFYING_MAX = 64  # pushed bundles waiting for the relay thread
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
     poll_interval_ms: int
@@ -74,8 +71,9 @@ Request = Callable[[int, int, bytes, float], Awaitable[bytes]]  # (shard, index,
 class ReceiptRelay:
     def __init__(self, *, ledger: Ledger, index: int, pool: InboundPool, store: StoreAPI,
                  metrics: NodeMetrics, log: Any, send: Send, request: Request,
-                 verify_pool: ThreadPoolExecutor, settings: RelaySettings,
-                 shard_tips: dict[int, int], on_pooled: Callable[[], None]) -> None:
+                 verify_pool: Executor, settings: RelaySettings,
+                 shard_tips: dict[int, int], on_pooled: Callable[[], None], clock: Clock,
+                 drop: DropLog) -> None:
         self.ledger = ledger
         self.shard = ledger.shard
         self.index = index
@@ -89,6 +87,8 @@ class ReceiptRelay:
         self.settings = settings
         self.shard_tips = shard_tips
         self._on_pooled = on_pooled
+        self.clock = clock
+        self.drop = drop
         self._sizes = [len(keys) for keys in ledger.validators.keys]
         self._sources = [s for s in range(len(self._sizes)) if s != self.shard]
         self._next_peer = {src: self.index % self._sizes[src] for src in self._sources}
@@ -182,8 +182,8 @@ class ReceiptRelay:
         finally:
             self._verifying -= 1
         total = AddResult()
-        now = wall_ms()
-        arrived = time.monotonic_ns() // 1_000_000  # the replica's clock, for liveness
+        now = self.clock.wall_ms()
+        arrived = self.clock.monotonic_ms()  # the replica's clock, for liveness
         for proven, error, src in verified:
             if error is not None:
                 self.metrics.receipts_refused.labels(src=str(src), reason=error.reason).inc()
@@ -251,7 +251,7 @@ class ReceiptRelay:
         gap = self.pool.get_gaps(self.ledger.in_cursor).get(src)
         if gap is not None:
             return gap[0], gap[1], True
-        now = wall_ms()
+        now = self.clock.wall_ms()
         tip = self.shard_tips.get(src, 0)
         moved = tip > self._polled_tip[src]
         quiet = now - self._polled_ms[src] >= self.settings.idle_poll_ms
@@ -264,7 +264,7 @@ class ReceiptRelay:
         peer = self._next_peer[src]
         self._next_peer[src] = (peer + 1) % self._sizes[src]
         self._polled_tip[src] = self.shard_tips.get(src, 0)
-        self._polled_ms[src] = wall_ms()
+        self._polled_ms[src] = self.clock.wall_ms()
         request = encode(ReceiptsRequest(self.shard, first, last))
         try:
             answer = await self._request(src, peer, request,
@@ -272,7 +272,7 @@ class ReceiptRelay:
             response = decode(answer, ReceiptsResponse, RECEIPTS_RESPONSE_BYTES_MAX)
         except (ShardnetError, ValueError) as exc:
             reason = getattr(exc, "reason", type(exc).__name__)
-            self.metrics.messages_dropped.labels(source="relay", reason=reason).inc()
+            self.drop.count("relay", reason)
             self.log.debug("receipt.pull_failed", src_shard=src, peer_index=peer, reason=reason)
             return
         self._out_seq_hints[src] = response.out_seq

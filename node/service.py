@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
@@ -21,10 +21,12 @@ from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import ShardnetError
 from node.api import SubmitResult
 from node.config import NodeConfig
-from node.driver import ConsensusDriver, monotonic_ms
+from node.driver import ConsensusDriver
+from node.drops import DropLog
 from node.finality import Finality
 from node.mempool import Mempool, MempoolError, PendingTx
 from node.metrics import NodeMetrics
+from node.parts import Clock
 from node.relay import ReceiptRelay
 from node.store import StoreAPI
 from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
@@ -83,9 +85,10 @@ def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnounc
 class NodeService:
     def __init__(self, *, name: str, config: NodeConfig, ledger: Ledger, mempool: Mempool,
                  store: StoreAPI, metrics: NodeMetrics, log: Any,
-                 admission_pool: ThreadPoolExecutor, ledger_pool: ThreadPoolExecutor,
+                 admission_pool: Executor, ledger_pool: Executor,
                  forward: Callable[[bytes], None], peers_connected: Callable[[], int],
-                 finality: Finality) -> None:
+                 finality: Finality, driver: ConsensusDriver, relay: ReceiptRelay,
+                 shard_tips: dict[int, int], clock: Clock, drop: DropLog) -> None:
         self.name = name
         self.config = config
         self.ledger = ledger
@@ -97,17 +100,19 @@ class NodeService:
         self._ledger_pool = ledger_pool
         self._forward = forward
         self._peers_connected = peers_connected
-        self.driver: ConsensusDriver | None = None
+        self.driver = driver
+        self.clock = clock
+        self.drop = drop
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._to_forward: list[tuple[bytes, bytes]] = []  # (raw, tx hash)
         self._forward_task: asyncio.Task[None] | None = None
         self._committed_window: deque[tuple[int, int]] = deque()
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self.shard_tips: dict[int, int] = {}
+        self.shard_tips = shard_tips
         self.finality = finality
-        self.relay: ReceiptRelay | None = None
-        self.started_ms = monotonic_ms()
+        self.relay = relay
+        self.started_ms = clock.monotonic_ms()
 
     # -- admission -----------------------------------------------------------------
 
@@ -117,7 +122,7 @@ class NodeService:
                                              raw_txs)
         results: list[SubmitResult] = []
         accepted_hashes: list[str] = []
-        now = monotonic_ms()
+        now = self.clock.monotonic_ms()
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
             if error is None and tx is not None and digest is not None:
                 try:
@@ -157,12 +162,11 @@ class NodeService:
         loop = asyncio.get_running_loop()
         checked = await loop.run_in_executor(self._admission_pool, _admit_batch, self.ledger,
                                              raw_txs)
-        now = monotonic_ms()
+        now = self.clock.monotonic_ms()
         added = 0
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
             if error is not None or tx is None or digest is None:
-                self.metrics.messages_dropped.labels(source="peer_tx",
-                                                     reason=error.reason if error else "?").inc()
+                self.drop.count("peer_tx", error.reason if error else "?")
                 continue
             try:
                 self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
@@ -182,7 +186,8 @@ class NodeService:
         refresh the gauges. Runs for the node's lifetime."""
         while True:
             await asyncio.sleep(interval_s)
-            expired = self.mempool.expire(monotonic_ms(), self.config.mempool.gapped_ttl_ms)
+            expired = self.mempool.expire(self.clock.monotonic_ms(),
+                                          self.config.mempool.gapped_ttl_ms)
             for removed in expired:
                 self._remember_rejected(removed.tx.tx_hash, removed.reason,
                                         "a lower nonce of this sender never arrived")
@@ -195,8 +200,7 @@ class NodeService:
     def _mempool_changed(self) -> None:
         self.metrics.mempool_txs.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
-        if self.driver is not None:
-            self.driver.wake()
+        self.driver.wake()
 
     def _schedule_forward(self) -> None:
         if self._forward_task is None or self._forward_task.done():
@@ -235,7 +239,7 @@ class NodeService:
     # -- commits ---------------------------------------------------------------------
 
     def on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
-        now = monotonic_ms()
+        now = self.clock.monotonic_ms()
         result = committed.result
         hashes = [o.tx_hash for o in result.outcomes]
         for digest in hashes:
@@ -366,7 +370,7 @@ class NodeService:
                        ) -> dict[str, Any]:
         """Channel (this shard -> ``dst_shard``) receipts with their proofs and the
         certified headers they are proven against: what the relay's pull path serves."""
-        bundles = await self.relay.bundles(dst_shard, first_seq, last_seq) if self.relay else []
+        bundles = await self.relay.bundles(dst_shard, first_seq, last_seq)
         receipts: list[dict[str, Any]] = []
         sources: list[dict[str, Any]] = []
         for bundle in bundles:
@@ -394,27 +398,25 @@ class NodeService:
                 "receipts": receipts, "sources": sources}
 
     def recent_tps(self) -> float:
-        now = monotonic_ms()
+        now = self.clock.monotonic_ms()
         while self._committed_window and now - self._committed_window[0][0] > TPS_WINDOW_MS:
             self._committed_window.popleft()
         span_ms = min(TPS_WINDOW_MS, max(1, now - self.started_ms))
         return round(sum(n for _, n in self._committed_window) * 1000 / span_ms, 1)
 
     def status(self) -> dict[str, Any]:
-        driver = self.driver
-        replica = driver.replica if driver is not None else None
+        replica = self.driver.replica
         return {
             "node": self.name, "chain_id": self.ledger.genesis.chain_id,
             "shard": self.ledger.shard, "num_shards": self.ledger.genesis.num_shards,
-            "validator_index": replica.me if replica is not None else None,
-            "view": replica.view if replica is not None else None,
-            "primary": replica.primary() if replica is not None else None,
+            "validator_index": replica.me, "view": replica.view,
+            "primary": replica.primary(),
             "height": self.ledger.height, "block_hash": self.ledger.tip_hash.hex(),
             "state_root": self.ledger.state.root.hex(),
             "peers": self._peers_connected(),
             "mempool": len(self.mempool), "mempool_bytes": self.mempool.size_bytes,
             "recent_tps": self.recent_tps(),
-            "view_changes": driver.view_changes if driver is not None else 0,
+            "view_changes": self.driver.view_changes,
             "shard_tips": {str(k): v for k, v in sorted(self.shard_tips.items())},
         }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import structlog
@@ -17,9 +19,11 @@ from consensus.certificate import (
 from consensus.kernel.codec import encode
 from consensus.kernel.errors import ShardnetError
 from node.config import parse_config
+from node.drops import DropLog
 from node.finality import Finality
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.parts import SystemClock
 from node.service import NodeService
 from node.store_memory import MemoryStore
 from node.wire import BlockAnnouncement
@@ -43,14 +47,19 @@ def service(tmp_path: Path) -> NodeService:
     async def no_peers(shard: int, index: int, data: bytes, timeout_s: float) -> bytes:
         raise ShardnetError("no network in this test", reason="unknown_peer")
 
+    metrics, log = NodeMetrics(), structlog.get_logger()
+    replica = SimpleNamespace(me=0, view=0, primary=lambda: 0)  # for status()
+    no_driver: Any = SimpleNamespace(wake=lambda: None, replica=replica, view_changes=0)
+    no_relay: Any = SimpleNamespace()
     return NodeService(
         name="shard0-node0", config=parse_config("[node]\nshard = 0\nindex = 0\n", tmp_path),
-        ledger=ledger, mempool=mempool, store=store, metrics=NodeMetrics(),
-        log=structlog.get_logger(), admission_pool=ThreadPoolExecutor(1),
-        ledger_pool=ThreadPoolExecutor(1),
+        ledger=ledger, mempool=mempool, store=store, metrics=metrics, log=log,
+        admission_pool=ThreadPoolExecutor(1), ledger_pool=ThreadPoolExecutor(1),
         forward=lambda batch: None, peers_connected=lambda: 0,
         finality=Finality(shard=0, index=0, validators_per_shard=[4, 4], store=store,
                           request=no_peers),
+        driver=no_driver, relay=no_relay, shard_tips={}, clock=SystemClock(),
+        drop=DropLog(log, metrics, SystemClock()),
     )
 
 
@@ -96,9 +105,6 @@ def test_the_gossip_validator_refuses_what_the_handler_would_drop(
         service: NodeService) -> None:
     """The node's gossip validator (run in the p2p thread, so the mesh does not relay
     invalid announcements) agrees with the handler's checks."""
-    from types import SimpleNamespace
-    from typing import Any
-
     from node.main import Node
 
     node: Any = SimpleNamespace(genesis=service.ledger.genesis)

@@ -138,6 +138,7 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
 
     from node.mempool import Mempool
     from node.metrics import NodeMetrics
+    from node.parts import SystemClock
     from node.service import NodeService
 
     ledger = Ledger(get_genesis(), 0)
@@ -147,7 +148,8 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
     first, second, used = transfers(3)  # the third sender's nonce 0 is "already used"
     with ThreadPoolExecutor(1) as pool:
         service: Any = SimpleNamespace(_admission_pool=pool, ledger=ledger, mempool=mempool,
-                                       metrics=metrics, _mempool_changed=lambda: None)
+                                       metrics=metrics, _mempool_changed=lambda: None,
+                                       clock=SystemClock())
         batch = [encode(first), encode(second), encode(first), encode(used)]
         asyncio.run(NodeService._admit_forwarded(service, batch))
     text = metrics.render().decode()
