@@ -2,20 +2,19 @@
 
 This module owns HTTP only: parsing, body limits, status codes and JSON error
 bodies ``{"error": reason, "detail": text}``. What the answers mean comes from
-a ``NodeService`` (the node wiring implements it); nothing here knows PBFT.
+a ``NodeServiceAPI`` (``node.service.NodeService`` implements it); nothing here knows PBFT.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
-from consensus.kernel.errors import ShardnetError
+from node.errors import ApiError, SubmitResult
 
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
@@ -23,34 +22,9 @@ SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    tx_hash: bytes | None
-    accepted: bool
-    error: str | None = None
-    detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "hash": self.tx_hash.hex() if self.tx_hash else None,
-            "accepted": self.accepted,
-        }
-        if not self.accepted:
-            body["error"] = self.error
-            body["detail"] = self.detail
-        return body
-
-
-class ApiError(ShardnetError):
-    """An error the API reports with an HTTP status."""
-
-    def __init__(self, status: int, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason, reason=reason)
-        self.status = status
-
-
-class NodeService(Protocol):
-    """What the API needs from the node. Values returned are JSON-ready."""
+class NodeServiceAPI(Protocol):
+    """What the API needs from the node (``node.service.NodeService``). Values
+    returned are JSON-ready."""
 
     async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]: ...
     async def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None: ...
@@ -147,103 +121,119 @@ def _counting(count: RequestCounter) -> Any:
     return count_requests
 
 
-def build_app(service: NodeService, *, body_bytes_max: int, batch_txs_max: int,
-              count_request: RequestCounter | None = None) -> web.Application:
-    # The counter sits outside the error middleware, so it sees the final status.
-    middlewares = [_errors_as_json] if count_request is None else [
-        _counting(count_request), _errors_as_json]
-    app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
-    routes = web.RouteTableDef()
+def _submit_response(results: list[SubmitResult]) -> web.Response:
+    """202/400 for one transaction, 200 with every result for several; 503 with
+    ``Retry-After`` as soon as one was refused for a full pool."""
+    payload = [result.to_json() for result in results]
+    full = any(r.error in ("mempool_full", "sender_full") for r in results)
+    headers = {"Retry-After": RETRY_AFTER_S} if full else None
+    if len(results) == 1:
+        (result,) = results
+        if result.accepted:
+            return web.json_response(payload[0], status=202)
+        return web.json_response(payload[0], status=503 if full else 400, headers=headers)
+    accepted = sum(r.accepted for r in results)
+    body = {"accepted": accepted, "rejected": len(results) - accepted, "results": payload}
+    return web.json_response(body, status=503 if full else 200, headers=headers)
 
-    @routes.post("/v1/txs")
-    async def submit(request: web.Request) -> web.Response:
-        raw_txs = await _read_raw_txs(request, batch_txs_max)
-        results = await service.submit_txs(raw_txs)
-        payload = [result.to_json() for result in results]
-        full = any(r.error in ("mempool_full", "sender_full") for r in results)
-        headers = {"Retry-After": RETRY_AFTER_S} if full else None
-        if len(results) == 1:
-            (result,) = results
-            if result.accepted:
-                return web.json_response(payload[0], status=202)
-            status = 503 if full else 400
-            return web.json_response({**payload[0]}, status=status, headers=headers)
-        accepted = sum(r.accepted for r in results)
-        body = {"accepted": accepted, "rejected": len(results) - accepted, "results": payload}
-        return web.json_response(body, status=503 if full else 200, headers=headers)
 
-    @routes.get("/v1/txs/{tx_hash}")
-    async def tx(request: web.Request) -> web.Response:
+def _receipts_query(request: web.Request) -> tuple[int, int, int]:
+    """``?dst=SHARD&from=SEQ&to=SEQ`` (from defaults to 1, to to from + 999)."""
+    try:
+        dst = int(request.query["dst"])
+        first = int(request.query.get("from", "1"))
+        last = int(request.query.get("to", str(first + 999)))
+    except (KeyError, ValueError):
+        raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ") from None
+    if not 0 <= dst <= SHARD_ID_MAX or first < 1 or last < first or last > SEQ_MAX:
+        raise ApiError(400, "malformed",
+                       f"need 0 <= dst <= {SHARD_ID_MAX} and 1 <= from <= to <= {SEQ_MAX}")
+    return dst, first, last
+
+
+def _found(answer: dict[str, Any] | None, detail: str) -> web.Response:
+    if answer is None:
+        raise ApiError(404, "not_found", detail)
+    return web.json_response(answer)
+
+
+class _Routes:
+    """One handler per route: HTTP in, the service's JSON-ready answer out."""
+
+    def __init__(self, service: NodeServiceAPI, batch_txs_max: int) -> None:
+        self.service = service
+        self.batch_txs_max = batch_txs_max
+
+    def table(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/txs", self.submit),
+            web.get("/v1/txs/{tx_hash}", self.tx),
+            web.get("/v1/accounts/{address}", self.account),
+            web.get("/v1/blocks/latest", self.latest),
+            web.get("/v1/blocks/{height}", self.block),
+            web.get("/v1/status", self.status),
+            web.get("/v1/network", self.network),
+            web.get("/v1/events", self.events),
+            web.get("/v1/audit", self.audit),
+            web.get("/v1/receipts", self.receipts),
+            web.get("/metrics", self.metrics),
+        ]
+
+    async def submit(self, request: web.Request) -> web.Response:
+        raw_txs = await _read_raw_txs(request, self.batch_txs_max)
+        return _submit_response(await self.service.submit_txs(raw_txs))
+
+    async def tx(self, request: web.Request) -> web.Response:
         tx_hash = _parse_hex(request.match_info["tx_hash"], "transaction hash", 32)
-        found = await service.tx_status(tx_hash)
-        if found is None:
-            raise ApiError(404, "not_found", "unknown transaction")
-        return web.json_response(found)
+        return _found(await self.service.tx_status(tx_hash), "unknown transaction")
 
-    @routes.get("/v1/accounts/{address}")
-    async def account(request: web.Request) -> web.Response:
+    async def account(self, request: web.Request) -> web.Response:
         address = _parse_hex(request.match_info["address"], "address", 32)
-        return web.json_response(service.account(address))
+        return web.json_response(self.service.account(address))
 
-    @routes.get("/v1/blocks/latest")
-    async def latest(request: web.Request) -> web.Response:
-        found = await service.block(None)
-        if found is None:
-            raise ApiError(404, "not_found", "no block committed yet")
-        return web.json_response(found)
+    async def latest(self, request: web.Request) -> web.Response:
+        return _found(await self.service.block(None), "no block committed yet")
 
-    @routes.get("/v1/blocks/{height}")
-    async def block(request: web.Request) -> web.Response:
+    async def block(self, request: web.Request) -> web.Response:
         text = request.match_info["height"]
         if not text.isdigit():
             raise ApiError(400, "malformed", "height must be a non-negative integer")
-        found = await service.block(int(text))
-        if found is None:
-            raise ApiError(404, "not_found", f"no block at height {text}")
-        return web.json_response(found)
+        return _found(await self.service.block(int(text)), f"no block at height {text}")
 
-    @routes.get("/v1/status")
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response(service.status())
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.status())
 
-    @routes.get("/v1/network")
-    async def network(request: web.Request) -> web.Response:
-        return web.json_response(service.network())
+    async def network(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.network())
 
-    @routes.get("/v1/events")
-    async def events(request: web.Request) -> web.StreamResponse:
+    async def events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
         try:
-            async for event in service.subscribe_blocks():
+            async for event in self.service.subscribe_blocks():
                 data = json.dumps(event, separators=(",", ":"))
                 await response.write(f"event: block\ndata: {data}\n\n".encode())
         except ConnectionResetError:
             pass
         return response
 
-    @routes.get("/v1/audit")
-    async def audit(request: web.Request) -> web.Response:
-        return web.json_response(await service.audit())
+    async def audit(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.service.audit())
 
-    @routes.get("/v1/receipts")
-    async def receipts(request: web.Request) -> web.Response:
-        try:
-            dst = int(request.query["dst"])
-            first = int(request.query.get("from", "1"))
-            last = int(request.query.get("to", str(first + 999)))
-        except (KeyError, ValueError):
-            raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ") from None
-        if not 0 <= dst <= SHARD_ID_MAX or first < 1 or last < first or last > SEQ_MAX:
-            raise ApiError(400, "malformed",
-                           f"need 0 <= dst <= {SHARD_ID_MAX} and 1 <= from <= to <= {SEQ_MAX}")
-        return web.json_response(await service.receipts(dst, first, last))
+    async def receipts(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.service.receipts(*_receipts_query(request)))
 
-    @routes.get("/metrics")
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=service.metrics_text(),
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.service.metrics_text(),
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
-    app.add_routes(routes)
+
+def build_app(service: NodeServiceAPI, *, body_bytes_max: int, batch_txs_max: int,
+              count_request: RequestCounter | None = None) -> web.Application:
+    # The counter sits outside the error middleware, so it sees the final status.
+    middlewares = [_errors_as_json] if count_request is None else [
+        _counting(count_request), _errors_as_json]
+    app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
+    app.add_routes(_Routes(service, batch_txs_max).table())
     return app

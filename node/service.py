@@ -19,10 +19,10 @@ import msgspec
 from consensus.certificate import CommitCertificate, verify_certificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import ShardnetError
-from node.api import SubmitResult
 from node.config import NodeConfig
 from node.driver import ConsensusDriver
 from node.drops import DropLog
+from node.errors import ApiError, SubmitResult
 from node.finality import Finality
 from node.mempool import Mempool, MempoolError, PendingTx
 from node.metrics import NodeMetrics
@@ -324,8 +324,6 @@ class NodeService:
         home = shard_of(address, self.ledger.genesis.num_shards)
         body: dict[str, Any] = {"address": address.hex(), "shard": home}
         if home != self.ledger.shard:
-            from node.api import ApiError
-
             raise ApiError(400, "wrong_shard",
                            f"address lives on shard {home}; this node serves shard "
                            f"{self.ledger.shard}")

@@ -10,7 +10,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from node.api import MSGPACK, SubmitResult, build_app
+from node.api import MSGPACK, build_app
+from node.errors import SubmitResult
 
 
 class RecordingService:
