@@ -36,13 +36,9 @@ from consensus.events import (
     Event,
     MessageReceived,
     ProposalReady,
-    SyncedBlock,
-    SyncResult,
     Tick,
 )
-from consensus.kernel.codec import decode, encode
-from consensus.kernel.errors import DecodeError, ShardnetError
-from consensus.kernel.limits import CERTIFICATE_BYTES_MAX
+from consensus.kernel.codec import encode
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.drops import DropLog
@@ -51,18 +47,14 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.parts import Clock
 from node.store import StoreAPI
-from node.wire import (
-    CHANNEL_CONSENSUS,
-    SyncRequest,
-    SyncResponse,
-)
+from node.sync import SyncClient
+from node.wire import CHANNEL_CONSENSUS
 from sharding.executor import Rejected
 from sharding.inbound import InboundPool
 from sharding.ledger import Committed, Ledger, Proposal
 
 META_REPLICA = "replica"
 EVENT_QUEUE_MAX = 100_000
-SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 PENDING_REFRESH_MS = 100
 # An inbound receipt in a block with its share of evidence: the receipt (~200 bytes), its
 # Merkle path (34 bytes a level) and at worst a source header with its certificate.
@@ -81,7 +73,7 @@ class ConsensusDriver:
         metrics: NodeMetrics,
         log: Any,
         send: Callable[[int, int, bytes], bool],
-        request: Callable[[int, bytes, float], Any],
+        syncer: SyncClient,
         on_committed: Callable[[Committed, CommitCertificate], None],
         on_rejected: Callable[[list[Rejected]], None],
         ledger_pool: Executor,
@@ -97,7 +89,7 @@ class ConsensusDriver:
         self.metrics = metrics
         self.log = log
         self._send = send
-        self._request = request
+        self._syncer = syncer
         self._on_committed = on_committed
         self._on_rejected = on_rejected
         self._pool = ledger_pool
@@ -308,7 +300,7 @@ class ConsensusDriver:
         self._proposal_wanted = None
         await self._step(ProposalReady(height, view, proposal.payload, proposal.block_hash))
 
-    # -- block sync -----------------------------------------------------------------
+    # -- block sync (node/sync.py) ---------------------------------------------------
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -316,29 +308,6 @@ class ConsensusDriver:
         task.add_done_callback(self._tasks.discard)
 
     async def _sync(self, action: RequestSync) -> None:
-        last = min(action.to_height,
-                   action.from_height + self.config.consensus.sync_batch_blocks_max - 1)
-        request = encode(SyncRequest(self.replica.cfg.shard, action.from_height, last))
-        self.log.info("sync.requested", first=action.from_height, last=last,
-                      peers=list(action.peers), height=self.ledger.height)
-        peers = list(action.peers) or [
-            i for i in range(len(self.replica.cfg.validators)) if i != self.replica.me
-        ]
-        for peer in peers:
-            try:
-                answer = await self._request(peer, request, 10.0)
-                response = decode(answer, SyncResponse, SYNC_RESPONSE_BYTES_MAX)
-                blocks = tuple(
-                    SyncedBlock(b.height, b.payload, b.block_hash,
-                                decode(b.certificate, CommitCertificate, CERTIFICATE_BYTES_MAX))
-                    for b in response.blocks
-                )
-            except (ShardnetError, DecodeError) as exc:
-                self.drop("sync", exc.reason, peer=peer)
-                continue
-            if blocks:
-                self.metrics.sync_blocks.inc(len(blocks))
-                self.log.info("sync.applied", blocks=len(blocks), first=blocks[0].height,
-                              height=self.ledger.height)
-                await self._inbox.put(SyncResult(blocks))
-                return
+        result = await self._syncer.fetch(action)
+        if result is not None:
+            await self._inbox.put(result)

@@ -33,7 +33,7 @@ from consensus.kernel.limits import REQUEST_BYTES_MAX
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
-from node.config import PRE_PREPARE_OVERHEAD_BYTES, ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig, load_config
 from node.driver import META_REPLICA, ConsensusDriver
 from node.drops import DropLog
 from node.finality import Finality
@@ -54,6 +54,7 @@ from node.parts import (
 from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
 from node.store import Store
+from node.sync import SyncClient, SyncLimits, serve_sync
 from node.wire import (
     CHANNEL_CONSENSUS,
     CHANNEL_RECEIPTS,
@@ -62,9 +63,6 @@ from node.wire import (
     ReceiptsRequest,
     ReceiptStatusRequest,
     Request,
-    SyncedBlockWire,
-    SyncRequest,
-    SyncResponse,
     decode_tx_batch,
 )
 from sharding.block import GENESIS_PREV_HASH, block_hash
@@ -74,7 +72,6 @@ from sharding.ledger import Committed, Ledger
 from sharding.parallel import ExecutionStats
 
 DB_FILE = "shard.sqlite"
-SYNC_BLOCK_OVERHEAD_BYTES = 64  # height, block hash and msgpack framing of one synced block
 DRIVER_STOP_WAIT_S = 10
 
 
@@ -133,6 +130,8 @@ class Node:
                 self._validator_peer[(validator.shard, validator.index)] = peer
                 if validator.shard == node.shard:
                     self._peer_index[peer] = validator.index
+        self._sync_limits = SyncLimits(batch_blocks_max=config.consensus.sync_batch_blocks_max,
+                                       frame_bytes_max=config.p2p.frame_bytes_max)
         self._pools = {name: parts.offload(name) for name in OFFLOAD_POOLS}
         # Block execution's worker processes live as long as the node (issue 7).
         self.executor, self._close_executor = parts.executor(self._on_executed)
@@ -207,9 +206,13 @@ class Node:
         inbound = InboundPool()
         shard_tips: dict[int, int] = {}
         replica = self._replica(persisted)
+        syncer = SyncClient(shard=config.node.shard, me=config.node.index,
+                            validators=len(self.validators), request=self._request,
+                            limits=self._sync_limits, height=lambda: ledger.height,
+                            metrics=self.metrics, log=self.log, drop=self.drop)
         driver = ConsensusDriver(
             config=config, replica=replica, ledger=ledger, store=self.store, mempool=mempool,
-            metrics=self.metrics, log=self.log, send=self._send, request=self._request,
+            metrics=self.metrics, log=self.log, send=self._send, syncer=syncer,
             on_committed=self._on_committed,
             on_rejected=lambda rejected: self.service.on_rejected(rejected),
             ledger_pool=self._pools["ledger"], inbound=inbound, clock=self.clock,
@@ -323,24 +326,7 @@ class Node:
             return await self.running.relay.serve(request)
         if isinstance(request, ReceiptStatusRequest):
             return await self.running.service.finality.serve(request)
-        return await self._serve_sync(request)
-
-    async def _serve_sync(self, request: SyncRequest) -> bytes:
-        store = self.store
-        if request.shard != self.config.node.shard or request.last < request.first:
-            return encode(SyncResponse([]))
-        last = min(request.last, request.first + self.config.consensus.sync_batch_blocks_max - 1)
-        blocks = await store.get_blocks(request.first, last)
-        # Bounded by bytes too: 64 full blocks are ~20 MB, over a frame; the asker asks
-        # again from where the answer stops. One block always fits (config check).
-        budget = self.config.p2p.frame_bytes_max - PRE_PREPARE_OVERHEAD_BYTES
-        answer: list[SyncedBlockWire] = []
-        for b in blocks:
-            budget -= len(b.block) + len(b.certificate) + SYNC_BLOCK_OVERHEAD_BYTES
-            if answer and budget < 0:
-                break
-            answer.append(SyncedBlockWire(b.height, b.block_hash, b.block, b.certificate))
-        return encode(SyncResponse(answer))
+        return await serve_sync(self.store, self.config.node.shard, self._sync_limits, request)
 
     def _on_executed(self, stats: ExecutionStats) -> None:
         """Per-block executor telemetry (called on the ledger thread)."""

@@ -13,9 +13,9 @@ from structlog.testing import capture_logs
 
 from consensus.kernel.codec import decode
 from node.config import PRE_PREPARE_OVERHEAD_BYTES, parse_config
-from node.main import Node
 from node.service import NodeService
 from node.store import StoredBlock
+from node.sync import SyncLimits, serve_sync
 from node.wire import SyncRequest, SyncResponse, decode_tx_batch
 
 FRAME = 1024 * 1024
@@ -35,24 +35,32 @@ class Blocks:
                 for h in range(first, last + 1)]
 
 
-def serve(block_size: int, first: int, last: int, tmp_path: Path) -> list[int]:
-    node: Any = SimpleNamespace(store=Blocks(block_size), config=parse_config(CONFIG, tmp_path))
-    answer = asyncio.run(Node._serve_sync(node, SyncRequest(0, first, last)))
+def serve(block_size: int, first: int, last: int) -> list[int]:
+    store: Any = Blocks(block_size)
+    limits = SyncLimits(batch_blocks_max=64, frame_bytes_max=FRAME)
+    answer = asyncio.run(serve_sync(store, 0, limits, SyncRequest(0, first, last)))
     assert len(answer) <= FRAME - PRE_PREPARE_OVERHEAD_BYTES + 64
     return [b.height for b in decode(answer, SyncResponse, 64 * FRAME).blocks]
 
 
-def test_sync_answer_stops_before_the_frame_is_full(tmp_path: Path) -> None:
-    heights = serve(300_000, 5, 60, tmp_path)  # 56 blocks of 300 KB would be ~17 MB
+def test_sync_answer_stops_before_the_frame_is_full() -> None:
+    heights = serve(300_000, 5, 60)  # 56 blocks of 300 KB would be ~17 MB
     assert heights == [5, 6, 7]
 
 
-def test_sync_answer_carries_small_blocks_up_to_the_count_limit(tmp_path: Path) -> None:
-    assert serve(1_000, 1, 500, tmp_path) == list(range(1, 65))
+def test_sync_answer_carries_small_blocks_up_to_the_count_limit() -> None:
+    assert serve(1_000, 1, 500) == list(range(1, 65))
 
 
-def test_sync_answer_always_carries_one_block(tmp_path: Path) -> None:
-    assert serve(FRAME - PRE_PREPARE_OVERHEAD_BYTES - 300, 9, 12, tmp_path) == [9]
+def test_sync_answer_always_carries_one_block() -> None:
+    assert serve(FRAME - PRE_PREPARE_OVERHEAD_BYTES - 300, 9, 12) == [9]
+
+
+def test_sync_answer_for_another_shard_is_empty() -> None:
+    store: Any = Blocks(1_000)
+    limits = SyncLimits(batch_blocks_max=64, frame_bytes_max=FRAME)
+    answer = asyncio.run(serve_sync(store, 0, limits, SyncRequest(1, 1, 5)))
+    assert decode(answer, SyncResponse, FRAME).blocks == []
 
 
 def test_forwarded_batches_are_bounded_by_bytes_and_logged(tmp_path: Path) -> None:
