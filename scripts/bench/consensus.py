@@ -13,7 +13,6 @@ Prints tables and writes JSON. CPU figures are medians over repeats.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -26,6 +25,14 @@ from rich.table import Table
 
 from consensus.events import Event, MessageReceived
 from consensus.simulator import SimConfig, Simulation
+from scripts.bench.common import machine_facts, report, result_table
+
+COST_COLUMNS = ("replicas", "signatures", "messages", "median_us", "mean_us", "p90_us",
+                "messages_per_commit")
+SEED_COLUMNS = ("replicas", "signatures", "seeds", "failed", "wall_s", "seeds_per_min",
+                "view_changes", "commits_checked")
+THROUGHPUT_COLUMNS = ("replicas", "batch_ops", "ops", "heights", "sim_s", "commits_per_sim_s",
+                      "ops_per_sim_s")
 
 
 def message_cost(replicas: int, real: bool, seed: int) -> dict[str, Any]:
@@ -102,17 +109,25 @@ def simulated_throughput(replicas: int, batch: int, ops: int) -> dict[str, Any]:
     }
 
 
-def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    out = Table(title=title)
-    for column in columns:
-        out.add_column(column, justify="right")
-    for row in rows:
-        out.add_row(*(_fmt(row[c]) for c in columns))
-    return out
+def table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:
+    return result_table(title, columns, ([_fmt(row[c]) for c in columns] for row in rows))
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def message_costs(repeats: int) -> list[dict[str, Any]]:
+    """One row per (n, signer): the first run's counts, the medians of the runs' CPU."""
+    rows = []
+    for replicas in (4, 7):
+        for real in (True, False):
+            runs = [message_cost(replicas, real, seed) for seed in range(repeats)]
+            row = dict(runs[0])
+            for key in ("median_us", "mean_us", "p90_us"):
+                row[key] = statistics.median(r[key] for r in runs)
+            rows.append(row)
+    return rows
 
 
 @click.command("consensus")
@@ -125,50 +140,16 @@ def _fmt(value: Any) -> str:
 def bench_consensus(repeats: int, seeds: int, real_seeds: int, json_out: Path) -> None:
     """CPU per PBFT message, simulator seeds/min, simulated commits/s by n and batch."""
     console = Console()
-    cost_rows = []
-    for replicas in (4, 7):
-        for real in (True, False):
-            runs = [message_cost(replicas, real, seed) for seed in range(repeats)]
-            row = dict(runs[0])
-            for key in ("median_us", "mean_us", "p90_us"):
-                row[key] = statistics.median(r[key] for r in runs)
-            cost_rows.append(row)
-    console.print(
-        table(
-            "CPU per received consensus message (Replica.step, median of runs)",
-            cost_rows,
-            [
-                "replicas",
-                "signatures",
-                "messages",
-                "median_us",
-                "mean_us",
-                "p90_us",
-                "messages_per_commit",
-            ],
-        )
-    )
+    cost_rows = message_costs(repeats)
+    console.print(table("CPU per received consensus message (Replica.step, median of runs)",
+                        cost_rows, COST_COLUMNS))
     seed_rows = [
         seeds_per_minute(seeds, False, 4),
         seeds_per_minute(max(1, seeds // 4), False, 7),
         seeds_per_minute(real_seeds, True, 4),
     ]
-    console.print(
-        table(
-            "Fault simulation (fault phase 3 s + healed phase, simulated)",
-            seed_rows,
-            [
-                "replicas",
-                "signatures",
-                "seeds",
-                "failed",
-                "wall_s",
-                "seeds_per_min",
-                "view_changes",
-                "commits_checked",
-            ],
-        )
-    )
+    console.print(table("Fault simulation (fault phase 3 s + healed phase, simulated)",
+                        seed_rows, SEED_COLUMNS))
     for row in seed_rows:
         console.print(f"faults, n={row['replicas']} {row['signatures']}: {row['faults']}")
     throughput_rows = [
@@ -176,27 +157,8 @@ def bench_consensus(repeats: int, seeds: int, real_seeds: int, json_out: Path) -
         for replicas in (4, 7)
         for batch in (1, 4, 16, 64)
     ]
-    console.print(
-        table(
-            "Simulated commits per simulated second (no faults, 1-8 ms links)",
-            throughput_rows,
-            [
-                "replicas",
-                "batch_ops",
-                "ops",
-                "heights",
-                "sim_s",
-                "commits_per_sim_s",
-                "ops_per_sim_s",
-            ],
-        )
-    )
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(
-        json.dumps(
-            {"message_cost": cost_rows, "simulation": seed_rows, "throughput": throughput_rows},
-            indent=2,
-        )
-        + "\n"
-    )
-    console.print(f"wrote {json_out}")
+    throughput = table("Simulated commits per simulated second (no faults, 1-8 ms links)",
+                       throughput_rows, THROUGHPUT_COLUMNS)
+    data = {"machine": machine_facts(), "message_cost": cost_rows, "simulation": seed_rows,
+            "throughput": throughput_rows}
+    report(console, [throughput], json_out, data)

@@ -15,10 +15,8 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,10 @@ from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
-from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.bench.common import local_testnet, machine_line, report, result_table
+from scripts.cli.testnet.generate import TestnetSpec
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
-from scripts.cli.testnet.processes import running_pid, start_node, stop_node, wait_healthy
+from scripts.cli.testnet.processes import running_pid
 from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
@@ -159,16 +158,27 @@ def explain_failure(root: Path, nodes: list[NodeEntry], error: Exception) -> str
     return f"a node did not answer: {error}"
 
 
-def start_testnet(root: Path, base_port: int) -> list[NodeEntry]:
-    manifest = generate(TestnetSpec(shards=SHARDS, validators=4, accounts=1000,
-                                    base_port=base_port), root)
-    testnet = TestnetDir(root)
-    for node in manifest.nodes:
-        start_node(testnet, node.name)
-    missing = wait_healthy(manifest.nodes, 60)
-    if missing:
-        raise click.ClickException(f"nodes not healthy: {missing}")
-    return list(manifest.nodes)
+def run_once(stream: list[tuple[int, bool, bytes, str]], rate: float, base_port: int
+             ) -> dict[str, Any]:
+    """The stream on a fresh 2 x 4 testnet of local processes, stopped after."""
+    spec = TestnetSpec(shards=SHARDS, validators=4, accounts=1000, base_port=base_port)
+    with local_testnet(spec) as (root, nodes):
+        urls = {s: [n.api_url for n in nodes if n.shard == s] for s in range(SHARDS)}
+        try:
+            return asyncio.run(run_stream(urls, stream, rate, timeout_s=60))
+        except aiohttp.ClientError as exc:
+            raise click.ClickException(explain_failure(root, nodes, exc)) from None
+
+
+def make_table(summary: dict[str, Any]) -> Table:
+    median = summary["median"]
+    rows = [(label, median[f"{prefix}_p50_ms"], median[f"{prefix}_p99_ms"])
+            for label, prefix in (("local: submit -> commit", "local_commit"),
+                                  ("cross-shard: submit -> commit on source", "cross_commit"),
+                                  ("cross-shard: submit -> finalized", "cross_final"))]
+    title = (f"shardnet bench crossshard: 2 x 4, {summary['rate']:g} tx/s offered, "
+             f"{summary['cross']:.0%} cross-shard (medians of {summary['runs']} runs)")
+    return result_table(title, ("latency", "p50 ms", "p99 ms"), rows, left=1)
 
 
 @click.command("crossshard")
@@ -192,18 +202,7 @@ def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int,
     stream = sign_stream(int(rate * duration_s), senders, cross, random.Random(7))
     rows = []
     for run in range(runs):
-        with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
-            root = Path(tmp) / "net"
-            nodes = start_testnet(root, base_port)
-            try:
-                urls = {s: [n.api_url for n in nodes if n.shard == s] for s in range(SHARDS)}
-                try:
-                    row = asyncio.run(run_stream(urls, stream, rate, timeout_s=60))
-                except aiohttp.ClientError as exc:
-                    raise click.ClickException(explain_failure(root, nodes, exc)) from None
-            finally:
-                for node in nodes:
-                    stop_node(TestnetDir(root), node.name, timeout_s=10)
+        row = run_once(stream, rate, base_port)
         row["run"] = run
         rows.append(row)
         console.print(f"run {run}: local p99 {row['local_commit_p99_ms']} ms, cross-shard "
@@ -211,20 +210,8 @@ def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int,
                       f"{row['finalized']}/{row['cross_shard']} finalized")
     keys = [k for k in rows[0] if k.endswith("_ms")]
     median = {k: statistics.median(r[k] for r in rows) for k in keys}
-    cores = len(os.sched_getaffinity(0))
-    summary = {"machine": f"{cores} cores, python {os.sys.version.split()[0]}",
+    summary = {"machine": machine_line(),
                "topology": "2 shards x 4 validators, local processes", "rate": rate,
                "duration_s": duration_s, "cross": cross, "runs": runs, "median": median,
                "rows": rows}
-    table = Table(title=f"shardnet bench crossshard: 2 x 4, {rate:g} tx/s offered, "
-                        f"{cross:.0%} cross-shard (medians of {runs} runs)")
-    for column in ("latency", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="left" if column == "latency" else "right")
-    for label, prefix in (("local: submit -> commit", "local_commit"),
-                          ("cross-shard: submit -> commit on source", "cross_commit"),
-                          ("cross-shard: submit -> finalized", "cross_final")):
-        table.add_row(label, str(median[f"{prefix}_p50_ms"]), str(median[f"{prefix}_p99_ms"]))
-    console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(f"wrote {out}")
+    report(console, [make_table(summary)], out, summary)

@@ -11,10 +11,6 @@ on this machine: the 8 nodes and the generator share its cores.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from scripts.bench.node import measure_verify_per_s
+from scripts.bench.common import (
+    cores,
+    local_testnet,
+    machine_line,
+    measure_verify_per_s,
+    report,
+    result_table,
+)
 from scripts.cli.load.accounts import Universe, build_universe
 from scripts.cli.load.engine import Engine, RunConfig
 from scripts.cli.load.findmax import Limits, find_max, run_step
@@ -31,9 +34,7 @@ from scripts.cli.load.rate import RateSchedule
 from scripts.cli.load.signer import Signer
 from scripts.cli.load.targets import Network, network_from_testnet
 from scripts.cli.load.workload import Workload, WorkloadSpec, parse_mix
-from scripts.cli.testnet.generate import TestnetSpec, generate
-from scripts.cli.testnet.layout import TestnetDir
-from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+from scripts.cli.testnet.generate import TestnetSpec
 
 VALIDATORS = 4
 MIX = "transfer=80,swap=20"
@@ -50,6 +51,80 @@ def engine_factory(network: Network, universe: Universe, signer: Signer, cross: 
         return Engine(network, universe, workload, signer, config)
 
     return make
+
+
+def step_printer(console: Console, cross: float) -> Callable[[dict[str, Any]], None]:
+    def show(row: dict[str, Any]) -> None:
+        console.print(f"  {cross:.0%} cross-shard: {row['rate']:,.0f} offered -> "
+                      f"{row['tps_committed']:,.0f} committed, p99 {row['p99_ms']} ms "
+                      f"{'ok' if row['ok'] else row['why']}")
+
+    return show
+
+
+def measure_network(network: Network, console: Console, start_rate: float, limits: Limits,
+                    step_s: float, drain_s: float) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """find-max at each cross-shard share, then the latencies at half the local maximum:
+    (``{"max_tps", "find_max"}``, the half load, its step report)."""
+    universe = build_universe(network.genesis, "shardnet", 1000, SENDERS)
+    signer = Signer(network.chain_id, "shardnet", [s.index for s in universe.senders], 1)
+    result: dict[str, Any] = {"max_tps": {}, "find_max": {}}
+    try:
+        # Warm-up, not measured: first blocks, caches, connections, workers.
+        run_step(engine_factory(network, universe, signer, 0.0, 2.0, drain_s)(start_rate / 2, 0))
+        for cross in CROSS_FRACTIONS:
+            make = engine_factory(network, universe, signer, cross, step_s, drain_s)
+            found = find_max(make, start_rate, limits, on_step=step_printer(console, cross))
+            result["max_tps"][f"{cross:g}"] = found["max_tps"]
+            result["find_max"][f"{cross:g}"] = found
+        half = max(50.0, result["max_tps"]["0"] / 2)
+        make = engine_factory(network, universe, signer, 0.2, step_s * 2, drain_s)
+        return result, half, run_step(make(half, 99))
+    finally:
+        signer.close()
+
+
+def run_testnet(base_port: int, measure: Callable[[Network], Any]) -> Any:
+    """``measure`` on a fresh default 2 x 4 testnet of local processes, stopped after."""
+    spec = TestnetSpec(shards=2, validators=VALIDATORS, accounts=1000, base_port=base_port)
+    with local_testnet(spec) as (root, _):
+        return measure(network_from_testnet(root))
+
+
+def summary(result: dict[str, Any], verify_per_s: float, half: float, step: dict[str, Any],
+            ) -> dict[str, Any]:
+    """The JSON's figures beside ``max_tps`` and ``find_max``."""
+    ceiling = cores() * verify_per_s / VALIDATORS
+    latency = step["latency_ms"]
+    return {
+        "machine": machine_line(),
+        "topology": "2 shards x 4 validators, local processes, generator on the same machine",
+        "cores": cores(), "verify_per_s": round(verify_per_s), "ceiling_tps": round(ceiling),
+        "ratio": round(result["max_tps"]["0"] / ceiling, 3),
+        "cross_over_local": round(result["max_tps"]["0.2"] / max(1e-9, result["max_tps"]["0"]),
+                                  3),
+        "half_load_tps": round(half, 1), "p99_ms": latency["commit"]["p99"],
+        "p50_ms": latency["commit"]["p50"],
+        "finality_p99_ms": latency["finality"]["p99"],
+        "finality_p50_ms": latency["finality"]["p50"],
+        "half_load_generator_cpu_share": step["generator"]["cpu_share_of_one_core"],
+    }
+
+
+def make_table(result: dict[str, Any], quick: bool) -> Table:
+    half, kind = result["half_load_tps"], "quick" if quick else "full"
+    rows = [("Ed25519 verify / s (one core)", f"{result['verify_per_s']:,.0f}"),
+            ("crypto ceiling: cores / (4 x verify time)", f"{result['ceiling_tps']:,.0f} tx/s"),
+            ("max sustainable, 0% cross-shard", f"{result['max_tps']['0']:,.0f} tx/s"),
+            ("max sustainable, 20% cross-shard", f"{result['max_tps']['0.2']:,.0f} tx/s"),
+            ("ratio to the ceiling (0%)", f"{result['ratio']:.2f}"),
+            ("20% / 0% cross-shard", f"{result['cross_over_local']:.2f}"),
+            (f"at half load ({half:,.0f} tx/s, 20% cross): commit p50 / p99",
+             f"{result['p50_ms']} / {result['p99_ms']} ms"),
+            ("  cross-shard finality p50 / p99",
+             f"{result['finality_p50_ms']} / {result['finality_p99_ms']} ms")]
+    title = f"shardnet bench e2e: 2 x 4, {result['cores']} cores ({kind})"
+    return result_table(title, ("measure", "value"), rows, left=1)
 
 
 @click.command("e2e")
@@ -70,79 +145,12 @@ def bench_e2e(quick: bool, step_s: float, start_rate: float, p99_ms: float, base
     if quick:
         step_s = min(step_s, 3.0)
     drain_s = 10.0 if quick else 20.0
-    cores = len(os.sched_getaffinity(0))
     verify_before = measure_verify_per_s(0.5 if quick else 1.0)
     console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core")
     limits = Limits(p99_ms=p99_ms)
-    result: dict[str, Any] = {"max_tps": {}, "find_max": {}}
-    with tempfile.TemporaryDirectory(prefix="shardnet-e2e-") as tmp:
-        root = Path(tmp) / "net"
-        manifest = generate(TestnetSpec(shards=2, validators=VALIDATORS, accounts=1000,
-                                        base_port=base_port), root)
-        try:
-            for node in manifest.nodes:
-                start_node(TestnetDir(root), node.name)
-            missing = wait_healthy(manifest.nodes, 60)
-            if missing:
-                raise click.ClickException(f"nodes not healthy: {missing}")
-            network = network_from_testnet(root)
-            universe = build_universe(network.genesis, "shardnet", 1000, SENDERS)
-            signer = Signer(network.chain_id, "shardnet", [s.index for s in universe.senders], 1)
-            try:
-                # Warm-up, not measured: first blocks, caches, connections, workers.
-                run_step(engine_factory(network, universe, signer, 0.0, 2.0, drain_s)(
-                    start_rate / 2, 0))
-                for cross in CROSS_FRACTIONS:
-                    make = engine_factory(network, universe, signer, cross, step_s, drain_s)
-                    found = find_max(make, start_rate, limits, on_step=lambda row, c=cross:
-                                     console.print(f"  {c:.0%} cross-shard: {row['rate']:,.0f} "
-                                                   f"offered -> {row['tps_committed']:,.0f} "
-                                                   f"committed, p99 {row['p99_ms']} ms "
-                                                   f"{'ok' if row['ok'] else row['why']}"))
-                    result["max_tps"][f"{cross:g}"] = found["max_tps"]
-                    result["find_max"][f"{cross:g}"] = found
-                half = max(50.0, result["max_tps"]["0"] / 2)
-                make = engine_factory(network, universe, signer, 0.2, step_s * 2, drain_s)
-                report = run_step(make(half, 99))
-            finally:
-                signer.close()
-        finally:
-            for node in manifest.nodes:
-                stop_node(TestnetDir(root), node.name, timeout_s=10)
+    result, half, step = run_testnet(base_port, lambda network: measure_network(
+        network, console, start_rate, limits, step_s, drain_s))
     verify_after = measure_verify_per_s(0.5 if quick else 1.0)
-    verify_per_s = max(verify_before, verify_after)
-    ceiling = cores * verify_per_s / VALIDATORS
-    result.update({
-        "machine": f"{cores} cores, python {sys.version.split()[0]}",
-        "topology": "2 shards x 4 validators, local processes, generator on the same machine",
-        "cores": cores, "verify_per_s": round(verify_per_s), "ceiling_tps": round(ceiling),
-        "ratio": round(result["max_tps"]["0"] / ceiling, 3),
-        "cross_over_local": round(result["max_tps"]["0.2"] / max(1e-9, result["max_tps"]["0"]),
-                                  3),
-        "half_load_tps": round(half, 1), "p99_ms": report["latency_ms"]["commit"]["p99"],
-        "p50_ms": report["latency_ms"]["commit"]["p50"],
-        "finality_p99_ms": report["latency_ms"]["finality"]["p99"],
-        "finality_p50_ms": report["latency_ms"]["finality"]["p50"],
-        "half_load_generator_cpu_share": report["generator"]["cpu_share_of_one_core"],
-        "limits": {"p99_ms": p99_ms, "step_s": step_s}, "quick": quick,
-    })
-    kind = "quick" if quick else "full"
-    table = Table(title=f"shardnet bench e2e: 2 x 4, {cores} cores ({kind})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rows = [("Ed25519 verify / s (one core)", f"{verify_per_s:,.0f}"),
-            ("crypto ceiling: cores / (4 x verify time)", f"{ceiling:,.0f} tx/s"),
-            ("max sustainable, 0% cross-shard", f"{result['max_tps']['0']:,.0f} tx/s"),
-            ("max sustainable, 20% cross-shard", f"{result['max_tps']['0.2']:,.0f} tx/s"),
-            ("ratio to the ceiling (0%)", f"{result['ratio']:.2f}"),
-            ("20% / 0% cross-shard", f"{result['cross_over_local']:.2f}"),
-            (f"at half load ({half:,.0f} tx/s, 20% cross): commit p50 / p99",
-             f"{result['p50_ms']} / {result['p99_ms']} ms"),
-            ("  cross-shard finality p50 / p99",
-             f"{result['finality_p50_ms']} / {result['finality_p99_ms']} ms")]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {out}")
+    result.update(summary(result, max(verify_before, verify_after), half, step))
+    result.update({"limits": {"p99_ms": p99_ms, "step_s": step_s}, "quick": quick})
+    report(console, [make_table(result, quick)], out, result)

@@ -21,9 +21,7 @@ is why the node runs such blocks with the spec.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -41,6 +39,7 @@ from rich.table import Table
 
 from consensus.kernel.crypto import KeyPair, verify_signature
 from node.executor_pool import ProcessRunner, available_cores
+from scripts.bench.common import cpu_seconds, machine_facts, report
 from sharding.accounts import derive_account, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block
 from sharding.executor import BlockResult, apply_block, build_block
@@ -134,15 +133,6 @@ def timed(run: Callable[[], BlockResult]) -> tuple[float, BlockResult]:
     return time.perf_counter() - started, result
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (Linux /proc); 0.0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(3_000_000): x += i\n" \
        "print(time.perf_counter() - t)"
 
@@ -221,7 +211,13 @@ def bench_block(setup: Setup, block: Block, executors: dict[int, ParallelExecuto
                 raise click.ClickException("parallel result differs from the spec")
             par[workers].append(elapsed)
             stats[workers] = executor.last_stats
-    txs = len(block.txs)
+    cpu_ms = {"seq": seq_cpu, "main": main_cpu, "workers": workers_cpu}
+    return {"rows": block_rows(len(block.txs), seq, par, cpu_ms, stats)}
+
+
+def block_rows(txs: int, seq: list[float], par: dict[int, list[float]],
+               cpu: dict[str, Any], stats: dict[int, Any]) -> list[dict[str, Any]]:
+    """One row per worker count: medians of the timed runs, and the executor's stats."""
     seq_s = statistics.median(seq)
     rows = []
     for workers, times in par.items():
@@ -237,13 +233,13 @@ def bench_block(setup: Setup, block: Block, executors: dict[int, ParallelExecuto
             "largest_component_share": s.largest_component_share,
             "reexecutions": s.reexecutions,
             "hot_keys": [list(k) for k in s.hot_keys],
-            "seq_cpu_ms": round(statistics.median(seq_cpu) * 1e3, 1),
-            "par_main_cpu_ms": round(statistics.median(main_cpu[workers]) * 1e3, 1),
-            "par_workers_cpu_ms": round(statistics.median(workers_cpu[workers]) * 1e3, 1),
+            "seq_cpu_ms": round(statistics.median(cpu["seq"]) * 1e3, 1),
+            "par_main_cpu_ms": round(statistics.median(cpu["main"][workers]) * 1e3, 1),
+            "par_workers_cpu_ms": round(statistics.median(cpu["workers"][workers]) * 1e3, 1),
             "seq_ms": [round(t * 1e3, 2) for t in seq],
             "par_ms": [round(t * 1e3, 2) for t in times],
         })
-    return {"rows": rows}
+    return rows
 
 
 # ---------------------------------------------------------------------------
@@ -256,16 +252,17 @@ def bench_pyevm(txs_count: int, reps: int) -> dict[str, Any]:
         from eth.chains.base import MiningChain
         from eth.db.atomic import AtomicDB
         from eth.vm.forks.berlin import BerlinVM
-        from eth_keys import keys
+        from eth_keys import keys  # type: ignore[attr-defined]
         from eth_keys.backends import get_backend
     except ImportError as exc:
         return {"seq_tps": None, "error": f"py-evm is not installed ({exc.name}): "
                 "pip install -e '.[dev]' adds it"}
     private = [keys.PrivateKey((i + 1).to_bytes(32, "big")) for i in range(PYEVM_SENDERS)]
     addresses = [key.public_key.to_canonical_address() for key in private]
-    genesis_params = {"difficulty": 1, "gas_limit": txs_count * 21_000 + 100_000,
-                      "timestamp": 1}
-    alloc = {a: {"balance": 10**24, "nonce": 0, "code": b"", "storage": {}} for a in addresses}
+    genesis_params: dict[str, Any] = {"difficulty": 1, "timestamp": 1,
+                                      "gas_limit": txs_count * 21_000 + 100_000}
+    alloc: dict[Any, Any] = {a: {"balance": 10**24, "nonce": 0, "code": b"", "storage": {}}
+                             for a in addresses}
     chain_class = MiningChain.configure(
         __name__="BenchChain",
         vm_configuration=((constants.GENESIS_BLOCK_NUMBER, BerlinVM),),
@@ -302,6 +299,36 @@ def bench_pyevm(txs_count: int, reps: int) -> dict[str, Any]:
 # The command
 
 
+def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
+                 workloads: tuple[str, ...], txs: int, reps: int, seed: int,
+                 log: Callable[[str], None], partitioned: bool) -> list[dict[str, Any]]:
+    """One row per (workload, accounts, workers), and the unsigned transfers at the
+    largest account count."""
+    # The node's choice (overlapped with up to two workers), or always partitioned.
+    overlap: dict[str, Any] = {"overlap_workers_max": 0} if partitioned else {}
+    executors = {w: ParallelExecutor(r, **overlap) for w, r in runners.items()}
+    rows: list[dict[str, Any]] = []
+    for count in accounts:
+        setup = make_setup(count)
+        for workload in workloads:
+            block = make_block(setup, workload, txs, random.Random(seed))
+            measured = bench_block(setup, block, executors, reps, verify=True)
+            load = round(os.getloadavg()[0], 2)
+            for row in measured["rows"]:
+                rows.append({"workload": workload, "accounts": count, "loadavg": load, **row})
+            best = max(measured["rows"], key=lambda r: r["speedup"])
+            log(f"{workload:>10} {count:>6} accounts: seq {best['seq_tps']:,.0f} tx/s, "
+                f"best x{best['speedup']:.2f} with {best['workers']} workers")
+        if count == max(accounts):
+            block = make_block(setup, "transfers", txs, random.Random(seed))
+            unsigned = {w: ParallelExecutor(r, parallel_unsigned=True, **overlap)
+                        for w, r in runners.items()}
+            measured = bench_block(setup, block, unsigned, reps, verify=False)
+            for row in measured["rows"]:
+                rows.append({"workload": "transfers_unsigned", "accounts": count, **row})
+    return rows
+
+
 def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[int, ...],
         txs: int, reps: int, seed: int, pyevm_reps: int, log: Callable[[str], None],
         partitioned: bool = False) -> dict[str, Any]:
@@ -309,34 +336,12 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
     capacity_before = measure_capacity()
     log(f"CPU capacity: {capacity_before:.2f} cores (two spin loops vs one)")
     runners = {w: ProcessRunner(w) for w in workers}
-    rows: list[dict[str, Any]] = []
     try:
         gil = measure_gil(runners[max(runners)])
         log(f"Ed25519 verify/s: one thread {gil['one_thread']:,.0f}, two threads "
             f"{gil['two_threads']:,.0f}, {gil['process_workers']} processes "
             f"{gil['processes']:,.0f}")
-        # The node's choice (overlapped with up to two workers), or always partitioned.
-        overlap = {"overlap_workers_max": 0} if partitioned else {}
-        executors = {w: ParallelExecutor(r, **overlap) for w, r in runners.items()}
-        for count in accounts:
-            setup = make_setup(count)
-            for workload in workloads:
-                block = make_block(setup, workload, txs, random.Random(seed))
-                measured = bench_block(setup, block, executors, reps, verify=True)
-                load = round(os.getloadavg()[0], 2)
-                for row in measured["rows"]:
-                    rows.append({"workload": workload, "accounts": count, "loadavg": load,
-                                 **row})
-                best = max(measured["rows"], key=lambda r: r["speedup"])
-                log(f"{workload:>10} {count:>6} accounts: seq {best['seq_tps']:,.0f} tx/s, "
-                    f"best x{best['speedup']:.2f} with {best['workers']} workers")
-            if count == max(accounts):
-                block = make_block(setup, "transfers", txs, random.Random(seed))
-                unsigned = {w: ParallelExecutor(r, parallel_unsigned=True, **overlap)
-                            for w, r in runners.items()}
-                measured = bench_block(setup, block, unsigned, reps, verify=False)
-                for row in measured["rows"]:
-                    rows.append({"workload": "transfers_unsigned", "accounts": count, **row})
+        rows = measure_grid(runners, accounts, workloads, txs, reps, seed, log, partitioned)
     finally:
         for runner in runners.values():
             runner.close()
@@ -345,12 +350,12 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
     rows.append({"workload": "pyevm_transfer", "accounts": PYEVM_SENDERS, "workers": 1,
                  "seq_tps": pyevm["seq_tps"], "par_tps": None, "speedup": None,
                  **{k: v for k, v in pyevm.items() if k != "seq_tps"}})
+    facts = machine_facts()
     return {
         "machine": {
             "cores_available": available_cores(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+            "cpu_count": facts.pop("cpus"),
+            **facts,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "cpu_capacity_before": round(capacity_before, 2),
@@ -415,6 +420,21 @@ def parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
+def pyevm_comparison(result: dict[str, Any]) -> str:
+    """The spec against py-evm per core, or why py-evm did not run."""
+    pyevm_row = next(r for r in result["rows"] if r["workload"] == "pyevm_transfer")
+    if pyevm_row["seq_tps"] is None:
+        return f"[yellow]{pyevm_row['error']}[/yellow]"
+    transfers = [r for r in result["rows"] if r["workload"] == "transfers"]
+    seq = statistics.median(r["seq_tps"] for r in transfers)
+    txs = result["params"]["txs_per_block"]
+    seq_cpu = statistics.median(txs / r["seq_cpu_ms"] * 1e3 for r in transfers)
+    return (f"per core (one core each, signatures included): spec {seq:,.0f} tx/s vs py-evm "
+            f"{pyevm_row['seq_tps']:,.0f} tx/s ({pyevm_row['ecc_backend']}): "
+            f"x{seq / pyevm_row['seq_tps']:.1f}; by CPU time {seq_cpu:,.0f} vs "
+            f"{pyevm_row['seq_cpu_tps']:,.0f}: x{seq_cpu / pyevm_row['seq_cpu_tps']:.1f}")
+
+
 @click.command("executor")
 @click.option("--quick", is_flag=True,
               help="2 and 10,000 accounts, transfers, 2 workers, 3 reps (under a minute).")
@@ -450,19 +470,5 @@ def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs
         raise click.BadParameter("--txs, --reps, --accounts and --workers must be >= 1")
     result = run(*grid, txs, reps, seed, pyevm_reps, console.print, partitioned)
     console.print(make_table(result))
-    pyevm_row = next(r for r in result["rows"] if r["workload"] == "pyevm_transfer")
-    if pyevm_row["seq_tps"] is None:
-        console.print(f"[yellow]{pyevm_row['error']}[/yellow]")
-    else:
-        transfers = [r for r in result["rows"] if r["workload"] == "transfers"]
-        seq = statistics.median(r["seq_tps"] for r in transfers)
-        seq_cpu = statistics.median(len_txs / r["seq_cpu_ms"] * 1e3 for r in transfers
-                                    for len_txs in (result["params"]["txs_per_block"],))
-        console.print(
-            f"per core (one core each, signatures included): spec {seq:,.0f} tx/s vs py-evm "
-            f"{pyevm_row['seq_tps']:,.0f} tx/s ({pyevm_row['ecc_backend']}): "
-            f"x{seq / pyevm_row['seq_tps']:.1f}; by CPU time {seq_cpu:,.0f} vs "
-            f"{pyevm_row['seq_cpu_tps']:,.0f}: x{seq_cpu / pyevm_row['seq_cpu_tps']:.1f}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(to_json_rows(result), indent=2))
-    console.print(f"wrote {out_path}")
+    console.print(pyevm_comparison(result))
+    report(console, [], out_path, to_json_rows(result))

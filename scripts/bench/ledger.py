@@ -22,9 +22,6 @@ medians over the blocks. Prints a table and writes JSON.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import platform
 import random
 import statistics
 import tempfile
@@ -40,6 +37,7 @@ from rich.table import Table
 from consensus.kernel.crypto import KeyPair
 from node.ledger_store import compute_block_commit, open_state
 from node.store import Store, Synchronous
+from scripts.bench.common import machine_facts, report, result_table
 from sharding.accounts import derive_account, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash
 from sharding.executor import apply_block, build_block, commit_block_result, compute_bad_signatures
@@ -183,27 +181,19 @@ async def bench_workload(
 
 def _table(result: dict[str, Any]) -> Table:
     p = result["params"]
-    table = Table(
-        title=(
-            f"ledger, sequential: µs per tx, {p['txs_per_block']:,}-tx blocks, "
-            f"{p['accounts']:,} accounts (median of {p['reps']} blocks, "
-            f"{result['machine']['cpus']} cpus, python {result['machine']['python']})"
-        )
-    )
-    table.add_column("workload")
-    for header in ("tx/s", "tx/s CPU", "sig", "exec", "root", "store", "total", "store NORMAL"):
-        table.add_column(header, justify="right")
-    for row in result["workloads"]:
-        us = row["per_tx_us"]
-        table.add_row(
-            row["workload"],
-            f"{row['tx_per_s']:,.0f}",
-            f"{row['tx_per_s_cpu']:,.0f}",
-            *(f"{us[part]:.1f}" for part in PARTS),
-            f"{row['total_us_per_tx']:.1f}",
-            f"{us['storage_commit_normal']:.1f}",
-        )
-    return table
+    title = (f"ledger, sequential: µs per tx, {p['txs_per_block']:,}-tx blocks, "
+             f"{p['accounts']:,} accounts (median of {p['reps']} blocks, "
+             f"{result['machine']['cpus']} cpus, python {result['machine']['python']})")
+    columns = ("workload", "tx/s", "tx/s CPU", "sig", "exec", "root", "store", "total",
+               "store NORMAL")
+    rows = [(row["workload"],
+             f"{row['tx_per_s']:,.0f}",
+             f"{row['tx_per_s_cpu']:,.0f}",
+             *(f"{row['per_tx_us'][part]:.1f}" for part in PARTS),
+             f"{row['total_us_per_tx']:.1f}",
+             f"{row['per_tx_us']['storage_commit_normal']:.1f}")
+            for row in result["workloads"]]
+    return result_table(title, columns, rows, left=1)
 
 
 async def bench(txs: int, reps: int, accounts: int, seed: int) -> dict[str, Any]:
@@ -213,11 +203,7 @@ async def bench(txs: int, reps: int, accounts: int, seed: int) -> dict[str, Any]
             for name, share in WORKLOADS.items()
         ]
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_facts(),
         "params": {"txs_per_block": txs, "reps": reps, "accounts": accounts, "seed": seed},
         "workloads": workloads,
     }
@@ -243,7 +229,5 @@ def bench_ledger(txs: int, reps: int, accounts: int, seed: int, out_path: Path) 
     if txs < 1 or reps < 1 or accounts < 2:
         raise click.BadParameter("--txs and --reps must be >= 1, --accounts >= 2")
     result = asyncio.run(bench(txs, reps, accounts, seed))
-    Console(width=max(Console().width, 110)).print(_table(result))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2, sort_keys=True))
-    Console().print(f"wrote {out_path}")
+    console = Console(width=max(Console().width, 110))
+    report(console, [_table(result)], out_path, result, sort_keys=True)

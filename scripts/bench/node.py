@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,26 +23,20 @@ from rich.console import Console
 from rich.table import Table
 
 from consensus.kernel.codec import encode
-from consensus.kernel.crypto import KeyPair, verify_signature
-from scripts.cli.testnet.generate import TestnetSpec, generate
-from scripts.cli.testnet.layout import Manifest, TestnetDir
-from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+from consensus.kernel.crypto import KeyPair
+from scripts.bench.common import (
+    cores,
+    local_testnet,
+    machine_line,
+    measure_verify_per_s,
+    report,
+    result_table,
+)
+from scripts.cli.testnet.generate import TestnetSpec
 from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
 CHAIN_ID = "shardnet-local"
-
-
-def measure_verify_per_s(seconds: float = 1.0) -> float:
-    key = KeyPair.derive("bench", 0)
-    message = b"x" * 120
-    signature = key.sign(message)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for _ in range(200):
-            verify_signature(key.public_key, message, signature)
-        count += 200
-    return count / (time.perf_counter() - started)
 
 
 def sign_load(txs: int, senders: int, num_shards: int) -> tuple[list[bytes], list[str]]:
@@ -152,6 +144,51 @@ def node_metrics(url: str) -> dict[str, float]:
     return wanted
 
 
+def run_once(raws: list[bytes], hashes: list[str], senders: int, batch: int, block_txs: int,
+             rate: float) -> dict[str, Any]:
+    """One load run on a fresh 1 x 4 testnet of local processes, stopped after."""
+    spec = TestnetSpec(shards=1, validators=4, accounts=max(senders * 3, 1000), base_port=27600)
+    with local_testnet(spec, lambda text: text.replace(
+            "block_txs_max = 2000", f"block_txs_max = {block_txs}")) as (_, nodes):
+        urls = [node.api_url for node in nodes]
+        row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
+        row["p2p"] = node_metrics(urls[1])
+        return row
+
+
+def summarize(rows: list[dict[str, Any]], params: dict[str, Any], verify_before: float,
+              verify_after: float) -> dict[str, Any]:
+    verify_per_s = max(verify_before, verify_after)
+    good = [r for r in rows if r.get("committed")]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in good) if good else 0
+
+    return {
+        "machine": machine_line(), **params,
+        "verify_per_s": round(verify_per_s),
+        "crypto_ceiling_tps": round(cores() * verify_per_s / 4),
+        "verify_per_s_before": round(verify_before), "verify_per_s_after": round(verify_after),
+        "tps_median": median("tps"),
+        "latency_p50_ms_median": median("latency_p50_ms"),
+        "latency_p99_ms_median": median("latency_p99_ms"),
+        "rows": rows,
+    }
+
+
+def make_table(summary: dict[str, Any]) -> Table:
+    rows: list[tuple[object, ...]] = [
+        (row["run"], row.get("txs", summary["txs_per_run"]), row.get("committed"),
+         row.get("tps"), row.get("latency_p50_ms"), row.get("latency_p99_ms"),
+         row.get("retries_503"))
+        for row in summary["rows"]]
+    rows.append(("median", "", "", summary["tps_median"], summary["latency_p50_ms_median"],
+                 summary["latency_p99_ms_median"], ""))
+    return result_table("shardnet bench node: 1 shard x 4 validators, local processes",
+                        ("run", "txs", "committed", "TPS", "p50 ms", "p99 ms", "503 retries"),
+                        rows)
+
+
 @click.command("node")
 @click.option("--txs", default=10_000, show_default=True, help="Transactions per run.")
 @click.option("--senders", default=500, show_default=True, help="Distinct sender accounts.")
@@ -170,33 +207,12 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
         txs, runs = 2_000, 1
     console = Console()
     verify_before = measure_verify_per_s()
-    cores = len(os.sched_getaffinity(0))
     console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core (measured again after "
                   "the runs; the faster of the two sets the ceiling)")
     raws, hashes = sign_load(txs, senders, 1)
     rows: list[dict[str, Any]] = []
     for run in range(runs):
-        with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
-            root = Path(tmp) / "net"
-            manifest: Manifest = generate(TestnetSpec(shards=1, validators=4,
-                                                      accounts=max(senders * 3, 1000),
-                                                      base_port=27600), root)
-            testnet = TestnetDir(root)
-            for node in manifest.nodes:
-                config = testnet.home(node.name) / "config.toml"
-                config.write_text(config.read_text().replace(
-                    "block_txs_max = 2000", f"block_txs_max = {block_txs}"))
-                start_node(testnet, node.name)
-            try:
-                missing = wait_healthy(manifest.nodes, 60)
-                if missing:
-                    raise click.ClickException(f"nodes not healthy: {missing}")
-                urls = [node.api_url for node in manifest.nodes]
-                row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
-                row["p2p"] = node_metrics(urls[1])
-            finally:
-                for node in manifest.nodes:
-                    stop_node(testnet, node.name, timeout_s=10)
+        row = run_once(raws, hashes, senders, batch, block_txs, rate)
         row["run"] = run
         rows.append(row)
         console.print(f"run {run}: {row.get('tps')} TPS, p50 {row.get('latency_p50_ms')} ms, "
@@ -204,37 +220,13 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
     # On a shared VM one 1 s measurement can land in a slow spell: take the faster of
     # two (the harder ceiling to reach).
     verify_after = measure_verify_per_s()
-    verify_per_s = max(verify_before, verify_after)
-    ceiling = cores * verify_per_s / 4
+    params = {"txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
+              "offered_rate": rate or "unbounded"}
+    summary = summarize(rows, params, verify_before, verify_after)
+    ceiling = cores() * max(verify_before, verify_after) / 4
     console.print(f"Ed25519 verify after the runs: {verify_after:,.0f}/s; crypto ceiling of a "
-                  f"4-validator shard on {cores} cores: {ceiling:,.0f} TPS")
-    good = [r for r in rows if r.get("committed")]
-    summary = {
-        "machine": f"{cores} cores, python {os.sys.version.split()[0]}",
-        "txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
-        "offered_rate": rate or "unbounded",
-        "verify_per_s": round(verify_per_s), "crypto_ceiling_tps": round(ceiling),
-        "verify_per_s_before": round(verify_before), "verify_per_s_after": round(verify_after),
-        "tps_median": statistics.median(r["tps"] for r in good) if good else 0,
-        "latency_p50_ms_median": statistics.median(r["latency_p50_ms"] for r in good)
-        if good else 0,
-        "latency_p99_ms_median": statistics.median(r["latency_p99_ms"] for r in good)
-        if good else 0,
-        "rows": rows,
-    }
-    table = Table(title="shardnet bench node: 1 shard x 4 validators, local processes")
-    for column in ("run", "txs", "committed", "TPS", "p50 ms", "p99 ms", "503 retries"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(str(row["run"]), str(row.get("txs", txs)), str(row.get("committed")),
-                      str(row.get("tps")), str(row.get("latency_p50_ms")),
-                      str(row.get("latency_p99_ms")), str(row.get("retries_503")))
-    table.add_row("median", "", "", str(summary["tps_median"]),
-                  str(summary["latency_p50_ms_median"]), str(summary["latency_p99_ms_median"]),
-                  "")
-    console.print(table)
+                  f"4-validator shard on {cores()} cores: {ceiling:,.0f} TPS")
+    console.print(make_table(summary))
     console.print(f"crypto ceiling {ceiling:,.0f} TPS; median is "
                   f"{100 * float(summary['tps_median']) / ceiling:.0f}% of it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(f"wrote {out}")
+    report(console, [], out, summary)

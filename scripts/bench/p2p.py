@@ -14,10 +14,7 @@ table and writes JSON.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import platform
 import statistics
 import struct
 import tempfile
@@ -31,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.p2p.host import P2PHost
+from scripts.bench.common import cpu_seconds, machine_facts, report, result_table
 from scripts.bench.p2p_peer import ECHO_CHANNEL, SINK_CHANNEL
 from scripts.bench.p2p_procs import Child, child_spec, make_configs
 
@@ -134,7 +132,7 @@ async def gossip_run(
         await asyncio.sleep(3.0)  # a few gossip heartbeats: let the mesh form
         count = int(rate * seconds)
         t0 = time.monotonic()
-        cpu0 = sum(_cpu_seconds(c.proc.pid) for c in children)
+        cpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
         await asyncio.gather(
             *(
                 c.command(timeout=seconds * 3 + 30, cmd="publish", topic="bench", count=count,
@@ -143,17 +141,8 @@ async def gossip_run(
             )
         )
         expected = nodes * (nodes - 1) * count
-        delivered, last, stable_since = 0, -1, time.monotonic()
-        reports: list[dict[str, Any]] = []
-        while time.monotonic() - stable_since < 2.0 and time.monotonic() - t0 < seconds + 30:
-            await asyncio.sleep(0.25)
-            reports = [await c.command(cmd="gossip_report") for c in children]
-            delivered = sum(sum(r["received"].values()) for r in reports)
-            if delivered != last:
-                last, stable_since = delivered, time.monotonic()
-            if delivered >= expected:
-                break
-        cpu_s = sum(_cpu_seconds(c.proc.pid) for c in children) - cpu0
+        delivered, reports = await _wait_deliveries(children, expected, t0 + seconds + 30)
+        cpu_s = sum(cpu_seconds(c.proc.pid) for c in children) - cpu0
         latencies = [ms for r in reports for ms in r["latency_ms"]]
         stats = [await c.command(cmd="stats") for c in children]
         return {
@@ -177,13 +166,21 @@ async def gossip_run(
             await child.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+async def _wait_deliveries(children: list[Child], expected: int, deadline: float
+                           ) -> tuple[int, list[dict[str, Any]]]:
+    """Poll the peers' gossip reports until every delivery arrived, nothing arrived for
+    2 s, or ``deadline`` (monotonic) passed: (deliveries, last reports)."""
+    delivered, last, stable_since = 0, -1, time.monotonic()
+    reports: list[dict[str, Any]] = []
+    while time.monotonic() - stable_since < 2.0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        reports = [await c.command(cmd="gossip_report") for c in children]
+        delivered = sum(sum(r["received"].values()) for r in reports)
+        if delivered != last:
+            last, stable_since = delivered, time.monotonic()
+        if delivered >= expected:
+            break
+    return delivered, reports
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
@@ -201,8 +198,7 @@ async def bench(
     keys_gossip = ("delivery_rate", "loss", "latency_ms_p50", "latency_ms_p99",
                    "cpu_ms_per_published_msg")
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": machine_facts(),
         "params": {"runs": runs, "messages": messages, "size": size,
                    "rtt_samples": rtt_samples, "gossip_nodes": nodes, "gossip_degree": degree,
                    "gossip_rate_per_node": rate,
@@ -217,23 +213,22 @@ async def bench(
 def _table(result: dict[str, Any]) -> Table:
     med = result["median"]
     p = result["params"]
-    table = Table(title=f"p2p (median of {p['runs']} runs, {result['machine']['cpus']} cpus)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row(f"stream msgs/s ({p['size']} B, 2 processes)", f"{med['stream_msgs_per_s']:,.0f}")
-    table.add_row("frames joined per write", f"{med['stream_frames_per_write_avg']:,.0f}")
-    table.add_row("echo round trip p50 / p99 (ms)",
-                  f"{med['stream_echo_rtt_ms_p50']:.2f} / {med['stream_echo_rtt_ms_p99']:.2f}")
     req_p50, req_p99 = med["stream_request_rtt_ms_p50"], med["stream_request_rtt_ms_p99"]
-    table.add_row("request round trip p50 / p99 (ms)", f"{req_p50:.2f} / {req_p99:.2f}")
-    table.add_row(f"gossip delivery, {p['gossip_nodes']} nodes x {p['gossip_rate_per_node']:g}"
-                  " msg/s of 1 KB",
-                  f"{med['gossip_delivery_rate']:.2%}")
-    table.add_row("gossip CPU per published message, all nodes (ms)",
-                  f"{med['gossip_cpu_ms_per_published_msg']:.1f}")
-    table.add_row("gossip latency p50 / p99 (ms)",
-                  f"{med['gossip_latency_ms_p50']:.1f} / {med['gossip_latency_ms_p99']:.1f}")
-    return table
+    rows = [
+        (f"stream msgs/s ({p['size']} B, 2 processes)", f"{med['stream_msgs_per_s']:,.0f}"),
+        ("frames joined per write", f"{med['stream_frames_per_write_avg']:,.0f}"),
+        ("echo round trip p50 / p99 (ms)",
+         f"{med['stream_echo_rtt_ms_p50']:.2f} / {med['stream_echo_rtt_ms_p99']:.2f}"),
+        ("request round trip p50 / p99 (ms)", f"{req_p50:.2f} / {req_p99:.2f}"),
+        (f"gossip delivery, {p['gossip_nodes']} nodes x {p['gossip_rate_per_node']:g}"
+         " msg/s of 1 KB", f"{med['gossip_delivery_rate']:.2%}"),
+        ("gossip CPU per published message, all nodes (ms)",
+         f"{med['gossip_cpu_ms_per_published_msg']:.1f}"),
+        ("gossip latency p50 / p99 (ms)",
+         f"{med['gossip_latency_ms_p50']:.1f} / {med['gossip_latency_ms_p99']:.1f}"),
+    ]
+    title = f"p2p (median of {p['runs']} runs, {result['machine']['cpus']} cpus)"
+    return result_table(title, ("measure", "value"), rows, left=1)
 
 
 @click.command("p2p")
@@ -265,7 +260,4 @@ def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_node
         bench(runs, messages, size, rtt_samples, gossip_nodes, gossip_rate, gossip_seconds,
               gossip_degree)
     )
-    Console().print(_table(result))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2, sort_keys=True))
-    Console().print(f"wrote {out_path}")
+    report(Console(), [_table(result)], out_path, result, sort_keys=True)

@@ -9,7 +9,6 @@ Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import json
 import random
 import resource
 import statistics
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import sha256
+from scripts.bench.common import report, result_table
 from sharding.records import Account, Balance, account_key
 from sharding.state import State
 
@@ -80,21 +79,20 @@ def state_root(sizes: list[int], writes: list[int], runs: int, seed: int, json_o
     rows: list[dict[str, float]] = []
     for accounts in sizes:
         rows.extend(measure(accounts, list(writes), runs, seed))
-    table = Table(title=f"state root (median of {runs} runs)")
-    columns = ("accounts", "keys written", "root ms", "CPU ms", "CPU us/key", "rebuild s", "RSS MB")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            f"{row['accounts']:,}",
-            f"{row['keys_written']:,}",
-            f"{row['root_ms']:.1f}",
-            f"{row['root_cpu_ms']:.1f}",
-            f"{row['root_cpu_us_per_key']:.1f}",
-            f"{row['rebuild_s']:.2f}",
-            f"{row['max_rss_mb']:.0f}",
-        )
-    Console().print(table)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(rows, indent=2) + "\n")
-    click.echo(f"wrote {json_out}")
+    table = result_table(
+        f"state root (median of {runs} runs)",
+        ("accounts", "keys written", "root ms", "CPU ms", "CPU us/key", "rebuild s", "RSS MB"),
+        (
+            (
+                f"{row['accounts']:,}",
+                f"{row['keys_written']:,}",
+                f"{row['root_ms']:.1f}",
+                f"{row['root_cpu_ms']:.1f}",
+                f"{row['root_cpu_us_per_key']:.1f}",
+                f"{row['rebuild_s']:.2f}",
+                f"{row['max_rss_mb']:.0f}",
+            )
+            for row in rows
+        ),
+    )
+    report(Console(), [table], json_out, rows)

@@ -1,0 +1,140 @@
+"""What every benchmark shares: the machine's facts, its result tables and its JSON file.
+
+Each ``shardnet bench NAME`` measures something different but reports it the same way:
+a rich table (or several) on the console, one JSON file under ``bench-results/`` and a
+``wrote PATH`` line. The machine facts recorded beside the figures come from here, so
+two JSON files of the same run describe the machine alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from consensus.kernel.crypto import KeyPair, verify_signature
+from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.cli.testnet.layout import NodeEntry, TestnetDir
+from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+
+
+def cores() -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    return len(os.sched_getaffinity(0))
+
+
+def python_version() -> str:
+    return platform.python_version()
+
+
+def machine_line() -> str:
+    """``"2 cores, python 3.12.3"``: the ``machine`` string of the testnet benchmarks."""
+    return f"{cores()} cores, python {python_version()}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), or what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_facts() -> dict[str, Any]:
+    """The ``machine`` object of the in-process benchmarks' JSON."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux ``/proc``); 0.0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_verify_per_s(seconds: float = 1.0) -> float:
+    """Ed25519 verifications per second on one core: the unit of the crypto ceiling."""
+    key = KeyPair.derive("bench", 0)
+    message = b"x" * 120
+    signature = key.sign(message)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(200):
+            verify_signature(key.public_key, message, signature)
+        count += 200
+    return count / (time.perf_counter() - started)
+
+
+def result_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *, left: int = 0
+) -> Table:
+    """A table of ``rows`` under ``columns``: the first ``left`` columns are text (left
+    aligned), the others figures (right aligned). Cells that are not strings are ``str``-ed."""
+    table = Table(title=title)
+    for number, column in enumerate(columns):
+        table.add_column(column, justify="left" if number < left else "right")
+    for row in rows:
+        table.add_row(*(cell if isinstance(cell, str) else str(cell) for cell in row))
+    return table
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """``data`` as indented JSON at ``path`` (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def report(
+    console: Console, tables: Sequence[Table], path: Path, data: Any, *, sort_keys: bool = False
+) -> None:
+    """Print ``tables``, write ``data`` to ``path`` and say so: every benchmark's ending."""
+    for table in tables:
+        console.print(table)
+    write_json(path, data, sort_keys=sort_keys)
+    console.print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def local_testnet(
+    spec: TestnetSpec, edit_config: Callable[[str], str] | None = None
+) -> Iterator[tuple[Path, list[NodeEntry]]]:
+    """A fresh testnet of local processes in a temporary folder, healthy on entry and
+    stopped on exit: (its root, its nodes). ``edit_config`` rewrites each config.toml."""
+    with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
+        root = Path(tmp) / "net"
+        nodes = list(generate(spec, root).nodes)
+        testnet = TestnetDir(root)
+        try:
+            for node in nodes:
+                if edit_config is not None:
+                    config = testnet.home(node.name) / "config.toml"
+                    config.write_text(edit_config(config.read_text()))
+                start_node(testnet, node.name)
+            missing = wait_healthy(nodes, 60)
+            if missing:
+                raise click.ClickException(f"nodes not healthy: {missing}")
+            yield root, nodes
+        finally:
+            for node in nodes:
+                stop_node(testnet, node.name, timeout_s=10)
