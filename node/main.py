@@ -28,7 +28,7 @@ from aiohttp import web
 from consensus.certificate import CommitCertificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair, verify_signature
-from consensus.kernel.errors import DecodeError, ShardnetError
+from consensus.kernel.errors import ShardnetError
 from consensus.kernel.limits import REQUEST_BYTES_MAX
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
@@ -63,7 +63,6 @@ from node.wire import (
     ReceiptsRequest,
     ReceiptStatusRequest,
     Request,
-    decode_tx_batch,
 )
 from sharding.block import GENESIS_PREV_HASH, block_hash
 from sharding.genesis import Genesis, load_genesis
@@ -227,7 +226,7 @@ class Node:
         service = NodeService(
             name=self.name, config=config, ledger=ledger, mempool=mempool, store=self.store,
             metrics=self.metrics, log=self.log, admission_pool=self._pools["admission"],
-            ledger_pool=self._pools["ledger"], forward=self._forward_txs,
+            ledger_pool=self._pools["ledger"], forward=self._send_to_shard,
             peers_connected=lambda: len(p2p.connected_peers()),
             finality=Finality(shard=config.node.shard, index=config.node.index,
                               validators_per_shard=[len(v) for v in self.genesis.validators],
@@ -292,9 +291,10 @@ class Node:
             raise ShardnetError(f"no peer for validator {shard}/{index}", reason="unknown_peer")
         return await self.p2p.request(peer, data, timeout_s)
 
-    def _forward_txs(self, batch: bytes) -> None:
+    def _send_to_shard(self, channel: int, data: bytes) -> None:
+        """To every other validator of our shard (forwarded transactions)."""
         for index in self._peer_index.values():
-            self._send(index, CHANNEL_TXS, batch)
+            self._send(index, channel, data)
 
     def _on_p2p_message(self, peer: str, channel: int, data: bytes) -> None:
         self.metrics.p2p_messages.labels(direction="in", channel=str(channel)).inc()
@@ -311,12 +311,7 @@ class Node:
         elif channel == CHANNEL_CONSENSUS:
             running.driver.deliver(data, index)
         elif channel == CHANNEL_TXS:
-            try:
-                batch = decode_tx_batch(data, self.config.api.body_bytes_max)
-            except DecodeError as exc:
-                self.drop("p2p", exc.reason, peer=peer, channel=channel)
-                return
-            running.service.receive_forwarded(batch.txs)
+            running.service.admission.on_batch(peer, data)
         else:
             self.drop("p2p", "unknown_channel", peer=peer, channel=channel)
 
@@ -379,7 +374,7 @@ class Node:
             if "driver" in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._tasks["driver"], DRIVER_STOP_WAIT_S)
-            self._running.service.close_subscribers()
+            self._running.service.close()
         if self._http is not None:
             await self._http.cleanup()
         with contextlib.suppress(Exception):

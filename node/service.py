@@ -1,9 +1,9 @@
-"""What the node does for its clients and peers, apart from consensus itself.
+"""What the node does for its clients, apart from consensus itself.
 
-Admission of submitted transactions (decode, shard, signature, nonce window)
-off the event loop, forwarding admitted transactions to the shard's other
-replicas in batches, the commit bookkeeping (mempool, metrics, logs, events),
-and the answers of the HTTP API.
+Submitted transactions go to admission (``node/admission.py``); this is the
+commit bookkeeping (mempool, metrics, logs, ``/v1/events``), the shard tips that
+gossiped announcements report, and the answers of the HTTP API (``node/api.py``
+types against ``NodeServiceAPI``). A simulator submits through it too.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ import msgspec
 from consensus.certificate import CommitCertificate, verify_certificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import ShardnetError
+from node.admission import Admission
 from node.config import NodeConfig
 from node.driver import ConsensusDriver
 from node.drops import DropLog
 from node.errors import ApiError, SubmitResult
 from node.finality import Finality
-from node.mempool import Mempool, MempoolError, PendingTx
+from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.parts import Clock
 from node.relay import ReceiptRelay
 from node.store import StoreAPI
-from node.wire import TX_BATCH_TXS_MAX, BlockAnnouncement, encode_tx_batch
+from node.wire import BlockAnnouncement
 from sharding.accounts import shard_of
 from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
@@ -37,27 +38,11 @@ from sharding.genesis import Genesis
 from sharding.ledger import Committed, Ledger
 from sharding.receipts import RECEIPT_KINDS
 from sharding.records import get_out_seq
-from sharding.tx import SignedTx, tx_hash
+from sharding.tx import tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
 TPS_WINDOW_MS = 10_000
-FORWARD_INTERVAL_S = 0.02
-TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
 SUBSCRIBER_QUEUE_MAX = 256
-
-
-def _admit_batch(ledger: Ledger, raws: list[bytes]) -> list[tuple[SignedTx | None, bytes | None,
-                                                                  ShardnetError | None]]:
-    """Decode and check transactions (runs on a worker thread: signatures are CPU)."""
-    out: list[tuple[SignedTx | None, bytes | None, ShardnetError | None]] = []
-    for raw in raws:
-        try:
-            tx = ledger.admit(raw)
-        except ShardnetError as exc:
-            out.append((None, None, exc))
-            continue
-        out.append((tx, tx_hash(tx), None))
-    return out
 
 
 def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnouncement | None]:
@@ -86,7 +71,7 @@ class NodeService:
     def __init__(self, *, name: str, config: NodeConfig, ledger: Ledger, mempool: Mempool,
                  store: StoreAPI, metrics: NodeMetrics, log: Any,
                  admission_pool: Executor, ledger_pool: Executor,
-                 forward: Callable[[bytes], None], peers_connected: Callable[[], int],
+                 forward: Callable[[int, bytes], None], peers_connected: Callable[[], int],
                  finality: Finality, driver: ConsensusDriver, relay: ReceiptRelay,
                  shard_tips: dict[int, int], clock: Clock, drop: DropLog) -> None:
         self.name = name
@@ -96,90 +81,29 @@ class NodeService:
         self.store = store
         self.metrics = metrics
         self.log = log
-        self._admission_pool = admission_pool
         self._ledger_pool = ledger_pool
-        self._forward = forward
         self._peers_connected = peers_connected
         self.driver = driver
         self.clock = clock
         self.drop = drop
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
-        self._to_forward: list[tuple[bytes, bytes]] = []  # (raw, tx hash)
-        self._forward_task: asyncio.Task[None] | None = None
         self._committed_window: deque[tuple[int, int]] = deque()
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._background: set[asyncio.Task[None]] = set()
         self.shard_tips = shard_tips
         self.finality = finality
         self.relay = relay
         self.started_ms = clock.monotonic_ms()
+        self.admission = Admission(
+            ledger=ledger, mempool=mempool, metrics=metrics, log=log, pool=admission_pool,
+            clock=clock, drop=drop, forward=forward, on_added=self._mempool_changed,
+            peer_batch_bytes_max=config.api.body_bytes_max,
+            frame_bytes_max=config.p2p.frame_bytes_max)
 
     # -- admission -----------------------------------------------------------------
 
     async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]:
-        loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(self._admission_pool, _admit_batch, self.ledger,
-                                             raw_txs)
-        results: list[SubmitResult] = []
-        accepted_hashes: list[str] = []
-        now = self.clock.monotonic_ms()
-        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
-            if error is None and tx is not None and digest is not None:
-                try:
-                    self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
-                                               now, tx))
-                except MempoolError as exc:
-                    error = exc
-                else:
-                    results.append(SubmitResult(digest, True))
-                    accepted_hashes.append(digest.hex())
-                    self._to_forward.append((raw, digest))
-                    self.metrics.txs_received.labels(result="accepted").inc()
-                    continue
-            if error is None:  # unreachable: _admit_batch returns a tx or an error
-                error = ShardnetError("admission failed", reason="internal")
-            self.metrics.txs_received.labels(result=error.reason).inc()
-            results.append(SubmitResult(digest, False, error.reason, error.detail))
-            if error.reason == "mempool_full":
-                self.log.warning("mempool.full", txs=len(self.mempool))
-            else:
-                self.log.info("tx.rejected", tx=digest.hex() if digest else None,
-                              error=error.reason, detail=error.detail[:200])
-        if accepted_hashes:
-            self.log.info("tx.received", txs=accepted_hashes, count=len(accepted_hashes))
-            self._schedule_forward()
-            self._mempool_changed()
-        return results
-
-    def receive_forwarded(self, raw_txs: list[bytes]) -> None:
-        """Transactions a shard peer admitted: checked here too (signatures included,
-        on the admission thread, so block validation finds them verified)."""
-        task = asyncio.ensure_future(self._admit_forwarded(raw_txs[:TX_BATCH_TXS_MAX]))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(self._admission_pool, _admit_batch, self.ledger,
-                                             raw_txs)
-        now = self.clock.monotonic_ms()
-        added = 0
-        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
-            if error is not None or tx is None or digest is None:
-                self.drop.count("peer_tx", error.reason if error else "?")
-                continue
-            try:
-                self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
-                                           now, tx))
-                added += 1
-            except MempoolError as exc:
-                # Mostly expected (a copy of what a block already committed): counted, not
-                # logged per transaction.
-                self.metrics.peer_txs.labels(result=exc.reason).inc()
-                continue
-            self.metrics.peer_txs.labels(result="accepted").inc()
-        if added:
-            self._mempool_changed()
+        """Admit transactions as a client submits them (the HTTP API, a simulator)."""
+        return await self.admission.submit(raw_txs)
 
     async def housekeeping(self, interval_s: float = 1.0) -> None:
         """Expire transactions stuck behind a nonce gap (reported, never silent) and
@@ -201,28 +125,6 @@ class NodeService:
         self.metrics.mempool_txs.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
         self.driver.wake()
-
-    def _schedule_forward(self) -> None:
-        if self._forward_task is None or self._forward_task.done():
-            self._forward_task = asyncio.ensure_future(self._flush_forward())
-
-    async def _flush_forward(self) -> None:
-        await asyncio.sleep(FORWARD_INTERVAL_S)  # batching window, not synchronisation
-        # A batch must pass the receiver's size check (the API's body limit) and fit a
-        # p2p frame: bounded by bytes as well as by count.
-        bytes_max = min(self.config.api.body_bytes_max, self.config.p2p.frame_bytes_max) // 2
-        while self._to_forward:
-            size = count = 0
-            for raw, _ in self._to_forward[:TX_BATCH_TXS_MAX]:
-                if count and size + len(raw) > bytes_max:
-                    break
-                size += len(raw) + TX_BATCH_ITEM_OVERHEAD_BYTES
-                count += 1
-            batch = self._to_forward[:count]
-            del self._to_forward[:count]
-            self._forward(encode_tx_batch([raw for raw, _ in batch]))
-            self.log.info("tx.forwarded", txs=[digest.hex() for _, digest in batch],
-                          count=count)
 
     def on_rejected(self, rejected: list[Rejected]) -> None:
         hashes = [tx_hash(r.tx) for r in rejected]
@@ -454,9 +356,11 @@ class NodeService:
             queue.get_nowait()
         queue.put_nowait(None)
 
-    def close_subscribers(self) -> None:
+    def close(self) -> None:
+        """End ``/v1/events`` streams and admission's pending work (the node stops)."""
         for queue in list(self._subscribers):
             self._end_subscriber(queue)
+        self.admission.stop()
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()

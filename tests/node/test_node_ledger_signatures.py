@@ -136,10 +136,10 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
     from types import SimpleNamespace
     from typing import Any
 
+    from node.admission import Admission
     from node.mempool import Mempool
     from node.metrics import NodeMetrics
     from node.parts import SystemClock
-    from node.service import NodeService
 
     ledger = Ledger(get_genesis(), 0)
     mempool = Mempool(txs_max=100, bytes_max=1 << 20, nonce_window=10, sender_txs_max=10,
@@ -147,11 +147,11 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
     metrics = NodeMetrics()
     first, second, used = transfers(3)  # the third sender's nonce 0 is "already used"
     with ThreadPoolExecutor(1) as pool:
-        service: Any = SimpleNamespace(_admission_pool=pool, ledger=ledger, mempool=mempool,
-                                       metrics=metrics, _mempool_changed=lambda: None,
-                                       clock=SystemClock())
+        admission: Any = SimpleNamespace(_pool=pool, ledger=ledger, mempool=mempool,
+                                         metrics=metrics, _on_added=lambda: None,
+                                         clock=SystemClock())
         batch = [encode(first), encode(second), encode(first), encode(used)]
-        asyncio.run(NodeService._admit_forwarded(service, batch))
+        asyncio.run(Admission._admit_forwarded(admission, batch))
     text = metrics.render().decode()
     assert 'shardnet_peer_txs_total{result="accepted"} 2.0' in text
     assert 'shardnet_peer_txs_total{result="duplicate"} 1.0' in text

@@ -4,7 +4,6 @@ forwarded transaction batches are bounded by bytes, not only by count."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,8 +11,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from consensus.kernel.codec import decode
-from node.config import PRE_PREPARE_OVERHEAD_BYTES, parse_config
-from node.service import NodeService
+from node.admission import Admission
+from node.config import PRE_PREPARE_OVERHEAD_BYTES
 from node.store import StoredBlock
 from node.sync import SyncLimits, serve_sync
 from node.wire import SyncRequest, SyncResponse, decode_tx_batch
@@ -63,15 +62,15 @@ def test_sync_answer_for_another_shard_is_empty() -> None:
     assert decode(answer, SyncResponse, FRAME).blocks == []
 
 
-def test_forwarded_batches_are_bounded_by_bytes_and_logged(tmp_path: Path) -> None:
-    config = parse_config(CONFIG + "[api]\nbody_bytes_max = 65536\n", tmp_path)
+def test_forwarded_batches_are_bounded_by_bytes_and_logged() -> None:
     sent: list[bytes] = []
-    service: Any = SimpleNamespace(config=config, _forward=sent.append,
-                                   _to_forward=[(bytes([i % 256]) * 1000, bytes([i]) * 32)
-                                                for i in range(100)])
+    admission: Any = SimpleNamespace(
+        forward_bytes_max=min(65536, FRAME) // 2,  # API body limit 64 KiB, 1 MiB frames
+        _forward=lambda channel, data: sent.append(data),
+        _to_forward=[(bytes([i % 256]) * 1000, bytes([i]) * 32) for i in range(100)])
     with capture_logs() as logs:
-        service.log = structlog.get_logger()
-        asyncio.run(NodeService._flush_forward(service))
+        admission.log = structlog.get_logger()
+        asyncio.run(Admission._flush_forward(admission))
     batches = [decode_tx_batch(data, 65536).txs for data in sent]
     assert all(len(data) <= 65536 // 2 for data in sent)
     assert sum(len(b) for b in batches) == 100 and len(batches) == 4  # 32 KB each: 31 txs

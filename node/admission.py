@@ -1,0 +1,170 @@
+"""Transactions coming in, and going on to the shard's other replicas.
+
+Admission decodes and checks a transaction (shard, amounts, Ed25519 signature) on
+the admission pool, off the event loop, then offers it to the mempool (nonce
+window, capacity). Transactions a client submitted are then forwarded: collected
+for ``FORWARD_INTERVAL_S`` and sent as ``TxBatch``es on channel 2, bounded by count
+and by bytes. A peer admits a batch the same way (signatures included, so block
+validation finds them verified) and does not forward it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from consensus.kernel.errors import DecodeError, ShardnetError
+from node.drops import DropLog
+from node.errors import SubmitResult
+from node.mempool import Mempool, MempoolError, PendingTx
+from node.metrics import NodeMetrics
+from node.parts import Clock
+from node.wire import CHANNEL_TXS, TX_BATCH_TXS_MAX, decode_tx_batch, encode_tx_batch
+from sharding.ledger import Ledger
+from sharding.tx import SignedTx, tx_hash
+
+FORWARD_INTERVAL_S = 0.02
+TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
+
+Checked = tuple[SignedTx | None, bytes | None, ShardnetError | None]
+
+
+def admit_batch(ledger: Ledger, raws: list[bytes]) -> list[Checked]:
+    """Decode and check transactions (runs on the admission pool: signatures are CPU):
+    per transaction, (tx, hash, None) or (None, None, the error)."""
+    out: list[Checked] = []
+    for raw in raws:
+        try:
+            tx = ledger.admit(raw)
+        except ShardnetError as exc:
+            out.append((None, None, exc))
+            continue
+        out.append((tx, tx_hash(tx), None))
+    return out
+
+
+class Admission:
+    def __init__(self, *, ledger: Ledger, mempool: Mempool, metrics: NodeMetrics, log: Any,
+                 pool: Executor, clock: Clock, drop: DropLog,
+                 forward: Callable[[int, bytes], None], on_added: Callable[[], None],
+                 peer_batch_bytes_max: int, frame_bytes_max: int) -> None:
+        """``forward(channel, data)`` sends to every other validator of the shard;
+        ``on_added`` runs after transactions entered the mempool. A peer's batch may
+        be ``peer_batch_bytes_max`` bytes (the API's body limit); batches sent are at
+        most half of that and of ``frame_bytes_max``."""
+        self.ledger = ledger
+        self.mempool = mempool
+        self.metrics = metrics
+        self.log = log
+        self._pool = pool
+        self.clock = clock
+        self.drop = drop
+        self._forward = forward
+        self._on_added = on_added
+        self.peer_batch_bytes_max = peer_batch_bytes_max
+        self.forward_bytes_max = min(peer_batch_bytes_max, frame_bytes_max) // 2
+        self._to_forward: list[tuple[bytes, bytes]] = []  # (raw, tx hash)
+        self._forward_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- from clients --------------------------------------------------------------
+
+    async def submit(self, raw_txs: list[bytes]) -> list[SubmitResult]:
+        """One result per transaction; the accepted ones are forwarded."""
+        loop = asyncio.get_running_loop()
+        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs)
+        results: list[SubmitResult] = []
+        accepted_hashes: list[str] = []
+        now = self.clock.monotonic_ms()
+        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
+            if error is None and tx is not None and digest is not None:
+                try:
+                    self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
+                                               now, tx))
+                except MempoolError as exc:
+                    error = exc
+                else:
+                    results.append(SubmitResult(digest, True))
+                    accepted_hashes.append(digest.hex())
+                    self._to_forward.append((raw, digest))
+                    self.metrics.txs_received.labels(result="accepted").inc()
+                    continue
+            if error is None:  # unreachable: admit_batch returns a tx or an error
+                error = ShardnetError("admission failed", reason="internal")
+            self.metrics.txs_received.labels(result=error.reason).inc()
+            results.append(SubmitResult(digest, False, error.reason, error.detail))
+            if error.reason == "mempool_full":
+                self.log.warning("mempool.full", txs=len(self.mempool))
+            else:
+                self.log.info("tx.rejected", tx=digest.hex() if digest else None,
+                              error=error.reason, detail=error.detail[:200])
+        if accepted_hashes:
+            self.log.info("tx.received", txs=accepted_hashes, count=len(accepted_hashes))
+            self._schedule_forward()
+            self._on_added()
+        return results
+
+    # -- from shard peers ----------------------------------------------------------
+
+    def on_batch(self, peer: str, data: bytes) -> None:
+        """A ``TxBatch`` from a validator of our shard (channel 2)."""
+        try:
+            batch = decode_tx_batch(data, self.peer_batch_bytes_max)
+        except DecodeError as exc:
+            self.drop("p2p", exc.reason, peer=peer, channel=CHANNEL_TXS)
+            return
+        task = asyncio.ensure_future(self._admit_forwarded(batch.txs[:TX_BATCH_TXS_MAX]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs)
+        now = self.clock.monotonic_ms()
+        added = 0
+        for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
+            if error is not None or tx is None or digest is None:
+                self.drop.count("peer_tx", error.reason if error else "?")
+                continue
+            try:
+                self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
+                                           now, tx))
+                added += 1
+            except MempoolError as exc:
+                # Mostly expected (a copy of what a block already committed): counted, not
+                # logged per transaction.
+                self.metrics.peer_txs.labels(result=exc.reason).inc()
+                continue
+            self.metrics.peer_txs.labels(result="accepted").inc()
+        if added:
+            self._on_added()
+
+    # -- forwarding ----------------------------------------------------------------
+
+    def _schedule_forward(self) -> None:
+        if self._forward_task is None or self._forward_task.done():
+            self._forward_task = asyncio.ensure_future(self._flush_forward())
+
+    async def _flush_forward(self) -> None:
+        await asyncio.sleep(FORWARD_INTERVAL_S)  # batching window, not synchronisation
+        # A batch must pass the receiver's size check (the API's body limit) and fit a
+        # p2p frame: bounded by bytes as well as by count.
+        while self._to_forward:
+            size = count = 0
+            for raw, _ in self._to_forward[:TX_BATCH_TXS_MAX]:
+                if count and size + len(raw) > self.forward_bytes_max:
+                    break
+                size += len(raw) + TX_BATCH_ITEM_OVERHEAD_BYTES
+                count += 1
+            batch = self._to_forward[:count]
+            del self._to_forward[:count]
+            self._forward(CHANNEL_TXS, encode_tx_batch([raw for raw, _ in batch]))
+            self.log.info("tx.forwarded", txs=[digest.hex() for _, digest in batch],
+                          count=count)
+
+    def stop(self) -> None:
+        for task in (*self._background, self._forward_task):
+            if task is not None:
+                task.cancel()
