@@ -16,7 +16,7 @@ Kinds on the message stream (``/shardnet/msg/1.0.0``)::
 Kinds on the request stream (``/shardnet/req/1.0.0``)::
 
     REQ   payload
-    RESP  u8 status | payload         status 0 = ok, 1 = handler error
+    RESP  u8 status | payload         status 0 = ok, 1 = error (payload: a short reason)
 
 This module is pure: no I/O, no trio, no asyncio.
 """
@@ -38,18 +38,43 @@ RESP_OK = 0
 RESP_ERROR = 1
 
 CHANNEL_MAX = 0xFFFF
-HEADER_BYTES = 5  # u32 length + u8 kind
+
+# Frame layout. The u32 length prefix counts everything after it: the kind byte, the
+# kind's fixed fields, and the payload.
+LENGTH_BYTES = 4  # u32 length prefix
+KIND_BYTES = 1  # u8 kind
+HEADER_BYTES = LENGTH_BYTES + KIND_BYTES
+CHANNEL_BYTES = 2  # MSG: u16 channel
+NONCE_BYTES = 8  # PING/PONG: u64 nonce
+STATUS_BYTES = 1  # RESP: u8 status
+
+# The length field of each kind, beyond its payload.
+MSG_LENGTH_EXTRA = KIND_BYTES + CHANNEL_BYTES
+REQ_LENGTH_EXTRA = KIND_BYTES
+RESP_LENGTH_EXTRA = KIND_BYTES + STATUS_BYTES
+NONCE_LENGTH = KIND_BYTES + NONCE_BYTES  # PING/PONG have no payload
+# Bytes a MSG frame adds around its payload on the wire.
+MSG_OVERHEAD_BYTES = LENGTH_BYTES + MSG_LENGTH_EXTRA
+# The smallest length bound a decoder accepts (every fixed-size frame fits).
+FRAME_BYTES_MIN = 16
 
 _LEN = struct.Struct(">I")
 _MSG_HEADER = struct.Struct(">IBH")  # length, kind, channel
 _NONCE_FRAME = struct.Struct(">IBQ")  # length, kind, nonce
+_REQ_HEADER = struct.Struct(">IB")  # length, kind
 _RESP_HEADER = struct.Struct(">IBB")  # length, kind, status
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 
-# Body sizes (after the u32 length) that each kind must have at least / exactly.
-_MIN_LENGTH = {KIND_MSG: 3, KIND_PING: 9, KIND_PONG: 9, KIND_REQ: 1, KIND_RESP: 2}
-_EXACT_LENGTH = {KIND_PING: 9, KIND_PONG: 9}
+# Length fields that each kind must have at least / exactly.
+_MIN_LENGTH = {
+    KIND_MSG: MSG_LENGTH_EXTRA,
+    KIND_PING: NONCE_LENGTH,
+    KIND_PONG: NONCE_LENGTH,
+    KIND_REQ: REQ_LENGTH_EXTRA,
+    KIND_RESP: RESP_LENGTH_EXTRA,
+}
+_EXACT_LENGTH = {KIND_PING: NONCE_LENGTH, KIND_PONG: NONCE_LENGTH}
 
 
 class FrameError(ShardnetError):
@@ -74,28 +99,23 @@ def encode_msg(channel: int, payload: bytes) -> bytes:
     """One MSG frame. Callers check size bounds; a bad channel is our own bug."""
     if not 0 <= channel <= CHANNEL_MAX:
         raise ValueError(f"channel {channel} out of range 0..{CHANNEL_MAX}")
-    return _MSG_HEADER.pack(len(payload) + 3, KIND_MSG, channel) + payload
+    return _MSG_HEADER.pack(len(payload) + MSG_LENGTH_EXTRA, KIND_MSG, channel) + payload
 
 
 def encode_ping(nonce: int) -> bytes:
-    return _NONCE_FRAME.pack(9, KIND_PING, nonce)
+    return _NONCE_FRAME.pack(NONCE_LENGTH, KIND_PING, nonce)
 
 
 def encode_pong(nonce: int) -> bytes:
-    return _NONCE_FRAME.pack(9, KIND_PONG, nonce)
+    return _NONCE_FRAME.pack(NONCE_LENGTH, KIND_PONG, nonce)
 
 
 def encode_req(payload: bytes) -> bytes:
-    return _LEN.pack(len(payload) + 1) + bytes((KIND_REQ,)) + payload
+    return _REQ_HEADER.pack(len(payload) + REQ_LENGTH_EXTRA, KIND_REQ) + payload
 
 
 def encode_resp(status: int, payload: bytes) -> bytes:
-    return _RESP_HEADER.pack(len(payload) + 2, KIND_RESP, status) + payload
-
-
-def frame_overhead(kind: int) -> int:
-    """Bytes a frame of ``kind`` adds around its payload."""
-    return {KIND_MSG: 7, KIND_REQ: 5, KIND_RESP: 6}.get(kind, 13)
+    return _RESP_HEADER.pack(len(payload) + RESP_LENGTH_EXTRA, KIND_RESP, status) + payload
 
 
 class FrameDecoder:
@@ -108,8 +128,8 @@ class FrameDecoder:
     __slots__ = ("_allowed", "_buf", "_frame_bytes_max", "error")
 
     def __init__(self, frame_bytes_max: int, allowed_kinds: frozenset[int]) -> None:
-        if frame_bytes_max < 16:
-            raise ValueError("frame_bytes_max must be at least 16")
+        if frame_bytes_max < FRAME_BYTES_MIN:
+            raise ValueError(f"frame_bytes_max must be at least {FRAME_BYTES_MIN}")
         self._frame_bytes_max = frame_bytes_max
         self._allowed = allowed_kinds
         self._buf = bytearray()
@@ -130,7 +150,7 @@ class FrameDecoder:
         try:
             while end - offset >= HEADER_BYTES:
                 (length,) = _LEN.unpack_from(buf, offset)
-                kind = buf[offset + 4]
+                kind = buf[offset + LENGTH_BYTES]
                 # Verify the header before buffering the body.
                 if length > self._frame_bytes_max:
                     raise FrameError(
@@ -145,13 +165,14 @@ class FrameDecoder:
                     raise FrameError(
                         f"frame kind {kind} has bad length {length}", reason="frame_malformed"
                     )
-                if end - offset < 4 + length:
+                if end - offset < LENGTH_BYTES + length:
                     break
-                body = offset + 5
-                stop = offset + 4 + length
+                body = offset + HEADER_BYTES
+                stop = offset + LENGTH_BYTES + length
                 if kind == KIND_MSG:
                     (channel,) = _U16.unpack_from(buf, body)
-                    frames.append(Frame(KIND_MSG, bytes(buf[body + 2 : stop]), channel=channel))
+                    payload = bytes(buf[body + CHANNEL_BYTES : stop])
+                    frames.append(Frame(KIND_MSG, payload, channel=channel))
                 elif kind in (KIND_PING, KIND_PONG):
                     (nonce,) = _U64.unpack_from(buf, body)
                     frames.append(Frame(kind, nonce=nonce))
@@ -163,7 +184,8 @@ class FrameDecoder:
                         raise FrameError(
                             f"unknown response status {status}", reason="frame_malformed"
                         )
-                    frames.append(Frame(KIND_RESP, bytes(buf[body + 1 : stop]), status=status))
+                    payload = bytes(buf[body + STATUS_BYTES : stop])
+                    frames.append(Frame(KIND_RESP, payload, status=status))
                 offset = stop
         except FrameError as error:
             self.error = error

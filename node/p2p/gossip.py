@@ -1,4 +1,11 @@
-"""Gossipsub adjustments for py-libp2p 0.8.1 (see shared/docs/P2P-NOTES.md).
+"""Gossip: publish and subscribe over gossipsub, and its adjustments for py-libp2p 0.8.1.
+
+:class:`Gossip` builds the router and the pubsub service, configured as P2P-NOTES says
+(content-addressed message ids, no self rate limit, deep queues, 1 s heartbeat without
+adaptive stretch, sync validators), runs the publisher task and hands accepted
+messages to the asyncio loop as :class:`~node.p2p.bridge.InboundGossip` items. Gossip is
+never the only path for anything correctness needs. The adjustments (see
+shared/docs/P2P-NOTES.md):
 
 * Each peer's outbound RPC queue holds 32 RPCs and drops silently while ``publish``
   reports success. :func:`install` replaces the queue class used by ``Pubsub`` with one
@@ -15,18 +22,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
+import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
+from libp2p.pubsub.utils import maybe_consume_signed_record
+
+from node.p2p.api import GossipHandler, GossipValidator
+from node.p2p.bridge import InboundGossip, Inbox, Part, Shared
+
+GOSSIP_HEARTBEAT_INITIAL_DELAY_S = 0.1
 
 _lock = threading.Lock()
 _drops = 0
@@ -54,7 +70,7 @@ class CountingRpcQueue(RpcQueue):
 
 _RECORDS_MAX = 4096
 _accepted_records: OrderedDict[tuple[ID, bytes], None] = OrderedDict()
-_verify_record = pubsub_module.maybe_consume_signed_record
+_verify_record = maybe_consume_signed_record
 
 
 def consume_signed_record_once(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
@@ -103,3 +119,129 @@ class BridgedPubsub(Pubsub):
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if any(topic in self.topic_ids for topic in publish_message.topicIDs):
             self._deliver(publish_message)
+
+
+def gossip_message_id(msg: rpc_pb2.Message) -> bytes:
+    """Content-addressed gossip id: equal (topics, data) is the same message, so a
+    restarted publisher's fresh seqnos cannot collide with old ones (P2P-NOTES)."""
+    digest = hashlib.sha256()
+    for topic in msg.topicIDs:
+        digest.update(topic.encode() + b"\x00")
+    digest.update(msg.data)
+    return digest.digest()
+
+
+class GossipPublish(NamedTuple):
+    """A publish asked for by the asyncio side, waiting for the publisher task."""
+
+    topic: str
+    data: bytes
+
+
+class Gossip(Part):
+    """Topics, their handlers and validators, and the gossipsub service (trio side)."""
+
+    def __init__(self, shared: Shared, inbox: Inbox, peer_id: str) -> None:
+        super().__init__(shared)
+        self._inbox = inbox
+        self._peer_id = peer_id
+        self.handlers: dict[str, GossipHandler] = {}
+        self.validators: dict[str, GossipValidator] = {}
+        self.pubsub: BridgedPubsub | None = None
+        self._publish_send: trio.MemorySendChannel[GossipPublish] | None = None
+        self._publish_receive: trio.MemoryReceiveChannel[GossipPublish] | None = None
+
+    def build(self, host: IHost) -> tuple[BridgedPubsub, GossipSub]:
+        """(trio) The pubsub service and its router on ``host``; run both as services."""
+        cfg = self.config
+        install(cfg.gossip_queue_max)
+        send, receive = trio.open_memory_channel[GossipPublish](cfg.gossip_queue_max)
+        self._publish_send, self._publish_receive = send, receive
+        router = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=cfg.gossip_degree,
+            degree_low=cfg.gossip_degree_low,
+            degree_high=cfg.gossip_degree_high,
+            heartbeat_initial_delay=GOSSIP_HEARTBEAT_INITIAL_DELAY_S,
+            heartbeat_interval=cfg.gossip_heartbeat_interval_s,
+            adaptive_gossip_enabled=False,
+            spam_protection_enabled=False,
+            eclipse_protection_enabled=False,
+            max_pending_messages_per_peer=cfg.gossip_queue_max,
+        )
+        self.pubsub = BridgedPubsub(
+            host, router, deliver=self._on_gossip, msg_id_constructor=gossip_message_id
+        )
+        return self.pubsub, router
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """(trio) Once pubsub runs: subscribe the configured and handled topics, and
+        start the publisher."""
+        pubsub, receive = self.pubsub, self._publish_receive
+        if pubsub is None or receive is None:
+            raise RuntimeError("Gossip.start before build")
+        await pubsub.wait_until_ready()
+        for topic in {*self.config.gossip_topics, *self.handlers}:
+            await self.subscribe_topic(topic)
+        nursery.start_soon(self._publisher, pubsub, receive)
+
+    def _on_gossip(self, msg: rpc_pb2.Message) -> None:
+        """(trio) A new, valid gossip message: hand it to the asyncio side."""
+        origin = ID(msg.from_id).to_base58()
+        if origin == self._peer_id:
+            return
+        items = [InboundGossip(topic, origin, msg.data) for topic in msg.topicIDs]
+        with self._stats.lock:
+            self._stats.gossip_received += len(items)
+        refused = self._inbox.put_many(items)
+        if refused:
+            self._drop(origin, "inbound_full", refused)
+
+    async def subscribe_topic(self, topic: str) -> None:
+        """(trio) Subscribe ``topic`` (again: its validator may have changed)."""
+        pubsub = self.pubsub
+        if pubsub is None:
+            raise RuntimeError("Gossip.subscribe_topic before build")
+        validator = self.validators.get(topic)
+        if validator is not None:
+            pubsub.set_topic_validator(topic, self._wrap_validator(topic, validator), False)
+        if topic not in pubsub.topic_ids:
+            await pubsub.subscribe(topic)
+
+    def _wrap_validator(
+        self, topic: str, validator: GossipValidator
+    ) -> Callable[[ID, rpc_pb2.Message], bool]:
+        def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            origin = ID(msg.from_id).to_base58()
+            try:
+                ok = bool(validator(origin, msg.data))
+            except Exception as error:
+                self._drop(origin, "gossip_invalid", detail=f"{topic}: {error!r}")
+                return False
+            if not ok:
+                self._drop(origin, "gossip_invalid", detail=topic)
+            return ok
+
+        return check
+
+    def enqueue_publish(self, topic: str, data: bytes) -> None:
+        """(trio) Queue a publish for the publisher task; a full queue drops it."""
+        send = self._publish_send
+        if send is None:
+            return
+        try:
+            send.send_nowait(GossipPublish(topic, data))
+        except trio.WouldBlock:
+            self._drop(topic, "gossip_publish_full")
+
+    async def _publisher(
+        self, pubsub: Pubsub, receive: trio.MemoryReceiveChannel[GossipPublish]
+    ) -> None:
+        async for topic, data in receive:
+            try:
+                await pubsub.publish(topic, data)
+            except Exception as error:
+                self._drop(topic, "gossip_publish_failed", detail=repr(error))
+                continue
+            with self._stats.lock:
+                self._stats.gossip_published += 1

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from structlog.testing import capture_logs
 
+from consensus.kernel.errors import DecodeError, InvariantViolation
 from node.p2p.config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
 from node.p2p.host import P2PHost
 from tests.support.p2p import make_configs, seed, wait_for
@@ -154,7 +155,7 @@ async def test_request_response_and_its_failures() -> None:
 
         with pytest.raises(RequestFailed) as failed:
             await a.request(b.peer_id, b"fail")
-        assert failed.value.reason == "remote_error" and "no such block" in failed.value.detail
+        assert failed.value.reason == "remote_error"
 
         with pytest.raises(RequestFailed) as timed_out:
             await a.request(b.peer_id, b"hang", timeout=0.5)
@@ -166,6 +167,38 @@ async def test_request_response_and_its_failures() -> None:
             await b.request(a.peer_id, b"x")
         assert unhandled.value.reason == "remote_error"
         assert a.stats_snapshot()["requests_failed"] == 2
+
+
+async def test_a_failing_request_handler_answers_a_generic_error_and_counts_handler_error() -> None:
+    """Our handler's bug is ours: the peer learns nothing of it, we log and count it.
+    A ``ShardnetError`` rejects the request (the peer's fault): the peer gets its reason."""
+    async with running(make_configs(2)) as (a, b):
+
+        async def handler(peer: str, data: bytes) -> bytes:
+            if data == b"bug":
+                raise ValueError("secret internal state")
+            if data == b"broken":
+                raise InvariantViolation("our ledger is broken")
+            raise DecodeError("bad request bytes")
+
+        b.set_request_handler(handler)
+        with capture_logs() as logs:
+            details = []
+            for data in (b"bug", b"broken", b"garbage"):
+                with pytest.raises(RequestFailed) as failed:
+                    await a.request(b.peer_id, data)
+                assert failed.value.reason == "remote_error"
+                details.append(failed.value.detail)
+        assert details == ["request failed", "request failed", "malformed"]
+        failures = [e for e in logs if e["event"] == "p2p.handler_failed"]
+        assert [e["error"] for e in failures] == [
+            "ValueError('secret internal state')",
+            "InvariantViolation('our ledger is broken')",
+        ]
+        assert all(e["peer"] == a.peer_id and e["log_level"] == "error" for e in failures)
+        drops = b.stats_snapshot()["drops"]
+        assert drops["handler_error"] == 2 and drops["request_rejected"] == 1
+        assert a.stats_snapshot()["drops"].get("handler_error", 0) == 0
 
 
 async def test_gossip_reaches_every_subscriber_and_validators_stop_bad_messages() -> None:
@@ -182,7 +215,7 @@ async def test_gossip_reaches_every_subscriber_and_validators_stop_bad_messages(
         # Every node needs to see the others' subscriptions before publishing.
         await wait_for(
             lambda: all(
-                len(h._pubsub.peer_topics.get("blocks", ())) == 3  # type: ignore[union-attr]
+                len(h._gossip.pubsub.peer_topics.get("blocks", ())) == 3  # type: ignore[union-attr]
                 for h in hosts
             ),
             20,
