@@ -23,6 +23,7 @@ import msgspec
 
 from consensus.kernel.codec import WireStruct, encode
 from consensus.kernel.crypto import HASH_BYTES, TAG_VOTE, tagged_hash, verify_signature
+from consensus.kernel.limits import SIGNATURE_BYTES_MAX
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
 """``verify(public_key, message, signature) -> bool``; must never raise."""
@@ -39,7 +40,6 @@ PHASE_NAMES = {
 }
 
 VALIDATORS_MAX = 1024
-SIGNATURE_BYTES_MAX = 128
 GENESIS_HASH = b"\x00" * HASH_BYTES
 
 # msgspec bounds must fit int64; heights and views never get near 2**63.

@@ -55,6 +55,7 @@ from consensus.events import (
 )
 from consensus.kernel.codec import encode
 from consensus.kernel.errors import DecodeError, InvariantViolation
+from consensus.kernel.limits import MESSAGE_BYTES_MAX, OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import (
     CertNotice,
     PrePrepare,
@@ -464,7 +465,7 @@ class Simulation:
         if dst % 2 == 0:
             return data
         try:
-            msg = decode_message(data, 1 << 22)
+            msg = decode_message(data, MESSAGE_BYTES_MAX)
         except DecodeError:
             return data
         if not isinstance(msg, PrePrepare):
@@ -649,7 +650,7 @@ class Simulation:
 
 def is_commit_news(data: bytes) -> bool:
     try:
-        msg = decode_message(data, 1 << 24)
+        msg = decode_message(data, OBSERVED_MESSAGE_BYTES_MAX)
     except DecodeError:
         return False
     return isinstance(msg, CertNotice) or (isinstance(msg, Vote) and msg.phase == PHASE_COMMIT)

@@ -19,6 +19,7 @@ from consensus.certificate import (
 )
 from consensus.kernel.codec import WireStruct
 from consensus.kernel.errors import check
+from consensus.kernel.limits import MESSAGE_BYTES_MAX
 
 
 class Signer(Protocol):
@@ -42,7 +43,7 @@ class ReplicaConfig:
     retransmit_ms: int = 500
     sync_timeout_ms: int = 1000
     backoff_exponent_max: int = 6
-    message_bytes_max: int = 4 * 1024 * 1024
+    message_bytes_max: int = MESSAGE_BYTES_MAX
     views_ahead_max: int = 64
 
     def __post_init__(self) -> None:

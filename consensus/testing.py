@@ -27,9 +27,8 @@ from consensus.kernel.crypto import (
     verify_signature,
 )
 from consensus.kernel.errors import DecodeError, InvariantViolation
+from consensus.kernel.limits import TEST_BLOCK_BYTES_MAX
 from consensus.state import Signer
-
-BLOCK_BYTES_MAX = 1 << 20
 
 
 class FastSigner:
@@ -119,7 +118,7 @@ class TestLedger:
         self, view: int, height: int, payload: bytes, block_hash: bytes
     ) -> tuple[bool, str]:
         try:
-            block = decode(payload, TestBlock, BLOCK_BYTES_MAX)
+            block = decode(payload, TestBlock, TEST_BLOCK_BYTES_MAX)
         except DecodeError as exc:
             return False, exc.reason
         header = block.header

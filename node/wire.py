@@ -16,7 +16,6 @@ CHANNEL_RECEIPTS = 3  # receipt bundles pushed by a source shard's relayers
 TOPIC_BLOCKS = "shardnet/blocks/1"
 
 TX_BATCH_TXS_MAX = 4096
-REQUEST_BYTES_MAX = 4096
 STATUS_SEQS_MAX = 64
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]

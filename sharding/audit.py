@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.kernel.codec import decode
+from consensus.kernel.limits import RECORD_BYTES_MAX
 from sharding.receipts import Receipt
 from sharding.records import (
     KEY_ACCOUNT,
@@ -29,7 +30,6 @@ from sharding.records import (
     KEY_RECEIVED,
     KEY_SENT,
     META_SHARD,
-    RECORD_BYTES_MAX,
     Account,
     Pool,
     get_in_cursor,

@@ -24,18 +24,17 @@ import msgspec
 
 from consensus.kernel.codec import WireStruct, decode, encode
 from consensus.kernel.crypto import TAG_BLOCK_HEADER, TAG_EVIDENCE, tagged_hash
+from consensus.kernel.limits import BLOCK_BYTES_MAX, CERTIFICATE_BYTES_MAX
 from sharding.merkle import InclusionProof, compute_root
 from sharding.receipts import Receipt
 from sharding.tx import SignedTx
 
-BLOCK_BYTES_MAX = 16 * 1024 * 1024
 HASH_BYTES = 32
 
 U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack caps ints at 2**64 - 1
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=HASH_BYTES, max_length=HASH_BYTES)]
 
 GENESIS_PREV_HASH = bytes(HASH_BYTES)
-CERTIFICATE_BYTES_MAX = 64 * 1024
 BLOCK_SOURCES_MAX = 4096
 
 

@@ -34,8 +34,8 @@ from consensus.certificate import (
 from consensus.kernel.codec import WireStruct, decode, encode
 from consensus.kernel.crypto import sha256, verify_signature
 from consensus.kernel.errors import DecodeError, ShardnetError
+from consensus.kernel.limits import BUNDLE_BYTES_MAX, CERTIFICATE_BYTES_MAX
 from sharding.block import (
-    CERTIFICATE_BYTES_MAX,
     Block,
     BlockHeader,
     ReceiptProof,
@@ -53,7 +53,6 @@ from sharding.receipts import (
 )
 
 BUNDLE_RECEIPTS_MAX = 2 * BLOCK_RECEIPTS_MAX  # a block's transactions plus its swaps' outputs
-BUNDLE_BYTES_MAX = 16 * 1024 * 1024
 CERTIFICATES_REMEMBERED_MAX = 4096
 
 

@@ -21,6 +21,7 @@ from consensus.certificate import Verifier
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import verify_signature
 from consensus.kernel.errors import DecodeError, ShardnetError, check
+from consensus.kernel.limits import RECORD_BYTES_MAX
 from sharding.audit import compute_state_totals
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash, decode_block
 from sharding.crossshard import (
@@ -44,7 +45,6 @@ from sharding.parallel import ParallelExecutor
 from sharding.records import (
     KEY_ACCOUNT,
     KEY_POOL,
-    RECORD_BYTES_MAX,
     Account,
     Pool,
     get_account,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
 from consensus.kernel.errors import InvariantViolation, ShardnetError, check
+from consensus.kernel.limits import RECORD_BYTES_MAX
 from sharding.state import StateReader, StateView
 
 KEY_ACCOUNT = b"a"
@@ -39,8 +40,6 @@ U128_MAX = 2**128 - 1
 META_CHAIN_ID = KEY_META + b"chain_id"
 META_SHARD = KEY_META + b"shard"
 META_NUM_SHARDS = KEY_META + b"num_shards"
-
-RECORD_BYTES_MAX = 1 << 20
 
 
 class CallFailed(ShardnetError):

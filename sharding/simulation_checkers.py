@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from consensus.certificate import CommitCertificate, Verifier
 from consensus.checkers import Checker
 from consensus.kernel.codec import decode, encode
+from consensus.kernel.limits import RECORD_BYTES_MAX
 from sharding.ledger import Committed, Ledger
 from sharding.records import (
     KEY_ACCOUNT,
     KEY_POOL,
-    RECORD_BYTES_MAX,
     Account,
     Pool,
     get_balance,

@@ -17,11 +17,11 @@ import msgspec
 from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
 from consensus.kernel.crypto import TAG_TX, KeyPair, tagged_hash, verify_signature
 from consensus.kernel.errors import ShardnetError
+from consensus.kernel.limits import TX_BYTES_MAX
 from sharding.accounts import ADDRESS_BYTES, shard_of
 from sharding.records import get_nonce
 from sharding.state import StateReader
 
-TX_BYTES_MAX = 4096
 CHAIN_ID_CHARS_MAX = 64
 ASSET_MAX = 2**32 - 1
 

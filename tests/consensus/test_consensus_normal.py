@@ -13,6 +13,7 @@ from consensus.certificate import (
     verify_certificate,
 )
 from consensus.events import BlockExecuted, MessageReceived, ProposalReady
+from consensus.kernel.limits import OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import PrePrepare, Vote, decode_message
 from tests.support.consensus_harness import CHAIN, Cluster
 
@@ -20,7 +21,7 @@ from tests.support.consensus_harness import CHAIN, Cluster
 def votes_broadcast(cluster: Cluster, i: int, phase: int) -> list[Vote]:
     out = []
     for action in cluster.of_type(i, Broadcast):
-        msg = decode_message(action.data, 1 << 24)
+        msg = decode_message(action.data, OBSERVED_MESSAGE_BYTES_MAX)
         if isinstance(msg, Vote) and msg.phase == phase:
             out.append(msg)
     return out
@@ -83,7 +84,7 @@ def test_execute_then_vote_wrong_root_gets_no_prepare_and_starts_a_view_change()
     cluster.propose([7])
     dst, src, data = cluster.inbox.pop(0)
     cluster.step(dst, MessageReceived(data, src))
-    pp = decode_message(data, 1 << 24)
+    pp = decode_message(data, OBSERVED_MESSAGE_BYTES_MAX)
     assert isinstance(pp, PrePrepare)
     cluster.step(dst, BlockExecuted(0, 1, pp.block_hash, False, "state_root_mismatch"))
     assert votes_broadcast(cluster, dst, PHASE_PREPARE) == []
@@ -138,5 +139,6 @@ def test_no_empty_blocks_the_shell_is_asked_only_once_per_height() -> None:
     cluster.tick(3)
     assert len(cluster.of_type(0, RequestProposal)) == 1
     assert cluster.inbox == [] or all(
-        not isinstance(decode_message(d, 1 << 24), PrePrepare) for _, _, d in cluster.inbox
+        not isinstance(decode_message(d, OBSERVED_MESSAGE_BYTES_MAX), PrePrepare)
+        for _, _, d in cluster.inbox
     )

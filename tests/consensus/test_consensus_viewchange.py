@@ -12,6 +12,7 @@ from consensus.certificate import (
 )
 from consensus.events import MessageReceived, Tick
 from consensus.kernel.codec import encode
+from consensus.kernel.limits import OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import (
     NewView,
     PrePrepare,
@@ -169,7 +170,7 @@ def test_4_4_new_view_with_too_few_view_changes_is_rejected() -> None:
     cluster = Cluster()
     cluster.step(1, Tick(5000, PENDING))
     my_vc = next(m for d, s, m in cluster.inbox if s == 1)
-    vc = decode_message(my_vc, 1 << 24)
+    vc = decode_message(my_vc, OBSERVED_MESSAGE_BYTES_MAX)
     assert isinstance(vc, ViewChange)
     unsigned = NewView(0, 1, 1, (vc,), None, b"")
     sig = cluster.signers[1].sign(signing_digest(CHAIN, unsigned))
@@ -198,7 +199,7 @@ def test_restart_from_persisted_state_never_signs_a_conflicting_prepare() -> Non
     sig = primary.sign(pre_prepare_digest(CHAIN, 0, 0, 1, block_hash, ph))
     forged = PrePrepare(0, 0, 1, block_hash, ph, 0, sig, payload, None)
     cluster.step(1, MessageReceived(encode(forged), 0))
-    sent = [decode_message(m, 1 << 24) for _, s, m in cluster.inbox if s == 1]
+    sent = [decode_message(m, OBSERVED_MESSAGE_BYTES_MAX) for _, s, m in cluster.inbox if s == 1]
     assert not any(isinstance(m, Vote) for m in sent)
     assert cluster.replicas[1].last_records[2] is not None
     assert cluster.replicas[1].last_records[2].block_hash == first != second
@@ -222,7 +223,8 @@ def test_vote_floor_a_replica_that_timed_out_alone_rejoins_passively() -> None:
     cluster.propose([2])
     cluster.deliver()
     assert cluster.heights() == [2, 2, 2, 2]
-    sent = [decode_message(a.data, 1 << 24) for a in cluster.log[3] if hasattr(a, "data")]
+    sent = [decode_message(a.data, OBSERVED_MESSAGE_BYTES_MAX)
+            for a in cluster.log[3] if hasattr(a, "data")]
     assert not any(isinstance(m, Vote) and m.phase != PHASE_CHECKPOINT for m in sent), (
         "voted below its floor"
     )

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from consensus.kernel.codec import U64_MAX, encode
 from consensus.kernel.crypto import TAG_TX, tagged_hash
 from consensus.kernel.errors import DecodeError, OversizedError
+from consensus.kernel.limits import TX_BYTES_MAX
 from sharding.genesis import Genesis, genesis_state
 from sharding.tx import (
-    TX_BYTES_MAX,
     AddLiquidity,
     Call,
     InvalidTx,

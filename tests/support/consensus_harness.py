@@ -19,6 +19,7 @@ from consensus.actions import (
 )
 from consensus.certificate import Verifier
 from consensus.events import BlockExecuted, Event, MessageReceived, ProposalReady, Tick
+from consensus.kernel.limits import OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import Message, decode_message
 from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig, Signer
@@ -95,7 +96,7 @@ class Cluster:
             dst, src, data = self.inbox.pop(0)
             if dst in self.down:
                 continue
-            if not keep(dst, src, decode_message(data, 1 << 24)):
+            if not keep(dst, src, decode_message(data, OBSERVED_MESSAGE_BYTES_MAX)):
                 continue
             count += 1
             self.step(dst, MessageReceived(data, src))
