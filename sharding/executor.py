@@ -265,14 +265,7 @@ def _execute(
     are left out and listed; otherwise (replica) the first one raises."""
     params = get_shard_params(state)
     view = Overlay(state)
-    cursors = check_inbound_order(view, params, inbound)
-    outbox: list[Receipt] = []
-    inbound_outcomes: list[ReceiptOutcome] = []
-    for receipt in inbound:
-        receipt_outcome, emitted = process_inbound_receipt(view, params, receipt)
-        inbound_outcomes.append(receipt_outcome)
-        outbox.extend(emitted)
-    process_cursors(view, cursors, inbound)
+    inbound_outcomes, outbox = process_inbound(view, params, inbound)
     included: list[SignedTx] = []
     outcomes: list[TxOutcome] = []
     for index, tx in enumerate(txs):
@@ -291,9 +284,39 @@ def _execute(
         included.append(tx)
         outcomes.append(outcome)
         outbox.extend(emitted)
+    return included, finish_block(state, view, included, inbound, outcomes, inbound_outcomes,
+                                  outbox)
+
+
+def process_inbound(
+    view: StateView, params: ShardParams, inbound: Sequence[Receipt]
+) -> tuple[list[ReceiptOutcome], list[Receipt]]:
+    """A block's inbound receipts, then its channel cursors: their outcomes and the
+    receipts they emit (refunds, swap outputs), before any transaction runs."""
+    cursors = check_inbound_order(view, params, inbound)
+    outbox: list[Receipt] = []
+    inbound_outcomes: list[ReceiptOutcome] = []
+    for receipt in inbound:
+        receipt_outcome, emitted = process_inbound_receipt(view, params, receipt)
+        inbound_outcomes.append(receipt_outcome)
+        outbox.extend(emitted)
+    process_cursors(view, cursors, inbound)
+    return inbound_outcomes, outbox
+
+
+def finish_block(
+    state: State,
+    view: Overlay,
+    included: Sequence[SignedTx],
+    inbound: Sequence[Receipt],
+    outcomes: list[TxOutcome],
+    inbound_outcomes: list[ReceiptOutcome],
+    outbox: list[Receipt],
+) -> BlockResult:
+    """Stamp the outgoing receipts and compute the roots of an executed body."""
     receipts = process_stamp_receipts(view, outbox)
     prepared = state.prepare(view.writes)
-    return included, BlockResult(
+    return BlockResult(
         state_root=prepared.root,
         receipts_root=compute_receipts_root(receipts),
         tx_root=compute_tx_root(included),
@@ -313,7 +336,16 @@ def apply_block(state: State, block: Block, *, verify_signatures: bool = True) -
     Height, view, prev_hash, proposer and the inbound proofs are the consensus and
     relay layers' to check; this checks what the state alone decides.
     """
-    params = get_shard_params(state)
+    check_block_shape(block, get_shard_params(state))
+    if verify_signatures:
+        verify_block_signatures(block)
+    _, result = _execute(state, block.txs, block.inbound, verify_signatures=False, rejected=None)
+    check_header_roots(block.header, result)
+    return result
+
+
+def check_block_shape(block: Block, params: ShardParams) -> None:
+    """The checks before the signatures and execution: shard, size, proof count."""
     header = block.header
     # Verify the block is for this shard.
     if header.shard != params.shard:
@@ -324,11 +356,6 @@ def apply_block(state: State, block: Block, *, verify_signatures: bool = True) -
     # Verify there is either no proof or one proof per inbound receipt.
     if block.inbound_proofs and len(block.inbound_proofs) != len(block.inbound):
         raise InvalidBlock("proof count differs from receipt count", reason="bad_proofs")
-    if verify_signatures:
-        verify_block_signatures(block)
-    _, result = _execute(state, block.txs, block.inbound, verify_signatures=False, rejected=None)
-    check_header_roots(header, result)
-    return result
 
 
 def check_header_roots(header: BlockHeader, result: BlockResult) -> None:

@@ -11,7 +11,8 @@ and applied by the spec and by the parallel executor with 1, 2 and 4 workers
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import msgspec
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-import sharding.parallel as parallel
+import sharding.parallel.plan as parallel_plan
+import sharding.parallel.worker as parallel_worker
 from consensus.kernel.codec import encode
 from node.executor_pool import ProcessRunner, available_cores, make_executor, resolve_workers
 from sharding.block import GENESIS_PREV_HASH, Block
@@ -237,39 +239,46 @@ def test_bad_signature_wins_over_a_failing_execution(overlapped: bool) -> None:
     assert (spec_verdict.value.tx_index, spec_verdict.value.tx_reason) == (6, "bad_signature")
 
 
+@contextmanager
+def declared_access_replaced_by(
+    fake: Callable[[SignedTx, int], tuple[frozenset[bytes], ...]],
+) -> Iterator[None]:
+    """Both users of the declarations (the planner and the worker) see ``fake``."""
+    modules = (parallel_plan, parallel_worker)
+    originals = [module.declared_access for module in modules]
+    for module in modules:
+        module.declared_access = fake  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, originals, strict=True):
+            module.declared_access = original  # type: ignore[assignment]
+
+
 @settings(max_examples=30)
 @given(case=cases())
 def test_undeclared_access_is_caught_and_reexecuted(case: Case) -> None:
     """A program whose declaration misses keys (here: every key but the sender's)
     still gives the spec's result: the job stops at the first escaped
     transaction and the rest re-executes in order."""
-    original = parallel.declared_access
-
     def under_declared(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], ...]:
         keys = frozenset({account_key(tx.body.sender)})
         return keys, keys
 
-    parallel.declared_access = under_declared  # type: ignore[assignment]
-    try:
+    with declared_access_replaced_by(under_declared):
         executor = inline(2)
         check_case(case, executor)
-    finally:
-        parallel.declared_access = original
 
 
 def test_escape_is_counted_as_reexecution() -> None:
     a, b = KEYS[0], KEYS[1]
     txs = [make_tx(a, 0, Transfer(b.public_key, 0, 5)), make_tx(b, 0, Transfer(a.public_key, 0, 7))]
-    original = parallel.declared_access
-    parallel.declared_access = lambda tx, n: (  # type: ignore[assignment]
-        frozenset({account_key(tx.body.sender)}),) * 2
-    try:
+    with declared_access_replaced_by(
+            lambda tx, n: (frozenset({account_key(tx.body.sender)}),) * 2):
         executor = inline(2)
         state = fresh_state()
         block, spec, _ = propose_with(build_block, state, Case(txs, []))
         assert_same_result(spec, executor.apply_block(state, block))
-    finally:
-        parallel.declared_access = original
     stats = executor.last_stats
     assert stats is not None and stats.mode == "parallel" and stats.reexecutions == 2
 

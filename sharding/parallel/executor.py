@@ -1,0 +1,323 @@
+"""``ParallelExecutor``: the spec's ``apply_block`` and ``build_block`` (same
+signatures, byte-identical results) run over a ``JobRunner``'s workers, partitioned
+or overlapped, or the spec itself when jobs cannot win (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+
+import msgspec
+
+from sharding.block import EMPTY_EVIDENCE_ROOT, Block, BlockHeader
+from sharding.executor import (
+    BLOCK_RECEIPTS_MAX,
+    BLOCK_TXS_MAX,
+    BlockResult,
+    InvalidBlock,
+    Rejected,
+    apply_block,
+    build_block,
+    check_block_shape,
+    check_header_roots,
+    check_no_bad_signature,
+    compute_bad_signatures,
+    select_inbound,
+)
+from sharding.parallel.jobs import Job, JobResult, JobRunner, RunnerFailed
+from sharding.parallel.merge import begin, finish, fold, verdict
+from sharding.parallel.plan import Plan, compute_assignment, compute_plan, make_jobs
+from sharding.parallel.pump import QUEUE_DEPTH, SignaturePump
+from sharding.parallel.telemetry import ExecutionStats, StatsSink, compute_stats
+from sharding.receipts import Receipt
+from sharding.records import ShardParams, get_shard_params
+from sharding.state import State
+from sharding.tx import SignedTx
+
+# Below this a block runs the spec. Measured: an empty round costs 0.04 ms (median; 0.2
+# at p90), and per transaction the parallel path adds ~15 µs here while saving about
+# half of ~110 µs of signature check + execution: it wins above ~15 transactions on an
+# idle machine. 48 leaves room for worker scheduling delays on a loaded one.
+PARALLEL_TXS_MIN = 48
+EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx here)
+QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (~30 ms)
+# With at most this many workers a replica's block runs *overlapped*: this process
+# executes the spec (signatures not checked) in block order while the workers check
+# the signatures. Measured here: a signature check costs ~100 µs, the spec without
+# it ~27 µs per transaction (roots included), so with w workers the spec is off the
+# critical path while 27 <= 100 / (w + 1) ... roughly, w <= 2; with more workers the
+# spec would be the bottleneck and the block runs partitioned. Overlapping spends no
+# CPU on planning, jobs and merging (~45 ms of a 2,000-transfer block), which is what
+# bounded the partitioned path's speedup on two cores (docs/EXECUTOR.md).
+OVERLAP_WORKERS_MAX = 2
+OVERLAP_EARLY_SHARE = 0.35  # of the chunks, queued per worker before the spec starts
+
+
+class ParallelExecutor:
+    """``apply_block`` and ``build_block`` with the spec's signatures and results,
+    run over ``runner``'s workers. ``on_stats`` receives each block's telemetry."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        *,
+        parallel_txs_min: int = PARALLEL_TXS_MIN,
+        parallel_unsigned: bool = False,
+        overlap_workers_max: int = OVERLAP_WORKERS_MAX,
+        on_stats: StatsSink | None = None,
+    ) -> None:
+        self.runner = runner
+        self.parallel_txs_min = parallel_txs_min
+        self.parallel_unsigned = parallel_unsigned
+        self.overlap_workers_max = overlap_workers_max
+        self.on_stats = on_stats
+        self.last_stats: ExecutionStats | None = None
+        # Set by a caller that measured the spec to be faster here (node.executor_pool).
+        self.prefer_spec = False
+
+    @property
+    def workers(self) -> int:
+        return self.runner.workers
+
+    def _report(self, stats: ExecutionStats) -> None:
+        self.last_stats = stats
+        if self.on_stats is not None:
+            self.on_stats(stats)
+
+    def _sequential_reason(self, txs_count: int, verify_signatures: bool) -> str:
+        """Why a block should run the spec rather than jobs, or ""."""
+        if self.workers < 1:
+            return "no_workers"
+        if txs_count < self.parallel_txs_min:
+            return "small_block"
+        if not verify_signatures and not self.parallel_unsigned:
+            # Measured: without signature checks, a 2,000-transfer block spends
+            # about as long planning and merging here as the spec takes in all.
+            return "no_signatures"
+        if self.prefer_spec:
+            return "spec_faster_here"
+        return ""
+
+    def compute_bad_signatures(self, txs: Sequence[SignedTx]) -> list[int]:
+        """``sharding.executor.compute_bad_signatures``, spread over the workers."""
+        if self.workers < 1 or len(txs) < self.parallel_txs_min:
+            return compute_bad_signatures(txs)
+        shard = ShardParams("", 0, 1)  # signature jobs do not look at the shard
+        try:
+            return SignaturePump(self.runner, shard, txs, range(len(txs))).drain()
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError):
+            return compute_bad_signatures(txs)
+        finally:
+            self.runner.reset()
+
+    def _round(self, jobs: Sequence[Job]) -> list[JobResult]:
+        self.runner.submit(jobs)
+        return self.runner.collect(len(jobs))
+
+    # -- replica: validate a proposed or synced block
+
+    def apply_block(
+        self, state: State, block: Block, *, verify_signatures: bool = True
+    ) -> BlockResult:
+        header = block.header
+        txs = block.txs
+        reason = self._sequential_reason(len(txs), verify_signatures)
+        if reason:
+            result = apply_block(state, block, verify_signatures=verify_signatures)
+            self._report(compute_stats("apply", header.height, len(txs), "sequential", 1, None,
+                                       fallback=reason))
+            return result
+        params = get_shard_params(state)
+        check_block_shape(block, params)
+        if verify_signatures and self.workers <= self.overlap_workers_max:
+            return self._apply_overlapped(state, block, params)
+        try:
+            body = begin(state, block.inbound)
+        except InvalidBlock:
+            # The spec checks signatures before the inbound receipts: so do we.
+            if verify_signatures:
+                self._check_signatures(params, txs)
+            raise
+        workers = self.workers
+        # One pipelined round: signature chunks start while this process plans;
+        # each worker then gets its execution job and more chunks, which keep it
+        # busy while this process merges and computes the roots.
+        pump = SignaturePump(self.runner, params, txs,
+                              range(len(txs)) if verify_signatures else range(0))
+        plan: Plan | None = None
+        try:
+            pump.feed_all(-(-int(len(pump.chunks) * EARLY_SIGNATURE_SHARE) // workers))
+            plan = compute_plan(txs, params.num_shards)
+            assignment = compute_assignment(plan, workers, [])
+            for worker, job in enumerate(make_jobs(params, body.view, txs, plan, assignment)):
+                pump.add_execution(worker, job)
+            pump.feed_all(QUEUE_DEPTH_MERGING)
+            executed: dict[int, JobResult] = {}
+            while len(executed) < workers:
+                done = pump.next_execution(QUEUE_DEPTH_MERGING)
+                if done is None:
+                    raise RunnerFailed("an execution result is missing")
+                executed[done[0]] = done[1]
+            invalid: InvalidBlock | None = None
+            merged: BlockResult | None = None
+            try:
+                fold(body, txs, [executed[k] for k in range(workers)], set(), None)
+                merged = finish(body, block.inbound)
+            except InvalidBlock as exc:
+                invalid = exc
+            bad = pump.drain()
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
+            return self._apply_spec_after(exc, state, block, verify_signatures, plan)
+        finally:
+            self.runner.reset()
+        merged = verdict(bad, invalid, merged)
+        check_header_roots(header, merged)
+        self._report(compute_stats("apply", header.height, len(txs), "parallel", workers,
+                                   plan, body.reexecutions))
+        return merged
+
+    def _apply_overlapped(self, state: State, block: Block, params: ShardParams) -> BlockResult:
+        """The spec without signature checks here, the signature checks on the
+        workers at the same time. The result is the spec's: with every signature
+        good, checking them changes nothing; with a bad one, the lowest-indexed
+        bad signature is the spec's verdict whatever execution found (the spec
+        checks signatures right after the header checks done by the caller)."""
+        txs = block.txs
+        header = block.header
+        pump = SignaturePump(self.runner, params, txs, range(len(txs)))
+        invalid: InvalidBlock | None = None
+        result: BlockResult | None = None
+        try:
+            pump.feed_all(max(QUEUE_DEPTH, int(len(pump.chunks) * OVERLAP_EARLY_SHARE)))
+            try:
+                result = apply_block(state, block, verify_signatures=False)
+            except InvalidBlock as exc:
+                invalid = exc
+            # Telemetry of what a partitioned run would see, while the workers finish.
+            plan = compute_plan(txs, params.num_shards)
+            bad = pump.drain()
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
+            return self._apply_spec_after(exc, state, block, True, None)
+        finally:
+            self.runner.reset()
+        result = verdict(bad, invalid, result)
+        self._report(compute_stats("apply", header.height, len(txs), "overlapped", self.workers,
+                                   plan))
+        return result
+
+    def _apply_spec_after(self, failure: Exception, state: State, block: Block,
+                          verify_signatures: bool, plan: Plan | None) -> BlockResult:
+        """The workers failed mid-block: run it with the spec, results identical."""
+        self.runner.reset()
+        result = apply_block(state, block, verify_signatures=verify_signatures)
+        self._report(compute_stats("apply", block.header.height, len(block.txs), "sequential",
+                                   1, plan, fallback=type(failure).__name__))
+        return result
+
+    def _check_signatures(self, params: ShardParams, txs: Sequence[SignedTx]) -> None:
+        try:
+            bad = SignaturePump(self.runner, params, txs, range(len(txs))).drain()
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError):
+            self.runner.reset()
+            bad = compute_bad_signatures(txs)
+        check_no_bad_signature(bad)
+
+    # -- proposer
+
+    def build_block(
+        self,
+        state: State,
+        txs: Iterable[SignedTx],
+        inbound: Iterable[Receipt],
+        *,
+        height: int,
+        view: int,
+        prev_hash: bytes,
+        time_ms: int,
+        proposer: int,
+        verify_signatures: bool = True,
+        txs_max: int = BLOCK_TXS_MAX,
+        receipts_max: int = BLOCK_RECEIPTS_MAX,
+    ) -> tuple[Block, BlockResult, list[Rejected]]:
+        pending = iter(txs)
+        window = list(islice(pending, txs_max))
+        reason = self._sequential_reason(len(window), verify_signatures)
+        if reason:
+            return self._build_sequential(
+                state, _chain(window, pending), inbound, height=height, view=view,
+                prev_hash=prev_hash, time_ms=time_ms, proposer=proposer,
+                verify_signatures=verify_signatures, txs_max=txs_max,
+                receipts_max=receipts_max, plan=None, fallback=reason,
+            )
+        inbound = list(inbound)
+        params = get_shard_params(state)
+        selected = select_inbound(state, params, inbound, receipts_max)
+        body = begin(state, selected)
+        rejected: list[Rejected] = []
+        plan: Plan | None = None
+        consumed: list[SignedTx] = []
+        used = 0
+        try:
+            while window:
+                consumed.extend(window)
+                plan = compute_plan(window, params.num_shards)
+                known_bad: set[int] = set()
+                if verify_signatures:
+                    pump = SignaturePump(self.runner, params, window, range(len(window)))
+                    known_bad = set(pump.drain())
+                assignment = compute_assignment(plan, self.workers, [])
+                jobs = make_jobs(params, body.view, window, plan, assignment, known_bad)
+                used = max(used, sum(1 for e, _ in assignment if e))
+                fold(body, window, self._round(jobs), known_bad, rejected)
+                window = list(islice(pending, txs_max - len(body.included)))
+        except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
+            self.runner.reset()
+            return self._build_sequential(
+                state, _chain(consumed, pending), inbound, height=height, view=view,
+                prev_hash=prev_hash, time_ms=time_ms, proposer=proposer,
+                verify_signatures=verify_signatures, txs_max=txs_max,
+                receipts_max=receipts_max, plan=plan, fallback=type(exc).__name__,
+            )
+        finally:
+            self.runner.reset()
+        result = finish(body, selected)
+        header = BlockHeader(
+            shard=params.shard, height=height, view=view, prev_hash=prev_hash, time_ms=time_ms,
+            proposer=proposer, tx_root=result.tx_root, inbound_root=result.inbound_root,
+            receipts_root=result.receipts_root, state_root=result.state_root,
+            evidence_root=EMPTY_EVIDENCE_ROOT,
+        )
+        self._report(compute_stats("propose", height, len(body.included), "parallel", used,
+                                   plan, body.reexecutions))
+        return Block(header=header, txs=body.included, inbound=selected), result, rejected
+
+    def _build_sequential(
+        self,
+        state: State,
+        txs: Iterable[SignedTx],
+        inbound: Iterable[Receipt],
+        *,
+        height: int,
+        view: int,
+        prev_hash: bytes,
+        time_ms: int,
+        proposer: int,
+        verify_signatures: bool,
+        txs_max: int,
+        receipts_max: int,
+        plan: Plan | None,
+        fallback: str,
+    ) -> tuple[Block, BlockResult, list[Rejected]]:
+        built = build_block(
+            state, txs, inbound, height=height, view=view, prev_hash=prev_hash,
+            time_ms=time_ms, proposer=proposer, verify_signatures=verify_signatures,
+            txs_max=txs_max, receipts_max=receipts_max,
+        )
+        self._report(compute_stats("propose", height, len(built[0].txs), "sequential", 1,
+                                   plan, fallback=fallback))
+        return built
+
+
+def _chain(first: Sequence[SignedTx], rest: Iterator[SignedTx]) -> Iterator[SignedTx]:
+    yield from first
+    yield from rest

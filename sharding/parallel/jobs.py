@@ -1,0 +1,72 @@
+"""What a worker receives and returns (msgpack over a pipe), and what runs jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from consensus.kernel.errors import ShardnetError
+from sharding.executor import TxOutcome
+from sharding.receipts import Receipt
+from sharding.tx import SignedTx
+
+
+class Job(msgspec.Struct, array_like=True, frozen=True):
+    """Check the signatures of the transactions flagged ``verify``; run those
+    flagged ``execute`` in order over ``snapshot`` (their declared keys)."""
+
+    chain_id: str
+    shard: int
+    num_shards: int
+    indices: list[int]
+    txs: list[SignedTx]
+    verify: list[bool]
+    execute: list[bool]
+    known_bad: list[int]  # indices whose signature is already known bad (proposer)
+    snapshot: list[tuple[bytes, bytes | None]]
+
+
+class TxResult(msgspec.Struct, array_like=True, frozen=True):
+    index: int
+    invalid: str  # the InvalidTx reason, "" when the transaction may be in a block
+    detail: str
+    outcome: TxOutcome | None
+    receipts: list[Receipt]  # unstamped, in emission order
+    writes: list[tuple[bytes, bytes | None]]  # in first-write order
+
+
+class JobResult(msgspec.Struct, array_like=True, frozen=True):
+    bad_signatures: list[int]
+    results: list[TxResult]  # one per executed transaction before ``escaped``
+    escaped: int  # index of the first transaction that left its declaration, or -1
+
+
+class JobRunner(Protocol):
+    """Runs jobs on ``workers`` workers, each worker's jobs in submission order.
+
+    ``submit`` queues job k on worker k and ``collect`` returns the next result of
+    workers 0..count-1; ``submit_to`` queues one job on one worker and
+    ``collect_any`` returns the next result of whichever worker has one; ``reset``
+    discards queued work after an error. Raises ``RunnerFailed`` when a worker fails.
+    """
+
+    @property
+    def workers(self) -> int: ...
+
+    def submit(self, jobs: Sequence[Job]) -> None: ...
+
+    def submit_to(self, worker: int, job: Job) -> None: ...
+
+    def collect(self, count: int) -> list[JobResult]: ...
+
+    def collect_any(self) -> tuple[int, JobResult]: ...
+
+    def reset(self) -> None: ...
+
+
+class RunnerFailed(ShardnetError):
+    """The job runner could not run a round (a worker died): run the spec instead."""
+
+    reason = "runner_failed"

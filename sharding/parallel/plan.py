@@ -1,0 +1,143 @@
+"""Planning (pure): the transactions' components under "declares a common key",
+their assignment to workers, and the jobs that carry them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sharding.parallel.jobs import Job
+from sharding.programs import declared_access
+from sharding.records import ShardParams
+from sharding.state import StateReader
+from sharding.tx import SignedTx
+
+SIGNATURE_COST = 1.0  # relative cost of one Ed25519 verification ...
+EXECUTION_COST = 0.3  # ... and of executing one transaction in a job (measured)
+HOT_KEYS_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    components: list[list[int]]  # indices into the transactions, each in block order
+    hot_keys: list[tuple[bytes, int]]  # the most shared keys and their transaction counts
+    keys: list[frozenset[bytes]]  # declared reads | writes per transaction
+
+
+def compute_plan(txs: Sequence[SignedTx], num_shards: int) -> Plan:
+    """Connected components of the transactions under "declares a common key"."""
+    parent = list(range(len(txs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[bytes, int] = {}
+    counts: Counter[bytes] = Counter()
+    keys: list[frozenset[bytes]] = []
+    for index, tx in enumerate(txs):
+        reads, writes = declared_access(tx, num_shards)
+        touched = reads | writes
+        keys.append(touched)
+        counts.update(touched)
+        for key in touched:
+            first = owner.setdefault(key, index)
+            if first != index:
+                a, b = find(first), find(index)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(txs)):
+        groups.setdefault(find(index), []).append(index)
+    hot = [(key, n) for key, n in counts.most_common(HOT_KEYS_MAX) if n > 1]
+    return Plan(list(groups.values()), hot, keys)
+
+
+def compute_assignment(
+    plan: Plan, workers: int, to_check: Sequence[int]
+) -> list[tuple[list[int], list[int]]]:
+    """Per worker: (indices to execute, indices whose signature to check).
+
+    Components go largest first to the worker with the least execution; then the
+    signature checks in ``to_check`` fill every worker up to an equal total cost,
+    so a block whose transactions all conflict still checks its signatures on
+    every worker.
+    """
+    executes: list[list[int]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for component in sorted(plan.components, key=len, reverse=True):
+        job = loads.index(min(loads))
+        executes[job].extend(component)
+        loads[job] += EXECUTION_COST * len(component)
+    for indices in executes:
+        indices.sort()
+    share = (sum(loads) + SIGNATURE_COST * len(to_check)) / workers
+    checks: list[list[int]] = []
+    position = 0
+    for job in range(workers):
+        room = max(0, round((share - loads[job]) / SIGNATURE_COST))
+        if job == workers - 1:
+            room = len(to_check) - position
+        checks.append(list(to_check[position : position + room]))
+        position += len(checks[-1])
+    if position < len(to_check):  # rounding: the last worker takes the rest
+        checks[-1].extend(to_check[position:])
+    return [(e, c) for e, c in zip(executes, checks, strict=True)]
+
+
+def make_jobs(
+    params: ShardParams,
+    view: StateReader,
+    txs: Sequence[SignedTx],
+    plan: Plan,
+    assignment: Sequence[tuple[Sequence[int], Sequence[int]]],
+    known_bad: Iterable[int] = (),
+) -> list[Job]:
+    bad = sorted(set(known_bad))
+    jobs: list[Job] = []
+    for execute_indices, check_indices in assignment:
+        executed, checked = set(execute_indices), set(check_indices)
+        indices = sorted(executed | checked)
+        snapshot: dict[bytes, bytes | None] = {}
+        for index in execute_indices:
+            for key in plan.keys[index]:
+                if key not in snapshot:
+                    snapshot[key] = view.get(key)
+        jobs.append(
+            Job(
+                chain_id=params.chain_id,
+                shard=params.shard,
+                num_shards=params.num_shards,
+                indices=indices,
+                txs=[txs[i] for i in indices],
+                verify=[i in checked for i in indices],
+                execute=[i in executed for i in indices],
+                known_bad=[i for i in bad if i in executed],
+                snapshot=list(snapshot.items()),
+            )
+        )
+    return jobs
+
+
+def make_signature_jobs(
+    params: ShardParams, txs: Sequence[SignedTx], chunks: Sequence[Sequence[int]]
+) -> list[Job]:
+    """Signature checks only: job k checks ``chunks[k]``."""
+    return [
+        Job(
+            params.chain_id,
+            params.shard,
+            params.num_shards,
+            list(chunk),
+            [txs[i] for i in chunk],
+            [True] * len(chunk),
+            [False] * len(chunk),
+            [],
+            [],
+        )
+        for chunk in chunks
+    ]
+
