@@ -105,7 +105,7 @@ def test_the_gossip_validator_refuses_what_the_handler_would_drop(
         service: NodeService) -> None:
     """The node's gossip validator (run in the p2p thread, so the mesh does not relay
     invalid announcements) agrees with the handler's checks."""
-    from node.main import Node
+    from node.node import Node
 
     node: Any = SimpleNamespace(genesis=service.ledger.genesis)
     assert Node._valid_announcement(node, "peer", announcement(5, [0, 1, 3]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from consensus.kernel.codec import encode
 from node.config import parse_config
-from node.main import Node
+from node.node import Node
 from node.p2p.config import peer_id_from_public_key
 from node.p2p.memory import MemoryNetwork
 from node.parts import NodeParts, SystemClock, inline_offload, sequential_executor

@@ -1,0 +1,370 @@
+"""The node shell: one validator made of parts (``node/parts.py``).
+
+``Node`` receives everything concrete (p2p, store, clock, block execution, thread
+pools, randomness) and reads no file; ``start`` builds the pieces that are its own
+(ledger, mempool, replica, driver, relay, service), wires them together and starts
+them; ``stop`` undoes it. The production parts and the ``shardnet node`` command
+are in ``node/main.py``; a simulation gives in-memory parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from consensus.certificate import CommitCertificate
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.crypto import KeyPair, verify_signature
+from consensus.kernel.errors import ShardnetError
+from consensus.kernel.limits import REQUEST_BYTES_MAX
+from consensus.replica import Replica
+from consensus.state import PersistentState, ReplicaConfig
+from node.api import build_app
+from node.config import ConfigError, NodeConfig
+from node.driver import META_REPLICA, ConsensusDriver
+from node.drops import DropLog
+from node.finality import Finality
+from node.ledger_store import open_state
+from node.mempool import Mempool
+from node.metrics import NodeMetrics, P2PCollector
+from node.p2p.config import peer_id_from_public_key
+from node.parts import (
+    OFFLOAD_POOLS,
+    NodeParts,
+)
+from node.relay import ReceiptRelay, RelaySettings
+from node.service import NodeService, check_announcement
+from node.sync import SyncClient, SyncLimits, serve_sync
+from node.wire import (
+    CHANNEL_CONSENSUS,
+    CHANNEL_RECEIPTS,
+    CHANNEL_TXS,
+    TOPIC_BLOCKS,
+    ReceiptsRequest,
+    ReceiptStatusRequest,
+    Request,
+)
+from sharding.block import GENESIS_PREV_HASH, block_hash
+from sharding.genesis import Genesis
+from sharding.inbound import InboundPool
+from sharding.ledger import Committed, Ledger
+from sharding.parallel import ExecutionStats
+
+DRIVER_STOP_WAIT_S = 10
+
+
+def node_name(config: NodeConfig) -> str:
+    return config.node.name or f"shard{config.node.shard}-node{config.node.index}"
+
+
+def check_identity(config: NodeConfig, genesis: Genesis, key: KeyPair) -> None:
+    """The configured shard and index exist in genesis and the key is that validator's."""
+    node = config.node
+    if node.shard >= genesis.num_shards:
+        raise ConfigError(f"$.node.shard: {node.shard} but genesis has "
+                          f"{genesis.num_shards} shards")
+    validators = genesis.validators[node.shard]
+    if node.index >= len(validators):
+        raise ConfigError(f"$.node.index: {node.index} but shard has {len(validators)}")
+    if validators[node.index].public_key != key.public_key:
+        raise ConfigError("node key is not the genesis key of this validator")
+
+
+@dataclass(slots=True)
+class Running:
+    """The pieces of a started node."""
+
+    ledger: Ledger
+    replica: Replica
+    driver: ConsensusDriver
+    relay: ReceiptRelay
+    service: NodeService
+
+
+class Node:
+    def __init__(self, config: NodeConfig, genesis: Genesis, key: KeyPair,
+                 parts: NodeParts) -> None:
+        check_identity(config, genesis, key)
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.parts = parts
+        self.p2p = parts.p2p
+        self.store = parts.store
+        self.clock = parts.clock
+        node = config.node
+        self.name = node_name(config)
+        self.log = structlog.get_logger().bind(node=self.name, shard=node.shard)
+        self.validators = genesis.validators[node.shard]
+        self.metrics = NodeMetrics()
+        self.drop = DropLog(self.log, self.metrics, parts.clock)
+        self._validator_peer: dict[tuple[int, int], str] = {}  # (shard, index) -> peer id
+        self._peer_index: dict[str, int] = {}  # validators of our shard
+        for shard_validators in genesis.validators:
+            for validator in shard_validators:
+                if validator.public_key == key.public_key:
+                    continue
+                peer = peer_id_from_public_key(validator.public_key)
+                self._validator_peer[(validator.shard, validator.index)] = peer
+                if validator.shard == node.shard:
+                    self._peer_index[peer] = validator.index
+        self._sync_limits = SyncLimits(batch_blocks_max=config.consensus.sync_batch_blocks_max,
+                                       frame_bytes_max=config.p2p.frame_bytes_max)
+        self._pools = {name: parts.offload(name) for name in OFFLOAD_POOLS}
+        # Block execution's worker processes live as long as the node (issue 7).
+        self.executor, self._close_executor = parts.executor(self._on_executed)
+        self._running: Running | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # driver, housekeeping, relay
+        self._http: web.AppRunner | None = None
+        self.api_url = ""
+
+    @property
+    def running(self) -> Running:
+        if self._running is None:
+            raise ShardnetError(f"{self.name} is not started", reason="not_started")
+        return self._running
+
+    @property
+    def service(self) -> NodeService:
+        """What clients use (the HTTP API, or a simulator directly)."""
+        return self.running.service
+
+    # -- start-up --------------------------------------------------------------------
+
+    async def _open_ledger(self) -> tuple[Ledger, PersistentState | None]:
+        shard = self.config.node.shard
+        state, latest = await open_state(self.store, self.genesis, shard)
+        height, tip = ((0, GENESIS_PREV_HASH) if latest is None
+                       else (latest.header.height, block_hash(latest.header)))
+        ledger = Ledger(self.genesis, shard, state, height, tip,
+                        block_bytes_max=self.config.consensus.block_bytes_max,
+                        executor=self.executor)
+        persisted = None
+        raw = await self.store.get_metadata(META_REPLICA)
+        if raw is not None:
+            persisted = decode(raw, PersistentState, 64 * 1024 * 1024)
+        self.metrics.height.set(ledger.height)
+        return ledger, persisted
+
+    def _replica(self, persisted: PersistentState | None) -> Replica:
+        consensus = self.config.consensus
+        config = ReplicaConfig(
+            chain_id=self.genesis.chain_id, shard=self.config.node.shard,
+            validators=tuple(v.public_key for v in self.validators),
+            index=self.config.node.index,
+            checkpoint_interval=consensus.checkpoint_interval,
+            watermark_window=max(4 * consensus.checkpoint_interval, 40),
+            request_timeout_ms=consensus.request_timeout_ms,
+            view_change_timeout_ms=consensus.view_change_timeout_ms,
+            message_bytes_max=consensus.block_bytes_max + 64 * 1024,
+        )
+        return Replica(config, self.key, verify_signature, persisted,
+                       now_ms=self.clock.monotonic_ms())
+
+    def _relay_settings(self) -> RelaySettings:
+        relay = self.config.relay
+        return RelaySettings(
+            poll_interval_ms=relay.poll_interval_ms, idle_poll_ms=relay.idle_poll_ms,
+            request_timeout_ms=relay.request_timeout_ms,
+            bundle_receipts_max=relay.bundle_receipts_max,
+            serve_receipts_max=relay.serve_receipts_max,
+            frame_bytes_max=self.config.p2p.frame_bytes_max)
+
+    async def start(self) -> None:
+        """Open the ledger from the store, start p2p, the driver, the relay, the
+        housekeeping and (``serve_http``) the HTTP API."""
+        config, p2p = self.config, self.p2p
+        ledger, persisted = await self._open_ledger()
+        mempool = Mempool(
+            txs_max=config.mempool.txs_max, bytes_max=config.mempool.bytes_max,
+            nonce_window=config.mempool.nonce_window,
+            sender_txs_max=config.mempool.sender_txs_max,
+            committed_nonce=ledger.committed_nonce,
+        )
+        inbound = InboundPool()
+        shard_tips: dict[int, int] = {}
+        replica = self._replica(persisted)
+        syncer = SyncClient(shard=config.node.shard, me=config.node.index,
+                            validators=len(self.validators), request=self._request,
+                            limits=self._sync_limits, height=lambda: ledger.height,
+                            metrics=self.metrics, log=self.log, drop=self.drop)
+        driver = ConsensusDriver(
+            config=config, replica=replica, ledger=ledger, store=self.store, mempool=mempool,
+            metrics=self.metrics, log=self.log, send=self._send, syncer=syncer,
+            on_committed=self._on_committed,
+            on_rejected=lambda rejected: self.service.on_rejected(rejected),
+            ledger_pool=self._pools["ledger"], inbound=inbound, clock=self.clock,
+            drop=self.drop,
+        )
+        relay = ReceiptRelay(
+            ledger=ledger, index=config.node.index, pool=inbound, store=self.store,
+            metrics=self.metrics, log=self.log, send=self._send_to, request=self._request_to,
+            verify_pool=self._pools["relay"], shard_tips=shard_tips, on_pooled=driver.wake,
+            settings=self._relay_settings(), clock=self.clock, drop=self.drop,
+        )
+        service = NodeService(
+            name=self.name, config=config, ledger=ledger, mempool=mempool, store=self.store,
+            metrics=self.metrics, log=self.log, admission_pool=self._pools["admission"],
+            ledger_pool=self._pools["ledger"], forward=self._send_to_shard,
+            peers_connected=lambda: len(p2p.connected_peers()),
+            finality=Finality(shard=config.node.shard, index=config.node.index,
+                              validators_per_shard=[len(v) for v in self.genesis.validators],
+                              store=self.store, request=self._request_to),
+            driver=driver, relay=relay, shard_tips=shard_tips, clock=self.clock,
+            drop=self.drop,
+        )
+        self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
+        p2p.on_message(self._on_p2p_message)
+        p2p.set_request_handler(self._serve_request)
+        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
+                      validator=self._valid_announcement)
+        self._running = Running(ledger, replica, driver, relay, service)
+        await p2p.start()
+        if self.parts.serve_http:
+            await self._start_http(service)
+        self.metrics.view.set(replica.view)
+        self.metrics.is_primary.set(int(replica.primary() == replica.me))
+        self._tasks = {"driver": asyncio.ensure_future(driver.run()),
+                       "housekeeping": asyncio.ensure_future(service.housekeeping()),
+                       "relay": asyncio.ensure_future(relay.run())}
+        listen = getattr(p2p, "listen_addrs", [])  # the libp2p host's; not in P2PAPI
+        self.log.info("node.started", height=ledger.height, view=replica.view,
+                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid())
+
+    async def _start_http(self, service: NodeService) -> None:
+        config = self.config
+        requests = self.metrics.api_requests
+        app = build_app(service, body_bytes_max=config.api.body_bytes_max,
+                        batch_txs_max=config.api.batch_txs_max,
+                        count_request=lambda route, status: requests.labels(
+                            route=route, status=str(status)).inc())
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, config.api.host, config.api.port).start()
+        host, port = self._http.addresses[0][:2]  # the bound port when config says 0
+        self.api_url = f"http://{host}:{port}"
+
+    # -- p2p glue --------------------------------------------------------------------
+
+    def _send(self, index: int, channel: int, data: bytes) -> bool:
+        return self._send_to(self.config.node.shard, index, channel, data)
+
+    async def _request(self, index: int, data: bytes, timeout_s: float) -> bytes:
+        return await self._request_to(self.config.node.shard, index, data, timeout_s)
+
+    def _send_to(self, shard: int, index: int, channel: int, data: bytes) -> bool:
+        """Send to a validator of any shard (the relay's push)."""
+        peer = self._validator_peer.get((shard, index))
+        if peer is None:
+            return False
+        ok = self.p2p.send_nowait(peer, channel, data)
+        if ok:
+            self.metrics.p2p_messages.labels(direction="out", channel=str(channel)).inc()
+            self.metrics.p2p_bytes.labels(direction="out", channel=str(channel)).inc(len(data))
+        return ok
+
+    async def _request_to(self, shard: int, index: int, data: bytes, timeout_s: float
+                          ) -> bytes:
+        peer = self._validator_peer.get((shard, index))
+        if peer is None:
+            raise ShardnetError(f"no peer for validator {shard}/{index}", reason="unknown_peer")
+        return await self.p2p.request(peer, data, timeout_s)
+
+    def _send_to_shard(self, channel: int, data: bytes) -> None:
+        """To every other validator of our shard (forwarded transactions)."""
+        for index in self._peer_index.values():
+            self._send(index, channel, data)
+
+    def _on_p2p_message(self, peer: str, channel: int, data: bytes) -> None:
+        self.metrics.p2p_messages.labels(direction="in", channel=str(channel)).inc()
+        self.metrics.p2p_bytes.labels(direction="in", channel=str(channel)).inc(len(data))
+        running = self.running
+        if channel == CHANNEL_RECEIPTS:
+            # Bundles come from other shards' relayers; their proofs, not the sender,
+            # make them acceptable.
+            running.relay.on_bundle(peer, data)
+            return
+        index = self._peer_index.get(peer)
+        if index is None:
+            self.drop("p2p", "not_shard_peer", peer=peer)
+        elif channel == CHANNEL_CONSENSUS:
+            running.driver.deliver(data, index)
+        elif channel == CHANNEL_TXS:
+            running.service.admission.on_batch(peer, data)
+        else:
+            self.drop("p2p", "unknown_channel", peer=peer, channel=channel)
+
+    async def _serve_request(self, peer: str, data: bytes) -> bytes:
+        request: Request = decode(data, Request, REQUEST_BYTES_MAX)  # type: ignore[arg-type]
+        if isinstance(request, ReceiptsRequest):
+            return await self.running.relay.serve(request)
+        if isinstance(request, ReceiptStatusRequest):
+            return await self.running.service.finality.serve(request)
+        return await serve_sync(self.store, self.config.node.shard, self._sync_limits, request)
+
+    def _on_executed(self, stats: ExecutionStats) -> None:
+        """Per-block executor telemetry (called on the ledger thread)."""
+        self.metrics.executor_workers.set(stats.workers)
+        self.metrics.executor_components.set(stats.components)
+        self.metrics.executor_largest_component_share.set(stats.largest_component_share)
+        self.metrics.executor_reexecutions.inc(stats.reexecutions)
+        self.log.info("block.executed", height=stats.height, **stats.as_log_fields())
+
+    def _on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
+        running = self.running
+        running.service.on_committed(committed, certificate)
+        running.relay.on_committed(committed, encode(certificate))
+        self.metrics.peers.set(len(self.p2p.connected_peers()))
+        # One announcement per block, from its proposer: gossip costs tens of ms of CPU
+        # per message across the network, and certificates differ between replicas.
+        if committed.block.header.proposer == self.config.node.index:
+            with contextlib.suppress(ShardnetError, ValueError):
+                self.p2p.publish(TOPIC_BLOCKS,
+                                 running.service.announcement(committed, certificate))
+
+    def _valid_announcement(self, origin: str, data: bytes) -> bool:
+        """The gossip validator (runs in the p2p thread): what fails is neither
+        delivered nor relayed, and counts as ``gossip_invalid`` in the p2p drops."""
+        return not check_announcement(self.genesis, data)[0]
+
+    def _on_block_announcement(self, origin: str, data: bytes) -> None:
+        """Other shards' certified tips (the cross-shard relay builds on these)."""
+        self.metrics.p2p_messages.labels(direction="in", channel="gossip").inc()
+        reason = self.running.service.on_announcement(data)
+        if reason:
+            self.drop("gossip", reason, origin=origin)
+
+    # -- stopping --------------------------------------------------------------------
+
+    @property
+    def driver_task(self) -> asyncio.Task[None]:
+        """Ends only when the driver fails (``node.halted``) or the node stops."""
+        return self._tasks["driver"]
+
+    async def stop(self) -> None:
+        """Stop what ``start`` started (also after a failed start) and release the parts."""
+        if self._running is not None:
+            self.log.info("node.stopping")
+            for name in ("housekeeping", "relay"):
+                if name in self._tasks:
+                    self._tasks[name].cancel()
+            self._running.relay.stop()
+            await self._running.driver.stop()
+            if "driver" in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(self._tasks["driver"], DRIVER_STOP_WAIT_S)
+            self._running.service.close()
+        if self._http is not None:
+            await self._http.cleanup()
+        with contextlib.suppress(Exception):
+            await self.p2p.stop()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._close_executor()
+        await self.store.close()
+        self.log.info("node.stopped")
