@@ -144,6 +144,10 @@ class TrioThread:
         self._stop_event: trio.Event | None = None
         self._listening = False
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     async def start(self, serve: Serve, timeout_s: float) -> None:
         if self._thread is not None:
             raise RuntimeError("P2PHost already started")

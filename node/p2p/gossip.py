@@ -26,12 +26,12 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, IPubsubRouter
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -111,9 +111,14 @@ class BridgedPubsub(Pubsub):
     per-topic channels. ``deliver`` runs in the trio thread and must not block."""
 
     def __init__(
-        self, *args: Any, deliver: Callable[[rpc_pb2.Message], None], **kwargs: Any
+        self,
+        host: IHost,
+        router: IPubsubRouter,
+        *,
+        deliver: Callable[[rpc_pb2.Message], None],
+        msg_id_constructor: Callable[[rpc_pb2.Message], bytes],
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(host, router, msg_id_constructor=msg_id_constructor)
         self._deliver = deliver
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:

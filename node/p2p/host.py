@@ -59,12 +59,11 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 from structlog.typing import FilteringBoundLogger
 
-from node.p2p import gossip as p2p_gossip
 from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
 from node.p2p.bridge import InboundMessage, Inbox, InboxItem, Shared, TrioThread
 from node.p2p.config import P2PConfig, P2PError, P2PStats, RequestFailed, is_ipv4
 from node.p2p.drops import DropLog
-from node.p2p.gossip import Gossip
+from node.p2p.gossip import Gossip, rpc_queue_drops
 from node.p2p.inbound import Inbound
 from node.p2p.sessions import MSG_PROTOCOL, REQ_PROTOCOL, Sessions
 
@@ -106,6 +105,8 @@ class P2PHost:
 
     async def start(self) -> None:
         """Start the p2p thread; return once it listens (raises P2PError if it fails)."""
+        if self._thread.started:
+            raise RuntimeError("P2PHost already started")
         _check_port_free(self.config.listen_host, self.config.listen_port)
         self._inbox.open(asyncio.get_running_loop())
         try:
@@ -235,7 +236,7 @@ class P2PHost:
     def stats_snapshot(self) -> dict[str, Any]:
         """Counters for metrics (see :class:`P2PStats`)."""
         snapshot = self.stats.snapshot()
-        snapshot["drops"]["gossip_rpc_queue_full"] = p2p_gossip.rpc_queue_drops()
+        snapshot["drops"]["gossip_rpc_queue_full"] = rpc_queue_drops()
         snapshot["connected_peers"] = len(self._sessions.connected_peers())
         snapshot["heartbeat_rtt_ms"] = {
             peer: round(rtt, 3) for peer, rtt in list(self._sessions.rtt_ms.items())
