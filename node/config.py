@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from consensus.kernel.errors import ShardnetError
+from node import defaults
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -37,22 +38,22 @@ class NodeSection(_Section):
 
 
 class P2PSection(_Section):
-    listen_host: str = "127.0.0.1"
+    listen_host: str = defaults.P2P_LISTEN_HOST
     listen_port: Port = 0
     announce_host: str = ""
-    write_timeout_ms: Positive = 5_000
-    heartbeat_interval_ms: Positive = 1_000
-    dial_backoff_min_ms: Positive = 200
-    dial_backoff_max_ms: Positive = 10_000
+    write_timeout_ms: Positive = defaults.P2P_WRITE_TIMEOUT_MS
+    heartbeat_interval_ms: Positive = defaults.P2P_HEARTBEAT_INTERVAL_MS
+    dial_backoff_min_ms: Positive = defaults.P2P_DIAL_BACKOFF_MIN_MS
+    dial_backoff_max_ms: Positive = defaults.P2P_DIAL_BACKOFF_MAX_MS
     frame_bytes_max: Annotated[int, msgspec.Meta(ge=64 * 1024, le=256 * 1024 * 1024)] = (
-        8 * 1024 * 1024)
+        defaults.P2P_FRAME_BYTES_MAX)
 
 
 class ApiSection(_Section):
     host: str = "127.0.0.1"
     port: Port = 0
     body_bytes_max: Positive = 4 * 1024 * 1024
-    batch_txs_max: Positive = 5_000
+    batch_txs_max: Positive = defaults.API_BATCH_TXS_MAX
     # Every validator's API URL as its users reach it, [shard][index] like the genesis
     # validators (GET /v1/network); missing entries: http://<genesis api_address>.
     advertise_urls: list[list[str]] = msgspec.field(default_factory=list)
@@ -68,12 +69,12 @@ class MempoolSection(_Section):
 
 class ConsensusSection(_Section):
     block_interval_ms: Positive = 200
-    block_txs_max: Positive = 2_000
+    block_txs_max: Positive = defaults.CONSENSUS_BLOCK_TXS_MAX
     block_inbound_max: Positive = 1_000  # inbound receipts per block, beside the txs
     block_bytes_max: Positive = 4 * 1024 * 1024
-    checkpoint_interval: Positive = 16
-    request_timeout_ms: Positive = 4_000
-    view_change_timeout_ms: Positive = 4_000
+    checkpoint_interval: Positive = defaults.CONSENSUS_CHECKPOINT_INTERVAL_BLOCKS  # blocks
+    request_timeout_ms: Positive = defaults.CONSENSUS_REQUEST_TIMEOUT_MS
+    view_change_timeout_ms: Positive = defaults.CONSENSUS_VIEW_CHANGE_TIMEOUT_MS
     sync_batch_blocks_max: Positive = 64
 
 

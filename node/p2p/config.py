@@ -17,6 +17,7 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.peer.id import ID
 
 from consensus.kernel.errors import ShardnetError
+from node import defaults
 
 
 class P2PError(ShardnetError):
@@ -103,10 +104,11 @@ class PeerSpec:
 
 @dataclass(frozen=True, slots=True)
 class P2PConfig:
-    """Everything the p2p layer needs. Times are seconds, sizes bytes."""
+    """Everything the p2p layer needs. Times are seconds, sizes bytes. The defaults
+    the node's ``[p2p]`` section also has come from :mod:`node.defaults`."""
 
     private_key_seed: bytes
-    listen_host: str = "0.0.0.0"
+    listen_host: str = defaults.P2P_LISTEN_HOST
     listen_port: int = 0
     announce_host: str | None = None
     announce_port: int | None = None
@@ -114,16 +116,16 @@ class P2PConfig:
     gossip_topics: tuple[str, ...] = ()
     accept_unknown_peers: bool = True
     # Timeouts and supervision.
-    write_timeout_s: float = 5.0
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 5.0
+    write_timeout_s: float = defaults.P2P_WRITE_TIMEOUT_MS / 1000
+    heartbeat_interval_s: float = defaults.P2P_HEARTBEAT_INTERVAL_MS / 1000
+    heartbeat_timeout_s: float = defaults.P2P_HEARTBEAT_TIMEOUT_MS / 1000
     dial_timeout_s: float = 5.0
-    dial_backoff_min_s: float = 0.1
-    dial_backoff_max_s: float = 5.0
+    dial_backoff_min_s: float = defaults.P2P_DIAL_BACKOFF_MIN_MS / 1000
+    dial_backoff_max_s: float = defaults.P2P_DIAL_BACKOFF_MAX_MS / 1000
     request_timeout_s: float = 10.0
     startup_timeout_s: float = 20.0
     # Bounds.
-    frame_bytes_max: int = 4 * 1024 * 1024
+    frame_bytes_max: int = defaults.P2P_FRAME_BYTES_MAX
     send_queue_frames_max: int = 100_000
     send_queue_bytes_max: int = 64 * 1024 * 1024
     write_batch_bytes_max: int = 1024 * 1024

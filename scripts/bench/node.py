@@ -24,6 +24,7 @@ from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
+from node.defaults import CONSENSUS_BLOCK_TXS_MAX
 from scripts.bench.common import (
     cores,
     local_testnet,
@@ -149,7 +150,8 @@ def run_once(raws: list[bytes], hashes: list[str], senders: int, batch: int, blo
     """One load run on a fresh 1 x 4 testnet of local processes, stopped after."""
     spec = TestnetSpec(shards=1, validators=4, accounts=max(senders * 3, 1000), base_port=27600)
     with local_testnet(spec, lambda text: text.replace(
-            "block_txs_max = 2000", f"block_txs_max = {block_txs}")) as (_, nodes):
+            f"block_txs_max = {CONSENSUS_BLOCK_TXS_MAX}", f"block_txs_max = {block_txs}")
+            ) as (_, nodes):
         urls = [node.api_url for node in nodes]
         row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
         row["p2p"] = node_metrics(urls[1])
@@ -194,7 +196,8 @@ def make_table(summary: dict[str, Any]) -> Table:
 @click.option("--senders", default=500, show_default=True, help="Distinct sender accounts.")
 @click.option("--batch", default=500, show_default=True, help="Transactions per HTTP request.")
 @click.option("--runs", default=3, show_default=True, help="Runs (fresh testnet each).")
-@click.option("--block-txs", default=2000, show_default=True, help="consensus.block_txs_max")
+@click.option("--block-txs", default=CONSENSUS_BLOCK_TXS_MAX, show_default=True,
+              help="consensus.block_txs_max")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/node.json"),
               show_default=True)
 @click.option("--rate", type=float, default=0.0, show_default=True,

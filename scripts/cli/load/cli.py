@@ -23,6 +23,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from node.defaults import API_BATCH_TXS_MAX
 from scripts.cli.load.accounts import account_group, build_universe
 from scripts.cli.load.compare import compare_command
 from scripts.cli.load.end_audit import conservation_audit
@@ -116,8 +117,8 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
 @click.option("--seed", default=None, help="Account seed [default: the genesis's].")
 @click.option("--accounts", type=click.IntRange(min=1), default=None,
               help="Funded accounts of --seed [default: the genesis's].")
-@click.option("--batch", type=click.IntRange(1, 5_000), default=200,
-              help="Most transactions per POST.")
+@click.option("--batch", type=click.IntRange(1, API_BATCH_TXS_MAX), default=200,
+              help="Most transactions per POST (at most the nodes' api.batch_txs_max).")
 @click.option("--batch-interval", type=Duration(), default="50ms",
               help="Pacing tick: arrivals due are sent together, per shard, this often.")
 @click.option("--sign-workers", type=click.IntRange(0, 16), default=1,
