@@ -35,7 +35,9 @@ class P2PAPI(Protocol):
         """``handler(peer, channel, data)``, called on the asyncio loop."""
 
     def set_request_handler(self, handler: RequestHandler) -> None:
-        """``async handler(peer, data) -> bytes``; an exception becomes a remote error."""
+        """``async handler(peer, data) -> bytes``; an exception becomes a remote error
+        for the asker: a ``ShardnetError`` rejects the request with its ``reason``, any
+        other exception is our failure and the asker learns only that it failed."""
 
     def connected_peers(self) -> frozenset[str]: ...
 
