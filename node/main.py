@@ -32,6 +32,9 @@ from sharding.genesis import Genesis, load_genesis
 
 DB_FILE = "shard.sqlite"
 
+# ``Node`` lives in node/node.py; importing it from here (the contract's first home) works.
+__all__ = ["Node", "build_production_parts", "load_node", "node_command", "run_node"]
+
 
 def resolve(address: str) -> str:
     """``host:port`` with the host resolved by the system resolver (/etc/hosts, Docker DNS)."""
