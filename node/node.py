@@ -348,14 +348,14 @@ class Node:
 
     async def stop(self) -> None:
         """Stop what ``start`` started (also after a failed start) and release the parts."""
-        if self._running is not None:
+        if self._tasks:
             self.log.info("node.stopping")
-            for name in ("housekeeping", "relay"):
-                if name in self._tasks:
-                    self._tasks[name].cancel()
+            self._tasks["housekeeping"].cancel()
+            self._tasks["relay"].cancel()
+        if self._running is not None:
             self._running.relay.stop()
             await self._running.driver.stop()
-            if "driver" in self._tasks:
+            if self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._tasks["driver"], DRIVER_STOP_WAIT_S)
             self._running.service.close()
