@@ -37,7 +37,6 @@ def call(method: str, url: str, body: Any = None, timeout_s: float = HTTP_TIMEOU
 
 
 FINAL_STATUSES = frozenset({"finalized", "failed", "rejected"})
-DONE_ON_SHARD = frozenset({"committed", *FINAL_STATUSES})  # settled on the sender's shard
 
 
 class Client:

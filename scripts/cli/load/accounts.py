@@ -118,10 +118,6 @@ class NonceBook:
         entry.next += 1
         return nonce
 
-    def peek(self, sender: bytes) -> int:
-        entry = self._by_sender[sender]
-        return entry.free[0] if entry.free else entry.next
-
     def give_back(self, sender: bytes, nonce: int) -> None:
         """A transaction with this nonce was rejected: the nonce is unused."""
         entry = self._by_sender[sender]

@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 
 from node.defaults import API_BATCH_TXS_MAX
-from scripts.cli.load.accounts import account_group, build_universe
+from scripts.cli.load.accounts import Universe, account_group, build_universe
 from scripts.cli.load.compare import compare_command
 from scripts.cli.load.end_audit import conservation_audit
 from scripts.cli.load.engine import Engine, RunConfig
@@ -40,7 +40,7 @@ from scripts.cli.load.report import (
     write_report_dir,
 )
 from scripts.cli.load.signer import Signer
-from scripts.cli.load.targets import TargetError, resolve
+from scripts.cli.load.targets import Network, TargetError, resolve
 from scripts.cli.load.workload import Workload, WorkloadError, WorkloadSpec, parse_hot, parse_mix
 
 THRESHOLD_EXIT = 99
@@ -153,38 +153,19 @@ def load(ctx: click.Context, /, **_: Any) -> None:
     console = Console(stderr=opts["as_json"])
     if not console.is_terminal:
         console = Console(stderr=opts["as_json"], width=max(console.width, 110))
-    try:
-        thresholds = [Threshold.parse(t) for t in opts["thresholds"]]
-        mix = parse_mix(opts["mix"])
-        hot = parse_hot(opts["hot"])
-        schedule = None if opts["concurrency"] else RateSchedule.parse(opts["rate"])
-    except (ValueError, RateError, WorkloadError) as exc:
-        raise click.ClickException(str(exc)) from None
+    thresholds, mix, hot, schedule = _parse_options(opts)
     duration = opts["duration"]
     if duration is None:
         duration = (schedule.total_s if schedule and schedule.total_s else
                     parse_duration(DEFAULT_DURATION))
     network = resolve(opts["root"], opts["urls"])
-    try:
-        seed, count = account_group(network.genesis, opts["seed"], opts["accounts"])
-        senders = max(opts["senders"], opts["concurrency"])
-        universe = build_universe(network.genesis, seed, count, senders)
-        workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot, opts["rng_seed"]),
-                            universe)
-    except (ValueError, WorkloadError) as exc:
-        raise click.ClickException(str(exc)) from None
+    seed, universe, workload = _workload(network, opts, mix, hot)
     config = RunConfig(schedule=schedule, concurrency=opts["concurrency"],
                        poisson=opts["poisson"], duration_s=duration, max_txs=opts["max_txs"],
                        drain_s=opts["drain"], batch_txs_max=opts["batch"],
                        tick_s=max(0.001, opts["batch_interval"]),
                        rng_seed=opts["rng_seed"])
-    settings = {
-        "rate": describe(schedule) if schedule else None, "poisson": opts["poisson"],
-        "concurrency": opts["concurrency"] or None, "duration_s": duration,
-        "max_txs": opts["max_txs"], "mix": opts["mix"], "cross_shard": opts["cross_shard"],
-        "hot": opts["hot"], "senders": len(universe.senders), "rng_seed": opts["rng_seed"],
-        "seed": seed, "batch": opts["batch"], "sign_workers": opts["sign_workers"],
-    }
+    settings = _settings(opts, schedule, duration, len(universe.senders), seed)
     if not opts["quiet"]:
         console.print(f"load: {settings['rate'] or f'{config.concurrency} users'} for "
                       f"{duration:g} s at {network.chain_id} ({network.num_shards} shards, "
@@ -194,36 +175,90 @@ def load(ctx: click.Context, /, **_: Any) -> None:
     signer = Signer(network.chain_id, seed, [s.index for s in universe.senders],
                     opts["sign_workers"])
     if opts["find_max"]:
-        if schedule is None:
-            signer.close()
-            raise click.ClickException("--find-max steps an open-loop rate: give --rate START")
-        step_s = opts["duration"] or parse_duration(DEFAULT_DURATION)
-
-        def make_engine(rate: float, step: int) -> Engine:
-            workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot,
-                                             opts["rng_seed"] + step), universe)
-            step_config = dataclasses.replace(config, schedule=RateSchedule.parse(f"{rate:.3f}"),
-                                              duration_s=step_s, max_txs=None)
-            return Engine(network, universe, workload, signer, step_config)
-
-        try:
-            found = find_max(make_engine, schedule.stages[0].start_tps,
-                             Limits(opts["find_max_p99"] * 1000, opts["find_max_rejected"]),
-                             on_step=None if opts["quiet"] else
-                             lambda row: console.print(_step_line(row), highlight=False))
-        finally:
-            signer.close()
+        found = _find_max(network, universe, signer, config, opts, mix, hot, console)
         finish_find_max(found, network, opts, settings, console)
         return
+    engine = Engine(network, universe, workload, signer, config)
+    _finish(engine, _run(engine, opts, settings, console), thresholds, opts, console)
+
+
+def _parse_options(opts: dict[str, Any]) -> tuple[list[Threshold], dict[str, float],
+                                                   float | None, RateSchedule | None]:
+    """The thresholds, mix, popularity and rate schedule (None: closed loop)."""
+    try:
+        thresholds = [Threshold.parse(t) for t in opts["thresholds"]]
+        mix = parse_mix(opts["mix"])
+        hot = parse_hot(opts["hot"])
+        schedule = None if opts["concurrency"] else RateSchedule.parse(opts["rate"])
+    except (ValueError, RateError, WorkloadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return thresholds, mix, hot, schedule
+
+
+def _workload(network: Network, opts: dict[str, Any], mix: dict[str, float], hot: float | None
+              ) -> tuple[str, Universe, Workload]:
+    """The account seed, the senders and targets, and the workload over them."""
+    try:
+        seed, count = account_group(network.genesis, opts["seed"], opts["accounts"])
+        senders = max(opts["senders"], opts["concurrency"])
+        universe = build_universe(network.genesis, seed, count, senders)
+        workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot, opts["rng_seed"]),
+                            universe)
+    except (ValueError, WorkloadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return seed, universe, workload
+
+
+def _settings(opts: dict[str, Any], schedule: RateSchedule | None, duration: float,
+              senders: int, seed: str) -> dict[str, Any]:
+    """The run's settings as the report records them."""
+    return {
+        "rate": describe(schedule) if schedule else None, "poisson": opts["poisson"],
+        "concurrency": opts["concurrency"] or None, "duration_s": duration,
+        "max_txs": opts["max_txs"], "mix": opts["mix"], "cross_shard": opts["cross_shard"],
+        "hot": opts["hot"], "senders": senders, "rng_seed": opts["rng_seed"],
+        "seed": seed, "batch": opts["batch"], "sign_workers": opts["sign_workers"],
+    }
+
+
+def _find_max(network: Network, universe: Universe, signer: Signer, config: RunConfig,
+              opts: dict[str, Any], mix: dict[str, float], hot: float | None,
+              console: Console) -> dict[str, Any]:
+    """Step the open-loop rate up until a limit is crossed (closes ``signer``)."""
+    schedule = config.schedule
+    if schedule is None:
+        signer.close()
+        raise click.ClickException("--find-max steps an open-loop rate: give --rate START")
+    step_s = opts["duration"] or parse_duration(DEFAULT_DURATION)
+
+    def make_engine(rate: float, step: int) -> Engine:
+        workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot,
+                                         opts["rng_seed"] + step), universe)
+        step_config = dataclasses.replace(config, schedule=RateSchedule.parse(f"{rate:.3f}"),
+                                          duration_s=step_s, max_txs=None)
+        return Engine(network, universe, workload, signer, step_config)
+
+    try:
+        return find_max(make_engine, schedule.stages[0].start_tps,
+                        Limits(opts["find_max_p99"] * 1000, opts["find_max_rejected"]),
+                        on_step=None if opts["quiet"] else
+                        lambda row: console.print(_step_line(row), highlight=False))
+    finally:
+        signer.close()
+
+
+def _run(engine: Engine, opts: dict[str, Any], settings: dict[str, Any], console: Console
+         ) -> dict[str, Any]:
+    """Run the load with live progress, then the audit; the report (closes the signer)."""
     audit_result: dict[str, Any] = {}
 
     async def settle() -> None:
         if opts["run_audit"]:
             audit_result["value"] = await asyncio.to_thread(
-                conservation_audit, network, opts["root"], opts["audit_wait"])
+                conservation_audit, engine.network, opts["root"], opts["audit_wait"])
 
     progress = Progress(console, enabled=not opts["quiet"])
-    engine = Engine(network, universe, workload, signer, config, on_tick=progress.update)
+    engine.on_tick = progress.update
     cpu_started = time.process_time()
     try:
         with progress:
@@ -237,16 +272,23 @@ def load(ctx: click.Context, /, **_: Any) -> None:
         raise click.ClickException("a signing worker process died (out of memory?); "
                                    "try --sign-workers 0") from None
     finally:
-        signer.close()
+        engine.signer.close()
     report = build_report(engine, settings=settings, cpu_s=time.process_time() - cpu_started)
     if opts["run_audit"]:
         conservation, quiescence, problem = audit_result.get("value", (None, None,
                                                                        "audit not run"))
         add_audit(report, engine, conservation, quiescence, problem)
+    return report
+
+
+def _finish(engine: Engine, report: dict[str, Any], thresholds: list[Threshold],
+            opts: dict[str, Any], console: Console) -> None:
+    """Check the thresholds, write and print the report; exit 1 when the audit failed,
+    99 when a threshold did."""
     passed = check_thresholds(thresholds, report)
     if opts["report_dir"] is not None:
         written = write_report_dir(opts["report_dir"], report, engine.timeline.rows(
-            network.num_shards))
+            engine.network.num_shards))
         if not opts["quiet"]:
             console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
     if opts["as_json"]:

@@ -130,11 +130,6 @@ class Arrivals:
         return self._released
 
 
-def offered_in(schedule: RateSchedule, start_s: float, end_s: float) -> float:
-    """Expected arrivals in [start, end): the offered load of a timeline bucket."""
-    return schedule.expected_count(end_s) - schedule.expected_count(start_s)
-
-
 def describe(schedule: RateSchedule) -> str:
     parts = []
     for stage in schedule.stages:

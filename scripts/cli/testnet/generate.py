@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus.kernel.crypto import KeyPair
-from node.config import NodeConfig, NodeSection, parse_config, render_config
+from node.config import NodeConfig, parse_config, render_config
 from node.keys import write_node_key
 from scripts.cli.testnet.layout import AccountsEntry, Manifest, NodeEntry, TestnetDir, node_name
 from sharding.genesis import load_genesis
@@ -145,7 +145,3 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
         (root / "docker-stack.yml").write_text(render_compose(docker_spec, docker_nodes,
                                                               swarm=True))
     return manifest
-
-
-def default_section() -> NodeSection:
-    return NodeSection(shard=0, index=0)
