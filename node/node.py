@@ -103,6 +103,7 @@ class Node:
         self.validators = genesis.validators[node.shard]
         self.metrics = NodeMetrics()
         self.drop = DropLog(self.log, self.metrics, parts.clock)
+        self.metrics.registry.register(P2PCollector(parts.p2p.stats_snapshot))
         self._validator_peer: dict[tuple[int, int], str] = {}  # (shard, index) -> peer id
         self._peer_index: dict[str, int] = {}  # validators of our shard
         for shard_validators in genesis.validators:
@@ -125,8 +126,8 @@ class Node:
 
     @property
     def running(self) -> Running:
-        if self._running is None:
-            raise ShardnetError(f"{self.name} is not started", reason="not_started")
+        if self._running is None:  # our bug: handlers are registered by start()
+            raise RuntimeError(f"{self.name} is not started")
         return self._running
 
     @property
@@ -178,8 +179,28 @@ class Node:
     async def start(self) -> None:
         """Open the ledger from the store, start p2p, the driver, the relay, the
         housekeeping and (``serve_http``) the HTTP API."""
-        config, p2p = self.config, self.p2p
         ledger, persisted = await self._open_ledger()
+        running = self._running = self._assemble(ledger, persisted)
+        p2p, replica = self.p2p, running.replica
+        p2p.on_message(self._on_p2p_message)
+        p2p.set_request_handler(self._serve_request)
+        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
+                      validator=self._valid_announcement)
+        await p2p.start()
+        if self.parts.serve_http:
+            await self._start_http(running.service)
+        self.metrics.view.set(replica.view)
+        self.metrics.is_primary.set(int(replica.primary() == replica.me))
+        self._tasks = {"driver": asyncio.ensure_future(running.driver.run()),
+                       "housekeeping": asyncio.ensure_future(running.service.housekeeping()),
+                       "relay": asyncio.ensure_future(running.relay.run())}
+        listen = getattr(p2p, "listen_addrs", [])  # the libp2p host's; not in P2PAPI
+        self.log.info("node.started", height=ledger.height, view=replica.view,
+                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid())
+
+    def _assemble(self, ledger: Ledger, persisted: PersistentState | None) -> Running:
+        """The node's own pieces, wired to each other and to the parts."""
+        config, p2p = self.config, self.p2p
         mempool = Mempool(
             txs_max=config.mempool.txs_max, bytes_max=config.mempool.bytes_max,
             nonce_window=config.mempool.nonce_window,
@@ -218,23 +239,7 @@ class Node:
             driver=driver, relay=relay, shard_tips=shard_tips, clock=self.clock,
             drop=self.drop,
         )
-        self.metrics.registry.register(P2PCollector(p2p.stats_snapshot))
-        p2p.on_message(self._on_p2p_message)
-        p2p.set_request_handler(self._serve_request)
-        p2p.subscribe(TOPIC_BLOCKS, self._on_block_announcement,
-                      validator=self._valid_announcement)
-        self._running = Running(ledger, replica, driver, relay, service)
-        await p2p.start()
-        if self.parts.serve_http:
-            await self._start_http(service)
-        self.metrics.view.set(replica.view)
-        self.metrics.is_primary.set(int(replica.primary() == replica.me))
-        self._tasks = {"driver": asyncio.ensure_future(driver.run()),
-                       "housekeeping": asyncio.ensure_future(service.housekeeping()),
-                       "relay": asyncio.ensure_future(relay.run())}
-        listen = getattr(p2p, "listen_addrs", [])  # the libp2p host's; not in P2PAPI
-        self.log.info("node.started", height=ledger.height, view=replica.view,
-                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid())
+        return Running(ledger, replica, driver, relay, service)
 
     async def _start_http(self, service: NodeService) -> None:
         config = self.config
