@@ -26,9 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consensus.certificate import CommitCertificate, Verifier
-from consensus.checkers import Checker
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.limits import RECORD_BYTES_MAX
+from consensus.sim.checkers import Checker
 from sharding.ledger import Committed, Ledger
 from sharding.records import (
     KEY_ACCOUNT,

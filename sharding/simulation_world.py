@@ -25,8 +25,8 @@ import msgspec
 from consensus.certificate import CommitCertificate, IndexedSignature, Verifier, quorum_size
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair, verify_signature
+from consensus.sim.doubles import FastSigner, FastVerifier
 from consensus.state import Signer
-from consensus.testing import FastSigner, FastVerifier
 from sharding.accounts import derive_account, shard_of
 from sharding.block import (
     EMPTY_EVIDENCE_ROOT,

@@ -107,3 +107,23 @@ def test_import_checker_sees_through_from_imports(tmp_path: Path) -> None:
     assert not allowed("node.store", ALLOWED["sharding"])
     assert allowed("consensus.kernel.codec", ALLOWED["consensus/kernel"])
     assert not allowed("consensus.replica", ALLOWED["consensus/kernel"])
+
+
+def is_simulation_module(path: Path) -> bool:
+    relative = path.relative_to(ROOT)
+    return (relative.parts[:2] in {("consensus", "sim"), ("node", "sim")}
+            or relative.name.startswith("simulation"))
+
+
+def test_production_code_never_imports_the_simulation_machinery() -> None:
+    """The simulator's test doubles (consensus/sim/) stay off the production paths:
+    only simulators, tests and tooling import them."""
+    offenders = {}
+    for folder in ("consensus", "sharding", "node"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            bad = sorted(m for m in imported_modules(path) if allowed(m, ("consensus.sim",)))
+            if bad and not is_simulation_module(path):
+                offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}
+    assert is_simulation_module(ROOT / "sharding" / "simulation_world.py")
+    assert not is_simulation_module(ROOT / "consensus" / "replica.py")

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consensus.events import Event, MessageReceived
-from consensus.simulator import SimConfig, Simulation
+from consensus.sim.simulator import SimConfig, Simulation
 from scripts.bench.common import machine_facts, report, result_table
 
 COST_COLUMNS = ("replicas", "signatures", "messages", "median_us", "mean_us", "p90_us",

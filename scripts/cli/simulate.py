@@ -1,7 +1,7 @@
 """``shardnet simulate``: run the deterministic fault simulators over many seeds.
 
 With ``--shards 1`` (the default) the PBFT simulator of one shard
-(``consensus/simulator.py``); with ``--shards N`` (N >= 2) the multi-shard simulator
+(``consensus/sim/simulator.py``); with ``--shards N`` (N >= 2) the multi-shard simulator
 (``sharding/simulation.py``): N shards of real replicas and ledgers, cross-shard
 transfers and swaps, receipts relayed and pulled between shards, byzantine primaries
 proposing fabricated, duplicated or skipped receipts. Each seed draws its own faults,
@@ -22,7 +22,7 @@ from typing import Protocol
 
 import click
 
-from consensus.simulator import SimConfig, Simulation
+from consensus.sim.simulator import SimConfig, Simulation
 from sharding.simulation import FAULT_KINDS, MultiShardSimulation
 from sharding.simulation_world import MultiSimConfig
 

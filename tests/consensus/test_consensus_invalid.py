@@ -21,8 +21,8 @@ from consensus.events import BlockExecuted, MessageReceived, ProposalReady, Sync
 from consensus.kernel.codec import encode
 from consensus.kernel.errors import InvariantViolation
 from consensus.messages import CertNotice, PrePrepare, ViewChange, Vote, signing_digest
+from consensus.sim.doubles import FastSigner
 from consensus.state import ReplicaConfig
-from consensus.testing import FastSigner
 from tests.support.consensus_harness import CHAIN, Cluster
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from consensus.certificate import CommitCertificate
-from consensus.checkers import Checker
-from consensus.simulator import FAULT_KINDS, SimResult, run_seed
-from consensus.testing import make_keys
+from consensus.sim.checkers import Checker
+from consensus.sim.doubles import make_keys
+from consensus.sim.simulator import FAULT_KINDS, SimResult, run_seed
 
 FAST_SEEDS = 1000
 CHUNK = 100

@@ -27,7 +27,7 @@ from consensus.certificate import (
 from consensus.kernel.codec import U64_MAX, encode
 from consensus.kernel.crypto import KeyPair
 from consensus.kernel.errors import DecodeError
-from consensus.testing import FastSigner, FastVerifier
+from consensus.sim.doubles import FastSigner, FastVerifier
 from sharding.accounts import derive_account
 from sharding.block import (
     EMPTY_EVIDENCE_ROOT,

@@ -22,8 +22,8 @@ from consensus.events import BlockExecuted, Event, MessageReceived, ProposalRead
 from consensus.kernel.limits import OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import Message, decode_message
 from consensus.replica import Replica
+from consensus.sim.doubles import TestLedger, make_keys
 from consensus.state import PersistentState, ReplicaConfig, Signer
-from consensus.testing import TestLedger, make_keys
 
 CHAIN = "test-chain"
 

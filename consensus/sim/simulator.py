@@ -6,7 +6,7 @@ byzantine replicas (equivocating primaries, or replicas sending forged, stale an
 garbage messages and serving forged certificates) and the client load. The real
 ``Replica`` runs unchanged; a small shell per node plays the role of ``node/``: it
 carries out actions, runs the batch policy and serves block sync from peers' stored
-blocks. The ledger is ``testing.TestLedger``.
+blocks. The ledger is ``doubles.TestLedger``.
 
 A run has a fault phase (checkers on every commit) and a healed phase (no faults
 except the byzantine replicas; all crashed replicas restarted) that must converge.
@@ -43,7 +43,6 @@ from consensus.certificate import (
     pre_prepare_digest,
     vote_digest,
 )
-from consensus.checkers import Checker
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -65,8 +64,9 @@ from consensus.messages import (
     signing_digest,
 )
 from consensus.replica import Replica
+from consensus.sim.checkers import Checker
+from consensus.sim.doubles import TestLedger, make_keys
 from consensus.state import PersistentState, ReplicaConfig, Signer
-from consensus.testing import TestLedger, make_keys
 
 FAULT_KINDS = (
     "drop",
@@ -128,6 +128,13 @@ class FaultyNetwork:
 
     def send(self, src: Any, dst: Any, data: Any) -> None:
         """Deliver ``data`` later as a ``"deliver"`` event ``(src, dst, data)``, or not."""
+        for delay in self.route(src, dst, data):
+            self.push(self.now + delay, "deliver", (src, dst, data))
+
+    def route(self, src: Any, dst: Any, data: Any) -> list[int]:
+        """The delay in ms of each copy of ``data`` that arrives: none when it is cut
+        or dropped, two when duplicated. Also what the whole-network simulator
+        (``node/sim``) asks for each message of its in-memory network."""
         rng = self.rng
         faulty = not self.healed
         if (
@@ -136,7 +143,7 @@ class FaultyNetwork:
             and not any(src in g and dst in g for g in self.partition)
         ):
             self.faults["partition_drop"] += 1
-            return
+            return []
         if (
             faulty
             and self.commit_loss is not None
@@ -145,10 +152,10 @@ class FaultyNetwork:
             and rng.random() < 0.9
         ):
             self.faults["commit_loss"] += 1
-            return
+            return []
         if faulty and self.drop_p and rng.random() < self.drop_p:
             self.faults["drop"] += 1
-            return
+            return []
         delay = rng.randint(*self.latency_ms)
         if faulty and "delay" in self.kinds and rng.random() < 0.1:
             delay += rng.randint(50, 600)
@@ -156,10 +163,11 @@ class FaultyNetwork:
         if faulty and "reorder" in self.kinds and rng.random() < 0.2:
             delay += rng.randint(0, 40)
             self.faults["reorder"] += 1
-        self.push(self.now + delay, "deliver", (src, dst, data))
+        delays = [delay]
         if faulty and self.dup_p and rng.random() < self.dup_p:
             self.faults["duplicate"] += 1
-            self.push(self.now + delay + rng.randint(0, 100), "deliver", (src, dst, data))
+            delays.append(delay + rng.randint(0, 100))
+        return delays
 
     def schedule_faults(self, nodes: Sequence[Any], fault_ms: int) -> None:
         """Partition, commit-loss and crash windows within the fault phase, then the
