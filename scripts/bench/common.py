@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import click
 from rich.console import Console
 from rich.table import Table
@@ -113,6 +114,21 @@ def report(
         console.print(table)
     write_json(path, data, sort_keys=sort_keys)
     console.print(f"wrote {path}")
+
+
+async def watch_blocks(session: aiohttp.ClientSession, url: str,
+                       on_block: Callable[[dict[str, Any], float], bool]) -> None:
+    """Follow the node at ``url`` on ``/v1/events``: ``on_block(block, now)`` for each
+    committed block (``now``: ``time.perf_counter()`` at its arrival) until it returns
+    True. Times of submission and commit are then on one clock."""
+    async with session.get(f"{url}/v1/events",
+                           timeout=aiohttp.ClientTimeout(total=None)) as response:
+        async for line in response.content:
+            if not line.startswith(b"data: "):
+                continue
+            now = time.perf_counter()
+            if on_block(json.loads(line[6:]), now):
+                return
 
 
 @contextlib.contextmanager

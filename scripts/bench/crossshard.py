@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import random
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
-from scripts.bench.common import local_testnet, machine_line, report, result_table
+from scripts.bench.common import (
+    local_testnet,
+    machine_line,
+    report,
+    result_table,
+    watch_blocks,
+)
 from scripts.cli.testnet.generate import TestnetSpec
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import running_pid
@@ -37,6 +43,7 @@ from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
 CHAIN_ID = "shardnet-local"
 SHARDS = 2
+Stream = list[tuple[int, bool, bytes, str]]  # (shard, crosses, raw tx, tx hash)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -48,7 +55,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def sign_stream(txs: int, senders_per_shard: int, cross: float, rng: random.Random
-                ) -> list[tuple[int, bool, bytes, str]]:
+                ) -> Stream:
     """``txs`` transfers alternating between the shards' senders: (shard, crosses, raw,
     hash). Each sender's nonces ascend in stream order."""
     accounts: dict[int, list[KeyPair]] = {s: [] for s in range(SHARDS)}
@@ -73,63 +80,74 @@ def sign_stream(txs: int, senders_per_shard: int, cross: float, rng: random.Rand
     return stream
 
 
-async def run_stream(urls: dict[int, list[str]], stream: list[tuple[int, bool, bytes, str]],
-                     rate: float, timeout_s: float) -> dict[str, Any]:
-    submitted: dict[str, float] = {}
-    committed: dict[str, float] = {}
-    finalized: dict[str, float] = {}
+@dataclass
+class Seen:
+    """When each transaction was submitted, committed on its shard and (crossing ones)
+    finalized on the destination: ``time.perf_counter()`` of this process."""
+
+    submitted: dict[str, float] = field(default_factory=dict)
+    committed: dict[str, float] = field(default_factory=dict)
+    finalized: dict[str, float] = field(default_factory=dict)
+
+
+async def run_stream(urls: dict[int, list[str]], stream: Stream, rate: float,
+                     timeout_s: float) -> dict[str, Any]:
+    seen = Seen()
     crossing = {digest for _, crosses, _, digest in stream if crosses}
-    expected = len(stream)
     done = asyncio.Event()
 
-    def check_done() -> None:
-        if len(committed) >= expected and len(finalized) >= len(crossing):
+    def on_block(block: dict[str, Any], now: float) -> bool:
+        for digest in block["txs"]:
+            seen.committed.setdefault(digest, now)
+        for origin in block.get("inbound_origins", []):
+            if origin in crossing:
+                seen.finalized.setdefault(origin, now)
+        if len(seen.committed) >= len(stream) and len(seen.finalized) >= len(crossing):
             done.set()
+        return False  # both shards' watchers run until the end
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-
-        async def watch(shard: int) -> None:
-            async with session.get(f"{urls[shard][2]}/v1/events",
-                                   timeout=aiohttp.ClientTimeout(total=None)) as response:
-                async for line in response.content:
-                    if not line.startswith(b"data: "):
-                        continue
-                    now = time.perf_counter()
-                    block = json.loads(line[6:])
-                    for digest in block["txs"]:
-                        committed.setdefault(digest, now)
-                    for origin in block.get("inbound_origins", []):
-                        if origin in crossing:
-                            finalized.setdefault(origin, now)
-                    check_done()
-
-        watchers = [asyncio.ensure_future(watch(s)) for s in range(SHARDS)]
+        watchers = [asyncio.ensure_future(watch_blocks(session, urls[s][2], on_block))
+                    for s in range(SHARDS)]
         await asyncio.sleep(0.3)  # let the event streams attach before the first commit
-        tick_s = 0.05
-        per_tick = max(1, round(rate * tick_s))
-        started = time.perf_counter()
-        for number, start in enumerate(range(0, len(stream), per_tick)):
-            await asyncio.sleep(max(0.0, started + number * tick_s - time.perf_counter()))
-            chunk = stream[start:start + per_tick]
-            for shard in range(SHARDS):
-                mine = [(raw, digest) for s, _, raw, digest in chunk if s == shard]
-                if not mine:
-                    continue
-                now = time.perf_counter()
-                for _, digest in mine:
-                    submitted[digest] = now
-                url = urls[shard][number % len(urls[shard])]
-                async with session.post(f"{url}/v1/txs",
-                                        json={"txs": [raw.hex() for raw, _ in mine]}) as answer:
-                    body = await answer.json()
-                rejected = [r for r in body.get("results", [body]) if not r.get("accepted")]
-                if rejected:
-                    raise click.ClickException(f"rejected: {rejected[0]}")
-        offered_s = time.perf_counter() - started
+        offered_s = await send_stream(session, urls, stream, rate, seen.submitted)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout_s)
         for watcher in watchers:
             watcher.cancel()
+    return stream_summary(stream, crossing, seen, offered_s)
+
+
+async def send_stream(session: aiohttp.ClientSession, urls: dict[int, list[str]],
+                      stream: Stream, rate: float, submitted: dict[str, float]) -> float:
+    """POST the stream paced at ``rate`` (a chunk every 50 ms, one request per shard,
+    round-robin over its nodes); the seconds it took. A rejection ends the run."""
+    tick_s = 0.05
+    per_tick = max(1, round(rate * tick_s))
+    started = time.perf_counter()
+    for number, start in enumerate(range(0, len(stream), per_tick)):
+        await asyncio.sleep(max(0.0, started + number * tick_s - time.perf_counter()))
+        chunk = stream[start:start + per_tick]
+        for shard in range(SHARDS):
+            mine = [(raw, digest) for s, _, raw, digest in chunk if s == shard]
+            if not mine:
+                continue
+            now = time.perf_counter()
+            for _, digest in mine:
+                submitted[digest] = now
+            url = urls[shard][number % len(urls[shard])]
+            async with session.post(f"{url}/v1/txs",
+                                    json={"txs": [raw.hex() for raw, _ in mine]}) as answer:
+                body = await answer.json()
+            rejected = [r for r in body.get("results", [body]) if not r.get("accepted")]
+            if rejected:
+                raise click.ClickException(f"rejected: {rejected[0]}")
+    return time.perf_counter() - started
+
+
+def stream_summary(stream: Stream, crossing: set[str], seen: Seen, offered_s: float
+                   ) -> dict[str, Any]:
+    submitted, committed, finalized = seen.submitted, seen.committed, seen.finalized
     local = sorted(committed[d] - submitted[d] for _, c, _, d in stream
                    if not c and d in committed)
     source = sorted(committed[d] - submitted[d] for d in crossing if d in committed)
@@ -139,7 +157,7 @@ async def run_stream(urls: dict[int, list[str]], stream: list[tuple[int, bool, b
         return round(1000 * percentile(values, q), 1)
 
     return {
-        "txs": expected, "offered_tps": round(expected / offered_s, 1),
+        "txs": len(stream), "offered_tps": round(len(stream) / offered_s, 1),
         "committed": len(committed), "cross_shard": len(crossing), "finalized": len(final),
         "local_commit_p50_ms": ms(local, 0.5), "local_commit_p99_ms": ms(local, 0.99),
         "cross_commit_p50_ms": ms(source, 0.5), "cross_commit_p99_ms": ms(source, 0.99),
@@ -158,8 +176,7 @@ def explain_failure(root: Path, nodes: list[NodeEntry], error: Exception) -> str
     return f"a node did not answer: {error}"
 
 
-def run_once(stream: list[tuple[int, bool, bytes, str]], rate: float, base_port: int
-             ) -> dict[str, Any]:
+def run_once(stream: Stream, rate: float, base_port: int) -> dict[str, Any]:
     """The stream on a fresh 2 x 4 testnet of local processes, stopped after."""
     spec = TestnetSpec(shards=SHARDS, validators=4, accounts=1000, base_port=base_port)
     with local_testnet(spec) as (root, nodes):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from scripts.bench.common import (
     measure_verify_per_s,
     report,
     result_table,
+    watch_blocks,
 )
 from scripts.cli.testnet.generate import TestnetSpec
 from sharding.accounts import derive_account, shard_of
@@ -64,57 +65,70 @@ async def run_load(urls: list[str], raws: list[bytes], hashes: list[str], batch:
     and time each transaction from its submission to its block's commit event."""
     submitted_at: dict[str, float] = {}
     committed_at: dict[str, float] = {}
-    retries = 0
     done = asyncio.Event()
+
+    def on_block(block: dict[str, Any], now: float) -> bool:
+        for digest in block["txs"]:
+            committed_at.setdefault(digest, now)
+        if len(committed_at) >= len(hashes):
+            done.set()
+        return done.is_set()
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-
-        async def watch() -> None:
-            async with session.get(f"{urls[0]}/v1/events",
-                                   timeout=aiohttp.ClientTimeout(total=None)) as response:
-                async for line in response.content:
-                    if not line.startswith(b"data: "):
-                        continue
-                    now = time.perf_counter()
-                    for digest in json.loads(line[6:])["txs"]:
-                        committed_at.setdefault(digest, now)
-                    if len(committed_at) >= len(hashes):
-                        done.set()
-                        return
-
-        async def submit(worker: int, chunks: list[tuple[list[bytes], list[str]]]) -> None:
-            nonlocal retries
-            url = urls[worker % len(urls)]
-            for number, (chunk_raws, chunk_hashes) in enumerate(chunks):
-                if rate > 0:  # open-loop pacing: chunk k of this worker leaves at its slot
-                    slot = started + (number * workers + worker) * batch / rate
-                    await asyncio.sleep(max(0.0, slot - time.perf_counter()))
-                pending = list(zip(chunk_raws, chunk_hashes, strict=True))
-                while pending:
-                    now = time.perf_counter()
-                    for _, digest in pending:
-                        submitted_at.setdefault(digest, now)
-                    body = {"txs": [raw.hex() for raw, _ in pending]}
-                    async with session.post(f"{url}/v1/txs", json=body) as response:
-                        answer = await response.json()
-                    results = answer.get("results", [answer])
-                    again = [item for item, result in zip(pending, results, strict=True)
-                             if not result.get("accepted") and result.get("error") in
-                             ("mempool_full", "sender_full")]
-                    if again:
-                        retries += len(again)
-                        await asyncio.sleep(0.05)
-                    pending = again
-
-        watcher = asyncio.ensure_future(watch())
+        watcher = asyncio.ensure_future(watch_blocks(session, urls[0], on_block))
         await asyncio.sleep(0.2)  # let the event stream attach before the first commit
         chunks = [(raws[i:i + batch], hashes[i:i + batch]) for i in range(0, len(raws), batch)]
         workers = 4
         started = time.perf_counter()
-        await asyncio.gather(*(submit(w, chunks[w::workers]) for w in range(workers)))
+
+        def slot(worker: int) -> Callable[[int], float] | None:
+            """Open-loop pacing: when chunk k of ``worker`` leaves."""
+            if rate <= 0:
+                return None
+            return lambda number: started + (number * workers + worker) * batch / rate
+
+        retries = await asyncio.gather(*(
+            submit_chunks(session, urls[w % len(urls)], chunks[w::workers], submitted_at,
+                          slot(w)) for w in range(workers)))
         submit_s = time.perf_counter() - started
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout_s)
         watcher.cancel()
+    return load_summary(hashes, submitted_at, committed_at, sum(retries), submit_s)
+
+
+async def submit_chunks(session: aiohttp.ClientSession, url: str,
+                        chunks: list[tuple[list[bytes], list[str]]],
+                        submitted_at: dict[str, float],
+                        slot: Callable[[int], float] | None) -> int:
+    """POST each chunk (at its ``slot``, if paced), again for what a full mempool
+    refused (503); the count of such retries."""
+    retries = 0
+    for number, (chunk_raws, chunk_hashes) in enumerate(chunks):
+        if slot is not None:
+            await asyncio.sleep(max(0.0, slot(number) - time.perf_counter()))
+        pending = list(zip(chunk_raws, chunk_hashes, strict=True))
+        while pending:
+            now = time.perf_counter()
+            for _, digest in pending:
+                submitted_at.setdefault(digest, now)
+            body = {"txs": [raw.hex() for raw, _ in pending]}
+            async with session.post(f"{url}/v1/txs", json=body) as response:
+                answer = await response.json()
+            results = answer.get("results", [answer])
+            again = [item for item, result in zip(pending, results, strict=True)
+                     if not result.get("accepted") and result.get("error") in
+                     ("mempool_full", "sender_full")]
+            if again:
+                retries += len(again)
+                await asyncio.sleep(0.05)
+            pending = again
+    return retries
+
+
+def load_summary(hashes: list[str], submitted_at: dict[str, float],
+                 committed_at: dict[str, float], retries: int, submit_s: float
+                 ) -> dict[str, Any]:
     latencies = sorted(committed_at[h] - submitted_at[h] for h in hashes if h in committed_at)
     if not latencies:
         return {"committed": 0}
