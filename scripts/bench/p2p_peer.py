@@ -39,6 +39,11 @@ _SEQ = struct.Struct(">Q")
 _GOSSIP = struct.Struct(">Qd")
 
 
+# CONFIG_JSON keys that override a P2PConfig default when given, and their types.
+_OPTIONAL = {"heartbeat_interval_s": float, "heartbeat_timeout_s": float,
+             "gossip_degree": int, "gossip_degree_low": int, "gossip_degree_high": int}
+
+
 def config_from_json(spec: dict[str, Any]) -> P2PConfig:
     return P2PConfig(
         private_key_seed=bytes.fromhex(spec["seed"]),
@@ -46,12 +51,9 @@ def config_from_json(spec: dict[str, Any]) -> P2PConfig:
         listen_port=int(spec["port"]),
         peers=tuple(PeerSpec(address=addr, peer_id=pid) for pid, addr in spec["peers"]),
         gossip_topics=tuple(spec.get("topics", ())),
-        heartbeat_interval_s=float(spec.get("heartbeat_interval_s", 1.0)),
-        heartbeat_timeout_s=float(spec.get("heartbeat_timeout_s", 5.0)),
+        # A peer process redials sooner than a node: tests restart peers.
         dial_backoff_max_s=float(spec.get("dial_backoff_max_s", 2.0)),
-        gossip_degree=int(spec.get("gossip_degree", 3)),
-        gossip_degree_low=int(spec.get("gossip_degree_low", 2)),
-        gossip_degree_high=int(spec.get("gossip_degree_high", 6)),
+        **{key: kind(spec[key]) for key, kind in _OPTIONAL.items() if key in spec},
     )
 
 
