@@ -80,18 +80,6 @@ async def stream_run(messages: int, size: int, rtt_samples: int) -> dict[str, An
         received = sum(report.get("received", {}).values())
         elapsed = report["last_at"] - start if received else float("nan")
         sender = host.stats_snapshot()
-        # Round trips, one at a time.
-        echo_ms: list[float] = []
-        for i in range(rtt_samples):
-            t0 = time.perf_counter()
-            host.send_nowait(peer, ECHO_CHANNEL, SEQ.pack(i) + padding)
-            await echoes.get()
-            echo_ms.append((time.perf_counter() - t0) * 1000)
-        request_ms: list[float] = []
-        for i in range(max(1, rtt_samples // 4)):
-            t0 = time.perf_counter()
-            await host.request(peer, SEQ.pack(i))
-            request_ms.append((time.perf_counter() - t0) * 1000)
         return {
             "messages": messages,
             "received": received,
@@ -99,14 +87,34 @@ async def stream_run(messages: int, size: int, rtt_samples: int) -> dict[str, An
             "msgs_per_s": received / elapsed if received else 0.0,
             "frames_per_write_avg": sender["frames_per_write_avg"],
             "sender_drops": sender["drops"],
-            "echo_rtt_ms_p50": percentile(echo_ms, 0.50),
-            "echo_rtt_ms_p99": percentile(echo_ms, 0.99),
-            "request_rtt_ms_p50": percentile(request_ms, 0.50),
-            "request_rtt_ms_p99": percentile(request_ms, 0.99),
+            **await _round_trips(host, peer, echoes, padding, rtt_samples),
         }
     finally:
         await child.close()
         await host.stop()
+
+
+async def _round_trips(host: P2PHost, peer: str, echoes: asyncio.Queue[bytes], padding: bytes,
+                       samples: int) -> dict[str, float]:
+    """Round trips, one at a time: echoes over the message stream, then requests (a new
+    stream each)."""
+    echo_ms: list[float] = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        host.send_nowait(peer, ECHO_CHANNEL, SEQ.pack(i) + padding)
+        await echoes.get()
+        echo_ms.append((time.perf_counter() - t0) * 1000)
+    request_ms: list[float] = []
+    for i in range(max(1, samples // 4)):
+        t0 = time.perf_counter()
+        await host.request(peer, SEQ.pack(i))
+        request_ms.append((time.perf_counter() - t0) * 1000)
+    return {
+        "echo_rtt_ms_p50": percentile(echo_ms, 0.50),
+        "echo_rtt_ms_p99": percentile(echo_ms, 0.99),
+        "request_rtt_ms_p50": percentile(request_ms, 0.50),
+        "request_rtt_ms_p99": percentile(request_ms, 0.99),
+    }
 
 
 async def gossip_run(
@@ -130,40 +138,47 @@ async def gossip_run(
             *(c.command(cmd="wait_peers", count=nodes - 1, wait_s=30) for c in children)
         )
         await asyncio.sleep(3.0)  # a few gossip heartbeats: let the mesh form
-        count = int(rate * seconds)
-        t0 = time.monotonic()
-        cpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
-        await asyncio.gather(
-            *(
-                c.command(timeout=seconds * 3 + 30, cmd="publish", topic="bench", count=count,
-                          rate=rate, size=size)
-                for c in children
-            )
-        )
-        expected = nodes * (nodes - 1) * count
-        delivered, reports = await _wait_deliveries(children, expected, t0 + seconds + 30)
-        cpu_s = sum(cpu_seconds(c.proc.pid) for c in children) - cpu0
-        latencies = [ms for r in reports for ms in r["latency_ms"]]
-        stats = [await c.command(cmd="stats") for c in children]
-        return {
-            "nodes": nodes,
-            "offered_msgs_per_s": rate * nodes,
-            "published": count * nodes,
-            "expected_deliveries": expected,
-            "delivered": delivered,
-            "delivery_rate": delivered / expected if expected else 0.0,
-            "loss": 1 - delivered / expected if expected else 0.0,
-            "duplicates": sum(r["duplicates"] for r in reports),
-            "latency_ms_p50": percentile(latencies, 0.50),
-            "latency_ms_p99": percentile(latencies, 0.99),
-            "cpu_ms_per_published_msg": cpu_s * 1000 / (count * nodes) if count else 0.0,
-            "gossip_drops": {
-                k: v for s in stats for k, v in s["drops"].items() if k.startswith("gossip")
-            },
-        }
+        return await _publish(children, rate, seconds, size)
     finally:
         for child in children:
             await child.close()
+
+
+async def _publish(children: list[Child], rate: float, seconds: float, size: int
+                   ) -> dict[str, Any]:
+    """Every peer publishes ``rate`` messages/s for ``seconds``: deliveries, latency, CPU."""
+    nodes = len(children)
+    count = int(rate * seconds)
+    t0 = time.monotonic()
+    cpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
+    await asyncio.gather(
+        *(
+            c.command(timeout=seconds * 3 + 30, cmd="publish", topic="bench", count=count,
+                      rate=rate, size=size)
+            for c in children
+        )
+    )
+    expected = nodes * (nodes - 1) * count
+    delivered, reports = await _wait_deliveries(children, expected, t0 + seconds + 30)
+    cpu_s = sum(cpu_seconds(c.proc.pid) for c in children) - cpu0
+    latencies = [ms for r in reports for ms in r["latency_ms"]]
+    stats = [await c.command(cmd="stats") for c in children]
+    return {
+        "nodes": nodes,
+        "offered_msgs_per_s": rate * nodes,
+        "published": count * nodes,
+        "expected_deliveries": expected,
+        "delivered": delivered,
+        "delivery_rate": delivered / expected if expected else 0.0,
+        "loss": 1 - delivered / expected if expected else 0.0,
+        "duplicates": sum(r["duplicates"] for r in reports),
+        "latency_ms_p50": percentile(latencies, 0.50),
+        "latency_ms_p99": percentile(latencies, 0.99),
+        "cpu_ms_per_published_msg": cpu_s * 1000 / (count * nodes) if count else 0.0,
+        "gossip_drops": {
+            k: v for s in stats for k, v in s["drops"].items() if k.startswith("gossip")
+        },
+    }
 
 
 async def _wait_deliveries(children: list[Child], expected: int, deadline: float
