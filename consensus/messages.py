@@ -21,7 +21,6 @@ import msgspec
 
 from consensus.certificate import (
     PHASE_CHECKPOINT,
-    PHASE_COMMIT,
     PHASE_PREPARE,
     U64,
     VALIDATORS_MAX,
@@ -37,7 +36,6 @@ from consensus.certificate import (
 from consensus.kernel.codec import WireStruct, decode, encode
 from consensus.kernel.crypto import TAG_CONSENSUS_MSG, sha256, tagged_hash
 
-VOTE_PHASES = (PHASE_PREPARE, PHASE_COMMIT, PHASE_CHECKPOINT)
 Phase = Annotated[int, msgspec.Meta(ge=PHASE_PREPARE, le=PHASE_CHECKPOINT)]
 VIEW_CHANGES_MAX = VALIDATORS_MAX
 
@@ -132,20 +130,6 @@ def payload_digest(payload: bytes) -> bytes:
     return sha256(payload)
 
 
-def message_view(msg: Message) -> int | None:
-    if isinstance(msg, (PrePrepare, Vote)):
-        return None if isinstance(msg, Vote) and msg.phase == PHASE_CHECKPOINT else msg.view
-    if isinstance(msg, ViewChange):
-        return msg.new_view
-    if isinstance(msg, NewView):
-        return msg.view
-    return None
-
-
-def strip_payload(vc: ViewChange) -> ViewChange:
-    return msgspec.structs.replace(vc, payload=b"") if vc.payload else vc
-
-
 __all__ = [
     "CertNotice",
     "CheckpointProof",
@@ -157,8 +141,6 @@ __all__ = [
     "ViewChange",
     "Vote",
     "decode_message",
-    "message_view",
     "payload_digest",
     "signing_digest",
-    "strip_payload",
 ]

@@ -113,9 +113,6 @@ class BlockResult:
     writes: dict[bytes, bytes | None]  # None deletes; first-write order
     prepared: PreparedWrites = field(compare=False, repr=False)
 
-    def receipts_for(self, dst_shard: int) -> list[Receipt]:
-        return [r for r in self.receipts if r.dst_shard == dst_shard]
-
 
 @dataclass(frozen=True, slots=True)
 class Rejected:

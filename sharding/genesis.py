@@ -137,9 +137,6 @@ class Genesis:
     def asset_name(self, asset: int) -> str:
         return next((name for name, id_ in self.assets.items() if id_ == asset), str(asset))
 
-    def pool_by_name(self, name: str) -> GenesisPool:
-        return next(pool for pool in self.pools if pool.name == name)
-
 
 # ---------------------------------------------------------------------------
 # Loading and validation

@@ -328,9 +328,4 @@ class Ledger:
         self._speculative[digest] = (height, block, result)
 
 
-def decode_and_hash(raw: bytes) -> tuple[SignedTx, bytes]:
-    tx = decode_tx(raw)
-    return tx, tx_hash(tx)
-
-
-__all__ = ["Committed", "InvalidTx", "Ledger", "Proposal", "check_tx_nonce", "decode_and_hash"]
+__all__ = ["Committed", "InvalidTx", "Ledger", "Proposal", "check_tx_nonce"]

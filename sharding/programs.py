@@ -348,18 +348,3 @@ def declared_access(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], fr
         keys.update((pool_key(call.pool), lp_key(call.pool, sender)))
     frozen = frozenset(keys)
     return frozen, frozen
-
-
-def declared_receipt_access(
-    receipt: Receipt, num_shards: int
-) -> tuple[frozenset[bytes], frozenset[bytes]]:
-    """(reads, writes) of applying ``receipt`` on its destination shard (besides the
-    channel cursor, which the block advances once per channel)."""
-    if receipt.kind in CREDIT_KINDS:
-        keys = {account_key(receipt.recipient)}
-    else:
-        keys = {pool_key(receipt.pool)}
-        if shard_of(receipt.recipient, num_shards) == receipt.dst_shard:
-            keys.add(account_key(receipt.recipient))
-    frozen = frozenset(keys)
-    return frozen, frozen

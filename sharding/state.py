@@ -196,9 +196,6 @@ class State:
             nodes[BUCKET_BITS][0] = self.root
         return nodes
 
-    def compute_root_after(self, writes: Writes) -> bytes:
-        return self.prepare(writes).root
-
     def apply_prepared(self, prepared: PreparedWrites) -> None:
         check(prepared.version == self._version, "prepared writes are for another state version")
         for key, value in prepared.writes.items():

@@ -33,10 +33,6 @@ class OversizedError(DecodeError):
     reason = "oversized"
 
 
-class InvalidSignature(ShardnetError):
-    reason = "bad_signature"
-
-
 class InvariantViolation(ShardnetError):
     """Our own state broke an invariant: a bug, never a peer's fault."""
 
