@@ -11,7 +11,7 @@ its limit here (``codec.decode`` raises ``OversizedError`` first).
     CERTIFICATE_BYTES_MAX       64 KiB   CommitCertificate         sharding/, node/
     RECORD_BYTES_MAX             1 MiB   Account, Pool state rows  sharding/records.py
     BUNDLE_BYTES_MAX            16 MiB   ReceiptBundle             sharding/crossshard.py
-    REQUEST_BYTES_MAX            4 KiB   node Request              node/main.py
+    REQUEST_BYTES_MAX            4 KiB   node Request              node/node.py
 
 A node configures some of them lower or higher (``consensus.block_bytes_max``, the
 replica's ``message_bytes_max``, the API's body limit for tx batches); these are the
