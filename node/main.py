@@ -33,7 +33,8 @@ from sharding.genesis import Genesis, load_genesis
 DB_FILE = "shard.sqlite"
 
 # ``Node`` lives in node/node.py; importing it from here (the contract's first home) works.
-__all__ = ["Node", "build_production_parts", "load_node", "node_command", "run_node"]
+__all__ = ["Node", "build_production_parts", "load_node", "node_command", "run_node",
+           "start_node"]
 
 
 def resolve(address: str) -> str:
@@ -86,12 +87,15 @@ async def load_node(config: NodeConfig) -> Node:
     key = load_node_key(config.path(config.node.key_file))
     check_identity(config, genesis, key)
     parts = await build_production_parts(config, genesis, key)
-    return Node(config, genesis, key, parts)
+    try:
+        return Node(config, genesis, key, parts)
+    except BaseException:
+        await parts.store.close()
+        raise
 
 
-async def run_node(config: NodeConfig) -> None:
-    """Run until SIGTERM/SIGINT (exit 0), or until the driver or the p2p thread dies
-    (``node.halted``, exit 1: the supervisor restarts the node)."""
+async def start_node(config: NodeConfig) -> Node:
+    """Load and start; any failure but a config error is logged as ``node.start_failed``."""
     log = structlog.get_logger().bind(node=node_name(config), shard=config.node.shard)
     try:
         node = await load_node(config)
@@ -106,30 +110,40 @@ async def run_node(config: NodeConfig) -> None:
         node.log.error("node.start_failed", error=repr(exc))
         await node.stop()
         raise
+    return node
+
+
+async def wait_for_end(node: Node, host: P2PHost) -> bool:
+    """Until SIGTERM/SIGINT (False), or the driver or the p2p thread died (True: a
+    node whose p2p thread died cannot take part; better halt than serve a stale view)."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
     stop_wait = asyncio.ensure_future(stopped.wait())
-    watched: set[asyncio.Future[Any]] = {node.driver_task, stop_wait}
-    # A node whose p2p thread died cannot take part: halt rather than keep serving a
-    # stale view.
-    host = node.p2p if isinstance(node.p2p, P2PHost) else None
-    p2p_ended = asyncio.ensure_future(host.wait_ended()) if host is not None else None
-    if p2p_ended is not None:
-        watched.add(p2p_ended)
+    p2p_ended = asyncio.ensure_future(host.wait_ended())
+    driver = node.driver_task
+    watched: set[asyncio.Future[Any]] = {driver, stop_wait, p2p_ended}
     done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    task = node.driver_task
-    halted = task in done and task.exception() is not None
-    if halted:
-        node.log.error("node.halted", error=repr(task.exception()))
-    elif p2p_ended is not None and p2p_ended in done:
-        halted = True
-        crashed = host.crashed if host is not None else None
-        node.log.error("node.halted", error=f"p2p thread ended: {crashed!r}")
-    for waiter in (stop_wait, p2p_ended):
-        if waiter is not None:
-            waiter.cancel()
+    stop_wait.cancel()
+    p2p_ended.cancel()
+    if driver in done and driver.exception() is not None:
+        node.log.error("node.halted", error=repr(driver.exception()))
+        return True
+    if p2p_ended in done:
+        node.log.error("node.halted", error=f"p2p thread ended: {host.crashed!r}")
+        return True
+    return False
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run until SIGTERM/SIGINT (exit 0), or until the driver or the p2p thread dies
+    (``node.halted``, exit 1: the supervisor restarts the node)."""
+    node = await start_node(config)
+    host = node.p2p
+    if not isinstance(host, P2PHost):  # build_production_parts gives one
+        raise TypeError(f"production p2p is a P2PHost, not {type(host).__name__}")
+    halted = await wait_for_end(node, host)
     await node.stop()
     if halted:
         raise SystemExit(1)
