@@ -107,6 +107,10 @@ class ConsensusDriver:
         self.view_changes = 0
         self._pending_checked_ms = -PENDING_REFRESH_MS
         self._pending_oldest: int | None = None
+        # When _maybe_propose last found nothing it could propose although the interval
+        # had passed (say, only transactions behind a nonce gap): until news arrives
+        # (an event wakes the loop), the interval is no reason to wake.
+        self._idle_since_ms = -1
 
     # -- inputs -------------------------------------------------------------------
 
@@ -152,8 +156,10 @@ class ConsensusDriver:
 
     def _next_wake_ms(self) -> int:
         wake = self._deadline_ms
-        if self._proposal_wanted is not None and (len(self.mempool) or self._inbound_ready()):
-            wake = min(wake, self._last_block_ms + self.config.consensus.block_interval_ms)
+        due = self._last_block_ms + self.config.consensus.block_interval_ms
+        if self._proposal_wanted is not None and self._idle_since_ms < due and (
+                len(self.mempool) or self._inbound_ready()):
+            wake = min(wake, due)
         return wake
 
     def _inbound_ready(self) -> bool:
@@ -271,6 +277,8 @@ class ConsensusDriver:
         ready = self.mempool.ready(consensus.block_txs_max, tx_bytes_max)
         if not batch_due(len(ready), inbound_ready, consensus.block_txs_max,
                          waited_ms, consensus.block_interval_ms):
+            if waited_ms >= consensus.block_interval_ms:
+                self._idle_since_ms = self.clock.monotonic_ms()
             return
         inbound = self.inbound.select(self.ledger.in_cursor, consensus.block_inbound_max)
         if not ready and not inbound:

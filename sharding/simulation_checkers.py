@@ -29,7 +29,9 @@ from consensus.certificate import CommitCertificate, Verifier
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.limits import RECORD_BYTES_MAX
 from consensus.sim.checkers import Checker
+from sharding.block import Block
 from sharding.ledger import Committed, Ledger
+from sharding.receipts import Receipt
 from sharding.records import (
     KEY_ACCOUNT,
     KEY_POOL,
@@ -97,13 +99,19 @@ class CrossShardChecker:
 
     def on_commit(self, shard: int, index: int, committed: Committed, cert: CommitCertificate,
                   ledger: Ledger, honest: bool) -> None:
-        height = committed.height
+        self.on_block(shard, index, committed.height, committed.block_hash, committed.block,
+                      committed.result.receipts, cert, ledger, honest)
+
+    def on_block(self, shard: int, index: int, height: int, digest: bytes, block: Block,
+                 receipts: Sequence[Receipt], cert: CommitCertificate, ledger: Ledger,
+                 honest: bool) -> None:
+        """A commit as a node's store holds it: the block and the receipts it emitted
+        (the whole-network simulator, ``node/sim``, sees commits this way)."""
         node = f"{shard}/{index}"
         if honest:
-            self.pbft[shard].on_commit(index, height, committed.block_hash, cert,
-                                       ledger.state.root)
+            self.pbft[shard].on_commit(index, height, digest, cert, ledger.state.root)
         if height == len(self.cursors[shard]):
-            self._record(shard, height, committed)
+            self._record(shard, height, block, receipts)
         cursors = self.cursors[shard][height]
         out_seqs = self.out_seqs[shard][height]
         for other in cursors:
@@ -115,10 +123,11 @@ class CrossShardChecker:
             if other != shard and get_out_seq(ledger.state, other) != out_seqs[other]:
                 self._fail(f"node {node}: out_seq[{other}] differs from the receipts emitted")
 
-    def _record(self, shard: int, height: int, committed: Committed) -> None:
+    def _record(self, shard: int, height: int, block: Block, receipts: Sequence[Receipt]
+                ) -> None:
         """The first commit of (shard, height): what it applied and what it emitted."""
         cursors = dict(self.cursors[shard][height - 1])
-        for receipt in committed.block.inbound:
+        for receipt in block.inbound:
             src, seq = receipt.src_shard, receipt.seq
             where = f"shard {shard} height {height}: receipt {src}->{shard} seq {seq}"
             # Verify the channel advances by exactly one: no duplicate, no gap.
@@ -130,7 +139,7 @@ class CrossShardChecker:
             cursors[src] = seq
             self.applied += 1
         out_seqs = dict(self.out_seqs[shard][height - 1])
-        for receipt in committed.result.receipts:
+        for receipt in receipts:
             dst, seq = receipt.dst_shard, receipt.seq
             if seq != out_seqs.get(dst, 0) + 1:
                 self._fail(f"shard {shard} height {height}: emitted {shard}->{dst} seq {seq} "
