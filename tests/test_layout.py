@@ -116,12 +116,14 @@ def is_simulation_module(path: Path) -> bool:
 
 
 def test_production_code_never_imports_the_simulation_machinery() -> None:
-    """The simulator's test doubles (consensus/sim/) stay off the production paths:
-    only simulators, tests and tooling import them."""
+    """The simulator's test doubles (consensus/sim/) and the whole-network simulator
+    (node/sim/) stay off the production paths: only simulators, tests and tooling
+    import them."""
     offenders = {}
     for folder in ("consensus", "sharding", "node"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            bad = sorted(m for m in imported_modules(path) if allowed(m, ("consensus.sim",)))
+            bad = sorted(m for m in imported_modules(path)
+                         if allowed(m, ("consensus.sim", "node.sim")))
             if bad and not is_simulation_module(path):
                 offenders[str(path.relative_to(ROOT))] = bad
     assert offenders == {}

@@ -95,6 +95,8 @@ class NetworkSimConfig:
         """The ``shardnet simulate --network`` options that rebuild this run."""
         args = (f"--shards {self.shards} --validators {self.validators} --seeds 1 "
                 f"--start {self.seed} --txs {self.txs}")
+        if self.crashes or self.partitions:
+            args += " (and the test's explicit crashes/partitions)"
         if self.faults is None:
             return args
         return args + f" --faults {','.join(self.faults) or 'none'}"
