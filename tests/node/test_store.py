@@ -31,7 +31,9 @@ from node.store import (
     StoreLimits,
     StoreLocked,
     TxRecord,
+    blocks,
 )
+from node.store.db import Db
 from node.store_memory import MemoryStore
 
 GENESIS = sha256(b"genesis")
@@ -245,7 +247,7 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
 async def test_sqlite_uses_wal_and_the_chosen_synchronous_level(tmp_path: Path) -> None:
     for level, expected in (("FULL", 2), ("NORMAL", 1)):
         s = await Store.open(tmp_path / f"{level}.db", synchronous=level)  # type: ignore[arg-type]
-        db = s._conn()
+        db = s._db.conn
         async with db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"  # type: ignore[index]
         async with db.execute("PRAGMA synchronous") as cur:
@@ -289,10 +291,10 @@ async def test_failure_injected_mid_commit_leaves_nothing_half_written(
     await s.commit_block(make_commit(1))
     before = await s.load_snapshot()
 
-    async def boom(commit: BlockCommit) -> None:
+    async def boom(db: Db, commit: BlockCommit) -> None:
         raise RuntimeError("disk on fire")  # after the block and receipts rows went in
 
-    monkeypatch.setattr(s, "_write_txs", boom)
+    monkeypatch.setattr(blocks, "insert_txs", boom)
     with pytest.raises(RuntimeError):
         await s.commit_block(make_commit(2))
     assert s.latest_height == 1
@@ -312,11 +314,11 @@ async def test_cancelled_commit_rolls_back(tmp_path: Path, monkeypatch: pytest.M
     await s.initialize(GENESIS, GENESIS_ITEMS)
     started = asyncio.Event()
 
-    async def stall(commit: BlockCommit) -> None:
+    async def stall(db: Db, commit: BlockCommit) -> None:
         started.set()
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(s, "_write_txs", stall)
+    monkeypatch.setattr(blocks, "insert_txs", stall)
     task = asyncio.create_task(s.commit_block(make_commit(1)))
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()
