@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
+import sharding.executor
+from node.relay import ReceiptRelay
 from node.sim.loop import SimulationStuck, run_virtual
 from node.sim.network import NetworkSimConfig, NetworkSimulation, run_network_seed
 
@@ -85,3 +88,37 @@ def test_transactions_behind_a_nonce_gap_do_not_spin_the_primary() -> None:
     result = sim.run()
     assert result.ok, result.describe()
     assert result.txs == 12
+
+
+def test_three_shards() -> None:
+    result = run_network_seed(13, shards=3, txs=18, faults=("drop", "reorder"))
+    assert result.ok, result.describe()
+    assert len(result.heights) == 3 and result.receipts > 0
+
+
+def test_pulls_alone_finalize_every_channel_when_no_bundle_is_pushed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No node ever pushes a bundle: the production relay's pull path (a source's
+    gossiped tip moved, or the idle poll) brings every receipt."""
+    monkeypatch.setattr(ReceiptRelay, "is_relayer", lambda *_: False)
+    result = run_network_seed(17, txs=16)
+    assert result.ok, result.describe()
+    assert result.receipts > 0 and result.txs == 16
+
+
+def test_checkers_catch_a_ledger_that_credits_a_receipt_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mutation of the production ledger that every honest node shares (so agreement
+    holds): the conservation checker names the asset."""
+    once = sharding.executor.process_inbound_receipt
+
+    def twice(view: Any, params: Any, receipt: Any) -> Any:
+        once(view, params, receipt)
+        return once(view, params, receipt)
+
+    monkeypatch.setattr(sharding.executor, "process_inbound_receipt", twice)
+    result = run_network_seed(3, txs=16)
+    assert not result.ok
+    assert any("totals" in v and "supply" in v for v in result.violations), result.violations
