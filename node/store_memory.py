@@ -6,23 +6,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from node.store import (
-    META_GENESIS_HASH,
+from node.store.checks import (
     ORIGIN_RECORDS_MAX,
-    BlockCommit,
-    DuplicateEntry,
-    GenesisMismatch,
-    InboundRecord,
-    NotInitialized,
-    ReceiptRecord,
-    Snapshot,
-    StoreClosed,
-    StoredBlock,
+    BlockRange,
     StoreLimits,
-    TxRecord,
     check_commit,
+    check_genesis,
     check_limit,
     check_metadata,
+    page_items,
+    range_last,
+)
+from node.store.errors import DuplicateEntry, NotInitialized, StoreClosed
+from node.store.records import (
+    META_GENESIS_HASH,
+    BlockCommit,
+    InboundRecord,
+    ReceiptRecord,
+    Snapshot,
+    StoredBlock,
+    TxRecord,
+    final_writes,
 )
 
 
@@ -55,10 +59,7 @@ class MemoryStore:
         self, genesis_hash: bytes, state_items: Sequence[tuple[bytes, bytes]]
     ) -> bool:
         self._open()
-        stored = self.metadata.get(META_GENESIS_HASH)
-        if stored is not None:
-            if stored != genesis_hash:
-                raise GenesisMismatch("store holds another genesis")
+        if check_genesis(self.metadata.get(META_GENESIS_HASH), genesis_hash):
             return False
         check_limit("genesis state items", len(state_items), self.limits.state_writes_max)
         self.state.update(state_items)
@@ -85,7 +86,7 @@ class MemoryStore:
             commit.height, commit.block_hash, commit.block, commit.certificate
         )
         self.heights_by_hash[commit.block_hash] = commit.height
-        for key, value in commit.state_writes:
+        for key, value in final_writes(commit.state_writes).items():
             if value is None:
                 self.state.pop(key, None)
             else:
@@ -131,20 +132,16 @@ class MemoryStore:
 
     async def get_blocks(self, first: int, last: int) -> list[StoredBlock]:
         self._open()
-        last = min(last, first + self.limits.range_blocks_max - 1)
-        blocks: list[StoredBlock] = []
-        size = 0
-        for height in range(first, last + 1):
+        answer = BlockRange(self.limits)
+        for height in range(first, range_last(first, last, self.limits) + 1):
             block = self.blocks.get(height)
             if block is None:
-                if blocks:
+                if answer.blocks:
                     break
                 continue
-            size += len(block.block) + len(block.certificate)
-            if blocks and size > self.limits.range_bytes_max:
+            if not answer.add(block):
                 break
-            blocks.append(block)
-        return blocks
+        return answer.blocks
 
     async def get_tx(self, tx_hash: bytes) -> TxRecord | None:
         self._open()
@@ -185,8 +182,9 @@ class MemoryStore:
 
     async def state_page(self, after: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         self._open()
-        limit = max(1, min(limit, self.limits.state_page_items))
-        return sorted((k, v) for k, v in self.state.items() if k > after)[:limit]
+        return sorted((k, v) for k, v in self.state.items() if k > after)[
+            : page_items(limit, self.limits)
+        ]
 
     async def load_snapshot(self) -> Snapshot:
         self._open()
