@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from scripts.cli.load.targets import discover_urls
 from sharding.accounts import derive_account, shard_of
-from tests.support.node import local_testnet
+from tests.support.node import local_testnet, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHARDNET = str(Path(sys.executable).parent / "shardnet")
@@ -46,7 +45,10 @@ def test_load_with_cross_shard_traffic_and_a_node_killed_mid_run(tmp_path: Path)
         run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
         try:
-            time.sleep(2.5)  # ~1 s of sending, after discovery and the nonce reads
+            # Kill once the load is flowing (a few blocks on shard 0), not after a fixed
+            # time: on a loaded machine discovery, nonce reads and signing take longer, and
+            # a node killed before the generator first saw it up gives no node_down marker.
+            wait_until(lambda: net.height("shard0-node2") >= 3, 90, "load reaching shard 0")
             net.kill("shard0-node2")  # not a primary: no view change, its traffic moves
             stdout, stderr = run.communicate(timeout=180)
         finally:
