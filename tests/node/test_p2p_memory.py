@@ -5,13 +5,15 @@ validators, counted drops; both implement ``P2PAPI``."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from node.p2p.api import P2PAPI
 from node.p2p.config import RequestFailed
 from node.p2p.host import P2PHost
-from node.p2p.memory import MemoryNetwork
+from node.p2p.memory import MemoryNetwork, RandomLinks
+from node.sim.loop import run_virtual
 from tests.support.p2p import make_configs, wait_for
 
 
@@ -82,3 +84,43 @@ async def test_memory_gossip_reaches_subscribers_and_validators_filter() -> None
     await wait_for(lambda: len(got["b"]) + len(got["c"]) == 2, 5, "gossip")
     assert got == {"a": [], "b": [b"good"], "c": [b"good"]}
     assert members[1].stats_snapshot()["drops"] == {"gossip_invalid": 1}
+
+
+def test_a_link_model_delays_loses_and_duplicates_in_order_and_partitions_cut() -> None:
+    """Seeded link faults on the loop's (here virtual) clock: per link the copies that
+    arrive keep their send order; partitions and stopped members cut delivery."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        links = RandomLinks(random.Random(1), delay_ms=(1, 50), loss=0.2, duplicate=0.1)
+        network = MemoryNetwork(links)
+        a, b, c = (network.join(n, ["a", "b", "c"]) for n in "abc")
+        got: list[int] = []
+        b.on_message(lambda peer, channel, data: got.append(int(data)))
+
+        async def echo(peer: str, data: bytes) -> bytes:
+            return data
+
+        b.set_request_handler(echo)
+        async with a, b, c:
+            for i in range(200):
+                assert a.send_nowait("b", 1, b"%d" % i)
+            await asyncio.sleep(1)
+            assert got == sorted(got)  # in send order, a duplicate next to its original
+            assert 100 < len(set(got)) < 200 and len(got) > len(set(got))
+            started = loop.time()
+            assert await a.request("b", b"ping", timeout=60) == b"ping"
+            assert loop.time() > started  # the request and its answer travelled
+            network.partition([["a"], ["b", "c"]])
+            assert a.connected_peers() == frozenset() and c.connected_peers() == {"b"}
+            assert not a.send_nowait("b", 1, b"cut")
+            network.heal_all()
+            assert a.connected_peers() == {"b", "c"}
+            got.clear()
+            for i in range(20):
+                a.send_nowait("b", 1, b"%d" % i)
+            await b.stop()  # a crash: what is on its way is lost
+            await asyncio.sleep(1)
+            assert got == [] and b.stats_snapshot()["drops"]["not_running"] > 0
+
+    run_virtual(scenario())
