@@ -56,7 +56,7 @@ from node.parts import NodeParts, inline_offload, sequential_executor
 from node.sim.faults import FaultyLinks, NodeId, make_fault_network
 from node.sim.loop import SimClock, SimulationStuck, run_virtual
 from node.store import BlockCommit
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 from sharding.audit import compute_totals_audit, get_shard_totals_from_json
 from sharding.block import decode_block
 from sharding.ledger import Ledger

@@ -6,7 +6,7 @@ indexes them by (height, hash, destination shard and sequence, tx hash).
 ``node/ledger_store.py`` knows which ledger objects those bytes are.
 
 ``StoreAPI`` (``api``) is what the node depends on; ``Store`` (``sqlite``) is the
-SQLite implementation and ``node.store_memory.MemoryStore`` the in-memory one.
+SQLite implementation and ``MemoryStore`` (``memory``) the in-memory one.
 The modules, one job each, are listed in docs/STORAGE.md.
 """
 

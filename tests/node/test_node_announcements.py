@@ -25,7 +25,7 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.parts import SystemClock
 from node.service import NodeService
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 from node.wire import BlockAnnouncement
 from scripts.cli.testnet.generate import TestnetSpec, generate, validator_key
 from sharding.block import GENESIS_PREV_HASH, BlockHeader, block_hash

@@ -16,7 +16,7 @@ from node.node import Node
 from node.p2p.config import peer_id_from_public_key
 from node.p2p.memory import MemoryNetwork
 from node.parts import NodeParts, SystemClock, inline_offload, sequential_executor
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 from sharding.accounts import derive_account
 from sharding.genesis import load_genesis, make_genesis_dict
 from sharding.tx import Transfer, TxBody, sign_tx

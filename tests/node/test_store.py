@@ -34,7 +34,7 @@ from node.store import (
     blocks,
 )
 from node.store.db import Db
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 
 GENESIS = sha256(b"genesis")
 GENESIS_ITEMS = [(b"acct:%d" % i, b"balance:100") for i in range(10)]

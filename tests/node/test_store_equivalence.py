@@ -19,7 +19,7 @@ from node.store import (
     StoreLimits,
     TxRecord,
 )
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 
 keys = st.sampled_from([b"a", b"b", b"c", b"k"])
 small_hash = st.sampled_from([bytes([i]) * 32 for i in range(6)])

@@ -15,7 +15,7 @@ from node.ledger_store import (
     open_state,
 )
 from node.store import GenesisMismatch, Store
-from node.store_memory import MemoryStore
+from node.store.memory import MemoryStore
 from sharding.block import block_hash, decode_block
 from sharding.executor import TxOutcome, commit_block_result
 from sharding.genesis import genesis_state

@@ -1,5 +1,6 @@
-"""``StoreAPI`` in memory, for tests of the node (STYLE.md: every interface the node
-depends on has an in-memory implementation). Same checks, same atomicity, no file.
+"""``StoreAPI`` in memory, for tests of the node and the whole-network simulator
+(STYLE.md: every interface the node depends on has an in-memory implementation).
+Same checks as ``Store`` (node/store/checks.py), same atomicity, no file.
 """
 
 from __future__ import annotations
