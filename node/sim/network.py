@@ -158,8 +158,6 @@ class ObservedStore(MemoryStore):
 class Member:
     nid: NodeId
     peer_id: str
-    config: NodeConfig
-    key: KeyPair
     node: Node
     p2p: MemoryP2P
     store: ObservedStore
@@ -233,7 +231,7 @@ class NetworkSimulation:
                           executor=sequential_executor, offload=inline_offload,
                           rng=random.Random(f"{c.seed}/{shard}/{index}"), serve_http=False)
         node = Node(config, self.world.genesis, key, parts)
-        member = Member(nid, peer_id, config, key, node, p2p, store)
+        member = Member(nid, peer_id, node, p2p, store)
         if old is not None:
             member.view_changes = old.view_changes + old.node.running.driver.view_changes
         return member
