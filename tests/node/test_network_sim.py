@@ -122,3 +122,12 @@ def test_checkers_catch_a_ledger_that_credits_a_receipt_twice(
     result = run_network_seed(3, txs=16)
     assert not result.ok
     assert any("totals" in v and "supply" in v for v in result.violations), result.violations
+
+
+@pytest.mark.parametrize("start", [100, 104])
+def test_seeds_with_the_faults_they_draw(start: int) -> None:
+    """A slice of the soak (`shardnet simulate --network`): each seed draws its own
+    network faults."""
+    results = [run_network_seed(seed, txs=16, faults=None) for seed in range(start, start + 4)]
+    assert all(r.ok for r in results), "\n".join(r.describe() for r in results if not r.ok)
+    assert sum(sum(r.faults.values()) for r in results) > 0
