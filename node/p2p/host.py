@@ -91,7 +91,9 @@ class P2PHost:
         self._inbox = Inbox(config.inbound_queue_max, self._dispatch)
         shared = Shared(config, self.stats, self._drop, self._log, self._thread)
         self._sessions = Sessions(shared)
-        self._inbound = Inbound(shared, self._inbox, frozenset(self._sessions.known))
+        self._inbound = Inbound(
+            shared, self._inbox, frozenset(self._sessions.known), self._sessions.heard
+        )
         self._gossip = Gossip(shared, self._inbox, self.peer_id)
 
     # ------------------------------------------------------------------ lifecycle

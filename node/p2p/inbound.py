@@ -18,7 +18,7 @@ logged as ``p2p.handler_failed`` and counted as ``handler_error``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import trio
@@ -56,11 +56,18 @@ class Inbound(Part):
     """Serves the message and request streams peers open to us (trio side), handing
     what they carry to the asyncio loop."""
 
-    def __init__(self, shared: Shared, inbox: Inbox, known: frozenset[str]) -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        inbox: Inbox,
+        known: frozenset[str],
+        heard: Callable[[str], None],
+    ) -> None:
         super().__init__(shared)
         config = shared.config
         self._inbox = inbox
         self._known = known
+        self._heard = heard  # tells the heartbeat of our stream to the peer it is alive
         self.request_handler: RequestHandler | None = None
         # Long enough for a busy node to catch up, short of the peer's write timeout and
         # heartbeat (a reader waiting for room answers no PING).
@@ -78,6 +85,7 @@ class Inbound(Part):
         try:
             while True:
                 chunk = await stream.read(READ_BYTES)
+                self._heard(peer)
                 frames = decoder.feed(chunk)
                 items: list[InboundMessage] = []
                 pings: list[bytes] = []

@@ -4,8 +4,12 @@ the requests we make.
 A supervisor per configured peer dials it (resolving DNS names with getaddrinfo and
 dialling ``/ip4``), clears the swarm's negative dial cache and stale addresses first,
 backs off exponentially, and runs a session: writer, heartbeat (PING every
-``heartbeat_interval_s``; no frame back for ``heartbeat_timeout_s`` means the peer is
-frozen and the connection is closed) and the reader of the heartbeat answers. Every
+``heartbeat_interval_s``; nothing heard from the peer for ``heartbeat_timeout_s``, no
+PONG on this stream and no bytes on its stream to us, means the peer is frozen and the
+connection is closed) and the reader of the heartbeat answers. Bytes on the peer's own
+stream count because a PING waits behind up to ``write_batch_bytes_max`` of queued
+frames and the PONG behind the peer's: on a starved machine a busy, healthy peer's
+PONG can take longer than the timeout. Every
 write has a timeout. Messages queued for a peer that is down wait (bounded) in its
 :class:`OutQueue` and go out, in order, once it is back.
 """
@@ -198,6 +202,9 @@ class Sessions(Part):
         self._connected: frozenset[str] = frozenset()
         self._connected_lock = threading.Lock()
         self.rtt_ms: dict[str, float] = {}  # last heartbeat round trip per peer
+        # When each peer last sent us anything on its own message stream (trio clock):
+        # a peer busy sending is not frozen, even when its PONGs queue behind bulk data.
+        self._heard_at: dict[str, float] = {}
         self._host: IHost | None = None
 
     # ------------------------------------------------------------- asyncio side
@@ -275,6 +282,10 @@ class Sessions(Part):
             queue.token = token
         for pid in self.known:
             nursery.start_soon(self._supervise, host, pid)
+
+    def heard(self, peer: str) -> None:
+        """(trio) ``peer`` sent us bytes on its message stream: it is alive."""
+        self._heard_at[peer] = trio.current_time()
 
     def _set_connected(self, peer: str, connected: bool) -> None:
         with self._connected_lock:
@@ -418,7 +429,8 @@ class Sessions(Part):
         nonce = 0
         while True:
             await trio.sleep(cfg.heartbeat_interval_s)
-            silent_s = trio.current_time() - session.last_rx
+            last_heard = max(session.last_rx, self._heard_at.get(peer, session.last_rx))
+            silent_s = trio.current_time() - last_heard
             if silent_s > cfg.heartbeat_timeout_s:
                 with self._stats.lock:
                     self._stats.heartbeat_misses += 1

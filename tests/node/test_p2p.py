@@ -13,11 +13,24 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import structlog
+import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from consensus.kernel.errors import DecodeError, InvariantViolation
-from node.p2p.config import P2PConfig, P2PConfigError, P2PError, PeerSpec, RequestFailed
+from node.p2p.bridge import Shared, TrioThread
+from node.p2p.config import (
+    P2PConfig,
+    P2PConfigError,
+    P2PError,
+    P2PStats,
+    PeerSpec,
+    RequestFailed,
+)
+from node.p2p.drops import DropLog
 from node.p2p.host import P2PHost
+from node.p2p.sessions import OutQueue, Sessions, _Session
 from tests.support.p2p import make_configs, seed, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -328,3 +341,45 @@ async def test_start_fails_with_a_reason_when_the_port_is_taken() -> None:
             async with P2PHost(config):
                 pass
     assert failed.value.reason == "start_failed"
+
+
+def heartbeat_outcome(peer_sends_every_s: float | None, run_for_s: float) -> str | None:
+    """Run one session's heartbeat on a virtual clock while the peer's PONGs never come
+    back (queued behind bulk data) and the peer sends on its own stream every
+    ``peer_sends_every_s`` (None: it sends nothing). The heartbeat's verdict, or None if
+    it still trusts the peer after ``run_for_s``."""
+    config = make_configs(2)[0]
+    peer = config.peers[0].id
+    log = structlog.get_logger()
+    stats = P2PStats()
+    sessions = Sessions(Shared(config, stats, DropLog(stats, log), log, TrioThread(log)))
+    queue = OutQueue(config.send_queue_frames_max, config.send_queue_bytes_max)
+    outcome: list[str | None] = [None]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def peer_sends(every_s: float) -> None:
+                while True:
+                    await trio.sleep(every_s)
+                    sessions.heard(peer)
+
+            if peer_sends_every_s is not None:
+                nursery.start_soon(peer_sends, peer_sends_every_s)
+            with trio.move_on_after(run_for_s):
+                outcome[0] = await sessions._heartbeat(peer, queue, _Session())
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return outcome[0]
+
+
+def test_a_peer_busy_sending_to_us_is_not_taken_for_frozen() -> None:
+    # Under CPU starvation a PING waits behind up to a megabyte of queued frames and the
+    # PONG behind the peer's: with both sides sending bulk data the PONG took > 5 s and
+    # the heartbeat closed a healthy connection, losing the batch in flight (the 30 s
+    # timeout of the 20,000-message test on a loaded machine). Bytes on the peer's own
+    # stream prove it alive.
+    assert heartbeat_outcome(peer_sends_every_s=0.5, run_for_s=60) is None
+    # A peer that sends nothing at all is still found frozen after the timeout.
+    assert heartbeat_outcome(peer_sends_every_s=None, run_for_s=60) == "heartbeat_timeout"
