@@ -9,9 +9,9 @@ PONG on this stream and no bytes on its stream to us, means the peer is frozen a
 connection is closed) and the reader of the heartbeat answers. Bytes on the peer's own
 stream count because a PING waits behind up to ``write_batch_bytes_max`` of queued
 frames and the PONG behind the peer's: on a starved machine a busy, healthy peer's
-PONG can take longer than the timeout. Every
-write has a timeout. Messages queued for a peer that is down wait (bounded) in its
-:class:`OutQueue` and go out, in order, once it is back.
+PONG can take longer than the timeout. Every write piece (up to 256 KiB) has a timeout.
+Messages queued for a peer that is down wait (bounded) in its :class:`OutQueue` and go
+out, in order, once it is back.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ from node.p2p.framing import (
 MSG_PROTOCOL = TProtocol("/shardnet/msg/1.0.0")
 REQ_PROTOCOL = TProtocol("/shardnet/req/1.0.0")
 READ_BYTES = 256 * 1024
+# A batch goes out in pieces of at most this (yamux's initial stream window), each with
+# its own ``write_timeout_s``: the timeout measures a stalled peer, not a slow machine
+# (a 1 MiB batch needing several window updates took over 5 s under heavy CPU load).
+WRITE_PIECE_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 1.0
 CONTROL = -1  # the channel of a control frame (PING) in a write batch
 PONG_FRAME_BYTES_MAX = 64  # our outbound message stream only carries PONGs back
@@ -391,12 +395,11 @@ class Sessions(Part):
             frames, channels = batch
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             try:
-                with trio.move_on_after(cfg.write_timeout_s) as scope:
-                    await stream.write(data)
+                stalled = await self._write_pieces(stream, data)
             except Exception as error:
                 self._drop(peer, "write_failed", batch.app_frames(), repr(error))
                 return f"write_failed:{type(error).__name__}"
-            if scope.cancelled_caught:
+            if stalled:
                 with stats.lock:
                     stats.write_timeouts += 1
                 self._drop(peer, "write_timeout", batch.app_frames())
@@ -409,6 +412,15 @@ class Sessions(Part):
                     if channel != CONTROL:
                         stats.msgs_sent[channel] += 1
                         stats.bytes_sent[channel] += len(frame) - MSG_OVERHEAD_BYTES
+
+    async def _write_pieces(self, stream: INetStream, data: bytes) -> bool:
+        """Write ``data`` in pieces; True if one made no progress in ``write_timeout_s``."""
+        for start in range(0, len(data), WRITE_PIECE_BYTES):
+            with trio.move_on_after(self.config.write_timeout_s) as scope:
+                await stream.write(data[start : start + WRITE_PIECE_BYTES])
+            if scope.cancelled_caught:
+                return True
+        return False
 
     async def _pong_reader(self, peer: str, stream: INetStream, session: _Session) -> str:
         decoder = FrameDecoder(PONG_FRAME_BYTES_MAX, MSG_KINDS)

@@ -30,7 +30,7 @@ from node.p2p.config import (
 )
 from node.p2p.drops import DropLog
 from node.p2p.host import P2PHost
-from node.p2p.sessions import OutQueue, Sessions, _Session
+from node.p2p.sessions import WRITE_PIECE_BYTES, OutQueue, Sessions, _Session
 from tests.support.p2p import make_configs, seed, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -383,3 +383,42 @@ def test_a_peer_busy_sending_to_us_is_not_taken_for_frozen() -> None:
     assert heartbeat_outcome(peer_sends_every_s=0.5, run_for_s=60) is None
     # A peer that sends nothing at all is still found frozen after the timeout.
     assert heartbeat_outcome(peer_sends_every_s=None, run_for_s=60) == "heartbeat_timeout"
+
+
+class SlowStream:
+    """A stream whose writes take ``s_per_piece`` per WRITE_PIECE_BYTES (a slow, loaded
+    peer), or never finish (``s_per_piece`` None: a frozen one)."""
+
+    def __init__(self, s_per_piece: float | None) -> None:
+        self.s_per_piece = s_per_piece
+        self.written = 0
+
+    async def write(self, data: bytes) -> None:
+        if self.s_per_piece is None:
+            await trio.sleep_forever()
+        await trio.sleep(self.s_per_piece * len(data) / WRITE_PIECE_BYTES)
+        self.written += len(data)
+
+
+def write_stalls(stream: SlowStream, size: int) -> bool:
+    config = make_configs(2)[0]  # write_timeout_s 5
+    log = structlog.get_logger()
+    stats = P2PStats()
+    sessions = Sessions(Shared(config, stats, DropLog(stats, log), log, TrioThread(log)))
+    outcome: list[bool] = []
+
+    async def main() -> None:
+        outcome.append(await sessions._write_pieces(stream, b"x" * size))  # type: ignore[arg-type]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return outcome[0]
+
+
+def test_a_batch_write_times_out_on_no_progress_not_on_its_total_time() -> None:
+    # A 1 MiB batch at 2 s per 256 KiB takes 8 s in all, over the 5 s write timeout: the
+    # peer is slow, not stalled, and the batch must not be dropped.
+    slow = SlowStream(s_per_piece=2.0)
+    assert not write_stalls(slow, 4 * WRITE_PIECE_BYTES)
+    assert slow.written == 4 * WRITE_PIECE_BYTES
+    # A peer that takes no bytes at all still times the write out.
+    assert write_stalls(SlowStream(s_per_piece=None), 4 * WRITE_PIECE_BYTES)
