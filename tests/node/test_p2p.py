@@ -95,7 +95,9 @@ async def test_two_hosts_exchange_messages_in_order_without_loss() -> None:
         assert stats["drops"].get("queue_full", 0) == 0
         # Heartbeats (every 1 s) measure the round trip to each peer.
         await wait_for(lambda: b.peer_id in a.stats_snapshot()["heartbeat_rtt_ms"], 5, "rtt")
-        assert 0 < a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] < 1000
+        # Measured and positive; how long it is depends on the machine (a PING sent during
+        # the bulk transfer waits behind it: 1-2.3 s seen at load average 10-20).
+        assert a.stats_snapshot()["heartbeat_rtt_ms"][b.peer_id] > 0
 
 
 async def test_large_messages_keep_their_place_in_the_stream() -> None:
