@@ -8,6 +8,7 @@ a ``NodeServiceAPI`` (``node.service.NodeService`` implements it); nothing here 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
 SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
+_ASCII_DECIMAL = re.compile(r"[0-9]+")  # isdigit/int() also take other scripts, "1_0", " 1"
 
 
 class NodeServiceAPI(Protocol):
@@ -72,6 +74,21 @@ def _parse_hex(text: str, what: str, length: int | None = None) -> bytes:
     return raw
 
 
+def _parse_uint(text: str, what: str, lowest: int, highest: int) -> int:
+    """``text`` as a strict ASCII decimal in ``lowest..highest``; a 400 naming ``what``
+    otherwise (``malformed`` if not digits, ``out_of_range`` if outside the bounds)."""
+    if _ASCII_DECIMAL.fullmatch(text) is None:
+        raise ApiError(400, "malformed", f"{what} must be a decimal integer (ASCII digits)")
+    # Compare lengths first: no int() of a huge digit string.
+    if len(text.lstrip("0")) > len(str(highest)) or not lowest <= int(text) <= highest:
+        raise ApiError(400, "out_of_range", f"{what} must be in {lowest}..{highest}")
+    return int(text)
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "too_deep", "body is nested too deeply")
+
+
 async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
     body = await request.read()
     if not body:
@@ -82,6 +99,8 @@ async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
             outer = msgspec.msgpack.decode(body)
         except msgspec.DecodeError as exc:
             raise ApiError(400, "malformed", f"body is not msgpack: {exc}") from None
+        except RecursionError:
+            raise _too_deep() from None
         if isinstance(outer, list) and outer and all(isinstance(x, bytes) for x in outer):
             raw_txs: list[bytes] = outer
         else:
@@ -91,6 +110,8 @@ async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "malformed", f"body is not JSON: {exc}") from None
+        except RecursionError:
+            raise _too_deep() from None
         if isinstance(doc, dict) and isinstance(doc.get("tx"), str):
             items = [doc["tx"]]
         elif isinstance(doc, dict) and isinstance(doc.get("txs"), list):
@@ -139,16 +160,14 @@ def _submit_response(results: list[SubmitResult]) -> web.Response:
 
 def _receipts_query(request: web.Request) -> tuple[int, int, int]:
     """``?dst=SHARD&from=SEQ&to=SEQ`` (from defaults to 1, to to from + 999)."""
-    try:
-        dst = int(request.query["dst"])
-        first = int(request.query.get("from", "1"))
-        last = int(request.query.get("to", str(first + 999)))
-    except (KeyError, ValueError):
-        raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ") from None
-    if not 0 <= dst <= SHARD_ID_MAX or first < 1 or last < first or last > SEQ_MAX:
-        raise ApiError(400, "malformed",
-                       f"need 0 <= dst <= {SHARD_ID_MAX} and 1 <= from <= to <= {SEQ_MAX}")
-    return dst, first, last
+    query = request.query
+    if "dst" not in query:
+        raise ApiError(400, "malformed", "expected ?dst=SHARD&from=SEQ&to=SEQ")
+    dst = _parse_uint(query["dst"], "dst", 0, SHARD_ID_MAX)
+    first = _parse_uint(query.get("from", "1"), "from", 1, SEQ_MAX)
+    if "to" not in query:
+        return dst, first, min(first + 999, SEQ_MAX)
+    return dst, first, _parse_uint(query["to"], "to", first, SEQ_MAX)
 
 
 def _found(answer: dict[str, Any] | None, detail: str) -> web.Response:
@@ -195,10 +214,8 @@ class _Routes:
         return _found(await self.service.block(None), "no block committed yet")
 
     async def block(self, request: web.Request) -> web.Response:
-        text = request.match_info["height"]
-        if not text.isdigit():
-            raise ApiError(400, "malformed", "height must be a non-negative integer")
-        return _found(await self.service.block(int(text)), f"no block at height {text}")
+        height = _parse_uint(request.match_info["height"], "height", 0, SEQ_MAX)
+        return _found(await self.service.block(height), f"no block at height {height}")
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.status())

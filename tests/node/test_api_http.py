@@ -44,6 +44,9 @@ class RecordingService:
     def status(self) -> dict[str, Any]:
         return {"height": 3}
 
+    def network(self) -> dict[str, Any]:
+        return {"nodes": []}
+
     async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
         for height in (1, 2):
             yield {"height": height}
@@ -165,3 +168,70 @@ async def test_every_request_is_counted_by_route_template_and_final_status() -> 
         assert (await test_client.get("/nowhere")).status == 404
     assert counted == [("/v1/txs", 202), ("/v1/txs", 400), ("/v1/txs/{tx_hash}", 400),
                        ("unmatched", 404)]
+
+
+async def refusal(response: Any) -> dict[str, Any]:
+    """The JSON body of a 400 (never a 500, never a non-JSON body)."""
+    assert response.status == 400
+    assert response.content_type == "application/json"
+    doc: dict[str, Any] = await response.json()
+    return doc
+
+
+@pytest.mark.parametrize("height", ["²", "١٢", "1_0", "+1", "-1", " 1", "0x10"])
+async def test_superscript_digit_height_is_400(client: TestClient[Any, Any],
+                                               height: str) -> None:
+    doc = await refusal(await client.get(f"/v1/blocks/{height}"))
+    assert doc["error"] == "malformed" and "height" in doc["detail"]
+
+
+@pytest.mark.parametrize("height", [str(2**63), "99999999999999999999", "9" * 5000])
+async def test_height_beyond_u63_is_400(client: TestClient[Any, Any], height: str) -> None:
+    doc = await refusal(await client.get(f"/v1/blocks/{height}"))
+    assert doc["error"] == "out_of_range" and "height" in doc["detail"]
+    assert (await client.get(f"/v1/blocks/{2**63 - 1}")).status == 404
+
+
+@pytest.mark.parametrize(("query", "name"), [
+    (f"dst={2**63}", "dst"), (f"dst=1&to={2**63}", "to"), (f"dst=1&from={2**64}", "from"),
+    ("dst=99999999999999999999", "dst"), ("dst=1&from=3&to=2", "to"),
+])
+async def test_receipts_range_beyond_u63_is_400(client: TestClient[Any, Any], query: str,
+                                                name: str) -> None:
+    doc = await refusal(await client.get(f"/v1/receipts?{query}"))
+    assert doc["error"] == "out_of_range" and doc["detail"].startswith(f"{name} ")
+
+
+@pytest.mark.parametrize("query", ["dst=²", "dst=1&from=¹", "dst=1&to=1_0", "dst=1&to= 2"])
+async def test_receipts_non_ascii_number_is_400(client: TestClient[Any, Any],
+                                                query: str) -> None:
+    doc = await refusal(await client.get(f"/v1/receipts?{query}"))
+    assert doc["error"] == "malformed"
+
+
+async def test_receipts_from_at_the_top_stays_in_range(client: TestClient[Any, Any]) -> None:
+    answer = await client.get(f"/v1/receipts?dst=1&from={2**63 - 1}")
+    assert [r["seq"] for r in (await answer.json())["receipts"]] == [2**63 - 1]
+
+
+DEPTH = 50_000
+
+
+@pytest.fixture
+async def roomy_client() -> AsyncIterator[TestClient[Any, Any]]:
+    app = build_app(RecordingService(), body_bytes_max=1 << 20, batch_txs_max=3)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def test_deeply_nested_json_body_is_400(roomy_client: TestClient[Any, Any]) -> None:
+    body = b"[" * DEPTH + b"]" * DEPTH
+    doc = await refusal(await roomy_client.post("/v1/txs", data=body))
+    assert doc["error"] == "too_deep" and "nested" in doc["detail"]
+
+
+async def test_deeply_nested_msgpack_body_is_400(roomy_client: TestClient[Any, Any]) -> None:
+    body = b"\x91" * DEPTH + b"\xc0"  # [[[...[nil]...]]]
+    response = await roomy_client.post("/v1/txs", data=body, headers={"Content-Type": MSGPACK})
+    doc = await refusal(response)
+    assert doc["error"] == "too_deep" and "nested" in doc["detail"]
