@@ -5,7 +5,7 @@ A transaction is ``SignedTx(body, signature)``. The signed message is
 domain separation keeps a transaction signature from ever verifying as a vote or
 any other signed object. Admission is split in two so that the mempool, the
 proposer and the executor share the same checks: ``check_tx_stateless`` (chain,
-shape, shard, signature) and ``check_tx_nonce`` (against a state view).
+shape, shard, small-order keys, signature) and ``check_tx_nonce`` (against a state view).
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from typing import Annotated
 import msgspec
 
 from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
-from consensus.kernel.crypto import TAG_TX, KeyPair, tagged_hash, verify_signature
+from consensus.kernel.crypto import (
+    TAG_TX,
+    KeyPair,
+    is_acceptable_public_key,
+    tagged_hash,
+    verify_signature,
+)
 from consensus.kernel.errors import ShardnetError
 from consensus.kernel.limits import TX_BYTES_MAX
 from sharding.accounts import ADDRESS_BYTES, shard_of
@@ -184,6 +190,9 @@ def check_tx_stateless(
         shard_of(body.call.pool, num_shards) != shard
     ):
         raise InvalidTx("liquidity calls must be on the pool's shard", reason="pool_not_local")
+    # Verify no address is a key anyone can sign for (small order or non-canonical).
+    if not all(map(is_acceptable_public_key, (body.sender, *get_call_addresses(body.call)))):
+        raise InvalidTx("small-order or non-canonical key", reason="small_order_key")
     # Verify the sender signed the body.
     if verify_signatures and not verify_tx_signature(tx):
         raise InvalidTx("signature does not verify", reason="bad_signature")

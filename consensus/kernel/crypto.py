@@ -36,6 +36,26 @@ HASH_BYTES = 32
 PUBKEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
+# The field prime of Curve25519 / edwards25519.
+_FIELD_P = 2**255 - 19
+_SIGN_BIT = 1 << 255
+
+# The y coordinates of the 8 points of small order (order dividing 8), as in
+# libsodium's ``ge25519_has_small_order`` blacklist (crypto_core/ed25519/ref10/ed25519_ref10.c),
+# which compares with the sign bit (x's parity) cleared. Canonical y only: its
+# non-canonical entries p and p + 1 (y >= p) are refused by the canonical check.
+# With the identity as a public key, (R = identity, S = 0) verifies any message.
+SMALL_ORDER_Y = frozenset(
+    {
+        0,  # (+-1, 0), order 4
+        1,  # the identity (0, 1), order 1
+        _FIELD_P - 1,  # (0, -1), order 2
+        # the four points of order 8 (x of either sign)
+        2707385501144840649318225287225658788936804267575313519463743609750303402022,
+        55188659117513257062467267217118295137698188065244968500265048394206261417927,
+    }
+)
+
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
@@ -80,9 +100,26 @@ def _public_key(public_key: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key)
 
 
+def is_acceptable_public_key(key: bytes) -> bool:
+    """False for a key anyone can sign for: a non-canonical y or a point of small order.
+
+    Pure: decodes only the y coordinate, never the point; keys off the curve pass
+    here and fail in ``verify_signature``.
+    """
+    if len(key) != PUBKEY_BYTES:
+        return False
+    y = int.from_bytes(key, "little") & ~_SIGN_BIT
+    return y < _FIELD_P and y not in SMALL_ORDER_Y
+
+
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is a valid Ed25519 signature; never raises on bad input."""
+    """True when ``signature`` is a valid Ed25519 signature; never raises on bad input.
+
+    Small-order and non-canonical keys (``is_acceptable_public_key``) never verify.
+    """
     if len(public_key) != PUBKEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    if not is_acceptable_public_key(bytes(public_key)):
         return False
     try:
         _public_key(bytes(public_key)).verify(bytes(signature), bytes(message))
