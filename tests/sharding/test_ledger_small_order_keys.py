@@ -7,8 +7,10 @@ import msgspec
 import pytest
 
 from sharding.accounts import shard_of
+from sharding.block import GENESIS_PREV_HASH
 from sharding.executor import InvalidBlock, apply_block
 from sharding.genesis import genesis_state
+from sharding.parallel import InlineRunner, ParallelExecutor
 from sharding.tx import (
     InvalidTx,
     SignedTx,
@@ -98,3 +100,21 @@ def test_small_order_recipient_is_refused() -> None:
 def test_ordinary_recipient_is_admitted() -> None:
     sender, recipient = get_keys(0)[:2]
     check_tx_stateless(make_tx(sender, 0, Transfer(recipient.public_key, 0, 5)), CHAIN, 0, 2)
+
+
+def test_parallel_executor_refuses_small_order_keys_alike() -> None:
+    # The rule lives in check_tx_stateless, which the parallel workers share.
+    sender, other = get_keys(0)[:2]
+    state = genesis_state(get_genesis(), 0)
+    executor = ParallelExecutor(InlineRunner(2), parallel_txs_min=0, parallel_unsigned=True)
+    ok = make_tx(other, 0, Transfer(sender.public_key, 0, 5))
+    bad = make_tx(sender, 0, Transfer(ORDER_8, 0, 5))
+    block, _, rejected = executor.build_block(
+        state, [ok, bad], [], height=1, view=0, prev_hash=GENESIS_PREV_HASH, time_ms=1000,
+        proposer=0)
+    assert block.txs == [ok] and [r.reason for r in rejected] == ["small_order_key"]
+    for verify in (True, False):
+        with pytest.raises(InvalidBlock) as caught:
+            executor.apply_block(state, msgspec.structs.replace(block, txs=[ok, bad]),
+                                 verify_signatures=verify)
+        assert (caught.value.tx_index, caught.value.tx_reason) == (1, "small_order_key")
