@@ -62,7 +62,7 @@ from consensus.kernel.codec import encode
 from consensus.kernel.errors import DecodeError, InvariantViolation, ShardnetError
 from consensus.messages import Vote, decode_message
 from consensus.replica import Replica
-from consensus.sim.simulator import NETWORK_FAULTS, FaultyNetwork, is_commit_news
+from consensus.sim.network import NETWORK_FAULTS, FaultyNetwork, is_commit_news
 from consensus.state import PersistentState, ReplicaConfig
 from sharding.block import Block, block_hash
 from sharding.crossshard import (

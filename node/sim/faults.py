@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from consensus.sim.simulator import NETWORK_FAULTS, FaultyNetwork, is_commit_news
+from consensus.sim.network import NETWORK_FAULTS, FaultyNetwork, is_commit_news
 from node.p2p.memory import KIND_MESSAGE
 from node.wire import CHANNEL_CONSENSUS
 

@@ -42,7 +42,7 @@ from consensus.certificate import CommitCertificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair
 from consensus.kernel.limits import CERTIFICATE_BYTES_MAX
-from consensus.sim.simulator import FaultyNetwork
+from consensus.sim.network import FaultyNetwork
 from node.config import (
     ConsensusSection,
     ExecutorSection,

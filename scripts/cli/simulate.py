@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import click
 
-from consensus.sim.simulator import NETWORK_FAULTS, SimConfig, Simulation
+from consensus.sim.network import NETWORK_FAULTS
+from consensus.sim.simulator import SimConfig, Simulation
 from sharding.simulation import FAULT_KINDS, MultiShardSimulation
 from sharding.simulation_world import MultiSimConfig
 
