@@ -101,7 +101,12 @@ class Replica(ReplicaBase):
             raise Reject(f"shard {msg.shard}", reason="wrong_shard")
         if msg.sender >= self.cfg.n:
             raise Reject(f"sender {msg.sender}", reason="not_validator")
-        if event.sender_index is not None and event.sender_index != msg.sender:
+        # A NEW-VIEW is relayed on purpose (``_help_lagging`` passes the primary's on to
+        # a replica left in an older view): its primary's signature authenticates it,
+        # the link it came on is only the transport. Everything else must come from
+        # its signer's own link.
+        relayed = isinstance(msg, NewView)
+        if event.sender_index is not None and event.sender_index != msg.sender and not relayed:
             raise Reject(f"claims {msg.sender}", reason="wrong_sender")
         if msg.sender == self.me:
             raise Reject("own message", reason="replayed_own")

@@ -228,3 +228,31 @@ def test_vote_floor_a_replica_that_timed_out_alone_rejoins_passively() -> None:
     assert not any(isinstance(m, Vote) and m.phase != PHASE_CHECKPOINT for m in sent), (
         "voted below its floor"
     )
+
+
+def test_new_view_relayed_by_a_helper_brings_a_lagging_replica_into_the_view() -> None:
+    """Issue 15 anomaly: a restarted primary was helped with the NEW-VIEW of view 1
+    (signed by replica 1) on replica 2's and 3's links and dropped it as
+    ``wrong_sender``. A NEW-VIEW is authenticated by its primary's signature, so
+    whoever relays it is only the transport."""
+    cluster = Cluster()
+    cluster.down.add(0)
+    time_out(cluster, cluster.config(1).request_timeout_ms + 1)
+    assert [r.view for r in cluster.replicas[1:]] == [1, 1, 1]
+    cluster.down.discard(0)  # back, still in view 0: it proposes there
+    cluster.propose([7], primary=0)
+    # The primary of view 1 cannot reach replica 0: only 2 and 3 can help it.
+    cluster.deliver(lambda d, s, m: not (d == 0 and s == 1))
+    assert cluster.replicas[0].view == 1
+    assert ViewInstalled(1, 1) in cluster.log[0]
+    assert "wrong_sender" not in cluster.dropped(0)
+
+
+def test_other_messages_relayed_on_a_foreign_link_are_still_wrong_sender() -> None:
+    cluster = Cluster()
+    block_hash = cluster.propose([1])
+    (pp_from_0,) = [data for dst, src, data in cluster.inbox if dst == 1]
+    cluster.inbox.clear()
+    cluster.step(1, MessageReceived(pp_from_0, 2))  # replica 2 passes on 0's PRE-PREPARE
+    assert cluster.dropped(1) == ["wrong_sender"]
+    assert block_hash not in {pp.block_hash for pp in cluster.replicas[1].pre_prepares.values()}

@@ -131,3 +131,16 @@ def test_seeds_with_the_faults_they_draw(start: int) -> None:
     results = [run_network_seed(seed, txs=16, faults=None) for seed in range(start, start + 4)]
     assert all(r.ok for r in results), "\n".join(r.describe() for r in results if not r.ok)
     assert sum(sum(r.faults.values()) for r in results) > 0
+
+
+def test_a_restarted_primary_accepts_the_new_view_its_peers_relay() -> None:
+    """Issue 15 anomaly: the primary of shard 0, down longer than the view timeout,
+    came back and dropped the NEW-VIEW its peers relayed as ``wrong_sender``."""
+    sim = NetworkSimulation(NetworkSimConfig(seed=11, txs=24, fault_ms=12000, load_ms=8000,
+                                             crashes=((0, 0, 500, 7000),)))
+    result = sim.run()
+    assert result.ok, result.describe()
+    assert result.view_changes > 0 and result.txs == 24
+    assert [e for e in sim.logs if e.get("reason") == "wrong_sender"] == []
+    views = {m.node.running.driver.replica.view for (s, _), m in sim.members.items() if s == 0}
+    assert len(views) == 1  # the restarted primary joined the others' view
