@@ -24,9 +24,17 @@ P2P_HEARTBEAT_TIMEOUT_MS = 5 * P2P_HEARTBEAT_INTERVAL_MS  # the node derives 5 x
 P2P_DIAL_BACKOFF_MIN_MS = 200  # was 100 ms in P2PConfig
 P2P_DIAL_BACKOFF_MAX_MS = 10_000  # was 5,000 ms in P2PConfig
 P2P_FRAME_BYTES_MAX = 8 * MIB  # was 4 MiB in P2PConfig: a 4 MiB block + 64 KiB must fit
+# Memory bounds of the p2p queues (issue 14 finding 7): bytes, beside their frame counts.
+P2P_INBOUND_QUEUE_BYTES_MAX = 128 * MIB  # received payloads waiting for the node's loop
+P2P_SEND_QUEUE_BYTES_MAX = 32 * MIB  # frames waiting for one peer (was 64 MiB, unshared)
+P2P_SEND_QUEUES_BYTES_MAX = 256 * MIB  # frames waiting for all peers together
 
 # [api]
 API_BATCH_TXS_MAX = 5_000  # also the bound of ``shardnet load --batch``
+# Requests in progress at once, and open /v1/events streams (a dashboard, the load
+# generator and a chaos runner subscribing to every node fit); beyond: 503 (issue 14).
+API_CONNECTIONS_MAX = 1_024
+API_EVENTS_SUBSCRIBERS_MAX = 64
 
 # [consensus]: the node's values, given to ReplicaConfig whose own defaults (checkpoint
 # every 10 blocks, 2,000 ms timeouts) serve the pure core's tests and simulator only.
@@ -34,3 +42,16 @@ CONSENSUS_BLOCK_TXS_MAX = 2_000
 CONSENSUS_CHECKPOINT_INTERVAL_BLOCKS = 16
 CONSENSUS_REQUEST_TIMEOUT_MS = 4_000
 CONSENSUS_VIEW_CHANGE_TIMEOUT_MS = 4_000
+
+# [consensus]: a fresh proposal's header time may be at most this far past a replica's
+# wall clock (docs/PROTOCOL.md section 3, "Header rules"; geth allows 15 s too).
+CONSENSUS_PROPOSAL_TIME_AHEAD_MAX_MS = 15_000
+# [consensus]: bytes of peer messages waiting in the driver's inbox (besides its count
+# bound); a message past it is dropped as inbox_over_budget. At least one p2p frame.
+CONSENSUS_INBOX_BYTES_MAX = 64 * MIB
+
+# [mempool]: transactions with a nonce ahead of their sender's next one (gapped) may hold
+# only a small share of the pool, per sender and in all (issue 14 finding 2); a full pool
+# evicts them before it refuses a runnable transaction.
+MEMPOOL_GAPPED_TXS_MAX = 5_000  # a tenth of the default txs_max (50,000)
+MEMPOOL_GAPPED_SENDER_TXS_MAX = 64

@@ -57,16 +57,24 @@ class Inbox:
 
     ``put_many`` (trio thread) appends and, if no drain is pending, schedules one
     ``dispatch`` call on the asyncio loop (set by :meth:`open`) for everything queued
-    meanwhile. When the inbox is full, readers can ``wait_room`` (back-pressure onto the
-    sender's stream) before they give up and drop.
+    meanwhile. Bounded by items (``items_max``) and by the bytes of their payloads
+    (``bytes_max``; an empty inbox takes any one item, so it holds at most ``bytes_max``
+    plus one frame). When the inbox is full, readers can ``wait_room`` (back-pressure
+    onto the sender's stream) before they give up and drop.
     """
 
-    def __init__(self, items_max: int, dispatch: Callable[[list[InboxItem]], None]) -> None:
+    def __init__(
+        self, items_max: int, dispatch: Callable[[list[InboxItem]], None],
+        bytes_max: int | None = None,
+    ) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.items_max = items_max
+        self.bytes_max = bytes_max
         self.dispatch = dispatch
         self.lock = threading.Lock()
         self.items: list[InboxItem] = []
+        self.queued_bytes = 0
+        self.queued_bytes_peak = 0
         self.drain_pending = False
         self.closed = False
         self.token: trio.lowlevel.TrioToken | None = None
@@ -77,24 +85,41 @@ class Inbox:
         self.loop = loop
         self.closed = False
 
-    async def wait_room(self) -> None:
-        """(trio) Wait until the asyncio side has drained the inbox."""
+    def _fits(self, size: int) -> bool:
+        """(under the lock) One more item of ``size`` payload bytes fits."""
+        if len(self.items) >= self.items_max:
+            return False
+        limit = self.bytes_max
+        return limit is None or not self.items or self.queued_bytes + size <= limit
+
+    async def wait_room(self, size: int = 0) -> None:
+        """(trio) Wait until the asyncio side has drained the inbox, if an item of
+        ``size`` payload bytes does not fit now."""
+        await trio.lowlevel.checkpoint()
         with self.lock:
-            if len(self.items) < self.items_max:
+            if self._fits(size):
                 return
             if self._room is None:
                 self._room = trio.Event()
             room = self._room
         await room.wait()
 
-    def put_many(self, items: Sequence[InboxItem]) -> int:
-        """Queue items; return how many were refused because the inbox is full."""
+    def put_many(self, items: Sequence[InboxItem]) -> tuple[int, str]:
+        """Queue items, in order, while they fit; return how many were refused and
+        why (``inbound_full``: items_max; ``inbound_bytes_full``: bytes_max)."""
+        reason = ""
         with self.lock:
-            room = self.items_max - len(self.items)
-            refused = max(0, len(items) - room)
-            if refused:
-                items = items[:room]
-            self.items.extend(items)
+            taken = 0
+            for item in items:
+                if not self._fits(len(item.data)):
+                    full = len(self.items) >= self.items_max
+                    reason = "inbound_full" if full else "inbound_bytes_full"
+                    break
+                self.items.append(item)
+                self.queued_bytes += len(item.data)
+                taken += 1
+            self.queued_bytes_peak = max(self.queued_bytes_peak, self.queued_bytes)
+            refused = len(items) - taken
             wake = bool(self.items) and not self.drain_pending
             if wake:
                 self.drain_pending = True
@@ -104,12 +129,13 @@ class Inbox:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # loop closed during shutdown
                 self.closed = True
-        return refused
+        return refused, reason
 
     def _drain(self) -> None:
         with self.lock:
             batch = self.items
             self.items = []
+            self.queued_bytes = 0
             self.drain_pending = False
             room, self._room = self._room, None
         if room is not None and self.token is not None:

@@ -34,7 +34,8 @@ class P2PConfigError(P2PError):
 
 class RequestFailed(P2PError):
     """A request got no usable answer: ``timeout``, ``remote_error``, ``stream_error``,
-    ``protocol_error`` or ``not_running``."""
+    ``protocol_error``, ``not_running``, or ``busy`` (the peer serves as many requests
+    as it allows, ``requests_in_flight_max``: ask again later)."""
 
     reason = "request_failed"
 
@@ -114,7 +115,10 @@ class P2PConfig:
     announce_port: int | None = None
     peers: tuple[PeerSpec, ...] = ()
     gossip_topics: tuple[str, ...] = ()
-    accept_unknown_peers: bool = True
+    # Only the configured peers (the node's: every other genesis validator, of every
+    # shard) may connect and open streams; a stranger is refused on every protocol
+    # (``unknown_peer``). True serves anyone: for tools that are meant to be open.
+    accept_unknown_peers: bool = False
     # Timeouts and supervision.
     write_timeout_s: float = defaults.P2P_WRITE_TIMEOUT_MS / 1000
     heartbeat_interval_s: float = defaults.P2P_HEARTBEAT_INTERVAL_MS / 1000
@@ -127,10 +131,13 @@ class P2PConfig:
     # Bounds.
     frame_bytes_max: int = defaults.P2P_FRAME_BYTES_MAX
     send_queue_frames_max: int = 100_000
-    send_queue_bytes_max: int = 64 * 1024 * 1024
+    send_queue_bytes_max: int = defaults.P2P_SEND_QUEUE_BYTES_MAX  # per peer
+    send_queues_bytes_max: int = defaults.P2P_SEND_QUEUES_BYTES_MAX  # all peers together
     write_batch_bytes_max: int = 1024 * 1024
-    inbound_queue_max: int = 200_000
-    requests_in_flight_max: int = 64
+    inbound_queue_max: int = 200_000  # items (messages and gossip) waiting for the node
+    inbound_queue_bytes_max: int = defaults.P2P_INBOUND_QUEUE_BYTES_MAX  # their payloads
+    requests_in_flight_max: int = 64  # requests we serve at once, from all peers
+    requests_in_flight_per_peer_max: int = 16  # ... from one peer
     # Gossipsub (see shared/docs/P2P-NOTES.md: the defaults drop silently).
     gossip_heartbeat_interval_s: int = 1
     gossip_queue_max: int = 4096
@@ -163,9 +170,12 @@ class P2PConfig:
             "startup_timeout_s",
             "send_queue_frames_max",
             "send_queue_bytes_max",
+            "send_queues_bytes_max",
             "write_batch_bytes_max",
             "inbound_queue_max",
+            "inbound_queue_bytes_max",
             "requests_in_flight_max",
+            "requests_in_flight_per_peer_max",
             "gossip_heartbeat_interval_s",
             "gossip_queue_max",
             "gossip_message_bytes_max",

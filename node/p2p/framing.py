@@ -16,7 +16,8 @@ Kinds on the message stream (``/shardnet/msg/1.0.0``)::
 Kinds on the request stream (``/shardnet/req/1.0.0``)::
 
     REQ   payload
-    RESP  u8 status | payload         status 0 = ok, 1 = error (payload: a short reason)
+    RESP  u8 status | payload         status 0 = ok, 1 = error (payload: a short reason;
+                                      ``busy``: too many requests in flight, ask later)
 
 This module is pure: no I/O, no trio, no asyncio.
 """
@@ -36,6 +37,8 @@ KIND_RESP = 5
 
 RESP_OK = 0
 RESP_ERROR = 1
+# The error answer of a peer that serves as many requests at once as it allows.
+BUSY_ANSWER = b"busy"
 
 CHANNEL_MAX = 0xFFFF
 

@@ -22,6 +22,7 @@ shared/docs/P2P-NOTES.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -31,7 +32,7 @@ from typing import NamedTuple
 import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import trio
-from libp2p.abc import IHost, IPubsubRouter
+from libp2p.abc import IHost, INetStream, IPubsubRouter
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -41,6 +42,7 @@ from libp2p.pubsub.utils import maybe_consume_signed_record
 
 from node.p2p.api import GossipHandler, GossipValidator
 from node.p2p.bridge import InboundGossip, Inbox, Part, Shared
+from node.p2p.gate import PeerGate
 
 GOSSIP_HEARTBEAT_INITIAL_DELAY_S = 0.1
 
@@ -108,7 +110,12 @@ def rpc_queue_drops() -> int:
 
 class BridgedPubsub(Pubsub):
     """``Pubsub`` that hands accepted messages to ``deliver`` instead of bounded
-    per-topic channels. ``deliver`` runs in the trio thread and must not block."""
+    per-topic channels. ``deliver`` runs in the trio thread and must not block.
+
+    ``admit(peer, where)`` (the :class:`~node.p2p.gate.PeerGate`) is asked before a
+    peer's gossip stream is read, before we open one to a new peer (so a stranger is
+    never a gossip peer: it gets neither our subscriptions nor our messages), and for
+    the forwarder and the origin of every message."""
 
     def __init__(
         self,
@@ -117,9 +124,28 @@ class BridgedPubsub(Pubsub):
         *,
         deliver: Callable[[rpc_pb2.Message], None],
         msg_id_constructor: Callable[[rpc_pb2.Message], bytes],
+        admit: Callable[[str, str], bool] = lambda peer, where: True,
     ) -> None:
         super().__init__(host, router, msg_id_constructor=msg_id_constructor)
         self._deliver = deliver
+        self._admit = admit
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        if self._admit(stream.muxed_conn.peer_id.to_base58(), "gossip_stream"):
+            await super().stream_handler(stream)
+        else:
+            with trio.move_on_after(1.0), contextlib.suppress(Exception):
+                await stream.reset()
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        if self._admit(peer_id.to_base58(), "gossip_peer"):
+            await super()._handle_new_peer(peer_id)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if self._admit(msg_forwarder.to_base58(), "gossip_forwarder") and self._admit(
+            ID(msg.from_id).to_base58(), "gossip_origin"
+        ):
+            await super().push_msg(msg_forwarder, msg)
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         if any(topic in self.topic_ids for topic in publish_message.topicIDs):
@@ -146,10 +172,11 @@ class GossipPublish(NamedTuple):
 class Gossip(Part):
     """Topics, their handlers and validators, and the gossipsub service (trio side)."""
 
-    def __init__(self, shared: Shared, inbox: Inbox, peer_id: str) -> None:
+    def __init__(self, shared: Shared, inbox: Inbox, peer_id: str, gate: PeerGate) -> None:
         super().__init__(shared)
         self._inbox = inbox
         self._peer_id = peer_id
+        self._gate = gate
         self.handlers: dict[str, GossipHandler] = {}
         self.validators: dict[str, GossipValidator] = {}
         self.pubsub: BridgedPubsub | None = None
@@ -175,7 +202,8 @@ class Gossip(Part):
             max_pending_messages_per_peer=cfg.gossip_queue_max,
         )
         self.pubsub = BridgedPubsub(
-            host, router, deliver=self._on_gossip, msg_id_constructor=gossip_message_id
+            host, router, deliver=self._on_gossip, msg_id_constructor=gossip_message_id,
+            admit=self._gate.admit,
         )
         return self.pubsub, router
 
@@ -198,9 +226,9 @@ class Gossip(Part):
         items = [InboundGossip(topic, origin, msg.data) for topic in msg.topicIDs]
         with self._stats.lock:
             self._stats.gossip_received += len(items)
-        refused = self._inbox.put_many(items)
+        refused, reason = self._inbox.put_many(items)
         if refused:
-            self._drop(origin, "inbound_full", refused)
+            self._drop(origin, reason, refused)
 
     async def subscribe_topic(self, topic: str) -> None:
         """(trio) Subscribe ``topic`` (again: its validator may have changed)."""

@@ -63,6 +63,7 @@ from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, Request
 from node.p2p.bridge import InboundMessage, Inbox, InboxItem, Shared, TrioThread
 from node.p2p.config import P2PConfig, P2PError, P2PStats, RequestFailed, is_ipv4
 from node.p2p.drops import DropLog
+from node.p2p.gate import PeerGate
 from node.p2p.gossip import Gossip, rpc_queue_drops
 from node.p2p.inbound import Inbound
 from node.p2p.sessions import MSG_PROTOCOL, REQ_PROTOCOL, Sessions
@@ -88,13 +89,13 @@ class P2PHost:
         self._msg_handler: MessageHandler | None = None
         self._drop = DropLog(self.stats, self._log)
         self._thread = TrioThread(self._log)
-        self._inbox = Inbox(config.inbound_queue_max, self._dispatch)
+        self._inbox = Inbox(config.inbound_queue_max, self._dispatch,
+                            config.inbound_queue_bytes_max)
         shared = Shared(config, self.stats, self._drop, self._log, self._thread)
         self._sessions = Sessions(shared)
-        self._inbound = Inbound(
-            shared, self._inbox, frozenset(self._sessions.known), self._sessions.heard
-        )
-        self._gossip = Gossip(shared, self._inbox, self.peer_id)
+        self._gate = PeerGate(shared, frozenset({*self._sessions.known, self.peer_id}))
+        self._inbound = Inbound(shared, self._inbox, self._gate, self._sessions.heard)
+        self._gossip = Gossip(shared, self._inbox, self.peer_id, self._gate)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +148,8 @@ class P2PHost:
         self._inbox.token = trio.lowlevel.current_trio_token()
         listen = multiaddr.Multiaddr(f"/ip4/{cfg.listen_host}/tcp/{cfg.listen_port}")
         host = _new_libp2p_host(cfg, self._key_pair, listen)
+        # Every inbound stream of every protocol passes the peer check first.
+        self._gate.guard_streams(host.get_network(), host._swarm_stream_handler)  # type: ignore[attr-defined]
         pubsub, router = self._gossip.build(host)
         host.set_stream_handler(MSG_PROTOCOL, self._inbound.handle_msg_stream)
         host.set_stream_handler(REQ_PROTOCOL, self._inbound.handle_req_stream)
@@ -156,6 +159,7 @@ class P2PHost:
             background_trio_service(router),
             trio.open_nursery() as nursery,
         ):
+            self._gate.start(nursery, host.get_network())
             await self._gossip.start(nursery)
             self._sessions.start(nursery, host)
             self.listen_addrs = [str(addr) for addr in host.get_transport_addrs()]
@@ -244,6 +248,10 @@ class P2PHost:
             peer: round(rtt, 3) for peer, rtt in list(self._sessions.rtt_ms.items())
         }
         snapshot["send_queue_frames"] = self._sessions.queued_total()
+        snapshot["send_queue_bytes"] = self._sessions.budget.used
+        snapshot["inbound_queue_bytes"] = self._inbox.queued_bytes
+        snapshot["inbound_queue_bytes_peak"] = self._inbox.queued_bytes_peak
+        snapshot["requests_in_flight"] = self._inbound.slots.total
         return snapshot
 
     def _dispatch(self, batch: list[InboxItem]) -> None:

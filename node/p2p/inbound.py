@@ -5,7 +5,12 @@
   When the node's loop falls behind, the reader stops reading for a while
   (back-pressure onto the sender) before it drops anything.
 * Request streams (``/shardnet/req/1.0.0``): one request per stream, answered by the
-  request handler on the asyncio loop.
+  request handler on the asyncio loop. At most ``requests_in_flight_max`` streams are
+  served at once (``requests_in_flight_per_peer_max`` per peer), counted from the
+  moment a stream opens: one more is answered ``busy`` at once and closed, counted and
+  logged as ``requests_in_flight_full``.
+
+Both refuse a peer the :class:`~node.p2p.gate.PeerGate` does not admit (``unknown_peer``).
 
 A malformed or oversized frame resets that stream, is counted and logged as
 ``p2p.dropped``; the node keeps running. A request the handler rejects with a
@@ -28,6 +33,7 @@ from consensus.kernel.errors import InvariantViolation, ShardnetError
 from node.p2p.api import RequestHandler
 from node.p2p.bridge import InboundMessage, Inbox, InboxItem, Part, Shared, wait_concurrent
 from node.p2p.framing import (
+    BUSY_ANSWER,
     KIND_MSG,
     KIND_PING,
     KIND_REQ,
@@ -40,6 +46,7 @@ from node.p2p.framing import (
     encode_pong,
     encode_resp,
 )
+from node.p2p.gate import REQUESTS_IN_FLIGHT_FULL, PeerGate, RequestSlots, stream_peer
 from node.p2p.sessions import READ_BYTES, reset
 
 NO_HANDLER_ANSWER = b"no request handler"
@@ -60,13 +67,16 @@ class Inbound(Part):
         self,
         shared: Shared,
         inbox: Inbox,
-        known: frozenset[str],
+        gate: PeerGate,
         heard: Callable[[str], None],
     ) -> None:
         super().__init__(shared)
         config = shared.config
         self._inbox = inbox
-        self._known = known
+        self._gate = gate
+        self.slots = RequestSlots(
+            config.requests_in_flight_max, config.requests_in_flight_per_peer_max
+        )
         self._heard = heard  # tells the heartbeat of our stream to the peer it is alive
         self.request_handler: RequestHandler | None = None
         # Long enough for a busy node to catch up, short of the peer's write timeout and
@@ -75,10 +85,8 @@ class Inbound(Part):
 
     async def handle_msg_stream(self, stream: INetStream) -> None:
         cfg = self.config
-        peer = stream.muxed_conn.peer_id.to_base58()
-        if not cfg.accept_unknown_peers and peer not in self._known:
-            self._drop(peer, "unknown_peer")
-            await reset(stream)
+        peer = stream_peer(stream)
+        if not await self._gate.admit_stream(stream, "msg"):
             return
         stats = self._stats
         decoder = FrameDecoder(cfg.frame_bytes_max, MSG_KINDS)
@@ -118,20 +126,46 @@ class Inbound(Part):
     async def _deliver(self, peer: str, items: Sequence[InboxItem]) -> None:
         """Hand items to the asyncio side. When its inbox is full, stop reading (the
         sender's writes stall: back-pressure) while the node catches up, and drop only
-        what still does not fit after ``_backpressure_s``."""
+        what still does not fit after ``_backpressure_s`` (``inbound_full`` when the
+        inbox holds ``inbound_queue_max`` items, ``inbound_bytes_full`` when their
+        payloads fill ``inbound_queue_bytes_max``)."""
         inbox = self._inbox
+        reason = "inbound_full"
         with trio.move_on_after(self._backpressure_s):
             while True:
-                refused = inbox.put_many(items)
+                refused, reason = inbox.put_many(items)
                 if not refused:
                     return
                 items = items[len(items) - refused :]
-                await inbox.wait_room()
-        self._drop(peer, "inbound_full", len(items))
+                await inbox.wait_room(len(items[0].data))
+        self._drop(peer, reason, len(items))
 
     async def handle_req_stream(self, stream: INetStream) -> None:
+        peer = stream_peer(stream)
+        if not await self._gate.admit_stream(stream, "req"):
+            return
+        refused_by = self.slots.take(peer)
+        if refused_by is not None:
+            await self._refuse_busy(peer, stream, refused_by)
+            return
+        try:
+            await self._serve_request(peer, stream)
+        finally:
+            self.slots.give_back(peer)
+
+    async def _refuse_busy(self, peer: str, stream: INetStream, refused_by: str) -> None:
+        """Answer ``busy`` without reading the request, and close the stream."""
+        self._drop(peer, REQUESTS_IN_FLIGHT_FULL, detail=refused_by)
+        try:
+            with trio.fail_after(self.config.write_timeout_s):
+                await stream.write(encode_resp(RESP_ERROR, BUSY_ANSWER))
+                await stream.close()
+        except Exception as error:
+            self._log.debug("p2p.request_aborted", peer=peer, error=repr(error))
+            await reset(stream)
+
+    async def _serve_request(self, peer: str, stream: INetStream) -> None:
         cfg = self.config
-        peer = stream.muxed_conn.peer_id.to_base58()
         decoder = FrameDecoder(cfg.frame_bytes_max, REQ_KINDS)
         try:
             with trio.fail_after(cfg.request_timeout_s):

@@ -41,6 +41,7 @@ from node.p2p.config import (
     split_host_port,
 )
 from node.p2p.framing import (
+    BUSY_ANSWER,
     MSG_KINDS,
     MSG_LENGTH_EXTRA,
     MSG_OVERHEAD_BYTES,
@@ -88,18 +89,45 @@ class DrainWaiter(NamedTuple):
     loop: asyncio.AbstractEventLoop
 
 
+class SendBudget:
+    """Bytes queued for all peers together (any thread), at most ``bytes_max``."""
+
+    def __init__(self, bytes_max: int) -> None:
+        self.bytes_max = bytes_max
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def acquire(self, size: int) -> bool:
+        with self.lock:
+            if self.used + size > self.bytes_max:
+                return False
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self.lock:
+            self.used -= size
+
+
+QUEUE_FULL = "queue_full"  # the peer's queue holds send_queue_frames_max / _bytes_max
+SEND_BUDGET_FULL = "send_budget_full"  # all queues hold send_queues_bytes_max
+
+
 class OutQueue:
     """Frames waiting to be written to one peer's message stream.
 
     Producer: the asyncio thread (:meth:`put`), or the trio thread for control frames.
-    Consumer: the trio writer task (:meth:`take`). Bounded by frames and bytes; a full
-    queue refuses (the caller counts the drop). Control frames (heartbeats) bypass the
-    bound and go first.
+    Consumer: the trio writer task (:meth:`take`). Bounded by frames and bytes, and by
+    the :class:`SendBudget` all peers' queues share; a full queue refuses (the caller
+    counts the drop). Control frames (heartbeats) bypass the bounds and go first.
     """
 
-    def __init__(self, frames_max: int, bytes_max: int) -> None:
+    def __init__(self, frames_max: int, bytes_max: int, budget: SendBudget | None = None
+                 ) -> None:
         self.frames_max = frames_max
         self.bytes_max = bytes_max
+        self.budget = budget if budget is not None else SendBudget(bytes_max)
+        self.refused_by = QUEUE_FULL  # why the last refused put was refused
         self.lock = threading.Lock()
         self.frames: deque[QueuedFrame] = deque()
         self.control: deque[bytes] = deque()
@@ -118,6 +146,10 @@ class OutQueue:
             if len(self.frames) >= self.frames_max or (
                 self.queued_bytes + len(frame) > self.bytes_max
             ):
+                self.refused_by = QUEUE_FULL
+                return False
+            if not self.budget.acquire(len(frame)):
+                self.refused_by = SEND_BUDGET_FULL
                 return False
             self.frames.append(QueuedFrame(channel, frame))
             self.queued_bytes += len(frame)
@@ -164,6 +196,7 @@ class OutQueue:
                 channels.append(channel)
                 size += len(frame)
                 self.queued_bytes -= len(frame)
+                self.budget.release(len(frame))
             if not frames:
                 self.wake_pending = False
                 self.event = trio.Event()
@@ -199,8 +232,9 @@ class Sessions(Part):
         super().__init__(shared)
         config = shared.config
         self.known: dict[str, PeerSpec] = {spec.id: spec for spec in config.peers}
+        self.budget = SendBudget(config.send_queues_bytes_max)
         self._queues: dict[str, OutQueue] = {
-            pid: OutQueue(config.send_queue_frames_max, config.send_queue_bytes_max)
+            pid: OutQueue(config.send_queue_frames_max, config.send_queue_bytes_max, self.budget)
             for pid in self.known
         }
         self._connected: frozenset[str] = frozenset()
@@ -230,7 +264,7 @@ class Sessions(Part):
             self._drop(peer, "unknown_peer")
             return False
         if not queue.put(channel, frame):
-            self._drop(peer, "queue_full")
+            self._drop(peer, queue.refused_by)
             return False
         return True
 
@@ -244,7 +278,7 @@ class Sessions(Part):
             elif queue.put(channel, frame):
                 accepted += 1
             else:
-                self._drop(peer, "queue_full")
+                self._drop(peer, queue.refused_by)
         return accepted
 
     async def wait_sendable(self, peer: str, frames_below: int, timeout: float) -> bool:
@@ -496,6 +530,8 @@ class Sessions(Part):
                     if frames[0].status == RESP_OK:
                         failed = False
                         return frames[0].payload
+                    if frames[0].payload == BUSY_ANSWER:
+                        return RequestFailed(f"{peer} is busy", reason="busy")
                     message = frames[0].payload.decode(errors="replace")
                     return RequestFailed(message, reason="remote_error")
         finally:

@@ -14,7 +14,10 @@ to its parent over stdin/stdout, one JSON object per line:
   "wait_s"}``, ``{"cmd": "stats"}``, ``{"cmd": "exit"}``; each gets one JSON answer.
 
 CONFIG_JSON: ``{"seed": hex, "port": int, "peers": [[peer_id, "ip:port"], ...],
-"topics": [...], "heartbeat_interval_s": float, "heartbeat_timeout_s": float}``.
+"topics": [...], "heartbeat_interval_s": float, "heartbeat_timeout_s": float,
+"accept_unknown_peers": bool}``. Like a node, the peer serves only the peers listed
+(``accept_unknown_peers`` false, the default): benchmarks and tests give every process
+the full list, so none of them relies on being served as a stranger.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ _GOSSIP = struct.Struct(">Qd")
 
 # CONFIG_JSON keys that override a P2PConfig default when given, and their types.
 _OPTIONAL = {"heartbeat_interval_s": float, "heartbeat_timeout_s": float,
-             "gossip_degree": int, "gossip_degree_low": int, "gossip_degree_high": int}
+             "gossip_degree": int, "gossip_degree_low": int, "gossip_degree_high": int,
+             "accept_unknown_peers": bool}
 
 
 def config_from_json(spec: dict[str, Any]) -> P2PConfig:

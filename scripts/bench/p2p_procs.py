@@ -28,7 +28,8 @@ def seed(index: int) -> bytes:
 
 
 def make_configs(n: int, **overrides: Any) -> list[P2PConfig]:
-    """n fully meshed configs on 127.0.0.1 with free ports."""
+    """n fully meshed configs on 127.0.0.1 with free ports: each lists all the others,
+    so each serves all the others (a host refuses peers it does not list)."""
     ports = [free_port() for _ in range(n)]
     ids = [peer_id_from_seed(seed(i)) for i in range(n)]
     return [
@@ -59,6 +60,7 @@ def child_spec(config: P2PConfig, **extra: Any) -> dict[str, Any]:
         "gossip_degree": config.gossip_degree,
         "gossip_degree_low": config.gossip_degree_low,
         "gossip_degree_high": config.gossip_degree_high,
+        "accept_unknown_peers": config.accept_unknown_peers,
         **extra,
     }
 

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from node.p2p.framing import encode_msg
 from node.p2p.host import MSG_PROTOCOL, REQ_PROTOCOL, P2PHost
 from scripts.bench.p2p_peer import ECHO_CHANNEL
-from tests.support.p2p import Child, child_spec, make_configs, wait_for
+from tests.support.p2p import Child, child_spec, make_configs, seed, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -93,8 +93,11 @@ async def test_frozen_peer_is_detected_by_heartbeat_and_rejoins_when_thawed() ->
 
 
 async def test_garbage_on_streams_is_dropped_counted_and_host_keeps_serving() -> None:
-    configs = make_configs(2)
+    # The garbage comes from a configured peer (the third identity, whose key the client
+    # uses): a stranger would be refused before its first byte is read.
+    configs = make_configs(3)
     a, b = P2PHost(configs[0]), P2PHost(configs[1])
+    known = ("--seed", seed(2).hex())
     got: list[bytes] = []
     a.on_message(lambda peer, channel, data: got.append(data))
     b.set_request_handler(lambda peer, data: _echo(data))
@@ -108,6 +111,7 @@ async def test_garbage_on_streams_is_dropped_counted_and_host_keeps_serving() ->
             client = await Child.start(
                 "-m",
                 "tests.support.p2p_garbage_client",
+                *known,
                 target,
                 MSG_PROTOCOL,
                 valid_then_oversized.hex(),
@@ -121,6 +125,7 @@ async def test_garbage_on_streams_is_dropped_counted_and_host_keeps_serving() ->
             req_client = await Child.start(
                 "-m",
                 "tests.support.p2p_garbage_client",
+                *known,
                 target,
                 REQ_PROTOCOL,
                 struct.pack(">IB", 1 << 31, 4).hex(),
@@ -185,8 +190,8 @@ async def test_only_noise_secured_connections_are_accepted() -> None:
         assert host.connected_peers() == frozenset()
 
 
-async def test_streams_from_unknown_peers_are_refused_when_configured() -> None:
-    (config,) = make_configs(1, accept_unknown_peers=False)
+async def test_streams_from_unknown_peers_are_refused_by_default() -> None:
+    (config,) = make_configs(1)
     got: list[bytes] = []
     async with P2PHost(config) as host:
         host.on_message(lambda peer, channel, data: got.append(data))
@@ -202,5 +207,6 @@ async def test_streams_from_unknown_peers_are_refused_when_configured() -> None:
         finally:
             await client.close()
         assert report["closed_by_peer"] == [True]
-        assert host.stats_snapshot()["drops"]["unknown_peer"] == 1
+        # Its connection is closed and, should a stream get in first, the stream reset.
+        assert host.stats_snapshot()["drops"]["unknown_peer"] >= 1
         assert got == []

@@ -163,8 +163,10 @@ async def test_request_response_and_its_failures() -> None:
             return b"block:" + data
 
         b.set_request_handler(handler)
-        answers = await asyncio.gather(*(a.request(b.peer_id, b"%d" % i) for i in range(20)))
-        assert answers == [b"block:%d" % i for i in range(20)]
+        # As many at once as b serves for one peer (requests_in_flight_per_peer_max).
+        n = b.config.requests_in_flight_per_peer_max
+        answers = await asyncio.gather(*(a.request(b.peer_id, b"%d" % i) for i in range(n)))
+        assert answers == [b"block:%d" % i for i in range(n)]
         big = await a.request(b.peer_id, b"z" * 500_000)
         assert big == b"block:" + b"z" * 500_000
 
