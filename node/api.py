@@ -3,25 +3,47 @@
 This module owns HTTP only: parsing, body limits, status codes and JSON error
 bodies ``{"error": reason, "detail": text}``. What the answers mean comes from
 a ``NodeServiceAPI`` (``node.service.NodeService`` implements it); nothing here knows PBFT.
+
+Limits (issue 14 findings 4 and 7): requests in progress at once (``connections_max``)
+and open ``/v1/events`` streams (``events_subscribers_max``) beyond their cap are
+answered 503 ``too_many_connections`` / ``too_many_subscribers`` with ``Retry-After``,
+and the connection is closed. Anything a handler raises that is not a refusal is a
+bug: the last-resort middleware logs ``api.internal_error`` with an error id and the
+traceback and answers 500 ``{"error": "internal", "error_id": ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import msgspec
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler, Middleware
 
+from node import defaults
 from node.errors import ApiError, SubmitResult
 
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
+EVENTS_HEARTBEAT_S = 15.0  # an SSE comment on a quiet stream: finds closed connections
+LOGGED_PATH_CHARS_MAX = 300
 SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 _ASCII_DECIMAL = re.compile(r"[0-9]+")  # isdigit/int() also take other scripts, "1_0", " 1"
+
+
+class BlockEvents(Protocol):
+    """A subscription to committed-block events (``node.events.Subscription``)."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    async def aclose(self) -> None: ...
 
 
 class NodeServiceAPI(Protocol):
@@ -34,7 +56,7 @@ class NodeServiceAPI(Protocol):
     async def block(self, height: int | None) -> dict[str, Any] | None: ...
     def status(self) -> dict[str, Any]: ...
     def network(self) -> dict[str, Any]: ...
-    def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]: ...
+    def subscribe_blocks(self) -> BlockEvents: ...
     def metrics_text(self) -> bytes: ...
     async def audit(self) -> dict[str, Any]: ...
     async def receipts(self, dst_shard: int, first_seq: int, last_seq: int
@@ -47,21 +69,75 @@ def _error(status: int, reason: str, detail: str, headers: dict[str, str] | None
                              headers=headers)
 
 
-@web.middleware
-async def _errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.reason, exc.detail)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error(413, "oversized", exc.text or "request body too large")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        reason = exc.reason.lower().replace(" ", "_")
-        return _error(exc.status, reason, exc.text or exc.reason)
+def _busy(reason: str, detail: str) -> web.Response:
+    """503 for a full server-side cap: retry later, on a new connection."""
+    response = _error(503, reason, detail, {"Retry-After": RETRY_AFTER_S})
+    response.force_close()  # the point of the cap is to free this socket
+    return response
+
+
+
+
+def _internal_error(log: Any, request: web.Request) -> str:
+    """Log the exception being handled as ``api.internal_error``; return its id."""
+    error_id = secrets.token_hex(8)
+    route = request.match_info.route.resource
+    log.error("api.internal_error", error_id=error_id, method=request.method,
+              route=route.canonical if route is not None else "unmatched",
+              path=request.path[:LOGGED_PATH_CHARS_MAX], exc_info=True)
+    return error_id
+
+
+def _errors_as_json(log: Any) -> Middleware:
+    @web.middleware
+    async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return _error(413, "oversized", exc.text or "request body too large")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            reason = exc.reason.lower().replace(" ", "_")
+            return _error(exc.status, reason, exc.text or exc.reason)
+        except web.RequestPayloadError as exc:  # e.g. a gzip Content-Encoding that is not
+            return _error(400, "malformed", "request body: " + " ".join(str(exc).split()))
+        except HttpProcessingError as exc:  # the body broke its framing
+            return _error(400, "malformed", f"request body: {exc.message}")
+        except ConnectionError:  # the client left mid-request: nothing of ours broke
+            return _error(400, "disconnected", "the client closed the connection")
+        except Exception:
+            # Last resort: a bug of ours, never the client's doing. The id joins the
+            # answer to the logged traceback; the answer itself says nothing more.
+            error_id = _internal_error(log, request)
+            return web.json_response({"error": "internal", "error_id": error_id,
+                                      "detail": "internal error; the node logged it"},
+                                     status=500)
+
+    return errors_as_json
+
+
+def _capping(connections_max: int) -> Middleware:
+    """At most ``connections_max`` requests in progress (each open event stream, each
+    body still uploading is one): a client cannot hold an unbounded number of sockets
+    and handlers. Idle keep-alive connections hold no slot."""
+    in_progress = 0
+
+    @web.middleware
+    async def cap_connections(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_progress
+        if in_progress >= connections_max:
+            return _busy("too_many_connections",
+                         f"{connections_max} requests in progress (the limit); retry later")
+        in_progress += 1
+        try:
+            return await handler(request)
+        finally:
+            in_progress -= 1
+
+    return cap_connections
 
 
 def _parse_hex(text: str, what: str, length: int | None = None) -> bytes:
@@ -129,11 +205,9 @@ async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
 RequestCounter = Callable[[str, int], None]  # (route template, status)
 
 
-def _counting(count: RequestCounter) -> Any:
+def _counting(count: RequestCounter) -> Middleware:
     @web.middleware
-    async def count_requests(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         route = request.match_info.route.resource
         count(route.canonical if route is not None else "unmatched", response.status)
@@ -179,9 +253,14 @@ def _found(answer: dict[str, Any] | None, detail: str) -> web.Response:
 class _Routes:
     """One handler per route: HTTP in, the service's JSON-ready answer out."""
 
-    def __init__(self, service: NodeServiceAPI, batch_txs_max: int) -> None:
+    def __init__(self, service: NodeServiceAPI, batch_txs_max: int, *,
+                 events_subscribers_max: int, events_heartbeat_s: float, log: Any) -> None:
         self.service = service
         self.batch_txs_max = batch_txs_max
+        self.events_subscribers_max = events_subscribers_max
+        self.events_heartbeat_s = events_heartbeat_s
+        self.log = log
+        self.event_streams = 0  # open /v1/events responses
 
     def table(self) -> list[web.RouteDef]:
         return [
@@ -224,16 +303,45 @@ class _Routes:
         return web.json_response(self.service.network())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
-        await response.prepare(request)
+        if self.event_streams >= self.events_subscribers_max:
+            return _busy("too_many_subscribers",
+                         f"{self.events_subscribers_max} event streams open (the limit); "
+                         "retry later")
+        # Subscribed before the headers go out: a client that sees them and then
+        # submits a transaction gets its block.
+        events = self.service.subscribe_blocks()
+        self.event_streams += 1
         try:
-            async for event in self.service.subscribe_blocks():
-                data = json.dumps(event, separators=(",", ":"))
-                await response.write(f"event: block\ndata: {data}\n\n".encode())
-        except ConnectionResetError:
-            pass
-        return response
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                   "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            try:
+                await self._stream(response, aiter(events))
+            except ConnectionResetError:
+                pass
+            except Exception:
+                # The headers went out, so no 500: log it and end the stream.
+                _internal_error(self.log, request)
+            return response
+        finally:
+            self.event_streams -= 1
+            await events.aclose()
+
+    async def _stream(self, response: web.StreamResponse,
+                      events: AsyncIterator[dict[str, Any]]) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(_next_or_none(events),
+                                               self.events_heartbeat_s)
+            except TimeoutError:
+                # A write to a closed connection raises: the slot is freed without
+                # waiting for the next block.
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:  # the node ended the stream (too slow, or stopping)
+                return
+            data = json.dumps(event, separators=(",", ":"))
+            await response.write(f"event: block\ndata: {data}\n\n".encode())
 
     async def audit(self, request: web.Request) -> web.Response:
         return web.json_response(await self.service.audit())
@@ -246,11 +354,27 @@ class _Routes:
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+async def _next_or_none(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
 def build_app(service: NodeServiceAPI, *, body_bytes_max: int, batch_txs_max: int,
-              count_request: RequestCounter | None = None) -> web.Application:
-    # The counter sits outside the error middleware, so it sees the final status.
-    middlewares = [_errors_as_json] if count_request is None else [
-        _counting(count_request), _errors_as_json]
+              count_request: RequestCounter | None = None,
+              connections_max: int = defaults.API_CONNECTIONS_MAX,
+              events_subscribers_max: int = defaults.API_EVENTS_SUBSCRIBERS_MAX,
+              events_heartbeat_s: float = EVENTS_HEARTBEAT_S,
+              log: Any = None) -> web.Application:
+    log = structlog.get_logger() if log is None else log
+    # The counter sits outside the others, so it sees the final status (503s included);
+    # the cap outside the error middleware, so a slot is held until the answer is made.
+    middlewares = [_capping(connections_max), _errors_as_json(log)]
+    if count_request is not None:
+        middlewares.insert(0, _counting(count_request))
     app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
-    app.add_routes(_Routes(service, batch_txs_max).table())
+    routes = _Routes(service, batch_txs_max, events_subscribers_max=events_subscribers_max,
+                     events_heartbeat_s=events_heartbeat_s, log=log)
+    app.add_routes(routes.table())
     return app

@@ -54,6 +54,8 @@ class ApiSection(_Section):
     port: Port = 0
     body_bytes_max: Positive = 4 * 1024 * 1024
     batch_txs_max: Positive = defaults.API_BATCH_TXS_MAX
+    connections_max: Positive = defaults.API_CONNECTIONS_MAX  # requests in progress
+    events_subscribers_max: Positive = defaults.API_EVENTS_SUBSCRIBERS_MAX  # /v1/events
     # Every validator's API URL as its users reach it, [shard][index] like the genesis
     # validators (GET /v1/network); missing entries: http://<genesis api_address>.
     advertise_urls: list[list[str]] = msgspec.field(default_factory=list)

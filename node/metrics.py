@@ -52,6 +52,10 @@ class NodeMetrics:
                                 ["result"], registry=r)
         self.api_requests = Counter("shardnet_api_requests_total", "HTTP requests",
                                     ["route", "status"], registry=r)
+        self.events_subscribers_dropped = Counter(
+            "shardnet_events_subscribers_dropped_total",
+            "/v1/events subscribers ended by the node, by reason (slow: fell too far behind)",
+            ["reason"], registry=r)
         self.messages_dropped = Counter("shardnet_messages_dropped_total",
                                         "Messages dropped, by reason", ["source", "reason"],
                                         registry=r)

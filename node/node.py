@@ -246,6 +246,9 @@ class Node:
         requests = self.metrics.api_requests
         app = build_app(service, body_bytes_max=config.api.body_bytes_max,
                         batch_txs_max=config.api.batch_txs_max,
+                        connections_max=config.api.connections_max,
+                        events_subscribers_max=config.api.events_subscribers_max,
+                        log=self.log,
                         count_request=lambda route, status: requests.labels(
                             route=route, status=str(status)).inc())
         self._http = web.AppRunner(app, access_log=None)

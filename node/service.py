@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -24,6 +24,7 @@ from node.config import NodeConfig
 from node.driver import ConsensusDriver
 from node.drops import DropLog
 from node.errors import ApiError, SubmitResult
+from node.events import EventHub, Subscription
 from node.finality import Finality
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
@@ -42,7 +43,7 @@ from sharding.tx import tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
 TPS_WINDOW_MS = 10_000
-SUBSCRIBER_QUEUE_MAX = 256
+SUBSCRIBER_QUEUE_MAX = 256  # events a /v1/events subscriber may fall behind, then dropped
 
 
 def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnouncement | None]:
@@ -88,7 +89,7 @@ class NodeService:
         self.drop = drop
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._committed_window: deque[tuple[int, int]] = deque()
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.events = EventHub(SUBSCRIBER_QUEUE_MAX, self._subscriber_dropped)
         self.shard_tips = shard_tips
         self.finality = finality
         self.relay = relay
@@ -173,12 +174,7 @@ class NodeService:
                           dst_shard=receipt.dst_shard, seq=receipt.seq, height=committed.height)
         event = self.block_json(committed.block, committed.block_hash, certificate)
         event["failed"] = [o.tx_hash.hex() for o in result.outcomes if not o.ok]
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                # A subscriber that does not keep up is ended, not silently skipped.
-                self._end_subscriber(queue)
+        self.events.publish(event)
 
     def announcement(self, committed: Committed, certificate: CommitCertificate) -> bytes:
         return encode(BlockAnnouncement(self.ledger.shard, committed.height,
@@ -338,28 +334,19 @@ class NodeService:
         return {"chain_id": genesis.chain_id, "num_shards": genesis.num_shards,
                 "node": self.name, "nodes": nodes, "genesis": msgspec.to_builtins(genesis.spec)}
 
-    async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
-        self._subscribers.add(queue)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                yield event
-        finally:
-            self._subscribers.discard(queue)
+    def subscribe_blocks(self) -> Subscription:
+        """Committed-block events from now on: registered before this returns, so a
+        caller that subscribes and then submits sees its block. Close it when done."""
+        return self.events.subscribe()
 
-    def _end_subscriber(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(queue)
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
+    def _subscriber_dropped(self, backlog: int) -> None:
+        self.metrics.events_subscribers_dropped.labels(reason="slow").inc()
+        self.log.warning("events.subscriber_dropped", reason="slow", backlog=backlog,
+                         queue_max=SUBSCRIBER_QUEUE_MAX, subscribers=len(self.events))
 
     def close(self) -> None:
         """End ``/v1/events`` streams and admission's pending work (the node stops)."""
-        for queue in list(self._subscribers):
-            self._end_subscriber(queue)
+        self.events.close_all()
         self.admission.stop()
 
     def metrics_text(self) -> bytes:
