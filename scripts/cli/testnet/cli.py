@@ -8,17 +8,13 @@ from pathlib import Path
 
 import click
 
+from scripts.cli.testnet.control import LocalNodes
+from scripts.cli.testnet.control_cli import COMMANDS as CONTROL_COMMANDS
+from scripts.cli.testnet.control_cli import local_nodes as _local_nodes
 from scripts.cli.testnet.generate import DEFAULT_BASE_PORT, DEFAULT_SEED, TestnetSpec, generate
 from scripts.cli.testnet.layout import TestnetDir
 from scripts.cli.testnet.load import load as load_command
-from scripts.cli.testnet.processes import (
-    node_status,
-    running_pid,
-    start_node,
-    stop_node,
-    url_status,
-    wait_healthy,
-)
+from scripts.cli.testnet.processes import node_status, url_status, wait_healthy
 
 DEFAULT_DIR = Path("testnets/default")
 dir_option = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path),
@@ -64,10 +60,11 @@ def up(root: Path, timeout_s: float) -> None:
     if not testnet_dir.manifest_path.exists():
         generate(TestnetSpec(), root)
         click.echo(f"generated the default testnet (2 shards x 4 validators) in {root}")
-    manifest = testnet_dir.load_manifest()
+    nodes = _local_nodes(root)
+    manifest = nodes.manifest
     started = time.monotonic()
     for node in manifest.nodes:
-        start_node(testnet_dir, node.name)
+        nodes.spawn(node.name)
     missing = wait_healthy(manifest.nodes, timeout_s)
     if missing:
         raise click.ClickException(
@@ -89,9 +86,8 @@ def up(root: Path, timeout_s: float) -> None:
 @dir_option
 def down(root: Path) -> None:
     """Stop every node (SIGTERM, then SIGKILL after a grace period). State is kept."""
-    testnet_dir = TestnetDir(root)
-    manifest = testnet_dir.load_manifest()
-    stopped = [node.name for node in manifest.nodes if stop_node(testnet_dir, node.name)]
+    nodes = _local_nodes(root)
+    stopped = [name for name in nodes.names() if nodes.terminate(name)]
     click.echo(f"stopped {len(stopped)} nodes" + (f": {', '.join(stopped)}" if stopped else ""))
 
 
@@ -113,16 +109,13 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) ->
     from scripts.cli.load.targets import NodeTarget, discover_if_asked
 
     network = discover_if_asked(root, urls)
-    testnet_dir: TestnetDir | None = None
+    local: LocalNodes | None = None
     if network is not None:
         chain_id, source, nodes = network.chain_id, network.source, list(network.nodes)
     else:
         root = root or DEFAULT_DIR
-        testnet_dir = TestnetDir(root)
-        try:
-            manifest = testnet_dir.load_manifest()
-        except FileNotFoundError as exc:
-            raise click.ClickException(str(exc)) from None
+        local = _local_nodes(root)
+        manifest = local.manifest
         chain_id, source = manifest.chain_id, str(root)
         nodes = [NodeTarget(n.name, n.shard, n.index, n.api_url.rstrip("/"))
                  for n in manifest.nodes]
@@ -135,9 +128,10 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) ->
                             no_wrap=True)
         for node in nodes:
             found = url_status(node.url)
-            pid = running_pid(testnet_dir, node.name) if testnet_dir is not None else None
+            pid = local.pid(node.name) if local is not None else None
             if found is None:
-                down = ("no answer" if testnet_dir is None else "down" if pid is None else "?")
+                state = local.state(node.name) if local is not None else None
+                down = {None: "no answer", "stopped": "down", "paused": "paused"}.get(state, "?")
                 grid.add_row(node.name, str(node.shard), str(pid or "-"), down, *["-"] * 6)
                 continue
             grid.add_row(node.name, str(node.shard), str(pid or "-"),
@@ -162,6 +156,8 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) ->
 
 
 testnet.add_command(load_command)
+for _control in CONTROL_COMMANDS:  # start, stop, kill, restart, pause, resume, (dis)connect
+    testnet.add_command(_control)
 
 
 def _spec_from_env() -> TestnetSpec:

@@ -1,117 +1,50 @@
-"""Start and stop a local testnet's node processes.
+"""Start and stop a local testnet's node processes; wait for their HTTP API.
 
-Each node runs in its own session (process group) with stdout appended to its
-log file; its pid goes to ``run/<node>.pid``. Stopping signals only pids we
-wrote, and only while the process still runs our command for that home.
+The process handling lives in ``scripts.cli.testnet.control`` (the node-control
+module behind ``testnet up/down/status`` and the per-node verbs); the functions
+here are its by-name shorthands for scripts and tests. Each node runs in its own
+session with stdout appended to its log file; its pid goes to ``run/<node>.pid``.
+Stopping signals only pids we wrote, and only while the process still runs our
+command for that home.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from scripts.cli.testnet.control import (
+    STOP_TIMEOUT_S,
+    NodeProcesses,
+    node_command,
+    wait_for,
+)
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
 
-STOP_TIMEOUT_S = 15.0
-
-
-def node_command(home: Path) -> list[str]:
-    return [sys.executable, "-m", "scripts.cli", "node", "--home", str(home)]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+__all__ = ["STOP_TIMEOUT_S", "fetch_json", "kill_node", "node_command", "node_status",
+           "running_pid", "start_node", "stop_node", "url_status", "wait_for", "wait_healthy"]
 
 
 def running_pid(testnet: TestnetDir, name: str) -> int | None:
     """The pid of node ``name`` if it is alive and still runs that node's home."""
-    try:
-        pid = int(testnet.pid_file(name).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if str(testnet.home(name)) in _cmdline(pid) else None
+    return NodeProcesses(testnet).pid(name)
 
 
 def start_node(testnet: TestnetDir, name: str, env: dict[str, str] | None = None) -> int:
-    if (pid := running_pid(testnet, name)) is not None:
-        return pid
-    log_path = testnet.log(name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    testnet.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
-    repo_root = Path(__file__).resolve().parents[3]
-    child_env = {**os.environ, **(env or {})}
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(repo_root), child_env.get("PYTHONPATH", "")) if p
-    )
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            node_command(testnet.home(name)), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
-        )
-    testnet.pid_file(name).write_text(f"{process.pid}\n")
-    return process.pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+    return NodeProcesses(testnet).spawn(name, env)
 
 
 def stop_node(testnet: TestnetDir, name: str, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     """SIGTERM the node, SIGKILL it after ``timeout_s``; True if it was running."""
-    pid = running_pid(testnet, name)
-    if pid is None:
-        testnet.pid_file(name).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    if not wait_for(lambda: not _alive(pid), timeout_s):
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 5.0)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    testnet.pid_file(name).unlink(missing_ok=True)
-    return True
+    return NodeProcesses(testnet).terminate(name, timeout_s)
 
 
 def kill_node(testnet: TestnetDir, name: str) -> None:
     """SIGKILL (crash) the node, for fault tests."""
-    pid = running_pid(testnet, name)
-    if pid is not None:
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 5.0)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll ``condition`` until it holds or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
+    NodeProcesses(testnet).crash(name)
 
 
 def fetch_json(url: str, timeout_s: float = 2.0) -> Any:
