@@ -138,6 +138,9 @@ class P2PConfig:
     inbound_queue_bytes_max: int = defaults.P2P_INBOUND_QUEUE_BYTES_MAX  # their payloads
     requests_in_flight_max: int = 64  # requests we serve at once, from all peers
     requests_in_flight_per_peer_max: int = 16  # ... from one peer
+    # A request frame (the node's are <= 4 KiB): what a served request may buffer.
+    request_bytes_max: int = 1024 * 1024
+    msg_streams_per_peer_max: int = 4  # message streams one peer may have open to us
     # Gossipsub (see shared/docs/P2P-NOTES.md: the defaults drop silently).
     gossip_heartbeat_interval_s: int = 1
     gossip_queue_max: int = 4096
@@ -176,6 +179,7 @@ class P2PConfig:
             "inbound_queue_bytes_max",
             "requests_in_flight_max",
             "requests_in_flight_per_peer_max",
+            "msg_streams_per_peer_max",
             "gossip_heartbeat_interval_s",
             "gossip_queue_max",
             "gossip_message_bytes_max",
@@ -189,6 +193,8 @@ class P2PConfig:
             raise P2PConfigError("must exceed heartbeat_interval_s", reason="heartbeat_timeout_s")
         if not 64 <= self.frame_bytes_max <= 256 * 1024 * 1024:
             raise P2PConfigError("must be in 64..256 MiB", reason="frame_bytes_max")
+        if not 64 <= self.request_bytes_max <= self.frame_bytes_max:
+            raise P2PConfigError("must be in 64..frame_bytes_max", reason="request_bytes_max")
         if self.gossip_message_bytes_max >= 1024 * 1024:
             # py-libp2p 0.8.1 silently loses gossip messages of about 1 MiB or more.
             raise P2PConfigError("must be < 1 MiB", reason="gossip_message_bytes_max")

@@ -11,6 +11,10 @@
   logged as ``requests_in_flight_full``.
 
 Both refuse a peer the :class:`~node.p2p.gate.PeerGate` does not admit (``unknown_peer``).
+What a peer can make us buffer is bounded: per message stream one frame
+(``frame_bytes_max``) plus one read, at most ``msg_streams_per_peer_max`` message streams
+per peer (one more is reset: ``too_many_streams``), and per request stream one
+``request_bytes_max`` frame.
 
 A malformed or oversized frame resets that stream, is counted and logged as
 ``p2p.dropped``; the node keeps running. A request the handler rejects with a
@@ -49,6 +53,7 @@ from node.p2p.framing import (
 from node.p2p.gate import REQUESTS_IN_FLIGHT_FULL, PeerGate, RequestSlots, stream_peer
 from node.p2p.sessions import READ_BYTES, reset
 
+TOO_MANY_STREAMS = "too_many_streams"
 NO_HANDLER_ANSWER = b"no request handler"
 HANDLER_FAILED_ANSWER = b"request failed"
 TOO_LARGE_ANSWER = b"response too large"
@@ -77,6 +82,7 @@ class Inbound(Part):
         self.slots = RequestSlots(
             config.requests_in_flight_max, config.requests_in_flight_per_peer_max
         )
+        self._msg_streams: dict[str, int] = {}  # peer -> its message streams open to us
         self._heard = heard  # tells the heartbeat of our stream to the peer it is alive
         self.request_handler: RequestHandler | None = None
         # Long enough for a busy node to catch up, short of the peer's write timeout and
@@ -84,10 +90,26 @@ class Inbound(Part):
         self._backpressure_s = min(config.write_timeout_s, config.heartbeat_timeout_s) / 2
 
     async def handle_msg_stream(self, stream: INetStream) -> None:
-        cfg = self.config
         peer = stream_peer(stream)
         if not await self._gate.admit_stream(stream, "msg"):
             return
+        open_streams = self._msg_streams.get(peer, 0)
+        if open_streams >= self.config.msg_streams_per_peer_max:
+            self._drop(peer, TOO_MANY_STREAMS, detail=f"{open_streams} open")
+            await reset(stream)
+            return
+        self._msg_streams[peer] = open_streams + 1
+        try:
+            await self._read_msg_stream(peer, stream)
+        finally:
+            left = self._msg_streams[peer] - 1
+            if left:
+                self._msg_streams[peer] = left
+            else:
+                del self._msg_streams[peer]
+
+    async def _read_msg_stream(self, peer: str, stream: INetStream) -> None:
+        cfg = self.config
         stats = self._stats
         decoder = FrameDecoder(cfg.frame_bytes_max, MSG_KINDS)
         try:
@@ -166,7 +188,7 @@ class Inbound(Part):
 
     async def _serve_request(self, peer: str, stream: INetStream) -> None:
         cfg = self.config
-        decoder = FrameDecoder(cfg.frame_bytes_max, REQ_KINDS)
+        decoder = FrameDecoder(cfg.request_bytes_max, REQ_KINDS)
         try:
             with trio.fail_after(cfg.request_timeout_s):
                 payload: bytes | None = None

@@ -307,8 +307,8 @@ class Sessions(Part):
         return encode_msg(channel, data)
 
     def check_request(self, data: bytes) -> None:
-        if len(data) + REQ_LENGTH_EXTRA > self.config.frame_bytes_max:
-            raise ValueError(f"request of {len(data)} bytes exceeds frame_bytes_max")
+        if len(data) + REQ_LENGTH_EXTRA > self.config.request_bytes_max:
+            raise ValueError(f"request of {len(data)} bytes exceeds request_bytes_max")
 
     # ---------------------------------------------------------------- trio side
 

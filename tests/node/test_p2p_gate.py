@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import struct
 import time
 import types
 from collections.abc import AsyncIterator
@@ -102,13 +103,13 @@ async def test_stranger_is_refused_on_every_stream() -> None:
 
             # A raw libp2p client with a random key, on every protocol a serves.
             target = f"{a.listen_addrs[0]}/p2p/{a.peer_id}"
-            outcomes = await asyncio.to_thread(probe_protocols, target, PROBES)
-            assert outcomes == dict.fromkeys(PROBES, "refused")
+            outcomes = await asyncio.to_thread(probe_protocols, target, list(PROBES.items()))
+            assert outcomes == ["refused"] * len(PROBES)
             # The same client with a configured peer's key is answered (the probe can
             # tell a refusal from an answer): b's key, as a second connection of b.
             known = await asyncio.to_thread(
-                probe_protocols, target, {MSG_PROTOCOL: encode_ping(1)}, seed(1))
-            assert known == {MSG_PROTOCOL: "answered"}
+                probe_protocols, target, [(MSG_PROTOCOL, encode_ping(1))], seed(1))
+            assert known == ["answered"]
 
             # Gossip: a's publishes reach b but never the stranger, and a never takes
             # the stranger as a gossip peer.
@@ -357,3 +358,25 @@ async def test_sends_over_the_total_budget_are_dropped_with_a_reason() -> None:
     assert host.stats.drops == {SEND_BUDGET_FULL: 3}
     assert host.stats_snapshot()["send_queue_bytes"] == 600 + 7  # one frame, header
     assert any(e["event"] == "p2p.dropped" and e["reason"] == SEND_BUDGET_FULL for e in logs)
+
+
+async def test_a_peer_can_make_us_buffer_only_bounded_streams() -> None:
+    """Per peer at most msg_streams_per_peer_max message streams (each buffers at most
+    one frame); a request frame is bounded by request_bytes_max, not frame_bytes_max."""
+    config, other = make_configs(2, msg_streams_per_peer_max=2, request_bytes_max=4096)
+    host = P2PHost(config)  # ``other`` is not running: the probe uses its key
+    async with started([host]):
+        target = f"{host.listen_addrs[0]}/p2p/{host.peer_id}"
+        too_big = struct.pack(">IB", 4096 + 1, 4)  # a REQ header past request_bytes_max
+        outcomes = await asyncio.to_thread(probe_protocols, target, [
+            (MSG_PROTOCOL, encode_ping(1)), (MSG_PROTOCOL, encode_ping(2)),
+            (MSG_PROTOCOL, encode_ping(3)),
+            (REQ_PROTOCOL, encode_req(b"r" * 100)), (REQ_PROTOCOL, too_big),
+        ], other.private_key_seed)
+        with pytest.raises(ValueError, match="request_bytes_max"):
+            await host.request(other.peer_id, b"r" * 4096)
+    # Two streams answered PINGs, the third was reset; the small request got an answer
+    # (no handler here: an error answer), the oversized one a reset.
+    assert outcomes == ["answered", "answered", "refused", "answered", "refused"]
+    drops = host.stats.drops
+    assert drops["too_many_streams"] == 1 and drops["frame_oversized"] == 1

@@ -22,14 +22,14 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
         await asyncio.sleep(0.02)
 
 
-def probe_protocols(target: str, probes: dict[str, bytes], seed_bytes: bytes | None = None,
-                    wait_s: float = 5.0) -> dict[str, str]:
+def probe_protocols(target: str, probes: list[tuple[str, bytes]],
+                    seed_bytes: bytes | None = None, wait_s: float = 5.0) -> list[str]:
     """(blocking: run it in a thread) Connect a raw py-libp2p host to ``target``
     (``.../p2p/PEER_ID``), with a fresh random key (a stranger) unless ``seed_bytes``
-    is given, and on each protocol open a stream, write its bytes and read. Outcome per
-    protocol: ``answered`` (bytes came back), ``open`` (nothing in ``wait_s``) or
-    ``refused`` (the connection, the stream or its negotiation failed, or the stream
-    was reset or closed with nothing read)."""
+    is given, and for each (protocol, bytes) open a stream, write the bytes and read
+    (streams stay open until the end). Outcome of each: ``answered`` (bytes came back),
+    ``open`` (nothing in ``wait_s``) or ``refused`` (the connection, the stream or its
+    negotiation failed, or the stream was reset or closed with nothing read)."""
     import multiaddr
     import trio
     from libp2p import new_host
@@ -53,19 +53,19 @@ def probe_protocols(target: str, probes: dict[str, bytes], seed_bytes: bytes | N
             return "answered" if data else "refused"
         return "open"
 
-    async def main() -> dict[str, str]:
+    async def main() -> list[str]:
         key_pair = create_new_key_pair(seed_bytes) if seed_bytes is not None else None
         host = new_host(key_pair=key_pair)
         info = info_from_p2p_addr(multiaddr.Multiaddr(target))
-        outcomes: dict[str, str] = {}
+        outcomes: list[str] = []
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             try:
                 with trio.fail_after(wait_s):
                     await host.connect(info)
             except Exception:
-                return dict.fromkeys(probes, "refused")
-            for protocol, payload in probes.items():
-                outcomes[protocol] = await probe(host, info.peer_id, protocol, payload)
+                return ["refused"] * len(probes)
+            for protocol, payload in probes:
+                outcomes.append(await probe(host, info.peer_id, protocol, payload))
             await host.close()
         return outcomes
 
