@@ -21,7 +21,7 @@ import pytest
 
 from scripts.cli.client import ApiFailure, Client, call
 from scripts.cli.compose import compose_available, run_compose
-from scripts.cli.testnet.generate import TestnetSpec, node_entries
+from scripts.cli.testnet.generate import DEV_CHAIN_ID, dev_spec, node_entries
 from tests.support.docker import ensure_image, require_docker
 from tests.support.node import signed_transfers, submit, tx_state, wait_until
 
@@ -45,8 +45,7 @@ def compose_project() -> Iterator[list[str]]:
 
 
 def test_compose_testnet_commits_and_serves_from_every_node(compose_project: list[str]) -> None:
-    spec = TestnetSpec(docker=True)
-    nodes = node_entries(spec)
+    nodes = node_entries(dev_spec())
     urls = {node.name: node.api_url for node in nodes}
 
     def healthy() -> bool:
@@ -60,7 +59,10 @@ def test_compose_testnet_commits_and_serves_from_every_node(compose_project: lis
     started = time.monotonic()
     wait_until(healthy, 180, "all eight containers answering /v1/status")
     startup_s = time.monotonic() - started
-    raws, hashes = signed_transfers(20, shard=0, num_shards=2)
+    # Signed for the chain the nodes report (the committed files' development chain).
+    chain_id = Client.from_url(urls["shard0-node1"]).chain_id
+    assert chain_id == DEV_CHAIN_ID
+    raws, hashes = signed_transfers(20, shard=0, num_shards=2, chain_id=chain_id)
     answer = submit(urls["shard0-node1"], raws)
     assert answer["accepted"] == 20
     wait_until(lambda: all(tx_state(urls["shard0-node3"], h) == "finalized" for h in hashes),

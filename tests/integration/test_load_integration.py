@@ -21,9 +21,13 @@ SHARDNET = str(Path(sys.executable).parent / "shardnet")
 
 
 def test_load_with_cross_shard_traffic_and_a_node_killed_mid_run(tmp_path: Path) -> None:
-    with local_testnet(tmp_path, shards=2, start_shards=(0, 1), accounts=200) as net:
+    # A testnet as `testnet init` makes it: its own chain id, which load signs with.
+    with local_testnet(tmp_path, shards=2, start_shards=(0, 1), accounts=200,
+                       fresh=True) as net:
         entry = net.node("shard1-node2")
         network = discover_urls([entry.api_url])
+        assert net.manifest.chain_id.startswith("shardnet-")
+        assert net.manifest.chain_id != "shardnet-local"
         assert network.chain_id == net.manifest.chain_id and network.num_shards == 2
         assert {(n.name, n.shard, n.url) for n in network.nodes} == {
             (n.name, n.shard, n.api_url) for n in net.manifest.nodes}

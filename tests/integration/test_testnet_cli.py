@@ -12,7 +12,15 @@ import pytest
 from node.config import load_config
 from scripts.cli.client import call
 from scripts.cli.testnet.compose_file import render_compose
-from scripts.cli.testnet.generate import TestnetSpec, generate, node_entries
+from scripts.cli.testnet.generate import (
+    DEV_CHAIN_ID,
+    DEV_SALT,
+    TestnetSpec,
+    dev_spec,
+    generate,
+    node_entries,
+    validator_key,
+)
 from scripts.cli.testnet.layout import TestnetDir
 from scripts.cli.testnet.processes import stop_node
 from sharding.genesis import load_genesis
@@ -41,11 +49,26 @@ def test_generator_rejects_validator_count_that_is_not_3f_plus_1(tmp_path: Path)
     assert result.returncode != 0 and "3f+1" in result.stderr
 
 
-def test_committed_compose_files_are_the_generators_output() -> None:
-    spec = TestnetSpec(docker=True)
+def test_committed_compose_files_use_the_documented_dev_salt() -> None:
+    """The committed root files are the generator's output for the default topology with
+    the public development salt and chain: every container derives the same validator
+    keys, which are not the seed-only ones, and the README says the salt is public."""
+    spec = dev_spec()
+    assert (spec.salt, spec.chain_id) == (DEV_SALT, DEV_CHAIN_ID)
     nodes = node_entries(spec)
-    assert (REPO / "docker-compose.yml").read_text() == render_compose(spec, nodes)
-    assert (REPO / "docker-stack.yml").read_text() == render_compose(spec, nodes, swarm=True)
+    compose = (REPO / "docker-compose.yml").read_text()
+    stack = (REPO / "docker-stack.yml").read_text()
+    assert compose == render_compose(spec, nodes)
+    assert stack == render_compose(spec, nodes, swarm=True)
+    for text in (compose, stack):
+        # Every node service and the load generator carry the salt and the chain.
+        assert text.count(f'SHARDNET_SALT: "{DEV_SALT}"') == len(nodes) + 1
+        assert text.count(f'SHARDNET_CHAIN_ID: "{DEV_CHAIN_ID}"') == len(nodes) + 1
+        assert "anyone can sign as these validators" in text
+    assert validator_key(spec.seed, 0, 0, DEV_SALT).public_key != validator_key(
+        spec.seed, 0, 0).public_key
+    readme = (REPO / "README.md").read_text()
+    assert DEV_SALT in readme and DEV_CHAIN_ID in readme
 
 
 def test_compose_files_pass_validation(tmp_path: Path) -> None:

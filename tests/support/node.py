@@ -12,13 +12,13 @@ from typing import Any
 
 from consensus.kernel.codec import encode
 from scripts.cli.client import ApiFailure, call
-from scripts.cli.testnet.generate import TestnetSpec, generate
+from scripts.cli.testnet.generate import TestnetSpec, fresh_identity, generate
 from scripts.cli.testnet.layout import Manifest, NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import kill_node, start_node, stop_node, wait_healthy
 from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
-CHAIN_ID = "shardnet-local"
+CHAIN_ID = "shardnet-local"  # of a seed-only testnet (TestnetSpec's default)
 
 
 def free_base_port(count: int) -> int:
@@ -89,12 +89,15 @@ class LocalTestnet:
 
 @contextmanager
 def local_testnet(tmp_path: Path, *, shards: int = 1, start_shards: tuple[int, ...] = (0,),
-                  accounts: int = 200, timeout_s: float = 60.0) -> Iterator[LocalTestnet]:
-    """Generate a testnet and start the nodes of ``start_shards``; stop every node after."""
+                  accounts: int = 200, timeout_s: float = 60.0, fresh: bool = False
+                  ) -> Iterator[LocalTestnet]:
+    """Generate a testnet and start the nodes of ``start_shards``; stop every node after.
+    Seed-only keys and chain ``CHAIN_ID``, or with ``fresh`` a random chain id and salt,
+    as ``shardnet testnet init`` makes."""
     base = free_base_port(2 * 4 * shards)
     root = tmp_path / "testnet"
-    manifest = generate(TestnetSpec(shards=shards, validators=4, accounts=accounts,
-                                    base_port=base), root)
+    spec = TestnetSpec(shards=shards, validators=4, accounts=accounts, base_port=base)
+    manifest = generate(fresh_identity(spec) if fresh else spec, root)
     net = LocalTestnet(root, manifest)
     try:
         nodes = [n for n in manifest.nodes if n.shard in start_shards]
@@ -111,16 +114,18 @@ def local_testnet(tmp_path: Path, *, shards: int = 1, start_shards: tuple[int, .
 
 
 def signed_transfers(count: int, shard: int, num_shards: int, start_nonce: int = 0,
-                     senders: int = 20, first_sender: int = 0) -> tuple[list[bytes], list[str]]:
-    """``count`` signed transfers from the accounts ``first_sender..+senders`` of
-    ``shard`` (nonces from ``start_nonce``), each paying the next sender."""
+                     senders: int = 20, first_sender: int = 0, chain_id: str = CHAIN_ID
+                     ) -> tuple[list[bytes], list[str]]:
+    """``count`` signed transfers for ``chain_id`` from the accounts
+    ``first_sender..+senders`` of ``shard`` (nonces from ``start_nonce``), each paying
+    the next sender."""
     keys = [derive_account("shardnet", i) for i in range(200)]
     mine = [k for k in keys if shard_of(k.public_key, num_shards) == shard]
     mine = mine[first_sender:first_sender + senders]
     raws, hashes = [], []
     for i in range(count):
         sender, recipient = mine[i % len(mine)], mine[(i + 1) % len(mine)]
-        body = TxBody(CHAIN_ID, sender.public_key, start_nonce + i // len(mine),
+        body = TxBody(chain_id, sender.public_key, start_nonce + i // len(mine),
                       Transfer(recipient.public_key, 0, 3))
         tx = sign_tx(sender, body)
         raws.append(encode(tx))

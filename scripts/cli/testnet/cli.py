@@ -11,7 +11,14 @@ import click
 from scripts.cli.testnet.control import LocalNodes
 from scripts.cli.testnet.control_cli import COMMANDS as CONTROL_COMMANDS
 from scripts.cli.testnet.control_cli import local_nodes as _local_nodes
-from scripts.cli.testnet.generate import DEFAULT_BASE_PORT, DEFAULT_SEED, TestnetSpec, generate
+from scripts.cli.testnet.generate import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_SEED,
+    TestnetSpec,
+    fresh_identity,
+    generate,
+    spec_from_env,
+)
 from scripts.cli.testnet.layout import TestnetDir
 from scripts.cli.testnet.load import load as load_command
 from scripts.cli.testnet.processes import node_status, url_status, wait_healthy
@@ -35,8 +42,12 @@ def testnet() -> None:
 @click.option("--seed", default=DEFAULT_SEED, show_default=True)
 @click.option("--base-port", type=int, default=DEFAULT_BASE_PORT, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing testnet (its data too).")
+@click.option("--deterministic-keys", is_flag=True,
+              help="Validator keys from --seed alone and chain id shardnet-local, for "
+              "reproducible tests: anyone can sign as these validators. Default: a random "
+              "chain id and a random validator-key salt (in testnet.json).")
 def init(shards: int, validators: int, root: Path, accounts: int, seed: str, base_port: int,
-         force: bool) -> None:
+         force: bool, deterministic_keys: bool) -> None:
     """Write keys, genesis, node configs and a compose file for a topology."""
     if (root / "testnet.json").exists() and not force:
         raise click.ClickException(f"{root} already holds a testnet (use --force to replace)")
@@ -45,10 +56,12 @@ def init(shards: int, validators: int, root: Path, accounts: int, seed: str, bas
 
         shutil.rmtree(root)
     try:
-        manifest = generate(TestnetSpec(shards, validators, accounts, seed, base_port), root)
+        spec = TestnetSpec(shards, validators, accounts, seed, base_port)
+        manifest = generate(spec if deterministic_keys else fresh_identity(spec), root)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}")
+    click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}, "
+               f"chain {manifest.chain_id}")
 
 
 @testnet.command("up")
@@ -58,7 +71,7 @@ def up(root: Path, timeout_s: float) -> None:
     """Start every node as a local process; return when all answer."""
     testnet_dir = TestnetDir(root)
     if not testnet_dir.manifest_path.exists():
-        generate(TestnetSpec(), root)
+        generate(fresh_identity(TestnetSpec()), root)
         click.echo(f"generated the default testnet (2 shards x 4 validators) in {root}")
     nodes = _local_nodes(root)
     manifest = nodes.manifest
@@ -161,13 +174,7 @@ for _control in CONTROL_COMMANDS:  # start, stop, kill, restart, pause, resume, 
 
 
 def _spec_from_env() -> TestnetSpec:
-    return TestnetSpec(
-        shards=int(os.environ.get("SHARDNET_SHARDS", "2")),
-        validators=int(os.environ.get("SHARDNET_VALIDATORS", "4")),
-        accounts=int(os.environ.get("SHARDNET_ACCOUNTS", "1000")),
-        seed=os.environ.get("SHARDNET_SEED", DEFAULT_SEED),
-        docker=True,
-    )
+    return spec_from_env(os.environ)
 
 
 @testnet.command("docker-node")

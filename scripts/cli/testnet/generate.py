@@ -1,14 +1,28 @@
 """The testnet generator: keys, genesis, per-node configs and the compose file.
 
-Everything is derived from (seed, shards, validators), so the same command gives
-the same testnet on any machine: a local folder of node homes, or, inside each
-container of the compose file, that container's own home (``docker-node``).
+Everything is derived from (seed, salt, chain id, shards, validators), so the same
+spec gives the same testnet on any machine: a local folder of node homes, or, inside
+each container of the compose file, that container's own home (``docker-node``,
+from the ``SHARDNET_*`` environment: ``spec_from_env``).
+
+Each ``shardnet testnet init`` draws a fresh identity (``fresh_identity``): a random
+chain id, so a transaction signed for one testnet is refused by every other one
+(``wrong_chain``), and a random salt that every validator key is derived from, so
+nobody who knows the (public) seed can sign as a validator. The salt is secret: it
+is in the manifest and the generated compose files, never in the genesis (which
+``GET /v1/network`` serves). Funded accounts stay derived from the seed alone: any
+wallet or load generator knows them. A spec with no salt (the dataclass default,
+``init --deterministic-keys``) has seed-only validator keys and the chain id
+``shardnet-local``: reproducible, for tests. The committed root compose files use
+``DEV_SALT``, public: for a local Docker testnet only (``dev_spec``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +33,13 @@ from scripts.cli.testnet.layout import AccountsEntry, Manifest, NodeEntry, Testn
 from sharding.genesis import load_genesis
 
 DEFAULT_SEED = "shardnet"
+LOCAL_CHAIN_ID = "shardnet-local"  # seed-only testnets (--deterministic-keys, tests)
+# The committed docker-compose.yml / docker-stack.yml: a fixed, public salt, so the files
+# stay reproducible. Anyone can derive those validator keys: local development only.
+DEV_SALT = "shardnet-dev-public-salt"
+DEV_CHAIN_ID = "shardnet-dev"
+SALT_BYTES = 16  # 128 random bits per testnet
+CHAIN_ID_BYTES = 6  # shardnet-<12 hex digits>: unique per init
 DEFAULT_BASE_PORT = 26600
 DOCKER_P2P_PORT = 26656
 DOCKER_API_PORT = 8000
@@ -38,8 +59,9 @@ class TestnetSpec:
     accounts: int = 1000
     seed: str = DEFAULT_SEED
     base_port: int = DEFAULT_BASE_PORT
-    chain_id: str = "shardnet-local"
+    chain_id: str = LOCAL_CHAIN_ID
     docker: bool = False
+    salt: str = ""  # "" = seed-only validator keys (reproducible, public)
 
     def check(self) -> None:
         if self.shards < 1:
@@ -52,8 +74,39 @@ class TestnetSpec:
             raise ValueError("--accounts too large: total supply must fit in a u64")
 
 
-def validator_key(seed: str, shard: int, index: int) -> KeyPair:
-    return KeyPair.derive(f"{seed}/validator/{shard}", index)
+def fresh_identity(spec: TestnetSpec) -> TestnetSpec:
+    """``spec`` with a random chain id and a random validator-key salt: what every
+    ``testnet init`` gets unless asked for seed-only keys."""
+    return replace(spec, salt=secrets.token_hex(SALT_BYTES),
+                   chain_id=f"shardnet-{secrets.token_hex(CHAIN_ID_BYTES)}")
+
+
+def dev_spec() -> TestnetSpec:
+    """The spec of the committed root compose files: default topology, public dev salt."""
+    return TestnetSpec(docker=True, salt=DEV_SALT, chain_id=DEV_CHAIN_ID)
+
+
+def spec_from_env(env: Mapping[str, str]) -> TestnetSpec:
+    """The testnet a container derives from its environment (the compose file's
+    ``SHARDNET_*`` variables). Without ``SHARDNET_SALT`` / ``SHARDNET_CHAIN_ID`` (a compose
+    file from before they existed): seed-only keys, chain ``shardnet-local``."""
+    return TestnetSpec(
+        shards=int(env.get("SHARDNET_SHARDS", "2")),
+        validators=int(env.get("SHARDNET_VALIDATORS", "4")),
+        accounts=int(env.get("SHARDNET_ACCOUNTS", "1000")),
+        seed=env.get("SHARDNET_SEED", DEFAULT_SEED),
+        chain_id=env.get("SHARDNET_CHAIN_ID", LOCAL_CHAIN_ID),
+        salt=env.get("SHARDNET_SALT", ""),
+        docker=True,
+    )
+
+
+def validator_key(seed: str, shard: int, index: int, salt: str = "") -> KeyPair:
+    """Validator ``index`` of ``shard``: from the seed alone without a salt (anyone who
+    knows the seed can derive it), else from (seed, salt)."""
+    if not salt:
+        return KeyPair.derive(f"{seed}/validator/{shard}", index)
+    return KeyPair.derive(json.dumps(["validator", seed, salt, shard]), index)
 
 
 def node_entries(spec: TestnetSpec) -> list[NodeEntry]:
@@ -82,7 +135,8 @@ def genesis_document(spec: TestnetSpec, nodes: list[NodeEntry]) -> dict[str, Any
         api_host = node.p2p_host if spec.docker else "127.0.0.1"
         validators[node.shard].append({
             "index": node.index,
-            "public_key": validator_key(spec.seed, node.shard, node.index).public_key.hex(),
+            "public_key": validator_key(spec.seed, node.shard, node.index,
+                                        spec.salt).public_key.hex(),
             "p2p_address": f"{node.p2p_host}:{node.p2p_port}",
             "api_address": f"{api_host}:{node.api_port}",
         })
@@ -123,7 +177,8 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
     load_genesis(genesis)  # the generator never writes a genesis the nodes would refuse
     genesis_bytes = (json.dumps(genesis, indent=2) + "\n").encode()
     manifest = Manifest(chain_id=spec.chain_id, shards=spec.shards, validators=spec.validators,
-                        nodes=nodes, accounts=AccountsEntry(seed=spec.seed, count=spec.accounts))
+                        nodes=nodes, accounts=AccountsEntry(seed=spec.seed, count=spec.accounts),
+                        salt=spec.salt)
     root.mkdir(parents=True, exist_ok=True)
     testnet.genesis_path.write_bytes(genesis_bytes)
     for node in nodes:
@@ -133,13 +188,13 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(render_config(node_config(spec, node, nodes)))
         (home / "genesis.json").write_bytes(genesis_bytes)
-        write_node_key(home / "node_key.json", validator_key(spec.seed, node.shard, node.index))
+        write_node_key(home / "node_key.json",
+                       validator_key(spec.seed, node.shard, node.index, spec.salt))
     testnet.write_manifest(manifest)
     if not spec.docker:
         from scripts.cli.testnet.compose_file import render_compose
 
-        docker_spec = TestnetSpec(spec.shards, spec.validators, spec.accounts, spec.seed,
-                                  spec.base_port, spec.chain_id, docker=True)
+        docker_spec = replace(spec, docker=True)
         docker_nodes = node_entries(docker_spec)
         (root / "docker-compose.yml").write_text(render_compose(docker_spec, docker_nodes))
         (root / "docker-stack.yml").write_text(render_compose(docker_spec, docker_nodes,

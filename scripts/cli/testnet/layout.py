@@ -1,12 +1,15 @@
 """The folder of a local testnet, as the generator writes it and the tools read it.
 
 ```
-DIR/testnet.json          manifest: topology, nodes, endpoints, funded accounts
+DIR/testnet.json          manifest: chain id, validator-key salt, topology, nodes,
+                          endpoints, funded accounts (keep private: the salt gives
+                          every validator key)
 DIR/genesis.json
 DIR/nodes/<node>/         node home: config.toml, node_key.json, genesis.json, data/
 DIR/logs/<node>.log       the node's stdout (JSON lines)
 DIR/run/<node>.pid        pid of the running node process
-DIR/docker-compose.yml    the same topology for Docker
+DIR/docker-compose.yml    the same testnet for Docker (salt included: keep private)
+DIR/docker-stack.yml      its twin for ``docker stack deploy``
 ```
 """
 
@@ -38,6 +41,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     validators: int
     nodes: list[NodeEntry]
     accounts: AccountsEntry
+    # Validator keys derive from (seed, salt); "" = seed-only (--deterministic-keys, or
+    # a manifest written before salts existed).
+    salt: str = ""
 
 
 def node_name(shard: int, index: int) -> str:
