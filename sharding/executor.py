@@ -4,9 +4,9 @@ A block runs in this order, all inside one overlay of the committed state:
 
 1. inbound receipts, in block order (grouped by source shard, each channel
    gap-free from ``in_cursor[src] + 1``); then each channel's cursor advances once;
-2. transactions, in block order: each is checked (stateless, signature, nonce),
-   consumes its nonce, and runs its call in a nested overlay that is dropped if the
-   call fails;
+2. transactions, in block order: each is checked (stateless, signature, nonce, the
+   sender can pay: ``check_tx_payable``), consumes its nonce, and runs its call in
+   a nested overlay that is dropped if the call fails;
 3. the receipts emitted by steps 1-2 are stamped with per-channel sequence numbers
    in emission order, and ``out_seq`` advances.
 
@@ -58,6 +58,7 @@ from sharding.tx import (
     InvalidTx,
     SignedTx,
     check_tx_nonce,
+    check_tx_payable,
     check_tx_stateless,
     tx_hash,
     verify_tx_signature,
@@ -228,12 +229,14 @@ def process_tx(
     view: StateView, params: ShardParams, tx: SignedTx, *, verify_signature: bool = True
 ) -> tuple[TxOutcome, list[Receipt]]:
     """Run one transaction: raise ``InvalidTx`` (and write nothing) when it may not
-    be in a block; otherwise consume its nonce and run its call, which either
-    succeeds or leaves no trace but the nonce."""
+    be in a block (a sender that cannot pay included: ``unfunded_sender``,
+    ``insufficient_balance``); otherwise consume its nonce and run its call, which
+    either succeeds or leaves no trace but the nonce."""
     check_tx_stateless(
         tx, params.chain_id, params.shard, params.num_shards, verify_signatures=verify_signature
     )
     check_tx_nonce(view, tx)
+    check_tx_payable(view, tx)
     process_nonce_increment(view, tx.body.sender)
     digest = tx_hash(tx)
     ctx = CallContext(params, digest, tx.body.sender)

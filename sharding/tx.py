@@ -5,7 +5,8 @@ A transaction is ``SignedTx(body, signature)``. The signed message is
 domain separation keeps a transaction signature from ever verifying as a vote or
 any other signed object. Admission is split in two so that the mempool, the
 proposer and the executor share the same checks: ``check_tx_stateless`` (chain,
-shape, shard, small-order keys, signature) and ``check_tx_nonce`` (against a state view).
+shape, shard, small-order keys, signature), then, against a state view, ``check_tx_nonce``
+and ``check_tx_payable`` (the sender can pay what the call spends: PROTOCOL.md section 2).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from consensus.kernel.crypto import (
 from consensus.kernel.errors import ShardnetError
 from consensus.kernel.limits import TX_BYTES_MAX
 from sharding.accounts import ADDRESS_BYTES, shard_of
-from sharding.records import get_nonce
+from sharding.records import (
+    account_key,
+    compute_account_balance,
+    get_account,
+    get_nonce,
+    get_pool,
+)
 from sharding.state import StateReader
 
 CHAIN_ID_CHARS_MAX = 64
@@ -204,3 +211,41 @@ def check_tx_nonce(state_view: StateReader, tx: SignedTx) -> None:
     # Verify the nonce is the sender's next nonce.
     if tx.body.nonce != expected:
         raise InvalidTx(f"nonce {tx.body.nonce}, expected {expected}", reason="wrong_nonce")
+
+
+def get_call_spend(state_view: StateReader, call: Call) -> tuple[tuple[int, int], ...]:
+    """(asset, amount) pairs the call may debit from its sender, at most: a transfer's
+    amount, a swap's input, a deposit's full offer of both pool assets (nothing when the
+    pool does not exist: the call fails ``no_pool``). Removing liquidity spends LP
+    shares, not a balance (``insufficient_shares`` stays a call failure)."""
+    if isinstance(call, Transfer):
+        return ((call.asset, call.amount),)
+    if isinstance(call, Swap):
+        return ((call.asset_in, call.amount_in),)
+    if isinstance(call, AddLiquidity):
+        pool = get_pool(state_view, call.pool)
+        if pool is None:
+            return ()
+        return ((pool.asset_a, call.amount_a), (pool.asset_b, call.amount_b))
+    return ()
+
+
+def check_tx_payable(state_view: StateReader, tx: SignedTx) -> None:
+    """Raise ``InvalidTx`` unless the sender can pay: its account exists
+    (``unfunded_sender``) and holds at least what the call spends of each asset
+    (``insufficient_balance``). Reads only the sender's account and, for a deposit,
+    the pool: both in the call's declared access."""
+    sender = tx.body.sender
+    # Verify the sender has an account: a key that was never funded cannot pay.
+    if state_view.get(account_key(sender)) is None:
+        raise InvalidTx("the sender has no account", reason="unfunded_sender")
+    account = get_account(state_view, sender)
+    needs: dict[int, int] = {}
+    for asset, amount in get_call_spend(state_view, tx.body.call):
+        needs[asset] = needs.get(asset, 0) + amount
+    for asset, amount in needs.items():
+        balance = compute_account_balance(account, asset)
+        # Verify the sender holds what the call spends.
+        if balance < amount:
+            raise InvalidTx(f"balance {balance} of asset {asset} < {amount}",
+                            reason="insufficient_balance")

@@ -20,8 +20,8 @@ from sharding.block import block_hash, decode_block
 from sharding.executor import TxOutcome, commit_block_result
 from sharding.genesis import genesis_state
 from sharding.receipts import Receipt
-from sharding.tx import Transfer, tx_hash
-from tests.support.ledger import get_genesis, get_keys, make_tx, propose
+from sharding.tx import Swap, Transfer, tx_hash
+from tests.support.ledger import get_genesis, get_keys, get_pool_on, make_tx, propose
 
 
 async def test_committed_ledger_block_reopens_with_its_state(tmp_path: Path) -> None:
@@ -30,10 +30,11 @@ async def test_committed_ledger_block_reopens_with_its_state(tmp_path: Path) -> 
     state, latest = await open_state(store, genesis, 0)
     assert latest is None and state.root == genesis_state(genesis, 0).root
     local, remote = get_keys(0), get_keys(1)
+    pool = get_pool_on(0)
     txs = [
         make_tx(local[0], 0, Transfer(local[1].public_key, 0, 10)),
         make_tx(local[0], 1, Transfer(remote[0].public_key, 1, 7)),  # cross-shard
-        make_tx(local[2], 0, Transfer(local[0].public_key, 0, 10**15)),  # fails: balance
+        make_tx(local[2], 0, Swap(pool.address, pool.asset_a, 1_000, 10**18)),  # fails: slippage
     ]
     block, result, rejected = propose(state, txs)
     assert not rejected
@@ -51,7 +52,7 @@ async def test_committed_ledger_block_reopens_with_its_state(tmp_path: Path) -> 
     record = await store.get_tx(tx_hash(txs[2]))
     assert record is not None and (record.height, record.position) == (1, 2)
     outcome = decode(record.outcome, TxOutcome, 1024)
-    assert (outcome.ok, outcome.error) == (False, "insufficient_balance")
+    assert (outcome.ok, outcome.error) == (False, "slippage")
     (receipt,) = await store.get_receipts(1, 1, 1)
     assert decode(receipt.receipt, Receipt, 1024).amount == 7
     await store.close()

@@ -11,6 +11,7 @@ from sharding.audit import compute_audit
 from sharding.block import Block, BlockHeader
 from sharding.executor import (
     InvalidBlock,
+    Rejected,
     apply_block,
     build_block,
     commit_block_result,
@@ -63,19 +64,35 @@ def test_apply_block_reproduces_the_proposal_without_mutating_state() -> None:
 def test_failing_call_consumes_the_nonce_and_records_its_error() -> None:
     state = states()[0]
     a, b = get_keys(0)[:2]
+    pool = get_pool_on(0)
     txs = [
-        make_tx(a, 0, Transfer(b.public_key, 0, BALANCE + 1)),
+        make_tx(a, 0, Swap(pool.address, pool.asset_a, 1000, 10**18)),  # slippage
         make_tx(a, 1, Transfer(b.public_key, 0, 5)),
     ]
     block, result, rejected = propose(state, txs)
     assert rejected == [] and len(block.txs) == 2
     assert [(o.ok, o.error) for o in result.outcomes] == [
-        (False, "insufficient_balance"),
+        (False, "slippage"),
         (True, ""),
     ]
     commit_block_result(state, result)
     assert get_nonce(state, a.public_key) == 2
     assert get_balance(state, a.public_key, 0) == BALANCE - 5
+    assert get_balance(state, a.public_key, pool.asset_a) == BALANCE - 5 * (pool.asset_a == 0)
+
+
+def test_overspending_tx_is_left_out_and_its_nonce_stays_free() -> None:
+    """Spending more than the balance is not a failed call but an invalid transaction
+    (issue 14 finding 1): the proposer leaves it out, the nonce stays the sender's."""
+    state = states()[0]
+    a, b = get_keys(0)[:2]
+    overspend = make_tx(a, 0, Transfer(b.public_key, 0, BALANCE + 1))
+    honest = make_tx(a, 0, Transfer(b.public_key, 0, 5))
+    block, result, rejected = propose(state, [overspend, honest])
+    assert [r.reason for r in rejected] == ["insufficient_balance"]
+    assert len(block.txs) == 1 and result.outcomes[0].ok
+    commit_block_result(state, result)
+    assert get_nonce(state, a.public_key) == 1
 
 
 def test_cross_shard_transfer_debits_here_and_credits_there_exactly_once() -> None:
@@ -336,6 +353,20 @@ def make_blocks(rows: list[tuple[int, int, str, int, int, int]]) -> dict[int, li
     return txs
 
 
+def assert_only_overspending_rejected(txs: list[SignedTx], rejected: list[Rejected]) -> None:
+    """A sender's transaction spending more than it holds is left out; its later
+    nonces then cannot run (``wrong_nonce``). Nothing else is rejected."""
+    overspent: set[bytes] = set()
+    by_tx = {id(r.tx): r.reason for r in rejected}
+    for tx in txs:
+        reason = by_tx.get(id(tx))
+        if reason == "insufficient_balance":
+            overspent.add(tx.body.sender)
+        elif reason is not None:
+            assert reason == "wrong_nonce" and tx.body.sender in overspent, reason
+    assert len(by_tx) == len(rejected)
+
+
 @settings(max_examples=25)
 @given(ops(), st.randoms(use_true_random=False))
 def test_conservation_per_asset_with_receipts_in_flight(
@@ -357,7 +388,7 @@ def test_conservation_per_asset_with_receipts_in_flight(
             rng.shuffle(offered)
             fresh = txs[shard] if height == 1 else []
             block, result, rejected = propose(s[shard], fresh, offered, height)
-            assert rejected == []
+            assert_only_overspending_rejected(fresh, rejected)
             commit_block_result(s[shard], result)
             emitted.extend(result.receipts)
             for receipt in result.receipts:

@@ -28,7 +28,15 @@ from sharding.records import (
     get_shard_params,
 )
 from sharding.state import Overlay
-from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
+from sharding.tx import (
+    AddLiquidity,
+    Call,
+    InvalidTx,
+    RemoveLiquidity,
+    SignedTx,
+    Swap,
+    Transfer,
+)
 from tests.support.ledger import BALANCE, RESERVE, get_genesis, get_keys, get_pool_on, make_tx
 
 POOL = Pool(asset_a=0, asset_b=1, reserve_a=1_000_000, reserve_b=2_000_000, shares=1_414_213)
@@ -116,11 +124,17 @@ def test_local_transfer_moves_balance_and_consumes_nonce() -> None:
     assert get_balance(view, b.public_key, 1) == BALANCE + 300
 
 
-def test_transfer_of_more_than_the_balance_fails_with_insufficient_balance() -> None:
+def test_transfer_of_more_than_the_balance_is_invalid_and_writes_nothing() -> None:
+    """A sender that cannot pay is refused, not a failed call (issue 14 finding 1):
+    its nonce is not consumed."""
     a, b = get_keys(0)[:2]
-    view, error = run(make_tx(a, 0, Transfer(b.public_key, 1, BALANCE + 1)))
-    assert error == "insufficient_balance"
-    assert get_balance(view, a.public_key, 1) == BALANCE
+    state = genesis_state(get_genesis(), 0)
+    view = Overlay(state)
+    with pytest.raises(InvalidTx) as caught:
+        process_tx(view, get_shard_params(state), make_tx(a, 0, Transfer(b.public_key, 1,
+                                                                          BALANCE + 1)))
+    assert caught.value.reason == "insufficient_balance"
+    assert view.writes == {}
 
 
 def test_local_swap_pays_out_the_other_asset() -> None:
@@ -196,6 +210,9 @@ def test_writes_are_within_declared_access(kind: str, amount: int) -> None:
     process_tx(base, params, make_tx(a, 0, AddLiquidity(pool0, 5000, 5000, 0)))
     tx = make_tx(a, 1, calls[kind])
     view = Overlay(base)
-    process_tx(view, params, tx)
+    try:
+        process_tx(view, params, tx)
+    except InvalidTx as exc:  # more than the sender holds: refused, nothing written
+        assert exc.reason == "insufficient_balance" and view.writes == {}
     reads, writes = declared_access(tx, 2)
     assert set(view.writes) <= writes <= reads

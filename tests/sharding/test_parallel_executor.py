@@ -24,6 +24,7 @@ import sharding.parallel.plan as parallel_plan
 import sharding.parallel.worker as parallel_worker
 from consensus.kernel.codec import encode
 from node.executor_pool import ProcessRunner, available_cores, make_executor, resolve_workers
+from sharding.accounts import first_shard_accounts
 from sharding.block import GENESIS_PREV_HASH, Block
 from sharding.executor import (
     BlockResult,
@@ -43,10 +44,14 @@ from tests.support.ledger import BALANCE, get_genesis, get_keys, get_pool_on, ma
 
 KEYS = get_keys(0)
 REMOTE = get_keys(1)
+# Keys the genesis does not fund: their transactions are invalid (unfunded_sender) until
+# a transfer earlier in the block creates their account.
+FRESH = tuple(first_shard_accounts("unfunded", 0, 2, 2))
 POOL = get_pool_on(0)
 REMOTE_POOL = get_pool_on(1)
 KINDS = ("local", "local", "cross", "swap", "swap_remote", "add", "remove", "big", "invalid")
-INVALID = ("nonce_ahead", "nonce_behind", "bad_signature", "wrong_chain", "zero", "wrong_shard")
+INVALID = ("nonce_ahead", "nonce_behind", "bad_signature", "wrong_chain", "zero", "wrong_shard",
+           "unfunded")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class Case:
 def make_call(kind: str, data: st.DataObject, sender: int) -> Call:
     amount = data.draw(st.integers(1, 5_000), label="amount")
     if kind == "local":
-        to = KEYS[data.draw(st.integers(0, len(KEYS) - 1), label="to")].public_key
+        to = (*KEYS, *FRESH)[data.draw(st.integers(0, len(KEYS) + len(FRESH) - 1),
+                                       label="to")].public_key
         return Transfer(to, data.draw(st.integers(0, 1)), amount)
     if kind == "cross":
         return Transfer(REMOTE[data.draw(st.integers(0, len(REMOTE) - 1))].public_key, 0, amount)
@@ -71,7 +77,8 @@ def make_call(kind: str, data: st.DataObject, sender: int) -> Call:
         return AddLiquidity(POOL.address, amount, amount, 0)
     if kind == "remove":
         return RemoveLiquidity(POOL.address, data.draw(st.integers(1, 1_000)), 0, 0)
-    return Transfer(KEYS[(sender + 1) % len(KEYS)].public_key, 0, BALANCE * 2)  # fails
+    # More than the sender holds: invalid (insufficient_balance).
+    return Transfer(KEYS[(sender + 1) % len(KEYS)].public_key, 0, BALANCE * 2)
 
 
 def make_invalid(how: str, sender: int, nonce: int, data: st.DataObject) -> SignedTx:
@@ -88,6 +95,8 @@ def make_invalid(how: str, sender: int, nonce: int, data: st.DataObject) -> Sign
         return make_tx(key, nonce, call, chain_id="other-chain")
     if how == "zero":
         return make_tx(key, nonce, Transfer(KEYS[0].public_key, 0, 0))
+    if how == "unfunded":  # valid once a transfer earlier in the block funded the key
+        return make_tx(FRESH[sender % len(FRESH)], 0, call)
     return make_tx(REMOTE[0], 0, call)  # the sender lives on shard 1
 
 
