@@ -33,6 +33,7 @@ from node.errors import ApiError, SubmitResult
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
 EVENTS_HEARTBEAT_S = 15.0  # an SSE comment on a quiet stream: finds closed connections
+EVENTS_WRITE_TIMEOUT_S = 30.0  # a subscriber whose socket takes nothing for this long is cut
 LOGGED_PATH_CHARS_MAX = 300
 SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
@@ -254,11 +255,13 @@ class _Routes:
     """One handler per route: HTTP in, the service's JSON-ready answer out."""
 
     def __init__(self, service: NodeServiceAPI, batch_txs_max: int, *,
-                 events_subscribers_max: int, events_heartbeat_s: float, log: Any) -> None:
+                 events_subscribers_max: int, events_heartbeat_s: float,
+                 events_write_timeout_s: float, log: Any) -> None:
         self.service = service
         self.batch_txs_max = batch_txs_max
         self.events_subscribers_max = events_subscribers_max
         self.events_heartbeat_s = events_heartbeat_s
+        self.events_write_timeout_s = events_write_timeout_s
         self.log = log
         self.event_streams = 0  # open /v1/events responses
 
@@ -316,7 +319,7 @@ class _Routes:
                                                    "Cache-Control": "no-cache"})
             await response.prepare(request)
             try:
-                await self._stream(response, aiter(events))
+                await self._stream(request, response, aiter(events))
             except ConnectionResetError:
                 pass
             except Exception:
@@ -327,7 +330,7 @@ class _Routes:
             self.event_streams -= 1
             await events.aclose()
 
-    async def _stream(self, response: web.StreamResponse,
+    async def _stream(self, request: web.Request, response: web.StreamResponse,
                       events: AsyncIterator[dict[str, Any]]) -> None:
         while True:
             try:
@@ -336,12 +339,25 @@ class _Routes:
             except TimeoutError:
                 # A write to a closed connection raises: the slot is freed without
                 # waiting for the next block.
-                await response.write(b": keep-alive\n\n")
+                await self._write(request, response, b": keep-alive\n\n")
                 continue
             if event is None:  # the node ended the stream (too slow, or stopping)
                 return
             data = json.dumps(event, separators=(",", ":"))
-            await response.write(f"event: block\ndata: {data}\n\n".encode())
+            await self._write(request, response, f"event: block\ndata: {data}\n\n".encode())
+
+    async def _write(self, request: web.Request, response: web.StreamResponse,
+                     data: bytes) -> None:
+        try:
+            await asyncio.wait_for(response.write(data), self.events_write_timeout_s)
+        except TimeoutError:
+            # The client stopped reading and its socket is full: the node already
+            # stopped queueing for it (events.subscriber_dropped); free the socket too.
+            self.log.warning("events.subscriber_stalled", stalled_s=self.events_write_timeout_s,
+                             peer=request.remote)
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the subscriber stopped reading") from None
 
     async def audit(self, request: web.Request) -> web.Response:
         return web.json_response(await self.service.audit())
@@ -366,6 +382,7 @@ def build_app(service: NodeServiceAPI, *, body_bytes_max: int, batch_txs_max: in
               connections_max: int = defaults.API_CONNECTIONS_MAX,
               events_subscribers_max: int = defaults.API_EVENTS_SUBSCRIBERS_MAX,
               events_heartbeat_s: float = EVENTS_HEARTBEAT_S,
+              events_write_timeout_s: float = EVENTS_WRITE_TIMEOUT_S,
               log: Any = None) -> web.Application:
     log = structlog.get_logger() if log is None else log
     # The counter sits outside the others, so it sees the final status (503s included);
@@ -375,6 +392,7 @@ def build_app(service: NodeServiceAPI, *, body_bytes_max: int, batch_txs_max: in
         middlewares.insert(0, _counting(count_request))
     app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
     routes = _Routes(service, batch_txs_max, events_subscribers_max=events_subscribers_max,
-                     events_heartbeat_s=events_heartbeat_s, log=log)
+                     events_heartbeat_s=events_heartbeat_s,
+                     events_write_timeout_s=events_write_timeout_s, log=log)
     app.add_routes(routes.table())
     return app

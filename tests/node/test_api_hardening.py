@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -324,3 +325,53 @@ async def test_slow_subscriber_is_dropped_not_buffered_forever(tmp_path: Path) -
     dropped = [line for line in logs if line["event"] == "events.subscriber_dropped"]
     assert len(dropped) == 1
     assert dropped[0]["reason"] == "slow" and dropped[0]["backlog"] == SUBSCRIBER_QUEUE_MAX
+
+
+async def test_subscriber_that_stops_reading_is_cut_off_and_frees_its_slot() -> None:
+    """A client that subscribes and never reads: once its socket is full the write
+    times out, the node logs it, aborts the connection and the slot is free again."""
+    log, sink = json_log()
+    service = StreamingService()
+    app = build_app(service, body_bytes_max=1024, batch_txs_max=3, events_subscribers_max=1,
+                    events_heartbeat_s=0.05, events_write_timeout_s=0.2, log=log)
+    async with TestClient(TestServer(app)) as client:
+        stalled = socket.socket()
+        try:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(
+                stalled, (client.server.host, client.server.port))
+            await asyncio.get_running_loop().sock_sendall(
+                stalled, b"GET /v1/events HTTP/1.1\r\nHost: node\r\n\r\n")
+            await eventually(lambda: asyncio.sleep(0, len(service.hub) == 1),
+                             "the silent client to subscribe")
+            await refused_503(await client.get("/v1/events"), "too_many_subscribers")
+            big = {"height": 1, "pad": "x" * (4 * 1024 * 1024)}  # more than socket buffers
+            for _ in range(3):  # below the hub's queue: only the socket can stall it
+                service.hub.publish(big)
+
+            async def slot_free() -> bool:
+                response = await client.get("/v1/events")
+                response.close()
+                return response.status == 200
+
+            await eventually(slot_free, "the stalled subscriber's slot to free")
+        finally:
+            stalled.close()
+    (line,) = logged(sink, "events.subscriber_stalled")
+    assert line["level"] == "warning" and line["stalled_s"] == 0.2
+
+
+async def test_events_between_subscribe_and_first_read_are_not_missed(tmp_path: Path) -> None:
+    """The /v1/events subscribe race: the subscription exists when subscribe_blocks()
+    returns (the handler sends its headers after that), not at the first read."""
+    node: Node = make_nodes(tmp_path)[0]
+    await node.start()
+    try:
+        events = node.service.subscribe_blocks()
+        node.service.events.publish({"height": 1})  # before anyone iterates
+        assert (await anext(aiter(events)))["height"] == 1
+        await events.aclose()
+        assert len(node.service.events) == 0
+    finally:
+        await node.stop()
