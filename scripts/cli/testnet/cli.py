@@ -77,6 +77,8 @@ def up(root: Path, timeout_s: float) -> None:
     manifest = nodes.manifest
     started = time.monotonic()
     for node in manifest.nodes:
+        if nodes.state(node.name) == "paused":
+            nodes.resume(node.name)
         nodes.spawn(node.name)
     missing = wait_healthy(manifest.nodes, timeout_s)
     if missing:

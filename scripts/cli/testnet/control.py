@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import click
 import psutil
 
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
@@ -50,8 +51,9 @@ State = Literal["running", "paused", "stopped", "disconnected"]
 VERBS = ("start", "stop", "kill", "restart", "pause", "resume", "disconnect", "connect")
 
 
-class ControlError(Exception):
-    """A verb could not be carried out; the message is one line saying what to fix."""
+class ControlError(click.ClickException):
+    """A verb could not be carried out; the message is one line saying what to fix
+    (a ClickException: on the command line, ``Error: <message>`` and exit 1)."""
 
 
 @dataclass
@@ -351,8 +353,8 @@ class LocalNodes(NodeProcesses):
 
     def disconnect(self, node: str) -> ControlResult:
         resolve(self.names(), node)
-        raise ControlError("disconnect needs the compose network (--compose DIR): local "
-                           "processes share 127.0.0.1; `pause` cuts a local node off instead")
+        raise ControlError("disconnect and connect need a compose network (--compose DIR): "
+                           "local processes share 127.0.0.1; `pause` cuts a local node off")
 
     connect = disconnect
 
@@ -370,7 +372,7 @@ class ComposeNodes:
         from scripts.cli.testnet.compose_file import NETWORK
 
         path = Path(path)
-        self.file = path / "docker-compose.yml" if path.is_dir() else path
+        self.file = path if path.suffix in (".yml", ".yaml") else path / "docker-compose.yml"
         if not self.file.is_file():
             raise ControlError(f"{self.file} not found: give the folder of a compose file "
                                "(`shardnet testnet init` writes one) or the file itself")
