@@ -137,7 +137,8 @@ class P2PConfig:
     inbound_queue_max: int = 200_000  # items (messages and gossip) waiting for the node
     inbound_queue_bytes_max: int = defaults.P2P_INBOUND_QUEUE_BYTES_MAX  # their payloads
     requests_in_flight_max: int = 64  # requests we serve at once, from all peers
-    requests_in_flight_per_peer_max: int = 16  # ... from one peer
+    # ... from one peer: 8 byzantine validators are needed to take all 64 slots.
+    requests_in_flight_per_peer_max: int = 8
     # A request frame (the node's are <= 4 KiB): what a served request may buffer.
     request_bytes_max: int = 1024 * 1024
     msg_streams_per_peer_max: int = 4  # message streams one peer may have open to us
