@@ -116,6 +116,14 @@ class ReplicaBase:
     def primary(self, view: int | None = None) -> int:
         return primary_of(self.view if view is None else view, self.cfg.n)
 
+    def certified(self, height: int, block_hash: bytes) -> bool:
+        """Whether this replica holds a commit certificate for ``block_hash`` at
+        ``height``: its ``ExecuteBlock`` then replays a committed block rather than
+        answering a fresh PRE-PREPARE (the shell checks a fresh block's time against
+        its clock, never a certified one's)."""
+        cert = self.certs.get(height)
+        return cert is not None and cert.block_hash == block_hash
+
     def wants_proposal(self) -> tuple[int, int] | None:
         """(height, view) this replica would propose now, or None."""
         h = self.committed_height + 1

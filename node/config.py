@@ -67,6 +67,8 @@ class MempoolSection(_Section):
     nonce_window: Positive = 1_000
     sender_txs_max: Positive = 1_000
     gapped_ttl_ms: Positive = 60_000
+    gapped_txs_max: Positive = defaults.MEMPOOL_GAPPED_TXS_MAX  # nonce ahead: in all
+    gapped_sender_txs_max: Positive = defaults.MEMPOOL_GAPPED_SENDER_TXS_MAX  # per sender
 
 
 class ConsensusSection(_Section):
@@ -78,6 +80,8 @@ class ConsensusSection(_Section):
     request_timeout_ms: Positive = defaults.CONSENSUS_REQUEST_TIMEOUT_MS
     view_change_timeout_ms: Positive = defaults.CONSENSUS_VIEW_CHANGE_TIMEOUT_MS
     sync_batch_blocks_max: Positive = 64
+    proposal_time_ahead_max_ms: Positive = defaults.CONSENSUS_PROPOSAL_TIME_AHEAD_MAX_MS
+    inbox_bytes_max: Positive = defaults.CONSENSUS_INBOX_BYTES_MAX
 
 
 class RelaySection(_Section):
@@ -151,6 +155,10 @@ def _check_together(config: NodeConfig) -> None:
         raise ConfigError(
             f"$.consensus.block_bytes_max: {consensus.block_bytes_max} does not fit a p2p frame "
             f"(p2p.frame_bytes_max {p2p.frame_bytes_max} - {PRE_PREPARE_OVERHEAD_BYTES})")
+    if consensus.inbox_bytes_max < p2p.frame_bytes_max:
+        raise ConfigError(
+            f"$.consensus.inbox_bytes_max: {consensus.inbox_bytes_max} is below one p2p frame "
+            f"(p2p.frame_bytes_max {p2p.frame_bytes_max})")
 
 
 def load_config(home: str | Path) -> NodeConfig:

@@ -4,11 +4,19 @@ The only place that awaits around consensus. Follows the ordering contract of
 ``consensus.actions``: a ``Persist`` is durable before the sends after it, and
 a ``CommitBlock`` is written together with that ``Persist`` in one storage
 transaction. Ledger work runs on the ledger thread, never on the loop.
+
+Two checks of untrusted input live here rather than in the pure core because they
+need the node's own state: the inbox holds at most ``consensus.inbox_bytes_max`` bytes
+of peer messages (beyond it a message is dropped as ``inbox_over_budget``), and a
+fresh proposal's header time may be at most ``consensus.proposal_time_ahead_max_ms``
+past this node's wall clock (docs/PROTOCOL.md section 3, "Header rules"); a certified
+block (sync, catch-up) is never judged by the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -97,6 +105,7 @@ class ConsensusDriver:
         self.clock = clock
         self.drop = drop
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_MAX)
+        self.inbox_bytes = 0  # of the peer messages waiting in _inbox
         self._local: deque[Event] = deque()
         self._deadline_ms = self.clock.monotonic_ms()
         self._proposal_wanted: tuple[int, int] | None = None
@@ -115,11 +124,26 @@ class ConsensusDriver:
     # -- inputs -------------------------------------------------------------------
 
     def deliver(self, data: bytes, sender_index: int | None) -> None:
-        """A consensus message off the wire (called on the loop by the p2p handler)."""
+        """A consensus message off the wire (called on the loop by the p2p handler).
+        Bounded by count (``EVENT_QUEUE_MAX``) and by bytes (``inbox_bytes_max``)."""
+        size = len(data)
+        budget = self.config.consensus.inbox_bytes_max
+        if self.inbox_bytes + size > budget:
+            self.drop("pbft", "inbox_over_budget", sender=sender_index, bytes=size,
+                      inbox_bytes=self.inbox_bytes, inbox_bytes_max=budget)
+            return
         try:
             self._inbox.put_nowait(MessageReceived(data, sender_index))
         except asyncio.QueueFull:
             self.drop("pbft", "inbox_full", sender=sender_index)
+            return
+        self.inbox_bytes += size
+
+    def _taken(self, event: Event) -> Event:
+        """An event just taken from the inbox: its bytes leave the budget."""
+        if isinstance(event, MessageReceived):
+            self.inbox_bytes -= len(event.data)
+        return event
 
     def wake(self) -> None:
         """Something changed in the mempool: re-check the batch policy soon."""
@@ -139,7 +163,7 @@ class ConsensusDriver:
         while not self._stopping:
             timeout_s = max(0.0, (self._next_wake_ms() - self.clock.monotonic_ms()) / 1000)
             try:
-                event = await asyncio.wait_for(self._inbox.get(), timeout_s)
+                event = self._taken(await asyncio.wait_for(self._inbox.get(), timeout_s))
             except TimeoutError:
                 event = Tick(self.clock.monotonic_ms(), self._oldest_pending())
             if self._stopping:
@@ -149,7 +173,7 @@ class ConsensusDriver:
             for _ in range(256):
                 if self._inbox.empty() or self._stopping:
                     break
-                await self._step(self._inbox.get_nowait())
+                await self._step(self._taken(self._inbox.get_nowait()))
             if self.clock.monotonic_ms() >= self._deadline_ms:
                 await self._step(Tick(self.clock.monotonic_ms(), self._oldest_pending()))
             await self._maybe_propose()
@@ -230,10 +254,14 @@ class ConsensusDriver:
     async def _execute(self, action: ExecuteBlock) -> None:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        reason = await loop.run_in_executor(
-            self._pool, self.ledger.execute, action.payload, action.block_hash, action.height,
-            action.view,
-        )
+        # A fresh proposal's time is checked against our wall clock; a certified block
+        # (synced, or committed while we waited) only by the deterministic rules.
+        fresh = not self.replica.certified(action.height, action.block_hash)
+        reason = await loop.run_in_executor(self._pool, functools.partial(
+            self.ledger.execute, action.payload, action.block_hash, action.height, action.view,
+            now_ms=self.clock.wall_ms() if fresh else None,
+            time_ahead_max_ms=self.config.consensus.proposal_time_ahead_max_ms,
+        ))
         self.metrics.block_execution.observe(time.perf_counter() - started)
         if reason:
             # The reason's first word is its type (bad_certificate, receipt_gap, ...).
@@ -290,6 +318,8 @@ class ConsensusDriver:
             proposal: Proposal = await loop.run_in_executor(
                 self._pool, lambda: self.ledger.propose(
                     [item.tx for item in ready], inbound, height=height, view=view,
+                    # The ledger makes it max(tip time + 1, this): times increase
+                    # even if our clock steps back.
                     time_ms=self.clock.wall_ms(), proposer=self.replica.me,
                     txs_max=consensus.block_txs_max,
                 ))

@@ -1,7 +1,8 @@
 """The ledger as a replica drives it: committed state, speculative execution, commits.
 
 Consensus hands the replica opaque block bytes; this module decodes them, checks
-what the ledger decides (hash, height, parent, inbound evidence, roots), and keeps
+what the ledger decides (hash, height, parent, proposer and time (``header_rules``),
+inbound evidence, roots), and keeps
 each block's execution result until the block commits, so a replica executes a
 block once. It also keeps the audit's running totals (per-asset balances and pool
 reserves at the committed height), updated from each commit's write set.
@@ -17,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.certificate import Verifier
+from consensus.certificate import Verifier, primary_of
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import verify_signature
 from consensus.kernel.errors import DecodeError, ShardnetError, check
@@ -41,6 +42,7 @@ from sharding.executor import (
     compute_bad_signatures,
 )
 from sharding.genesis import Genesis, genesis_state
+from sharding.header_rules import check_header_fields, check_time_not_ahead, next_time_ms
 from sharding.parallel import ParallelExecutor
 from sharding.records import (
     KEY_ACCOUNT,
@@ -122,6 +124,7 @@ class Ledger:
     def __init__(self, genesis: Genesis, shard: int, state: State | None = None,
                  height: int = 0, tip_hash: bytes = GENESIS_PREV_HASH,
                  block_bytes_max: int = 8 * 1024 * 1024,
+                 tip_time_ms: int | None = None,
                  executor: ParallelExecutor | None = None,
                  verify: Verifier = verify_signature) -> None:
         self.genesis = genesis
@@ -129,6 +132,11 @@ class Ledger:
         self.state = state if state is not None else genesis_state(genesis, shard)
         self.height = height
         self.tip_hash = tip_hash
+        # The tip's header time (genesis_time_ms before height 1): the next block's
+        # time_ms must be above it (sharding/header_rules.py).
+        check(tip_time_ms is not None or height == 0,
+              "a ledger opened above genesis needs its tip's time_ms")
+        self.tip_time_ms = genesis.genesis_time_ms if tip_time_ms is None else tip_time_ms
         self.block_bytes_max = block_bytes_max
         self._speculative: dict[bytes, tuple[int, Block, BlockResult]] = {}
         self.verified = VerifiedTxs()
@@ -224,8 +232,13 @@ class Ledger:
     def propose(self, txs: list[SignedTx], inbound: list[ProvenReceipt], *, height: int,
                 view: int, time_ms: int, proposer: int, txs_max: int) -> Proposal:
         """Build the next block from mempool candidates and proven inbound receipts (the
-        pool's gap-free selection), with the receipts' evidence attached."""
+        pool's gap-free selection), with the receipts' evidence attached.
+
+        ``proposer`` must be the primary of ``view``; the header's time is ``time_ms``
+        (the primary's clock) or, if that is not after the tip's time, the tip's + 1."""
         check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
+        check(proposer == self._primary(view), f"proposer {proposer} in view {view}")
+        time_ms = next_time_ms(self.tip_time_ms, time_ms)
         # Verify every candidate's signature (cached or now); forged ones never get in.
         forged = self._check_unverified(txs)
         candidates = [tx for tx in txs if id(tx) not in forged]
@@ -259,10 +272,24 @@ class Ledger:
             block = attach_evidence(block, {item.channel_seq: item for item in inbound})
         return block, result, rejected
 
+    def _primary(self, view: int) -> int:
+        return primary_of(view, len(self.genesis.validators[self.shard]))
+
+    def _check_header(self, block: Block) -> None:
+        """Proposer and time (deterministic; ``InvalidBlock`` with the reason)."""
+        check_header_fields(block.header, validators=len(self.genesis.validators[self.shard]),
+                            previous_ms=self.tip_time_ms)
+
     # -- validating a pre-prepare --------------------------------------------------
 
-    def execute(self, payload: bytes, expected_hash: bytes, height: int, view: int) -> str:
-        """Execute a proposed block speculatively; return "" when it is valid, else why not."""
+    def execute(self, payload: bytes, expected_hash: bytes, height: int, view: int,
+                *, now_ms: int | None = None, time_ahead_max_ms: int = 0) -> str:
+        """Execute a proposed block speculatively; return "" when it is valid, else why not.
+
+        ``now_ms`` is the replica's wall clock when the block is a fresh proposal (the
+        node's driver passes it for a PRE-PREPARE): the header's time may then be at
+        most ``time_ahead_max_ms`` past it. None (a certified block being synced or
+        replayed) skips that check: validity never depends on when a block is replayed."""
         try:
             block = decode_block(payload, self.block_bytes_max)
         except DecodeError as exc:
@@ -280,6 +307,14 @@ class Ledger:
         # Verify the header's view is not from the future.
         if header.view > view:
             return "header_view_ahead"
+        try:
+            # Verify the proposer is the view's primary and the time increases.
+            self._check_header(block)
+            # A fresh proposal: verify its time is not far ahead of our clock.
+            if now_ms is not None:
+                check_time_not_ahead(header, now_ms=now_ms, ahead_max_ms=time_ahead_max_ms)
+        except InvalidBlock as exc:
+            return f"{exc.reason}: {exc.detail}"
         if digest in self._speculative:
             return ""
         # Verify every transaction's signature (cached from admission, or now).
@@ -308,6 +343,7 @@ class Ledger:
             block = decode_block(payload, self.block_bytes_max)
             check(block_hash(block) == digest, "committed payload does not hash to its digest")
             try:
+                self._check_header(block)
                 check_block_evidence(block, self.validators, self.verified_sources)
                 result = self._apply_block(self.state, block)
             except InvalidBlock as exc:
@@ -319,6 +355,7 @@ class Ledger:
         check(self.state.root == block.header.state_root, "state root after commit differs")
         self.height = height
         self.tip_hash = digest
+        self.tip_time_ms = block.header.time_ms
         self._speculative.clear()
         return Committed(height, block, digest, result)
 

@@ -74,6 +74,7 @@ from sharding.crossshard import (
     decode_bundle,
     verify_bundle,
 )
+from sharding.header_rules import next_time_ms
 from sharding.inbound import InboundPool
 from sharding.ledger import Ledger
 from sharding.receipts import Receipt
@@ -486,8 +487,11 @@ class MultiShardSimulation:
 
     def _propose_bad(self, node: SimNode, height: int, view: int) -> None:
         seen = [p for _, p in sorted(node.seen.items())]
+        # Bad in its receipts only: proposer and time keep the header rules, so honest
+        # replicas refuse it for what it carries.
+        time_ms = next_time_ms(node.ledger.tip_time_ms, self.now)
         block, variant = make_bad_block(self.rng, self.world, node.ledger, seen, height=height,
-                                        view=view, time_ms=self.now, proposer=node.index)
+                                        view=view, time_ms=time_ms, proposer=node.index)
         digest = block_hash(block)
         self.bad_blocks[digest] = variant
         self.faults[f"byzantine_{variant}"] += 1

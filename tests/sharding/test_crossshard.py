@@ -154,7 +154,7 @@ def execute_reason(block: Block, ledger: Ledger | None = None) -> str:
 def destination_block(proven: list[ProvenReceipt]) -> Block:
     """Shard 1's next block applying ``proven``, built by its (honest) proposer."""
     proposal = Ledger(genesis(), 1).propose([], proven, height=1, view=0, time_ms=5000,
-                                            proposer=1, txs_max=100)
+                                            proposer=0, txs_max=100)
     assert proposal.inbound_refused == ""
     return proposal.block
 
@@ -339,7 +339,7 @@ def test_block_with_inbound_receipts_and_no_evidence_is_refused() -> None:
     b1, _, _ = three_bundles()
     replica = Ledger(genesis(), 1)
     block, _, _ = build_block(replica.state, [], b1.receipts, height=1, view=0,
-                              prev_hash=GENESIS_PREV_HASH, time_ms=1, proposer=1)
+                              prev_hash=GENESIS_PREV_HASH, time_ms=1, proposer=0)
     assert block.inbound and not block.inbound_proofs and not block.source_headers
     apply_block(replica.state, block)  # the state transition alone has nothing against it
     assert block_reason(block) == "bad_proofs"
@@ -406,7 +406,7 @@ def test_block_with_a_fabricated_receipt_under_a_real_certificate_is_refused() -
     fabricated = msgspec.structs.replace(real[0].receipt, amount=10**9)
     replica = Ledger(genesis(), 1)
     base, _, _ = build_block(replica.state, [], [fabricated, real[1].receipt], height=1, view=0,
-                             prev_hash=GENESIS_PREV_HASH, time_ms=1, proposer=1)
+                             prev_hash=GENESIS_PREV_HASH, time_ms=1, proposer=0)
     block = attach_evidence(base, {p.channel_seq: p for p in real})
     assert block_reason(block) == "bad_proof"
     assert execute_reason(block, replica) == "bad_proof"
@@ -437,7 +437,7 @@ def test_certified_receipt_whose_credit_overflows_makes_the_block_invalid() -> N
     reason = replica.execute(encode(block), block_hash(block), 1, 0)
     assert reason.startswith("credit_overflow")
     assert replica.state.root == root
-    proposal = replica.propose([], proven, height=1, view=0, time_ms=1, proposer=1, txs_max=10)
+    proposal = replica.propose([], proven, height=1, view=0, time_ms=1, proposer=0, txs_max=10)
     assert proposal.inbound_refused.startswith("credit_overflow")
     assert proposal.block.inbound == []
 
