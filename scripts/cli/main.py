@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "audit": "scripts.cli.audit:audit",
     "load": "scripts.cli.load.cli:load",
     "simulate": "scripts.cli.simulate:simulate",
+    "fuzz": "scripts.cli.fuzz:fuzz",
 }
 
 BENCHMARKS: dict[str, str] = {

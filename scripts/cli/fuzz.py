@@ -1,0 +1,127 @@
+"""``shardnet fuzz``: feed the decoders of untrusted bytes hostile inputs and count them.
+
+``--target NAME`` (or several, comma-separated, or ``all``) runs each target of
+``scripts/fuzz/targets.py`` for ``--count`` inputs (per target) drawn with hypothesis
+from ``--seed``: random bytes, encodings of the decoder's own type, and mutations of
+valid signed samples (bit flips, truncation, splicing, length lies, deep nesting, huge
+declared sizes). A decoder may refuse an input only with its typed error (a
+``ShardnetError`` and its reason); any other exception is a finding: the target stops,
+the input is shrunk and printed as hex with the command replaying it, and the exit
+status is 1. A crash of the interpreter prints its traceback (``faulthandler``).
+
+Prints a table (target, inputs, accepted, refused by reason, failures); ``--json``
+prints the report as JSON instead, ``--json-out PATH`` also writes it. ``--replay
+HEX`` runs one input of one target and says what the decoder did with it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scripts.fuzz.engine import Report, describe, run_one, run_target
+from scripts.fuzz.targets import TARGETS, Target
+
+
+def _targets(spec: str) -> list[Target]:
+    names = list(TARGETS) if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise click.UsageError(f"unknown target {', '.join(unknown) or spec!r}; known: all, "
+                               f"{', '.join(TARGETS)}")
+    return [TARGETS[n] for n in names]
+
+
+def _table(reports: list[Report]) -> str:
+    rows = [("target", "inputs", "accepted", "failures", "refused by reason")]
+    for r in reports:
+        refused = ", ".join(f"{k} {v}" for k, v in r.refused.most_common()) or "-"
+        rows.append((r.target, str(r.inputs), str(r.accepted),
+                     "0" if r.finding is None else "1", refused))
+    rows.append(("total", str(sum(r.inputs for r in reports)),
+                 str(sum(r.accepted for r in reports)),
+                 str(sum(r.finding is not None for r in reports)), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:4], widths[1:],
+                                                                           strict=True)), row[4]])
+        for row in rows)
+
+
+def summarize(reports: list[Report], seed: int, count: int, wall_s: float,
+              cpu_s: float) -> dict[str, Any]:
+    return {
+        "seed": seed, "count_per_target": count,
+        "inputs": sum(r.inputs for r in reports),
+        "accepted": sum(r.accepted for r in reports),
+        "failures": sum(r.finding is not None for r in reports),
+        "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "processor": platform.machine()},
+        "targets": [r.to_json() for r in reports],
+    }
+
+
+def _replay(target: Target, text: str) -> None:
+    try:
+        value = target.parse(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--replay: not an input of {target.name}: {exc}") from None
+    reason, failure = run_one(target, value)
+    if failure is not None:
+        error, where = describe(failure)
+        click.echo(f"{target.name}: finding: {error} at {where}")
+        raise SystemExit(1)
+    click.echo(f"{target.name}: " + ("accepted" if reason is None else f"refused: {reason}"))
+
+
+@click.command()
+@click.option("--target", "target_spec", default="all", show_default=True,
+              metavar="NAME[,NAME...]|all", help=f"Targets: {', '.join(TARGETS)}.")
+@click.option("--count", type=click.IntRange(1), default=1000, show_default=True,
+              help="Inputs per target.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The same seed and count feed the same inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None,
+              help="Also write the JSON report here.")
+@click.option("--replay", default=None, metavar="HEX",
+              help="Run this one input of --target (a finding's input) and exit.")
+@click.option("--progress", is_flag=True, help="A line on stderr after each chunk of inputs.")
+def fuzz(target_spec: str, count: int, seed: int, as_json: bool, json_out: Path | None,
+         replay: str | None, progress: bool) -> None:
+    """Fuzz the decoders of untrusted bytes; exit 1 on any untyped exception."""
+    faulthandler.enable()
+    targets = _targets(target_spec)
+    if replay is not None:
+        if len(targets) != 1:
+            raise click.UsageError("--replay needs exactly one --target")
+        _replay(targets[0], replay)
+        return
+
+    def tell(report: Report) -> None:
+        click.echo(f"{report.target}: {report.inputs} inputs, {report.wall_s:.0f} s", err=True)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    reports = [run_target(t, count, seed, progress=tell if progress else None) for t in targets]
+    summary = summarize(reports, seed, count, time.perf_counter() - wall,
+                        time.process_time() - cpu)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(_table(reports))
+        for r in reports:
+            if r.finding is not None:
+                click.echo(f"FINDING {r.target}: {r.finding.error} at {r.finding.where}\n"
+                           f"  input: {r.finding.input}\n  replay: {r.finding.replay}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["failures"]:
+        raise SystemExit(1)

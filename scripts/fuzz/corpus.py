@@ -1,0 +1,188 @@
+"""Valid, signed encodings of everything a decoder target reads: the samples the
+mutations start from. Deterministic (derived keys, fixed fields), built once.
+
+The network is 2 shards of 4 validators (``derive_account(f"validator-{s}", i)``, as
+``make_genesis_dict`` makes them); the source block is shard 0's height 1, emitting
+receipts to shard 1, certified by validators 0..2; its bundle for shard 1 verifies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import msgspec
+
+from consensus.certificate import (
+    GENESIS_CHECKPOINT,
+    PHASE_COMMIT,
+    PHASE_PREPARE,
+    CommitCertificate,
+    PreparedCertificate,
+    sorted_signatures,
+    vote_digest,
+)
+from consensus.kernel.codec import encode
+from consensus.kernel.crypto import KeyPair
+from consensus.messages import (
+    CertNotice,
+    Message,
+    NewView,
+    PrePrepare,
+    ViewChange,
+    Vote,
+    payload_digest,
+    signing_digest,
+)
+from node.p2p.framing import encode_msg, encode_ping, encode_pong, encode_req, encode_resp
+from node.wire import (
+    BlockAnnouncement,
+    ReceiptRef,
+    ReceiptsRequest,
+    ReceiptsResponse,
+    ReceiptStatus,
+    ReceiptStatusRequest,
+    ReceiptStatusResponse,
+    SyncedBlockWire,
+    SyncRequest,
+    SyncResponse,
+    encode_tx_batch,
+)
+from sharding.accounts import derive_account
+from sharding.block import (
+    EMPTY_EVIDENCE_ROOT,
+    GENESIS_PREV_HASH,
+    Block,
+    BlockHeader,
+    ReceiptProof,
+    block_hash,
+    compute_evidence_root,
+    compute_inbound_root,
+    compute_tx_root,
+)
+from sharding.crossshard import Validators, compute_bundles
+from sharding.genesis import Genesis, load_genesis, make_genesis_dict
+from sharding.merkle import EMPTY_ROOT
+from sharding.receipts import CREDIT, REFUND, SWAP, Receipt, compute_receipts_root
+from sharding.tx import AddLiquidity, Call, RemoveLiquidity, Swap, Transfer, TxBody, sign_tx
+
+CHAIN = "shardnet-local"
+SHARDS = 2
+VALIDATORS = 4
+QUORUM = (0, 1, 2)
+DST_SHARD = 1
+
+
+@dataclass(frozen=True)
+class Corpus:
+    genesis: Genesis
+    validators: Validators
+    txs: list[bytes]
+    blocks: list[bytes]
+    messages: list[bytes]
+    bundles: list[bytes]
+    certificates: list[bytes]
+    headers: list[bytes]
+    frames: list[bytes]
+    tx_batches: list[bytes]
+    requests: list[bytes]
+    sync_responses: list[bytes]
+    receipts_responses: list[bytes]
+    status_responses: list[bytes]
+    announcements: list[bytes]
+
+
+def _validator(shard: int, index: int) -> KeyPair:
+    return derive_account(f"validator-{shard}", index)
+
+
+def _certify(header: BlockHeader, phase: int = PHASE_COMMIT, view: int = 0) -> CommitCertificate:
+    digest = block_hash(header)
+    vote = vote_digest(CHAIN, header.shard, view, header.height, digest, phase)
+    signatures = {i: _validator(header.shard, i).sign(vote) for i in QUORUM}
+    return CommitCertificate(header.shard, view, header.height, digest,
+                             sorted_signatures(signatures))
+
+
+def _signed(msg: Message, sender: int, shard: int = 0) -> bytes:
+    signature = _validator(shard, sender).sign(signing_digest(CHAIN, msg))
+    return encode(msgspec.structs.replace(msg, signature=signature))
+
+
+@cache
+def get_corpus() -> Corpus:
+    genesis = load_genesis(make_genesis_dict(num_shards=SHARDS, validators_per_shard=VALIDATORS,
+                                             accounts=8))
+    validators = Validators(CHAIN, [[v.public_key for v in vs] for vs in genesis.validators])
+    alice, bob = derive_account("load", 0), derive_account("load", 1)
+    pool = genesis.pools[0].address
+    calls: list[Call] = [Transfer(bob.public_key, 0, 100), Swap(pool, 1, 50, 1),
+             AddLiquidity(pool, 10, 20, 1), RemoveLiquidity(pool, 5, 1, 1)]
+    signed = [sign_tx(alice, TxBody(CHAIN, alice.public_key, n, call))
+              for n, call in enumerate(calls)]
+    txs = [encode(tx) for tx in signed]
+
+    receipts = [
+        Receipt(0, DST_SHARD, 1, CREDIT, bytes(32), alice.public_key, bob.public_key, 0, 100),
+        Receipt(0, DST_SHARD, 2, SWAP, bytes(32), alice.public_key, bob.public_key, 1, 50,
+                pool, 1),
+        Receipt(0, DST_SHARD, 3, REFUND, bytes(32), alice.public_key, alice.public_key, 0, 7,
+                error="slippage"),
+    ]
+    header = BlockHeader(0, 1, 0, GENESIS_PREV_HASH, 1000, 0, compute_tx_root(signed), EMPTY_ROOT,
+                         compute_receipts_root(receipts), bytes(32), EMPTY_EVIDENCE_ROOT)
+    cert = _certify(header)
+    cert_bytes = encode(cert)
+    bundle = compute_bundles(header, cert_bytes, receipts)[DST_SHARD]
+    bundles = [encode(bundle)]
+
+    proofs = [ReceiptProof(0, p) for p in bundle.proofs]
+    inbound = list(bundle.receipts)
+    dst_header = BlockHeader(DST_SHARD, 1, 0, GENESIS_PREV_HASH, 1000, 0, compute_tx_root([]),
+                             compute_inbound_root(inbound), EMPTY_ROOT, bytes(32),
+                             compute_evidence_root(proofs, [bundle.source]))
+    blocks = [encode(Block(header, signed, [])),
+              encode(Block(dst_header, [], inbound, proofs, [bundle.source]))]
+
+    h = block_hash(header)
+    payload = blocks[0]
+    pre_prepare = PrePrepare(0, 0, 1, h, payload_digest(payload), 0, b"", payload, None)
+    prepared = PreparedCertificate(0, 1, h, payload_digest(payload), b"\x01" * 64,
+                                   _certify(header, PHASE_PREPARE).signatures)
+    view_change = ViewChange(0, 1, 2, GENESIS_CHECKPOINT, cert, prepared, b"", payload)
+    messages = [
+        _signed(pre_prepare, 0),
+        _signed(Vote(0, PHASE_PREPARE, 0, 1, h, 1, b""), 1),
+        _signed(Vote(0, PHASE_COMMIT, 0, 1, h, 2, b""), 2),
+        _signed(view_change, 2),
+        _signed(NewView(0, 1, 1, (msgspec.structs.replace(view_change, payload=b""),),
+                        pre_prepare, b""), 1),
+        _signed(CertNotice(0, 3, cert, b""), 3),
+    ]
+
+    requests = [encode(SyncRequest(0, 1, 8)), encode(ReceiptsRequest(DST_SHARD, 1, 3)),
+                encode(ReceiptStatusRequest(bytes(32), 0, [1, 2, 3]))]
+    frames = [
+        encode_msg(1, messages[1]) + encode_ping(7) + encode_msg(2, txs[0]) + encode_pong(7),
+        encode_req(requests[0]) + encode_req(requests[2]),
+        encode_resp(0, bundles[0][:64]) + encode_resp(1, b"not_found"),
+    ]
+    return Corpus(
+        genesis=genesis,
+        validators=validators,
+        txs=txs,
+        blocks=blocks,
+        messages=messages,
+        bundles=bundles,
+        certificates=[cert_bytes],
+        headers=[encode(header), encode(dst_header)],
+        frames=frames,
+        tx_batches=[encode_tx_batch(txs), encode_tx_batch([])],
+        requests=requests,
+        sync_responses=[encode(SyncResponse([SyncedBlockWire(1, h, payload, cert_bytes)]))],
+        receipts_responses=[encode(ReceiptsResponse(bundles, 3))],
+        status_responses=[encode(ReceiptStatusResponse(DST_SHARD, [
+            ReceiptStatus(1, True, 4, 5000, [ReceiptRef(0, 9)]),
+            ReceiptStatus(2, False, 0, 0, [])]))],
+        announcements=[encode(BlockAnnouncement(0, 1, h, encode(header), cert_bytes))],
+    )

@@ -1,0 +1,310 @@
+"""The fuzz targets: one ``Target`` a decoder of untrusted bytes, in ``TARGETS``.
+
+A target names the inputs it is fed (a hypothesis strategy, built on first use) and
+``check``, which runs one input the way a node runs it: the decoder, then the pure
+checks a node applies next (hashes, stateless transaction checks, signatures,
+certificates, a block's inbound evidence), so a decoded but hostile object reaches
+them too. ``check`` returns ``None`` (accepted) or a refusal reason, or raises; an
+exception that is a ``ShardnetError`` (not an ``InvariantViolation``) is a typed
+refusal with its ``reason``, anything else is a finding. Add a target (the HTTP API
+later) by adding an entry to ``TARGETS``; inputs need not be bytes, ``show`` and
+``parse`` render and read one for the report and ``--replay``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from consensus.certificate import (
+    CommitCertificate,
+    verify_certificate,
+    verify_checkpoint,
+    verify_prepared,
+)
+from consensus.kernel.codec import decode
+from consensus.kernel.crypto import verify_signature
+from consensus.kernel.errors import InvariantViolation, ShardnetError
+from consensus.kernel.limits import CERTIFICATE_BYTES_MAX, MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX
+from consensus.messages import (
+    _MESSAGE_TYPE,
+    NewView,
+    PrePrepare,
+    ViewChange,
+    decode_message,
+    payload_digest,
+    signing_digest,
+)
+from node.finality import STATUS_RESPONSE_BYTES_MAX
+from node.p2p.framing import (
+    KIND_MSG,
+    KIND_PING,
+    KIND_PONG,
+    KIND_REQ,
+    MSG_KINDS,
+    REQ_KINDS,
+    RESP_KINDS,
+    Frame,
+    FrameDecoder,
+    encode_msg,
+    encode_ping,
+    encode_pong,
+    encode_req,
+    encode_resp,
+)
+from node.relay import RECEIPTS_RESPONSE_BYTES_MAX
+from node.service import check_announcement
+from node.sync import SYNC_RESPONSE_BYTES_MAX
+from node.wire import (
+    BlockAnnouncement,
+    ReceiptsResponse,
+    ReceiptStatusResponse,
+    Request,
+    SyncResponse,
+    TxBatch,
+    decode_tx_batch,
+)
+from scripts.fuzz.corpus import CHAIN, DST_SHARD, SHARDS, Corpus, get_corpus
+from scripts.fuzz.mutations import mutated
+from scripts.fuzz.shapes import encoded
+from sharding.accounts import shard_of
+from sharding.block import (
+    Block,
+    block_hash,
+    compute_evidence_root,
+    compute_inbound_root,
+    compute_tx_root,
+    decode_block,
+)
+from sharding.crossshard import ReceiptBundle, check_block_evidence, decode_bundle, verify_bundle
+from sharding.tx import SignedTx, check_tx_stateless, decode_tx, tx_hash
+
+RANDOM_BYTES_MAX = 512
+POOL_SHAPED = 24  # shaped encodings drawn for each chunk of inputs
+FRAME_BYTES_MAX = 1 << 16
+TX_BATCH_BYTES_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    inputs: Callable[[int], st.SearchStrategy[Any]]  # for a chunk, from its seed
+    check: Callable[[Any], str | None]
+    show: Callable[[Any], str] = field(default=lambda data: bytes(data).hex())
+    parse: Callable[[str], Any] = field(default=bytes.fromhex)
+
+    def is_typed(self, exc: BaseException) -> bool:
+        """A refusal the decoder may give: a ``ShardnetError`` that is not our own bug."""
+        return isinstance(exc, ShardnetError) and not isinstance(exc, InvariantViolation)
+
+
+def draw_pool(strategy: st.SearchStrategy[Any], size: int, seed: int) -> list[Any]:
+    """``size`` values of ``strategy``, drawn by a hypothesis run seeded with ``seed``
+    (the first is the strategy's simplest value)."""
+    pool: list[Any] = []
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=size, database=None, deadline=None, phases=(Phase.generate,),
+              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+    @given(strategy)
+    def collect(value: Any) -> None:
+        pool.append(value)
+
+    collect()
+    return pool
+
+
+def mixed(pool: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Random bytes, the pool's samples, and (three times out of five) mutations of them."""
+    sources = st.sampled_from(pool)
+    return st.one_of(st.binary(max_size=RANDOM_BYTES_MAX), sources, mutated(sources),
+                     mutated(sources), mutated(sources))
+
+
+def byte_inputs(samples: Callable[[Corpus], Sequence[bytes]], type_: Any) -> Callable[
+        [int], st.SearchStrategy[bytes]]:
+    """For one chunk of inputs: the corpus's valid samples and ``POOL_SHAPED`` encodings
+    drawn from ``type_``'s shape (drawing shapes is slow; mutating them is not), mixed."""
+    def build(seed: int) -> st.SearchStrategy[bytes]:
+        pool = list(samples(get_corpus())) + draw_pool(encoded(type_), POOL_SHAPED, seed)
+        return mixed(pool)
+    return build
+
+
+# ---------------------------------------------------------------------------
+# What a node does with each decoded object
+
+
+def check_tx(data: bytes) -> str | None:
+    tx = decode_tx(data)
+    tx_hash(tx)
+    check_tx_stateless(tx, CHAIN, shard_of(tx.body.sender, SHARDS), SHARDS)
+    return None
+
+
+def check_block(data: bytes) -> str | None:
+    block = decode_block(data)
+    block_hash(block)
+    compute_tx_root(block.txs)
+    compute_inbound_root(block.inbound)
+    compute_evidence_root(block.inbound_proofs, block.source_headers)
+    check_block_evidence(block, get_corpus().validators)
+    return None
+
+
+def _keys(shard: int) -> Sequence[bytes]:
+    keys = get_corpus().validators.keys
+    return keys[shard] if shard < len(keys) else ()
+
+
+def check_message(data: bytes) -> str | None:
+    msg = decode_message(data, MESSAGE_BYTES_MAX)
+    keys = _keys(msg.shard)
+    digest = signing_digest(CHAIN, msg)
+    if msg.sender >= len(keys) or not verify_signature(keys[msg.sender], digest, msg.signature):
+        return "bad_signature"
+    certs: list[CommitCertificate] = []
+    if isinstance(msg, PrePrepare):
+        if payload_digest(msg.payload) != msg.payload_hash:
+            return "bad_payload"
+        certs += [msg.prev_cert] if msg.prev_cert is not None else []
+    views = list(msg.view_changes) if isinstance(msg, NewView) else []
+    views += [msg] if isinstance(msg, ViewChange) else []
+    for view_change in views:
+        if not verify_checkpoint(view_change.checkpoint, CHAIN, msg.shard, keys):
+            return "bad_checkpoint"
+        certs += [view_change.last_commit] if view_change.last_commit is not None else []
+        prepared = view_change.prepared
+        if prepared is not None and not verify_prepared(prepared, CHAIN, msg.shard, keys):
+            return "bad_prepared"
+    for cert in certs:
+        if not verify_certificate(cert, CHAIN, msg.shard, cert.height, cert.block_hash, keys):
+            return "bad_certificate"
+    return None
+
+
+def check_bundle(data: bytes) -> str | None:
+    verify_bundle(decode_bundle(data), DST_SHARD, get_corpus().validators)
+    return None
+
+
+def check_certificate(data: bytes) -> str | None:
+    cert = decode(data, CommitCertificate, CERTIFICATE_BYTES_MAX)
+    if not verify_certificate(cert, CHAIN, cert.shard, cert.height, cert.block_hash,
+                              _keys(cert.shard)):
+        return "bad_certificate"
+    return None
+
+
+def check_tx_batch(data: bytes) -> str | None:
+    for raw in decode_tx_batch(data, TX_BATCH_BYTES_MAX).txs:
+        check_tx(raw)
+    return None
+
+
+def _decoding(type_: Any, max_bytes: int) -> Callable[[bytes], str | None]:
+    def run(data: bytes) -> str | None:
+        decode(data, type_, max_bytes)
+        return None
+    return run
+
+
+def check_announcement_target(data: bytes) -> str | None:
+    reason, _ = check_announcement(get_corpus().genesis, data)
+    return reason or None
+
+
+# ---------------------------------------------------------------------------
+# p2p frames: the first byte picks the stream (messages, requests, responses) and the
+# size of the chunks the rest arrives in; decoding in chunks must give what decoding
+# it whole gives, and the frames must re-encode to the bytes they came from.
+
+_FRAME_KINDS = (MSG_KINDS, REQ_KINDS, RESP_KINDS)
+
+
+def _encode_frame(frame: Frame) -> bytes:
+    if frame.kind == KIND_MSG:
+        return encode_msg(frame.channel, frame.payload)
+    if frame.kind == KIND_PING:
+        return encode_ping(frame.nonce)
+    if frame.kind == KIND_PONG:
+        return encode_pong(frame.nonce)
+    if frame.kind == KIND_REQ:
+        return encode_req(frame.payload)
+    return encode_resp(frame.status, frame.payload)
+
+
+def check_frames(data: bytes) -> str | None:
+    head, stream = (data[0], data[1:]) if data else (0, b"")
+    kinds, step = _FRAME_KINDS[head % 3], head // 3 % 17 + 1
+    whole = FrameDecoder(FRAME_BYTES_MAX, kinds)
+    frames = whole.feed(stream)
+    pieces = FrameDecoder(FRAME_BYTES_MAX, kinds)
+    chunked: list[Frame] = []
+    for start in range(0, len(stream), step):
+        chunked += pieces.feed(stream[start:start + step])
+        if pieces.error is not None:
+            break
+    whole_reason = whole.error.reason if whole.error else None
+    if chunked != frames or (pieces.error.reason if pieces.error else None) != whole_reason:
+        raise AssertionError(f"chunks of {step} decode to {len(chunked)} frames "
+                             f"({pieces.error}), whole to {len(frames)} ({whole.error})")
+    again = b"".join(_encode_frame(f) for f in frames)
+    if stream[:len(again)] != again:
+        raise AssertionError("decoded frames do not re-encode to their bytes")
+    if whole.error is not None:
+        raise whole.error
+    return None
+
+
+def frame_inputs(seed: int) -> st.SearchStrategy[bytes]:
+    payload = st.binary(max_size=64)
+    frame = st.one_of(
+        st.builds(encode_msg, st.integers(0, 0xFFFF), payload),
+        st.builds(encode_ping, st.integers(0, 2**64 - 1)),
+        st.builds(encode_pong, st.integers(0, 2**64 - 1)),
+        st.builds(encode_req, payload),
+        st.builds(encode_resp, st.integers(0, 255), payload))
+    built = st.lists(frame, max_size=4).map(b"".join)
+    stream = mixed(get_corpus().frames + draw_pool(built, POOL_SHAPED, seed))
+    return st.builds(lambda head, body: bytes((head,)) + body, st.integers(0, 255), stream)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("tx", "a signed transaction (sharding/tx.py decode_tx), then check_tx_stateless",
+           byte_inputs(lambda c: c.txs, SignedTx), check_tx),
+    Target("block", "a block (sharding/block.py decode_block), its roots and inbound evidence",
+           byte_inputs(lambda c: c.blocks, Block), check_block),
+    Target("message", "a PBFT message (consensus/messages.py decode_message), its signature "
+           "and certificates", byte_inputs(lambda c: c.messages, _MESSAGE_TYPE), check_message),
+    Target("bundle", "a receipt bundle (sharding/crossshard.py decode_bundle), verified",
+           byte_inputs(lambda c: c.bundles, ReceiptBundle), check_bundle),
+    Target("frame", "p2p frames (node/p2p/framing.py FrameDecoder), whole and in chunks",
+           frame_inputs, check_frames),
+    Target("certificate", "a commit certificate (consensus/certificate.py), verified",
+           byte_inputs(lambda c: c.certificates, CommitCertificate), check_certificate),
+    Target("tx-batch", "a forwarded tx batch (node/wire.py decode_tx_batch), each tx checked",
+           byte_inputs(lambda c: c.tx_batches, TxBatch), check_tx_batch),
+    Target("request", "a p2p request (node/wire.py Request, as node/node.py decodes it)",
+           byte_inputs(lambda c: c.requests, Request),
+           _decoding(Request, REQUEST_BYTES_MAX)),
+    Target("sync-response", "a block sync answer (node/wire.py SyncResponse)",
+           byte_inputs(lambda c: c.sync_responses, SyncResponse),
+           _decoding(SyncResponse, SYNC_RESPONSE_BYTES_MAX)),
+    Target("receipts-response", "a receipts pull answer (node/wire.py ReceiptsResponse)",
+           byte_inputs(lambda c: c.receipts_responses, ReceiptsResponse),
+           _decoding(ReceiptsResponse, RECEIPTS_RESPONSE_BYTES_MAX)),
+    Target("status-response", "a receipt status answer (node/wire.py ReceiptStatusResponse)",
+           byte_inputs(lambda c: c.status_responses, ReceiptStatusResponse),
+           _decoding(ReceiptStatusResponse, STATUS_RESPONSE_BYTES_MAX)),
+    Target("announcement", "a gossiped block announcement (node/service.py "
+           "check_announcement)", byte_inputs(lambda c: c.announcements, BlockAnnouncement),
+           check_announcement_target),
+)}
+
