@@ -108,16 +108,25 @@ class Inbox:
         """Queue items, in order, while they fit; return how many were refused and
         why (``inbound_full``: items_max; ``inbound_bytes_full``: bytes_max)."""
         reason = ""
+        size = sum([len(item.data) for item in items])
         with self.lock:
-            taken = 0
-            for item in items:
-                if not self._fits(len(item.data)):
-                    full = len(self.items) >= self.items_max
-                    reason = "inbound_full" if full else "inbound_bytes_full"
-                    break
-                self.items.append(item)
-                self.queued_bytes += len(item.data)
-                taken += 1
+            limit = self.bytes_max
+            if len(self.items) + len(items) <= self.items_max and (
+                limit is None or self.queued_bytes + size <= limit
+            ):  # the usual case: all fit
+                self.items.extend(items)
+                self.queued_bytes += size
+                taken = len(items)
+            else:
+                taken = 0
+                for item in items:
+                    if not self._fits(len(item.data)):
+                        full = len(self.items) >= self.items_max
+                        reason = "inbound_full" if full else "inbound_bytes_full"
+                        break
+                    self.items.append(item)
+                    self.queued_bytes += len(item.data)
+                    taken += 1
             self.queued_bytes_peak = max(self.queued_bytes_peak, self.queued_bytes)
             refused = len(items) - taken
             wake = bool(self.items) and not self.drain_pending
