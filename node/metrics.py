@@ -93,8 +93,12 @@ class NodeMetrics:
             "From the source block's header time to the receipt entering this node's pool",
             ["src"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.sync_blocks = Counter("shardnet_sync_blocks_total",
-                                   "Blocks received by block sync (before certificate checks)",
-                                   registry=r)
+                                   "Blocks received by block sync that checked out (their "
+                                   "certificates and bodies)", registry=r)
+        self.sync_peer_invalid = Counter("shardnet_sync_peer_invalid_total",
+                                         "Sync answers that did not check out, by peer "
+                                         "(validator index) and reason", ["peer", "reason"],
+                                         registry=r)
         self.executor_workers = Gauge("shardnet_executor_workers",
                                       "Workers used for the last block", registry=r)
         self.executor_components = Gauge("shardnet_executor_components",

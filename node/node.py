@@ -39,7 +39,7 @@ from node.parts import (
 )
 from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
-from node.sync import SyncClient, SyncLimits, serve_sync
+from node.sync import SyncCheck, SyncClient, SyncLimits, SyncServer
 from node.wire import (
     CHANNEL_CONSENSUS,
     CHANNEL_RECEIPTS,
@@ -116,6 +116,7 @@ class Node:
                     self._peer_index[peer] = validator.index
         self._sync_limits = SyncLimits(batch_blocks_max=config.consensus.sync_batch_blocks_max,
                                        frame_bytes_max=config.p2p.frame_bytes_max)
+        self._sync_server = SyncServer(parts.store, node.shard, self._sync_limits, self.drop)
         self._pools = {name: parts.offload(name) for name in OFFLOAD_POOLS}
         # Block execution's worker processes live as long as the node (issue 7).
         self.executor, self._close_executor = parts.executor(self._on_executed)
@@ -144,7 +145,6 @@ class Node:
                        else (latest.header.height, block_hash(latest.header)))
         ledger = Ledger(self.genesis, shard, state, height, tip,
                         block_bytes_max=self.config.consensus.block_bytes_max,
-                        tip_time_ms=None if latest is None else latest.header.time_ms,
                         executor=self.executor)
         persisted = None
         raw = await self.store.get_metadata(META_REPLICA)
@@ -214,7 +214,13 @@ class Node:
         syncer = SyncClient(shard=config.node.shard, me=config.node.index,
                             validators=len(self.validators), request=self._request,
                             limits=self._sync_limits, height=lambda: ledger.height,
-                            metrics=self.metrics, log=self.log, drop=self.drop)
+                            metrics=self.metrics, log=self.log, drop=self.drop,
+                            check=SyncCheck(
+                                chain_id=self.genesis.chain_id, shard=config.node.shard,
+                                validators=tuple(v.public_key for v in self.validators),
+                                verify=verify_signature,
+                                block_bytes_max=config.consensus.block_bytes_max),
+                            rng=self.parts.rng, clock=self.clock, pool=self._pools["ledger"])
         driver = ConsensusDriver(
             config=config, replica=replica, ledger=ledger, store=self.store, mempool=mempool,
             metrics=self.metrics, log=self.log, send=self._send, syncer=syncer,
@@ -314,7 +320,7 @@ class Node:
             return await self.running.relay.serve(request)
         if isinstance(request, ReceiptStatusRequest):
             return await self.running.service.finality.serve(request)
-        return await serve_sync(self.store, self.config.node.shard, self._sync_limits, request)
+        return await self._sync_server.serve(peer, request)
 
     def _on_executed(self, stats: ExecutionStats) -> None:
         """Per-block executor telemetry (called on the ledger thread)."""

@@ -31,7 +31,7 @@ from node.store.checks import (
     check_metadata,
 )
 from node.store.db import Body, Db, lock_file, unlock_file
-from node.store.errors import NotInitialized, StoreError
+from node.store.errors import NotInitialized, StoreClosed, StoreError
 from node.store.records import (
     META_GENESIS_HASH,
     BlockCommit,
@@ -44,6 +44,7 @@ from node.store.records import (
 )
 
 Synchronous = Literal["NORMAL", "FULL"]
+READER_BUSY_TIMEOUT_MS = 5_000  # the read connection waits this long on a locked file
 
 
 class Store:
@@ -58,6 +59,11 @@ class Store:
         lock_fd: int,
     ) -> None:
         self._db = Db(db, limits.sql_batch_rows)
+        # The read connection (``_setup`` opens it): what peers and clients fetch
+        # (blocks for sync, txs, receipts) is read there, without ``_lock``, so a
+        # large or slow read never holds up a commit (WAL: readers and the writer do
+        # not wait for each other; each read sees the last commit before it began).
+        self._reader: Db | None = None
         self._lock_fd: int | None = lock_fd
         self.path = path
         self.limits = limits
@@ -104,12 +110,31 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         self._latest_height = await blocks.latest_height(db)
+        try:
+            reader = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path} for reading: {exc}") from exc
+        self._reader = Db(reader, self.limits.sql_batch_rows)
+        try:
+            await self._reader.execute("PRAGMA query_only=1")
+            await self._reader.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    @property
+    def reader(self) -> Db:
+        """The read connection (closed with the store)."""
+        if self._reader is None:
+            raise StoreClosed("store is not open")
+        return self._reader
 
     async def close(self) -> None:
         if self._db.closed:
             return
         async with self._lock:
             try:
+                if self._reader is not None:
+                    await self._reader.close()
                 await self._db.close()
             finally:
                 if self._lock_fd is not None:
@@ -175,6 +200,9 @@ class Store:
 
     # -- reads -------------------------------------------------------------------
 
+    # Metadata, state and start-up reads: under ``_lock`` on the writer's connection
+    # (one consistent view with the commit before them).
+
     async def get_metadata(self, key: str) -> bytes | None:
         async with self._lock:
             return await meta.get_metadata(self._db, key)
@@ -187,42 +215,36 @@ class Store:
         async with self._lock:
             return await blocks.latest_block(self._db)
 
+    # Committed blocks, txs and receipts: on the read connection, never under ``_lock``.
+
     async def get_block(self, height: int) -> StoredBlock | None:
-        async with self._lock:
-            return await blocks.block_at(self._db, height)
+        return await blocks.block_at(self.reader, height)
 
     async def get_block_by_hash(self, block_hash: bytes) -> StoredBlock | None:
-        async with self._lock:
-            return await blocks.block_by_hash(self._db, block_hash)
+        return await blocks.block_by_hash(self.reader, block_hash)
 
     async def get_blocks(self, first: int, last: int) -> list[StoredBlock]:
-        async with self._lock:
-            return await blocks.blocks_between(self._db, first, last, self.limits)
+        return await blocks.blocks_between(self.reader, first, last, self.limits)
 
     async def get_tx(self, tx_hash: bytes) -> TxRecord | None:
-        async with self._lock:
-            return await blocks.tx(self._db, tx_hash)
+        return await blocks.tx(self.reader, tx_hash)
 
     async def get_receipts(
         self, dst_shard: int, first_seq: int, last_seq: int
     ) -> list[ReceiptRecord]:
-        async with self._lock:
-            return await receipts.receipts_between(
-                self._db, dst_shard, first_seq, last_seq, self.limits.range_receipts_max
-            )
+        return await receipts.receipts_between(
+            self.reader, dst_shard, first_seq, last_seq, self.limits.range_receipts_max
+        )
 
     async def get_block_receipts(self, height: int) -> list[ReceiptRecord]:
         """Every outgoing receipt of the block at ``height`` (all destinations)."""
-        async with self._lock:
-            return await receipts.block_receipts(self._db, height)
+        return await receipts.block_receipts(self.reader, height)
 
     async def get_receipts_by_origin(self, origin: bytes) -> list[ReceiptRecord]:
-        async with self._lock:
-            return await receipts.receipts_by_origin(self._db, origin)
+        return await receipts.receipts_by_origin(self.reader, origin)
 
     async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]:
-        async with self._lock:
-            return await receipts.inbound_by_origin(self._db, origin)
+        return await receipts.inbound_by_origin(self.reader, origin)
 
     async def get_state(self, key: bytes) -> bytes | None:
         async with self._lock:
