@@ -145,6 +145,7 @@ class Node:
                        else (latest.header.height, block_hash(latest.header)))
         ledger = Ledger(self.genesis, shard, state, height, tip,
                         block_bytes_max=self.config.consensus.block_bytes_max,
+                        tip_time_ms=None if latest is None else latest.header.time_ms,
                         executor=self.executor)
         persisted = None
         raw = await self.store.get_metadata(META_REPLICA)
