@@ -83,7 +83,9 @@ def test_two_testnets_have_different_chain_ids_and_validator_keys(tmp_path: Path
         # GET /v1/network serves to anyone.
         assert manifest.salt not in (root / "genesis.json").read_text()
         assert manifest.salt not in (root / "nodes/shard0-node0/genesis.json").read_text()
+        assert (root / "testnet.json").stat().st_mode & 0o777 == 0o600
         for compose in ("docker-compose.yml", "docker-stack.yml"):
+            assert (root / compose).stat().st_mode & 0o777 == 0o600
             text = (root / compose).read_text()
             assert f'SHARDNET_SALT: "{manifest.salt}"' in text
             assert f'SHARDNET_CHAIN_ID: "{manifest.chain_id}"' in text

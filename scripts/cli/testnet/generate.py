@@ -29,7 +29,14 @@ from typing import Any
 from consensus.kernel.crypto import KeyPair
 from node.config import NodeConfig, parse_config, render_config
 from node.keys import write_node_key
-from scripts.cli.testnet.layout import AccountsEntry, Manifest, NodeEntry, TestnetDir, node_name
+from scripts.cli.testnet.layout import (
+    AccountsEntry,
+    Manifest,
+    NodeEntry,
+    TestnetDir,
+    node_name,
+    write_private,
+)
 from sharding.genesis import load_genesis
 
 DEFAULT_SEED = "shardnet"
@@ -196,7 +203,9 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
 
         docker_spec = replace(spec, docker=True)
         docker_nodes = node_entries(docker_spec)
-        (root / "docker-compose.yml").write_text(render_compose(docker_spec, docker_nodes))
-        (root / "docker-stack.yml").write_text(render_compose(docker_spec, docker_nodes,
-                                                              swarm=True))
+        # Owner-only, like the manifest: they carry the validator-key salt.
+        write_private(root / "docker-compose.yml",
+                      render_compose(docker_spec, docker_nodes).encode())
+        write_private(root / "docker-stack.yml",
+                      render_compose(docker_spec, docker_nodes, swarm=True).encode())
     return manifest

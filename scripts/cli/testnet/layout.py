@@ -15,6 +15,7 @@ DIR/docker-stack.yml      its twin for ``docker stack deploy``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -82,5 +83,14 @@ class TestnetDir:
             ) from None
 
     def write_manifest(self, manifest: Manifest) -> None:
+        """Owner-only (0600), as the node keys: the salt gives every validator key."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest_path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+        write_private(self.manifest_path, msgspec.json.format(msgspec.json.encode(manifest)))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, readable by its owner only (created so, never world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
