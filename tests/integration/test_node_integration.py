@@ -94,6 +94,22 @@ def test_api_rejects_used_nonce(shard: LocalTestnet) -> None:
     assert info.value.status == 400 and info.value.body["error"] == "wrong_nonce"
 
 
+def p2p_drops(api_url: str) -> dict[str, float]:
+    metrics = urllib.request.urlopen(f"{api_url}/metrics", timeout=5).read().decode()
+    return {reason: float(value) for reason, value in re.findall(
+        r'^shardnet_p2p_dropped_total\{reason="([^"]+)"\} ([0-9.e+]+)$', metrics, re.M)}
+
+
+def run_garbage_client(*args: str) -> dict[str, list[bool]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.p2p_garbage_client", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report: dict[str, list[bool]] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
 def test_garbage_on_p2p_stream_is_dropped_and_counted(shard: LocalTestnet) -> None:
     node = shard.node("shard0-node3")
     status = shard.status(node.name)
@@ -102,15 +118,18 @@ def test_garbage_on_p2p_stream_is_dropped_and_counted(shard: LocalTestnet) -> No
     peer_id = json.loads(peer_id)["peer_id"]
     target = f"/ip4/127.0.0.1/tcp/{node.p2p_port}/p2p/{peer_id}"
     garbage = ["ff" * 64, "00000005" + "ab" * 5]
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.support.p2p_garbage_client", target, "/shardnet/msg/1.0.0",
-         *garbage], capture_output=True, text=True, timeout=60, check=False,
-        cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = urllib.request.urlopen(f"{node.api_url}/metrics", timeout=5).read().decode()
-    dropped = sum(float(value) for value in re.findall(
-        r'^shardnet_p2p_dropped_total\{reason="[^"]+"\} ([0-9.e+]+)$', metrics, re.M))
-    assert dropped >= 1
+    # From a genesis validator (of shard 1, not running): the frames are read and refused.
+    key = json.loads((shard.dir.home("shard1-node0") / "node_key.json").read_text())
+    report = run_garbage_client("--seed", key["private_key"], target, "/shardnet/msg/1.0.0",
+                                *garbage)
+    assert report["closed_by_peer"] == [True, True]
+    drops = p2p_drops(node.api_url)
+    assert drops.get("frame_oversized", 0) + drops.get("frame_malformed", 0) >= 1
+    # From a key outside genesis: refused before a byte is read (issue 14 finding 6).
+    sync_request = "00000005" + "04" + "00" * 4  # a REQ frame
+    report = run_garbage_client(target, "/shardnet/req/1.0.0", sync_request)
+    assert report["closed_by_peer"] == [True]
+    assert p2p_drops(node.api_url).get("unknown_peer", 0) >= 1
     assert shard.status(node.name)["height"] >= status["height"]
 
 
