@@ -15,6 +15,9 @@ trio loop (:mod:`node.p2p.bridge`); nothing outside ``node/p2p/`` knows trio.
   (``/shardnet/req/1.0.0``), for block sync.
 * ``publish``/``subscribe``: gossipsub (:mod:`node.p2p.gossip`). Gossip is never the
   only path for anything correctness needs.
+* Only the configured peers are served, on every stream of every protocol
+  (:mod:`node.p2p.gate`, unless ``accept_unknown_peers``); requests served at once,
+  the inbox and the send queues are bounded in count and bytes.
 
 Frames are laid out in :mod:`node.p2p.framing`; drops are counted and logged by
 :mod:`node.p2p.drops`.
