@@ -1,11 +1,21 @@
 """Transactions coming in, and going on to the shard's other replicas.
 
 Admission decodes and checks a transaction (shard, amounts, Ed25519 signature) on
-the admission pool, off the event loop, then offers it to the mempool (nonce
-window, capacity). Transactions a client submitted are then forwarded: collected
-for ``FORWARD_INTERVAL_S`` and sent as ``TxBatch``es on channel 2, bounded by count
-and by bytes. A peer admits a batch the same way (signatures included, so block
-validation finds them verified) and does not forward it again.
+the admission pool, off the event loop, then whether its sender can pay against the
+committed state (``check_tx_payable``: ``unfunded_sender``, ``insufficient_balance``;
+advisory, the state moves: the proposer and the replicas apply the same rule to the
+block), then offers it to the mempool (nonce window, capacity, the gapped share).
+Transactions a client submitted are then forwarded once runnable: a gapped one (its
+nonce ahead of its sender's next) waits here until the mempool reports it runnable,
+and is never forwarded if it leaves the pool before. Forwarded transactions are
+collected for ``FORWARD_INTERVAL_S`` and sent as ``TxBatch``es on channel 2, bounded
+by count and by bytes. A peer admits a batch the same way (signatures included, so
+block validation finds them verified) and does not forward it again.
+
+Admission also owns the mempool's two hooks: ``head_problem`` (a sender's next
+transaction after a commit is checked again: only its own commits lower its
+balance, so a replica drops what the primary would refuse instead of counting it as
+work the primary owes) and ``on_runnable`` (forward what was held).
 """
 
 from __future__ import annotations
@@ -18,12 +28,12 @@ from typing import Any
 from consensus.kernel.errors import DecodeError, ShardnetError
 from node.drops import DropLog
 from node.errors import SubmitResult
-from node.mempool import Mempool, MempoolError, PendingTx
+from node.mempool import Mempool, MempoolError, PendingTx, Removed
 from node.metrics import NodeMetrics
 from node.parts import Clock
 from node.wire import CHANNEL_TXS, TX_BATCH_TXS_MAX, decode_tx_batch, encode_tx_batch
 from sharding.ledger import Ledger
-from sharding.tx import SignedTx, tx_hash
+from sharding.tx import InvalidTx, SignedTx, check_tx_payable, tx_hash
 
 FORWARD_INTERVAL_S = 0.02
 TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
@@ -33,7 +43,7 @@ Checked = tuple[SignedTx | None, bytes | None, ShardnetError | None]
 
 def admit_batch(ledger: Ledger, raws: list[bytes]) -> list[Checked]:
     """Decode and check transactions (runs on the admission pool: signatures are CPU):
-    per transaction, (tx, hash, None) or (None, None, the error)."""
+    per transaction, (tx, hash, None) or (None, the hash if it decoded, the error)."""
     out: list[Checked] = []
     for raw in raws:
         try:
@@ -41,7 +51,14 @@ def admit_batch(ledger: Ledger, raws: list[bytes]) -> list[Checked]:
         except ShardnetError as exc:
             out.append((None, None, exc))
             continue
-        out.append((tx, tx_hash(tx), None))
+        digest = tx_hash(tx)
+        try:
+            # Verify the sender can pay, against the committed state (advisory).
+            check_tx_payable(ledger.state, tx)
+        except InvalidTx as exc:
+            out.append((None, digest, exc))
+            continue
+        out.append((tx, digest, None))
     return out
 
 
@@ -66,6 +83,10 @@ class Admission:
         self.peer_batch_bytes_max = peer_batch_bytes_max
         self.forward_bytes_max = min(peer_batch_bytes_max, frame_bytes_max) // 2
         self._to_forward: list[tuple[bytes, bytes]] = []  # (raw, tx hash)
+        # A client's gapped transactions, held until runnable: tx hash -> raw.
+        self._held: dict[bytes, bytes] = {}
+        mempool.on_runnable = self._on_runnable
+        mempool.head_problem = self._head_problem
         self._forward_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -80,15 +101,17 @@ class Admission:
         now = self.clock.monotonic_ms()
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
             if error is None and tx is not None and digest is not None:
+                promoted_from = len(self._to_forward)
                 try:
-                    self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
-                                               now, tx))
+                    evicted = self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce,
+                                                         len(raw), now, tx))
                 except MempoolError as exc:
                     error = exc
                 else:
                     results.append(SubmitResult(digest, True))
                     accepted_hashes.append(digest.hex())
-                    self._to_forward.append((raw, digest))
+                    self._route(raw, digest, promoted_from)
+                    self._report_evicted(evicted)
                     self.metrics.txs_received.labels(result="accepted").inc()
                     continue
             if error is None:  # unreachable: admit_batch returns a tx or an error
@@ -129,8 +152,8 @@ class Admission:
                 self.drop.count("peer_tx", error.reason if error else "?")
                 continue
             try:
-                self.mempool.add(PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw),
-                                           now, tx))
+                self._report_evicted(self.mempool.add(
+                    PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw), now, tx)))
                 added += 1
             except MempoolError as exc:
                 # Mostly expected (a copy of what a block already committed): counted, not
@@ -141,7 +164,47 @@ class Admission:
         if added:
             self._on_added()
 
+    # -- the mempool's hooks -------------------------------------------------------
+
+    def _head_problem(self, tx: SignedTx) -> str:
+        """Why a sender's next transaction can no longer run ("" if it can)."""
+        try:
+            check_tx_payable(self.ledger.state, tx)
+        except InvalidTx as exc:
+            self.log.info("mempool.unpayable", tx=tx_hash(tx).hex(), error=exc.reason)
+            return exc.reason
+        return ""
+
+    def _report_evicted(self, evicted: list[Removed]) -> None:
+        if evicted:
+            self.drop.count("mempool", "evicted_gapped")
+            self.log.info("mempool.evicted", count=len(evicted), reason="evicted_gapped",
+                          txs=[r.tx.tx_hash.hex() for r in evicted[:100]])
+
     # -- forwarding ----------------------------------------------------------------
+
+    def _route(self, raw: bytes, digest: bytes, promoted_from: int) -> None:
+        """A client's accepted transaction: forward it if runnable (ahead of those it
+        just made runnable, which follow it in nonce order), else hold it."""
+        if self.mempool.is_gapped(digest):
+            self._held[digest] = raw
+            if len(self._held) > self.mempool.gapped_txs_max:
+                # Drop what left the pool while gapped (amortised: this leaves at most
+                # the pool's gapped transactions).
+                self._held = {h: r for h, r in self._held.items() if self.mempool.is_gapped(h)}
+        elif promoted_from < len(self._to_forward):
+            self._to_forward.insert(promoted_from, (raw, digest))
+        else:
+            self._to_forward.append((raw, digest))
+
+    def _on_runnable(self, items: list[PendingTx]) -> None:
+        """Held transactions that became runnable (a gap filled, or a commit moved the
+        sender's nonce): forward them now."""
+        released = [(raw, item.tx_hash) for item in items
+                    if (raw := self._held.pop(item.tx_hash, None)) is not None]
+        if released:
+            self._to_forward.extend(released)
+            self._schedule_forward()
 
     def _schedule_forward(self) -> None:
         if self._forward_task is None or self._forward_task.done():

@@ -208,6 +208,8 @@ class Node:
             nonce_window=config.mempool.nonce_window,
             sender_txs_max=config.mempool.sender_txs_max,
             committed_nonce=ledger.committed_nonce,
+            gapped_txs_max=config.mempool.gapped_txs_max,
+            gapped_sender_txs_max=config.mempool.gapped_sender_txs_max,
         )
         inbound = InboundPool()
         shard_tips: dict[int, int] = {}

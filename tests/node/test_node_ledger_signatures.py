@@ -133,10 +133,11 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
     duplicate, one whose nonce is already used is refused; every one is counted."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
-    from types import SimpleNamespace
-    from typing import Any
+
+    import structlog
 
     from node.admission import Admission
+    from node.drops import DropLog
     from node.mempool import Mempool
     from node.metrics import NodeMetrics
     from node.parts import SystemClock
@@ -146,12 +147,15 @@ def test_forwarded_copies_are_counted_by_mempool_result() -> None:
                       committed_nonce=lambda sender: 1 if sender == KEYS[3].public_key else 0)
     metrics = NodeMetrics()
     first, second, used = transfers(3)  # the third sender's nonce 0 is "already used"
+    log = structlog.get_logger()
     with ThreadPoolExecutor(1) as pool:
-        admission: Any = SimpleNamespace(_pool=pool, ledger=ledger, mempool=mempool,
-                                         metrics=metrics, _on_added=lambda: None,
-                                         clock=SystemClock())
+        admission = Admission(ledger=ledger, mempool=mempool, metrics=metrics, log=log,
+                              pool=pool, clock=SystemClock(),
+                              drop=DropLog(log, metrics, SystemClock()),
+                              forward=lambda channel, data: None, on_added=lambda: None,
+                              peer_batch_bytes_max=1 << 20, frame_bytes_max=1 << 20)
         batch = [encode(first), encode(second), encode(first), encode(used)]
-        asyncio.run(Admission._admit_forwarded(admission, batch))
+        asyncio.run(admission._admit_forwarded(batch))
     text = metrics.render().decode()
     assert 'shardnet_peer_txs_total{result="accepted"} 2.0' in text
     assert 'shardnet_peer_txs_total{result="duplicate"} 1.0' in text
