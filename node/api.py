@@ -77,8 +77,6 @@ def _busy(reason: str, detail: str) -> web.Response:
     return response
 
 
-
-
 def _internal_error(log: Any, request: web.Request) -> str:
     """Log the exception being handled as ``api.internal_error``; return its id."""
     error_id = secrets.token_hex(8)

@@ -84,6 +84,19 @@ async def test_unexpected_exception_is_a_json_500_with_logged_error_id() -> None
     assert counted[0] == ("/v1/status", 500)
 
 
+async def test_body_that_is_not_the_gzip_it_claims_is_400() -> None:
+    """Found by the sweep: aiohttp's RequestPayloadError reached the last resort."""
+    log, sink = json_log()
+    app = build_app(RecordingService(), body_bytes_max=1024, batch_txs_max=3, log=log)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/v1/txs", data=b'{"tx": "01"}',
+                                     headers={"Content-Encoding": "gzip"})
+        assert response.status == 400
+        doc = await response.json()
+        assert doc["error"] == "malformed" and "gzip" in doc["detail"]
+    assert logged(sink, "api.internal_error") == []
+
+
 # -- the sweep ----------------------------------------------------------------------
 
 ROUTES = ["/v1/txs", "/v1/txs/{}", "/v1/accounts/{}", "/v1/blocks/latest", "/v1/blocks/{}",
