@@ -24,12 +24,12 @@ from consensus.kernel.crypto import (
     verify_signature,
 )
 from consensus.kernel.errors import ShardnetError
-from consensus.kernel.limits import TX_BYTES_MAX
+from consensus.kernel.limits import RECORD_BYTES_MAX, TX_BYTES_MAX
 from sharding.accounts import ADDRESS_BYTES, shard_of
 from sharding.records import (
+    Account,
     account_key,
     compute_account_balance,
-    get_account,
     get_nonce,
     get_pool,
 )
@@ -235,15 +235,13 @@ def check_tx_payable(state_view: StateReader, tx: SignedTx) -> None:
     (``unfunded_sender``) and holds at least what the call spends of each asset
     (``insufficient_balance``). Reads only the sender's account and, for a deposit,
     the pool: both in the call's declared access."""
-    sender = tx.body.sender
+    raw = state_view.get(account_key(tx.body.sender))
     # Verify the sender has an account: a key that was never funded cannot pay.
-    if state_view.get(account_key(sender)) is None:
+    if raw is None:
         raise InvalidTx("the sender has no account", reason="unfunded_sender")
-    account = get_account(state_view, sender)
-    needs: dict[int, int] = {}
+    account = decode(raw, Account, RECORD_BYTES_MAX, canonical=False)
+    # A pool's two assets differ (genesis), so no asset is spent twice.
     for asset, amount in get_call_spend(state_view, tx.body.call):
-        needs[asset] = needs.get(asset, 0) + amount
-    for asset, amount in needs.items():
         balance = compute_account_balance(account, asset)
         # Verify the sender holds what the call spends.
         if balance < amount:
