@@ -35,6 +35,9 @@ API_BATCH_TXS_MAX = 5_000  # also the bound of ``shardnet load --batch``
 # generator and a chaos runner subscribing to every node fit); beyond: 503 (issue 14).
 API_CONNECTIONS_MAX = 1_024
 API_EVENTS_SUBSCRIBERS_MAX = 64
+# An idle keep-alive connection is closed after this (aiohttp's own default is an hour,
+# which let idle sockets pile up; the load generator's pool keeps connections 15 s).
+API_KEEPALIVE_IDLE_S = 75
 
 # [consensus]: the node's values, given to ReplicaConfig whose own defaults (checkpoint
 # every 10 blocks, 2,000 ms timeouts) serve the pure core's tests and simulator only.

@@ -26,6 +26,7 @@ from consensus.replica import Replica
 from consensus.state import PersistentState, ReplicaConfig
 from node.api import build_app
 from node.config import ConfigError, NodeConfig
+from node.defaults import API_KEEPALIVE_IDLE_S
 from node.driver import META_REPLICA, ConsensusDriver
 from node.drops import DropLog
 from node.finality import Finality
@@ -261,7 +262,7 @@ class Node:
                         log=self.log,
                         count_request=lambda route, status: requests.labels(
                             route=route, status=str(status)).inc())
-        self._http = web.AppRunner(app, access_log=None)
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=API_KEEPALIVE_IDLE_S)
         await self._http.setup()
         await web.TCPSite(self._http, config.api.host, config.api.port).start()
         host, port = self._http.addresses[0][:2]  # the bound port when config says 0
