@@ -33,7 +33,8 @@ from node.metrics import NodeMetrics
 from node.parts import Clock
 from node.wire import CHANNEL_TXS, TX_BATCH_TXS_MAX, decode_tx_batch, encode_tx_batch
 from sharding.ledger import Ledger
-from sharding.tx import InvalidTx, SignedTx, check_tx_payable, tx_hash
+from sharding.state import StateReader
+from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_payable, tx_hash
 
 FORWARD_INTERVAL_S = 0.02
 TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
@@ -60,6 +61,21 @@ def admit_batch(ledger: Ledger, raws: list[bytes]) -> list[Checked]:
             continue
         out.append((tx, digest, None))
     return out
+
+
+class _ReadOnce:
+    """A state reader that reads each key once (a consistent view of one record)."""
+
+    __slots__ = ("_base", "_seen")
+
+    def __init__(self, base: StateReader) -> None:
+        self._base = base
+        self._seen: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key not in self._seen:
+            self._seen[key] = self._base.get(key)
+        return self._seen[key]
 
 
 class Admission:
@@ -167,9 +183,16 @@ class Admission:
     # -- the mempool's hooks -------------------------------------------------------
 
     def _head_problem(self, tx: SignedTx) -> str:
-        """Why a sender's next transaction can no longer run ("" if it can)."""
+        """Why a sender's next transaction can no longer run ("" if it can). Read on
+        the loop while the ledger thread may be committing: each key is read once, so
+        nonce and balances come from one version of the account."""
+        view = _ReadOnce(self.ledger.state)
         try:
-            check_tx_payable(self.ledger.state, tx)
+            check_tx_nonce(view, tx)
+        except InvalidTx:
+            return ""  # a commit just used its nonce: the next settle reports it
+        try:
+            check_tx_payable(view, tx)
         except InvalidTx as exc:
             self.log.info("mempool.unpayable", tx=tx_hash(tx).hex(), error=exc.reason)
             return exc.reason
