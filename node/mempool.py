@@ -159,9 +159,14 @@ class Mempool:
                 raise MempoolFull(f"gapped txs (nonce ahead of the sender's next nonce) hold "
                                   f"{len(self._gapped)} of {self.gapped_txs_max} places")
             # Verify there is room (a gapped transaction never evicts).
-            self._check_room(item, evictable=False)
-        else:
-            self._check_room(item, evictable=True)
+            self._check_room(item, 0, 0)
+        elif self._is_full_with(len(self._by_hash) + 1, self.size_bytes + item.size_bytes):
+            # Verify there is room once gapped transactions are evicted (not the sender's
+            # own: this one may be about to make them runnable).
+            own = [] if sender is None else [t for t in sender.txs.values()
+                                             if t.tx_hash in self._gapped]
+            self._check_room(item, len(self._gapped) - len(own),
+                             self._gapped_bytes - sum(t.size_bytes for t in own))
         # Verify the sender stays within its share of the pool.
         if sender is not None and len(sender.txs) >= self.sender_txs_max:
             raise MempoolFull(f"sender has {len(sender.txs)} pending txs", reason="sender_full")
@@ -183,25 +188,30 @@ class Mempool:
     def _is_full_with(self, count: int, size: int) -> bool:
         return count > self.txs_max or size > self.bytes_max
 
-    def _check_room(self, item: PendingTx, *, evictable: bool) -> None:
-        """Raise ``MempoolFull`` unless ``item`` fits, after evicting every gapped
-        transaction if ``evictable`` (nothing is evicted here)."""
-        count, size = len(self._by_hash) + 1, self.size_bytes + item.size_bytes
-        if evictable:
-            count -= len(self._gapped)
-            size -= self._gapped_bytes
+    def _check_room(self, item: PendingTx, evictable_txs: int, evictable_bytes: int) -> None:
+        """Raise ``MempoolFull`` unless ``item`` fits once the evictable transactions
+        are gone (nothing is evicted here)."""
+        count = len(self._by_hash) + 1 - evictable_txs
+        size = self.size_bytes + item.size_bytes - evictable_bytes
         if self._is_full_with(count, size):
             raise MempoolFull(f"mempool holds {len(self._by_hash)} txs, {self.size_bytes} bytes")
 
     def _evict_for(self, item: PendingTx) -> list[Removed]:
         """Evict gapped transactions, oldest gapped first, until ``item`` fits
         (``_check_room`` made sure it then does)."""
-        evicted: list[Removed] = []
-        while self._gapped and self._is_full_with(len(self._by_hash) + 1,
-                                                  self.size_bytes + item.size_bytes):
-            victim = next(iter(self._gapped.values()))
+        over_txs = len(self._by_hash) + 1 - self.txs_max
+        over_bytes = self.size_bytes + item.size_bytes - self.bytes_max
+        victims: list[PendingTx] = []
+        for victim in self._gapped.values():
+            if over_txs <= 0 and over_bytes <= 0:
+                break
+            if victim.sender != item.sender:
+                victims.append(victim)
+                over_txs -= 1
+                over_bytes -= victim.size_bytes
+        for victim in victims:
             self._discard(victim)
-            evicted.append(Removed(victim, "evicted_gapped"))
+        evicted = [Removed(victim, "evicted_gapped") for victim in victims]
         self._evicted.extend(evicted)
         if len(self._evicted) > self.gapped_txs_max:  # bounded until reported (and logged)
             del self._evicted[: len(self._evicted) - self.gapped_txs_max]

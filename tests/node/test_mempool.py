@@ -170,6 +170,25 @@ def test_gapped_txs_are_evicted_before_runnable_ones_are_refused() -> None:
         "evicted_gapped"}
 
 
+def test_a_runnable_tx_does_not_evict_its_own_senders_gapped_txs() -> None:
+    """They may be about to become runnable through it; other senders' go first."""
+    pool = gapped_pool(txs_max=3)
+    own, other = tx(b"a", 1, arrival=0), tx(b"b", 1, arrival=1)
+    pool.add(own)
+    pool.add(other)
+    pool.add(tx(b"c", 0))
+    evicted = pool.add(tx(b"a", 0))
+    assert [r.tx for r in evicted] == [other]
+    assert [t.nonce for t in pool.ready(10, 10**9) if t.sender == b"a"] == [0, 1]
+    # Only the sender's own gapped transactions are there to evict: refused, none evicted.
+    pool = gapped_pool(txs_max=3)
+    for item in (tx(b"a", 2), tx(b"c", 0), tx(b"e", 0)):
+        pool.add(item)
+    with pytest.raises(MempoolFull):
+        pool.add(tx(b"a", 0))
+    assert len(pool) == 3 and pool.gapped_count == 1
+
+
 def test_bytes_full_pool_evicts_gapped_bytes_for_a_runnable_tx() -> None:
     pool = gapped_pool(txs_max=100, bytes_max=1_000)
     pool.add(tx(b"g", 1, size=600))
@@ -278,3 +297,8 @@ def test_gapped_bookkeeping_matches_a_recount(ops: list[tuple[str, bytes, int]])
             expected |= {(who_, n) for n in nonces if n > end}
         actual = {(pool._gapped[h].sender, pool._gapped[h].nonce) for h in pool._gapped}
         assert actual == expected
+        # Every pooled transaction is in its sender's queue and nowhere else.
+        queued = {t.tx_hash for q in pool._by_sender.values() for t in q.txs.values()}
+        assert queued == set(pool._by_hash)
+        assert all(q.gapped == sum(t.tx_hash in pool._gapped for t in q.txs.values())
+                   for q in pool._by_sender.values())
