@@ -149,7 +149,7 @@ class Mempool:
             self._refresh(item.sender, sender, base)
         end = base if sender is None else sender.end
         gapped = item.nonce != end
-        evicted: list[Removed] = []
+        full = self._is_full_with(len(self._by_hash) + 1, self.size_bytes + item.size_bytes)
         if gapped:
             # Verify a gapped transaction stays within its share: of its sender's and of all.
             if sender is not None and sender.gapped >= self.gapped_sender_txs_max:
@@ -159,8 +159,9 @@ class Mempool:
                 raise MempoolFull(f"gapped txs (nonce ahead of the sender's next nonce) hold "
                                   f"{len(self._gapped)} of {self.gapped_txs_max} places")
             # Verify there is room (a gapped transaction never evicts).
-            self._check_room(item, 0, 0)
-        elif self._is_full_with(len(self._by_hash) + 1, self.size_bytes + item.size_bytes):
+            if full:
+                self._check_room(item, 0, 0)
+        elif full:
             # Verify there is room once gapped transactions are evicted (not the sender's
             # own: this one may be about to make them runnable).
             own = [] if sender is None else [t for t in sender.txs.values()
@@ -170,8 +171,7 @@ class Mempool:
         # Verify the sender stays within its share of the pool.
         if sender is not None and len(sender.txs) >= self.sender_txs_max:
             raise MempoolFull(f"sender has {len(sender.txs)} pending txs", reason="sender_full")
-        if not gapped:
-            evicted = self._evict_for(item)
+        evicted = self._evict_for(item) if full and not gapped else []
         if sender is None:
             # Admission checked the sender against the committed state: its next
             # transaction is asked about again once the committed nonce moves.
