@@ -200,7 +200,8 @@ class Admission:
 
     def _report_evicted(self, evicted: list[Removed]) -> None:
         if evicted:
-            self.drop.count("mempool", "evicted_gapped")
+            for _ in evicted:
+                self.drop.count("mempool", "evicted_gapped")
             self.log.info("mempool.evicted", count=len(evicted), reason="evicted_gapped",
                           txs=[r.tx.tx_hash.hex() for r in evicted[:100]])
 
