@@ -43,6 +43,14 @@ from sharding.tx import tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
 TPS_WINDOW_MS = 10_000
+# What ``GET /v1/txs/{hash}`` says about a transaction the mempool let go, by reason.
+REMOVAL_DETAILS = {
+    "nonce_used": "another transaction used this nonce",
+    "expired_gapped": "a lower nonce of this sender never arrived",
+    "evicted_gapped": "evicted behind a nonce gap to make room for runnable transactions",
+    "unfunded_sender": "the sender has no account (it cannot pay)",
+    "insufficient_balance": "the sender no longer holds what the call spends",
+}
 SUBSCRIBER_QUEUE_MAX = 256  # events a /v1/events subscriber may fall behind, then dropped
 
 
@@ -115,7 +123,7 @@ class NodeService:
                                           self.config.mempool.gapped_ttl_ms)
             for removed in expired:
                 self._remember_rejected(removed.tx.tx_hash, removed.reason,
-                                        "a lower nonce of this sender never arrived")
+                                        REMOVAL_DETAILS.get(removed.reason, removed.reason))
             if expired:
                 self.log.info("mempool.expired", count=len(expired),
                               txs=[r.tx.tx_hash.hex() for r in expired[:100]])
@@ -151,7 +159,7 @@ class NodeService:
                 self.metrics.commit_latency.observe((now - pending.arrival_ms) / 1000)
         for removed in self.mempool.remove_committed(hashes):
             self._remember_rejected(removed.tx.tx_hash, removed.reason,
-                                    "another transaction used this nonce")
+                                    REMOVAL_DETAILS.get(removed.reason, removed.reason))
         failed = sum(not o.ok for o in result.outcomes)
         self.metrics.txs_committed.labels(outcome="ok").inc(len(hashes) - failed)
         self.metrics.txs_committed.labels(outcome="failed").inc(failed)
