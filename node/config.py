@@ -103,6 +103,15 @@ class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class FaultsSection(_Section):
+    """Fault injection for tests (docs/NODE.md, "Faults and byzantine modes"): off by
+    default; when on, a control endpoint on 127.0.0.1 only (``port`` 0: a free one,
+    written to ``<home>/faults.port``) guarded by a token in ``<home>/faults.token``."""
+
+    enabled: bool = False
+    port: Port = 0
+
+
 class NodeConfig(_Section):
     node: NodeSection
     p2p: P2PSection = msgspec.field(default_factory=P2PSection)
@@ -112,6 +121,7 @@ class NodeConfig(_Section):
     relay: RelaySection = msgspec.field(default_factory=RelaySection)
     executor: ExecutorSection = msgspec.field(default_factory=ExecutorSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    faults: FaultsSection = msgspec.field(default_factory=FaultsSection)
     home: str = ""
 
     def path(self, relative: str) -> Path:

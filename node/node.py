@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -29,6 +30,10 @@ from node.config import ConfigError, NodeConfig
 from node.defaults import API_KEEPALIVE_IDLE_S
 from node.driver import META_REPLICA, ConsensusDriver
 from node.drops import DropLog
+from node.faults.byzantine import Byzantine
+from node.faults.endpoint import FaultEndpoint
+from node.faults.metrics import FaultMetrics
+from node.faults.state import FaultState, names_of_validators
 from node.finality import Finality
 from node.ledger_store import open_state
 from node.mempool import Mempool
@@ -89,7 +94,9 @@ class Running:
 
 class Node:
     def __init__(self, config: NodeConfig, genesis: Genesis, key: KeyPair,
-                 parts: NodeParts) -> None:
+                 parts: NodeParts, faults: FaultState | None = None) -> None:
+        """``faults``: injected faults for tests (a simulation sets them directly);
+        None and ``[faults] enabled`` makes a state the control endpoint changes."""
         check_identity(config, genesis, key)
         self.config = config
         self.genesis = genesis
@@ -125,6 +132,15 @@ class Node:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # driver, housekeeping, relay
         self._http: web.AppRunner | None = None
         self.api_url = ""
+        self.faults = faults
+        if faults is None and config.faults.enabled:
+            self.faults = FaultState(
+                names_of_validators(genesis.validators, key.public_key, peer_id_from_public_key),
+                seed=parts.rng.getrandbits(64))
+        self.byzantine: Byzantine | None = None
+        self._fault_endpoint: FaultEndpoint | None = None
+        if self.faults is not None:
+            self._arm_faults(self.faults)
 
     @property
     def running(self) -> Running:
@@ -136,6 +152,29 @@ class Node:
     def service(self) -> NodeService:
         """What clients use (the HTTP API, or a simulator directly)."""
         return self.running.service
+
+    # -- faults (tests only; node/faults/) ---------------------------------------------
+
+    def _arm_faults(self, faults: FaultState) -> None:
+        """Hook the fault state into p2p, the send path, the relay and sync serving."""
+        consensus = self.config.consensus
+        self._fault_metrics = FaultMetrics(self.metrics.registry)
+        self.byzantine = Byzantine(
+            faults, key=self.key, chain_id=self.genesis.chain_id, shard=self.config.node.shard,
+            me=self.config.node.index, validators=len(self.validators),
+            message_bytes_max=consensus.block_bytes_max + 64 * 1024,
+            block_bytes_max=consensus.block_bytes_max, log=self.log,
+            count=self._fault_metrics.acts)
+        self._sync_server.faults = self.byzantine
+        self.p2p.set_link_filter(faults)
+        faults.on_change = self._on_faults_changed
+        self._on_faults_changed(faults.snapshot(), log=False)
+
+    def _on_faults_changed(self, snapshot: dict[str, object], log: bool = True) -> None:
+        self._fault_metrics.set(snapshot)
+        if log:
+            self._fault_metrics.changes.inc()
+            self.log.warning("faults.changed", **snapshot)
 
     # -- start-up --------------------------------------------------------------------
 
@@ -192,6 +231,11 @@ class Node:
         await p2p.start()
         if self.parts.serve_http:
             await self._start_http(running.service)
+        if self.config.faults.enabled and self.faults is not None:
+            self._fault_endpoint = FaultEndpoint(self.faults, Path(self.config.home),
+                                                 self.config.faults.port)
+            await self._fault_endpoint.start()
+            self.log.warning("faults.enabled", url=self._fault_endpoint.url)
         self.metrics.view.set(replica.view)
         self.metrics.is_primary.set(int(replica.primary() == replica.me))
         self._tasks = {"driver": asyncio.ensure_future(running.driver.run()),
@@ -250,6 +294,7 @@ class Node:
             driver=driver, relay=relay, shard_tips=shard_tips, clock=self.clock,
             drop=self.drop,
         )
+        relay.faults = self.byzantine
         return Running(ledger, replica, driver, relay, service)
 
     async def _start_http(self, service: NodeService) -> None:
@@ -281,6 +326,11 @@ class Node:
         peer = self._validator_peer.get((shard, index))
         if peer is None:
             return False
+        if self.byzantine is not None and channel == CHANNEL_CONSENSUS:
+            altered = self.byzantine.consensus_out(index, data)
+            if altered is None:
+                return True  # withheld
+            data = altered
         ok = self.p2p.send_nowait(peer, channel, data)
         if ok:
             self.metrics.p2p_messages.labels(direction="out", channel=str(channel)).inc()
@@ -380,6 +430,8 @@ class Node:
             self._running.service.close()
         if self._http is not None:
             await self._http.cleanup()
+        if self._fault_endpoint is not None:
+            await self._fault_endpoint.stop()
         with contextlib.suppress(Exception):
             await self.p2p.stop()
         for pool in self._pools.values():

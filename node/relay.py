@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consensus.certificate import fault_tolerance
 from consensus.kernel.codec import decode, encode
@@ -47,6 +47,9 @@ from sharding.inbound import AddResult, InboundPool
 from sharding.ledger import Committed, Ledger
 from sharding.receipts import Receipt
 from sharding.records import get_out_seq
+
+if TYPE_CHECKING:
+    from node.faults.byzantine import Byzantine
 
 RECEIPTS_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 RECEIPT_BYTES_MAX = 4096
@@ -97,6 +100,8 @@ class ReceiptRelay:
         self._out_seq_hints = {src: 0 for src in self._sources}  # from pull answers
         self._tasks: set[asyncio.Task[Any]] = set()
         self._verifying = 0
+        # A byzantine mode for tests (node/faults/byzantine.py); None: honest.
+        self.faults: Byzantine | None = None
 
     # -- push ---------------------------------------------------------------------------
 
@@ -108,6 +113,10 @@ class ReceiptRelay:
         """Apply-side bookkeeping of a commit, then push its bundles if we relay it."""
         self._count_applied(committed)
         receipts = committed.result.receipts
+        if self.faults is not None and self.faults.relays_byzantine:
+            # Any node may push a bundle: a byzantine one does, whoever proposed.
+            self._spawn(self._push_byzantine(self.faults, committed, certificate))
+            return
         if receipts and self.is_relayer(committed.block.header.proposer):
             self._spawn(self._push(committed, certificate))
 
@@ -127,6 +136,14 @@ class ReceiptRelay:
                           first_seq=receipts[0].seq, last_seq=receipts[-1].seq,
                           count=len(receipts), messages=sent,
                           origins=[r.origin.hex() for r in receipts])
+
+    async def _push_byzantine(self, faults: Byzantine, committed: Committed,
+                              certificate: bytes) -> None:
+        bundles = compute_bundles(committed.block.header, certificate,
+                                  committed.result.receipts)
+        for dst, data in faults.relay_out(bundles):
+            for node in range(self._sizes[dst]):
+                self._send(dst, node, CHANNEL_RECEIPTS, data)
 
     def _encode_bundles(self, bundles: dict[int, ReceiptBundle]
                         ) -> dict[int, tuple[list[bytes], list[Receipt]]]:

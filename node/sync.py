@@ -31,7 +31,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consensus.actions import RequestSync
 from consensus.certificate import CommitCertificate, Verifier, verify_certificate
@@ -52,6 +52,9 @@ from sharding.block import (
     compute_tx_root,
     decode_block,
 )
+
+if TYPE_CHECKING:
+    from node.faults.byzantine import Byzantine
 
 SYNC_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 SYNC_BLOCK_OVERHEAD_BYTES = 64  # height, block hash and msgpack framing of one synced block
@@ -109,6 +112,7 @@ class SyncServer:
         self.store, self.shard, self.limits, self.drop = store, shard, limits, drop
         self.serves_max = serves_max
         self.serving = 0
+        self.faults: Byzantine | None = None  # tamper_sync (node/faults), for tests
 
     async def serve(self, peer: str, request: SyncRequest) -> bytes:
         if self.serving >= self.serves_max:
@@ -116,7 +120,10 @@ class SyncServer:
             return encode(SyncResponse([]))
         self.serving += 1
         try:
-            return await serve_sync(self.store, self.shard, self.limits, request)
+            answer = await serve_sync(self.store, self.shard, self.limits, request)
+            if self.faults is not None:
+                answer = self.faults.sync_answer(answer)
+            return answer
         finally:
             self.serving -= 1
 

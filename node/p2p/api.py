@@ -19,6 +19,20 @@ RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 GossipHandler = Callable[[str, bytes], None]
 GossipValidator = Callable[[str, bytes], bool]
 
+# What a link filter (and the in-memory network's LinkModel) is asked about.
+KIND_MESSAGE, KIND_REQUEST, KIND_ANSWER, KIND_GOSSIP = "message", "request", "answer", "gossip"
+
+
+class LinkFilter(Protocol):
+    """Injected link faults, for tests (``node.p2p.linkfaults``; the node's
+    ``node.faults.FaultState`` is one)."""
+
+    def route(self, peer: str, kind: str) -> float | None:
+        """A message, request or gossip copy to or from ``peer``: None drops it, else
+        its extra delay in seconds."""
+
+    def partitioned(self, peer: str) -> bool: ...
+
 
 @runtime_checkable
 class P2PAPI(Protocol):
@@ -61,6 +75,9 @@ class P2PAPI(Protocol):
         self, topic: str, handler: GossipHandler, validator: GossipValidator | None = None
     ) -> None:
         """``handler(origin, data)`` on the asyncio loop; own publishes not delivered."""
+
+    def set_link_filter(self, links: LinkFilter | None) -> None:
+        """Injected link faults for tests (None: none, the default)."""
 
     def stats_snapshot(self) -> dict[str, Any]:
         """Counters for metrics: msgs/bytes sent and received per channel, drops by

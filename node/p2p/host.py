@@ -15,6 +15,8 @@ trio loop (:mod:`node.p2p.bridge`); nothing outside ``node/p2p/`` knows trio.
   (``/shardnet/req/1.0.0``), for block sync.
 * ``publish``/``subscribe``: gossipsub (:mod:`node.p2p.gossip`). Gossip is never the
   only path for anything correctness needs.
+* ``set_link_filter``: injected per-link delay, loss and partition for tests
+  (:mod:`node.p2p.linkfaults`); None (the default) costs one attribute check.
 * Only the configured peers are served, on every stream of every protocol
   (:mod:`node.p2p.gate`, unless ``accept_unknown_peers``); requests served at once,
   the inbox and the send queues are bounded in count and bytes.
@@ -62,13 +64,20 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 from structlog.typing import FilteringBoundLogger
 
-from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
+from node.p2p.api import (
+    GossipHandler,
+    GossipValidator,
+    LinkFilter,
+    MessageHandler,
+    RequestHandler,
+)
 from node.p2p.bridge import InboundMessage, Inbox, InboxItem, Shared, TrioThread
 from node.p2p.config import P2PConfig, P2PError, P2PStats, RequestFailed, is_ipv4
 from node.p2p.drops import DropLog
 from node.p2p.gate import PeerGate
 from node.p2p.gossip import Gossip, rpc_queue_drops
 from node.p2p.inbound import Inbound
+from node.p2p.linkfaults import LinkHook
 from node.p2p.sessions import MSG_PROTOCOL, REQ_PROTOCOL, Sessions
 
 __all__ = ["MSG_PROTOCOL", "REQ_PROTOCOL", "P2PHost"]
@@ -99,6 +108,7 @@ class P2PHost:
         self._gate = PeerGate(shared, frozenset({*self._sessions.known, self.peer_id}))
         self._inbound = Inbound(shared, self._inbox, self._gate, self._sessions.heard)
         self._gossip = Gossip(shared, self._inbox, self.peer_id, self._gate)
+        self.links: LinkHook | None = None  # injected link faults (tests)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,7 +189,18 @@ class P2PHost:
         """Set ``async handler(peer, data) -> bytes`` answering requests. It raises a
         ``ShardnetError`` to reject a request (the peer gets its ``reason``); any other
         exception is our failure (the peer gets a generic error; ``p2p.handler_failed``)."""
-        self._inbound.request_handler = handler
+        async def serve(peer: str, data: bytes) -> bytes:
+            links = self.links
+            if links is not None:
+                await links.before_serving(peer)
+            return await handler(peer, data)
+
+        self._inbound.request_handler = serve
+
+    def set_link_filter(self, links: LinkFilter | None) -> None:
+        """Injected link faults for tests (:mod:`node.p2p.linkfaults`); None: none."""
+        self.links = None if links is None else LinkHook(
+            links, lambda peer, reason: self._drop(peer, reason))
 
     def connected_peers(self) -> frozenset[str]:
         """Peers with a live outbound message stream (messages to them flow now)."""
@@ -192,14 +213,18 @@ class P2PHost:
     def send_nowait(self, peer: str, channel: int, data: bytes) -> bool:
         """Queue ``data`` for ``peer`` on ``channel``. Never blocks. False (and a
         counted ``p2p.dropped``) when the peer is unknown or its queue is full."""
+        if self.links is not None:
+            return self.links.send(peer, channel, data, self._sessions.send_nowait)
         return self._sessions.send_nowait(peer, channel, data)
 
     async def send(self, peer: str, channel: int, data: bytes) -> bool:
         """Same as :meth:`send_nowait` (kept awaitable for callers that prefer it)."""
-        return self._sessions.send_nowait(peer, channel, data)
+        return self.send_nowait(peer, channel, data)
 
     def broadcast(self, peers: Iterable[str], channel: int, data: bytes) -> int:
         """Queue ``data`` for every peer in ``peers``; return how many accepted it."""
+        if self.links is not None:
+            return sum(self.send_nowait(peer, channel, data) for peer in peers)
         return self._sessions.broadcast(peers, channel, data)
 
     async def wait_sendable(self, peer: str, frames_below: int, timeout: float) -> bool:
@@ -211,6 +236,8 @@ class P2PHost:
         """Send a request to ``peer`` and return its answer. Raises RequestFailed."""
         self._sessions.check_request(data)
         timeout = self.config.request_timeout_s if timeout is None else timeout
+        if self.links is not None:
+            await self.links.before_request(peer)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         thread = self._thread
         thread.call_trio(thread.start_task, self._sessions.request, peer, data, timeout, future)
@@ -261,22 +288,39 @@ class P2PHost:
         """(asyncio) Hand a batch of received items to the handlers."""
         msg_handler = self._msg_handler
         gossip_handlers = self._gossip.handlers
+        links = self.links
         for item in batch:
             try:
                 if isinstance(item, InboundMessage):
                     if msg_handler is None:
                         self._drop(item.peer, "no_handler")
+                    elif links is not None:
+                        links.receive(item.peer, item.channel, item.data,
+                                      self._guarded_handler(msg_handler))
                     else:
                         msg_handler(item.peer, item.channel, item.data)
                 else:
                     handler = gossip_handlers.get(item.topic)
                     if handler is None:
                         self._drop(item.origin, "no_handler")
+                    elif links is not None:
+                        links.receive_gossip(item.origin, item.data, handler)
                     else:
                         handler(item.origin, item.data)
             except Exception as error:
                 where = item.peer if isinstance(item, InboundMessage) else item.topic
                 self._drop(where, "handler_error", detail=repr(error))
+
+
+    def _guarded_handler(self, handler: MessageHandler) -> MessageHandler:
+        """``handler`` for a message a link fault delays: its failure is counted
+        like one in ``_dispatch``."""
+        def deliver(peer: str, channel: int, data: bytes) -> None:
+            try:
+                handler(peer, channel, data)
+            except Exception as error:
+                self._drop(peer, "handler_error", detail=repr(error))
+        return deliver
 
 
 def _new_libp2p_host(cfg: P2PConfig, key_pair: KeyPair, listen: multiaddr.Multiaddr) -> IHost:

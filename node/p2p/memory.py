@@ -13,7 +13,8 @@ A :class:`LinkModel` (``MemoryNetwork(links=...)``) decides, per message, reques
 answer and gossip copy, when each copy arrives (none: lost; two: duplicated), on the
 loop's clock (``call_at``): :class:`RandomLinks` from a ``random.Random(seed)``, or the
 whole-network simulator's fault model (``node/sim``). Per link, arrivals stay in send
-order unless the model ``reorders``.
+order unless the model ``reorders``. A member's own injected link faults
+(``set_link_filter``, ``node/p2p/linkfaults.py``) apply on top, as in ``P2PHost``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,22 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from node.p2p.api import GossipHandler, GossipValidator, MessageHandler, RequestHandler
+from node.p2p.api import (
+    KIND_ANSWER,
+    KIND_GOSSIP,
+    KIND_MESSAGE,
+    KIND_REQUEST,
+    GossipHandler,
+    GossipValidator,
+    LinkFilter,
+    MessageHandler,
+    RequestHandler,
+)
 from node.p2p.config import P2PError, RequestFailed
+from node.p2p.linkfaults import LinkHook
 
-# What a LinkModel is asked about (``kind``).
-KIND_MESSAGE, KIND_REQUEST, KIND_ANSWER, KIND_GOSSIP = "message", "request", "answer", "gossip"
+__all__ = ["KIND_ANSWER", "KIND_GOSSIP", "KIND_MESSAGE", "KIND_REQUEST", "LinkModel",
+           "MemoryNetwork", "MemoryP2P", "RandomLinks"]
 
 
 class LinkModel(Protocol):
@@ -158,6 +170,7 @@ class MemoryP2P:
         self._topics: dict[str, tuple[GossipHandler, GossipValidator | None]] = {}
         self._inbox: deque[tuple[str, int, bytes]] = deque()
         self._drain_scheduled = False
+        self.links: LinkHook | None = None  # injected link faults (tests)
 
     async def __aenter__(self) -> MemoryP2P:
         await self.start()
@@ -186,7 +199,18 @@ class MemoryP2P:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(p for p in self.peers if self.network.reachable(self.peer_id, p))
 
+    def set_link_filter(self, links: LinkFilter | None) -> None:
+        self.links = None if links is None else LinkHook(links, self._count_fault)
+
+    def _count_fault(self, peer: str, reason: str) -> None:
+        self.drops[reason] += 1
+
     def send_nowait(self, peer: str, channel: int, data: bytes) -> bool:
+        if self.links is not None:
+            return self.links.send(peer, channel, data, self._send_now)
+        return self._send_now(peer, channel, data)
+
+    def _send_now(self, peer: str, channel: int, data: bytes) -> bool:
         if peer not in self.peers:
             self.drops["unknown_peer"] += 1
             return False
@@ -226,10 +250,19 @@ class MemoryP2P:
             if self._msg_handler is None:
                 self.drops["no_handler"] += 1
                 continue
-            try:
-                self._msg_handler(sender, channel, data)
-            except Exception:
-                self.drops["handler_error"] += 1
+            if self.links is not None:
+                self.links.receive(sender, channel, data, self._handle)
+            else:
+                self._handle(sender, channel, data)
+
+    def _handle(self, sender: str, channel: int, data: bytes) -> None:
+        if self._msg_handler is None or not self._running:
+            self.drops["no_handler" if self._running else "not_running"] += 1
+            return
+        try:
+            self._msg_handler(sender, channel, data)
+        except Exception:
+            self.drops["handler_error"] += 1
 
     async def request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
         if not self._running:
@@ -250,14 +283,19 @@ class MemoryP2P:
         """The request's trip, the peer's handler, the answer's trip; a lost leg
         waits for the caller's timeout."""
         network = self.network
+        if self.links is not None:
+            await self.links.before_request(peer)
         there = network.delays(self.peer_id, peer, KIND_REQUEST, data)
         await self._travel(there)
         if not network.reachable(self.peer_id, peer):
             raise RequestFailed(f"{peer} unreachable", reason="stream_error")
-        handler = network.members[peer]._request_handler
+        server = network.members[peer]
+        handler = server._request_handler
         if handler is None:
             raise RequestFailed("no request handler", reason="remote_error")
         try:
+            if server.links is not None:
+                await server.links.before_serving(self.peer_id)
             answer = bytes(await handler(self.peer_id, data))
         except Exception as error:
             raise RequestFailed(repr(error), reason="remote_error") from error
@@ -296,7 +334,10 @@ class MemoryP2P:
         if validator is not None and not validator(origin, data):
             self.drops["gossip_invalid"] += 1
             return
-        handler(origin, data)
+        if self.links is not None:
+            self.links.receive_gossip(origin, data, handler)
+        else:
+            handler(origin, data)
 
     def subscribe(
         self, topic: str, handler: GossipHandler, validator: GossipValidator | None = None

@@ -20,6 +20,13 @@ certificate and one state root (agreement), every receipt applied exactly once i
 order and byte for byte as emitted, supply conserved on every first commit of a
 height and in the nodes' own audit (``sharding/audit.py``) at the end, every
 transaction committed exactly once, no node halted.
+
+Faults inside nodes (``node/faults/``, set directly, no HTTP): a node of
+``byzantine`` runs its mode from the start to the end; a ``LinkFault`` gives one
+node's links to some peers a delay, loss or partition for a window (healed at the
+latest with everything else). The byzantine node's commits are checked like
+everyone's (inside, it is an honest replica and ledger); the final audit asks an
+honest node of each shard.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from node.config import (
     NodeConfig,
     NodeSection,
 )
+from node.faults.state import FaultState, LinkRule, names_of_validators
 from node.node import Node
 from node.p2p.config import peer_id_from_public_key
 from node.p2p.memory import MemoryNetwork, MemoryP2P
@@ -72,6 +80,20 @@ LOG_EVENTS_KEPT = 2000
 
 
 @dataclass(frozen=True)
+class LinkFault:
+    """A link fault on ``node``'s own fault state (``node/faults``) for a window: its
+    traffic to and from ``peers`` (None: every peer) is delayed, lost or cut."""
+
+    node: NodeId
+    at_ms: int
+    duration_ms: int
+    peers: tuple[NodeId, ...] | None = None
+    delay_ms: int = 0
+    loss: float = 0.0
+    partition: bool = False
+
+
+@dataclass(frozen=True)
 class NetworkSimConfig:
     seed: int = 0
     shards: int = 2
@@ -82,6 +104,8 @@ class NetworkSimConfig:
     crashes: tuple[tuple[int, int, int, int], ...] = ()  # (shard, index, at_ms, down_ms)
     # (at_ms, duration_ms, groups of (shard, index))
     partitions: tuple[tuple[int, int, tuple[tuple[NodeId, ...], ...]], ...] = ()
+    byzantine: tuple[tuple[int, int, str], ...] = ()  # (shard, index, mode), the whole run
+    link_faults: tuple[LinkFault, ...] = ()
     fault_ms: int = 3000
     load_ms: int | None = None  # transactions arrive within this window; None: fault_ms
     heal_ms_max: int = 60_000
@@ -95,8 +119,8 @@ class NetworkSimConfig:
         """The ``shardnet simulate --network`` options that rebuild this run."""
         args = (f"--shards {self.shards} --validators {self.validators} --seeds 1 "
                 f"--start {self.seed} --txs {self.txs}")
-        if self.crashes or self.partitions:
-            args += " (and the test's explicit crashes/partitions)"
+        if self.crashes or self.partitions or self.byzantine or self.link_faults:
+            args += " (and the test's explicit crashes/partitions/byzantine/link faults)"
         if self.faults is None:
             return args
         return args + f" --faults {','.join(self.faults) or 'none'}"
@@ -119,6 +143,8 @@ class NetworkSimResult:
     trace: str  # SHA-256 over every commit of every node, in order
     repro: str
     log_tail: list[str] = field(default_factory=list)  # warnings before a failure
+    byzantine_acts: Counter[str] = field(default_factory=Counter)  # by mode, all nodes
+    events: Counter[str] = field(default_factory=Counter)  # log events by name, all nodes
 
     def describe(self) -> str:
         status = "ok" if self.ok else "FAILED"
@@ -164,11 +190,14 @@ class Member:
     ledger: Ledger | None = None
     alive: bool = False
     view_changes: int = 0  # of previous incarnations
+    byzantine_acts: Counter[str] = field(default_factory=Counter)  # previous incarnations
 
 
 @contextlib.contextmanager
-def captured_logs(events: deque[dict[str, Any]]) -> Iterator[None]:
-    """Node logs (info and above) go to ``events`` instead of stdout for the run."""
+def captured_logs(events: deque[dict[str, Any]], counts: Counter[str] | None = None
+                  ) -> Iterator[None]:
+    """Node logs (info and above) go to ``events`` instead of stdout for the run;
+    ``counts`` counts them by event name."""
     old = structlog.get_config()
 
     def keep(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
@@ -176,6 +205,8 @@ def captured_logs(events: deque[dict[str, Any]]) -> Iterator[None]:
             event["t_ms"] = int(asyncio.get_running_loop().time() * 1000)
         event["level"] = method
         events.append(dict(event))
+        if counts is not None:
+            counts[str(event.get("event"))] += 1
         raise structlog.DropEvent
 
     structlog.configure(processors=[keep], cache_logger_on_first_use=False,
@@ -204,6 +235,14 @@ class NetworkSimulation:
         self.network = MemoryNetwork(FaultyLinks(self.net, {p: n for n, p in self.peers.items()}))
         self.members: dict[NodeId, Member] = {}  # built on the loop (their clock reads it)
         self.logs: deque[dict[str, Any]] = deque(maxlen=LOG_EVENTS_KEPT)
+        self.events: Counter[str] = Counter()
+        # Faults inside nodes: a state for each node that has some, kept across restarts.
+        self.fault_states: dict[NodeId, FaultState] = {}
+        for shard, index, mode in c.byzantine:
+            self._fault_state((shard, index)).set_byzantine(mode)
+        for link in c.link_faults:
+            self._fault_state(link.node)
+        self.byzantine_nodes = {(shard, index) for shard, index, _ in c.byzantine}
         self.trace = hashlib.sha256()
         self.commits = 0
         self.committed_txs: Counter[bytes] = Counter()  # tx hash -> canonical blocks with it
@@ -213,6 +252,16 @@ class NetworkSimulation:
         self.sim_ms = 0
 
     # -- members ------------------------------------------------------------------------
+
+    def _fault_state(self, nid: NodeId) -> FaultState:
+        state = self.fault_states.get(nid)
+        if state is None:
+            key = self.world.genesis.validators[nid[0]][nid[1]].public_key
+            state = self.fault_states[nid] = FaultState(
+                names_of_validators(self.world.genesis.validators, key,
+                                    peer_id_from_public_key),
+                seed=f"{self.cfg.seed}/{nid[0]}/{nid[1]}/faults")
+        return state
 
     def _member(self, nid: NodeId, peer_id: str, old: Member | None) -> Member:
         shard, index = nid
@@ -230,10 +279,11 @@ class NetworkSimulation:
         parts = NodeParts(p2p=p2p, store=store, clock=SimClock(asyncio.get_running_loop()),
                           executor=sequential_executor, offload=inline_offload,
                           rng=random.Random(f"{c.seed}/{shard}/{index}"), serve_http=False)
-        node = Node(config, self.world.genesis, key, parts)
+        node = Node(config, self.world.genesis, key, parts, faults=self.fault_states.get(nid))
         member = Member(nid, peer_id, node, p2p, store)
         if old is not None:
             member.view_changes = old.view_changes + old.node.running.driver.view_changes
+            member.byzantine_acts = old.byzantine_acts + self._acts_of(old)
         return member
 
     async def _start(self, member: Member) -> None:
@@ -338,6 +388,22 @@ class NetworkSimulation:
             return
         self.network.partition([[self.members[n].peer_id for n in g] for g in groups])
 
+    def _link_fault(self, link: LinkFault, on: bool) -> None:
+        if on and self.net.healed:
+            return
+        if on:
+            self.faults["link_fault"] += 1
+        peers: list[str] | str = ("*" if link.peers is None else
+                                  [f"shard{s}-node{i}" for s, i in link.peers])
+        rule = (LinkRule(delay_ms=link.delay_ms, loss=link.loss, partition=link.partition)
+                if on else LinkRule())
+        self.fault_states[link.node].set_links(peers, rule)
+
+    @staticmethod
+    def _acts_of(member: Member) -> Counter[str]:
+        byzantine = member.node.byzantine
+        return Counter() if byzantine is None else Counter(byzantine.acts)
+
     def _explicit_partition(self, duration_ms: int, groups: list[tuple[NodeId, ...]]) -> None:
         if self.net.healed:
             return
@@ -366,6 +432,8 @@ class NetworkSimulation:
     async def _heal(self) -> None:
         self.net.heal()
         self.network.heal_all()
+        for state in self.fault_states.values():  # byzantine modes stay to the end
+            state.set_links("*", LinkRule())
         for nid in self.ids:
             if not self.members[nid].alive:
                 await self._restart(nid)
@@ -411,6 +479,9 @@ class NetworkSimulation:
             self._at(at_ms, self._on_fault, "crash", ((shard, index), down_ms))
         for at_ms, duration_ms, groups in c.partitions:
             self._at(at_ms, self._explicit_partition, duration_ms, list(groups))
+        for link in c.link_faults:
+            self._at(link.at_ms, self._link_fault, link, True)
+            self._at(link.at_ms + link.duration_ms, self._link_fault, link, False)
         end_ms = c.fault_ms + c.heal_ms_max
         while self.now_ms < end_ms and self.checker.ok:
             await asyncio.sleep(POLL_MS / 1000)
@@ -439,10 +510,12 @@ class NetworkSimulation:
                 self.checker.violations.append(
                     f"tx {item.digest.hex()[:12]} (shard {item.shard}, nonce {item.nonce}) "
                     f"committed {times} times")
-        # The nodes' own audit (GET /v1/audit), one node per shard, against genesis supply.
+        # The nodes' own audit (GET /v1/audit), one honest node per shard, against
+        # genesis supply.
         totals = {}
         for shard in range(self.cfg.shards):
-            member = self.members[(shard, 0)]
+            member = next(m for m in self.members.values()
+                          if m.nid[0] == shard and m.nid not in self.byzantine_nodes)
             totals[shard] = get_shard_totals_from_json(await member.node.service.audit())
         report = compute_totals_audit(totals, self.world.supply)
         if not report.ok or not report.idle:
@@ -450,7 +523,7 @@ class NetworkSimulation:
 
     def run(self) -> NetworkSimResult:
         started = time.perf_counter()
-        with captured_logs(self.logs):
+        with captured_logs(self.logs, self.events):
             try:
                 run_virtual(self._main())
             except SimulationStuck as exc:
@@ -472,7 +545,10 @@ class NetworkSimulation:
             receipts=self.checker.applied, view_changes=view_changes,
             sim_ms=self.sim_ms, wall_s=time.perf_counter() - started,
             trace=self.trace.hexdigest(),
-            repro=f"{self.cfg.command} {self.cfg.cli_args()}", log_tail=tail)
+            repro=f"{self.cfg.command} {self.cfg.cli_args()}", log_tail=tail,
+            byzantine_acts=sum((m.byzantine_acts + self._acts_of(m)
+                                for m in self.members.values()), Counter()),
+            events=self.events)
 
 
 def run_network_seed(seed: int, **overrides: Any) -> NetworkSimResult:

@@ -1,0 +1,203 @@
+"""Byzantine modes: real misbehaviour of one node, in the node shell around the
+replica and the ledger (neither knows about it). Each act is logged
+(``faults.byzantine_act``) and counted (``acts``, ``shardnet_fault_byzantine_acts_total``).
+
+- ``equivocate``: as primary, every PRE-PREPARE this node sends goes as signed to
+  the first half of the other replicas and, to the second half, a second properly
+  signed PRE-PREPARE for the same view and height naming another valid block (the
+  same block, its time 1 ms later).
+- ``withhold_votes``: no PREPARE, COMMIT or CHECKPOINT vote leaves the node.
+- ``wrong_roots``: as primary, every PRE-PREPARE names a block whose header carries a
+  wrong ``state_root`` (re-hashed and signed properly).
+- ``forge_receipts``: after each commit with outgoing receipts, instead of the honest
+  push, bundles go to every node of the destination with (a) a receipt's amount
+  inflated under the real proof and certificate and (b) a fabricated receipt at the
+  next sequence number in a fabricated source header under the real certificate.
+- ``duplicate_receipts``: after each commit, the bundles pushed before (the last
+  ``DUPLICATES_KEPT``) go again to every node of their destination, beside this
+  block's own, each sent twice.
+- ``tamper_sync``: sync answers keep certified headers and certificates but carry
+  tampered bodies (the last transaction, or inbound receipt, left out).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+import msgspec
+
+from consensus.certificate import pre_prepare_digest
+from consensus.kernel.codec import decode, encode
+from consensus.kernel.crypto import KeyPair, sha256
+from consensus.kernel.errors import DecodeError
+from consensus.messages import PrePrepare, Vote, decode_message, payload_digest
+from node.faults.state import (
+    DUPLICATE_RECEIPTS,
+    EQUIVOCATE,
+    FORGE_RECEIPTS,
+    TAMPER_SYNC,
+    WITHHOLD_VOTES,
+    WRONG_ROOTS,
+    FaultState,
+)
+from node.wire import SyncedBlockWire, SyncResponse
+from sharding.block import Block, block_hash, decode_block
+from sharding.crossshard import ReceiptBundle
+
+CONSENSUS_MODES = frozenset({EQUIVOCATE, WITHHOLD_VOTES, WRONG_ROOTS})
+RELAY_MODES = frozenset({FORGE_RECEIPTS, DUPLICATE_RECEIPTS})
+VARIANTS_KEPT = 64  # altered PRE-PREPAREs remembered (a retransmission sends the same)
+DUPLICATES_KEPT = 16  # bundles remembered for re-sending
+SYNC_ANSWER_BYTES_MAX = 64 * 1024 * 1024
+
+
+class Byzantine:
+    """The acts of one node's byzantine mode (``state.byzantine`` says which)."""
+
+    def __init__(self, state: FaultState, *, key: KeyPair, chain_id: str, shard: int,
+                 me: int, validators: int, message_bytes_max: int, block_bytes_max: int,
+                 log: Any, count: Any = None) -> None:
+        self.state = state
+        self.key = key
+        self.chain_id = chain_id
+        self.shard = shard
+        self.me = me
+        self.validators = validators
+        self.message_bytes_max = message_bytes_max
+        self.block_bytes_max = block_bytes_max
+        self.log = log
+        self._count = count  # prometheus counter with a mode label, or None
+        self.acts: Counter[str] = Counter()
+        self._variants: dict[tuple[str, bytes], bytes] = {}
+        self._pushed: deque[tuple[int, bytes]] = deque(maxlen=DUPLICATES_KEPT)
+
+    @property
+    def mode(self) -> str:
+        return self.state.byzantine
+
+    @property
+    def relays_byzantine(self) -> bool:
+        return self.state.byzantine in RELAY_MODES
+
+    def _act(self, mode: str, **fields: Any) -> None:
+        self.acts[mode] += 1
+        if self._count is not None:
+            self._count.labels(mode=mode).inc()
+        self.log.info("faults.byzantine_act", mode=mode, **fields)
+
+    # -- consensus (the node's send path) --------------------------------------------------
+
+    def consensus_out(self, index: int, data: bytes) -> bytes | None:
+        """What goes to replica ``index`` instead of ``data`` (None: nothing)."""
+        mode = self.state.byzantine
+        if mode not in CONSENSUS_MODES:
+            return data
+        try:
+            message = decode_message(data, self.message_bytes_max)
+        except DecodeError:
+            return data
+        if mode == WITHHOLD_VOTES:
+            if isinstance(message, Vote):
+                self._act(mode, phase=message.phase, height=message.height, to=index)
+                return None
+            return data
+        if not isinstance(message, PrePrepare) or message.sender != self.me:
+            return data
+        if mode == EQUIVOCATE:
+            others = [i for i in range(self.validators) if i != self.me]
+            if index in others[:len(others) // 2]:
+                return data
+        return self._variant(mode, message, index)
+
+    def _variant(self, mode: str, message: PrePrepare, index: int) -> bytes:
+        key = (mode, message.block_hash)
+        cached = self._variants.get(key)
+        if cached is not None:
+            return cached
+        block = decode_block(message.payload, self.block_bytes_max)
+        header = block.header
+        if mode == EQUIVOCATE:  # another valid block for the same slot
+            header = msgspec.structs.replace(header, time_ms=header.time_ms + 1)
+        else:  # WRONG_ROOTS: a state root execution will not reproduce
+            header = msgspec.structs.replace(header, state_root=sha256(header.state_root))
+        altered: Block = msgspec.structs.replace(block, header=header)
+        payload = encode(altered)
+        digest, payload_hash = block_hash(altered), payload_digest(payload)
+        signature = self.key.sign(pre_prepare_digest(
+            self.chain_id, message.shard, message.view, message.height, digest, payload_hash))
+        data = encode(msgspec.structs.replace(
+            message, block_hash=digest, payload_hash=payload_hash, payload=payload,
+            signature=signature))
+        if len(self._variants) >= VARIANTS_KEPT:
+            self._variants.clear()
+        self._variants[key] = data
+        self._act(mode, height=message.height, view=message.view, to=index,
+                  honest_block=message.block_hash.hex(), sent_block=digest.hex())
+        return data
+
+    # -- the relay's push -----------------------------------------------------------------
+
+    def relay_out(self, bundles: dict[int, ReceiptBundle]) -> list[tuple[int, bytes]]:
+        """(destination shard, encoded bundle) to push to every node of it, in place of
+        the honest push of a commit's ``bundles``."""
+        mode = self.state.byzantine
+        out: list[tuple[int, bytes]] = []
+        if mode == FORGE_RECEIPTS:
+            for dst, bundle in sorted(bundles.items()):
+                out.extend((dst, encode(forged)) for forged in forge_bundles(bundle))
+            if out:
+                self._act(mode, bundles=len(out), height=_height(bundles))
+        elif mode == DUPLICATE_RECEIPTS:
+            fresh = [(dst, encode(bundle)) for dst, bundle in sorted(bundles.items())]
+            out = [*self._pushed, *fresh, *fresh]
+            if self._pushed or fresh:
+                self._act(mode, bundles=len(out), again=len(self._pushed),
+                          height=_height(bundles))
+            self._pushed.extend(fresh)
+        return out
+
+    # -- sync answers ---------------------------------------------------------------------
+
+    def sync_answer(self, answer: bytes) -> bytes:
+        """``answer`` (an encoded ``SyncResponse``) with every body tampered."""
+        if self.state.byzantine != TAMPER_SYNC:
+            return answer
+        response = decode(answer, SyncResponse, SYNC_ANSWER_BYTES_MAX)
+        blocks = [SyncedBlockWire(b.height, b.block_hash, self._tamper(b.payload),
+                                  b.certificate) for b in response.blocks]
+        if blocks:
+            self._act(TAMPER_SYNC, first=blocks[0].height, last=blocks[-1].height)
+        return encode(SyncResponse(blocks))
+
+    def _tamper(self, payload: bytes) -> bytes:
+        block = decode_block(payload, self.block_bytes_max)
+        if block.txs:
+            return encode(msgspec.structs.replace(block, txs=block.txs[:-1]))
+        if block.inbound:
+            return encode(msgspec.structs.replace(block, inbound=block.inbound[:-1]))
+        return encode(msgspec.structs.replace(block, txs=[], inbound=[], inbound_proofs=[],
+                                              source_headers=list(block.source_headers) * 2))
+
+
+def _height(bundles: dict[int, ReceiptBundle]) -> int:
+    return next(iter(bundles.values())).source.header.height if bundles else 0
+
+
+def forge_bundles(bundle: ReceiptBundle) -> list[ReceiptBundle]:
+    """Two lies about one real bundle: an inflated amount under the real proof, and a
+    fabricated next receipt in a fabricated source header under the real certificate."""
+    if not bundle.receipts:
+        return []
+    first = bundle.receipts[0]
+    inflated = msgspec.structs.replace(first, amount=first.amount * 1000 + 1)
+    last = bundle.receipts[-1]
+    invented = msgspec.structs.replace(last, seq=last.seq + 1, amount=10**12,
+                                       origin=sha256(b"forged" + last.origin))
+    header = bundle.source.header
+    fake_header = msgspec.structs.replace(header, receipts_root=sha256(header.receipts_root))
+    return [
+        ReceiptBundle(bundle.source, [inflated], [bundle.proofs[0]]),
+        ReceiptBundle(msgspec.structs.replace(bundle.source, header=fake_header), [invented],
+                      [bundle.proofs[-1]]),
+    ]
