@@ -16,9 +16,12 @@ HEX`` runs one input of one target and says what the decoder did with it.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +32,19 @@ from scripts.fuzz.engine import Report, describe, run_one, run_target
 from scripts.fuzz.targets import TARGETS, Target
 
 
+def _enable_faulthandler() -> None:
+    """A crash of the interpreter (a C extension's segfault) prints its Python traceback."""
+    # Not where stderr has no file descriptor (an embedding, a test runner).
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable(file=sys.__stderr__ or sys.stderr)
+
+
 def _targets(spec: str) -> list[Target]:
     names = list(TARGETS) if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGETS]
     if unknown or not names:
-        raise click.UsageError(f"unknown target {', '.join(unknown) or spec!r}; known: all, "
-                               f"{', '.join(TARGETS)}")
+        named = ", ".join(unknown) or repr(spec)
+        raise click.UsageError(f"unknown target {named}; known: all, {', '.join(TARGETS)}")
     return [TARGETS[n] for n in names]
 
 
@@ -97,7 +107,7 @@ def _replay(target: Target, text: str) -> None:
 def fuzz(target_spec: str, count: int, seed: int, as_json: bool, json_out: Path | None,
          replay: str | None, progress: bool) -> None:
     """Fuzz the decoders of untrusted bytes; exit 1 on any untyped exception."""
-    faulthandler.enable()
+    _enable_faulthandler()
     targets = _targets(target_spec)
     if replay is not None:
         if len(targets) != 1:

@@ -19,6 +19,7 @@ from consensus.certificate import (
     PHASE_PREPARE,
     CommitCertificate,
     PreparedCertificate,
+    pre_prepare_digest,
     sorted_signatures,
     vote_digest,
 )
@@ -96,10 +97,11 @@ def _validator(shard: int, index: int) -> KeyPair:
     return derive_account(f"validator-{shard}", index)
 
 
-def _certify(header: BlockHeader, phase: int = PHASE_COMMIT, view: int = 0) -> CommitCertificate:
+def _certify(header: BlockHeader, phase: int = PHASE_COMMIT, view: int = 0,
+             signers: tuple[int, ...] = QUORUM) -> CommitCertificate:
     digest = block_hash(header)
     vote = vote_digest(CHAIN, header.shard, view, header.height, digest, phase)
-    signatures = {i: _validator(header.shard, i).sign(vote) for i in QUORUM}
+    signatures = {i: _validator(header.shard, i).sign(vote) for i in signers}
     return CommitCertificate(header.shard, view, header.height, digest,
                              sorted_signatures(signatures))
 
@@ -147,8 +149,10 @@ def get_corpus() -> Corpus:
     h = block_hash(header)
     payload = blocks[0]
     pre_prepare = PrePrepare(0, 0, 1, h, payload_digest(payload), 0, b"", payload, None)
-    prepared = PreparedCertificate(0, 1, h, payload_digest(payload), b"\x01" * 64,
-                                   _certify(header, PHASE_PREPARE).signatures)
+    pp_signature = _validator(0, 0).sign(
+        pre_prepare_digest(CHAIN, 0, 0, 1, h, payload_digest(payload)))
+    prepared = PreparedCertificate(0, 1, h, payload_digest(payload), pp_signature,
+                                   _certify(header, PHASE_PREPARE, signers=(1, 2)).signatures)
     view_change = ViewChange(0, 1, 2, GENESIS_CHECKPOINT, cert, prepared, b"", payload)
     messages = [
         _signed(pre_prepare, 0),

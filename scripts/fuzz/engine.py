@@ -1,17 +1,20 @@
 """Run a fuzz target for a counted, seeded number of inputs with hypothesis.
 
-The inputs are drawn in chunks of ``CHUNK`` examples, each chunk one hypothesis run
-seeded from ``(seed, target, chunk)``: the same ``--seed`` and ``--count`` feed the
-same inputs. Every input is counted as accepted or refused (by reason); the first
-untyped exception stops the target, hypothesis shrinks the input, and the shrunk
-input is reported (as hex) with its error and the command replaying it.
+The inputs are drawn in chunks of ``CHUNK`` inputs, each chunk one hypothesis run
+seeded from ``(seed, target, chunk)`` whose examples are batches of ``BATCH`` inputs:
+the same ``--seed`` and ``--count`` feed the same inputs. Every input is counted as
+accepted or refused (by reason); the first untyped exception stops the target,
+hypothesis shrinks the batch's draw (its source, its seed), and the failing input is
+reported (as hex) with its error and the command replaying it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +22,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
+from hypothesis.errors import HypothesisWarning
 
-from scripts.fuzz.targets import Target
+from scripts.fuzz.targets import BATCH, Target
 
 CHUNK = 10_000
 
@@ -111,9 +115,11 @@ def run_target(
     return report
 
 
-def _run_chunk(target: Target, strategy: Any, examples: int, chunk_seed_: int,
+def _run_chunk(target: Target, strategy: Any, inputs: int, chunk_seed_: int,
                report: Report) -> None:
     failing: list[tuple[Any, BaseException]] = []
+
+    quota = report.inputs + inputs
 
     def one(value: Any) -> None:
         began = time.perf_counter()
@@ -123,7 +129,7 @@ def _run_chunk(target: Target, strategy: Any, examples: int, chunk_seed_: int,
                 report.inputs += 1
             failing.append((value, exc))
             raise _Untyped from exc
-        if failing:
+        if failing or report.inputs >= quota:
             return
         report.slowest_ms = max(report.slowest_ms, 1000 * (time.perf_counter() - began))
         report.inputs += 1
@@ -132,18 +138,24 @@ def _run_chunk(target: Target, strategy: Any, examples: int, chunk_seed_: int,
         else:
             report.refused[reason] += 1
 
+    def batch(values: list[Any]) -> None:
+        for value in values:
+            one(value)
+
     @hypothesis_seed(chunk_seed_)
     @settings(
-        max_examples=examples, database=None, deadline=None, derandomize=False,
+        max_examples=-(-inputs // BATCH), database=None, deadline=None, derandomize=False,
         phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
     )
     @given(strategy)
-    def test(value: Any) -> None:
-        one(value)
+    def test(values: list[Any]) -> None:
+        batch(values)
 
     try:
-        test()
+        with warnings.catch_warnings():  # a failing batch's repr may be megabytes: unused
+            warnings.simplefilter("ignore", HypothesisWarning)
+            test()
     except Exception:
         if not failing:
             raise
@@ -151,4 +163,5 @@ def _run_chunk(target: Target, strategy: Any, examples: int, chunk_seed_: int,
         error, where = describe(exc)
         shown = target.show(value)
         report.finding = Finding(target.name, shown, error, where,
-                                 f"shardnet fuzz --target {target.name} --replay {shown}")
+                                 f"shardnet fuzz --target {target.name} --replay "
+                                 f"{shlex.quote(shown)}")

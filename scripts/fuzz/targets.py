@@ -70,7 +70,7 @@ from node.wire import (
     decode_tx_batch,
 )
 from scripts.fuzz.corpus import CHAIN, DST_SHARD, SHARDS, Corpus, get_corpus
-from scripts.fuzz.mutations import mutated
+from scripts.fuzz.mutations import mutants, random_inputs
 from scripts.fuzz.shapes import encoded
 from sharding.accounts import shard_of
 from sharding.block import (
@@ -86,6 +86,7 @@ from sharding.tx import SignedTx, check_tx_stateless, decode_tx, tx_hash
 
 RANDOM_BYTES_MAX = 512
 POOL_SHAPED = 24  # shaped encodings drawn for each chunk of inputs
+BATCH = 32  # inputs derived from one hypothesis draw
 FRAME_BYTES_MAX = 1 << 16
 TX_BATCH_BYTES_MAX = 1 << 20
 
@@ -94,7 +95,7 @@ TX_BATCH_BYTES_MAX = 1 << 20
 class Target:
     name: str
     description: str
-    inputs: Callable[[int], st.SearchStrategy[Any]]  # for a chunk, from its seed
+    inputs: Callable[[int], st.SearchStrategy[list[Any]]]  # batches, for a chunk's seed
     check: Callable[[Any], str | None]
     show: Callable[[Any], str] = field(default=lambda data: bytes(data).hex())
     parse: Callable[[str], Any] = field(default=bytes.fromhex)
@@ -120,18 +121,23 @@ def draw_pool(strategy: st.SearchStrategy[Any], size: int, seed: int) -> list[An
     return pool
 
 
-def mixed(pool: list[bytes]) -> st.SearchStrategy[bytes]:
-    """Random bytes, the pool's samples, and (three times out of five) mutations of them."""
+def mixed(pool: list[bytes]) -> st.SearchStrategy[list[bytes]]:
+    """Batches of ``BATCH`` inputs: one random-byte batch for three batches of a pool
+    sample and its mutants (spliced with another sample), from a seed hypothesis draws."""
     sources = st.sampled_from(pool)
-    return st.one_of(st.binary(max_size=RANDOM_BYTES_MAX), sources, mutated(sources),
-                     mutated(sources), mutated(sources))
+    seeds = st.integers(0, 2**64 - 1)
+    return st.one_of(
+        st.builds(mutants, sources, sources, seeds, st.just(BATCH)),
+        st.builds(random_inputs, seeds, st.just(BATCH), st.just(RANDOM_BYTES_MAX)),
+        st.builds(mutants, sources, sources, seeds, st.just(BATCH)),
+        st.builds(mutants, sources, sources, seeds, st.just(BATCH)))
 
 
 def byte_inputs(samples: Callable[[Corpus], Sequence[bytes]], type_: Any) -> Callable[
-        [int], st.SearchStrategy[bytes]]:
+        [int], st.SearchStrategy[list[bytes]]]:
     """For one chunk of inputs: the corpus's valid samples and ``POOL_SHAPED`` encodings
     drawn from ``type_``'s shape (drawing shapes is slow; mutating them is not), mixed."""
-    def build(seed: int) -> st.SearchStrategy[bytes]:
+    def build(seed: int) -> st.SearchStrategy[list[bytes]]:
         pool = list(samples(get_corpus())) + draw_pool(encoded(type_), POOL_SHAPED, seed)
         return mixed(pool)
     return build
@@ -215,6 +221,19 @@ def _decoding(type_: Any, max_bytes: int) -> Callable[[bytes], str | None]:
     return run
 
 
+def check_sync_response(data: bytes) -> str | None:
+    for synced in decode(data, SyncResponse, SYNC_RESPONSE_BYTES_MAX).blocks:
+        decode(synced.certificate, CommitCertificate, CERTIFICATE_BYTES_MAX)
+        decode_block(synced.payload)
+    return None
+
+
+def check_receipts_response(data: bytes) -> str | None:
+    for raw in decode(data, ReceiptsResponse, RECEIPTS_RESPONSE_BYTES_MAX).bundles:
+        check_bundle(raw)
+    return None
+
+
 def check_announcement_target(data: bytes) -> str | None:
     reason, _ = check_announcement(get_corpus().genesis, data)
     return reason or None
@@ -263,7 +282,7 @@ def check_frames(data: bytes) -> str | None:
     return None
 
 
-def frame_inputs(seed: int) -> st.SearchStrategy[bytes]:
+def frame_inputs(seed: int) -> st.SearchStrategy[list[bytes]]:
     payload = st.binary(max_size=64)
     frame = st.one_of(
         st.builds(encode_msg, st.integers(0, 0xFFFF), payload),
@@ -271,9 +290,10 @@ def frame_inputs(seed: int) -> st.SearchStrategy[bytes]:
         st.builds(encode_pong, st.integers(0, 2**64 - 1)),
         st.builds(encode_req, payload),
         st.builds(encode_resp, st.integers(0, 255), payload))
-    built = st.lists(frame, max_size=4).map(b"".join)
-    stream = mixed(get_corpus().frames + draw_pool(built, POOL_SHAPED, seed))
-    return st.builds(lambda head, body: bytes((head,)) + body, st.integers(0, 255), stream)
+    built = st.builds(lambda head, frames: bytes((head,)) + b"".join(frames),
+                      st.integers(0, 255), st.lists(frame, max_size=4))
+    samples = [bytes((head,)) + f for head, f in enumerate(get_corpus().frames)]
+    return mixed(samples + draw_pool(built, POOL_SHAPED, seed))
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -294,12 +314,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("request", "a p2p request (node/wire.py Request, as node/node.py decodes it)",
            byte_inputs(lambda c: c.requests, Request),
            _decoding(Request, REQUEST_BYTES_MAX)),
-    Target("sync-response", "a block sync answer (node/wire.py SyncResponse)",
-           byte_inputs(lambda c: c.sync_responses, SyncResponse),
-           _decoding(SyncResponse, SYNC_RESPONSE_BYTES_MAX)),
-    Target("receipts-response", "a receipts pull answer (node/wire.py ReceiptsResponse)",
-           byte_inputs(lambda c: c.receipts_responses, ReceiptsResponse),
-           _decoding(ReceiptsResponse, RECEIPTS_RESPONSE_BYTES_MAX)),
+    Target("sync-response", "a block sync answer (node/wire.py SyncResponse), its blocks and "
+           "certificates", byte_inputs(lambda c: c.sync_responses, SyncResponse),
+           check_sync_response),
+    Target("receipts-response", "a receipts pull answer (node/wire.py ReceiptsResponse), its "
+           "bundles verified", byte_inputs(lambda c: c.receipts_responses, ReceiptsResponse),
+           check_receipts_response),
     Target("status-response", "a receipt status answer (node/wire.py ReceiptStatusResponse)",
            byte_inputs(lambda c: c.status_responses, ReceiptStatusResponse),
            _decoding(ReceiptStatusResponse, STATUS_RESPONSE_BYTES_MAX)),
