@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from node import defaults
+from node import defaults, openapi
 from node.errors import ApiError, SubmitResult
 
 MSGPACK = "application/msgpack"
@@ -38,6 +38,7 @@ LOGGED_PATH_CHARS_MAX = 300
 SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
 _ASCII_DECIMAL = re.compile(r"[0-9]+")  # isdigit/int() also take other scripts, "1_0", " 1"
+_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]*")  # bytes.fromhex also skips whitespace: "00 01"
 
 
 class BlockEvents(Protocol):
@@ -100,7 +101,9 @@ def _errors_as_json(log: Any) -> Middleware:
             if exc.status < 400:
                 raise
             reason = exc.reason.lower().replace(" ", "_")
-            return _error(exc.status, reason, exc.text or exc.reason)
+            allow = exc.headers.get("Allow")  # a 405 must say which methods are (RFC 9110)
+            return _error(exc.status, reason, exc.text or exc.reason,
+                          {"Allow": allow} if allow is not None else None)
         except web.RequestPayloadError as exc:  # e.g. a gzip Content-Encoding that is not
             return _error(400, "malformed", "request body: " + " ".join(str(exc).split()))
         except HttpProcessingError as exc:  # the body broke its framing
@@ -140,9 +143,11 @@ def _capping(connections_max: int) -> Middleware:
 
 
 def _parse_hex(text: str, what: str, length: int | None = None) -> bytes:
+    if _HEX.fullmatch(text) is None:
+        raise ApiError(400, "malformed", f"{what} is not hex")
     try:
         raw = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
+    except ValueError:  # an odd number of digits
         raise ApiError(400, "malformed", f"{what} is not hex") from None
     if length is not None and len(raw) != length:
         raise ApiError(400, "malformed", f"{what} must be {length} bytes, got {len(raw)}")
@@ -393,4 +398,18 @@ def build_app(service: NodeServiceAPI, *, body_bytes_max: int, batch_txs_max: in
                      events_heartbeat_s=events_heartbeat_s,
                      events_write_timeout_s=events_write_timeout_s, log=log)
     app.add_routes(routes.table())
+    app.router.add_get("/v1/openapi.json", _serving(openapi.document(
+        body_bytes_max=body_bytes_max, batch_txs_max=batch_txs_max, seq_max=SEQ_MAX,
+        shard_id_max=SHARD_ID_MAX, connections_max=connections_max,
+        events_subscribers_max=events_subscribers_max)))
     return app
+
+
+def _serving(document: dict[str, Any]) -> Handler:
+    """``GET /v1/openapi.json``: the description of this app (``node/openapi.py``)."""
+    body = json.dumps(document, separators=(",", ":")).encode()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return openapi_json
