@@ -304,13 +304,13 @@ class P2PHost:
                     if handler is None:
                         self._drop(item.origin, "no_handler")
                     elif links is not None:
-                        links.receive_gossip(item.origin, item.data, handler)
+                        links.receive_gossip(item.origin, item.data,
+                                             self._guarded_gossip(item.topic, handler))
                     else:
                         handler(item.origin, item.data)
             except Exception as error:
                 where = item.peer if isinstance(item, InboundMessage) else item.topic
                 self._drop(where, "handler_error", detail=repr(error))
-
 
     def _guarded_handler(self, handler: MessageHandler) -> MessageHandler:
         """``handler`` for a message a link fault delays: its failure is counted
@@ -320,6 +320,15 @@ class P2PHost:
                 handler(peer, channel, data)
             except Exception as error:
                 self._drop(peer, "handler_error", detail=repr(error))
+        return deliver
+
+    def _guarded_gossip(self, topic: str, handler: GossipHandler) -> GossipHandler:
+        """The same for a gossip message a link fault delays."""
+        def deliver(origin: str, data: bytes) -> None:
+            try:
+                handler(origin, data)
+            except Exception as error:
+                self._drop(topic, "handler_error", detail=repr(error))
         return deliver
 
 
