@@ -54,9 +54,28 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy_commands:
             module_name, attribute = self.lazy_commands[name].split(":")
-            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                # A command whose optional dependency is absent (``fuzz`` needs the dev
+                # extras) must not break ``--help`` or the other commands.
+                return _unavailable(name, exc.name or str(exc))
+            command: click.Command = getattr(module, attribute)
             return command
         return super().get_command(ctx, name)
+
+
+def _unavailable(name: str, missing: str) -> click.Command:
+    def fail() -> None:
+        raise click.ClickException(
+            f"shardnet {name} needs the Python package {missing!r}: "
+            "pip install -e '.[dev]' (or run `make venv`)"
+        )
+
+    return click.Command(name, callback=fail, add_help_option=False,
+                         short_help=f"(unavailable here: needs {missing})",
+                         context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True})
 
 
 @click.group(
