@@ -15,7 +15,8 @@ replica and the ledger (neither knows about it). Each act is logged
   next sequence number in a fabricated source header under the real certificate.
 - ``duplicate_receipts``: after each commit, the bundles pushed before (the last
   ``DUPLICATES_KEPT``) go again to every node of their destination, beside this
-  block's own, each sent twice.
+  block's own, each sent twice; and the oldest kept receipt is replayed under the
+  next sequence number of its channel (with its old proof and certificate).
 - ``tamper_sync``: sync answers keep certified headers and certificates but carry
   tampered bodies (the last transaction, or inbound receipt, left out).
 """
@@ -70,7 +71,7 @@ class Byzantine:
         self._count = count  # prometheus counter with a mode label, or None
         self.acts: Counter[str] = Counter()
         self._variants: dict[tuple[str, bytes], bytes] = {}
-        self._pushed: deque[tuple[int, bytes]] = deque(maxlen=DUPLICATES_KEPT)
+        self._pushed: deque[tuple[int, ReceiptBundle]] = deque(maxlen=DUPLICATES_KEPT)
 
     @property
     def mode(self) -> str:
@@ -149,9 +150,12 @@ class Byzantine:
             if out:
                 self._act(mode, bundles=len(out), height=_height(bundles))
         elif mode == DUPLICATE_RECEIPTS:
-            fresh = [(dst, encode(bundle)) for dst, bundle in sorted(bundles.items())]
-            out = [*self._pushed, *fresh, *fresh]
-            if self._pushed or fresh:
+            fresh = sorted(bundles.items())
+            again = [*self._pushed, *fresh, *fresh]
+            out = [(dst, encode(bundle)) for dst, bundle in again]
+            if self._pushed:
+                out.append(replay_bundle(self._pushed[0], [*self._pushed, *fresh]))
+            if out:
                 self._act(mode, bundles=len(out), again=len(self._pushed),
                           height=_height(bundles))
             self._pushed.extend(fresh)
@@ -182,6 +186,17 @@ class Byzantine:
 
 def _height(bundles: dict[int, ReceiptBundle]) -> int:
     return next(iter(bundles.values())).source.header.height if bundles else 0
+
+
+def replay_bundle(old: tuple[int, ReceiptBundle], known: list[tuple[int, ReceiptBundle]]
+                  ) -> tuple[int, bytes]:
+    """``old``'s first receipt again, under the next sequence number of its channel
+    that ``known`` shows, with its old proof and source."""
+    dst, bundle = old
+    receipt = bundle.receipts[0]
+    last = max(r.seq for d, b in known if d == dst for r in b.receipts)
+    replayed = msgspec.structs.replace(receipt, seq=last + 1)
+    return dst, encode(ReceiptBundle(bundle.source, [replayed], [bundle.proofs[0]]))
 
 
 def forge_bundles(bundle: ReceiptBundle) -> list[ReceiptBundle]:
