@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "load": "scripts.cli.load.cli:load",
     "simulate": "scripts.cli.simulate:simulate",
     "fuzz": "scripts.cli.fuzz:fuzz",
+    "chaos": "scripts.cli.chaos:chaos",
 }
 
 BENCHMARKS: dict[str, str] = {

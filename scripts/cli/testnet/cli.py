@@ -46,8 +46,11 @@ def testnet() -> None:
               help="Validator keys from --seed alone and chain id shardnet-local, for "
               "reproducible tests: anyone can sign as these validators. Default: a random "
               "chain id and a random validator-key salt (in testnet.json).")
+@click.option("--faults", is_flag=True,
+              help="For chaos testing only: every node gets `[faults] enabled = true`, a "
+              "fault endpoint on 127.0.0.1 (link faults, byzantine modes; `shardnet chaos`).")
 def init(shards: int, validators: int, root: Path, accounts: int, seed: str, base_port: int,
-         force: bool, deterministic_keys: bool) -> None:
+         force: bool, deterministic_keys: bool, faults: bool) -> None:
     """Write keys, genesis, node configs and a compose file for a topology."""
     if (root / "testnet.json").exists() and not force:
         raise click.ClickException(f"{root} already holds a testnet (use --force to replace)")
@@ -56,12 +59,12 @@ def init(shards: int, validators: int, root: Path, accounts: int, seed: str, bas
 
         shutil.rmtree(root)
     try:
-        spec = TestnetSpec(shards, validators, accounts, seed, base_port)
+        spec = TestnetSpec(shards, validators, accounts, seed, base_port, faults=faults)
         manifest = generate(spec if deterministic_keys else fresh_identity(spec), root)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}, "
-               f"chain {manifest.chain_id}")
+               f"chain {manifest.chain_id}" + (", fault endpoints on" if faults else ""))
 
 
 @testnet.command("up")

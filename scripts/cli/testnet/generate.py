@@ -69,6 +69,9 @@ class TestnetSpec:
     chain_id: str = LOCAL_CHAIN_ID
     docker: bool = False
     salt: str = ""  # "" = seed-only validator keys (reproducible, public)
+    # Chaos testnets only (`testnet init --faults`): each node's config gets
+    # `[faults] enabled = true`, its fault endpoint on 127.0.0.1 (docs/NODE.md).
+    faults: bool = False
 
     def check(self) -> None:
         if self.shards < 1:
@@ -105,6 +108,7 @@ def spec_from_env(env: Mapping[str, str]) -> TestnetSpec:
         chain_id=env.get("SHARDNET_CHAIN_ID", LOCAL_CHAIN_ID),
         salt=env.get("SHARDNET_SALT", ""),
         docker=True,
+        faults=env.get("SHARDNET_FAULTS", "").lower() in ("1", "true", "yes"),
     )
 
 
@@ -171,6 +175,7 @@ def node_config(spec: TestnetSpec, node: NodeEntry, nodes: list[NodeEntry]) -> N
         f'announce_host = "{node.p2p_host}"\n'
         f'[api]\nhost = "{listen}"\nport = {node.api_port}\n'
         f'advertise_urls = {json.dumps(advertise)}\n'
+        + ('[faults]\nenabled = true\n' if spec.faults else '')
     )
     return parse_config(text)
 
