@@ -23,8 +23,9 @@ from consensus.certificate import (
     sorted_signatures,
     vote_digest,
 )
-from consensus.kernel.codec import encode
+from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair
+from consensus.kernel.limits import MESSAGE_BYTES_MAX
 from consensus.messages import (
     CertNotice,
     Message,
@@ -111,6 +112,12 @@ def _signed(msg: Message, sender: int, shard: int = 0) -> bytes:
     return encode(msgspec.structs.replace(msg, signature=signature))
 
 
+def sign_as_sender(msg: Message) -> bytes:
+    """``msg`` signed by the validator it names (of its shard): what a byzantine
+    validator, which holds a real key, can send."""
+    return _signed(msg, msg.sender, msg.shard)
+
+
 @cache
 def get_corpus() -> Corpus:
     genesis = load_genesis(make_genesis_dict(num_shards=SHARDS, validators_per_shard=VALIDATORS,
@@ -153,15 +160,21 @@ def get_corpus() -> Corpus:
         pre_prepare_digest(CHAIN, 0, 0, 1, h, payload_digest(payload)))
     prepared = PreparedCertificate(0, 1, h, payload_digest(payload), pp_signature,
                                    _certify(header, PHASE_PREPARE, signers=(1, 2)).signatures)
-    view_change = ViewChange(0, 1, 2, GENESIS_CHECKPOINT, cert, prepared, b"", payload)
+    # View 1 (primary 1): validators 0, 2 and 3 prepared height 1 in view 0; the primary
+    # re-proposes it.
+    view_changes = [_signed(ViewChange(0, 1, s, GENESIS_CHECKPOINT, None, prepared, b"", payload),
+                            s) for s in (0, 2, 3)]
+    relayed = tuple(msgspec.structs.replace(decode(vc, ViewChange, MESSAGE_BYTES_MAX), payload=b"")
+                    for vc in view_changes)
+    reproposal = decode(_signed(msgspec.structs.replace(pre_prepare, view=1, sender=1), 1),
+                        PrePrepare, MESSAGE_BYTES_MAX)
     messages = [
         _signed(pre_prepare, 0),
         _signed(Vote(0, PHASE_PREPARE, 0, 1, h, 1, b""), 1),
         _signed(Vote(0, PHASE_COMMIT, 0, 1, h, 2, b""), 2),
-        _signed(view_change, 2),
-        _signed(NewView(0, 1, 1, (msgspec.structs.replace(view_change, payload=b""),),
-                        pre_prepare, b""), 1),
-        _signed(CertNotice(0, 3, cert, b""), 3),
+        view_changes[1],
+        _signed(NewView(0, 1, 1, relayed, reproposal, b""), 1),
+        _signed(CertNotice(0, 1, cert, b""), 1),
     ]
 
     requests = [encode(SyncRequest(0, 1, 8)), encode(ReceiptsRequest(DST_SHARD, 1, 3)),

@@ -1,7 +1,7 @@
 """Run a fuzz target for a counted, seeded number of inputs with hypothesis.
 
 The inputs are drawn in chunks of ``CHUNK`` inputs, each chunk one hypothesis run
-seeded from ``(seed, target, chunk)`` whose examples are batches of ``BATCH`` inputs:
+seeded from ``(seed, target, chunk)`` whose examples are batches of the target's ``batch`` inputs:
 the same ``--seed`` and ``--count`` feed the same inputs. Every input is counted as
 accepted or refused (by reason); the first untyped exception stops the target,
 hypothesis shrinks the batch's draw (its source, its seed), and the failing input is
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisWarning
 
-from scripts.fuzz.targets import BATCH, Target
+from scripts.fuzz.targets import Target
 
 CHUNK = 10_000
 
@@ -144,7 +144,7 @@ def _run_chunk(target: Target, strategy: Any, inputs: int, chunk_seed_: int,
 
     @hypothesis_seed(chunk_seed_)
     @settings(
-        max_examples=-(-inputs // BATCH), database=None, deadline=None, derandomize=False,
+        max_examples=-(-inputs // target.batch), database=None, deadline=None, derandomize=False,
         phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
     )

@@ -7,12 +7,14 @@ certificates, a block's inbound evidence), so a decoded but hostile object reach
 them too. ``check`` returns ``None`` (accepted) or a refusal reason, or raises; an
 exception that is a ``ShardnetError`` (not an ``InvariantViolation``) is a typed
 refusal with its ``reason``, anything else is a finding. Add a target (the HTTP API
-later) by adding an entry to ``TARGETS``; inputs need not be bytes, ``show`` and
-``parse`` render and read one for the report and ``--replay``.
+later) by adding an entry to ``TARGETS``; ``inputs(seed)`` draws batches of ``batch``
+inputs (one hypothesis example each), which need not be bytes: ``show`` and ``parse``
+render and read one for the report and ``--replay``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +23,17 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from consensus.actions import Dropped
 from consensus.certificate import (
     CommitCertificate,
     verify_certificate,
     verify_checkpoint,
     verify_prepared,
 )
+from consensus.events import MessageReceived
 from consensus.kernel.codec import decode
 from consensus.kernel.crypto import verify_signature
-from consensus.kernel.errors import InvariantViolation, ShardnetError
+from consensus.kernel.errors import DecodeError, InvariantViolation, ShardnetError
 from consensus.kernel.limits import CERTIFICATE_BYTES_MAX, MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX
 from consensus.messages import (
     _MESSAGE_TYPE,
@@ -40,6 +44,8 @@ from consensus.messages import (
     payload_digest,
     signing_digest,
 )
+from consensus.replica import Replica
+from consensus.state import ReplicaConfig
 from node.finality import STATUS_RESPONSE_BYTES_MAX
 from node.p2p.framing import (
     KIND_MSG,
@@ -69,10 +75,18 @@ from node.wire import (
     TxBatch,
     decode_tx_batch,
 )
-from scripts.fuzz.corpus import CHAIN, DST_SHARD, SHARDS, Corpus, get_corpus
+from scripts.fuzz.corpus import (
+    CHAIN,
+    DST_SHARD,
+    SHARDS,
+    VALIDATORS,
+    Corpus,
+    get_corpus,
+    sign_as_sender,
+)
 from scripts.fuzz.mutations import mutants, random_inputs
 from scripts.fuzz.shapes import encoded
-from sharding.accounts import shard_of
+from sharding.accounts import derive_account, shard_of
 from sharding.block import (
     Block,
     block_hash,
@@ -97,6 +111,7 @@ class Target:
     description: str
     inputs: Callable[[int], st.SearchStrategy[list[Any]]]  # batches, for a chunk's seed
     check: Callable[[Any], str | None]
+    batch: int = BATCH  # inputs in each batch ``inputs`` draws (1 for costly inputs)
     show: Callable[[Any], str] = field(default=lambda data: bytes(data).hex())
     parse: Callable[[str], Any] = field(default=bytes.fromhex)
 
@@ -192,6 +207,27 @@ def check_message(data: bytes) -> str | None:
     for cert in certs:
         if not verify_certificate(cert, CHAIN, msg.shard, cert.height, cert.block_hash, keys):
             return "bad_certificate"
+    return None
+
+
+REPLICA_INDEX = 3  # the replica the "replica" target feeds: a backup in view 0
+
+
+def check_replica(data: bytes) -> str | None:
+    """A fresh replica of shard 0 (index 3, real Ed25519) steps one received message; a
+    message that decodes and names a validator of shard 0 is first re-signed with that
+    validator's key, as a byzantine validator would send it. Anything but ``Dropped``
+    (an exception escaping ``step``, ``InvariantViolation`` included) is a finding."""
+    with contextlib.suppress(DecodeError):
+        msg = decode_message(data, MESSAGE_BYTES_MAX)
+        if msg.shard == 0 and msg.sender < VALIDATORS:
+            data = sign_as_sender(msg)
+    corpus = get_corpus()
+    config = ReplicaConfig(CHAIN, 0, tuple(corpus.validators.keys[0]), REPLICA_INDEX)
+    replica = Replica(config, derive_account("validator-0", REPLICA_INDEX), verify_signature)
+    for action in replica.step(MessageReceived(data)):
+        if isinstance(action, Dropped):
+            return action.reason
     return None
 
 
@@ -303,6 +339,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            byte_inputs(lambda c: c.blocks, Block), check_block),
     Target("message", "a PBFT message (consensus/messages.py decode_message), its signature "
            "and certificates", byte_inputs(lambda c: c.messages, _MESSAGE_TYPE), check_message),
+    Target("replica", "a PBFT message, signed by the validator it names, stepped into a "
+           "real replica (consensus/replica.py)",
+           byte_inputs(lambda c: c.messages, _MESSAGE_TYPE), check_replica),
     Target("bundle", "a receipt bundle (sharding/crossshard.py decode_bundle), verified",
            byte_inputs(lambda c: c.bundles, ReceiptBundle), check_bundle),
     Target("frame", "p2p frames (node/p2p/framing.py FrameDecoder), whole and in chunks",
