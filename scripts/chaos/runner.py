@@ -410,6 +410,12 @@ def recovery_s(commit_walls: Sequence[float], t0: float, healed: float, window_e
     return round(best, 3)
 
 
+def resumed_after(commit_walls: Sequence[float], healed: float) -> float | None:
+    """Seconds from the heal to the first commit after it (None: none came)."""
+    after = [c for c in commit_walls if c > healed]
+    return round(min(after) - healed, 3) if after else None
+
+
 def tps_dip(rows: Sequence[Mapping[str, Any]], shards: Sequence[int], baseline_end: float,
             start: float, end: float) -> dict[str, float | None]:
     """Committed tx/s of ``shards`` per second: the mean before the first fault, the
@@ -561,6 +567,8 @@ def summarize(chaos: Chaos, engine: ChaosEngine, report: dict[str, Any], caught_
             "nodes": fault.nodes, "shards": shards, "t_s": round(fault.t_s, 2),
             "healed_t_s": None if fault.healed_t_s is None else round(fault.healed_t_s, 2),
             "recovery_s": recovery, "recovery_bound_s": bound,
+            "after_heal_s": max((r for s in shards if (r := resumed_after(
+                commit_walls.get(s, []), healed_wall)) is not None), default=None),
             "recovered": recovery is not None and recovery <= bound,
             "view_changes": view_changes,
             **tps_dip(rows, shards, first_t, fault.t_s, end_t),

@@ -11,12 +11,23 @@ from scripts.cli.charts import Marker, Section, Series, html_page, line_chart, t
 MARKER_LABELS = {"node_down": "down", "node_up": "back up", "view_change": "view change"}
 
 
+def marker_label(marker: Mapping[str, Any]) -> str:
+    """What a timeline marker says: a node event, or a chaos fault (``shardnet chaos``:
+    kind ``fault`` when applied, ``fault_end`` when undone, with its action)."""
+    kind = marker["kind"]
+    if kind in ("fault", "fault_end"):
+        what = marker.get("action", "fault") + (f" {marker['mode']}" if marker.get("mode")
+                                                else "")
+        return f"fault: {what}" if kind == "fault" else f"fault healed: {what}"
+    return MARKER_LABELS.get(kind, kind)
+
+
 def _series(rows: Sequence[Mapping[str, Any]], key: str, name: str) -> Series:
     return Series(name, [(float(r["t_s"]), r.get(key)) for r in rows])
 
 
 def render_report_html(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
-    markers = [Marker(float(m["t_s"]), f"{m['node']} {MARKER_LABELS.get(m['kind'], m['kind'])}")
+    markers = [Marker(float(m["t_s"]), f"{m['node']} {marker_label(m)}")
                for m in report.get("markers", [])]
     shards = int(report["network"]["shards"])
     sections = [Section("Summary", _summary(report))]
@@ -49,8 +60,7 @@ def render_report_html(report: Mapping[str, Any], rows: Sequence[Mapping[str, An
     if report.get("markers"):
         sections.append(Section("Events seen on the nodes", table_html(
             ["t (s)", "node", "event"],
-            [[m["t_s"], m["node"], MARKER_LABELS.get(m["kind"], m["kind"])]
-             for m in report["markers"]])))
+            [[m["t_s"], m["node"], marker_label(m)] for m in report["markers"]])))
     if report.get("audit") is not None:
         sections.append(Section("End-of-run audit", _audit(report["audit"])))
     network = report["network"]

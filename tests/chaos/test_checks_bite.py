@@ -1,0 +1,71 @@
+"""The mutation checks: the chaos runner against a fake node that loses, duplicates
+or stops committing on purpose. A clean run passes every check; each injected defect
+fails exactly the check that guards against it (the real-network scenarios are in
+``test_scenarios_local.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scripts.chaos.manifest import parse_scenario
+from scripts.chaos.runner import RunOptions, run_scenario
+from scripts.cli.load.targets import discover_urls
+from tests.chaos.fakes import FakeControl, HaltableNode
+from tests.support.load import fake_node
+
+
+def run(node: HaltableNode, *, kill_s: float = 1.0, bound_s: float = 5.0,
+        halts: bool = True) -> tuple[dict[str, Any], FakeControl]:
+    scenario = parse_scenario({
+        "recovery_bound_s": bound_s,
+        "load": {"rate": 40, "duration": "5s", "mix": "transfer=1", "sign-workers": 0,
+                 "drain": "5s", "audit-wait": "10s", "senders": 8},
+        "actions": [{"at": "1.5s", "action": "kill", "nodes": "shard0-node1",
+                     "duration": kill_s}],
+    }, name="fake")
+    control = FakeControl(node, halts=halts)
+    with fake_node(node):
+        network = discover_urls([node.url])
+        report, _ = run_scenario(scenario, control, network, None, root=None,
+                                 options=RunOptions(seed=3, catchup_s=5, audit_wait_s=10))
+    return report, control
+
+
+def checks(report: dict[str, Any]) -> dict[str, bool]:
+    return {name: c["ok"] for name, c in report["chaos"]["checks"].items()}
+
+
+def test_a_clean_run_passes_every_check_and_undoes_its_fault() -> None:
+    report, control = run(HaltableNode())
+    assert checks(report) == {"safety": True, "recovery": True, "audit": True,
+                              "actions": True}, report["chaos"]
+    assert control.calls == [("kill", "shard0-node1"), ("start", "shard0-node1")]
+    fault = report["chaos"]["faults"][0]
+    assert 0.9 <= fault["recovery_s"] <= 5 and fault["lost"] == fault["duplicated"] == 0
+    kinds = [(m["kind"], m.get("action")) for m in report["markers"]]
+    assert ("fault", "kill") in kinds and ("fault_end", "kill") in kinds
+
+
+def test_a_duplicated_transaction_fails_the_audit_check() -> None:
+    node = HaltableNode(duplicate={7})
+    report, _ = run(node)
+    assert checks(report)["audit"] is False
+    assert report["chaos"]["checks"]["audit"]["duplicated"] == 1
+    assert report["audit"]["duplicated_hashes"] == [node.accepted_order[7]]
+    assert not report["chaos"]["ok"]
+
+
+def test_a_lost_transaction_fails_the_audit_check() -> None:
+    node = HaltableNode(lose={7})
+    report, _ = run(node)
+    assert checks(report)["audit"] is False and report["chaos"]["summary"]["lost"] == 1
+    assert not report["chaos"]["ok"]
+
+
+def test_commits_that_resume_too_late_fail_the_recovery_check() -> None:
+    # The fault halts block production for 2.5 s; the scenario allows 1 s.
+    report, _ = run(HaltableNode(), kill_s=2.5, bound_s=1.0)
+    fault = report["chaos"]["faults"][0]
+    assert fault["recovery_s"] >= 2.4 and not fault["recovered"]
+    assert checks(report)["recovery"] is False and checks(report)["audit"] is True
+    assert report["chaos"]["checks"]["recovery"]["late"] == [0]
