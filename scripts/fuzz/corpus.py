@@ -50,7 +50,7 @@ from node.wire import (
     SyncResponse,
     encode_tx_batch,
 )
-from sharding.accounts import derive_account
+from sharding.accounts import derive_account, shard_of
 from sharding.block import (
     EMPTY_EVIDENCE_ROOT,
     GENESIS_PREV_HASH,
@@ -62,8 +62,9 @@ from sharding.block import (
     compute_inbound_root,
     compute_tx_root,
 )
-from sharding.crossshard import Validators, compute_bundles
+from sharding.crossshard import Validators, compute_bundles, verify_bundle
 from sharding.genesis import Genesis, load_genesis, make_genesis_dict
+from sharding.ledger import Ledger
 from sharding.merkle import EMPTY_ROOT
 from sharding.receipts import CREDIT, REFUND, SWAP, Receipt, compute_receipts_root
 from sharding.tx import AddLiquidity, Call, RemoveLiquidity, Swap, Transfer, TxBody, sign_tx
@@ -92,6 +93,8 @@ class Corpus:
     receipts_responses: list[bytes]
     status_responses: list[bytes]
     announcements: list[bytes]
+    ledger_blocks: list[bytes]  # valid proposals at height 1 of shard DST_SHARD
+    funded: list[KeyPair]  # genesis accounts of shard DST_SHARD
 
 
 def _validator(shard: int, index: int) -> KeyPair:
@@ -184,6 +187,21 @@ def get_corpus() -> Corpus:
         encode_req(requests[0]) + encode_req(requests[2]),
         encode_resp(0, bundles[0][:64]) + encode_resp(1, b"not_found"),
     ]
+    # Shard 1's first block: local transfers, a swap and a deposit on its pool, and the
+    # bundle's receipts with their evidence, proposed by its ledger.
+    local = [k for k in (derive_account("load", i) for i in range(8))
+             if shard_of(k.public_key, SHARDS) == DST_SHARD]
+    local_pool = next(p.address for p in genesis.pools
+                      if shard_of(p.address, SHARDS) == DST_SHARD)
+    local_calls: list[Call] = [Transfer(local[1].public_key, 0, 10),
+                               Swap(local_pool, 0, 100, 1), AddLiquidity(local_pool, 50, 50, 1)]
+    local_txs = [sign_tx(k, TxBody(CHAIN, k.public_key, 0, call))
+                 for k, call in zip(local, local_calls, strict=False)]
+    proven = verify_bundle(bundle, DST_SHARD, validators)
+    ledger_blocks = [
+        Ledger(genesis, DST_SHARD).propose(txs, inbound_, height=1, view=0, time_ms=1000,
+                                           proposer=0, txs_max=100).payload
+        for txs, inbound_ in ((local_txs, proven), (local_txs, []), ([], proven))]
     return Corpus(
         genesis=genesis,
         validators=validators,
@@ -202,4 +220,6 @@ def get_corpus() -> Corpus:
             ReceiptStatus(1, True, 4, 5000, [ReceiptRef(0, 9)]),
             ReceiptStatus(2, False, 0, 0, [])]))],
         announcements=[encode(BlockAnnouncement(0, 1, h, encode(header), cert_bytes))],
+        ledger_blocks=ledger_blocks,
+        funded=local,
     )

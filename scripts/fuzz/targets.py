@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from consensus.certificate import (
     verify_prepared,
 )
 from consensus.events import MessageReceived
-from consensus.kernel.codec import decode
+from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import verify_signature
 from consensus.kernel.errors import DecodeError, InvariantViolation, ShardnetError
 from consensus.kernel.limits import CERTIFICATE_BYTES_MAX, MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX
@@ -88,6 +89,7 @@ from scripts.fuzz.mutations import mutants, random_inputs
 from scripts.fuzz.shapes import encoded
 from sharding.accounts import derive_account, shard_of
 from sharding.block import (
+    GENESIS_PREV_HASH,
     Block,
     block_hash,
     compute_evidence_root,
@@ -96,7 +98,8 @@ from sharding.block import (
     decode_block,
 )
 from sharding.crossshard import ReceiptBundle, check_block_evidence, decode_bundle, verify_bundle
-from sharding.tx import SignedTx, check_tx_stateless, decode_tx, tx_hash
+from sharding.ledger import Ledger
+from sharding.tx import SignedTx, check_tx_stateless, decode_tx, sign_tx, tx_hash
 
 RANDOM_BYTES_MAX = 512
 POOL_SHAPED = 24  # shaped encodings drawn for each chunk of inputs
@@ -231,6 +234,33 @@ def check_replica(data: bytes) -> str | None:
     return None
 
 
+def check_ledger(data: bytes) -> str | None:
+    """A block a byzantine primary proposes at height 1 of shard ``DST_SHARD``, executed
+    by a fresh ledger. The primary holds keys and computes hashes, so what it cannot
+    get wrong by accident is set right before executing: the header fields
+    ``Ledger.execute`` checks first (shard, height, parent, view, proposer, time), each
+    transaction re-signed by a funded account of the shard (its call, amounts and
+    nonce stay hostile), the evidence root. The body then reaches the evidence checks
+    and the executor. ``execute``'s safety net for exceptions (``execution_error``)
+    counts as a finding: an untrusted block may only be invalid."""
+    block = decode_block(data)
+    signers = get_corpus().funded
+    txs = [sign_tx(signers[i % len(signers)],
+                   msgspec.structs.replace(tx.body, chain_id=CHAIN,
+                                           sender=signers[i % len(signers)].public_key))
+           for i, tx in enumerate(block.txs)]
+    header = msgspec.structs.replace(
+        block.header, shard=DST_SHARD, height=1, view=0, prev_hash=GENESIS_PREV_HASH,
+        proposer=0, time_ms=max(block.header.time_ms, 1), tx_root=compute_tx_root(txs),
+        evidence_root=compute_evidence_root(block.inbound_proofs, block.source_headers))
+    fixed = msgspec.structs.replace(block, header=header, txs=txs)
+    verdict = Ledger(get_corpus().genesis, DST_SHARD).execute(encode(fixed), block_hash(fixed),
+                                                             1, 0)
+    if verdict.startswith("execution_error"):
+        raise AssertionError(f"Ledger.execute: {verdict}")
+    return verdict.split(":")[0] or None
+
+
 def check_bundle(data: bytes) -> str | None:
     verify_bundle(decode_bundle(data), DST_SHARD, get_corpus().validators)
     return None
@@ -342,6 +372,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("replica", "a PBFT message, signed by the validator it names, stepped into a "
            "real replica (consensus/replica.py)",
            byte_inputs(lambda c: c.messages, _MESSAGE_TYPE), check_replica),
+    Target("ledger", "a block a byzantine primary proposes, executed by a fresh ledger "
+           "(sharding/ledger.py Ledger.execute)",
+           byte_inputs(lambda c: c.ledger_blocks + c.blocks, Block), check_ledger),
     Target("bundle", "a receipt bundle (sharding/crossshard.py decode_bundle), verified",
            byte_inputs(lambda c: c.bundles, ReceiptBundle), check_bundle),
     Target("frame", "p2p frames (node/p2p/framing.py FrameDecoder), whole and in chunks",

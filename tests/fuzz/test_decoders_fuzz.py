@@ -26,8 +26,9 @@ from sharding.block import decode_block
 from sharding.crossshard import decode_bundle
 from sharding.tx import decode_tx
 
-DECODERS = ("tx", "block", "message", "replica", "bundle", "frame", "certificate", "tx-batch",
-            "request", "sync-response", "receipts-response", "status-response", "announcement")
+DECODERS = ("tx", "block", "ledger", "message", "replica", "bundle", "frame", "certificate",
+            "tx-batch", "request", "sync-response", "receipts-response", "status-response",
+            "announcement")
 SAMPLE = 5000  # inputs per target in the test run (the soak runs 84,000 per target)
 SEED = 15
 
@@ -46,7 +47,7 @@ def test_corpus_samples_are_accepted() -> None:
     """The valid samples the mutations start from pass every check of their target."""
     corpus = get_corpus()
     samples = {"tx": corpus.txs, "block": corpus.blocks, "message": corpus.messages,
-               "replica": corpus.messages,
+               "replica": corpus.messages, "ledger": corpus.ledger_blocks,
                "bundle": corpus.bundles, "certificate": corpus.certificates,
                "tx-batch": corpus.tx_batches, "request": corpus.requests,
                "sync-response": corpus.sync_responses,
