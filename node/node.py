@@ -295,6 +295,8 @@ class Node:
             drop=self.drop,
         )
         relay.faults = self.byzantine
+        if self.byzantine is not None:  # fabricate_inbound reads both (tests only)
+            self.byzantine.attach(ledger, inbound)
         return Running(ledger, replica, driver, relay, service)
 
     async def _start_http(self, service: NodeService) -> None:
@@ -371,7 +373,10 @@ class Node:
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
         request: Request = decode(data, Request, REQUEST_BYTES_MAX)  # type: ignore[arg-type]
         if isinstance(request, ReceiptsRequest):
-            return await self.running.relay.serve(request)
+            answer = await self.running.relay.serve(request)
+            if self.byzantine is not None:  # forge_receipts (tests only)
+                answer = self.byzantine.receipts_answer(answer)
+            return answer
         if isinstance(request, ReceiptStatusRequest):
             return await self.running.service.finality.serve(request)
         return await self._sync_server.serve(peer, request)

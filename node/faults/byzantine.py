@@ -11,14 +11,24 @@ replica and the ledger (neither knows about it). Each act is logged
   wrong ``state_root`` (re-hashed and signed properly).
 - ``forge_receipts``: after each commit with outgoing receipts, instead of the honest
   push, bundles go to every node of the destination with (a) a receipt's amount
-  inflated under the real proof and certificate and (b) a fabricated receipt at the
-  next sequence number in a fabricated source header under the real certificate.
+  inflated under the real proof and certificate, (b) a fabricated receipt at the
+  next sequence number in a fabricated source header under the real certificate and
+  (c) junk bytes; and every answer to a receipt pull carries the inflated copies of
+  the bundles asked for (refused like the pushed ones: the puller asks another node).
 - ``duplicate_receipts``: after each commit, the bundles pushed before (the last
   ``DUPLICATES_KEPT``) go again to every node of their destination, beside this
   block's own, each sent twice; and the oldest kept receipt is replayed under the
   next sequence number of its channel (with its old proof and certificate).
 - ``tamper_sync``: sync answers keep certified headers and certificates but carry
   tampered bodies (the last transaction, or inbound receipt, left out).
+- ``fabricate_inbound``: as primary, in some slots (a seeded draw per slot, likelier
+  once it has seen real receipts) the PRE-PREPARE names, instead of the honest block,
+  a block applying fabricated, unproven, duplicated or skipped inbound receipts
+  (``fabricate.py``: built on the committed state with the executor's own steps,
+  every root matching, re-hashed and signed properly); the other slots are honest.
+
+``invalid_blocks`` keeps the digests of the invalid blocks sent (``wrong_roots``,
+``fabricate_inbound``) with what each is: no honest replica may vote for one.
 """
 
 from __future__ import annotations
@@ -33,24 +43,33 @@ from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair, sha256
 from consensus.kernel.errors import DecodeError
 from consensus.messages import PrePrepare, Vote, decode_message, payload_digest
+from node.faults.fabricate import get_proven_inbound, make_bad_block
 from node.faults.state import (
     DUPLICATE_RECEIPTS,
     EQUIVOCATE,
+    FABRICATE_INBOUND,
     FORGE_RECEIPTS,
     TAMPER_SYNC,
     WITHHOLD_VOTES,
     WRONG_ROOTS,
     FaultState,
 )
-from node.wire import SyncedBlockWire, SyncResponse
+from node.wire import ReceiptsResponse, SyncedBlockWire, SyncResponse
 from sharding.block import Block, block_hash, decode_block
-from sharding.crossshard import ReceiptBundle
+from sharding.crossshard import ProvenReceipt, ReceiptBundle, decode_bundle
+from sharding.inbound import InboundPool
+from sharding.ledger import Ledger
 
-CONSENSUS_MODES = frozenset({EQUIVOCATE, WITHHOLD_VOTES, WRONG_ROOTS})
+CONSENSUS_MODES = frozenset({EQUIVOCATE, WITHHOLD_VOTES, WRONG_ROOTS, FABRICATE_INBOUND})
 RELAY_MODES = frozenset({FORGE_RECEIPTS, DUPLICATE_RECEIPTS})
 VARIANTS_KEPT = 64  # altered PRE-PREPAREs remembered (a retransmission sends the same)
 DUPLICATES_KEPT = 16  # bundles remembered for re-sending
 SYNC_ANSWER_BYTES_MAX = 64 * 1024 * 1024
+SEEN_KEPT = 256  # proven receipts a fabricating primary remembers (to duplicate or skip)
+INVALID_KEPT = 4096  # digests of invalid blocks sent, with their variant
+STRIKE_CHANCE = 0.2  # per slot, before it has seen a real receipt
+STRIKE_CHANCE_SEEN = 0.6  # per slot, once it holds receipts to duplicate or skip
+JUNK_BYTES_MAX = 200
 
 
 class Byzantine:
@@ -72,6 +91,17 @@ class Byzantine:
         self.acts: Counter[str] = Counter()
         self._variants: dict[tuple[str, bytes], bytes] = {}
         self._pushed: deque[tuple[int, ReceiptBundle]] = deque(maxlen=DUPLICATES_KEPT)
+        self.invalid_blocks: dict[bytes, str] = {}  # digest -> what is wrong with it
+        self._seen: dict[tuple[int, int], ProvenReceipt] = {}
+        self._ledger: Ledger | None = None
+        self._pool: InboundPool | None = None
+        self._validators_per_shard: list[int] = []
+
+    def attach(self, ledger: Ledger, pool: InboundPool) -> None:
+        """The node's ledger and inbound pool (read only), for ``fabricate_inbound``."""
+        self._ledger = ledger
+        self._pool = pool
+        self._validators_per_shard = [len(keys) for keys in ledger.validators.keys]
 
     @property
     def mode(self) -> str:
@@ -109,7 +139,59 @@ class Byzantine:
             others = [i for i in range(self.validators) if i != self.me]
             if index in others[:len(others) // 2]:
                 return data
+        if mode == FABRICATE_INBOUND:
+            return self._fabricated(message, data, index)
         return self._variant(mode, message, index)
+
+    def _remember_invalid(self, digest: bytes, what: str) -> None:
+        if len(self.invalid_blocks) >= INVALID_KEPT:
+            self.invalid_blocks.pop(next(iter(self.invalid_blocks)))
+        self.invalid_blocks[digest] = what
+
+    def _cache(self, key: tuple[str, bytes], data: bytes) -> bytes:
+        if len(self._variants) >= VARIANTS_KEPT:
+            self._variants.clear()
+        self._variants[key] = data
+        return data
+
+    def _see(self, proven: list[ProvenReceipt]) -> None:
+        for item in proven:
+            self._seen.pop(item.channel_seq, None)
+            self._seen[item.channel_seq] = item
+        while len(self._seen) > SEEN_KEPT:
+            self._seen.pop(next(iter(self._seen)))
+
+    def _fabricated(self, message: PrePrepare, data: bytes, index: int) -> bytes:
+        """The PRE-PREPARE of this slot as sent to everyone: the honest one, or (a
+        seeded draw, once per slot) one naming a block with lying inbound receipts."""
+        key = (FABRICATE_INBOUND, message.block_hash)
+        cached = self._variants.get(key)
+        if cached is not None:
+            return cached
+        ledger, pool = self._ledger, self._pool
+        if ledger is None or pool is None or ledger.height + 1 != message.height:
+            return data
+        honest = decode_block(message.payload, self.block_bytes_max)
+        self._see(get_proven_inbound(honest))
+        self._see(pool.select(ledger.in_cursor, SEEN_KEPT))
+        rng = self.state.rng
+        chance = STRIKE_CHANCE_SEEN if self._seen else STRIKE_CHANCE
+        if rng.random() >= chance:
+            return self._cache(key, data)
+        block, variant = make_bad_block(rng, ledger.state, honest.header,
+                                        list(self._seen.values()), self._validators_per_shard)
+        payload = encode(block)
+        digest, payload_hash = block_hash(block), payload_digest(payload)
+        signature = self.key.sign(pre_prepare_digest(
+            self.chain_id, message.shard, message.view, message.height, digest, payload_hash))
+        altered = encode(msgspec.structs.replace(
+            message, block_hash=digest, payload_hash=payload_hash, payload=payload,
+            signature=signature))
+        self._remember_invalid(digest, variant)
+        self._act(FABRICATE_INBOUND, variant=variant, height=message.height,
+                  view=message.view, to=index, honest_block=message.block_hash.hex(),
+                  sent_block=digest.hex(), inbound=len(block.inbound))
+        return self._cache(key, altered)
 
     def _variant(self, mode: str, message: PrePrepare, index: int) -> bytes:
         key = (mode, message.block_hash)
@@ -130,9 +212,9 @@ class Byzantine:
         data = encode(msgspec.structs.replace(
             message, block_hash=digest, payload_hash=payload_hash, payload=payload,
             signature=signature))
-        if len(self._variants) >= VARIANTS_KEPT:
-            self._variants.clear()
-        self._variants[key] = data
+        self._cache(key, data)
+        if mode == WRONG_ROOTS:
+            self._remember_invalid(digest, mode)
         self._act(mode, height=message.height, view=message.view, to=index,
                   honest_block=message.block_hash.hex(), sent_block=digest.hex())
         return data
@@ -147,6 +229,8 @@ class Byzantine:
         if mode == FORGE_RECEIPTS:
             for dst, bundle in sorted(bundles.items()):
                 out.extend((dst, encode(forged)) for forged in forge_bundles(bundle))
+                junk = self.state.rng.randbytes(self.state.rng.randint(0, JUNK_BYTES_MAX))
+                out.append((dst, junk))
             if out:
                 self._act(mode, bundles=len(out), height=_height(bundles))
         elif mode == DUPLICATE_RECEIPTS:
@@ -160,6 +244,22 @@ class Byzantine:
                           height=_height(bundles))
             self._pushed.extend(fresh)
         return out
+
+    # -- receipt pull answers -------------------------------------------------------------
+
+    def receipts_answer(self, answer: bytes) -> bytes:
+        """``answer`` (an encoded ``ReceiptsResponse``) with each bundle's first receipt
+        inflated under its real proof (``forge_receipts``)."""
+        if self.state.byzantine != FORGE_RECEIPTS:
+            return answer
+        response = decode(answer, ReceiptsResponse, SYNC_ANSWER_BYTES_MAX)
+        forged = []
+        for raw in response.bundles:
+            lies = forge_bundles(decode_bundle(raw, SYNC_ANSWER_BYTES_MAX))
+            forged.append(encode(lies[0]) if lies else raw)
+        if forged:
+            self._act(FORGE_RECEIPTS, served=len(forged))
+        return encode(ReceiptsResponse(forged, response.out_seq))
 
     # -- sync answers ---------------------------------------------------------------------
 

@@ -1,17 +1,17 @@
 """The simulator's fault model on the in-memory network.
 
 :class:`FaultyLinks` is a ``node.p2p.memory.LinkModel`` that asks
-``consensus.simulator.FaultyNetwork.route`` (the PBFT and multi-shard simulators'
-drops, delays, duplicates, reordering and commit-loss windows) about every message,
-request, answer and gossip copy between two nodes. Which kinds are on, and the
-partition, commit-loss and crash windows, come from the same seeded draw as in
-``sharding/simulation.py``.
+``consensus.sim.network.FaultyNetwork.route`` (the PBFT simulator's drops, delays,
+duplicates, reordering and commit-loss windows) about every message, request, answer
+and gossip copy between two nodes, and shows each to an optional ``watch``. Which
+kinds are on, and the partition, commit-loss and crash windows, come from one seeded
+draw.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consensus.sim.network import NETWORK_FAULTS, FaultyNetwork, is_commit_news
@@ -28,8 +28,8 @@ def _is_commit_news(data: Any) -> bool:
 
 def make_fault_network(rng: random.Random, faults: Sequence[str] | None,
                        latency_ms: tuple[int, int]) -> FaultyNetwork:
-    """The kinds ``faults`` names (None: each drawn with probability 0.45, as the
-    multi-shard simulator does), with the seed's drop and duplicate rates."""
+    """The kinds ``faults`` names (None: each drawn with probability 0.45), with the
+    seed's drop and duplicate rates."""
     if faults is None:
         kinds = {k for k in NETWORK_FAULTS if rng.random() < 0.45}
     else:
@@ -46,12 +46,16 @@ def make_fault_network(rng: random.Random, faults: Sequence[str] | None,
 class FaultyLinks:
     """``LinkModel`` over a ``FaultyNetwork``; peers are libp2p peer ids."""
 
-    def __init__(self, net: FaultyNetwork, ids: dict[str, NodeId]) -> None:
+    def __init__(self, net: FaultyNetwork, ids: dict[str, NodeId],
+                 watch: Callable[[NodeId, str, int, bytes], None] | None = None) -> None:
         self.net = net
         self.ids = ids
         self.reorders = "reorder" in net.kinds
+        self.watch = watch
 
     def route(self, src: str, dst: str, kind: str, channel: int, data: bytes
               ) -> Sequence[float]:
+        if self.watch is not None:
+            self.watch(self.ids[src], kind, channel, data)
         delays = self.net.route(self.ids[src], self.ids[dst], (kind, channel, data))
         return [delay / 1000 for delay in delays]

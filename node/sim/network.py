@@ -5,9 +5,8 @@ Each node is ``node.main.Node`` on simulation parts: a ``MemoryP2P`` member of o
 ``MemoryStore`` that outlives a crash (the node's disk), the virtual clock of the
 loop (``loop.py``), the sequential block executor and inline offload. The world
 (genesis, validator keys, funded accounts) and the client load (local transfers,
-cross-shard transfers and swaps, signed with real Ed25519) are the multi-shard
-simulator's (``sharding/simulation_world.py``); so are its checkers
-(``sharding/simulation_checkers.py``), fed by every node's every commit.
+cross-shard transfers and swaps, signed with real Ed25519) are ``world.py``'s; the
+checkers (``checkers.py``) are fed by every node's every commit.
 
 A run: nodes start; transactions arrive at random nodes of their shard within the
 load window; partitions, commit-loss windows and crashes (the node stops, its
@@ -26,7 +25,15 @@ Faults inside nodes (``node/faults/``, set directly, no HTTP): a node of
 node's links to some peers a delay, loss or partition for a window (healed at the
 latest with everything else). The byzantine node's commits are checked like
 everyone's (inside, it is an honest replica and ledger); the final audit asks an
-honest node of each shard.
+honest node of each shard. A seed that draws its faults (``faults=None``) may also
+draw ``BYZANTINE_KINDS``: a ``fabricate_inbound`` primary of view 0 in one shard, a
+``forge_receipts`` relayer anywhere (at most f byzantine nodes per shard).
+
+Watched besides the checkers: every PREPARE and COMMIT an honest node sends; one for
+an invalid block a byzantine primary sent (``wrong_roots``, ``fabricate_inbound``)
+is a violation. The honest nodes' refusals of those blocks are counted by variant
+and reason (``bad_refusals``), and the relay's work by path (``relay``: bundles
+received by push and by pull, gaps filled; ``refused``: bundles refused by reason).
 """
 
 from __future__ import annotations
@@ -45,38 +52,53 @@ from typing import Any, cast
 
 import structlog
 
-from consensus.certificate import CommitCertificate
+from consensus.certificate import PHASE_COMMIT, PHASE_PREPARE, CommitCertificate, fault_tolerance
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair
+from consensus.kernel.errors import DecodeError
 from consensus.kernel.limits import CERTIFICATE_BYTES_MAX
-from consensus.sim.network import FaultyNetwork
+from consensus.messages import Vote, decode_message
+from consensus.sim.network import NETWORK_FAULTS, FaultyNetwork
 from node.config import (
     ConsensusSection,
     ExecutorSection,
     NodeConfig,
     NodeSection,
 )
-from node.faults.state import FaultState, LinkRule, names_of_validators
+from node.faults.state import (
+    FABRICATE_INBOUND,
+    FORGE_RECEIPTS,
+    WRONG_ROOTS,
+    FaultState,
+    LinkRule,
+    names_of_validators,
+)
 from node.node import Node
 from node.p2p.config import peer_id_from_public_key
 from node.p2p.memory import MemoryNetwork, MemoryP2P
 from node.parts import NodeParts, inline_offload, sequential_executor
+from node.sim.checkers import CrossShardChecker
 from node.sim.faults import FaultyLinks, NodeId, make_fault_network
 from node.sim.loop import SimClock, SimulationStuck, run_virtual
+from node.sim.world import LoadItem, World, get_world, make_load
 from node.store import BlockCommit
 from node.store.memory import MemoryStore
+from node.wire import CHANNEL_CONSENSUS
 from sharding.audit import compute_totals_audit, get_shard_totals_from_json
 from sharding.block import decode_block
 from sharding.ledger import Ledger
 from sharding.receipts import Receipt
 from sharding.records import get_in_cursor, get_out_seq
-from sharding.simulation_checkers import CrossShardChecker
-from sharding.simulation_world import LoadItem, World, get_world, make_load
 from sharding.tx import tx_hash
 
 RECEIPT_BYTES_MAX = 4096
 POLL_MS = 100  # how often the run checks for quiescence and halted nodes
 LOG_EVENTS_KEPT = 2000
+MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+# Byzantine nodes a seed may draw (faults=None, or named in ``faults``): kind -> mode.
+BYZANTINE_KINDS = {"byzantine_primary": FABRICATE_INBOUND, "forged_bundles": FORGE_RECEIPTS}
+FAULT_KINDS = (*NETWORK_FAULTS, *BYZANTINE_KINDS)
+INVALID_BLOCK_MODES = frozenset({WRONG_ROOTS, FABRICATE_INBOUND})
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,66 @@ class LinkFault:
     loss: float = 0.0
     partition: bool = False
 
+    def spec(self) -> str:
+        """``shardnet simulate --link-fault`` text (``parse_link_fault`` reads it)."""
+        rules = []
+        if self.partition:
+            rules.append("partition")
+        if self.delay_ms:
+            rules.append(f"delay={self.delay_ms}")
+        if self.loss:
+            rules.append(f"loss={self.loss:g}")
+        if self.peers is not None:
+            rules.append("peers=" + "+".join(f"{s}/{i}" for s, i in self.peers))
+        shard, index = self.node
+        return f"{shard}/{index}:{self.at_ms}:{self.duration_ms}:{','.join(rules)}"
+
+
+def parse_node(text: str) -> NodeId:
+    """``SHARD/INDEX`` -> (shard, index); ``ValueError`` with what is wrong."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r}: a node is SHARD/INDEX, e.g. 0/1")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_byzantine(text: str) -> tuple[int, int, str]:
+    """``SHARD/INDEX=MODE`` -> (shard, index, mode)."""
+    where, sep, mode = text.partition("=")
+    if not sep or not mode:
+        raise ValueError(f"{text!r}: a byzantine node is SHARD/INDEX=MODE, "
+                         "e.g. 0/0=fabricate_inbound")
+    return (*parse_node(where), mode)
+
+
+def parse_link_fault(text: str) -> LinkFault:
+    """``SHARD/INDEX:AT_MS:DURATION_MS:RULE,...`` with RULE ``partition``,
+    ``delay=MS``, ``loss=P`` or ``peers=S/I+S/I`` (default: every peer)."""
+    parts = text.split(":")
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"{text!r}: a link fault is SHARD/INDEX:AT_MS:DURATION_MS:RULES, "
+                         "e.g. 0/1:300:1500:partition or 0/0:0:2500:delay=40,loss=0.2")
+    fields: dict[str, Any] = {}
+    for rule in filter(None, parts[3].split(",")):
+        name, _, value = rule.partition("=")
+        try:
+            if name == "partition" and not value:
+                fields["partition"] = True
+            elif name == "delay":
+                fields["delay_ms"] = int(value)
+            elif name == "loss":
+                fields["loss"] = float(value)
+            elif name == "peers":
+                fields["peers"] = tuple(parse_node(n) for n in value.split("+"))
+            else:
+                raise ValueError("unknown rule")
+        except ValueError:
+            raise ValueError(f"{text!r}: bad rule {rule!r} (partition, delay=MS, loss=P, "
+                             "peers=S/I+S/I)") from None
+    if not fields.keys() - {"peers"}:
+        raise ValueError(f"{text!r}: no rule (partition, delay=MS or loss=P)")
+    return LinkFault(parse_node(parts[0]), int(parts[1]), int(parts[2]), **fields)
+
 
 @dataclass(frozen=True)
 class NetworkSimConfig:
@@ -100,7 +182,7 @@ class NetworkSimConfig:
     validators: int = 4
     txs: int = 40
     accounts: int = 16
-    faults: tuple[str, ...] | None = ()  # None: drawn from the seed
+    faults: tuple[str, ...] | None = ()  # FAULT_KINDS; None: drawn from the seed
     crashes: tuple[tuple[int, int, int, int], ...] = ()  # (shard, index, at_ms, down_ms)
     # (at_ms, duration_ms, groups of (shard, index))
     partitions: tuple[tuple[int, int, tuple[tuple[NodeId, ...], ...]], ...] = ()
@@ -119,11 +201,17 @@ class NetworkSimConfig:
         """The ``shardnet simulate --network`` options that rebuild this run."""
         args = (f"--shards {self.shards} --validators {self.validators} --seeds 1 "
                 f"--start {self.seed} --txs {self.txs}")
-        if self.crashes or self.partitions or self.byzantine or self.link_faults:
-            args += " (and the test's explicit crashes/partitions/byzantine/link faults)"
-        if self.faults is None:
-            return args
-        return args + f" --faults {','.join(self.faults) or 'none'}"
+        if self.faults is not None:
+            args += f" --faults {','.join(self.faults) or 'none'}"
+        for shard, index, mode in self.byzantine:
+            args += f" --byzantine {shard}/{index}={mode}"
+        for link in self.link_faults:
+            args += f" --link-fault {link.spec()}"
+        for shard, index, at_ms, down_ms in self.crashes:
+            args += f" --crash {shard}/{index}:{at_ms}:{down_ms}"
+        if self.partitions:
+            args += " (and the test's explicit partitions)"
+        return args
 
 
 @dataclass
@@ -145,6 +233,13 @@ class NetworkSimResult:
     log_tail: list[str] = field(default_factory=list)  # warnings before a failure
     byzantine_acts: Counter[str] = field(default_factory=Counter)  # by mode, all nodes
     events: Counter[str] = field(default_factory=Counter)  # log events by name, all nodes
+    max_view: int = 0  # the highest view any node reached
+    # Invalid blocks byzantine primaries sent, by variant (fabricate_inbound's, or
+    # wrong_roots), and the honest nodes' refusals of them as "variant:reason".
+    invalid_sent: Counter[str] = field(default_factory=Counter)
+    bad_refusals: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # bundles refused, by reason
+    relay: Counter[str] = field(default_factory=Counter)  # bundles received by path, gaps
 
     def describe(self) -> str:
         status = "ok" if self.ok else "FAILED"
@@ -194,19 +289,22 @@ class Member:
 
 
 @contextlib.contextmanager
-def captured_logs(events: deque[dict[str, Any]], counts: Counter[str] | None = None
-                  ) -> Iterator[None]:
+def captured_logs(events: deque[dict[str, Any]], counts: Counter[str] | None = None,
+                  observe: Callable[[dict[str, Any]], None] | None = None) -> Iterator[None]:
     """Node logs (info and above) go to ``events`` instead of stdout for the run;
-    ``counts`` counts them by event name."""
+    ``counts`` counts them by event name; ``observe`` sees each one."""
     old = structlog.get_config()
 
     def keep(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         with contextlib.suppress(RuntimeError):
             event["t_ms"] = int(asyncio.get_running_loop().time() * 1000)
         event["level"] = method
-        events.append(dict(event))
+        kept = dict(event)
+        events.append(kept)
         if counts is not None:
             counts[str(event.get("event"))] += 1
+        if observe is not None:
+            observe(kept)
         raise structlog.DropEvent
 
     structlog.configure(processors=[keep], cache_logger_on_first_use=False,
@@ -222,7 +320,9 @@ class NetworkSimulation:
         c = self.cfg = config
         self.rng = rng = random.Random(config.seed)
         self.world: World = get_world(c.shards, c.validators, True, c.accounts)
-        self.net: FaultyNetwork = make_fault_network(rng, c.faults, c.latency_ms)
+        network_kinds = None if c.faults is None else tuple(
+            k for k in c.faults if k not in BYZANTINE_KINDS)
+        self.net: FaultyNetwork = make_fault_network(rng, network_kinds, c.latency_ms)
         self.faults = self.net.faults
         self.load: list[LoadItem] = make_load(rng, self.world, c.txs, c.load_ms or c.fault_ms)
         genesis = self.world.genesis
@@ -232,17 +332,27 @@ class NetworkSimulation:
         self.ids: list[NodeId] = [(s, i) for s in range(c.shards) for i in range(c.validators)]
         self.peers = {nid: peer_id_from_public_key(genesis.validators[nid[0]][nid[1]].public_key)
                       for nid in self.ids}
-        self.network = MemoryNetwork(FaultyLinks(self.net, {p: n for n, p in self.peers.items()}))
+        self.network = MemoryNetwork(FaultyLinks(self.net, {p: n for n, p in self.peers.items()},
+                                                 watch=self._watch_votes))
         self.members: dict[NodeId, Member] = {}  # built on the loop (their clock reads it)
         self.logs: deque[dict[str, Any]] = deque(maxlen=LOG_EVENTS_KEPT)
         self.events: Counter[str] = Counter()
         # Faults inside nodes: a state for each node that has some, kept across restarts.
         self.fault_states: dict[NodeId, FaultState] = {}
-        for shard, index, mode in c.byzantine:
+        self.byzantine = self._place_byzantine()
+        for (shard, index), mode in self.byzantine.items():
             self._fault_state((shard, index)).set_byzantine(mode)
         for link in c.link_faults:
+            if link.node not in self.peers:
+                raise ValueError(f"link fault on {link.node}: no such node")
             self._fault_state(link.node)
-        self.byzantine_nodes = {(shard, index) for shard, index, _ in c.byzantine}
+        self.byzantine_nodes = set(self.byzantine)
+        self.byzantine_names = {f"shard{s}-node{i}" for s, i in self.byzantine}
+        self.invalid_blocks: dict[bytes, str] = {}  # digest -> variant, all byzantine nodes
+        self.invalid_sent: Counter[str] = Counter()
+        self.bad_refusals: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.relay: Counter[str] = Counter()
         self.trace = hashlib.sha256()
         self.commits = 0
         self.committed_txs: Counter[bytes] = Counter()  # tx hash -> canonical blocks with it
@@ -250,6 +360,81 @@ class NetworkSimulation:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.t0 = 0.0
         self.sim_ms = 0
+
+    # -- byzantine nodes ------------------------------------------------------------------
+
+    def _place_byzantine(self) -> dict[NodeId, str]:
+        """The configured byzantine nodes, then those the seed's kinds add (a random
+        shard with room: at most f byzantine nodes per shard)."""
+        c = self.cfg
+        placed: dict[NodeId, str] = {}
+        for shard, index, mode in c.byzantine:
+            if (shard, index) not in self.peers:
+                raise ValueError(f"byzantine {shard}/{index}: no such node")
+            placed[(shard, index)] = mode
+        f = fault_tolerance(c.validators)
+        for shard in range(c.shards):
+            count = sum(s == shard for s, _ in placed)
+            if count > f:
+                raise ValueError(f"shard {shard}: {count} byzantine nodes, f = {f}")
+        if c.faults is None:
+            draw = random.Random(f"{c.seed}/byzantine")
+            kinds = [k for k in BYZANTINE_KINDS if draw.random() < 0.45]
+        else:
+            unknown = set(c.faults) - set(FAULT_KINDS)
+            if unknown:
+                raise ValueError(f"unknown fault kinds {sorted(unknown)}; "
+                                 f"known: {', '.join(FAULT_KINDS)}")
+            draw = random.Random(f"{c.seed}/byzantine")
+            kinds = [k for k in BYZANTINE_KINDS if k in c.faults]
+        for kind in kinds:
+            shard = draw.randrange(c.shards)
+            free = [i for i in range(c.validators) if (shard, i) not in placed]
+            if c.validators - len(free) >= f or not free:
+                continue
+            # The primary of view 0 proposes first; a relayer may be anyone.
+            index = 0 if kind == "byzantine_primary" and 0 in free else draw.choice(free)
+            placed[(shard, index)] = BYZANTINE_KINDS[kind]
+            self.faults[kind] += 1
+        return placed
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        """What the nodes' logs say about byzantine acts, refusals and the relay."""
+        name = event.get("event")
+        if name == "faults.byzantine_act":
+            if event.get("mode") in INVALID_BLOCK_MODES and "sent_block" in event:
+                digest = bytes.fromhex(event["sent_block"])
+                if digest not in self.invalid_blocks:
+                    variant = str(event.get("variant", event.get("mode")))
+                    self.invalid_blocks[digest] = variant
+                    self.invalid_sent[variant] += 1
+        elif name == "block.rejected":
+            variant = self.invalid_blocks.get(bytes.fromhex(str(event.get("block", ""))))
+            if variant is not None and event.get("node") not in self.byzantine_names:
+                self.bad_refusals[f"{variant}:{str(event.get('reason')).split(':')[0]}"] += 1
+        elif name == "receipt.refused":
+            self.refused[str(event.get("reason"))] += 1
+        elif name == "receipt.received":
+            self.relay[f"received_{event.get('via')}"] += 1
+        elif name == "receipt.gap_filled":
+            self.relay["gaps_filled"] += 1
+
+    def _watch_votes(self, src: NodeId, kind: str, channel: int, data: bytes) -> None:
+        """Every message between nodes: an honest PREPARE or COMMIT for an invalid
+        block a byzantine primary sent is a violation."""
+        if (not self.invalid_blocks or channel != CHANNEL_CONSENSUS
+                or src in self.byzantine_nodes
+                or not any(digest in data for digest in self.invalid_blocks)):
+            return
+        try:
+            message = decode_message(data, MESSAGE_BYTES_MAX)
+        except DecodeError:
+            return
+        if (isinstance(message, Vote) and message.phase in (PHASE_PREPARE, PHASE_COMMIT)
+                and message.block_hash in self.invalid_blocks):
+            self.checker.violations.append(
+                f"node {src[0]}/{src[1]}: honest node voted phase {message.phase} for a "
+                f"{self.invalid_blocks[message.block_hash]} block at height {message.height}")
 
     # -- members ------------------------------------------------------------------------
 
@@ -523,7 +708,7 @@ class NetworkSimulation:
 
     def run(self) -> NetworkSimResult:
         started = time.perf_counter()
-        with captured_logs(self.logs, self.events):
+        with captured_logs(self.logs, self.events, self._observe):
             try:
                 run_virtual(self._main())
             except SimulationStuck as exc:
@@ -548,7 +733,11 @@ class NetworkSimulation:
             repro=f"{self.cfg.command} {self.cfg.cli_args()}", log_tail=tail,
             byzantine_acts=sum((m.byzantine_acts + self._acts_of(m)
                                 for m in self.members.values()), Counter()),
-            events=self.events)
+            events=self.events,
+            max_view=max((m.node.running.driver.replica.view
+                          for m in self.members.values()), default=0),
+            invalid_sent=self.invalid_sent, bad_refusals=self.bad_refusals,
+            refused=self.refused, relay=self.relay)
 
 
 def run_network_seed(seed: int, **overrides: Any) -> NetworkSimResult:
