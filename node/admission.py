@@ -25,16 +25,27 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from consensus.kernel.crypto import VerifyMany, verify_signatures
 from consensus.kernel.errors import DecodeError, ShardnetError
 from node.drops import DropLog
 from node.errors import SubmitResult
 from node.mempool import Mempool, MempoolError, PendingTx, Removed
 from node.metrics import NodeMetrics
 from node.parts import Clock
+from node.verify_pool import VerifyPool, resolve_verify_threads
 from node.wire import CHANNEL_TXS, TX_BATCH_TXS_MAX, decode_tx_batch, encode_tx_batch
 from sharding.ledger import Ledger
 from sharding.state import StateReader
-from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_payable, tx_hash
+from sharding.tx import (
+    InvalidTx,
+    SignedTx,
+    check_tx_nonce,
+    check_tx_payable,
+    check_tx_stateless,
+    compute_signing_message,
+    decode_tx,
+    tx_hash,
+)
 
 FORWARD_INTERVAL_S = 0.02
 TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
@@ -42,24 +53,50 @@ TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a b
 Checked = tuple[SignedTx | None, bytes | None, ShardnetError | None]
 
 
-def admit_batch(ledger: Ledger, raws: list[bytes]) -> list[Checked]:
+def admit_batch(ledger: Ledger, raws: list[bytes],
+                verify_many: VerifyMany = verify_signatures) -> list[Checked]:
     """Decode and check transactions (runs on the admission pool: signatures are CPU):
-    per transaction, (tx, hash, None) or (None, the hash if it decoded, the error)."""
-    out: list[Checked] = []
+    per transaction, (tx, hash, None) or (None, the hash if it decoded, the error).
+
+    ``ledger.admit``'s checks, in its order, with the signatures of the whole batch
+    verified by one ``verify_many`` call (the node's verify threads,
+    node/verify_pool.py): decode, the stateless checks but the signature, then the
+    signatures not already verified, then whether the sender can pay."""
+    chain_id, shard, num_shards = ledger.genesis.chain_id, ledger.shard, ledger.genesis.num_shards
+    decoded: list[SignedTx | ShardnetError] = []
     for raw in raws:
         try:
-            tx = ledger.admit(raw)
+            tx = decode_tx(raw)
+            check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
         except ShardnetError as exc:
-            out.append((None, None, exc))
+            decoded.append(exc)
             continue
-        digest = tx_hash(tx)
+        decoded.append(tx)
+    unverified = [k for k, item in enumerate(decoded)
+                  if isinstance(item, SignedTx) and item not in ledger.verified]
+    checks = [(tx.body.sender, compute_signing_message(tx.body), tx.signature)
+              for tx in (decoded[k] for k in unverified) if isinstance(tx, SignedTx)]
+    for k, verified in zip(unverified, verify_many(checks), strict=True):
+        item = decoded[k]
+        if not isinstance(item, SignedTx):  # unreachable: unverified holds transactions
+            continue
+        if verified:
+            ledger.verified.add(item)
+        else:
+            decoded[k] = InvalidTx("signature does not verify", reason="bad_signature")
+    out: list[Checked] = []
+    for item in decoded:
+        if isinstance(item, ShardnetError):
+            out.append((None, None, item))
+            continue
+        digest = tx_hash(item)
         try:
             # Verify the sender can pay, against the committed state (advisory).
-            check_tx_payable(ledger.state, tx)
+            check_tx_payable(ledger.state, item)
         except InvalidTx as exc:
             out.append((None, digest, exc))
             continue
-        out.append((tx, digest, None))
+        out.append((item, digest, None))
     return out
 
 
@@ -82,12 +119,15 @@ class Admission:
     def __init__(self, *, ledger: Ledger, mempool: Mempool, metrics: NodeMetrics, log: Any,
                  pool: Executor, clock: Clock, drop: DropLog,
                  forward: Callable[[int, bytes], None], on_added: Callable[[], None],
-                 peer_batch_bytes_max: int, frame_bytes_max: int) -> None:
+                 peer_batch_bytes_max: int, frame_bytes_max: int,
+                 verify_threads: int = 1) -> None:
         """``forward(channel, data)`` sends to every other validator of the shard;
         ``on_added`` runs after transactions entered the mempool. A peer's batch may
         be ``peer_batch_bytes_max`` bytes (the API's body limit); batches sent are at
-        most half of that and of ``frame_bytes_max``."""
+        most half of that and of ``frame_bytes_max``. A batch's signatures are verified
+        on ``verify_threads`` threads (``[executor] verify_threads``; 0: every core)."""
         self.ledger = ledger
+        self.verify_pool = VerifyPool(resolve_verify_threads(verify_threads))
         self.mempool = mempool
         self.metrics = metrics
         self.log = log
@@ -111,7 +151,8 @@ class Admission:
     async def submit(self, raw_txs: list[bytes]) -> list[SubmitResult]:
         """One result per transaction; the accepted ones are forwarded."""
         loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs)
+        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
+                                             self.verify_pool.verify_many)
         results: list[SubmitResult] = []
         accepted_hashes: list[str] = []
         now = self.clock.monotonic_ms()
@@ -160,7 +201,8 @@ class Admission:
 
     async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
         loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs)
+        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
+                                             self.verify_pool.verify_many)
         now = self.clock.monotonic_ms()
         added = 0
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
@@ -255,3 +297,4 @@ class Admission:
         for task in (*self._background, self._forward_task):
             if task is not None:
                 task.cancel()
+        self.verify_pool.close()

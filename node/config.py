@@ -96,6 +96,9 @@ class RelaySection(_Section):
 
 class ExecutorSection(_Section):
     workers: NonNegative = 0  # 0: the cores available to the process
+    # Threads verifying a batch's signatures at admission (node/verify_pool.py); 0: the
+    # cores available to the process (affinity, cgroup quota), as for workers.
+    verify_threads: NonNegative = 0
 
 
 class LogSection(_Section):

@@ -106,7 +106,8 @@ class NodeService:
             ledger=ledger, mempool=mempool, metrics=metrics, log=log, pool=admission_pool,
             clock=clock, drop=drop, forward=forward, on_added=self._mempool_changed,
             peer_batch_bytes_max=config.api.body_bytes_max,
-            frame_bytes_max=config.p2p.frame_bytes_max)
+            frame_bytes_max=config.p2p.frame_bytes_max,
+            verify_threads=config.executor.verify_threads)
 
     # -- admission -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ are RFC 6962's Merkle leaf and node prefixes; every other tag is above them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -115,7 +116,10 @@ def is_acceptable_public_key(key: bytes) -> bool:
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True when ``signature`` is a valid Ed25519 signature; never raises on bad input.
 
-    Small-order and non-canonical keys (``is_acceptable_public_key``) never verify.
+    The rule is docs/PROTOCOL.md section 2, "Signature validity": OpenSSL's RFC 8032
+    check (cofactorless ``[S]B == R + [k]A``, S < L, R compared as encoded), and small-order
+    and non-canonical keys (``is_acceptable_public_key``) never verify.
+    tests/consensus/test_signature_vectors.py holds it to the published vectors.
     """
     if len(public_key) != PUBKEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
@@ -126,3 +130,16 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     except (_CryptoInvalidSignature, ValueError):
         return False
     return True
+
+
+SignatureCheck = tuple[bytes, bytes, bytes]
+"""(public key, message, signature): one ``verify_signature`` call."""
+
+VerifyMany = Callable[[Sequence[SignatureCheck]], list[bool]]
+"""Verifies many signatures: one verdict per check, in the order given, each equal to
+``verify_signature`` on it (the node's thread pool is one: node/verify_pool.py)."""
+
+
+def verify_signatures(checks: Iterable[SignatureCheck]) -> list[bool]:
+    """``verify_signature`` on each check, in order: the single-threaded ``VerifyMany``."""
+    return [verify_signature(key, message, signature) for key, message, signature in checks]
