@@ -12,6 +12,12 @@ status is 1. A crash of the interpreter prints its traceback (``faulthandler``).
 Prints a table (target, inputs, accepted, refused by reason, failures); ``--json``
 prints the report as JSON instead, ``--json-out PATH`` also writes it. ``--replay
 HEX`` runs one input of one target and says what the decoder did with it.
+
+``--target api`` (named, not in ``all``) sends ``--count`` schemathesis requests drawn
+from the node's ``/v1/openapi.json`` to a one-shard testnet it starts on 127.0.0.1 and
+stops after, or to ``--url``: any 5xx but the documented 503s, an answer off the
+document, an untyped error or a logged ``api.internal_error`` is a finding, printed as
+the request's JSON with its curl command (``scripts/fuzz/api.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ def _enable_faulthandler() -> None:
 
 
 def _targets(spec: str) -> list[Target]:
-    names = list(TARGETS) if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    names = ([n for n, t in TARGETS.items() if not t.needs_node] if spec == "all"
+             else [n.strip() for n in spec.split(",") if n.strip()])
     unknown = [n for n in names if n not in TARGETS]
     if unknown or not names:
         named = ", ".join(unknown) or repr(spec)
@@ -102,30 +109,51 @@ def _replay(target: Target, text: str) -> None:
 @click.option("--json-out", type=click.Path(path_type=Path), default=None,
               help="Also write the JSON report here.")
 @click.option("--replay", default=None, metavar="HEX",
-              help="Run this one input of --target (a finding's input) and exit.")
+              help="Run this one input of --target (a finding's input: hex, or for api "
+                   "the request's JSON) and exit.")
 @click.option("--progress", is_flag=True, help="A line on stderr after each chunk of inputs.")
+@click.option("--url", default=None, metavar="URL",
+              help="--target api: fuzz the node at this URL (default: start a one-shard "
+                   "testnet on 127.0.0.1 and stop it after).")
 def fuzz(target_spec: str, count: int, seed: int, as_json: bool, json_out: Path | None,
-         replay: str | None, progress: bool) -> None:
-    """Fuzz the decoders of untrusted bytes; exit 1 on any untyped exception."""
+         replay: str | None, progress: bool, url: str | None) -> None:
+    """Fuzz the decoders of untrusted bytes, or the HTTP API (--target api, not in
+    all); exit 1 on any untyped exception or answer the API may not give."""
     _enable_faulthandler()
     targets = _targets(target_spec)
-    if replay is not None:
-        if len(targets) != 1:
-            raise click.UsageError("--replay needs exactly one --target")
-        _replay(targets[0], replay)
-        return
+    with contextlib.ExitStack() as stack:
+        api_run = None
+        if any(t.needs_node for t in targets):
+            from scripts.fuzz import api
 
+            api_run = stack.enter_context(api.fuzzing(url))
+        if replay is not None:
+            if len(targets) != 1:
+                raise click.UsageError("--replay needs exactly one --target")
+            _replay(targets[0], replay)
+            return
+        _run(targets, count, seed, as_json, json_out, progress, api_run)
+
+
+def _run(targets: list[Target], count: int, seed: int, as_json: bool, json_out: Path | None,
+         progress: bool, api_run: Any) -> None:
     def tell(report: Report) -> None:
         click.echo(f"{report.target}: {report.inputs} inputs, {report.wall_s:.0f} s", err=True)
 
     wall, cpu = time.perf_counter(), time.process_time()
     reports = [run_target(t, count, seed, progress=tell if progress else None) for t in targets]
+    if api_run is not None:  # the node's api.internal_error events are findings too
+        api_run.settle(next(r for r in reports if r.target == "api"))
     summary = summarize(reports, seed, count, time.perf_counter() - wall,
                         time.process_time() - cpu)
+    if api_run is not None:
+        summary["api"] = api_run.to_json()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(_table(reports))
+        if api_run is not None:
+            click.echo(api_run.line())
         for r in reports:
             if r.finding is not None:
                 click.echo(f"FINDING {r.target}: {r.finding.error} at {r.finding.where}\n"

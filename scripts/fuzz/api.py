@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,10 +182,7 @@ class ApiFuzz:
                 self.counts.server_errors += 1
                 raise ApiFinding(f"{status} on HEAD")
             return str(status)
-        try:
-            error = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            error = None
+        error = _error_of(response)
         if not isinstance(error, str):
             self.counts.schema_violations += 1
             raise ApiFinding(f"{status} without a typed error body: {response.text[:200]!r}")
@@ -214,6 +212,26 @@ class ApiFuzz:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _error_of(response: Response) -> str | None:
+    """The typed reason of a refusal: ``error``, or for a batch of transactions that a
+    full pool refused (503 ``{"accepted", "rejected", "results"}``) the busy result's."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, str):
+        return error
+    results = body.get("results")
+    if response.status_code == 503 and isinstance(results, list):
+        busy = [r.get("error") for r in results
+                if isinstance(r, dict) and r.get("error") in DOCUMENTED_503]
+        return str(busy[0]) if busy else None
+    return None
 
 
 def _aimed_at(operation: APIOperation[Any, Any, Any, Any]
@@ -303,9 +321,10 @@ def node_session(url: str | None = None, *, workdir: Path | None = None,
             known = _commit_transfers(target.api_url, spec.chain_id, spec.seed, spec.accounts,
                                       ready_timeout_s)
             yield NodeUnderTest(target.api_url, testnet.log(target.name), known)
-        finally:
-            for node in manifest.nodes:
-                stop_node(testnet, node.name, timeout_s=10)
+        finally:  # all at once: each SIGTERM, then SIGKILL after 10 s
+            with ThreadPoolExecutor(len(manifest.nodes)) as pool:
+                list(pool.map(lambda name: stop_node(testnet, name, timeout_s=10),
+                              [node.name for node in manifest.nodes]))
 
 
 def _commit_transfers(url: str, chain_id: str, seed: str, accounts: int,
@@ -355,9 +374,33 @@ class ApiRun:
     def internal_errors(self) -> list[dict[str, Any]]:
         return internal_errors(self.node.log)
 
+    def settle(self, report: Any) -> None:
+        """After the run: an ``api.internal_error`` the node logged is a finding (the
+        first one, with its error id and route), if the run had none of its own."""
+        events = self.internal_errors()
+        if events and report.finding is None:
+            from scripts.fuzz.engine import Finding
+
+            first = events[0]
+            shown = json.dumps({k: first.get(k) for k in ("error_id", "method", "route",
+                                                          "path")})
+            report.finding = Finding(report.target, shown,
+                                     f"{len(events)} api.internal_error logged by the node",
+                                     f"{self.node.log}", "the request is in the node's log")
+
     def to_json(self) -> dict[str, Any]:
         return {"url": self.node.url, "started_node": self.node.log is not None,
-                **self.fuzz.counts.to_json(), "internal_errors": len(self.internal_errors())}
+                **self.fuzz.counts.to_json(),
+                "internal_errors": len(self.internal_errors()) if self.node.log else None}
+
+    def line(self) -> str:
+        counts = self.fuzz.counts
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(counts.by_class.items()))
+        logged = (f"{len(self.internal_errors())} api.internal_error logged"
+                  if self.node.log else "api.internal_error not counted (a node given by --url)")
+        return (f"api {self.node.url}: {counts.requests} requests ({classes}); "
+                f"{counts.server_errors} undocumented 5xx, {counts.schema_violations} answers "
+                f"off the document, {counts.dropped} unanswered; {logged}")
 
 
 @contextmanager

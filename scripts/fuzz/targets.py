@@ -117,6 +117,7 @@ class Target:
     batch: int = BATCH  # inputs in each batch ``inputs`` draws (1 for costly inputs)
     show: Callable[[Any], str] = field(default=lambda data: bytes(data).hex())
     parse: Callable[[str], Any] = field(default=bytes.fromhex)
+    needs_node: bool = False  # runs against a node (the API): named, not in ``all``
 
     def is_typed(self, exc: BaseException) -> bool:
         """A refusal the decoder may give: a ``ShardnetError`` that is not our own bug."""
@@ -398,5 +399,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("announcement", "a gossiped block announcement (node/service.py "
            "check_announcement)", byte_inputs(lambda c: c.announcements, BlockAnnouncement),
            check_announcement_target),
+    Target("api", "the HTTP API of a running node (scripts/fuzz/api.py): schemathesis "
+           "requests from its /v1/openapi.json, answers checked against it",
+           lambda seed: _api().inputs(seed), lambda case: _api().check(case), batch=1,
+           show=lambda case: _api().show(case), parse=lambda text: _api().parse(text),
+           needs_node=True),
 )}
+
+
+def _api() -> Any:
+    """scripts/fuzz/api.py, imported when the api target runs (it needs schemathesis)."""
+    from scripts.fuzz import api
+
+    return api
 
