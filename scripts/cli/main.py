@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, str] = {
     "consensus": "scripts.bench.consensus:bench_consensus",
     "crossshard": "scripts.bench.crossshard:bench_crossshard",
     "e2e": "scripts.bench.e2e:bench_e2e",
+    "verify": "scripts.bench.verify:bench_verify",
 }
 
 

@@ -60,8 +60,8 @@ def speccheck_cases() -> list[SignatureCheck]:
 # V V V V X X X X X X X V. What each case is (the paper, section 5):
 #  0  S = 0, small-order A and R                       1  0 < S < L, small A, mixed R
 #  2  0 < S < L, mixed A, small R                      3  mixed A and R, cofactorless ok
-#  4  mixed A and R, only the cofactored equation ok   5  as 4, passes only "pre-reduced"
-#  6  S > L (S + L of a valid S)                        7  S >> L
+#  4  mixed A and R, only the cofactored equation ok   5  as 4, with k reduced mod L first
+#  6  S > L                                            7  S >> L
 #  8  non-canonical R (-0 encoding of a small point)   9  as 8, other message
 # 10  non-canonical A (y = p - 1 with x = -0)          11  as 10, passes OpenSSL
 SPECCHECK_OPENSSL = "VVVVXXXXXXXV"
