@@ -47,6 +47,9 @@ class P2PSection(_Section):
     dial_backoff_max_ms: Positive = defaults.P2P_DIAL_BACKOFF_MAX_MS
     frame_bytes_max: Annotated[int, msgspec.Meta(ge=64 * 1024, le=256 * 1024 * 1024)] = (
         defaults.P2P_FRAME_BYTES_MAX)
+    # Serve keys outside the genesis validator set (off: the p2p gate refuses them on
+    # every stream; issue 14). For experiments with external observers only.
+    accept_unknown_peers: bool = False
 
 
 class ApiSection(_Section):

@@ -67,6 +67,7 @@ def p2p_config(config: NodeConfig, genesis: Genesis, key: KeyPair) -> P2PConfig:
         dial_backoff_min_s=p2p.dial_backoff_min_ms / 1000,
         dial_backoff_max_s=p2p.dial_backoff_max_ms / 1000,
         frame_bytes_max=p2p.frame_bytes_max,
+        accept_unknown_peers=p2p.accept_unknown_peers,
     )
 
 

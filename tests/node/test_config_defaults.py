@@ -75,3 +75,23 @@ def test_the_disputed_defaults_keep_what_a_default_testnet_ran_with() -> None:
     assert defaults.P2P_FRAME_BYTES_MAX == 8 * 1024 * 1024
     assert (consensus.checkpoint_interval, consensus.request_timeout_ms,
             consensus.view_change_timeout_ms) == (16, 4_000, 4_000)
+
+
+def test_strangers_are_refused_unless_the_node_config_says_otherwise(tmp_path: Path) -> None:
+    """Issue 14 finding 6: the p2p gate serves only genesis validators by default; the
+    one switch to serve other keys is the node's own config.toml."""
+    from consensus.kernel.crypto import KeyPair
+    from node.main import p2p_config
+    from sharding.genesis import load_genesis
+
+    manifest = generate(TestnetSpec(shards=1, validators=4, accounts=10), tmp_path / "net")
+    net = TestnetDir(tmp_path / "net")
+    home = net.home(manifest.nodes[1].name)
+    genesis = load_genesis(home / "genesis.json")
+    key = KeyPair.generate()
+    assert p2p_config(load_config(home), genesis, key).accept_unknown_peers is False
+    text = (home / "config.toml").read_text()
+    assert "accept_unknown_peers = false" in text  # the generator writes it, off
+    (home / "config.toml").write_text(
+        text.replace("accept_unknown_peers = false", "accept_unknown_peers = true"))
+    assert p2p_config(load_config(home), genesis, key).accept_unknown_peers is True
