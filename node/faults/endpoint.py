@@ -9,7 +9,9 @@ bound port is written to ``<home>/faults.port``. Errors are the API's JSON shape
 
 - ``GET /faults``: the state.
 - ``PUT /faults/links`` ``{"peers": [names] | "*", "delay_ms", "loss", "partition"}``.
-- ``PUT /faults/byzantine`` ``{"mode": ...}`` (``none`` ends it).
+- ``PUT /faults/byzantine`` ``{"mode": ...}``: one of ``state.BYZANTINE_MODES``
+  (equivocate, withhold_votes, wrong_roots, forge_receipts, duplicate_receipts,
+  tamper_sync, fabricate_inbound; ``none`` ends it), else 400 ``unknown_mode``.
 - ``DELETE /faults``: heal everything.
 """
 

@@ -69,6 +69,7 @@ from node.faults.state import (
     FABRICATE_INBOUND,
     FORGE_RECEIPTS,
     WRONG_ROOTS,
+    FaultError,
     FaultState,
     LinkRule,
     names_of_validators,
@@ -172,6 +173,10 @@ def parse_link_fault(text: str) -> LinkFault:
                              "peers=S/I+S/I)") from None
     if not fields.keys() - {"peers"}:
         raise ValueError(f"{text!r}: no rule (partition, delay=MS or loss=P)")
+    try:
+        LinkRule(delay_ms=fields.get("delay_ms", 0), loss=fields.get("loss", 0.0))
+    except FaultError as exc:
+        raise ValueError(f"{text!r}: {exc.detail}") from None
     return LinkFault(parse_node(parts[0]), int(parts[1]), int(parts[2]), **fields)
 
 
@@ -343,8 +348,10 @@ class NetworkSimulation:
         for (shard, index), mode in self.byzantine.items():
             self._fault_state((shard, index)).set_byzantine(mode)
         for link in c.link_faults:
-            if link.node not in self.peers:
-                raise ValueError(f"link fault on {link.node}: no such node")
+            unknown = [n for n in (link.node, *(link.peers or ())) if n not in self.peers]
+            if unknown:
+                raise ValueError(f"link fault: no node {unknown[0][0]}/{unknown[0][1]}")
+            LinkRule(delay_ms=link.delay_ms, loss=link.loss)  # FaultError when out of range
             self._fault_state(link.node)
         self.byzantine_nodes = set(self.byzantine)
         self.byzantine_names = {f"shard{s}-node{i}" for s, i in self.byzantine}
@@ -409,9 +416,9 @@ class NetworkSimulation:
                     self.invalid_blocks[digest] = variant
                     self.invalid_sent[variant] += 1
         elif name == "block.rejected":
-            variant = self.invalid_blocks.get(bytes.fromhex(str(event.get("block", ""))))
-            if variant is not None and event.get("node") not in self.byzantine_names:
-                self.bad_refusals[f"{variant}:{str(event.get('reason')).split(':')[0]}"] += 1
+            refused = self.invalid_blocks.get(bytes.fromhex(str(event.get("block", ""))))
+            if refused is not None and event.get("node") not in self.byzantine_names:
+                self.bad_refusals[f"{refused}:{str(event.get('reason')).split(':')[0]}"] += 1
         elif name == "receipt.refused":
             self.refused[str(event.get("reason"))] += 1
         elif name == "receipt.received":

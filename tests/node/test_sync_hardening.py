@@ -38,6 +38,7 @@ from node.drops import DropLog
 from node.metrics import NodeMetrics
 from node.parts import InlineExecutor
 from node.sim.network import NetworkSimConfig, NetworkSimulation
+from node.sim.world import get_world, make_load
 from node.store import BlockCommit, Store, StoredBlock
 from node.store.db import Db
 from node.store.memory import MemoryStore
@@ -51,7 +52,6 @@ from node.sync import (
 from node.wire import SyncRequest, SyncResponse
 from sharding.block import decode_block, encode_block
 from sharding.ledger import Ledger
-from sharding.simulation_world import get_world, make_load
 
 BLOCKS = 6
 LIMITS = SyncLimits(batch_blocks_max=64, frame_bytes_max=8 * 1024 * 1024)
