@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -47,6 +47,8 @@ from consensus.messages import (
 )
 from consensus.replica import Replica
 from consensus.state import ReplicaConfig
+from node.api import _read_raw_txs as read_raw_txs
+from node.errors import ApiError
 from node.finality import STATUS_RESPONSE_BYTES_MAX
 from node.p2p.framing import (
     KIND_MSG,
@@ -105,6 +107,7 @@ RANDOM_BYTES_MAX = 512
 POOL_SHAPED = 24  # shaped encodings drawn for each chunk of inputs
 BATCH = 32  # inputs derived from one hypothesis draw
 FRAME_BYTES_MAX = 1 << 16
+API_BATCH_MAX = 64  # the API's transactions per POST (node/defaults.py's is larger)
 TX_BATCH_BYTES_MAX = 1 << 20
 
 
@@ -301,6 +304,53 @@ def check_receipts_response(data: bytes) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------
+# HTTP bodies of POST /v1/txs: the first byte picks the content type (msgpack, JSON, or
+# none, read as JSON); node/api.py's body reader runs on the rest, then every
+# transaction it yields as ``tx``. Its refusals are ``ApiError``s: a 5xx is a finding.
+
+_CONTENT_TYPES = ("application/msgpack", "application/json", "text/plain")
+
+
+@dataclass(frozen=True)
+class _Body:
+    """What ``_read_raw_txs`` reads of an aiohttp request."""
+
+    body: bytes
+    content_type: str
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+def check_api_body(data: bytes) -> str | None:
+    head, body = (data[0], data[1:]) if data else (0, b"")
+    reader = read_raw_txs(cast(Any, _Body(body, _CONTENT_TYPES[head % 3])), API_BATCH_MAX)
+    try:
+        reader.send(None)
+    except StopIteration as done:
+        raw_txs: list[bytes] = done.value
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise AssertionError(f"{exc.status} {exc.reason}: {exc.detail}") from None
+        raise
+    else:
+        reader.close()
+        raise AssertionError("the body reader waited on something other than the body")
+    for raw in raw_txs:
+        check_tx(raw)
+    return None
+
+
+def api_body_inputs(seed: int) -> st.SearchStrategy[list[bytes]]:
+    txs = get_corpus().txs
+    msgpack, json_ = b"\x00", b"\x01"
+    hexes = [b'"' + t.hex().encode() + b'"' for t in txs]
+    samples = [msgpack + txs[0], msgpack + encode(txs), json_ + b'{"tx": ' + hexes[1] + b"}",
+               json_ + b'{"txs": [' + b", ".join(hexes) + b"]}"]
+    return mixed(samples)
+
+
 def check_announcement_target(data: bytes) -> str | None:
     reason, _ = check_announcement(get_corpus().genesis, data)
     return reason or None
@@ -399,6 +449,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("announcement", "a gossiped block announcement (node/service.py "
            "check_announcement)", byte_inputs(lambda c: c.announcements, BlockAnnouncement),
            check_announcement_target),
+    Target("api-body", "a POST /v1/txs body (node/api.py _read_raw_txs: msgpack or JSON), "
+           "each transaction as tx", api_body_inputs, check_api_body),
     Target("api", "the HTTP API of a running node (scripts/fuzz/api.py): schemathesis "
            "requests from its /v1/openapi.json, answers checked against it",
            lambda seed: _api().inputs(seed), lambda case: _api().check(case), batch=1,

@@ -17,11 +17,12 @@ from click.testing import CliRunner
 
 from consensus.kernel.errors import DecodeError, InvariantViolation
 from consensus.messages import decode_message
+from node.errors import ApiError
 from scripts.cli.main import main
 from scripts.fuzz import targets as targets_module
 from scripts.fuzz.corpus import get_corpus
 from scripts.fuzz.engine import run_target
-from scripts.fuzz.targets import TARGETS, Target, check_tx
+from scripts.fuzz.targets import TARGETS, Target, check_api_body, check_tx
 from sharding.block import decode_block
 from sharding.crossshard import decode_bundle
 from sharding.tx import decode_tx
@@ -33,7 +34,14 @@ SAMPLE = 5000  # inputs per target in the test run (the soak runs 84,000 per tar
 SEED = 15
 
 
-@pytest.mark.parametrize("name", DECODERS)
+# node/api.py's body reader catches msgspec.DecodeError, but msgspec raises
+# UnicodeDecodeError (a ValueError) for a msgpack str that is not UTF-8: a 500. Found by
+# this fuzzer; node/api.py is not this suite's to change. Strict: a fix makes these fail.
+API_BODY_FINDING = pytest.mark.xfail(
+    strict=True, reason="POST /v1/txs msgpack body with a non-UTF-8 str leaks UnicodeDecodeError")
+
+
+@pytest.mark.parametrize("name", [*DECODERS, pytest.param("api-body", marks=API_BODY_FINDING)])
 def test_decoder_refuses_hostile_inputs_only_with_typed_errors(name: str) -> None:
     report = run_target(TARGETS[name], SAMPLE, SEED)
     assert report.finding is None, report.finding
@@ -54,8 +62,10 @@ def test_corpus_samples_are_accepted() -> None:
                "receipts-response": corpus.receipts_responses,
                "status-response": corpus.status_responses,
                "announcement": corpus.announcements,
-               "frame": [bytes((k,)) + f for k, f in enumerate(corpus.frames)]}
-    assert set(samples) == set(DECODERS) <= set(TARGETS)
+               "frame": [bytes((k,)) + f for k, f in enumerate(corpus.frames)],
+               "api-body": [b"\x00" + corpus.txs[0], b'\x01{"tx": "' + corpus.txs[1].hex().encode()
+                            + b'"}']}
+    assert set(samples) == {*DECODERS, "api-body"} <= set(TARGETS)
     for name, inputs in samples.items():
         for data in inputs:
             assert TARGETS[name].check(data) is None, name
@@ -145,6 +155,14 @@ def test_tx_declaring_a_huge_bin_is_refused() -> None:
     tx = get_corpus().txs[0]
     with pytest.raises(DecodeError):
         decode_tx(tx[:-66] + b"\xc6\xff\xff\xff\xff" + tx[-64:])
+
+
+@API_BODY_FINDING
+def test_msgpack_tx_body_with_a_non_utf8_string_is_a_400_not_a_500() -> None:
+    # POST /v1/txs, Content-Type application/msgpack, body a1 ff: a one-byte str 0xff.
+    with pytest.raises(ApiError) as refused:
+        check_api_body(b"\x00\xa1\xff")
+    assert refused.value.status == 400 and refused.value.reason == "malformed"
 
 
 def test_bundle_truncated_anywhere_is_refused() -> None:
