@@ -112,8 +112,9 @@ def measure(signatures: int, threads: int, rounds: int) -> dict[str, Any]:
         "samples_per_s": samples,
         # CPU microseconds per signature (all threads): equal for 1 and N threads means
         # the threads add no work, so N free cores give N times the rate.
+        # (not for the processes: their CPU is not this process's)
         "cpu_us_per_signature": {name: statistics.median(values) * 1e6 / signatures
-                                 for name, values in cpu.items()},
+                                 for name, values in cpu.items() if name != "processes_n"},
         "verify_ratio": medians["verify_n"] / medians["verify_1"],
         "processes_ratio": medians["processes_n"] / medians["verify_1"],
         "admit_ratio": medians["admit_n"] / medians["admit_1"],
