@@ -31,7 +31,7 @@ from node.drops import DropLog
 from node.errors import SubmitResult
 from node.mempool import Mempool, MempoolError, PendingTx, Removed
 from node.metrics import NodeMetrics
-from node.parts import Clock
+from node.parts import Clock, InlineExecutor
 from node.verify_pool import VerifyPool, resolve_verify_threads
 from node.wire import CHANNEL_TXS, TX_BATCH_TXS_MAX, decode_tx_batch, encode_tx_batch
 from sharding.ledger import Ledger
@@ -125,9 +125,12 @@ class Admission:
         ``on_added`` runs after transactions entered the mempool. A peer's batch may
         be ``peer_batch_bytes_max`` bytes (the API's body limit); batches sent are at
         most half of that and of ``frame_bytes_max``. A batch's signatures are verified
-        on ``verify_threads`` threads (``[executor] verify_threads``; 0: every core)."""
+        on ``verify_threads`` threads (``[executor] verify_threads``; 0: every core),
+        except under inline offload (the simulator's parts): work stays on the loop's
+        thread there, signatures included."""
         self.ledger = ledger
-        self.verify_pool = VerifyPool(resolve_verify_threads(verify_threads))
+        self.verify_pool = VerifyPool(
+            1 if isinstance(pool, InlineExecutor) else resolve_verify_threads(verify_threads))
         self.mempool = mempool
         self.metrics = metrics
         self.log = log

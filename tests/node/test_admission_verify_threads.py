@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import msgspec
 import pytest
@@ -23,7 +23,7 @@ from node.drops import DropLog
 from node.executor_pool import available_cores
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
-from node.parts import SystemClock
+from node.parts import InlineExecutor, SystemClock
 from node.verify_pool import VERIFY_PARALLEL_MIN, VerifyPool, resolve_verify_threads
 from sharding.accounts import first_shard_accounts
 from sharding.ledger import Ledger
@@ -188,3 +188,50 @@ def test_verify_threads_default_is_the_cores_the_node_is_given() -> None:
     assert configured.executor.verify_threads == 2
     with pytest.raises(ShardnetError):
         parse_config("[node]\nshard = 0\nindex = 0\n[executor]\nverify_threads = -1\n")
+
+
+def make_admission(pool: Executor, ledger: Ledger, verify_threads: int) -> Admission:
+    metrics, log, clock = NodeMetrics(), structlog.get_logger(), SystemClock()
+    mempool = Mempool(txs_max=1_000, bytes_max=1 << 22, nonce_window=100, sender_txs_max=100,
+                      committed_nonce=ledger.committed_nonce)
+    return Admission(ledger=ledger, mempool=mempool, metrics=metrics, log=log, pool=pool,
+                     clock=clock, drop=DropLog(log, metrics, clock),
+                     forward=lambda channel, data: None, on_added=lambda: None,
+                     peer_batch_bytes_max=1 << 22, frame_bytes_max=1 << 22,
+                     verify_threads=verify_threads)
+
+
+def test_a_peers_batch_with_a_forgery_goes_through_the_verify_threads(
+        verify_threads_seen: list[tuple[str, int]]) -> None:
+    """The other call site: a shard peer's forwarded batch. The forgery is dropped and
+    counted as bad_signature; the rest enters the mempool."""
+    ledger = Ledger(get_genesis(), 0)
+    txs = [make_tx(KEYS[1 + i % 8], i // 8, Transfer(KEYS[0].public_key, 0, 1))
+           for i in range(2 * VERIFY_PARALLEL_MIN)]
+    txs[9] = forge(txs[9])
+    with ThreadPoolExecutor(1) as pool:
+        admission = make_admission(pool, ledger, verify_threads=2)
+        try:
+            asyncio.run(admission._admit_forwarded([encode(tx) for tx in txs]))
+        finally:
+            admission.stop()
+    assert len(admission.mempool) == len(txs) - 1
+    assert 'shardnet_peer_txs_total{result="accepted"} 63.0' in admission.metrics.render().decode()
+    assert 'reason="bad_signature"' in admission.metrics.render().decode()
+    assert {name.rsplit("_", 1)[0] for name, _ in verify_threads_seen} == {"verify"}
+
+
+def test_inline_offload_keeps_verification_on_the_loops_thread(
+        verify_threads_seen: list[tuple[str, int]]) -> None:
+    """The simulator's parts run every offloaded call inline: the signatures too."""
+    ledger = Ledger(get_genesis(), 0)
+    admission = make_admission(InlineExecutor(), ledger, verify_threads=4)
+    txs = [make_tx(KEYS[1 + i % 8], i // 8, Transfer(KEYS[0].public_key, 0, 1))
+           for i in range(2 * VERIFY_PARALLEL_MIN)]
+    try:
+        results = asyncio.run(admission.submit([encode(tx) for tx in txs]))
+    finally:
+        admission.stop()
+    assert admission.verify_pool.threads == 1
+    assert all(r.accepted for r in results)
+    assert verify_threads_seen == [(threading.current_thread().name, len(txs))]
