@@ -5,9 +5,11 @@ thread computed them; ``[executor] verify_threads`` sizes the pool (0: the cores
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -23,9 +25,20 @@ from node.drops import DropLog
 from node.executor_pool import available_cores
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
-from node.parts import InlineExecutor, SystemClock
+from node.node import Node
+from node.p2p.config import peer_id_from_public_key
+from node.p2p.memory import MemoryNetwork
+from node.parts import (
+    InlineExecutor,
+    NodeParts,
+    SystemClock,
+    sequential_executor,
+    thread_offload,
+)
+from node.store.memory import MemoryStore
 from node.verify_pool import VERIFY_PARALLEL_MIN, VerifyPool, resolve_verify_threads
-from sharding.accounts import first_shard_accounts
+from sharding.accounts import derive_account, first_shard_accounts
+from sharding.genesis import load_genesis, make_genesis_dict
 from sharding.ledger import Ledger
 from sharding.tx import SignedTx, Transfer, check_tx_payable, tx_hash
 from tests.support.ledger import get_genesis, get_keys, make_tx
@@ -235,3 +248,25 @@ def test_inline_offload_keeps_verification_on_the_loops_thread(
     assert admission.verify_pool.threads == 1
     assert all(r.accepted for r in results)
     assert verify_threads_seen == [(threading.current_thread().name, len(txs))]
+
+
+def test_the_node_sizes_the_verify_pool_from_its_config(tmp_path: Path) -> None:
+    """``[executor] verify_threads`` reaches the running node's admission."""
+    genesis = load_genesis(make_genesis_dict(num_shards=1, validators_per_shard=4, accounts=4))
+    keys = [derive_account("validator-0", i) for i in range(4)]
+    peers = [peer_id_from_public_key(key.public_key) for key in keys]
+    config = parse_config("[node]\nshard = 0\nindex = 0\n[executor]\nverify_threads = 3\n",
+                          tmp_path)
+    parts = NodeParts(p2p=MemoryNetwork().join(peers[0], peers), store=MemoryStore(),
+                      clock=SystemClock(), executor=sequential_executor,
+                      offload=thread_offload, rng=random.Random(0), serve_http=False)
+    node = Node(config, genesis, keys[0], parts)
+
+    async def threads_of_running_node() -> int:
+        await node.start()
+        try:
+            return node.service.admission.verify_pool.threads
+        finally:
+            await node.stop()
+
+    assert asyncio.run(threads_of_running_node()) == 3
