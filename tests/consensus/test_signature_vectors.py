@@ -266,3 +266,18 @@ def test_a_closed_pool_still_verifies_on_the_callers_thread() -> None:
 def test_verify_pool_refuses_zero_threads() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         VerifyPool(0)
+
+
+def test_threaded_path_agrees_with_the_single_one_on_every_vector() -> None:
+    """Every published vector (Wycheproof, speccheck, RFC 8032) in one batch on 3 threads:
+    the verdicts are the single path's, in order."""
+    rfc = json.loads((VECTORS / "rfc8032_ed25519.json").read_text())["vectors"]
+    checks = ([(k, m, s) for _, k, m, s, _, _ in wycheproof_tests()] + speccheck_cases()
+              + [(bytes.fromhex(v["public_key"]), bytes.fromhex(v["message"]),
+                  bytes.fromhex(v["signature"])) for v in rfc])
+    assert len(checks) == 151 + 12 + 3
+    pool = VerifyPool(3)
+    try:
+        assert pool.verify_many(checks) == [verify_signature(*check) for check in checks]
+    finally:
+        pool.close()
