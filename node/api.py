@@ -177,7 +177,7 @@ async def _read_raw_txs(request: web.Request, batch_max: int) -> list[bytes]:
         # One encoded transaction, or an array of encoded transactions (bin items).
         try:
             outer = msgspec.msgpack.decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError) as exc:  # a str not UTF-8: UnicodeDecodeError
             raise ApiError(400, "malformed", f"body is not msgpack: {exc}") from None
         except RecursionError:
             raise _too_deep() from None
