@@ -116,7 +116,7 @@ def is_acceptable_public_key(key: bytes) -> bool:
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True when ``signature`` is a valid Ed25519 signature; never raises on bad input.
 
-    The rule is docs/PROTOCOL.md section 2, "Signature validity": OpenSSL's RFC 8032
+    The rule is docs/PROTOCOL.md section 1, "Signature validity": OpenSSL's RFC 8032
     check (cofactorless ``[S]B == R + [k]A``, S < L, R compared as encoded), and small-order
     and non-canonical keys (``is_acceptable_public_key``) never verify.
     tests/consensus/test_signature_vectors.py holds it to the published vectors.
