@@ -34,7 +34,7 @@ from typing import Any
 
 import click
 
-from scripts.fuzz.engine import Report, describe, run_one, run_target
+from scripts.fuzz.engine import EngineError, Report, describe, run_one, run_target
 from scripts.fuzz.targets import TARGETS, Target
 
 
@@ -141,7 +141,11 @@ def _run(targets: list[Target], count: int, seed: int, as_json: bool, json_out: 
         click.echo(f"{report.target}: {report.inputs} inputs, {report.wall_s:.0f} s", err=True)
 
     wall, cpu = time.perf_counter(), time.process_time()
-    reports = [run_target(t, count, seed, progress=tell if progress else None) for t in targets]
+    try:
+        reports = [run_target(t, count, seed, progress=tell if progress else None)
+                   for t in targets]
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from None
     if api_run is not None:  # the node's api.internal_error events are findings too
         api_run.settle(next(r for r in reports if r.target == "api"))
     summary = summarize(reports, seed, count, time.perf_counter() - wall,

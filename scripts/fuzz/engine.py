@@ -61,6 +61,10 @@ class Report:
         }
 
 
+class EngineError(Exception):
+    """Drawing the inputs failed (a bug of the fuzzer, not of the target)."""
+
+
 class _Untyped(Exception):
     """The target raised an exception it may not raise (carried to hypothesis)."""
 
@@ -156,9 +160,11 @@ def _run_chunk(target: Target, strategy: Any, inputs: int, chunk_seed_: int,
         with warnings.catch_warnings():  # a failing batch's repr may be megabytes: unused
             warnings.simplefilter("ignore", HypothesisWarning)
             test()
-    except Exception:
+    except Exception as raised:
         if not failing:
-            raise
+            cause = raised.exceptions[0] if isinstance(raised, ExceptionGroup) else raised
+            raise EngineError(f"{target.name}: drawing inputs failed: "
+                              f"{type(cause).__name__}: {str(cause)[:200]}") from raised
         value, exc = failing[-1]
         error, where = describe(exc)
         shown = target.show(value)

@@ -4,8 +4,11 @@
 four operations drawn from ``random.Random(seed)``: a bit flip, an interesting byte,
 truncation, a deleted or inserted run, a splice with ``other``, a length lie (a
 msgpack array/map/str/bin header made smaller, larger or huge), a u32 frame length
-lie, deep nesting (up to 100,000 one-element arrays around it), or a huge declared
-size (bin32/array32/map32 headers claiming 4 GiB). Hypothesis draws the sources and
+lie, deep nesting (up to 100,000 one-element arrays around it), a huge declared
+size (bin32/array32/map32 headers claiming 4 GiB), or a tree mutation (the msgpack
+decoded, one value changed: an integer to a bound, bytes shortened, lengthened or
+swapped, a list element dropped or repeated, a value of another type, a nested
+encoding mutated inside; then encoded again). Hypothesis draws the sources and
 the seed (``targets.mixed``); deriving a batch of mutants from one draw keeps
 hypothesis's per-example cost off every input, so a soak of a million inputs takes
 minutes, and the same seed gives the same mutants.
@@ -16,6 +19,9 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0x90, 0x9F, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6,
                0xCC, 0xCF, 0xD3, 0xD9, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, 0xE0, 0xFF)
@@ -103,8 +109,74 @@ def huge(data: bytes, _: bytes, rng: random.Random) -> bytes:
     return data[:i] + rng.choice(HUGE_HEADERS) + data[i:]
 
 
+# ---------------------------------------------------------------------------
+# Tree mutations: decode the msgpack, change one value, encode again. The result is
+# well-formed msgpack that lies about meaning (a bound, a length, a type, an element
+# too many), so it gets past the first layer more often than a byte mutation does.
+
+INTS = (0, 1, 2, 3, 4, 31, 32, 33, 255, 256, 1023, 1024, 2**16 - 1, 2**16, 2**32 - 1, 2**32,
+        2**63 - 1, 2**63, 2**64 - 1, -1, -(2**63))
+TREE_NODES_MAX = 256  # values considered for one mutation (the first ones, breadth first)
+NESTED_ONE_IN = 3  # a bin value that is msgpack itself is mutated inside, one time in 3
+
+
+def _nodes(tree: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of the tree's first values, breadth first."""
+    found: list[tuple[Any, Any]] = []
+    queue = [tree]
+    while queue and len(found) < TREE_NODES_MAX:
+        node = queue.pop(0)
+        items = enumerate(node) if isinstance(node, list) else list(node.items())
+        for key, value in items:
+            found.append((node, key))
+            if isinstance(value, (list, dict)):
+                queue.append(value)
+    return found
+
+
+def _new_value(value: Any, donor: Any, rng: random.Random) -> Any:
+    if isinstance(value, bool) or value is None:
+        return rng.choice((None, True, False, 0, b""))
+    if isinstance(value, int):
+        return rng.choice((*INTS, value + 1, value - 1) if -(2**63) < value < 2**64 - 1 else INTS)
+    if isinstance(value, bytes):
+        if len(value) > 1 and rng.randrange(NESTED_ONE_IN) == 0:
+            return tree_mutate(value, b"", rng)
+        return rng.choice((value[:-1], value + b"\0", b"", bytes(32), rng.randbytes(64),
+                           flip(value, b"", rng), value * 2))
+    if isinstance(value, str):
+        return rng.choice(("", value + "\u00e9", value * 40, "x"))
+    if isinstance(value, list):
+        if not value:
+            return rng.choice(([None], [donor], [[]]))
+        i = rng.randrange(len(value))
+        return rng.choice((value[:i] + value[i + 1:], [*value, value[i]], [value], [],
+                           [*value[:i], donor, *value[i + 1:]], value * 8))
+    return donor
+
+
+def tree_mutate(data: bytes, other: bytes, rng: random.Random) -> bytes:
+    try:
+        tree = msgspec.msgpack.decode(data)
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
+        return flip(data, other, rng)
+    if not isinstance(tree, (list, dict)) or not tree:
+        return flip(data, other, rng)
+    nodes = _nodes(tree)
+    container, key = rng.choice(nodes)
+    donor_container, donor_key = rng.choice(nodes)
+    donor = donor_container[donor_key]
+    try:
+        container[key] = _new_value(container[key], donor, rng)
+        return msgspec.msgpack.encode(tree)
+    except (TypeError, ValueError, OverflowError, RecursionError):  # too deep to encode, say
+        return flip(data, other, rng)
+
+
 OPS: tuple[Op, ...] = (flip, flip, set_byte, set_byte, truncate, delete, insert, splice,
-                       length_lie, length_lie, frame_length_lie, nest, huge, huge)
+                       length_lie, length_lie, frame_length_lie, nest, huge, huge,
+                       tree_mutate, tree_mutate, tree_mutate, tree_mutate, tree_mutate,
+                       tree_mutate)
 
 
 def mutate(data: bytes, other: bytes, rng: random.Random) -> bytes:

@@ -14,6 +14,7 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import strategies as st
 
 from consensus.kernel.errors import DecodeError, InvariantViolation
 from consensus.messages import decode_message
@@ -34,14 +35,9 @@ SAMPLE = 5000  # inputs per target in the test run (the soak runs 84,000 per tar
 SEED = 15
 
 
-# node/api.py's body reader catches msgspec.DecodeError, but msgspec raises
-# UnicodeDecodeError (a ValueError) for a msgpack str that is not UTF-8: a 500. Found by
-# this fuzzer; node/api.py is not this suite's to change. Strict: a fix makes these fail.
-API_BODY_FINDING = pytest.mark.xfail(
-    strict=True, reason="POST /v1/txs msgpack body with a non-UTF-8 str leaks UnicodeDecodeError")
-
-
-@pytest.mark.parametrize("name", [*DECODERS, pytest.param("api-body", marks=API_BODY_FINDING)])
+# api-body found node/api.py's body reader leaking UnicodeDecodeError (a msgpack str
+# that is not UTF-8) as a 500; fixed in a397d4f (400 malformed), pinned below.
+@pytest.mark.parametrize("name", [*DECODERS, "api-body"])
 def test_decoder_refuses_hostile_inputs_only_with_typed_errors(name: str) -> None:
     report = run_target(TARGETS[name], SAMPLE, SEED)
     assert report.finding is None, report.finding
@@ -114,6 +110,19 @@ def test_cli_exits_1_on_a_finding_and_prints_the_input(monkeypatch: pytest.Monke
     assert replay.exit_code == 1 and "finding: ValueError: boom" in replay.output
 
 
+def test_a_broken_input_generator_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(_: bytes) -> list[bytes]:
+        raise RuntimeError("no inputs today")
+
+    target = dataclasses.replace(TARGETS["tx"], name="no-inputs",
+                                 inputs=lambda seed: st.binary().map(explode))
+    monkeypatch.setitem(targets_module.TARGETS, "no-inputs", target)
+    result = CliRunner().invoke(main, ["fuzz", "--target", "no-inputs", "--count", "10"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: no-inputs: drawing inputs failed: "
+                                     "RuntimeError: no inputs today")
+
+
 def test_cli_fuzz_tx_json_counts_every_input() -> None:
     result = CliRunner().invoke(main, ["fuzz", "--target", "tx", "--count", "200", "--json"])
     assert result.exit_code == 0, result.output
@@ -157,7 +166,6 @@ def test_tx_declaring_a_huge_bin_is_refused() -> None:
         decode_tx(tx[:-66] + b"\xc6\xff\xff\xff\xff" + tx[-64:])
 
 
-@API_BODY_FINDING
 def test_msgpack_tx_body_with_a_non_utf8_string_is_a_400_not_a_500() -> None:
     # POST /v1/txs, Content-Type application/msgpack, body a1 ff: a one-byte str 0xff.
     with pytest.raises(ApiError) as refused:
