@@ -14,6 +14,7 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import strategies as st
 
 from consensus.kernel.errors import DecodeError, InvariantViolation
 from consensus.messages import decode_message
@@ -107,6 +108,19 @@ def test_cli_exits_1_on_a_finding_and_prints_the_input(monkeypatch: pytest.Monke
     assert command[:4] == ["shardnet", "fuzz", "--target", "broken"]
     replay = CliRunner().invoke(main, command[1:])
     assert replay.exit_code == 1 and "finding: ValueError: boom" in replay.output
+
+
+def test_a_broken_input_generator_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(_: bytes) -> list[bytes]:
+        raise RuntimeError("no inputs today")
+
+    target = dataclasses.replace(TARGETS["tx"], name="no-inputs",
+                                 inputs=lambda seed: st.binary().map(explode))
+    monkeypatch.setitem(targets_module.TARGETS, "no-inputs", target)
+    result = CliRunner().invoke(main, ["fuzz", "--target", "no-inputs", "--count", "10"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: no-inputs: drawing inputs failed: "
+                                     "RuntimeError: no inputs today")
 
 
 def test_cli_fuzz_tx_json_counts_every_input() -> None:
