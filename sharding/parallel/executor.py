@@ -147,7 +147,7 @@ class ParallelExecutor:
         plan: Plan | None = None
         try:
             pump.feed_all(-(-int(len(pump.chunks) * EARLY_SIGNATURE_SHARE) // workers))
-            plan = compute_plan(txs, params.num_shards)
+            plan = compute_plan(txs, params.shard, params.num_shards)
             assignment = compute_assignment(plan, workers, [])
             for worker, job in enumerate(make_jobs(params, body.view, txs, plan, assignment)):
                 pump.add_execution(worker, job)
@@ -194,7 +194,7 @@ class ParallelExecutor:
             except InvalidBlock as exc:
                 invalid = exc
             # Telemetry of what a partitioned run would see, while the workers finish.
-            plan = compute_plan(txs, params.num_shards)
+            plan = compute_plan(txs, params.shard, params.num_shards)
             bad = pump.drain()
         except (RunnerFailed, msgspec.MsgspecError, OverflowError) as exc:
             return self._apply_spec_after(exc, state, block, True, None)
@@ -260,7 +260,7 @@ class ParallelExecutor:
         try:
             while window:
                 consumed.extend(window)
-                plan = compute_plan(window, params.num_shards)
+                plan = compute_plan(window, params.shard, params.num_shards)
                 known_bad: set[int] = set()
                 if verify_signatures:
                     pump = SignaturePump(self.runner, params, window, range(len(window)))

@@ -3,15 +3,15 @@ their assignment to workers, and the jobs that carry them."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sharding.accounts import shard_of
 from sharding.parallel.jobs import Job
 from sharding.programs import declared_access
-from sharding.records import ShardParams
+from sharding.records import ShardParams, account_key, pool_key
 from sharding.state import StateReader
-from sharding.tx import SignedTx
+from sharding.tx import SignedTx, Swap, Transfer
 
 SIGNATURE_COST = 1.0  # relative cost of one Ed25519 verification ...
 EXECUTION_COST = 0.3  # ... and of executing one transaction in a job (measured)
@@ -25,7 +25,45 @@ class Plan:
     keys: list[frozenset[bytes]]  # declared reads | writes per transaction
 
 
-def compute_plan(txs: Sequence[SignedTx], num_shards: int) -> Plan:
+# Which addresses live on this shard, remembered across blocks (the same accounts
+# recur): a plan otherwise spends most of its time on ``shard_of``'s hash. Pure
+# memoisation of a pure function, bounded: cleared when full.
+LOCAL_CACHE_MAX = 1 << 16
+_local: dict[tuple[bytes, int, int], bool] = {}
+
+
+def is_local(address: bytes, shard: int, num_shards: int) -> bool:
+    """``shard_of(address, num_shards) == shard``, memoised."""
+    entry = (address, shard, num_shards)
+    local = _local.get(entry)
+    if local is None:
+        if len(_local) >= LOCAL_CACHE_MAX:
+            _local.clear()
+        local = _local[entry] = shard_of(address, num_shards) == shard
+    return local
+
+
+def planned_keys(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes]:
+    """``declared_access``'s reads | writes for a transaction whose sender lives on
+    ``shard``, with one (memoised) shard lookup instead of two: a sender elsewhere
+    makes the transaction invalid before it reads anything, so its keys only steer
+    the partition. Correctness never rests on these keys: a job checks that each
+    transaction stays inside the job's keys (``worker.run_job``)."""
+    sender = tx.body.sender
+    call = tx.body.call
+    if isinstance(call, Transfer):
+        if call.to != sender and is_local(call.to, shard, num_shards):
+            return frozenset((account_key(sender), account_key(call.to)))
+        return frozenset((account_key(sender),))
+    if isinstance(call, Swap):
+        if is_local(call.pool, shard, num_shards):
+            return frozenset((account_key(sender), pool_key(call.pool)))
+        return frozenset((account_key(sender),))
+    reads, writes = declared_access(tx, num_shards)
+    return reads | writes
+
+
+def compute_plan(txs: Sequence[SignedTx], shard: int, num_shards: int) -> Plan:
     """Connected components of the transactions under "declares a common key"."""
     parent = list(range(len(txs)))
 
@@ -36,23 +74,23 @@ def compute_plan(txs: Sequence[SignedTx], num_shards: int) -> Plan:
         return i
 
     owner: dict[bytes, int] = {}
-    counts: Counter[bytes] = Counter()
+    counts: dict[bytes, int] = {}
     keys: list[frozenset[bytes]] = []
     for index, tx in enumerate(txs):
-        reads, writes = declared_access(tx, num_shards)
-        touched = reads | writes
+        touched = planned_keys(tx, shard, num_shards)
         keys.append(touched)
-        counts.update(touched)
         for key in touched:
             first = owner.setdefault(key, index)
             if first != index:
+                counts[key] = counts.get(key, 1) + 1
                 a, b = find(first), find(index)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = {}
     for index in range(len(txs)):
         groups.setdefault(find(index), []).append(index)
-    hot = [(key, n) for key, n in counts.most_common(HOT_KEYS_MAX) if n > 1]
+    # Ties go to the key declared first (the order of first declaration).
+    hot = sorted(counts.items(), key=lambda item: (-item[1], owner[item[0]]))[:HOT_KEYS_MAX]
     return Plan(list(groups.values()), hot, keys)
 
 

@@ -1,39 +1,26 @@
 """A worker's whole task (``run_job``): check signatures, run its transactions over
-a snapshot of their declared keys, stop at the first one that leaves its declaration.
+a snapshot of the job's keys, stop at the first one that leaves them.
 Pure: the process pool calls it in another process."""
 
 from __future__ import annotations
 
 from sharding.executor import TxOutcome, process_tx
 from sharding.parallel.jobs import Job, JobResult, TxResult
-from sharding.programs import declared_access
 from sharding.receipts import Receipt
 from sharding.records import ShardParams
-from sharding.state import Overlay, StateReader
+from sharding.state import Overlay
 from sharding.tx import InvalidTx, SignedTx, check_tx_stateless, verify_tx_signature
 
 
 class Escaped(Exception):
-    """A transaction touched a key outside its declaration (not a ShardnetError:
+    """A transaction touched a key outside its job's snapshot (not a ShardnetError:
     no program may catch it)."""
 
 
-class GuardedReader:
-    """Reads of the current transaction, limited to its declared keys."""
-
-    __slots__ = ("allowed", "base")
-
-    def __init__(self, base: StateReader) -> None:
-        self.base = base
-        self.allowed: frozenset[bytes] = frozenset()
-
-    def get(self, key: bytes) -> bytes | None:
-        if key not in self.allowed:
-            raise Escaped(key.hex())
-        return self.base.get(key)
-
-
 class SnapshotReader:
+    """The job's keys (the declarations of its components): a read of any other
+    key escapes."""
+
     __slots__ = ("values",)
 
     def __init__(self, values: dict[bytes, bytes | None]) -> None:
@@ -46,30 +33,37 @@ class SnapshotReader:
 
 
 def run_job(job: Job) -> JobResult:
-    """A worker's whole task (pure: the pool calls it in another process)."""
+    """A worker's whole task (pure: the pool calls it in another process).
+
+    The guard is the job's key set, not each transaction's declaration: jobs hold
+    whole components, so their key sets are disjoint, and a transaction that reads
+    or writes only its job's keys sees exactly the values the spec gives it (every
+    earlier writer of those keys ran before it in this job, in block order). Reads
+    outside the set raise ``Escaped`` (``SnapshotReader``); writes are checked
+    after each transaction. No per-transaction declaration is computed here.
+    """
     bad = [
         index
         for index, tx, verify in zip(job.indices, job.txs, job.verify, strict=True)
         if verify and not verify_tx_signature(tx)
     ]
     params = ShardParams(job.chain_id, job.shard, job.num_shards)
-    batch = Overlay(SnapshotReader(dict(job.snapshot)))
-    guard = GuardedReader(batch)
+    snapshot = dict(job.snapshot)
+    footprint = snapshot.keys()
+    batch = Overlay(SnapshotReader(snapshot))
     known_bad = set(job.known_bad)
     results: list[TxResult] = []
     escaped = -1
     for index, tx, execute in zip(job.indices, job.txs, job.execute, strict=True):
         if not execute:
             continue
-        reads, writes = declared_access(tx, params.num_shards)
-        guard.allowed = reads
-        view = Overlay(guard)
+        view = Overlay(batch)
         try:
             result = run_tx(view, params, tx, index, index in known_bad)
         except Exception:  # Escaped, or anything the spec must raise itself
             escaped = index
             break
-        if not writes.issuperset(view.writes):
+        if not footprint >= view.writes.keys():
             escaped = index
             break
         batch.writes.update(view.writes)

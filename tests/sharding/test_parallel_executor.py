@@ -24,7 +24,7 @@ import sharding.parallel.plan as parallel_plan
 import sharding.parallel.worker as parallel_worker
 from consensus.kernel.codec import encode
 from node.executor_pool import ProcessRunner, available_cores, make_executor, resolve_workers
-from sharding.accounts import first_shard_accounts
+from sharding.accounts import first_shard_accounts, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block
 from sharding.executor import (
     BlockResult,
@@ -35,9 +35,10 @@ from sharding.executor import (
     compute_bad_signatures,
 )
 from sharding.genesis import genesis_state
-from sharding.parallel import InlineRunner, JobRunner, ParallelExecutor
+from sharding.parallel import InlineRunner, Job, JobRunner, ParallelExecutor, run_job
+from sharding.programs import declared_access
 from sharding.receipts import CREDIT, SWAP, Receipt
-from sharding.records import account_key
+from sharding.records import account_key, get_shard_params
 from sharding.state import State
 from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
 from tests.support.ledger import BALANCE, get_genesis, get_keys, get_pool_on, make_tx
@@ -249,32 +250,29 @@ def test_bad_signature_wins_over_a_failing_execution(overlapped: bool) -> None:
 
 
 @contextmanager
-def declared_access_replaced_by(
-    fake: Callable[[SignedTx, int], tuple[frozenset[bytes], ...]],
+def planned_keys_replaced_by(
+    fake: Callable[[SignedTx, int, int], frozenset[bytes]],
 ) -> Iterator[None]:
-    """Both users of the declarations (the planner and the worker) see ``fake``."""
-    modules = (parallel_plan, parallel_worker)
-    originals = [module.declared_access for module in modules]
-    for module in modules:
-        module.declared_access = fake  # type: ignore[assignment]
+    """The planner (which builds the components and the jobs' key sets) sees ``fake``."""
+    original = parallel_plan.planned_keys
+    parallel_plan.planned_keys = fake  # type: ignore[assignment]
     try:
         yield
     finally:
-        for module, original in zip(modules, originals, strict=True):
-            module.declared_access = original  # type: ignore[assignment]
+        parallel_plan.planned_keys = original  # type: ignore[assignment]
+
+
+def sender_only(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes]:
+    return frozenset({account_key(tx.body.sender)})
 
 
 @settings(max_examples=30)
 @given(case=cases())
 def test_undeclared_access_is_caught_and_reexecuted(case: Case) -> None:
     """A program whose declaration misses keys (here: every key but the sender's)
-    still gives the spec's result: the job stops at the first escaped
-    transaction and the rest re-executes in order."""
-    def under_declared(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], ...]:
-        keys = frozenset({account_key(tx.body.sender)})
-        return keys, keys
-
-    with declared_access_replaced_by(under_declared):
+    still gives the spec's result: the job stops at the first transaction that
+    leaves its job's keys and the rest re-executes in order."""
+    with planned_keys_replaced_by(sender_only):
         executor = inline(2)
         check_case(case, executor)
 
@@ -282,14 +280,67 @@ def test_undeclared_access_is_caught_and_reexecuted(case: Case) -> None:
 def test_escape_is_counted_as_reexecution() -> None:
     a, b = KEYS[0], KEYS[1]
     txs = [make_tx(a, 0, Transfer(b.public_key, 0, 5)), make_tx(b, 0, Transfer(a.public_key, 0, 7))]
-    with declared_access_replaced_by(
-            lambda tx, n: (frozenset({account_key(tx.body.sender)}),) * 2):
+    with planned_keys_replaced_by(sender_only):
         executor = inline(2)
         state = fresh_state()
         block, spec, _ = propose_with(build_block, state, Case(txs, []))
         assert_same_result(spec, executor.apply_block(state, block))
     stats = executor.last_stats
     assert stats is not None and stats.mode == "parallel" and stats.reexecutions == 2
+
+
+def test_a_write_outside_the_job_keys_escapes() -> None:
+    """A transaction that writes (without reading) a key outside its job's snapshot
+    stops its job there: the job's key set is the guard, for writes as for reads."""
+    a, b = KEYS[0], KEYS[1]
+    txs = [make_tx(a, 0, Transfer(b.public_key, 0, 5)), make_tx(a, 1, Transfer(b.public_key, 0, 6))]
+    state = fresh_state()
+    block, _, _ = propose_with(build_block, state, Case(txs, []))
+    keys = [account_key(a.public_key), account_key(b.public_key)]
+    body_view = state.overlay()
+    job = Job("", 0, 2, [0, 1], list(block.txs), [False, False], [True, True], [],
+              [(key, body_view.get(key)) for key in keys])
+    params = get_shard_params(state)
+    job = msgspec.structs.replace(job, chain_id=params.chain_id)
+    assert run_job(job).escaped == -1 and len(run_job(job).results) == 2
+    # Without b's key in the snapshot, the credit of b (a read) escapes at once.
+    assert run_job(msgspec.structs.replace(job, snapshot=job.snapshot[:1])).escaped == 0
+
+    class BlindWriter(parallel_worker.SnapshotReader):
+        """Reads of b succeed (as if b's value were known) but b is not in the set."""
+
+        def get(self, key: bytes) -> bytes | None:
+            return body_view.get(key) if key == keys[1] else super().get(key)
+
+    original = parallel_worker.SnapshotReader
+    parallel_worker.SnapshotReader = BlindWriter  # type: ignore[misc]
+    try:
+        result = run_job(msgspec.structs.replace(job, snapshot=job.snapshot[:1]))
+    finally:
+        parallel_worker.SnapshotReader = original  # type: ignore[misc]
+    assert result.escaped == 0 and result.results == []
+
+
+@settings(max_examples=200)
+@given(case=cases(txs_max=30))
+def test_planned_keys_are_the_declared_keys_of_local_senders(case: Case) -> None:
+    """The planner's keys (one memoised shard lookup) equal ``declared_access``
+    for every transaction whose sender lives on the shard."""
+    for tx in case.txs:
+        if shard_of(tx.body.sender, 2) != 0:
+            continue
+        reads, writes = declared_access(tx, 2)
+        assert parallel_plan.planned_keys(tx, 0, 2) == reads | writes
+        assert parallel_plan.planned_keys(tx, 0, 2) == reads | writes  # memoised
+
+
+def test_the_local_address_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel_plan, "LOCAL_CACHE_MAX", 4)
+    parallel_plan._local.clear()
+    addresses = [bytes([i]) * 32 for i in range(10)]
+    for address in addresses:
+        assert parallel_plan.is_local(address, 0, 2) == (shard_of(address, 2) == 0)
+    assert len(parallel_plan._local) <= 4
 
 
 def test_telemetry_reports_components_and_hot_keys() -> None:
