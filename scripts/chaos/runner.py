@@ -4,7 +4,9 @@ One event loop: the load generator's ``Engine`` (``scripts/cli/load``) sends the
 scenario's ``[load]`` profile and follows every shard's blocks; beside it the chaos
 driver applies each step of the plan at its time (node control and the fault
 endpoint are blocking calls: in threads), undoes it after its ``duration``, and
-heals whatever is left when the sending phase ends. Each fault is a marker on the
+heals whatever is left when the sending phase ends. A node started or restarted
+counts as back (healed) once it answers ``/v1/status`` again (bounded, ``up_s``), so
+a staggered restart never takes the next node down before the last one is up. Each fault is a marker on the
 load's timeline (``kind`` ``fault`` / ``fault_end``). The engine then drains, waits
 for quiescence and runs the conservation audit (``end_audit``); exactly-once comes
 from its tracker. Then the checks:
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ from scripts.cli.testnet.control import ControlError, NodeControl
 
 STATUS_TIMEOUT_S = 2.0
 CATCHUP_S = 60.0
+UP_S = 60.0
 AUDIT_WAIT_S = 60.0
 BLOCK_FETCH_WORKERS = 8
 BASELINE_SKIP_S = 1.0  # the load's first second is its ramp, not the baseline
@@ -106,6 +110,7 @@ class RunOptions:
     seed: int = 1
     catchup_s: float = CATCHUP_S
     audit_wait_s: float = AUDIT_WAIT_S
+    up_s: float = UP_S  # a started node answers within this
     on_event: Callable[[str], None] | None = None
 
 
@@ -174,6 +179,28 @@ class Chaos:
         with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
             return [e for e in pool.map(one, nodes) if e is not None]
 
+    def _up(self, name: str) -> None:
+        """Wait (bounded) until ``name`` answers ``/v1/status`` again: a node started
+        or restarted is back (and its fault healed) only when it serves."""
+        deadline = time.monotonic() + self.options.up_s
+        while True:
+            try:
+                call("GET", f"{self.urls[name]}/v1/status", timeout_s=STATUS_TIMEOUT_S)
+                return
+            except (ApiFailure, OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise ControlError(f"{name} did not answer /v1/status within "
+                                       f"{self.options.up_s:.0f} s of its start") from None
+                time.sleep(0.1)
+
+    def _start(self, name: str) -> None:
+        self.control.start(name)
+        self._up(name)
+
+    def _restart(self, name: str) -> None:
+        self.control.restart(name)
+        self._up(name)
+
     def _endpoint(self) -> FaultClient:
         if self.faults is None:
             raise ChaosError("this scenario needs the nodes' fault endpoint: make the testnet "
@@ -198,18 +225,18 @@ class Chaos:
         a = step.action
         c = self.control
         if a.action == "kill":
-            return self._each(nodes, c.kill), lambda: self._each(nodes, c.start)
+            return self._each(nodes, c.kill), lambda: self._each(nodes, self._start)
         if a.action == "stop":
-            return self._each(nodes, c.stop), lambda: self._each(nodes, c.start)
+            return self._each(nodes, c.stop), lambda: self._each(nodes, self._start)
         if a.action == "restart":
-            return self._each(nodes, c.restart), None
+            return self._each(nodes, self._restart), None
         if a.action == "pause":
             return self._each(nodes, c.pause), lambda: self._each(nodes, c.resume)
         if a.action == "wipe":
             errors = self._each(nodes, self._wipe)
             if a.duration_s is None:
-                return errors + self._each(nodes, c.start), None
-            return errors, lambda: self._each(nodes, c.start)
+                return errors + self._each(nodes, self._start), None
+            return errors, lambda: self._each(nodes, self._start)
         client = self._endpoint()
         others = [n for n in self.topology.names if n not in nodes]
         if a.action in ("partition", "degrade"):
@@ -327,6 +354,26 @@ class Chaos:
             self.errors += [f"heal: {e}" for e in errors]
 
     # -- after the run ---------------------------------------------------------------
+
+    def byzantine_acts(self) -> dict[str, dict[str, float]]:
+        """What each byzantine target did, by mode (``shardnet_fault_byzantine_acts_total``
+        of its ``/metrics``): a mode that never acted exercised nothing."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[str, dict[str, float]] = {}
+        for name in sorted(self.byzantine):
+            try:
+                with urllib.request.urlopen(f"{self.urls[name]}/metrics",
+                                            timeout=STATUS_TIMEOUT_S) as answer:
+                    text = answer.read().decode()
+            except (OSError, ValueError):
+                continue
+            acts = out.setdefault(name, {})
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "shardnet_fault_byzantine_acts_total":
+                        acts[sample.labels.get("mode", "?")] = sample.value
+        return out
 
     def wait_caught_up(self) -> tuple[bool, dict[int, dict[str, int]]]:
         """Wait (bounded) until every node of each shard is at the same height."""
@@ -544,7 +591,8 @@ def summarize(chaos: Chaos, engine: ChaosEngine, report: dict[str, Any], caught_
     submitted = {h: engine.tracker.records[h].submitted_s for h in
                  [*once["lost"], *once["duplicated"]]}
     first_t = chaos.applied[0].t_s if chaos.applied else send_end
-    faults_out = []
+    acts = chaos.byzantine_acts()
+    faults_out: list[dict[str, Any]] = []
     for k, fault in enumerate(chaos.applied):
         later = chaos.applied[k + 1] if k + 1 < len(chaos.applied) else None
         end_t = max(fault.healed_t_s or fault.t_s, later.t_s if later else send_end)
@@ -575,6 +623,9 @@ def summarize(chaos: Chaos, engine: ChaosEngine, report: dict[str, Any], caught_
             "lost": sum(1 for h in in_window if h in once["lost"]),
             "duplicated": sum(1 for h in in_window if h in once["duplicated"]),
             "errors": fault.errors,
+            **({"byzantine_acts": {n: acts.get(n, {}).get(fault.step.action.mode or "", 0)
+                                   for n in fault.nodes}}
+               if fault.step.action.action == "byzantine" else {}),
         })
     audit = report.get("audit") or {}
     checks = {

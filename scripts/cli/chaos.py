@@ -86,6 +86,7 @@ def list_command(as_json: bool) -> None:
               help=f"Local testnet folder [default: {DEFAULT_DIR}].")
 @click.option("--compose", type=click.Path(path_type=Path), default=None,
               help="A compose project (its folder or file) instead of a local folder.")
+@click.option("--project", default=None, help="With --compose: the compose project name.")
 @click.option("--fresh", is_flag=True, help="Make a new testnet in --dir for the scenario "
               "(its topology, --faults), start it, stop it after.")
 @click.option("--base-port", type=int, default=None, help="With --fresh: first port.")
@@ -96,8 +97,8 @@ def list_command(as_json: bool) -> None:
               default=None, help="Write the load report (faults on its timeline) here.")
 @click.option("--catchup", type=float, default=60.0, show_default=True,
               help="Seconds every node may take to reach its shard's height after the run.")
-def run(scenario: str, root: Path | None, compose: Path | None, fresh: bool,
-        base_port: int | None, rng_seed: int, as_json: bool, report_dir: Path | None,
+def run(scenario: str, root: Path | None, compose: Path | None, project: str | None,
+        fresh: bool, base_port: int | None, rng_seed: int, as_json: bool, report_dir: Path | None,
         catchup: float) -> None:
     """Run SCENARIO: load, timed faults, heal, quiescence, audit, checks."""
     spec = read_scenario(scenario)
@@ -107,7 +108,7 @@ def run(scenario: str, root: Path | None, compose: Path | None, fresh: bool,
     options = RunOptions(seed=rng_seed, catchup_s=catchup,
                          on_event=lambda text: console.print(text, highlight=False))
     if compose is not None:
-        report, rows = _run_compose(spec, compose, options)
+        report, rows = _run_compose(spec, compose, project, options)
     else:
         report, rows = _run_local(spec, root or DEFAULT_DIR, fresh, base_port, options)
     if report_dir is not None:
@@ -192,12 +193,12 @@ def _wait_commits(network: Any, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _run_compose(spec: Scenario, path: Path, options: RunOptions
+def _run_compose(spec: Scenario, path: Path, project: str | None, options: RunOptions
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from scripts.cli.load.targets import discover_urls
     from scripts.cli.testnet.control import ComposeNodes
 
-    control = ComposeNodes(path)
+    control = ComposeNodes(path, project)
     urls = [u for n in control.names() if (u := control.api_url(n))]
     if not urls:
         raise ChaosError(f"no node of {path} publishes its API: is the project up?")

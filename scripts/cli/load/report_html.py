@@ -14,10 +14,10 @@ MARKER_LABELS = {"node_down": "down", "node_up": "back up", "view_change": "view
 def marker_label(marker: Mapping[str, Any]) -> str:
     """What a timeline marker says: a node event, or a chaos fault (``shardnet chaos``:
     kind ``fault`` when applied, ``fault_end`` when undone, with its action)."""
-    kind = marker["kind"]
+    kind = str(marker["kind"])
     if kind in ("fault", "fault_end"):
-        what = marker.get("action", "fault") + (f" {marker['mode']}" if marker.get("mode")
-                                                else "")
+        what = str(marker.get("action", "fault")) + (f" {marker['mode']}" if marker.get("mode")
+                                                     else "")
         return f"fault: {what}" if kind == "fault" else f"fault healed: {what}"
     return MARKER_LABELS.get(kind, kind)
 
