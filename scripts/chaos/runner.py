@@ -6,10 +6,10 @@ driver applies each step of the plan at its time (node control and the fault
 endpoint are blocking calls: in threads), undoes it after its ``duration``, and
 heals whatever is left when the sending phase ends. A node started or restarted
 counts as back (healed) once it answers ``/v1/status`` again (bounded, ``up_s``), so
-a staggered restart never takes the next node down before the last one is up. Each fault is a marker on the
-load's timeline (``kind`` ``fault`` / ``fault_end``). The engine then drains, waits
-for quiescence and runs the conservation audit (``end_audit``); exactly-once comes
-from its tracker. Then the checks:
+a staggered restart never takes the next node down before the last one is up. Each
+fault is a marker on the load's timeline (``kind`` ``fault`` / ``fault_end``). The
+engine then drains, waits for quiescence and runs the conservation audit
+(``end_audit``); exactly-once comes from its tracker. Then the checks:
 
 - ``safety``: every honest node (not a byzantine target) has the same block hash at
   every height it committed (``GET /v1/blocks/{h}`` on every node, and the blocks the
@@ -440,9 +440,11 @@ def recovery_s(commit_walls: Sequence[float], t0: float, healed: float, window_e
                ) -> float | None:
     """The longest time without a commit from ``t0`` on: over consecutive commits
     (a, b) with b > t0 and a < ``window_end``, the largest b - max(a, t0). None when no
-    commit came after the heal (or after ``t0``)."""
+    commit came after the heal (after ``t0`` for a fault healed only when the load
+    ended: there was nothing left to commit after it)."""
     commits = sorted(commit_walls)
-    if not any(c > max(t0, healed) for c in commits):
+    must_follow = max(t0, healed) if healed < window_end else t0
+    if not any(c > must_follow for c in commits):
         return None
     best = 0.0
     before = [c for c in commits if c <= t0]

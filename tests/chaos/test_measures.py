@@ -32,6 +32,9 @@ def test_recovery_is_the_longest_time_without_a_commit_from_the_fault_on() -> No
     # Commits that never resume after the heal: no recovery at all.
     assert recovery_s([t for t in steady if t < 6], 5.05, 7.0, 12.0) is None
     assert resumed_after([t for t in steady if t < 6], 7.0) is None
+    # A fault healed only when the load ended: commits after the fault are enough.
+    assert recovery_s([t for t in steady if t < 12], 5.05, 12.0, 12.0) == 0.2
+    assert recovery_s([t for t in steady if t < 5], 5.05, 12.0, 12.0) is None
     # A stall after the window (the load's end) is not this fault's.
     late = [t for t in steady if not 15.0 < t < 18.0]
     assert recovery_s(late, 5.05, 5.05, 10.0) < 0.25
