@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "scripts.cli.simulate:simulate",
     "fuzz": "scripts.cli.fuzz:fuzz",
     "chaos": "scripts.cli.chaos:chaos",
+    "dashboard": "scripts.dashboard.cli:dashboard",
 }
 
 BENCHMARKS: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""``shardnet dashboard``: one live page of a running network (``scripts/dashboard/cli.py``)."""

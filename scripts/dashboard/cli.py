@@ -1,0 +1,127 @@
+"""``shardnet dashboard``: a live page of a running network on 127.0.0.1.
+
+The network is found as ``shardnet load`` finds it (``scripts/cli/load/targets.py``):
+``--testnet DIR`` (a local testnet folder), else ``--url URL`` / ``SHARDNET_URL`` (any
+network, a compose one too: one node's URL, the rest from ``GET /v1/network``), else
+``testnets/default``. Every failure is one ``Error:`` line, exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from scripts.cli.load.rate import RateError, parse_duration
+from scripts.cli.load.targets import Network, resolve
+from scripts.dashboard.aggregator import Aggregator
+from scripts.dashboard.server import DashboardServer
+
+DEFAULT_PORT = 8900
+HOST = "127.0.0.1"
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            seconds = parse_duration(str(value))
+        except RateError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+@click.command("dashboard", context_settings={"show_default": True})
+@click.option("--testnet", "--dir", "root", type=click.Path(file_okay=False, path_type=Path),
+              default=None, show_default=False,
+              help="Testnet folder (default: testnets/default unless --url or SHARDNET_URL "
+              "is given).")
+@click.option("--url", "urls", multiple=True,
+              help="A node's API URL (repeatable; a compose network: "
+              "http://127.0.0.1:8000); the rest is found by GET /v1/network. "
+              "Default: $SHARDNET_URL.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--interval", type=Duration(), default="1s",
+              help="How often every node's status and metrics are read.")
+@click.option("--window", type=Duration(), default="10m", help="How much history is kept.")
+@click.option("--once", is_flag=True,
+              help="Read every node once, print the snapshot and exit (no server).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")
+def dashboard(root: Path | None, urls: tuple[str, ...], port: int, interval: float,
+              window: float, once: bool, as_json: bool) -> None:
+    """Serve a live page of the network: per shard height, TPS, commit latency, view
+    changes, mempool and peers over time, the latest blocks, a transaction search."""
+    if as_json and not once:
+        raise click.ClickException("--json goes with --once (the server itself has "
+                                   "/api/snapshot)")
+    if window < interval:
+        raise click.ClickException("--window must be at least --interval")
+    network = resolve(root, urls)
+    if once:
+        snapshot = asyncio.run(_once(network, interval, window))
+        click.echo(json.dumps(snapshot, indent=2) if as_json else _summary(snapshot))
+        return
+    asyncio.run(serve(network, port, interval, window))
+
+
+async def _once(network: Network, interval: float, window: float) -> dict[str, Any]:
+    aggregator = Aggregator(network, interval_s=interval, window_s=window)
+    try:
+        await aggregator.poll_all()
+        return aggregator.snapshot()
+    finally:
+        await aggregator.stop()
+
+
+def _summary(snapshot: dict[str, Any]) -> str:
+    lines = [f"{snapshot['chain_id']}: {snapshot['nodes_up']}/{snapshot['nodes_total']} "
+             f"nodes up ({snapshot['source']})"]
+    for shard in snapshot["shards"]:
+        lines.append(f"shard {shard['shard']}: height {shard['height']}, view {shard['view']}, "
+                     f"view changes {shard['view_changes']}, mempool {shard['mempool']}, "
+                     f"peers (min) {shard['peers_min']}, {shard['nodes_up']}/"
+                     f"{shard['nodes']} nodes up")
+    for node in snapshot["nodes"]:
+        if not node["up"]:
+            lines.append(f"{node['name']}: unreachable: {node['error']}")
+    return "\n".join(lines)
+
+
+async def serve(network: Network, port: int, interval: float, window: float) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    aggregator = Aggregator(network, interval_s=interval, window_s=window)
+    runner = web.AppRunner(DashboardServer(aggregator).app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port, shutdown_timeout=2.0)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise click.ClickException(f"cannot listen on {HOST}:{port}: "
+                                   f"{exc.strerror or exc}; choose another --port") from None
+    bound = runner.addresses[0][1] if runner.addresses else port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await aggregator.start()
+    click.echo(f"dashboard: http://{HOST}:{bound}/  ({network.chain_id}, "
+               f"{network.num_shards} shards, {len(network.nodes)} nodes, from "
+               f"{network.source}); Ctrl-C stops", err=False)
+    try:
+        await stop.wait()
+    finally:
+        await aggregator.stop()
+        await runner.cleanup()
