@@ -27,7 +27,7 @@ from sharding.executor import (
 from sharding.parallel.jobs import Job, JobResult, JobRunner, RunnerFailed
 from sharding.parallel.merge import begin, finish, fold, verdict
 from sharding.parallel.plan import Plan, compute_assignment, compute_plan, make_jobs
-from sharding.parallel.pump import QUEUE_DEPTH, SignaturePump
+from sharding.parallel.pump import SignaturePump
 from sharding.parallel.telemetry import ExecutionStats, StatsSink, compute_stats
 from sharding.receipts import Receipt
 from sharding.records import ShardParams, get_shard_params
@@ -40,7 +40,9 @@ from sharding.tx import SignedTx
 # idle machine. 48 leaves room for worker scheduling delays on a loaded one.
 PARALLEL_TXS_MIN = 48
 EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx here)
-QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (~30 ms)
+# Chunks queued per worker while this process merges (~30 ms); chunks are guided
+# (pump.GUIDED_SHARE), so 3 of them hold ~a third of what is left.
+QUEUE_DEPTH_MERGING = 3
 # With at most this many workers a replica's block runs *overlapped*: this process
 # executes the spec (signatures not checked) in block order while the workers check
 # the signatures. Measured here: a signature check costs ~100 µs, the spec without
@@ -50,7 +52,9 @@ QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (
 # CPU on planning, jobs and merging (~45 ms of a 2,000-transfer block), which is what
 # bounded the partitioned path's speedup on two cores (docs/EXECUTOR.md).
 OVERLAP_WORKERS_MAX = 2
-OVERLAP_EARLY_SHARE = 0.35  # of the chunks, queued per worker before the spec starts
+# Of the signatures, queued (one chunk per worker) before the spec starts: the spec
+# takes ~a third of the block's CPU, so the workers are still busy when it ends.
+OVERLAP_EARLY_SHARE = 0.7
 
 
 class ParallelExecutor:
@@ -146,7 +150,7 @@ class ParallelExecutor:
                               range(len(txs)) if verify_signatures else range(0))
         plan: Plan | None = None
         try:
-            pump.feed_all(-(-int(len(pump.chunks) * EARLY_SIGNATURE_SHARE) // workers))
+            pump.feed_share(EARLY_SIGNATURE_SHARE)
             plan = compute_plan(txs, params.shard, params.num_shards)
             assignment = compute_assignment(plan, workers, [])
             for worker, job in enumerate(make_jobs(params, body.view, txs, plan, assignment)):
@@ -188,7 +192,7 @@ class ParallelExecutor:
         invalid: InvalidBlock | None = None
         result: BlockResult | None = None
         try:
-            pump.feed_all(max(QUEUE_DEPTH, int(len(pump.chunks) * OVERLAP_EARLY_SHARE)))
+            pump.feed_share(OVERLAP_EARLY_SHARE)
             try:
                 result = apply_block(state, block, verify_signatures=False)
             except InvalidBlock as exc:

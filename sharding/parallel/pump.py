@@ -10,7 +10,12 @@ from sharding.parallel.plan import make_signature_jobs
 from sharding.records import ShardParams
 from sharding.tx import SignedTx
 
-SIGNATURE_CHUNK = 32  # signatures per job handed to whichever worker is free (~3 ms)
+SIGNATURE_CHUNK = 32  # the smallest chunk handed to a free worker (~3 ms)
+# Guided self-scheduling: a chunk is 1 / (GUIDED_SHARE x workers) of what is left,
+# at least SIGNATURE_CHUNK, so chunks shrink towards the end where balance matters.
+# Measured (issue 16): fixed 32-signature chunks cost this process ~10 ms of frames,
+# reader-thread wake-ups and GIL hand-overs per 2,000-signature block (63 frames).
+GUIDED_SHARE = 2
 QUEUE_DEPTH = 2  # chunks queued per worker otherwise: a slow worker holds little back
 
 
@@ -22,21 +27,39 @@ class SignaturePump:
     def __init__(self, runner: JobRunner, params: ShardParams, txs: Sequence[SignedTx],
                  indices: Sequence[int]) -> None:
         self.runner, self.params, self.txs = runner, params, txs
-        self.chunks = deque(
-            indices[i : i + SIGNATURE_CHUNK] for i in range(0, len(indices), SIGNATURE_CHUNK)
-        )
+        self.pending = indices
+        self.position = 0
         self.queued: list[deque[bool]] = [deque() for _ in range(runner.workers)]  # is_exec
         self.bad: list[int] = []
 
+    @property
+    def remaining(self) -> int:
+        """Signatures not handed to a worker yet."""
+        return len(self.pending) - self.position
+
+    def _submit_chunk(self, worker: int, size: int) -> None:
+        chunk = self.pending[self.position : self.position + size]
+        self.position += len(chunk)
+        self.runner.submit_to(worker, make_signature_jobs(self.params, self.txs, [chunk])[0])
+        self.queued[worker].append(False)
+
     def feed(self, worker: int, depth: int) -> None:
-        while self.chunks and len(self.queued[worker]) < depth:
-            chunk = self.chunks.popleft()
-            self.runner.submit_to(worker, make_signature_jobs(self.params, self.txs, [chunk])[0])
-            self.queued[worker].append(False)
+        while self.remaining and len(self.queued[worker]) < depth:
+            guided = -(-self.remaining // (GUIDED_SHARE * len(self.queued)))
+            self._submit_chunk(worker, max(SIGNATURE_CHUNK, guided))
 
     def feed_all(self, depth: int) -> None:
         for worker in range(len(self.queued)):
             self.feed(worker, depth)
+
+    def feed_share(self, share: float) -> None:
+        """Queue ``share`` of all the signatures now, one chunk per worker (work
+        that keeps the workers busy while this process plans or executes)."""
+        size = int(len(self.pending) * share) // max(1, len(self.queued))
+        if size < 1:
+            return
+        for worker in range(len(self.queued)):
+            self._submit_chunk(worker, size)
 
     def add_execution(self, worker: int, job: Job) -> None:
         self.runner.submit_to(worker, job)
@@ -58,4 +81,3 @@ class SignaturePump:
         while self.next_execution(QUEUE_DEPTH) is not None:
             pass
         return sorted(self.bad)
-

@@ -544,3 +544,35 @@ def test_a_hung_worker_times_out_falls_back_and_is_replaced(
         assert executor.last_stats.mode == "overlapped"
     finally:
         runner.close()
+
+
+def test_signature_chunks_shrink_towards_the_end_and_cover_every_signature() -> None:
+    """Guided chunks: a few large ones first, at least SIGNATURE_CHUNK at the end;
+    every signature is checked exactly once and the forged ones are found."""
+    from sharding.parallel.pump import SIGNATURE_CHUNK, SignaturePump
+
+    class Recording(InlineRunner):
+        def __init__(self) -> None:
+            super().__init__(2)
+            self.sizes: list[int] = []
+            self.checked: list[int] = []
+
+        def submit_to(self, worker: int, job: Job) -> None:
+            self.sizes.append(len(job.indices))
+            self.checked.extend(job.indices)
+            super().submit_to(worker, job)
+
+    txs = [make_tx(KEYS[i % len(KEYS)], i, Transfer(KEYS[0].public_key, 0, 1))
+           for i in range(600)]
+    forged = {5, 333, 599}
+    txs = [msgspec.structs.replace(tx, signature=bytes(64)) if i in forged else tx
+           for i, tx in enumerate(txs)]
+    runner = Recording()
+    pump = SignaturePump(runner, get_shard_params(fresh_state()), txs, range(len(txs)))
+    pump.feed_share(0.5)
+    assert runner.sizes == [150, 150]
+    assert pump.drain() == sorted(forged)
+    assert sorted(runner.checked) == list(range(600))
+    tail = runner.sizes[2:]
+    assert tail == sorted(tail, reverse=True) and min(tail) <= SIGNATURE_CHUNK
+    assert len(runner.sizes) < 600 // SIGNATURE_CHUNK  # fewer frames than fixed chunks
