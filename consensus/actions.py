@@ -34,14 +34,20 @@ class Persist:
 
 @dataclass(frozen=True, slots=True)
 class ExecuteBlock:
-    """Execute ``payload`` speculatively on the committed tip (height - 1) and answer
-    ``BlockExecuted``. ``view`` is the PRE-PREPARE's view; a block re-proposed after a
-    view change keeps its original header, whose view may be lower."""
+    """Execute ``payload`` speculatively on ``parent`` (the block at height - 1) and
+    answer ``BlockExecuted``. ``view`` is the PRE-PREPARE's view; a block re-proposed
+    after a view change keeps its original header, whose view may be lower.
+
+    ``parent`` is the committed tip, except with ``pipeline_depth`` > 1, where it may be
+    the block in flight at height - 1 that this replica executed (speculative state on
+    speculative state); the ledger must refuse a block that does not extend it. Empty
+    means the committed tip (``pipeline_depth`` 1 always asks for the committed tip)."""
 
     view: int
     height: int
     payload: bytes
     block_hash: bytes
+    parent: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,8 @@ class RequestSync:
 class RequestProposal:
     """This replica is primary and may propose ``height`` in ``view``: when the batch
     policy says so (batch full, or interval elapsed with work pending), build the block
-    on the committed tip and answer ``ProposalReady``."""
+    on the committed tip (with ``pipeline_depth`` > 1: on ``Replica.chain_parent(height)``,
+    the block this primary proposed at height - 1) and answer ``ProposalReady``."""
 
     height: int
     view: int

@@ -66,8 +66,9 @@ class Vote(WireStruct, frozen=True, tag=2):
 
 class ViewChange(WireStruct, frozen=True, tag=3):
     """Castro and Liskov 4.4: the sender's stable checkpoint, its last commit
-    certificate (heights up to it are committed, which is stronger than prepared,
-    because nothing is pipelined) and its prepared certificate for the next height."""
+    certificate (heights up to it are committed, which is stronger than prepared) and
+    its prepared certificate for the next height (COMMITs go in height order even when
+    heights are pipelined, so nothing above it can have committed)."""
 
     shard: U64
     new_view: U64

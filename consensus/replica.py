@@ -2,9 +2,12 @@
 
 Castro and Liskov (OSDI 1999, TOCS 2002) with the project's rules (PROTOCOL.md 4):
 execute-then-vote (PREPARE only after the ledger's roots match the header), commit
-certificates of 2f+1 COMMIT signatures, no pipelining (height h is executed on top of
-committed h-1), checkpoints every K heights, view change with prepared certificates
-and exponential backoff, catch-up by certified block sync.
+certificates of 2f+1 COMMIT signatures, checkpoints every K heights, view change with
+prepared certificates and exponential backoff, catch-up by certified block sync.
+Pipelining (``ReplicaConfig.pipeline_depth`` D, default 1 = none): PRE-PREPARE and
+PREPARE run for up to D heights past the committed one, height h executed on the block
+in flight at h-1; a COMMIT for h is sent only once h-1 is committed here, so a block is
+only ever committed one height above a committed one (docs/CONSENSUS.md, "Pipelining").
 
 This module owns every state transition; messages, certificates, checkpoints and the
 NEW-VIEW rule live in their own modules. Nothing from the wire can make ``step`` raise:
@@ -171,8 +174,8 @@ class Replica(ReplicaBase):
         self.pre_prepares[(pp.view, pp.height)] = pp
         # Keep the first payload: a later one for the same hash may be a forgery.
         self.payloads.setdefault(pp.block_hash, (pp.height, pp.payload))
-        if pp.height > self.committed_height + 1:
-            self._request_sync(pp.height - 1)
+        if pp.height > self.committed_height + self.depth:
+            self._request_sync(pp.height - self.depth)
         self._advance()
 
     def _vote_committed(self, pp: PrePrepare) -> None:
@@ -247,51 +250,76 @@ class Replica(ReplicaBase):
 
     # ----------------------------------------------------------------- normal case
     def _advance(self) -> None:
-        """Drive the next height: commit what is certified, else run the current slot."""
+        """Drive the next height: commit what is certified, else run the current slot
+        (with ``pipeline_depth`` D, the slots of the next D heights, each on the block
+        executed below it)."""
         while True:
             h = self.committed_height + 1
             cert = self.certs.get(h)
             if cert is None:
-                self._run_slot(h)
+                for k in range(h, h + self.depth):
+                    if k > h and k in self.certs:
+                        return  # a later height is certified: we sync up to it
+                    if not self._run_slot(k):
+                        return
                 return
             d = cert.block_hash
             key = (h, d)
             holders = tuple(s.index for s in cert.signatures)
             if key in self.executed:
                 status = self.executed[key]
-                if status is True:
-                    self._commit(cert)
-                    continue
-                if status is False:
+                if status is None:
+                    return  # the ledger's answer is pending
+                if self.exec_parent.get(key) == self.committed_hash:
+                    if status is True:
+                        self._commit(cert)
+                        continue
                     self._request_sync(h, holders=holders)
-                return
+                    return
+                # Executed on a block that did not commit at h - 1: execute it again.
+                del self.executed[key]
             held = self.payloads.get(d)
             if held is None:
                 self._request_sync(h, holders=holders)
                 return
-            self.executed[key] = None
-            self._out.append(ExecuteBlock(cert.view, h, held[1], d))
+            self._execute(cert.view, h, held[1], d, self.committed_hash)
             return
 
-    def _run_slot(self, h: int) -> None:
+    def _execute(self, view: int, h: int, payload: bytes, d: bytes, parent: bytes) -> None:
+        self.executed[(h, d)] = None
+        self.exec_parent[(h, d)] = parent
+        self._out.append(ExecuteBlock(view, h, payload, d, parent))
+
+    def _run_slot(self, h: int) -> bool:
+        """Run height ``h`` of this view; True once its block executed ok on the chain
+        (so the height above may be executed on it)."""
         if self.vc_target is not None:
-            return
+            return False
         pp = self.pre_prepares.get((self.view, h))
         if pp is None:
             self._maybe_request_proposal()
-            return
+            return False
         if self.slot_since_ms is None:
             self.slot_since_ms = self.now_ms
         d = pp.block_hash
-        if (h, d) not in self.executed:
-            self.executed[(h, d)] = None
-            self._out.append(ExecuteBlock(self.view, h, pp.payload, d))
-            return
-        if self.executed[(h, d)] is not True:
-            return
+        key = (h, d)
+        parent = self.chain_parent(h)
+        if parent is None:
+            return False
+        if key in self.executed:
+            if self.executed[key] is None:
+                return False  # the ledger's answer is pending
+            if self.exec_parent.get(key) != parent:
+                del self.executed[key]  # decided on another parent: ask on this one
+        if key not in self.executed:
+            self._execute(self.view, h, pp.payload, d, parent)
+            return False
+        if self.executed[key] is not True:
+            return False
         if self.primary() != self.me:
             self._send_vote(PHASE_PREPARE, self.view, h, d)
         self._check_quorums(self.view, h, d)
+        return True
 
     def _send_vote(self, phase: int, view: int, height: int, block_hash: bytes) -> None:
         key = (phase, view, height)
@@ -320,7 +348,9 @@ class Replica(ReplicaBase):
             prepares.pop(self.primary(view), None)
             if len(prepares) >= self.cfg.quorum - 1:
                 self._record_prepared(pp, prepares)
-                if self.executed.get((h, d)) is True:
+                # COMMIT stays in height order: h - 1 is committed here and the block
+                # executed ok on it (pipelining: a block may have prepared earlier).
+                if self.executed_on(h, d) is True:
                     self._send_vote(PHASE_COMMIT, view, h, d)
         commits = self._matching(PHASE_COMMIT, view, h, d)
         if len(commits) >= self.cfg.quorum and h not in self.certs:
@@ -392,6 +422,8 @@ class Replica(ReplicaBase):
             del self.my_votes[vkey]
         for ekey in [k for k in self.executed if k[0] <= h]:
             del self.executed[ekey]
+        for ekey in [k for k in self.exec_parent if k[0] <= h]:
+            del self.exec_parent[ekey]
         for d in [d for d, (height, _) in self.payloads.items() if height <= h]:
             del self.payloads[d]
         for height in [x for x in self.certs if x <= h]:
@@ -431,11 +463,13 @@ class Replica(ReplicaBase):
         cfg = self.cfg
         digest = pre_prepare_digest(cfg.chain_id, cfg.shard, ev.view, ev.height, ev.block_hash, ph)
         prev = self.last_cert if self.committed_height == ev.height - 1 else None
+        parent = self.chain_parent(ev.height)
         pp = PrePrepare(
             cfg.shard, ev.view, ev.height, ev.block_hash, ph, self.me,
             self._signer.sign(digest), ev.payload, prev,
         )  # fmt: skip
         self.executed[(ev.height, ev.block_hash)] = True
+        self.exec_parent[(ev.height, ev.block_hash)] = parent or b""
         self._broadcast(encode(pp))
         self._accept_pre_prepare(pp)
 
@@ -598,7 +632,6 @@ class Replica(ReplicaBase):
                 self.my_vc = encode(vc)
             self._broadcast(self.my_vc)
             return
-        h = self.committed_height + 1
         busy = False
         if (
             self.new_view_msg is not None
@@ -606,16 +639,17 @@ class Replica(ReplicaBase):
             and not self.committed_in_view
         ):
             self._broadcast(self.new_view_msg)
-        pp = self.pre_prepares.get((self.view, h))
-        if pp is not None:
-            busy = True
-            if pp.sender == self.me:
-                self._broadcast(encode(pp))
-        for phase in (PHASE_PREPARE, PHASE_COMMIT):
-            mine = self.my_votes.get((phase, self.view, h))
-            if mine is not None:
+        for h in range(self.committed_height + 1, self.committed_height + self.depth + 1):
+            pp = self.pre_prepares.get((self.view, h))
+            if pp is not None:
                 busy = True
-                self._broadcast(mine)
+                if pp.sender == self.me:
+                    self._broadcast(encode(pp))
+            for phase in (PHASE_PREPARE, PHASE_COMMIT):
+                mine = self.my_votes.get((phase, self.view, h))
+                if mine is not None:
+                    busy = True
+                    self._broadcast(mine)
         if self.ckpt.my_vote is not None and self.ckpt.my_vote_height > self.ckpt.stable.height:
             self._broadcast(self.ckpt.my_vote)
         self.idle_rounds = 0 if busy else self.idle_rounds + 1
@@ -641,6 +675,7 @@ class Replica(ReplicaBase):
                 break
             if self.executed.get((h, block.block_hash)) is False:
                 del self.executed[(h, block.block_hash)]
+                self.exec_parent.pop((h, block.block_hash), None)
             if block.block_hash not in self.payloads:
                 self.payloads[block.block_hash] = (h, bytes(block.payload))
         self._advance()

@@ -77,6 +77,9 @@ class ReplicaBase:
         self.pre_prepares: dict[tuple[int, int], PrePrepare] = {}
         self.payloads: dict[bytes, tuple[int, bytes]] = {}
         self.executed: dict[tuple[int, bytes], bool | None] = {}
+        # The parent each ExecuteBlock named: a result counts only on that parent.
+        self.exec_parent: dict[tuple[int, bytes], bytes] = {}
+        self.depth = config.pipeline_depth
         self.certs: dict[int, CommitCertificate] = {}
         self.votes: dict[tuple[int, int, int], dict[int, tuple[bytes, bytes]]] = {}
         self.my_votes: dict[tuple[int, int, int], bytes] = {}
@@ -125,19 +128,52 @@ class ReplicaBase:
         return cert is not None and cert.block_hash == block_hash
 
     def wants_proposal(self) -> tuple[int, int] | None:
-        """(height, view) this replica would propose now, or None."""
-        h = self.committed_height + 1
+        """(height, view) this replica would propose now, or None.
+
+        With ``pipeline_depth`` D the primary may propose up to D heights past its
+        committed one, each on top of its own block in flight just below it (executed
+        ok on the chain this replica holds)."""
         if (
-            self.vc_target is None
-            and self.primary() == self.me
-            and self.view >= self.vote_floor
-            and h <= self.high_watermark()
-            and self.sync_target <= self.committed_height
-            and (self.view, h) not in self.pre_prepares
-            and h not in self.certs
+            self.vc_target is not None
+            or self.primary() != self.me
+            or self.view < self.vote_floor
+            or self.sync_target > self.committed_height
         ):
-            return h, self.view
+            return None
+        for h in range(self.committed_height + 1, self.committed_height + self.depth + 1):
+            if h > self.high_watermark() or h in self.certs:
+                return None
+            pp = self.pre_prepares.get((self.view, h))
+            if pp is None:
+                return h, self.view
+            if self.executed_on(h, pp.block_hash) is not True:
+                return None
         return None
+
+    def chain_parent(self, height: int) -> bytes | None:
+        """The block ``height`` extends on this replica's chain: the committed tip for
+        the next height, else (pipelining) the block of this view's PRE-PREPARE at
+        ``height - 1`` once it executed ok on its own parent; None when unknown."""
+        if height == self.committed_height + 1:
+            return self.committed_hash
+        if height <= self.committed_height or height > self.committed_height + self.depth:
+            return None
+        pp = self.pre_prepares.get((self.view, height - 1))
+        if pp is None or self.executed_on(height - 1, pp.block_hash) is not True:
+            return None
+        return pp.block_hash
+
+    def executed_on(self, height: int, block_hash: bytes) -> bool | None:
+        """The ledger's verdict on ``block_hash`` at ``height`` on the parent this chain
+        has now (None: not executed there, or the answer is pending)."""
+        key = (height, block_hash)
+        status = self.executed.get(key)
+        if status is None:
+            return None
+        parent = self.chain_parent(height)
+        if parent is None or self.exec_parent.get(key) != parent:
+            return None
+        return status
 
     def high_watermark(self) -> int:
         return self.ckpt.stable.height + self.cfg.watermark_window

@@ -45,6 +45,11 @@ class ReplicaConfig:
     backoff_exponent_max: int = 6
     message_bytes_max: int = MESSAGE_BYTES_MAX
     views_ahead_max: int = 64
+    # Heights in agreement at once (docs/CONSENSUS.md "Pipelining"): 1 runs one height
+    # at a time; D > 1 lets PRE-PREPAREs and PREPAREs run up to D heights past the
+    # committed one, each executed on the block in flight below it, while COMMITs
+    # stay in height order.
+    pipeline_depth: int = 1
 
     def __post_init__(self) -> None:
         n = len(self.validators)
@@ -55,6 +60,10 @@ class ReplicaConfig:
         check(
             self.watermark_window > self.checkpoint_interval,
             "watermark_window must exceed checkpoint_interval (PBFT's L > K)",
+        )
+        check(
+            1 <= self.pipeline_depth <= self.checkpoint_interval,
+            "pipeline_depth must be in 1..checkpoint_interval",
         )
         check(self.retransmit_ms >= 1 and self.request_timeout_ms >= 1, "timeouts >= 1 ms")
 

@@ -1,18 +1,25 @@
 """VIEW-CHANGE validation and the NEW-VIEW decision (Castro and Liskov 4.4).
 
-Nothing is pipelined: a replica executes height h only on top of its committed
-height h-1, so everything a replica prepared below its last prepared height is
-committed, and its VIEW-CHANGE can report "committed up to c (certificate), prepared
-at c+1 (certificate)". The new primary takes C = the highest committed height in the
-2f+1 view changes and re-proposes, at C+1, the block of the highest-view prepared
-certificate there; with none, it proposes a fresh block. This is the paper's min-s /
-max-s rule with max-s <= min-s + 1, so no null requests are ever needed.
+A replica sends COMMIT for height h only once it has committed h-1 itself (with
+``pipeline_depth`` 1 it even executes h only then; with depth D it may pre-prepare,
+execute and prepare up to D heights ahead, but COMMITs stay in height order). So its
+VIEW-CHANGE can report "committed up to c (certificate), prepared at c+1
+(certificate)", and prepared certificates above c+1 need not travel. The new primary
+takes C = the highest committed height in the 2f+1 view changes and re-proposes, at
+C+1, the block of the highest-view prepared certificate there; with none, it proposes
+a fresh block. This is the paper's min-s / max-s rule with max-s <= min-s + 1, so no
+null requests are ever needed.
 
-Why it is safe: a block committed at (v, h) was prepared by 2f+1 replicas, f+1 of them
-honest; any 2f+1 view changes include one of those, which reports either a commit
-certificate at >= h (so C >= h and h is never re-decided) or its prepared certificate
-at h with view >= v, and every prepared certificate at h in views >= v names the same
-block (induction over views, as in the paper).
+Why it is safe: a block committed at (v, h) had 2f+1 COMMITs, f+1 of them from honest
+replicas that had committed h-1 and prepared h before sending them (and persisted
+both). Any 2f+1 view changes include one of those, so C >= h-1 (nothing committed
+anywhere is above C+1, which is why re-proposing at C+1 alone suffices even with
+heights in flight), and that replica reports either a commit certificate at >= h (so
+C >= h and h is never re-decided) or its prepared certificate at h with view >= v;
+every prepared certificate at h in views >= v names the same block (induction over
+views, as in the paper). A block prepared above C+1 was committed nowhere and is
+simply proposed again or replaced. ``test_simulator_catches_commits_out_of_height_order``
+shows what breaks without the ordering rule.
 """
 
 from __future__ import annotations

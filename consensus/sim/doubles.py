@@ -96,26 +96,59 @@ def make_block(
 
 @dataclass
 class TestLedger:
-    """One replica's ledger: committed chain plus speculative execution results."""
+    """One replica's ledger: committed chain plus speculative execution results.
+
+    A speculative result may sit on another one (pipelining, ``pipeline_depth`` > 1):
+    ``execute`` and ``build`` take the parent block, which is the committed tip or a
+    block this ledger executed (or built) at the height below."""
 
     committed_height: int = 0
     committed_hash: bytes = GENESIS_HASH
     state_root: bytes = GENESIS_HASH
     committed_ops: set[int] = field(default_factory=set)
     blocks: list[tuple[bytes, bytes, CommitCertificate]] = field(default_factory=list)
-    speculative: dict[bytes, tuple[int, bytes, tuple[int, ...]]] = field(default_factory=dict)
+    # block hash -> (height, state root after it, its ops, its parent)
+    speculative: dict[bytes, tuple[int, bytes, tuple[int, ...], bytes]] = field(
+        default_factory=dict
+    )
+
+    def _on(self, parent: bytes | None, height: int) -> tuple[bytes, bytes, set[int]] | None:
+        """(parent hash, state root, ops in flight above the committed tip) that a
+        block at ``height`` on ``parent`` executes on, or None when unknown."""
+        if parent is None or parent == b"":
+            parent = self.committed_hash
+        if parent == self.committed_hash:
+            return (parent, self.state_root, set()) if height == self.committed_height + 1 else None
+        held = self.speculative.get(parent)
+        if held is None or held[0] != height - 1:
+            return None
+        below = self._on(held[3], height - 1)
+        if below is None:
+            return None
+        return parent, held[1], below[2] | set(held[2])
+
+    def chain_ops(self, parent: bytes | None, height: int) -> set[int]:
+        """Ops in the uncommitted blocks up to ``parent`` (a proposal leaves them out)."""
+        base = self._on(parent, height)
+        return set() if base is None else base[2]
 
     def build(
-        self, height: int, view: int, proposer: int, ops: Sequence[int]
+        self, height: int, view: int, proposer: int, ops: Sequence[int],
+        parent: bytes | None = None,
     ) -> tuple[bytes, bytes]:
-        fresh = sorted({op for op in ops if op not in self.committed_ops})
-        root = next_root(self.state_root, fresh)
-        payload, block_hash = make_block(height, view, self.committed_hash, proposer, fresh, root)
-        self.speculative[block_hash] = (height, root, tuple(fresh))
+        base = self._on(parent, height)
+        if base is None:
+            raise InvariantViolation(f"no parent to build height {height} on")
+        prev, prev_root, in_flight = base
+        fresh = sorted({op for op in ops if op not in self.committed_ops | in_flight})
+        root = next_root(prev_root, fresh)
+        payload, block_hash = make_block(height, view, prev, proposer, fresh, root)
+        self.speculative[block_hash] = (height, root, tuple(fresh), prev)
         return payload, block_hash
 
     def execute(
-        self, view: int, height: int, payload: bytes, block_hash: bytes
+        self, view: int, height: int, payload: bytes, block_hash: bytes,
+        parent: bytes | None = None,
     ) -> tuple[bool, str]:
         try:
             block = decode(payload, TestBlock, TEST_BLOCK_BYTES_MAX)
@@ -124,20 +157,23 @@ class TestLedger:
         header = block.header
         if header_hash(header) != block_hash:
             return False, "hash_mismatch"
-        if header.height != height or height != self.committed_height + 1:
+        base = self._on(parent, height)
+        if header.height != height or base is None:
             return False, "wrong_height"
-        if header.prev_hash != self.committed_hash:
+        prev, prev_root, in_flight = base
+        if header.prev_hash != prev:
             return False, "wrong_prev_hash"
         if header.view > view:
             return False, "wrong_view"
         if header.ops_hash != sha256(encode(list(block.ops))):
             return False, "wrong_ops_hash"
-        if len(set(block.ops)) != len(block.ops) or self.committed_ops.intersection(block.ops):
+        ops = set(block.ops)
+        if len(ops) != len(block.ops) or ops & (self.committed_ops | in_flight):
             return False, "duplicate_op"
-        root = next_root(self.state_root, block.ops)
+        root = next_root(prev_root, block.ops)
         if root != header.state_root:
             return False, "state_root_mismatch"
-        self.speculative[block_hash] = (height, root, block.ops)
+        self.speculative[block_hash] = (height, root, block.ops, prev)
         return True, ""
 
     def commit(
@@ -147,13 +183,18 @@ class TestLedger:
             ok, reason = self.execute(view, height, payload, block_hash)
             if not ok:
                 raise InvariantViolation(f"certified block {height} failed: {reason}")
-        spec_height, root, ops = self.speculative[block_hash]
+        spec_height, root, ops, prev = self.speculative[block_hash]
         if spec_height != height or height != self.committed_height + 1:
             raise InvariantViolation(f"commit of height {height} after {self.committed_height}")
+        if prev != self.committed_hash:
+            raise InvariantViolation(f"certified block {height} does not extend the tip")
         self.committed_height, self.committed_hash, self.state_root = height, block_hash, root
         self.committed_ops.update(ops)
         self.blocks.append((payload, block_hash, cert))
-        self.speculative.clear()
+        # Keep the speculative results above the new tip (a pipeline in flight).
+        self.speculative = {
+            d: held for d, held in self.speculative.items() if held[0] > height
+        }
         return ops
 
     @classmethod

@@ -99,6 +99,7 @@ class SimConfig:
     sync_timeout_ms: int = 200
     faults: tuple[str, ...] | None = None  # None: chosen from the seed
     load_ms: int | None = None  # ops arrive within this window; None: the fault phase
+    pipeline_depth: int = 1  # ReplicaConfig.pipeline_depth of every replica
     command: str = "shardnet simulate"
 
 
@@ -199,6 +200,7 @@ class Simulation:
             retransmit_ms=c.retransmit_ms,
             sync_timeout_ms=c.sync_timeout_ms,
             backoff_exponent_max=4,
+            pipeline_depth=c.pipeline_depth,
         )
 
     def _new_node(self, index: int, old: Node | None) -> Node:
@@ -246,7 +248,7 @@ class Simulation:
                 self._emit(node, action)
             elif isinstance(action, ExecuteBlock):
                 ok, reason = node.ledger.execute(
-                    action.view, action.height, action.payload, action.block_hash
+                    action.view, action.height, action.payload, action.block_hash, action.parent
                 )
                 result = BlockExecuted(action.view, action.height, action.block_hash, ok, reason)
                 self._push(self.now + self.rng.randint(0, 3), "event", (node.index, result))
@@ -323,12 +325,18 @@ class Simulation:
             return
         if node.want_since is None:
             node.want_since = self.now
-        if batch_due(len(node.mempool), False, self.cfg.batch_ops_max,
+        height, view = wanted
+        parent = node.replica.chain_parent(height)
+        # Ops already in the blocks in flight below (pipelining) are not pending here.
+        in_flight = node.ledger.chain_ops(parent, height)
+        pending = [op for op in node.mempool if op not in in_flight]
+        if not pending:
+            return
+        if batch_due(len(pending), False, self.cfg.batch_ops_max,
                      self.now - node.want_since, self.cfg.block_interval_ms):
-            ops = sorted(node.mempool, key=lambda op: (node.mempool[op], op))
-            height, view = wanted
+            ops = sorted(pending, key=lambda op: (node.mempool[op], op))
             payload, block_hash = node.ledger.build(
-                height, view, node.index, ops[: self.cfg.batch_ops_max]
+                height, view, node.index, ops[: self.cfg.batch_ops_max], parent
             )
             node.want_since = None
             self._step(node, ProposalReady(height, view, payload, block_hash))
@@ -345,7 +353,13 @@ class Simulation:
         if not isinstance(msg, PrePrepare):
             return data
         alt_ops = [10_000_000 + msg.height * 100 + msg.view]
-        payload, block_hash = node.ledger.build(msg.height, msg.view, node.index, alt_ops)
+        parent = node.replica.chain_parent(msg.height)
+        try:
+            payload, block_hash = node.ledger.build(
+                msg.height, msg.view, node.index, alt_ops, parent
+            )
+        except InvariantViolation:
+            return data  # a PRE-PREPARE of a height no longer in flight here
         node.ledger.speculative.pop(block_hash, None)
         ph = payload_digest(payload)
         digest = pre_prepare_digest(CHAIN_ID, 0, msg.view, msg.height, block_hash, ph)
@@ -417,6 +431,8 @@ class Simulation:
         repro = f"{c.command} --seeds 1 --start {c.seed} --replicas {c.replicas}"
         if c.real_signatures:
             repro += " --real-signatures"
+        if c.pipeline_depth > 1:
+            repro += f" --pipeline-depth {c.pipeline_depth}"
         return SimResult(
             seed=c.seed,
             ok=self.checker.ok,

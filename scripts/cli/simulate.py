@@ -49,14 +49,16 @@ BYZANTINE_MODES = ("equivocate", "withhold_votes", "wrong_roots", "forge_receipt
 
 
 def run_many(seeds: int, start: int, replicas: int, real: bool, soak: int, verbose: bool,
-             faults: tuple[str, ...] | None = None) -> tuple[list[SimResult], float, float]:
+             faults: tuple[str, ...] | None = None, pipeline_depth: int = 1,
+             ) -> tuple[list[SimResult], float, float]:
     """The single-shard PBFT simulator over ``seeds`` seeds."""
     results = []
     wall, cpu = time.perf_counter(), time.process_time()
     base = SimConfig()
     for seed in range(start, start + seeds):
         config = SimConfig(seed=seed, replicas=replicas, real_signatures=real,
-                           fault_ms=base.fault_ms * soak, ops=base.ops * soak, faults=faults)
+                           fault_ms=base.fault_ms * soak, ops=base.ops * soak, faults=faults,
+                           pipeline_depth=pipeline_depth)
         result = Simulation(config).run()
         if faults is not None:
             result.repro += f" --faults {','.join(faults) or 'none'}"
@@ -214,6 +216,9 @@ def network_summary(results: Sequence[NetworkSimResult], wall_s: float) -> dict[
               help="Network: print the summary and every seed as JSON.")
 @click.option("--soak", type=click.IntRange(1), default=1, show_default=True,
               help="Make runs N times longer.")
+@click.option("--pipeline-depth", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="One shard: heights in agreement at once (ReplicaConfig.pipeline_depth; "
+                   "docs/CONSENSUS.md, Pipelining).")
 @click.option("--real-signatures", is_flag=True,
               help="One shard: Ed25519 instead of the fast test signer (the network "
                    "simulator always signs with Ed25519).")
@@ -242,6 +247,7 @@ def simulate(
     as_json: bool,
     soak: int,
     real_signatures: bool,
+    pipeline_depth: int,
     faults: str | None,
     byzantine: tuple[str, ...],
     link_faults: tuple[str, ...],
@@ -251,6 +257,8 @@ def simulate(
 ) -> None:
     """Drive the real PBFT replicas (one shard), or whole networks of production nodes
     (--shards N), through seeded faults; check safety, conservation and liveness."""
+    if (network or shards > 1) and pipeline_depth > 1:
+        raise click.UsageError("--pipeline-depth: the single-shard PBFT simulator only")
     if network or shards > 1:
         if real_signatures:
             raise click.UsageError("--real-signatures: the network simulator always signs "
@@ -267,7 +275,7 @@ def simulate(
                                "simulator (--shards 2 or more, or --network)")
     try:
         results, wall_s, cpu_s = run_many(seeds, start, replicas, real_signatures, soak,
-                                          verbose, _names(faults))
+                                          verbose, _names(faults), pipeline_depth)
     except ValueError as exc:  # a fault kind the simulator does not know
         raise click.UsageError(str(exc)) from None
     summary = summarize(results, wall_s, cpu_s)
