@@ -134,15 +134,17 @@ def shard_point(nodes: list[NodeView]) -> ShardPoint:
 def block_summary(event: dict[str, Any]) -> dict[str, Any]:
     """The part of a ``/v1/events`` block the page shows; KeyError/TypeError/ValueError
     when the event is not a block."""
-    txs = event["txs"]
-    if not isinstance(txs, list):
-        raise TypeError("txs is not a list")
+    txs, origins = event["txs"], event.get("inbound_origins") or []
+    if not isinstance(txs, list) or not isinstance(origins, list):
+        raise TypeError("txs or inbound_origins is not a list")
     certificate = event.get("certificate") or {}
     return {
         "shard": int(event["shard"]), "height": int(event["height"]),
         "hash": str(event["hash"]), "time_ms": int(event["time_ms"]),
         "view": int(event.get("view", 0)), "proposer": event.get("proposer"),
         "txs": len(txs), "tx_sample": [str(t) for t in txs[:TX_SAMPLE]],
+        # The transactions (of another shard) whose receipts this block applied.
+        "origin_sample": [str(o) for o in origins[:TX_SAMPLE]],
         "failed": len(event.get("failed") or []),
         "inbound": int(event.get("inbound_receipts", 0)),
         "signers": len(certificate.get("signers") or []),
@@ -294,8 +296,9 @@ class Aggregator:
         height = block["height"]
         if height in kept or (len(kept) >= LATEST_BLOCKS and height < next(iter(kept))):
             return
+        newest = next(reversed(kept)) if kept else None
         kept[height] = block
-        if len(kept) > 1 and height < next(reversed(kept)):
+        if newest is not None and height < newest:
             # Out of order (one node behind another): keep the dict sorted by height.
             for h in sorted(kept):
                 kept.move_to_end(h)

@@ -54,11 +54,12 @@ button.tx { font-family: DejaVu Sans Mono, monospace; font-size: 11.5px; border:
 <section><h2>Transaction search</h2>
 <form id="search"><input id="tx" placeholder="transaction hash (64 hex digits)"
  autocomplete="off" spellcheck="false"><button type="submit">find</button></form>
-<div id="tx-result">Paste a hash, or click one in the latest blocks.</div>
+<div id="tx-result">Paste a hash, or click one in the latest blocks ("receipts of": a
+transaction of another shard whose receipt the block applied).</div>
 <h2>Latest blocks</h2>
 <table id="blocks"><thead><tr><th>shard</th><th>height</th><th class="l">time</th>
 <th>txs</th><th>failed</th><th>inbound</th><th>view</th><th class="l">hash</th>
-<th class="l">some transactions</th></tr></thead><tbody></tbody></table></section>
+<th class="l">some transactions</th><th class="l">receipts of</th></tr></thead><tbody></tbody></table></section>
 </div>
 <script src="/dashboard.js"></script>
 </body></html>
@@ -134,6 +135,16 @@ function renderNodes(nodes) {
   }
 }
 
+function txLinks(td, hashes, cls) {
+  for (const hash of hashes) {
+    const button = document.createElement("button");
+    button.className = cls; button.type = "button"; button.title = hash;
+    button.dataset.tx = hash; button.textContent = hash.substring(0, 10);
+    button.addEventListener("click", () => { $("tx").value = hash; search(hash); });
+    td.appendChild(button);
+  }
+}
+
 function renderBlocks(blocks) {
   const body = $("blocks").querySelector("tbody");
   body.replaceChildren();
@@ -142,14 +153,8 @@ function renderBlocks(blocks) {
     cell(row, b.shard); cell(row, num(b.height)); cell(row, clock(b.time_ms), "l");
     cell(row, num(b.txs)); cell(row, num(b.failed)); cell(row, num(b.inbound));
     cell(row, b.view); cell(row, short(b.hash), "l hash");
-    const txs = cell(row, "", "l");
-    for (const hash of b.tx_sample) {
-      const button = document.createElement("button");
-      button.className = "tx"; button.type = "button"; button.title = hash;
-      button.dataset.tx = hash; button.textContent = hash.substring(0, 10);
-      button.addEventListener("click", () => { $("tx").value = hash; search(hash); });
-      txs.appendChild(button);
-    }
+    txLinks(cell(row, "", "l"), b.tx_sample, "tx");
+    txLinks(cell(row, "", "l"), b.origin_sample, "tx origin");
     body.appendChild(row);
   }
 }
