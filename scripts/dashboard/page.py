@@ -59,7 +59,8 @@ transaction of another shard whose receipt the block applied).</div>
 <h2>Latest blocks</h2>
 <table id="blocks"><thead><tr><th>shard</th><th>height</th><th class="l">time</th>
 <th>txs</th><th>failed</th><th>inbound</th><th>view</th><th class="l">hash</th>
-<th class="l">some transactions</th><th class="l">receipts of</th></tr></thead><tbody></tbody></table></section>
+<th class="l">some transactions</th><th class="l">receipts of</th></tr></thead>
+<tbody></tbody></table></section>
 </div>
 <script src="/dashboard.js"></script>
 </body></html>
