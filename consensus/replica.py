@@ -530,8 +530,10 @@ class Replica(ReplicaBase):
         box = [vc for vc in self.view_changes.values() if vc.new_view == w]
         if len(box) < self.cfg.quorum:
             return
-        box.sort(key=lambda vc: (vc.sender != self.me, vc.sender))
+        box.sort(key=lambda vc: (self._known_invalid(vc), vc.sender != self.me, vc.sender))
         chosen = box[: self.cfg.quorum]
+        if any(self._known_invalid(vc) for vc in chosen):
+            return  # wait for a quorum without it (the honest 2f+1 carry none)
         plan = plan_new_view(chosen, box)
         pp = None
         if plan.reproposal is not None:
@@ -561,6 +563,20 @@ class Replica(ReplicaBase):
         data = encode(NewView(self.cfg.shard, w, self.me, relayed, pp, sig))
         self._broadcast(data)
         self._install_view(w, plan, pp, data)
+
+    def _known_invalid(self, vc: ViewChange) -> bool:
+        """Pipelining only: ``vc`` carries a prepared certificate for our next height
+        whose block our ledger refused on our committed tip. Such a block was committed
+        nowhere (the committed chain is unique and execution deterministic), yet with
+        heights in flight a PREPARE quorum can form for a block on a parent that then
+        lost (a byzantine replica keeps it); re-proposing it at every view change would
+        stall the shard. Any 2f+1 view changes give a safe NEW-VIEW, so the primary
+        simply leaves such a view change out of its quorum."""
+        prepared = vc.prepared
+        if self.depth == 1 or prepared is None or prepared.height != self.committed_height + 1:
+            return False
+        key = (prepared.height, prepared.block_hash)
+        return self.executed.get(key) is False and self.exec_parent.get(key) == self.committed_hash
 
     def _on_new_view(self, nv: NewView, data: bytes) -> None:
         w = nv.view

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import pytest
 
 from consensus.actions import Action, CommitBlock, ExecuteBlock, RequestProposal, ViewChangeStarted
-from consensus.certificate import PHASE_COMMIT, PHASE_PREPARE, pre_prepare_digest
+from consensus.certificate import (
+    GENESIS_CHECKPOINT,
+    PHASE_COMMIT,
+    PHASE_PREPARE,
+    PreparedCertificate,
+    pre_prepare_digest,
+    sorted_signatures,
+)
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -27,11 +34,13 @@ from consensus.kernel.limits import OBSERVED_MESSAGE_BYTES_MAX
 from consensus.messages import (
     CertNotice,
     Message,
+    NewView,
     PrePrepare,
     ViewChange,
     Vote,
     decode_message,
     payload_digest,
+    signing_digest,
 )
 from consensus.state import ReplicaConfig
 from tests.support.consensus_harness import CHAIN, Cluster
@@ -364,3 +373,67 @@ def test_shardnet_simulate_runs_the_pipelined_simulator_and_refuses_it_elsewhere
                                             "--pipeline-depth", "2"])
     assert refused.exit_code == 2
     assert "single-shard PBFT simulator only" in refused.output
+
+
+def test_depth_2_stale_prepared_block_kept_by_a_byzantine_replica_is_reproposed_at_most_once(
+) -> None:
+    """A PREPARE quorum formed at height 2 on a block 1 that then lost the view change
+    (block A committed at 1 instead). Byzantine replica 1 keeps that prepared
+    certificate and puts it in every VIEW-CHANGE; after its block failed once on the
+    committed tip, the next primaries leave that view change out of their quorum."""
+    cluster = Pipelined()
+    lost_prepares = lambda d, s, m: (  # noqa: E731
+        not is_vote(m, PHASE_PREPARE, 1) and no_commits(d, s, m))
+    cluster.propose([1])
+    cluster.deliver(lost_prepares)
+    stale = cluster.propose([2])
+    cluster.deliver(lost_prepares)
+    pp = cluster.replicas[1].pre_prepares[(0, 2)]
+    box = cluster.replicas[1].votes[(PHASE_PREPARE, 0, 2)]
+    cert = PreparedCertificate(0, 2, stale, pp.payload_hash, pp.signature,
+                               sorted_signatures({i: box[i][1] for i in (2, 3)}))
+    # View 1 (replica 0 down): nothing prepared at 1, a fresh block A commits there.
+    cluster.down.add(0)
+    time_out(cluster, cluster.config(1).request_timeout_ms + 1)
+    fresh1 = cluster.propose([7], primary=1)
+    cluster.deliver()
+    assert cluster.heights()[1:] == [1, 1, 1]
+    cluster.down.discard(0)
+    last_commit = cluster.replicas[1].last_cert
+
+    def byzantine_view_change(view: int) -> bytes:
+        unsigned = ViewChange(0, view, 1, GENESIS_CHECKPOINT, last_commit, cert, b"")
+        sig = cluster.signers[1].sign(signing_digest(CHAIN, unsigned))
+        return encode(ViewChange(0, view, 1, GENESIS_CHECKPOINT, last_commit, cert, sig,
+                                 pp.payload))
+
+    def swap_byzantine_view_changes() -> None:
+        for k, (dst, src, data) in enumerate(cluster.inbox):
+            msg = decode_message(data, OBSERVED_MESSAGE_BYTES_MAX)
+            if src == 1 and isinstance(msg, ViewChange):
+                cluster.inbox[k] = (dst, src, byzantine_view_change(msg.new_view))
+
+    now = cluster.now
+    for _ in range(40):
+        now += cluster.config(0).retransmit_ms
+        cluster.tick(now, PENDING)
+        swap_byzantine_view_changes()
+        while cluster.inbox:
+            swap_byzantine_view_changes()
+            dst, src, data = cluster.inbox.pop(0)
+            cluster.step(dst, MessageReceived(data, src))
+        primary = cluster.replicas[2].primary()
+        if primary != 1 and cluster.replicas[primary].wants_proposal() == (2, cluster.replicas[
+                primary].view):
+            cluster.propose([8], primary=primary)
+        if min(cluster.heights()[2:]) >= 2:
+            break
+    reproposals = {
+        (m.view, m.pre_prepare.block_hash)
+        for i in range(4) for m in sent_messages(cluster, i)
+        if isinstance(m, NewView) and m.pre_prepare is not None and m.pre_prepare.height == 2
+    }
+    assert [h for _, h in reproposals].count(stale) == 1, reproposals
+    for i in (2, 3):
+        assert committed(cluster, i)[0] == (1, fresh1)
+        assert committed(cluster, i)[1][1] != stale
