@@ -15,8 +15,10 @@ order). How:
    transaction (a fully contended block still checks its signatures in parallel).
 4. A job runs its transactions in block order over a snapshot of their declared
    keys and records, per transaction, its outcome, emitted receipts and writes in
-   first-write order. A transaction that reads or writes a key it did not
-   declare stops its job there ("escaped", Block-STM's failed validation).
+   first-write order. A transaction that reads or writes a key outside its job's
+   snapshot stops its job there ("escaped", Block-STM's failed validation). The
+   guard is the job's key set, not each transaction's declaration: job key sets
+   are disjoint, so staying inside them is all that serial equivalence needs.
 5. The merge folds the per-transaction writes into the block overlay in block
    order (which reproduces the spec's first-write order), re-executes every
    transaction from the first escaped one on in this process, stamps outgoing
@@ -24,8 +26,9 @@ order). How:
    computes the roots as the spec does.
 
 Why the result is the spec's: before the first escaped transaction, every
-transaction touched only declared keys, and every earlier writer of those keys is
-in its component, so it read exactly the values it reads in the spec.
+transaction touched only its job's keys, which no other job touches, and every
+earlier writer of those keys ran before it in the same job, so it read exactly
+the values it reads in the spec.
 
 With at most ``OVERLAP_WORKERS_MAX`` workers a replica's signed block runs
 *overlapped* instead: the spec (without signature checks) in this process while the
