@@ -10,6 +10,7 @@ from scripts.dashboard.aggregator import ShardPoint
 from scripts.dashboard.series import downsample
 
 CHART_POINTS = 120  # per line: pygal draws 600 points five times slower, no clearer
+SPAN_MIN_S = 60.0  # a young dashboard's charts still span a minute (clean axis labels)
 WIDTH, HEIGHT = 470, 250
 
 Field = Callable[[ShardPoint], float | int | None]
@@ -40,6 +41,8 @@ def charts_html(series: Mapping[int, Sequence[tuple[float, ShardPoint]]], now: f
                 name = f"shard {shard}" + (f" {label}" if label else "")
                 values: list[Point] = [(round(t - now, 1), _number(field(p)))
                                        for t, p in shown]
+                if not values or values[0][0] > -SPAN_MIN_S:
+                    values.insert(0, (-SPAN_MIN_S, None))  # a gap: stretches the x axis
                 lines.append(Series(name, values))
         svg = line_chart(title, lines, x_title="seconds (0 = now)", y_title=y_title,
                          width=WIDTH, height=HEIGHT)

@@ -156,9 +156,14 @@ def test_the_page_shows_both_shards_and_follows_them_while_load_runs(tmp_path: P
                     "return document.getElementById('tx-status').dataset.status;")
                 assert status in ("committed", "finalized")
 
+                # Some history on the charts, then the whole page in one picture.
+                _wait(driver, lambda d: int(d.execute_script(
+                    "return document.body.dataset.tick")) >= after_tick + 20,
+                    "twenty more snapshots")
                 height = driver.execute_script(  # type: ignore[attr-defined]
-                    "return document.documentElement.scrollHeight;")
-                driver.set_window_size(1480, int(height) + 40)  # type: ignore[attr-defined]
+                    "return document.documentElement.scrollHeight + window.outerHeight"
+                    " - window.innerHeight;")
+                driver.set_window_size(1480, int(height) + 20)  # type: ignore[attr-defined]
                 shot = tmp_path / "dashboard.png"
                 assert driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
                 assert shot.stat().st_size > 50_000  # a blank page is a few KB
