@@ -102,9 +102,10 @@ def _summary(snapshot: dict[str, Any]) -> str:
 async def serve(network: Network, port: int, interval: float, window: float) -> None:
     """Serve until SIGINT or SIGTERM."""
     aggregator = Aggregator(network, interval_s=interval, window_s=window)
-    runner = web.AppRunner(DashboardServer(aggregator).app(), access_log=None)
+    runner = web.AppRunner(DashboardServer(aggregator).app(), access_log=None,
+                           shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, HOST, port, shutdown_timeout=2.0)
+    site = web.TCPSite(runner, HOST, port)
     try:
         await site.start()
     except OSError as exc:

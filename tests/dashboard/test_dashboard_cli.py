@@ -1,0 +1,50 @@
+"""``shardnet dashboard``'s command line: every failure is one ``Error:`` line, exit 1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from scripts.dashboard.cli import dashboard, serve
+from tests.dashboard.fakes import network_of
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(dashboard, list(args), env={"SHARDNET_URL": ""})
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--url", "http://127.0.0.1:9"), "no node answers /v1/network"),
+    (("--json",), "--json goes with --once"),
+    (("--interval", "5s", "--window", "1s"), "--window must be at least --interval"),
+    (("--interval", "0s"), "not a positive duration"),
+    (("--port", "70000"), "70000"),
+])
+def test_a_failure_is_one_error_line(args: tuple[str, ...], says: str) -> None:
+    code, output = _run(*args)
+    assert code in (1, 2), output  # 2: click's usage errors
+    lines = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and says in lines[0], output
+    assert "Traceback" not in output
+
+
+def test_a_missing_testnet_folder_is_one_line(tmp_path: Path) -> None:
+    code, output = _run("--testnet", str(tmp_path / "nowhere"))
+    assert code == 1 and output.startswith("Error: ") and len(output.splitlines()) == 1
+
+
+async def test_a_port_in_use_is_one_line_naming_it() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(click.ClickException, match=f"cannot listen on 127.0.0.1:{port}"):
+            await serve(network_of([]), port, 1.0, 60.0)
+    finally:
+        taken.close()
