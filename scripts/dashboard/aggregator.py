@@ -29,6 +29,7 @@ from scripts.dashboard.series import TimeSeries, downsample
 # aiohttp refuses a line over twice its read buffer.
 EVENTS_READ_BUFSIZE = 1 << 20
 REQUEST_TIMEOUT_S = 3.0
+ANSWER_BYTES_MAX = 8 << 20  # /metrics of a busy node is ~100 KB; a block ~250 KB
 EVENTS_READ_TIMEOUT_S = 40.0  # a quiet node sends a keep-alive comment every 15 s
 EVENTS_BACKOFF_MAX_S = 10.0
 LATEST_BLOCKS = 20  # per shard
@@ -220,26 +221,29 @@ class Aggregator:
 
     async def get_json(self, url: str) -> Any:
         """The JSON answer of a 200; ClientResponseError for any other status."""
-        async with self.session.get(url) as response:
-            if response.status != 200:
-                raise aiohttp.ClientResponseError(response.request_info, (),
-                                                  status=response.status)
-            return await response.json(content_type=None)
+        return json.loads(await self._get_body(url))
 
-    async def _get_text(self, url: str) -> str:
+    async def _get_body(self, url: str) -> bytes:
+        """A 200's body, at most ``ANSWER_BYTES_MAX`` (a node is not trusted to be small)."""
         async with self.session.get(url) as response:
             if response.status != 200:
                 raise aiohttp.ClientResponseError(response.request_info, (),
                                                   status=response.status)
-            return await response.text()
+            chunks, size = [], 0
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > ANSWER_BYTES_MAX:
+                    raise ValueError(f"answer larger than {ANSWER_BYTES_MAX} bytes")
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     async def poll_node(self, node: NodeView) -> None:
         url = node.target.url
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 status, text = await asyncio.gather(self.get_json(f"{url}/v1/status"),
-                                                    self._get_text(f"{url}/metrics"))
-            metrics = parse_metrics(text)
+                                                    self._get_body(f"{url}/metrics"))
+            metrics = parse_metrics(text.decode("utf-8", errors="replace"))
             if not isinstance(status, dict):
                 raise ValueError("/v1/status is not an object")
             if status.get("chain_id") != self.network.chain_id:

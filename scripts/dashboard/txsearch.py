@@ -85,7 +85,8 @@ async def find_tx(aggregator: Aggregator, text: str) -> dict[str, Any]:
             detail += f" (shards not asked: {', '.join(unreachable)})"
         raise TxSearchError(404, "not_found", detail)
     tx = found[0]
-    hops = [h for h in tx.get("hops") or [] if isinstance(h, dict)]
+    listed = tx.get("hops")
+    hops = [h for h in listed if isinstance(h, dict)] if isinstance(listed, list) else []
     blocks = await asyncio.gather(*(_hop_block(aggregator, hop) for hop in hops))
     first_ms = hops[0].get("time_ms") if hops else None
     shown = []

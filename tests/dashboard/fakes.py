@@ -51,6 +51,7 @@ class FakeNode:
     txs: dict[str, dict[str, Any]] = field(default_factory=dict)  # hash -> /v1/txs answer
     queues: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
     asked: list[str] = field(default_factory=list)
+    metrics_body: bytes | None = None  # served instead of the real metrics (hostile node)
     server: TestServer | None = None
 
     @property
@@ -81,6 +82,8 @@ class FakeNode:
 
         @routes.get("/metrics")
         async def metrics(request: web.Request) -> web.Response:
+            if self.metrics_body is not None:
+                return web.Response(body=self.metrics_body, content_type="text/plain")
             registry = NodeRegistry()
             registry.height.set(self.height)
             registry.txs_committed.labels(outcome="ok").inc(10 * self.height)

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from scripts.cli.load.targets import NodeTarget
-from scripts.dashboard.aggregator import Aggregator
+from scripts.dashboard.aggregator import ANSWER_BYTES_MAX, Aggregator
 from scripts.dashboard.page import PAGE_HTML, PAGE_JS
 from scripts.dashboard.server import DashboardServer
 from tests.dashboard.fakes import FakeNode, network_of
@@ -198,3 +198,28 @@ async def test_a_node_on_another_chain_is_shown_down(dash: Dashboard) -> None:
     dash.node(0, 1).chain_id = "shardnet-other"
     await until(lambda: any("on chain 'shardnet-other'" in str(n["error"])
                             for n in dash.aggregator.snapshot()["nodes"]), "refused node")
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    (b"x" * (ANSWER_BYTES_MAX + 10), "answer larger than"),
+    (b"shardnet_height{ 1\n", "unreadable metrics"),
+    (b"\xff\xfe not text", "unreadable metrics"),
+    (b"# TYPE up gauge\nup 1\n", "not a shardnet node"),
+])
+async def test_a_node_serving_hostile_metrics_is_shown_down_with_the_reason(
+        dash: Dashboard, body: bytes, shown: str) -> None:
+    await until(lambda: dash.aggregator.snapshot()["shards"][0]["nodes_up"] == 2, "shard 0 up")
+    dash.node(0, 1).metrics_body = body
+    await until(lambda: shown in str(next(n for n in dash.aggregator.snapshot()["nodes"]
+                                          if n["name"] == "shard0-node1")["error"]),
+                f"shard0-node1 down: {shown}")
+    await until(lambda: dash.aggregator.snapshot()["shards"][0]["nodes_up"] == 1,
+                "shard 0 counting one node up")
+
+
+async def test_hops_that_are_not_a_list_are_no_hops_not_a_500(dash: Dashboard) -> None:
+    digest = "ef" * 32
+    dash.node(0, 0).txs[digest] = dash.node(0, 1).txs[digest] = {
+        "hash": digest, "status": "committed", "shard": 0, "height": 2, "hops": 5}
+    answer = await dash.client.get(f"/api/tx/{digest}")
+    assert answer.status == 200 and (await answer.json())["hops"] == []
