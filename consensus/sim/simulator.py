@@ -39,7 +39,9 @@ from consensus.certificate import (
     PHASE_PREPARE,
     CommitCertificate,
     IndexedSignature,
+    PreparedCertificate,
     pre_prepare_digest,
+    sorted_signatures,
     vote_digest,
 )
 from consensus.events import (
@@ -57,6 +59,7 @@ from consensus.kernel.limits import MESSAGE_BYTES_MAX
 from consensus.messages import (
     CertNotice,
     PrePrepare,
+    ViewChange,
     Vote,
     decode_message,
     payload_digest,
@@ -79,6 +82,10 @@ FAULT_KINDS = (
     "equivocate",
     "forge",
 )
+# Drawn only at pipeline_depth > 1 (depth-1 seeds keep their draws): a byzantine
+# replica that puts a stale prepared certificate (a block prepared at h+1 on a block
+# at h that then lost) into its VIEW-CHANGEs.
+PIPELINE_FAULT_KINDS = ("stale_prepared",)
 CHAIN_ID = "shardnet-sim"
 @dataclass(frozen=True)
 class SimConfig:
@@ -143,6 +150,10 @@ class Node:
     byzantine: str | None = None
     want_since: int | None = None
     seen: list[bytes] = field(default_factory=list)
+    # stale_prepared: height -> the prepared certificates (with payloads) it saw form
+    stale: dict[int, dict[bytes, tuple[PreparedCertificate, bytes]]] = field(
+        default_factory=dict
+    )
 
 
 class Simulation:
@@ -158,6 +169,8 @@ class Simulation:
             self.kinds = {k for k in FAULT_KINDS if rng.random() < 0.45}
         else:
             self.kinds = set(config.faults)
+        if config.pipeline_depth > 1 and config.faults is None and rng.random() < 0.45:
+            self.kinds.add("stale_prepared")
         drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
         dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
         self.net = FaultyNetwork(rng, self.kinds, config.latency_ms, drop_p, dup_p, is_commit_news)
@@ -170,7 +183,7 @@ class Simulation:
         self.max_view = 0
         self.injected: list[int] = []
         self.nodes = [self._new_node(i, None) for i in range(n)]
-        byzantine_kinds = sorted(self.kinds & {"equivocate", "forge"})
+        byzantine_kinds = sorted(self.kinds & {"equivocate", "forge", "stale_prepared"})
         if byzantine_kinds and self.f > 0:
             # Up to f byzantine replicas, each an equivocator or a forger.
             for index in rng.sample(range(n), rng.randint(1, self.f)):
@@ -237,6 +250,8 @@ class Simulation:
             self.checker.violations.append(f"node {node.index}: invariant: {exc}")
             node.alive = False
             return
+        if node.byzantine == "stale_prepared":
+            self._collect_prepared(node)
         self._apply(node, actions)
         if not isinstance(event, ProposalReady):
             self._maybe_propose(node)
@@ -296,6 +311,8 @@ class Simulation:
             data = action.data
             if node.byzantine == "equivocate" and isinstance(action, Broadcast):
                 data = self._equivocate(node, dst, data)
+            elif node.byzantine == "stale_prepared":
+                data = self._stale_view_change(node, data)
             self._send(node.index, dst, data)
 
     def _serve_sync(self, node: Node, req: RequestSync) -> None:
@@ -369,6 +386,46 @@ class Simulation:
         )  # fmt: skip
         self.faults["equivocate"] += 1
         return encode(alt)
+
+    def _collect_prepared(self, node: Node) -> None:
+        """Keep every prepared certificate this replica's votes show (any view)."""
+        r = node.replica
+        for (phase, view, height), box in r.votes.items():
+            pp = r.pre_prepares.get((view, height))
+            if phase != PHASE_PREPARE or pp is None:
+                continue
+            held = node.stale.setdefault(height, {})
+            if pp.block_hash in held and held[pp.block_hash][0].view >= view:
+                continue
+            prepares = {s: sig for s, (d, sig) in box.items()
+                        if d == pp.block_hash and s != r.primary(view)}
+            if len(prepares) >= r.cfg.quorum - 1:
+                cert = PreparedCertificate(view, height, pp.block_hash, pp.payload_hash,
+                                           pp.signature, sorted_signatures(prepares))
+                held[pp.block_hash] = (cert, pp.payload)
+
+    def _stale_view_change(self, node: Node, data: bytes) -> bytes:
+        """Replace the prepared certificate of a VIEW-CHANGE by another real one held
+        for the same height (another block, any earlier view), re-signed."""
+        try:
+            vc = decode_message(data, MESSAGE_BYTES_MAX)
+        except DecodeError:
+            return data
+        if not isinstance(vc, ViewChange):
+            return data
+        height = (vc.last_commit.height if vc.last_commit is not None else 0) + 1
+        mine = vc.prepared.block_hash if vc.prepared is not None else None
+        others = [held for d, held in sorted(node.stale.get(height, {}).items())
+                  if d != mine and held[0].view < vc.new_view]
+        if not others:
+            return data
+        cert, payload = max(others, key=lambda held: held[0].view)
+        unsigned = ViewChange(0, vc.new_view, vc.sender, vc.checkpoint, vc.last_commit, cert,
+                              b"")
+        sig = node.signer.sign(signing_digest(CHAIN_ID, unsigned))
+        self.faults["stale_prepared"] += 1
+        return encode(ViewChange(0, vc.new_view, vc.sender, vc.checkpoint, vc.last_commit,
+                                 cert, sig, payload))
 
     def _forge(self, node: Node) -> None:
         rng, n, r = self.rng, self.cfg.replicas, node.replica

@@ -64,6 +64,17 @@ def test_simulation_pipelined_depth_2_n7_and_ed25519() -> None:
                for seed in range(420_000, 420_020)])
 
 
+@pytest.mark.slow
+def test_simulated_replica_reporting_stale_prepared_certificates_stalls_nothing() -> None:
+    """At depth 2 PREPAREs run ahead, so real prepared certificates exist for blocks
+    whose parent then lost; a byzantine replica puts them in its VIEW-CHANGEs."""
+    faults = ("stale_prepared", "drop", "partition", "commit_loss", "crash")
+    results = [run_seed(seed, pipeline_depth=2, faults=faults)
+               for seed in range(700_000, 700_100)]
+    check_all(results)
+    assert sum(r.faults["stale_prepared"] for r in results) > 0
+
+
 def test_pipelined_run_overlaps_heights_and_commits_the_load_sooner() -> None:
     """Deterministic simulated time, no faults, the load arriving at once: depth 2
     executes blocks on uncommitted parents and finishes the same ops earlier."""
