@@ -45,9 +45,9 @@ def test_selectors_pick_the_right_number_of_nodes_from_the_right_shard() -> None
         assert 1 <= kill.at_s <= 20 and 2 <= partition.at_s <= 20
         assert sorted(n[:6] for n in pause.nodes) == ["shard0", "shard1"]
         assert pause.live == ("primary:0",)
-    steps = plan(scenario({"at": 1, "action": "restart", "nodes": ["shard:1", "0/2", "s0n3"]}),
+    named = plan(scenario({"at": 1, "action": "restart", "nodes": ["shard:1", "0/2", "s0n3"]}),
                  1, TOPOLOGY)
-    assert steps[0].nodes == ("shard1-node0", "shard1-node1", "shard1-node2", "shard1-node3",
+    assert named[0].nodes == ("shard1-node0", "shard1-node1", "shard1-node2", "shard1-node3",
                               "shard0-node2", "shard0-node3")
     everything = plan(scenario({"at": 1, "action": "restart", "nodes": "all"}), 1, TOPOLOGY)
     assert len(everything[0].nodes) == 8
