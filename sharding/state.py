@@ -66,6 +66,19 @@ def compute_bucket_hash(entries: Mapping[bytes, bytes]) -> bytes:
 
 EMPTY_BUCKET_HASH = compute_bucket_hash({})
 
+Leaf = tuple[bytes | None, int, bytes]  # value, bucket index, entry hash (b"" for a deletion)
+Leaves = Mapping[bytes, Leaf]
+
+
+def compute_leaves(writes: Writes) -> list[tuple[bytes, bytes | None, int, bytes]]:
+    """(key, value, bucket index, entry hash) of each write: the per-key part of the
+    state root, computable anywhere (``State.prepare(writes, leaves)`` uses it)."""
+    return [
+        (key, value, compute_bucket_index(key),
+         b"" if value is None else compute_entry_hash(key, value))
+        for key, value in writes.items()
+    ]
+
 
 def _empty_levels() -> list[list[bytes]]:
     levels = [[EMPTY_BUCKET_HASH] * BUCKETS]
@@ -155,12 +168,25 @@ class State:
 
     # -- writes
 
-    def prepare(self, writes: Writes) -> PreparedWrites:
-        """Compute the root after ``writes`` without changing the state."""
+    def prepare(self, writes: Writes, leaves: Leaves | None = None) -> PreparedWrites:
+        """Compute the root after ``writes`` without changing the state.
+
+        ``leaves`` may carry each written key's bucket and entry hash computed
+        elsewhere (the parallel executor's workers, ``compute_leaves``); a leaf is
+        used only when its value is the one written, so the result is the same
+        with or without it."""
         writes = dict(writes)
+        hints = {} if leaves is None else leaves
         buckets: dict[int, dict[bytes, bytes]] = {}
         for key, value in writes.items():
-            index = compute_bucket_index(key)
+            if value is not None:
+                check(0 < len(key) <= KEY_BYTES_MAX, "state key length out of range")
+            hint = hints.get(key)
+            if hint is not None and hint[0] == value:
+                index, entry = hint[1], hint[2]
+            else:
+                index = compute_bucket_index(key)
+                entry = b"" if value is None else compute_entry_hash(key, value)
             entries = buckets.get(index)
             if entries is None:
                 entries = dict(self._buckets.get(index, {}))
@@ -168,8 +194,7 @@ class State:
             if value is None:
                 entries.pop(key, None)
             else:
-                check(0 < len(key) <= KEY_BYTES_MAX, "state key length out of range")
-                entries[key] = compute_entry_hash(key, value)
+                entries[key] = entry
         nodes = self._compute_nodes(
             {index: compute_bucket_hash(entries) for index, entries in buckets.items()}
         )

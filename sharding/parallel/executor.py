@@ -25,7 +25,14 @@ from sharding.executor import (
     select_inbound,
 )
 from sharding.parallel.jobs import Job, JobResult, JobRunner, RunnerFailed
-from sharding.parallel.merge import begin, finish, fold, verdict
+from sharding.parallel.merge import (
+    begin,
+    collect_state_leaves,
+    collect_tx_leaves,
+    finish,
+    fold,
+    verdict,
+)
 from sharding.parallel.plan import Plan, compute_assignment, compute_plan, make_jobs
 from sharding.parallel.pump import SignaturePump
 from sharding.parallel.telemetry import ExecutionStats, StatsSink, compute_stats
@@ -153,7 +160,8 @@ class ParallelExecutor:
             pump.feed_share(EARLY_SIGNATURE_SHARE)
             plan = compute_plan(txs, params.shard, params.num_shards)
             assignment = compute_assignment(plan, workers, [])
-            for worker, job in enumerate(make_jobs(params, body.view, txs, plan, assignment)):
+            for worker, job in enumerate(
+                    make_jobs(params, body.view, txs, plan, assignment, leaves=True)):
                 pump.add_execution(worker, job)
             pump.feed_all(QUEUE_DEPTH_MERGING)
             executed: dict[int, JobResult] = {}
@@ -165,8 +173,10 @@ class ParallelExecutor:
             invalid: InvalidBlock | None = None
             merged: BlockResult | None = None
             try:
-                fold(body, txs, [executed[k] for k in range(workers)], set(), None)
-                merged = finish(body, block.inbound)
+                results = [executed[k] for k in range(workers)]
+                fold(body, txs, results, set(), None)
+                merged = finish(body, block.inbound, collect_tx_leaves(results, len(txs)),
+                                collect_state_leaves(results))
             except InvalidBlock as exc:
                 invalid = exc
             bad = pump.drain()

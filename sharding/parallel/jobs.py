@@ -26,6 +26,9 @@ class Job(msgspec.Struct, array_like=True, frozen=True):
     execute: list[bool]
     known_bad: list[int]  # indices whose signature is already known bad (proposer)
     snapshot: list[tuple[bytes, bytes | None]]
+    # Also return the roots' per-item hashes: the tree leaf of each executed
+    # transaction (tx root) and each final write's bucket and entry (state root).
+    leaves: bool = False
 
 
 class TxResult(msgspec.Struct, array_like=True, frozen=True):
@@ -40,7 +43,11 @@ class TxResult(msgspec.Struct, array_like=True, frozen=True):
 class JobResult(msgspec.Struct, array_like=True, frozen=True):
     bad_signatures: list[int]
     results: list[TxResult]  # one per executed transaction before ``escaped``
-    escaped: int  # index of the first transaction that left its declaration, or -1
+    escaped: int  # index of the first transaction that left its job's keys, or -1
+    # With ``Job.leaves``: (index, tree leaf hash of the encoded transaction) of each
+    # executed transaction, and ``state.compute_leaves`` of the job's final writes.
+    tx_leaves: list[tuple[int, bytes]] = []
+    state_leaves: list[tuple[bytes, bytes | None, int, bytes]] = []
 
 
 class JobRunner(Protocol):

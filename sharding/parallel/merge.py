@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consensus.kernel.errors import ShardnetError
+from sharding.block import compute_inbound_root, compute_tx_root
 from sharding.executor import (
     BlockResult,
     InvalidBlock,
@@ -18,11 +19,12 @@ from sharding.executor import (
     finish_block,
     process_inbound,
 )
+from sharding.merkle import compute_root_of_leaf_hashes
 from sharding.parallel.jobs import JobResult, TxResult
 from sharding.parallel.worker import process_tx_known_signature
-from sharding.receipts import Receipt
+from sharding.receipts import Receipt, compute_receipts_root, process_stamp_receipts
 from sharding.records import ShardParams, get_shard_params
-from sharding.state import Overlay, State
+from sharding.state import Leaf, Leaves, Overlay, State
 from sharding.tx import InvalidTx, SignedTx
 
 
@@ -107,6 +109,44 @@ def verdict(bad: Sequence[int], invalid: InvalidBlock | None,
 
 
 
-def finish(body: Body, inbound: Sequence[Receipt]) -> BlockResult:
-    return finish_block(body.state, body.view, body.included, inbound, body.outcomes,
-                        body.inbound_outcomes, body.outbox)
+def finish(body: Body, inbound: Sequence[Receipt], tx_leaves: Sequence[bytes] | None = None,
+           state_leaves: Leaves | None = None) -> BlockResult:
+    """``finish_block``; with leaf hashes computed by the workers (``tx_leaves``: one
+    per included transaction, in block order; ``state_leaves``: per written key,
+    used only where the value matches), the same steps without recomputing them."""
+    if tx_leaves is None and state_leaves is None:
+        return finish_block(body.state, body.view, body.included, inbound, body.outcomes,
+                            body.inbound_outcomes, body.outbox)
+    receipts = process_stamp_receipts(body.view, body.outbox)
+    prepared = body.state.prepare(body.view.writes, state_leaves)
+    tx_root = (compute_tx_root(body.included) if tx_leaves is None
+               else compute_root_of_leaf_hashes(tx_leaves))
+    return BlockResult(
+        state_root=prepared.root,
+        receipts_root=compute_receipts_root(receipts),
+        tx_root=tx_root,
+        inbound_root=compute_inbound_root(inbound),
+        receipts=receipts,
+        outcomes=body.outcomes,
+        inbound_outcomes=body.inbound_outcomes,
+        writes=prepared.writes,
+        prepared=prepared,
+    )
+
+
+def collect_tx_leaves(results: Sequence[JobResult], count: int) -> list[bytes] | None:
+    """The workers' tx-root leaves in block order, or None unless every one of the
+    ``count`` transactions has one (then the root is computed here)."""
+    leaves: list[bytes | None] = [None] * count
+    for job in results:
+        for index, leaf in job.tx_leaves:
+            if 0 <= index < count:
+                leaves[index] = leaf
+    complete = [leaf for leaf in leaves if leaf is not None]
+    return complete if len(complete) == count else None
+
+
+def collect_state_leaves(results: Sequence[JobResult]) -> dict[bytes, Leaf]:
+    """The workers' per-key state-root hashes (``Job.leaves``), by key."""
+    return {key: (value, index, entry) for job in results
+            for key, value, index, entry in job.state_leaves}

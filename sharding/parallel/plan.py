@@ -133,6 +133,8 @@ def make_jobs(
     plan: Plan,
     assignment: Sequence[tuple[Sequence[int], Sequence[int]]],
     known_bad: Iterable[int] = (),
+    *,
+    leaves: bool = False,
 ) -> list[Job]:
     bad = sorted(set(known_bad))
     jobs: list[Job] = []
@@ -155,6 +157,7 @@ def make_jobs(
                 execute=[i in executed for i in indices],
                 known_bad=[i for i in bad if i in executed],
                 snapshot=list(snapshot.items()),
+                leaves=leaves,
             )
         )
     return jobs

@@ -4,11 +4,13 @@ Pure: the process pool calls it in another process."""
 
 from __future__ import annotations
 
+from consensus.kernel.codec import encode
 from sharding.executor import TxOutcome, process_tx
+from sharding.merkle import compute_leaf_hash
 from sharding.parallel.jobs import Job, JobResult, TxResult
 from sharding.receipts import Receipt
 from sharding.records import ShardParams
-from sharding.state import Overlay
+from sharding.state import Overlay, compute_leaves
 from sharding.tx import InvalidTx, SignedTx, check_tx_stateless, verify_tx_signature
 
 
@@ -47,6 +49,11 @@ def run_job(job: Job) -> JobResult:
         for index, tx, verify in zip(job.indices, job.txs, job.verify, strict=True)
         if verify and not verify_tx_signature(tx)
     ]
+    tx_leaves = [
+        (index, compute_leaf_hash(encode(tx)))
+        for index, tx, execute in zip(job.indices, job.txs, job.execute, strict=True)
+        if execute
+    ] if job.leaves else []
     params = ShardParams(job.chain_id, job.shard, job.num_shards)
     snapshot = dict(job.snapshot)
     footprint = snapshot.keys()
@@ -68,7 +75,8 @@ def run_job(job: Job) -> JobResult:
             break
         batch.writes.update(view.writes)
         results.append(result)
-    return JobResult(bad, results, escaped)
+    state_leaves = compute_leaves(batch.writes) if job.leaves else []
+    return JobResult(bad, results, escaped, tx_leaves, state_leaves)
 
 
 def run_tx(view: Overlay, params: ShardParams, tx: SignedTx, index: int, bad: bool) -> TxResult:
