@@ -21,6 +21,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from scripts.dashboard.aggregator import Aggregator
@@ -37,6 +38,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 
+log = structlog.get_logger("dashboard")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -62,6 +64,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         reason = (exc.reason or "error").lower().replace(" ", "_")
         response = _error(exc.status, reason, exc.reason or "")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # a bug of ours: JSON, not a traceback on the page
+        log.exception("dashboard.internal_error", path=request.path)
+        response = _error(500, "internal", "the dashboard failed on this request (logged)")
     if not response.prepared:
         response.headers["Content-Security-Policy"] = CSP
         response.headers["Cache-Control"] = "no-store"

@@ -131,6 +131,11 @@ def test_the_page_shows_both_shards_and_follows_them_while_load_runs(tmp_path: P
                     "return document.body.dataset.tick"))
                 assert after_tick > tick  # the same page, updated live: no reload
 
+                # Everything the page loaded came from the dashboard itself.
+                loaded = driver.execute_script(  # type: ignore[attr-defined]
+                    "return performance.getEntriesByType('resource').map(e => e.name);")
+                assert loaded and all(u.startswith(url) for u in loaded), loaded
+
                 rows = driver.execute_script(  # type: ignore[attr-defined]
                     "return Array.from(document.querySelectorAll('#nodes tbody tr'))"
                     ".map(r => r.cells[1].textContent);")

@@ -223,3 +223,15 @@ async def test_hops_that_are_not_a_list_are_no_hops_not_a_500(dash: Dashboard) -
         "hash": digest, "status": "committed", "shard": 0, "height": 2, "hops": 5}
     answer = await dash.client.get(f"/api/tx/{digest}")
     assert answer.status == 200 and (await answer.json())["hops"] == []
+
+
+async def test_a_bug_in_a_handler_is_a_json_500_not_a_traceback(
+        dash: Dashboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(dash.aggregator, "snapshot", broken)
+    answer = await dash.client.get("/api/snapshot")
+    assert answer.status == 500
+    body = await answer.json()
+    assert body["error"] == "internal" and "secret" not in json.dumps(body)
