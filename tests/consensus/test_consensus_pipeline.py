@@ -437,3 +437,27 @@ def test_depth_2_stale_prepared_block_kept_by_a_byzantine_replica_is_reproposed_
     for i in (2, 3):
         assert committed(cluster, i)[0] == (1, fresh1)
         assert committed(cluster, i)[1][1] != stale
+
+
+def test_test_ledger_executes_on_the_named_parent_and_refuses_other_chains() -> None:
+    """The simulator's ledger double at depth 2: speculative state on speculative state."""
+    from consensus.certificate import CommitCertificate
+    from consensus.sim.doubles import TestLedger
+
+    primary, backup = TestLedger(), TestLedger()
+    a_payload, a = primary.build(1, 0, 0, [1, 2])
+    b_payload, b = primary.build(2, 0, 0, [2, 3], parent=a)  # op 2 is in flight in a
+    assert backup.execute(0, 2, b_payload, b, a) == (False, "wrong_height")  # a unknown
+    assert backup.execute(0, 1, a_payload, a) == (True, "")
+    assert backup.execute(0, 2, b_payload, b) == (False, "wrong_height")  # not on the tip
+    assert backup.execute(0, 2, b_payload, b, a) == (True, "")
+    dup_payload, dup = primary.build(2, 0, 0, [9], parent=a)
+    other_payload, other = TestLedger().build(1, 0, 0, [5])
+    assert backup.execute(0, 1, other_payload, other) == (True, "")
+    assert backup.execute(0, 2, dup_payload, dup, other) == (False, "wrong_prev_hash")
+    cert = CommitCertificate(0, 0, 1, a, ())
+    assert backup.commit(1, 0, a_payload, a, cert) == (1, 2)
+    assert b in backup.speculative  # the block in flight above survives the commit
+    assert backup.commit(2, 0, b_payload, b, CommitCertificate(0, 0, 2, b, ())) == (3,)
+    assert backup.committed_ops == {1, 2, 3}
+    assert backup.state_root == primary.speculative[b][1]
