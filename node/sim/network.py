@@ -33,7 +33,8 @@ Watched besides the checkers: every PREPARE and COMMIT an honest node sends; one
 an invalid block a byzantine primary sent (``wrong_roots``, ``fabricate_inbound``)
 is a violation. The honest nodes' refusals of those blocks are counted by variant
 and reason (``bad_refusals``), and the relay's work by path (``relay``: bundles
-received by push and by pull, gaps filled; ``refused``: bundles refused by reason).
+received and refused by push and by pull, gaps filled; ``refused``: bundles refused
+by reason).
 """
 
 from __future__ import annotations
@@ -421,6 +422,7 @@ class NetworkSimulation:
                 self.bad_refusals[f"{refused}:{str(event.get('reason')).split(':')[0]}"] += 1
         elif name == "receipt.refused":
             self.refused[str(event.get("reason"))] += 1
+            self.relay[f"refused_{event.get('via')}"] += 1
         elif name == "receipt.received":
             self.relay[f"received_{event.get('via')}"] += 1
         elif name == "receipt.gap_filled":

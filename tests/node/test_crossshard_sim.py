@@ -141,6 +141,20 @@ def test_pulls_alone_finalize_every_channel_when_no_bundle_is_pushed(
     assert sum(r.receipts for r in results) > 10
 
 
+def test_a_forger_serving_pulls_is_refused_and_the_puller_asks_another_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Receipts travel by pull only; a ``forge_receipts`` node of the source shard
+    answers pulls with inflated receipts under real proofs: refused (``bad_proof``),
+    and the puller's next peer serves the real ones."""
+    monkeypatch.setattr(ReceiptRelay, "is_relayer", lambda *_: False)
+    result = run_network_seed(3, txs=TXS, byzantine=((0, 2, "forge_receipts"),))
+    assert result.ok, result.describe()
+    assert result.relay["refused_pull"] > 0
+    assert result.relay["received_pull"] > 0 and result.receipts > 0
+    assert result.txs == TXS
+
+
 def test_a_failing_run_names_its_seed_and_the_command_to_replay_it() -> None:
     from node.sim.network import LinkFault
 

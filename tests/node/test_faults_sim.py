@@ -7,9 +7,11 @@ happen and that the honest nodes refused it."""
 
 from __future__ import annotations
 
+from node.faults.fabricate import VARIANTS
 from node.faults.state import (
     DUPLICATE_RECEIPTS,
     EQUIVOCATE,
+    FABRICATE_INBOUND,
     FORGE_RECEIPTS,
     TAMPER_SYNC,
     WITHHOLD_VOTES,
@@ -21,10 +23,11 @@ TXS = 16
 
 
 def run(seed: int = 3, **overrides: object) -> tuple[NetworkSimulation, NetworkSimResult]:
-    sim = NetworkSimulation(NetworkSimConfig(seed=seed, txs=TXS, **overrides))  # type: ignore[arg-type]
+    txs = int(overrides.pop("txs", TXS))  # type: ignore[call-overload]
+    sim = NetworkSimulation(NetworkSimConfig(seed=seed, txs=txs, **overrides))  # type: ignore[arg-type]
     result = sim.run()
     assert result.ok, result.describe()
-    assert result.txs == TXS  # every transaction committed, each once
+    assert result.txs == txs  # every transaction committed, each once
     assert min(result.heights) > 0
     return sim, result
 
@@ -57,6 +60,17 @@ def test_a_primary_proposing_wrong_state_roots_is_replaced() -> None:
     rejected = counter(sim, 0, 1, "shardnet_blocks_rejected_total",
                        {"reason": "state_root_mismatch"})
     assert rejected >= 1
+
+
+def test_a_primary_fabricating_inbound_receipts_is_refused_and_replaced() -> None:
+    sim, result = run(seed=400_001, txs=24, byzantine=((1, 0, FABRICATE_INBOUND),))
+    assert result.byzantine_acts[FABRICATE_INBOUND] > 0
+    assert result.view_changes > 0 and result.max_view >= 1
+    assert sum(result.bad_refusals.values()) > 0  # no honest vote (the run watches them)
+    rejected = sum(counter(sim, 1, index, "shardnet_blocks_rejected_total", {"reason": reason})
+                   for index in (1, 2, 3) for reason in set(VARIANTS.values()))
+    assert rejected == sum(result.bad_refusals.values())
+    assert result.receipts > 0
 
 
 def test_forged_receipts_are_refused_and_the_real_ones_applied_once() -> None:
