@@ -1,9 +1,8 @@
 """The simulators' faulty network: one seeded model of drops, delays, duplicates,
 reordering, partitions, commit-loss windows and crashes on a simulated clock.
 
-Shared by the PBFT simulator (``consensus/sim/simulator.py``), the multi-shard core
-simulator (``sharding/simulation.py``) and the whole-network simulator
-(``node/sim/faults.py``): the same seed draws the same faults in each.
+Shared by the PBFT simulator (``consensus/sim/simulator.py``) and the whole-network
+simulator (``node/sim/faults.py``): the same seed draws the same faults in each.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ NETWORK_FAULTS = ("drop", "delay", "duplicate", "reorder", "partition", "commit_
 
 class FaultyNetwork:
     """The simulated clock, event queue and network of a run, shared by the
-    single-shard simulator here and the multi-shard one (``sharding.simulation``).
+    single-shard simulator here and the whole-network one (``node/sim/faults.py``).
 
     Node ids are opaque (an index here, ``(shard, index)`` there). Until ``healed``,
     a message may be cut by a partition or a commit-loss window, dropped, delayed,
