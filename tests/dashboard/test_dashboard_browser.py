@@ -28,6 +28,7 @@ SHARDNET = str(Path(sys.executable).parent / "shardnet")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
+UPDATE_SHOT = os.environ.get("SHARDNET_UPDATE_SCREENSHOTS") == "1"
 WAIT_S = 120  # a loaded 2-core machine: the testnet, the load, the browser
 
 
@@ -117,7 +118,7 @@ def test_the_page_shows_both_shards_and_follows_them_while_load_runs(tmp_path: P
                     "return document.body.dataset.tick"))
                 load = subprocess.Popen(
                     [SHARDNET, "load", "--testnet", str(net.root), "--rate", "150",
-                     "--duration", "40s", "--cross-shard", "0.3", "--mix",
+                     "--duration", "20s", "--cross-shard", "0.3", "--mix",
                      "transfer=70,swap=30", "--senders", "32", "--quiet", "--no-audit"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -161,10 +162,11 @@ def test_the_page_shows_both_shards_and_follows_them_while_load_runs(tmp_path: P
                     "return document.getElementById('tx-status').dataset.status;")
                 assert status in ("committed", "finalized")
 
-                # Some history on the charts, then the whole page in one picture.
+                # The whole page in one picture; for the README's, some history first.
+                more = 20 if UPDATE_SHOT else 2
                 _wait(driver, lambda d: int(d.execute_script(
-                    "return document.body.dataset.tick")) >= after_tick + 20,
-                    "twenty more snapshots")
+                    "return document.body.dataset.tick")) >= after_tick + more,
+                    f"{more} more snapshots")
                 height = driver.execute_script(  # type: ignore[attr-defined]
                     "return document.documentElement.scrollHeight + window.outerHeight"
                     " - window.innerHeight;")
@@ -172,7 +174,7 @@ def test_the_page_shows_both_shards_and_follows_them_while_load_runs(tmp_path: P
                 shot = tmp_path / "dashboard.png"
                 assert driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
                 assert shot.stat().st_size > 50_000  # a blank page is a few KB
-                if os.environ.get("SHARDNET_UPDATE_SCREENSHOTS") == "1":
+                if UPDATE_SHOT:
                     README_SHOT.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(shot, README_SHOT)
 
