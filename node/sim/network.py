@@ -199,6 +199,9 @@ class NetworkSimConfig:
     heal_ms_max: int = 60_000
     latency_ms: tuple[int, int] = (1, 8)
     resubmit_ms: int = 2000  # after healing, the client resubmits what has not committed
+    # The node that takes every submission (and resubmission) of its shard while it
+    # runs; None: a random running node of the transaction's shard.
+    submit_to: NodeId | None = None
     block_interval_ms: int = ConsensusSection().block_interval_ms
     request_timeout_ms: int = ConsensusSection().request_timeout_ms
     command: str = "shardnet simulate --network"
@@ -352,8 +355,13 @@ class NetworkSimulation:
             unknown = [n for n in (link.node, *(link.peers or ())) if n not in self.peers]
             if unknown:
                 raise ValueError(f"link fault: no node {unknown[0][0]}/{unknown[0][1]}")
+            if link.node in (link.peers or ()):
+                raise ValueError(f"link fault: {link.node[0]}/{link.node[1]} names itself")
             LinkRule(delay_ms=link.delay_ms, loss=link.loss)  # FaultError when out of range
             self._fault_state(link.node)
+        for shard, index, _, _ in c.crashes:
+            if (shard, index) not in self.peers:
+                raise ValueError(f"crash: no node {shard}/{index}")
         self.byzantine_nodes = set(self.byzantine)
         self.byzantine_names = {f"shard{s}-node{i}" for s, i in self.byzantine}
         self.invalid_blocks: dict[bytes, str] = {}  # digest -> variant, all byzantine nodes
@@ -534,7 +542,8 @@ class NetworkSimulation:
         alive = [m for m in self.members.values() if m.nid[0] == item.shard and m.alive]
         if not alive:
             return  # the resubmission after healing tries again
-        member = alive[self.rng.randrange(len(alive))]
+        target = self.members.get(self.cfg.submit_to) if self.cfg.submit_to else None
+        member = (target if target in alive else alive[self.rng.randrange(len(alive))])
         results = await member.node.service.submit_txs([encode(item.tx)])
         if results[0].accepted:
             self.accepted.add(i)

@@ -91,7 +91,10 @@ def test_a_failing_network_seed_exits_1_with_its_replay_command(
     (["--link-fault", "0/1:0:100:teleport"], "bad rule"),
     (["--link-fault", "0/1:0:100:loss=2"], "loss"),
     (["--link-fault", "0/1:soon:100:partition"], "SHARD/INDEX:AT_MS:DURATION_MS"),
+    (["--link-fault", "0/1:0:100:partition,peers=0/1"], "names itself"),
+    (["--link-fault", "0/1:0:100:partition,peers=3/0"], "no node 3/0"),
     (["--crash", "0/1"], "SHARD/INDEX:AT_MS:DOWN_MS"),
+    (["--crash", "0/9:100:100"], "no node 0/9"),
     (["--real-signatures"], "Ed25519"),
 ])
 def test_the_network_simulator_refuses_what_it_cannot_run(args: list[str], said: str) -> None:
