@@ -89,10 +89,11 @@ def _summary(snapshot: dict[str, Any]) -> str:
     lines = [f"{snapshot['chain_id']}: {snapshot['nodes_up']}/{snapshot['nodes_total']} "
              f"nodes up ({snapshot['source']})"]
     for shard in snapshot["shards"]:
-        lines.append(f"shard {shard['shard']}: height {shard['height']}, view {shard['view']}, "
-                     f"view changes {shard['view_changes']}, mempool {shard['mempool']}, "
-                     f"peers (min) {shard['peers_min']}, {shard['nodes_up']}/"
-                     f"{shard['nodes']} nodes up")
+        shown = {k: "-" if v is None else v for k, v in shard.items()}
+        lines.append(f"shard {shown['shard']}: height {shown['height']}, view {shown['view']}, "
+                     f"view changes {shown['view_changes']}, mempool {shown['mempool']}, "
+                     f"peers (min) {shown['peers_min']}, {shown['nodes_up']}/"
+                     f"{shown['nodes']} nodes up")
     for node in snapshot["nodes"]:
         if not node["up"]:
             lines.append(f"{node['name']}: unreachable: {node['error']}")

@@ -48,3 +48,15 @@ async def test_a_port_in_use_is_one_line_naming_it() -> None:
             await serve(network_of([]), port, 1.0, 60.0)
     finally:
         taken.close()
+
+
+async def test_once_without_json_is_a_line_per_shard_and_per_node_down() -> None:
+    from scripts.cli.load.targets import NodeTarget
+    from scripts.dashboard.cli import _once, _summary
+
+    down = [NodeTarget(f"shard{s}-node0", s, 0, "http://127.0.0.1:9") for s in (0, 1)]
+    text = _summary(await _once(network_of(down), 1.0, 60.0))
+    lines = text.splitlines()
+    assert lines[0].endswith("0/2 nodes up (fake)")
+    assert lines[1].startswith("shard 0: height -,") and "0/1 nodes up" in lines[1]
+    assert lines[3].startswith("shard0-node0: unreachable: cannot connect")
