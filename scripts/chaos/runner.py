@@ -551,19 +551,26 @@ def run_scenario(scenario: Scenario, control: NodeControl, network: Network,
     engine = ChaosEngine(network, universe, workload, signer, config)
     audit_result: dict[str, Any] = {}
 
+    drivers: list[asyncio.Future[None]] = []
+
     async def settle() -> None:
+        # The heal (nodes started and answering, fault endpoints cleared) comes before
+        # the audit: the driver ends once it has healed.
+        await asyncio.gather(*drivers, return_exceptions=True)
         audit_result["value"] = await asyncio.to_thread(
             conservation_audit, network, root, max(options.audit_wait_s, opts["audit_wait"]))
 
     async def main() -> None:
         driver = asyncio.ensure_future(chaos.drive(engine))
+        drivers.append(driver)
         try:
             await engine.run(settle)
+            await asyncio.gather(driver, return_exceptions=True)
         finally:
-            if not driver.done():
+            if not driver.done():  # the load failed: stop applying faults
                 driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await driver
+                with contextlib.suppress(asyncio.CancelledError):
+                    await driver
             await chaos.heal(engine)
 
     cpu_started = time.process_time()
