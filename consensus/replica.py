@@ -406,8 +406,10 @@ class Replica(ReplicaBase):
             self.ckpt.record_mine(h, self.me, d, vote.signature, data)
             self._broadcast(data)
             self._check_stable(h)
-        if self.vc_target is not None and self.vc_reason == "request_timeout":
-            # The stall we timed out on resolved; stay (passively) in our view.
+        if self.vc_target is not None and self.vc_reason in ("request_timeout",
+                                                             "new_view_timeout"):
+            # The stall we timed out on resolved (also after our new-view timer took
+            # the view change further alone: issue 15); stay (passively) in our view.
             self.vc_target, self.vc_deadline, self.my_vc = None, None, None
             self._check_join()
         if self.sync_target <= h:
