@@ -10,7 +10,19 @@ nonce ahead of its sender's next) waits here until the mempool reports it runnab
 and is never forwarded if it leaves the pool before. Forwarded transactions are
 collected for ``FORWARD_INTERVAL_S`` and sent as ``TxBatch``es on channel 2, bounded
 by count and by bytes. A peer admits a batch the same way (signatures included, so
-block validation finds them verified) and does not forward it again.
+block validation finds them verified) and does not forward it again; a transaction it
+already holds is recognised by its hash right after decoding, before any other check.
+
+A forward can be lost (a partition, a peer restarting), so it is not sent only once
+(issue 15: the transactions a cut-off node took, or those the replicas took while the
+primary restarted, never reached a primary and were lost). As a mempool reactor does
+(CometBFT sends a peer every transaction it has not sent that peer yet, a reconnected
+peer all of them): a client's transaction still pending ``reforward_after_ms`` after it
+arrived (``[mempool]``, a few block intervals) is forwarded again, then after twice as
+long, and so on (at most ``MEMPOOL_REFORWARD_INTERVAL_MAX_MS`` apart), until it leaves
+the pool; and a validator of the shard that (re)connects is sent every runnable
+transaction of the pool (bounded), its own clients' and its peers'. Link faults do not
+drop connections, so the first is needed besides the second.
 
 Admission also owns the mempool's two hooks: ``head_problem`` (a sender's next
 transaction after a commit is checked again: only its own commits lower its
@@ -21,15 +33,18 @@ work the primary owes) and ``on_runnable`` (forward what was held).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+from consensus.kernel.codec import encode
 from consensus.kernel.crypto import VerifyMany, verify_signatures
 from consensus.kernel.errors import DecodeError, ShardnetError
+from node import defaults
 from node.drops import DropLog
 from node.errors import SubmitResult
-from node.mempool import Mempool, MempoolError, PendingTx, Removed
+from node.mempool import DuplicateTx, Mempool, MempoolError, PendingTx, Removed
 from node.metrics import NodeMetrics
 from node.parts import Clock, InlineExecutor
 from node.verify_pool import VerifyPool, resolve_verify_threads
@@ -49,24 +64,43 @@ from sharding.tx import (
 
 FORWARD_INTERVAL_S = 0.02
 TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a batch
+# Forwarding again: transactions queued per round (the rest are due next round), and
+# what a (re)connected peer is sent of the pool at most.
+REFORWARD_TXS_PER_ROUND_MAX = 4 * TX_BATCH_TXS_MAX
+RECONNECT_RESEND_TXS_MAX = 4 * TX_BATCH_TXS_MAX
+RECONNECT_RESEND_BYTES_MAX = 8 * defaults.MIB
 
 Checked = tuple[SignedTx | None, bytes | None, ShardnetError | None]
 
 
 def admit_batch(ledger: Ledger, raws: list[bytes],
-                verify_many: VerifyMany = verify_signatures) -> list[Checked]:
+                verify_many: VerifyMany = verify_signatures,
+                known: Callable[[bytes], bool] | None = None) -> list[Checked]:
     """Decode and check transactions (runs on the admission pool: signatures are CPU):
     per transaction, (tx, hash, None) or (None, the hash if it decoded, the error).
 
     ``ledger.admit``'s checks, in its order, with the signatures of the whole batch
     verified by one ``verify_many`` call (the node's verify threads,
     node/verify_pool.py): decode, the stateless checks but the signature, then the
-    signatures not already verified, then whether the sender can pay."""
+    signatures not already verified, then whether the sender can pay. A transaction
+    whose hash ``known`` reports (the mempool holds it: a peer's forward repeated) is a
+    ``DuplicateTx`` right after decoding, before any other work."""
     chain_id, shard, num_shards = ledger.genesis.chain_id, ledger.shard, ledger.genesis.num_shards
     decoded: list[SignedTx | ShardnetError] = []
+    digests: list[bytes] = []  # b"": did not decode
     for raw in raws:
         try:
             tx = decode_tx(raw)
+        except ShardnetError as exc:
+            decoded.append(exc)
+            digests.append(b"")
+            continue
+        digest = tx_hash(tx)
+        digests.append(digest)
+        if known is not None and known(digest):
+            decoded.append(DuplicateTx("transaction already pending"))
+            continue
+        try:
             check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
         except ShardnetError as exc:
             decoded.append(exc)
@@ -85,11 +119,10 @@ def admit_batch(ledger: Ledger, raws: list[bytes],
         else:
             decoded[k] = InvalidTx("signature does not verify", reason="bad_signature")
     out: list[Checked] = []
-    for item in decoded:
+    for item, digest in zip(decoded, digests, strict=True):
         if isinstance(item, ShardnetError):
-            out.append((None, None, item))
+            out.append((None, digest if isinstance(item, DuplicateTx) else None, item))
             continue
-        digest = tx_hash(item)
         try:
             # Verify the sender can pay, against the committed state (advisory).
             check_tx_payable(ledger.state, item)
@@ -120,14 +153,21 @@ class Admission:
                  pool: Executor, clock: Clock, drop: DropLog,
                  forward: Callable[[int, bytes], None], on_added: Callable[[], None],
                  peer_batch_bytes_max: int, frame_bytes_max: int,
-                 verify_threads: int = 1) -> None:
+                 verify_threads: int = 1,
+                 reforward_after_ms: int = defaults.MEMPOOL_REFORWARD_AFTER_MS,
+                 send_to: Callable[[int, int, bytes], bool] | None = None,
+                 shard_peers: Callable[[], frozenset[int]] | None = None) -> None:
         """``forward(channel, data)`` sends to every other validator of the shard;
         ``on_added`` runs after transactions entered the mempool. A peer's batch may
         be ``peer_batch_bytes_max`` bytes (the API's body limit); batches sent are at
         most half of that and of ``frame_bytes_max``. A batch's signatures are verified
         on ``verify_threads`` threads (``[executor] verify_threads``; 0: every core),
         except under inline offload (the simulator's parts): work stays on the loop's
-        thread there, signatures included."""
+        thread there, signatures included. A client's transaction still pending
+        ``reforward_after_ms`` after it arrived is forwarded again (``resend``);
+        ``send_to(index, channel, data)`` sends to one validator of the shard and
+        ``shard_peers()`` tells which are connected (both or neither: without them a
+        reconnected peer is not sent the pool)."""
         self.ledger = ledger
         self.verify_pool = VerifyPool(
             1 if isinstance(pool, InlineExecutor) else resolve_verify_threads(verify_threads))
@@ -148,6 +188,15 @@ class Admission:
         mempool.head_problem = self._head_problem
         self._forward_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Forwarding again: our clients' transactions by when they are due, (due ms, tx
+        # hash, interval ms), and each one's current due time (older heap entries are
+        # stale); the shard peers connected at the last look.
+        self.reforward_after_ms = reforward_after_ms
+        self._resend_heap: list[tuple[int, bytes, int]] = []
+        self._resend_at: dict[bytes, int] = {}
+        self._send_to = send_to
+        self._shard_peers = shard_peers
+        self._peers_seen: frozenset[int] = frozenset()
 
     # -- from clients --------------------------------------------------------------
 
@@ -155,7 +204,8 @@ class Admission:
         """One result per transaction; the accepted ones are forwarded."""
         loop = asyncio.get_running_loop()
         checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
-                                             self.verify_pool.verify_many)
+                                             self.verify_pool.verify_many,
+                                             self.mempool.__contains__)
         results: list[SubmitResult] = []
         accepted_hashes: list[str] = []
         now = self.clock.monotonic_ms()
@@ -171,6 +221,7 @@ class Admission:
                     results.append(SubmitResult(digest, True))
                     accepted_hashes.append(digest.hex())
                     self._route(raw, digest, promoted_from)
+                    self._resend_later(digest, now, self.reforward_after_ms)
                     self._report_evicted(evicted)
                     self.metrics.txs_received.labels(result="accepted").inc()
                     continue
@@ -204,11 +255,17 @@ class Admission:
 
     async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
         loop = asyncio.get_running_loop()
+        # A transaction the pool holds is refused by hash before its checks (a peer
+        # forwarding it again, or sending the pool after a reconnect).
         checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
-                                             self.verify_pool.verify_many)
+                                             self.verify_pool.verify_many,
+                                             self.mempool.__contains__)
         now = self.clock.monotonic_ms()
         added = 0
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
+            if isinstance(error, MempoolError):
+                self.metrics.peer_txs.labels(result=error.reason).inc()
+                continue
             if error is not None or tx is None or digest is None:
                 self.drop.count("peer_tx", error.reason if error else "?")
                 continue
@@ -281,20 +338,95 @@ class Admission:
 
     async def _flush_forward(self) -> None:
         await asyncio.sleep(FORWARD_INTERVAL_S)  # batching window, not synchronisation
-        # A batch must pass the receiver's size check (the API's body limit) and fit a
-        # p2p frame: bounded by bytes as well as by count.
         while self._to_forward:
-            size = count = 0
-            for raw, _ in self._to_forward[:TX_BATCH_TXS_MAX]:
-                if count and size + len(raw) > self.forward_bytes_max:
-                    break
-                size += len(raw) + TX_BATCH_ITEM_OVERHEAD_BYTES
-                count += 1
+            count = self._batch_length(self._to_forward)
             batch = self._to_forward[:count]
             del self._to_forward[:count]
             self._forward(CHANNEL_TXS, encode_tx_batch([raw for raw, _ in batch]))
             self.log.info("tx.forwarded", txs=[digest.hex() for _, digest in batch],
                           count=count)
+
+    def _batch_length(self, items: list[tuple[bytes, bytes]]) -> int:
+        """How many of ``items`` (at least one) the next batch takes: a batch must pass
+        the receiver's size check (the API's body limit) and fit a p2p frame, so it is
+        bounded by bytes as well as by count."""
+        size = count = 0
+        for raw, _ in items[:TX_BATCH_TXS_MAX]:
+            if count and size + len(raw) > self.forward_bytes_max:
+                break
+            size += len(raw) + TX_BATCH_ITEM_OVERHEAD_BYTES
+            count += 1
+        return count
+
+    def _batches(self, items: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
+        start = 0
+        while start < len(items):
+            count = self._batch_length(items[start:start + TX_BATCH_TXS_MAX])
+            yield items[start:start + count]
+            start += count
+
+    # -- forwarding again ----------------------------------------------------------
+
+    def _resend_later(self, digest: bytes, now_ms: int, interval_ms: int) -> None:
+        due = now_ms + interval_ms
+        self._resend_at[digest] = due
+        heapq.heappush(self._resend_heap, (due, digest, interval_ms))
+
+    def resend(self, now_ms: int) -> int:
+        """Forward again our clients' transactions that are due (a forward may have been
+        lost: a partition, a peer restarting): first ``reforward_after_ms`` after
+        arrival, then twice as long after each time (at most
+        ``MEMPOOL_REFORWARD_INTERVAL_MAX_MS``), until the transaction leaves the pool. A
+        gapped one is not sent (it goes once runnable) and is looked at again after the
+        same interval. Then a shard peer that connected since the last call is sent the
+        pool's runnable transactions. Returns how many were queued to forward again."""
+        heap = self._resend_heap
+        due_items: list[PendingTx] = []
+        while heap and heap[0][0] <= now_ms and len(due_items) < REFORWARD_TXS_PER_ROUND_MAX:
+            due, digest, interval = heapq.heappop(heap)
+            if self._resend_at.get(digest) != due:
+                continue  # superseded by a later entry
+            item = self.mempool.get(digest)
+            if item is None:  # committed, or left the pool
+                del self._resend_at[digest]
+                continue
+            if not self.mempool.is_gapped(digest):
+                due_items.append(item)
+                interval = min(2 * interval, defaults.MEMPOOL_REFORWARD_INTERVAL_MAX_MS)
+            self._resend_later(digest, now_ms, interval)
+        if due_items:
+            due_items.sort(key=lambda item: (item.sender, item.nonce))  # nonce order
+            self._to_forward.extend((encode(item.tx), item.tx_hash) for item in due_items)
+            self.log.info("tx.reforwarded", count=len(due_items),
+                          txs=[item.tx_hash.hex() for item in due_items[:100]])
+            self._schedule_forward()
+        self._greet_peers()
+        return len(due_items)
+
+    def _greet_peers(self) -> None:
+        """A validator of the shard that connected since the last look (a restart, a
+        dropped connection) gets the pool's runnable transactions (bounded): what was
+        forwarded while it was away never reached it."""
+        if self._shard_peers is None or self._send_to is None:
+            return
+        connected = self._shard_peers()
+        new, self._peers_seen = connected - self._peers_seen, connected
+        if not new or not len(self.mempool):
+            return
+        items = [(encode(item.tx), item.tx_hash) for item in self.mempool.ready(
+            RECONNECT_RESEND_TXS_MAX, RECONNECT_RESEND_BYTES_MAX)]
+        for peer in sorted(new):
+            for batch in self._batches(items):
+                self._send_to(peer, CHANNEL_TXS, encode_tx_batch([raw for raw, _ in batch]))
+            if items:
+                self.log.info("tx.sent_to_peer", peer=peer, count=len(items),
+                              reason="connected")
+
+    async def run_resend(self) -> None:
+        """``resend`` every quarter of ``reforward_after_ms``, for the node's lifetime."""
+        while True:
+            await asyncio.sleep(self.reforward_after_ms / 4000)
+            self.resend(self.clock.monotonic_ms())
 
     def stop(self) -> None:
         for task in (*self._background, self._forward_task):

@@ -72,6 +72,7 @@ class MempoolSection(_Section):
     gapped_ttl_ms: Positive = 60_000
     gapped_txs_max: Positive = defaults.MEMPOOL_GAPPED_TXS_MAX  # nonce ahead: in all
     gapped_sender_txs_max: Positive = defaults.MEMPOOL_GAPPED_SENDER_TXS_MAX  # per sender
+    reforward_after_ms: Positive = defaults.MEMPOOL_REFORWARD_AFTER_MS  # then doubling
 
 
 class ConsensusSection(_Section):

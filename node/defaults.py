@@ -58,3 +58,9 @@ CONSENSUS_INBOX_BYTES_MAX = 64 * MIB
 # evicts them before it refuses a runnable transaction.
 MEMPOOL_GAPPED_TXS_MAX = 5_000  # a tenth of the default txs_max (50,000)
 MEMPOOL_GAPPED_SENDER_TXS_MAX = 64
+# [mempool]: a client's transaction still pending this long after it arrived is forwarded
+# to the shard's other validators again, then after twice as long, ... at most
+# MEMPOOL_REFORWARD_INTERVAL_MAX_MS apart (issue 15: a forward lost to a partition or a
+# restarting peer was never repeated). 5 block intervals of 200 ms.
+MEMPOOL_REFORWARD_AFTER_MS = 1_000
+MEMPOOL_REFORWARD_INTERVAL_MAX_MS = 16_000

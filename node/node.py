@@ -292,7 +292,7 @@ class Node:
                               validators_per_shard=[len(v) for v in self.genesis.validators],
                               store=self.store, request=self._request_to),
             driver=driver, relay=relay, shard_tips=shard_tips, clock=self.clock,
-            drop=self.drop,
+            drop=self.drop, send_to=self._send, shard_peers=self._shard_peers_connected,
         )
         relay.faults = self.byzantine
         if self.byzantine is not None:  # fabricate_inbound reads both (tests only)
@@ -345,6 +345,11 @@ class Node:
         if peer is None:
             raise ShardnetError(f"no peer for validator {shard}/{index}", reason="unknown_peer")
         return await self.p2p.request(peer, data, timeout_s)
+
+    def _shard_peers_connected(self) -> frozenset[int]:
+        """The other validators of our shard we hold a connection to, by index."""
+        connected = self.p2p.connected_peers()
+        return frozenset(i for peer, i in self._peer_index.items() if peer in connected)
 
     def _send_to_shard(self, channel: int, data: bytes) -> None:
         """To every other validator of our shard (forwarded transactions)."""

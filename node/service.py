@@ -82,7 +82,9 @@ class NodeService:
                  admission_pool: Executor, ledger_pool: Executor,
                  forward: Callable[[int, bytes], None], peers_connected: Callable[[], int],
                  finality: Finality, driver: ConsensusDriver, relay: ReceiptRelay,
-                 shard_tips: dict[int, int], clock: Clock, drop: DropLog) -> None:
+                 shard_tips: dict[int, int], clock: Clock, drop: DropLog,
+                 send_to: Callable[[int, int, bytes], bool] | None = None,
+                 shard_peers: Callable[[], frozenset[int]] | None = None) -> None:
         self.name = name
         self.config = config
         self.ledger = ledger
@@ -107,7 +109,9 @@ class NodeService:
             clock=clock, drop=drop, forward=forward, on_added=self._mempool_changed,
             peer_batch_bytes_max=config.api.body_bytes_max,
             frame_bytes_max=config.p2p.frame_bytes_max,
-            verify_threads=config.executor.verify_threads)
+            verify_threads=config.executor.verify_threads,
+            reforward_after_ms=config.mempool.reforward_after_ms,
+            send_to=send_to, shard_peers=shard_peers)
 
     # -- admission -----------------------------------------------------------------
 
@@ -116,8 +120,16 @@ class NodeService:
         return await self.admission.submit(raw_txs)
 
     async def housekeeping(self, interval_s: float = 1.0) -> None:
-        """Expire transactions stuck behind a nonce gap (reported, never silent) and
-        refresh the gauges. Runs for the node's lifetime."""
+        """Expire transactions stuck behind a nonce gap (reported, never silent),
+        refresh the gauges, and (beside) forward again what waits too long. Runs for
+        the node's lifetime."""
+        resend = asyncio.ensure_future(self.admission.run_resend())
+        try:
+            await self._housekeeping(interval_s)
+        finally:
+            resend.cancel()
+
+    async def _housekeeping(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             expired = self.mempool.expire(self.clock.monotonic_ms(),
