@@ -213,8 +213,8 @@ def print_chaos(report: dict[str, Any], console: Console) -> None:
     table = Table(title=f"chaos {chaos_part['scenario']} (seed {chaos_part['rng_seed']}): "
                         f"{report['sent']:,} sent, {report['committed']:,} committed, "
                         f"{report['tps_committed']:,.1f} tx/s")
-    for column in ("#", "t s", "action", "nodes", "recovery s", "view changes",
-                   "tx/s before -> min", "dip", "lost", "dup"):
+    for column in ("#", "t s", "action", "nodes", "recovery s", "heal -> commit s",
+                   "view changes", "tx/s before -> min", "dip", "lost", "dup"):
         table.add_column(column, justify="left" if column in ("action", "nodes") else "right",
                          overflow="fold")
     for f in chaos_part["faults"]:
@@ -223,6 +223,7 @@ def print_chaos(report: dict[str, Any], console: Console) -> None:
         table.add_row(str(f["fault"]), f"{f['t_s']:.1f}",
                       f["action"] + (f" {f['mode']}" if f["mode"] else ""),
                       ", ".join(f["nodes"]), f"{recovery} (<= {f['recovery_bound_s']:g}){mark}",
+                      "-" if f["after_heal_s"] is None else f"{f['after_heal_s']:.1f}",
                       str(f["view_changes"]),
                       f"{_n(f['tps_before'])} -> {_n(f['tps_min'])}",
                       "-" if f["dip_pct"] is None else f"{f['dip_pct']:.0f}%",

@@ -5,17 +5,21 @@ fails exactly the check that guards against it (the real-network scenarios are i
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from scripts.chaos.manifest import parse_scenario
 from scripts.chaos.runner import RunOptions, run_scenario
+from scripts.cli.load.report import write_report_dir
 from scripts.cli.load.targets import discover_urls
 from tests.chaos.fakes import FakeControl, HaltableNode
 from tests.support.load import fake_node
 
 
 def run(node: HaltableNode, *, kill_s: float = 1.0, bound_s: float = 5.0,
-        halts: bool = True) -> tuple[dict[str, Any], FakeControl]:
+        halts: bool = True, report_dir: Path | None = None
+        ) -> tuple[dict[str, Any], FakeControl]:
     scenario = parse_scenario({
         "recovery_bound_s": bound_s,
         "load": {"rate": 40, "duration": "5s", "mix": "transfer=1", "sign-workers": 0,
@@ -26,8 +30,10 @@ def run(node: HaltableNode, *, kill_s: float = 1.0, bound_s: float = 5.0,
     control = FakeControl(node, halts=halts)
     with fake_node(node):
         network = discover_urls([node.url])
-        report, _ = run_scenario(scenario, control, network, None, root=None,
-                                 options=RunOptions(seed=3, catchup_s=5, audit_wait_s=10))
+        report, rows = run_scenario(scenario, control, network, None, root=None,
+                                    options=RunOptions(seed=3, catchup_s=5, audit_wait_s=10))
+    if report_dir is not None:
+        write_report_dir(report_dir, report, rows)
     return report, control
 
 
@@ -35,8 +41,8 @@ def checks(report: dict[str, Any]) -> dict[str, bool]:
     return {name: c["ok"] for name, c in report["chaos"]["checks"].items()}
 
 
-def test_a_clean_run_passes_every_check_and_undoes_its_fault() -> None:
-    report, control = run(HaltableNode())
+def test_a_clean_run_passes_every_check_and_undoes_its_fault(tmp_path: Path) -> None:
+    report, control = run(HaltableNode(), report_dir=tmp_path)
     assert checks(report) == {"safety": True, "recovery": True, "audit": True,
                               "actions": True}, report["chaos"]
     assert control.calls == [("kill", "shard0-node1"), ("start", "shard0-node1")]
@@ -44,6 +50,10 @@ def test_a_clean_run_passes_every_check_and_undoes_its_fault() -> None:
     assert 0.9 <= fault["recovery_s"] <= 5 and fault["lost"] == fault["duplicated"] == 0
     kinds = [(m["kind"], m.get("action")) for m in report["markers"]]
     assert ("fault", "kill") in kinds and ("fault_end", "kill") in kinds
+    # The load's own report, with the fault on its timeline.
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>fault: kill</td>" in page and "<td>fault healed: kill</td>" in page
+    assert json.loads((tmp_path / "report.json").read_text())["chaos"]["ok"] is True
 
 
 def test_a_duplicated_transaction_fails_the_audit_check() -> None:
