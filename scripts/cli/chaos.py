@@ -24,7 +24,8 @@ from scripts.chaos.manifest import ManifestError, Scenario, load_scenario
 from scripts.chaos.runner import ChaosError, RunOptions, compose_wiper, run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-DEFAULT_DIR = Path("testnets/chaos")
+DEFAULT_DIR = Path("testnets/default")  # a running testnet (`shardnet testnet up`)
+FRESH_DIR = Path("testnets/chaos")  # --fresh: made, run and stopped here
 
 
 def scenario_path(text: str) -> Path:
@@ -83,7 +84,7 @@ def list_command(as_json: bool) -> None:
 @chaos.command("run")
 @click.argument("scenario")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Local testnet folder [default: {DEFAULT_DIR}].")
+              help=f"Local testnet folder [default: {DEFAULT_DIR}, with --fresh {FRESH_DIR}].")
 @click.option("--compose", type=click.Path(path_type=Path), default=None,
               help="A compose project (its folder or file) instead of a local folder.")
 @click.option("--project", default=None, help="With --compose: the compose project name.")
@@ -110,7 +111,8 @@ def run(scenario: str, root: Path | None, compose: Path | None, project: str | N
     if compose is not None:
         report, rows = _run_compose(spec, compose, project, options)
     else:
-        report, rows = _run_local(spec, root or DEFAULT_DIR, fresh, base_port, options)
+        report, rows = _run_local(spec, root or (FRESH_DIR if fresh else DEFAULT_DIR), fresh,
+                                  base_port, options)
     if report_dir is not None:
         from scripts.cli.load.report import write_report_dir
 
@@ -174,6 +176,14 @@ def _fresh_testnet(spec: Scenario, root: Path, base_port: int | None) -> Path:
         if not (root / "testnet.json").exists():
             raise click.ClickException(f"{root} exists and is not a testnet folder: "
                                        "give --dir a new or testnet folder")
+        from scripts.cli.testnet.control import LocalNodes
+
+        existing = LocalNodes(root)
+        running = [n for n in existing.names() if existing.state(n) != "stopped"]
+        if running:
+            raise click.ClickException(f"--fresh would replace {root}, whose nodes run "
+                                       f"({', '.join(running)}): `shardnet testnet down "
+                                       f"--dir {root}` first, or another --dir")
         shutil.rmtree(root)
     testnet = TestnetSpec(spec.shards, spec.validators, 200,
                           base_port=base_port or DEFAULT_BASE_PORT,
