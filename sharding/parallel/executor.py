@@ -47,8 +47,8 @@ from sharding.tx import SignedTx
 # idle machine. 48 leaves room for worker scheduling delays on a loaded one.
 PARALLEL_TXS_MIN = 48
 EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx here)
-# Chunks queued per worker while this process merges (~30 ms); chunks are guided
-# (pump.GUIDED_SHARE), so 3 of them hold ~a third of what is left.
+# Chunks queued per worker while this process merges (~25 ms); chunks are guided
+# (pump.GUIDED_SHARE), so the 3 of them hold ~1 / (2 x workers) of what is left.
 QUEUE_DEPTH_MERGING = 3
 # With at most this many workers a replica's block runs *overlapped*: this process
 # executes the spec (signatures not checked) in block order while the workers check

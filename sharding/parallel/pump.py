@@ -11,8 +11,12 @@ from sharding.records import ShardParams
 from sharding.tx import SignedTx
 
 SIGNATURE_CHUNK = 32  # the smallest chunk handed to a free worker (~3 ms)
-# Guided self-scheduling: a chunk is 1 / (GUIDED_SHARE x workers) of what is left,
-# at least SIGNATURE_CHUNK, so chunks shrink towards the end where balance matters.
+# Guided self-scheduling: a chunk is 1 / (GUIDED_SHARE x workers x queue depth) of
+# what is left, at least SIGNATURE_CHUNK, so chunks shrink towards the end where
+# balance matters and a worker never holds more than about 1 / (GUIDED_SHARE x
+# workers) of the rest (a worker busy with a large execution job must not sit on
+# many signatures: measured, with 1 / (2 x workers) per chunk, 3 queued chunks per
+# worker, the single-component block at 2 accounts lost its balance).
 # Measured (issue 16): fixed 32-signature chunks cost this process ~10 ms of frames,
 # reader-thread wake-ups and GIL hand-overs per 2,000-signature block (63 frames).
 GUIDED_SHARE = 2
@@ -45,7 +49,7 @@ class SignaturePump:
 
     def feed(self, worker: int, depth: int) -> None:
         while self.remaining and len(self.queued[worker]) < depth:
-            guided = -(-self.remaining // (GUIDED_SHARE * len(self.queued)))
+            guided = -(-self.remaining // (GUIDED_SHARE * len(self.queued) * depth))
             self._submit_chunk(worker, max(SIGNATURE_CHUNK, guided))
 
     def feed_all(self, depth: int) -> None:
