@@ -220,6 +220,8 @@ class NetworkSimConfig:
             args += f" --crash {shard}/{index}:{at_ms}:{down_ms}"
         if self.partitions:
             args += " (and the test's explicit partitions)"
+        if self.submit_to is not None:
+            args += f" (and every submission to {self.submit_to[0]}/{self.submit_to[1]})"
         return args
 
 
