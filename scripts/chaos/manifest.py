@@ -51,6 +51,11 @@ TOP_KEYS = frozenset({"name", "description", "shards", "validators", "recovery_b
                       "load", "actions"})
 ACTION_KEYS = frozenset({"at", "action", "nodes", "duration", "stagger", "mode", "delay_ms",
                          "loss", "recovery_bound_s"})
+# The options of `shardnet load` a scenario's [load] may set (the target, the output
+# and the seed belong to the chaos run; concurrency and find-max are refused below).
+LOAD_KEYS = frozenset({"rate", "poisson", "duration", "max_txs", "mix", "cross_shard", "hot",
+                       "senders", "seed", "accounts", "batch", "batch_interval",
+                       "sign_workers", "drain", "audit_wait", "concurrency", "find_max"})
 DEFAULT_RECOVERY_BOUND_S = 20.0
 SHARDS_MAX = 8
 DELAY_MS_MAX = 600_000
@@ -235,6 +240,10 @@ def parse_scenario(doc: Mapping[str, Any], *, name: str = "scenario",
     if not isinstance(load, Mapping):
         raise ManifestError("load", "missing: a [load] table in shardnet load's profile "
                             "format (rate, duration, mix, cross-shard, ...)")
+    for key in load:
+        if key.replace("-", "_") not in LOAD_KEYS:
+            raise ManifestError(f"load.{key}", "not a load option a scenario may set "
+                                f"(known: {', '.join(sorted(LOAD_KEYS))})")
     load_duration = _duration(load.get("duration", "10s"), "load.duration")
     if "concurrency" in load or "find-max" in load or "find_max" in load:
         raise ManifestError("load", "a chaos load is open-loop (rate), without find-max")

@@ -70,6 +70,8 @@ def mutated(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
     (("actions",), [], "actions", "at least one"),
     (("load",), KeyError, "load", "missing"),
     (("load", "concurrency"), 5, "load", "open-loop"),
+    (("load", "url"), "http://x", "load.url", "not a load option"),
+    (("load", "rng-seed"), 3, "load.rng-seed", "not a load option"),
     (("validators",), 5, "validators", "3f+1"),
     (("shards",), 0, "shards", "integer in"),
     (("name",), "Bad Name", "name", "lowercase"),
