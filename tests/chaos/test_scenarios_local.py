@@ -7,12 +7,12 @@ heal, quiescence, the audit, then the checks every scenario asserts:
 - the conservation audit passes; no transaction lost or duplicated.
 
 Run here (about 4.5 minutes together on a loaded 2-core machine): primary-crash,
-pause-primary, wipe-resync, majority-partition-heals, byzantine-equivocate (1 x 4) and
-byzantine-forge-receipts (2 x 4, cross-shard). The other shipped scenarios
-(f-partitioned, rolling-restart, relayers-killed, shard-restart and the other four
-byzantine modes) run with `shardnet chaos run NAME --fresh`; docs/RELIABILITY.md has
-the table of a full run (f-partitioned and rolling-restart lose transactions there: its
-findings). Every node is stopped after each test, also on failure.
+pause-primary, wipe-resync, f-partitioned (the regression of its finding),
+majority-partition-heals, byzantine-equivocate (1 x 4) and byzantine-forge-receipts
+(2 x 4, cross-shard). The other shipped scenarios (rolling-restart, relayers-killed,
+shard-restart and the other four byzantine modes) run with
+`shardnet chaos run NAME --fresh`; docs/RELIABILITY.md has the table of a full run.
+Every node is stopped after each test, also on failure.
 """
 
 from __future__ import annotations
@@ -97,6 +97,15 @@ def test_wipe_resync(tmp_path: Path) -> None:
     # The wiped node synced the whole chain back: same height as its shard.
     assert safety["caught_up"] and len(set(safety["heights"]["0"].values())) == 1
     assert fault["nodes"][0] in safety["heights"]["0"]
+
+
+def test_f_partitioned_node_loses_nothing_it_accepted(tmp_path: Path) -> None:
+    """Regression of the f-partitioned finding (docs/RELIABILITY.md): the node cut off
+    still accepts transactions from clients; after the heal they must commit."""
+    report = run("f-partitioned", tmp_path)
+    (fault,) = report["chaos"]["faults"]
+    assert len(fault["nodes"]) == 1 and fault["lost"] == 0
+    assert report["rejected_total"] == 0  # nothing gapped behind a lost one expired
 
 
 def test_majority_partition_heals(tmp_path: Path) -> None:
