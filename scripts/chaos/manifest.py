@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.faults.state import BYZANTINE_MODES as NODE_BYZANTINE_MODES
 from scripts.cli.load.rate import RateError, parse_duration
 
 ACTIONS = ("kill", "stop", "restart", "pause", "wipe", "partition", "degrade", "byzantine")
@@ -45,8 +46,8 @@ ACTIONS = ("kill", "stop", "restart", "pause", "wipe", "partition", "degrade", "
 FAULT_ENDPOINT_ACTIONS = frozenset({"partition", "degrade", "byzantine"})
 # Actions that cannot be undone: a duration makes no sense.
 INSTANT_ACTIONS = frozenset({"restart"})
-BYZANTINE_MODES = ("equivocate", "withhold_votes", "wrong_roots", "forge_receipts",
-                   "duplicate_receipts", "tamper_sync")
+# The node's own list (what its fault endpoint accepts), without "none".
+BYZANTINE_MODES = tuple(mode for mode in NODE_BYZANTINE_MODES if mode != "none")
 TOP_KEYS = frozenset({"name", "description", "shards", "validators", "recovery_bound_s",
                       "load", "actions"})
 ACTION_KEYS = frozenset({"at", "action", "nodes", "duration", "stagger", "mode", "delay_ms",

@@ -101,7 +101,7 @@ def test_every_shipped_scenario_parses_and_is_short() -> None:
             "rolling-restart", "relayers-killed", "wipe-resync", "shard-restart"} <= names
     modes = {load_scenario(p).actions[0].mode for p in paths if p.stem.startswith("byzantine")}
     assert modes == {"equivocate", "withhold_votes", "wrong_roots", "forge_receipts",
-                     "duplicate_receipts", "tamper_sync"}
+                     "duplicate_receipts", "tamper_sync", "fabricate_inbound"}
     for path in paths:
         scenario = load_scenario(path)
         assert scenario.name == path.stem and scenario.description

@@ -162,3 +162,18 @@ def test_tx_signed_for_one_testnet_is_refused_by_another(tmp_path: Path) -> None
         assert admitted["accepted"] is True
     finally:
         stop_node(target, node.name, timeout_s=10)
+
+
+def test_a_chaos_testnets_containers_arm_their_fault_endpoints_and_others_do_not(
+        tmp_path: Path) -> None:
+    """`testnet init --faults` reaches the containers (their config is derived from the
+    compose environment): partition and byzantine scenarios work against compose too."""
+    init(tmp_path / "chaos", "--faults")
+    init(tmp_path / "plain")
+    for name, armed in (("chaos", True), ("plain", False)):
+        env = compose_env((tmp_path / name / "docker-compose.yml").read_text(), "shard0-node1")
+        assert spec_from_env(env).faults is armed
+        generate(spec_from_env(env), tmp_path / f"{name}-container", only="shard0-node1")
+        config = (TestnetDir(tmp_path / f"{name}-container").home("shard0-node1") /
+                  "config.toml").read_text()
+        assert ("[faults]\nenabled = true" in config) is armed

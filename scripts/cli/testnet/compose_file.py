@@ -84,8 +84,11 @@ def _header(spec: TestnetSpec, swarm: bool) -> list[str]:
 
 def _testnet_env(spec: TestnetSpec) -> list[str]:
     """What a container needs to derive the testnet (``generate.spec_from_env``): shards,
-    validators, accounts, seed, chain id and the validator-key salt."""
+    validators, accounts, seed, chain id, the validator-key salt, and whether the nodes'
+    fault endpoints are armed (``testnet init --faults``; reached through ``docker exec``)."""
+    faults = ["      SHARDNET_FAULTS: \"1\""] if spec.faults else []
     return [
+        *faults,
         f"      SHARDNET_SHARDS: \"{spec.shards}\"",
         f"      SHARDNET_VALIDATORS: \"{spec.validators}\"",
         f"      SHARDNET_ACCOUNTS: \"{spec.accounts}\"",
