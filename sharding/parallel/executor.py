@@ -47,9 +47,7 @@ from sharding.tx import SignedTx
 # idle machine. 48 leaves room for worker scheduling delays on a loaded one.
 PARALLEL_TXS_MIN = 48
 EARLY_SIGNATURE_SHARE = 0.25  # checked while this process plans (~12 µs per tx here)
-# Chunks queued per worker while this process merges (~25 ms); chunks are guided
-# (pump.GUIDED_SHARE), so the 3 of them hold ~1 / (2 x workers) of what is left.
-QUEUE_DEPTH_MERGING = 3
+QUEUE_DEPTH_MERGING = 10  # chunks queued per worker while this process merges (~25 ms)
 # With at most this many workers a replica's block runs *overlapped*: this process
 # executes the spec (signatures not checked) in block order while the workers check
 # the signatures. Measured here: a signature check costs ~100 µs, the spec without
@@ -157,7 +155,7 @@ class ParallelExecutor:
                               range(len(txs)) if verify_signatures else range(0))
         plan: Plan | None = None
         try:
-            pump.feed_share(EARLY_SIGNATURE_SHARE)
+            pump.feed_all(-(-int(pump.chunks_left * EARLY_SIGNATURE_SHARE) // workers))
             plan = compute_plan(txs, params.shard, params.num_shards)
             assignment = compute_assignment(plan, workers, [])
             for worker, job in enumerate(
@@ -198,7 +196,7 @@ class ParallelExecutor:
         checks signatures right after the header checks done by the caller)."""
         txs = block.txs
         header = block.header
-        pump = SignaturePump(self.runner, params, txs, range(len(txs)))
+        pump = SignaturePump(self.runner, params, txs, range(len(txs)), guided=True)
         invalid: InvalidBlock | None = None
         result: BlockResult | None = None
         try:

@@ -10,15 +10,14 @@ from sharding.parallel.plan import make_signature_jobs
 from sharding.records import ShardParams
 from sharding.tx import SignedTx
 
-SIGNATURE_CHUNK = 32  # the smallest chunk handed to a free worker (~3 ms)
-# Guided self-scheduling: a chunk is 1 / (GUIDED_SHARE x workers x queue depth) of
-# what is left, at least SIGNATURE_CHUNK, so chunks shrink towards the end where
-# balance matters and a worker never holds more than about 1 / (GUIDED_SHARE x
-# workers) of the rest (a worker busy with a large execution job must not sit on
-# many signatures: measured, with 1 / (2 x workers) per chunk, 3 queued chunks per
-# worker, the single-component block at 2 accounts lost its balance).
-# Measured (issue 16): fixed 32-signature chunks cost this process ~10 ms of frames,
-# reader-thread wake-ups and GIL hand-overs per 2,000-signature block (63 frames).
+SIGNATURE_CHUNK = 32  # signatures per chunk (the smallest chunk when guided, ~3 ms)
+# Guided self-scheduling (``guided=True``, the overlapped path): a chunk is
+# 1 / (GUIDED_SHARE x workers x queue depth) of what is left, at least
+# SIGNATURE_CHUNK, so chunks shrink towards the end where balance matters: 17
+# frames per 2,000 signatures instead of 63. Measured (issue 16, interleaved, loaded
+# machine): it saves the calling process 1-3 ms of frames per block, wall clock
+# unchanged overlapped; partitioned, fixed chunks and a deep queue were faster
+# (x1.12-1.26 paired), so that path keeps them.
 GUIDED_SHARE = 2
 QUEUE_DEPTH = 2  # chunks queued per worker otherwise: a slow worker holds little back
 
@@ -29,8 +28,9 @@ class SignaturePump:
     fixed shares, one slowed worker made the whole block wait for it)."""
 
     def __init__(self, runner: JobRunner, params: ShardParams, txs: Sequence[SignedTx],
-                 indices: Sequence[int]) -> None:
+                 indices: Sequence[int], *, guided: bool = False) -> None:
         self.runner, self.params, self.txs = runner, params, txs
+        self.guided = guided
         self.pending = indices
         self.position = 0
         self.queued: list[deque[bool]] = [deque() for _ in range(runner.workers)]  # is_exec
@@ -41,6 +41,11 @@ class SignaturePump:
         """Signatures not handed to a worker yet."""
         return len(self.pending) - self.position
 
+    @property
+    def chunks_left(self) -> int:
+        """Fixed-size chunks still to hand out."""
+        return -(-self.remaining // SIGNATURE_CHUNK)
+
     def _submit_chunk(self, worker: int, size: int) -> None:
         chunk = self.pending[self.position : self.position + size]
         self.position += len(chunk)
@@ -49,8 +54,10 @@ class SignaturePump:
 
     def feed(self, worker: int, depth: int) -> None:
         while self.remaining and len(self.queued[worker]) < depth:
-            guided = -(-self.remaining // (GUIDED_SHARE * len(self.queued) * depth))
-            self._submit_chunk(worker, max(SIGNATURE_CHUNK, guided))
+            size = SIGNATURE_CHUNK
+            if self.guided:
+                size = max(size, -(-self.remaining // (GUIDED_SHARE * len(self.queued) * depth)))
+            self._submit_chunk(worker, size)
 
     def feed_all(self, depth: int) -> None:
         for worker in range(len(self.queued)):

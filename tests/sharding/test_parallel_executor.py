@@ -547,8 +547,9 @@ def test_a_hung_worker_times_out_falls_back_and_is_replaced(
 
 
 def test_signature_chunks_shrink_towards_the_end_and_cover_every_signature() -> None:
-    """Guided chunks: a few large ones first, at least SIGNATURE_CHUNK at the end;
-    every signature is checked exactly once and the forged ones are found."""
+    """Guided chunks (the overlapped path): a few large ones first, at least
+    SIGNATURE_CHUNK at the end; every signature is checked exactly once and the
+    forged ones are found. Unguided, every chunk is SIGNATURE_CHUNK."""
     from sharding.parallel.pump import SIGNATURE_CHUNK, SignaturePump
 
     class Recording(InlineRunner):
@@ -568,7 +569,8 @@ def test_signature_chunks_shrink_towards_the_end_and_cover_every_signature() -> 
     txs = [msgspec.structs.replace(tx, signature=bytes(64)) if i in forged else tx
            for i, tx in enumerate(txs)]
     runner = Recording()
-    pump = SignaturePump(runner, get_shard_params(fresh_state()), txs, range(len(txs)))
+    pump = SignaturePump(runner, get_shard_params(fresh_state()), txs, range(len(txs)),
+                         guided=True)
     pump.feed_share(0.5)
     assert runner.sizes == [150, 150]
     assert pump.drain() == sorted(forged)
@@ -576,3 +578,7 @@ def test_signature_chunks_shrink_towards_the_end_and_cover_every_signature() -> 
     tail = runner.sizes[2:]
     assert tail == sorted(tail, reverse=True) and min(tail) <= SIGNATURE_CHUNK
     assert len(runner.sizes) < 600 // SIGNATURE_CHUNK  # fewer frames than fixed chunks
+    fixed = Recording()
+    assert SignaturePump(fixed, get_shard_params(fresh_state()), txs,
+                         range(len(txs))).drain() == sorted(forged)
+    assert set(fixed.sizes[:-1]) == {SIGNATURE_CHUNK} and sorted(fixed.checked) == list(range(600))
