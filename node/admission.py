@@ -305,7 +305,7 @@ class Admission:
             for _ in evicted:
                 self.drop.count("mempool", "evicted_gapped")
             self.log.info("mempool.evicted", count=len(evicted), reason="evicted_gapped",
-                          txs=[r.tx.tx_hash.hex() for r in evicted[:100]])
+                          txs=[r.tx.tx_hash.hex() for r in evicted])
 
     # -- forwarding ----------------------------------------------------------------
 
@@ -398,7 +398,7 @@ class Admission:
             due_items.sort(key=lambda item: (item.sender, item.nonce))  # nonce order
             self._to_forward.extend((encode(item.tx), item.tx_hash) for item in due_items)
             self.log.info("tx.reforwarded", count=len(due_items),
-                          txs=[item.tx_hash.hex() for item in due_items[:100]])
+                          txs=[item.tx_hash.hex() for item in due_items])
             self._schedule_forward()
         self._greet_peers()
         return len(due_items)

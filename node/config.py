@@ -108,6 +108,15 @@ class ExecutorSection(_Section):
 class LogSection(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # "" : stdout. Else a file (relative to the home) rotating at file_bytes_max.
+    file: str = ""
+    file_bytes_max: Annotated[int, msgspec.Meta(ge=64 * 1024)] = defaults.LOG_FILE_BYTES_MAX
+    file_backups: Positive = defaults.LOG_FILE_BACKUPS  # rotated files kept
+    # What `shardnet logs --trace` reads (docs/LOGS.md); "" : no trace.
+    trace_file: str = "logs/trace.jsonl"
+    trace_file_bytes_max: Annotated[int, msgspec.Meta(ge=64 * 1024)] = (
+        defaults.LOG_TRACE_FILE_BYTES_MAX)
+    trace_file_backups: Positive = defaults.LOG_TRACE_FILE_BACKUPS
 
 
 class FaultsSection(_Section):

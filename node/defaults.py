@@ -64,3 +64,12 @@ MEMPOOL_GAPPED_SENDER_TXS_MAX = 64
 # restarting peer was never repeated). 5 block intervals of 200 ms.
 MEMPOOL_REFORWARD_AFTER_MS = 1_000
 MEMPOOL_REFORWARD_INTERVAL_MAX_MS = 16_000
+
+# [log] (issue 17): the node's log file, when it writes one (``[log] file`` or
+# ``shardnet node --log-file``; a local testnet does), and its transaction trace file
+# rotate at this size, keeping this many backups (``.1`` the newest): at most
+# (1 + backups) x size each. Docker's json-file driver gets the same bounds.
+LOG_FILE_BYTES_MAX = 64 * MIB
+LOG_FILE_BACKUPS = 4
+LOG_TRACE_FILE_BYTES_MAX = 64 * MIB
+LOG_TRACE_FILE_BACKUPS = 4

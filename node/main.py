@@ -34,7 +34,7 @@ DB_FILE = "shard.sqlite"
 
 # ``Node`` lives in node/node.py; importing it from here (the contract's first home) works.
 __all__ = ["Node", "build_production_parts", "load_node", "node_command", "run_node",
-           "start_node"]
+           "setup_logging", "start_node"]
 
 
 def resolve(address: str) -> str:
@@ -89,10 +89,12 @@ async def load_node(config: NodeConfig) -> Node:
     check_identity(config, genesis, key)
     parts = await build_production_parts(config, genesis, key)
     try:
-        return Node(config, genesis, key, parts)
+        node = Node(config, genesis, key, parts)
     except BaseException:
         await parts.store.close()
         raise
+    node.metrics.watch_store_files(config.path(config.node.data_dir) / DB_FILE)
+    return node
 
 
 async def start_node(config: NodeConfig) -> Node:
@@ -150,6 +152,20 @@ async def run_node(config: NodeConfig) -> None:
         raise SystemExit(1)
 
 
+def setup_logging(config: NodeConfig, log_format: str | None = None,
+                  log_level: str | None = None, log_file: Path | None = None) -> None:
+    """The node's logging from its ``[log]`` section (the command line overrides format,
+    level and file): stdout or a rotating file, and the rotating trace file."""
+    section = config.log
+    file = log_file or (config.path(section.file) if section.file else None)
+    configure_logging(
+        log_format or section.format, log_level or section.level,  # type: ignore[arg-type]
+        file=file, file_bytes_max=section.file_bytes_max, file_backups=section.file_backups,
+        trace_file=config.path(section.trace_file) if section.trace_file else None,
+        trace_bytes_max=section.trace_file_bytes_max, trace_backups=section.trace_file_backups,
+        context={"node": node_name(config), "shard": config.node.shard})
+
+
 @click.command("node")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Node home: config.toml, node_key.json, genesis.json, data/.")
@@ -157,14 +173,16 @@ async def run_node(config: NodeConfig) -> None:
               help="Override [log] format.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Override [log] level.")
-def node_command(home: Path, log_format: str | None, log_level: str | None) -> None:
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Override [log] file: write the log to this rotating file, not stdout.")
+def node_command(home: Path, log_format: str | None, log_level: str | None,
+                 log_file: Path | None) -> None:
     """Run one validator node."""
     try:
         config = load_config(home)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(log_format or config.log.format,  # type: ignore[arg-type]
-                      log_level or config.log.level)
+    setup_logging(config, log_format, log_level, log_file)
     sys.setswitchinterval(0.001)
     # A crash in a C extension (a segfault) leaves the Python stack of every thread in
     # the node's log instead of a silent exit.

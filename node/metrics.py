@@ -7,7 +7,10 @@ for counters.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -111,8 +114,26 @@ class NodeMetrics:
                                              "Transactions re-executed after a conflict",
                                              registry=r)
 
+        self.store_bytes = Gauge("shardnet_store_bytes",
+                                 "Disk use of the node's store: the SQLite database and its "
+                                 "WAL and shared-memory files (0 for an in-memory store)",
+                                 registry=r)
+
+    def watch_store_files(self, db_path: Path) -> None:
+        """``shardnet_store_bytes`` reads the store's file sizes at each scrape."""
+        self.store_bytes.set_function(lambda: store_files_bytes(db_path))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def store_files_bytes(db_path: Path) -> int:
+    """Bytes on disk of a SQLite database: the file, ``-wal`` and ``-shm`` (missing: 0)."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{db_path}{suffix}").st_size
+    return total
 
 
 class P2PCollector:

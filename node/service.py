@@ -37,7 +37,7 @@ from sharding.block import Block, BlockHeader, block_hash, decode_block
 from sharding.executor import Rejected, TxOutcome
 from sharding.genesis import Genesis
 from sharding.ledger import Committed, Ledger
-from sharding.receipts import RECEIPT_KINDS
+from sharding.receipts import RECEIPT_KINDS, Receipt
 from sharding.records import get_out_seq
 from sharding.tx import tx_hash
 
@@ -139,7 +139,7 @@ class NodeService:
                                         REMOVAL_DETAILS.get(removed.reason, removed.reason))
             if expired:
                 self.log.info("mempool.expired", count=len(expired),
-                              txs=[r.tx.tx_hash.hex() for r in expired[:100]])
+                              txs=[r.tx.tx_hash.hex() for r in expired])
             self.metrics.peers.set(self._peers_connected())
             self._mempool_changed()
 
@@ -189,10 +189,14 @@ class NodeService:
         self.log.info("block.committed", height=committed.height, view=certificate.view,
                       block=committed.block_hash.hex(), txs_count=len(hashes), failed=failed,
                       receipts=len(result.receipts), inbound=len(committed.block.inbound),
-                      state_root=header.state_root.hex())
+                      state_root=header.state_root.hex(), txs=[digest.hex() for digest in hashes])
+        by_dst: dict[int, list[Receipt]] = {}
         for receipt in result.receipts:
-            self.log.info("receipt.emitted", origin=receipt.origin.hex(),
-                          dst_shard=receipt.dst_shard, seq=receipt.seq, height=committed.height)
+            by_dst.setdefault(receipt.dst_shard, []).append(receipt)
+        for dst, receipts in by_dst.items():
+            self.log.info("receipt.emitted", dst_shard=dst, height=committed.height,
+                          first_seq=receipts[0].seq, last_seq=receipts[-1].seq,
+                          count=len(receipts), origins=[r.origin.hex() for r in receipts])
         event = self.block_json(committed.block, committed.block_hash, certificate)
         event["failed"] = [o.tx_hash.hex() for o in result.outcomes if not o.ok]
         self.events.publish(event)

@@ -1,17 +1,21 @@
 """``shardnet logs``: read, merge, filter and follow the JSON logs of a testnet.
 
-Sources: a local testnet folder (``DIR/logs/*.log``), explicit files, or a
-compose project (``docker compose logs``). Lines are merged by their ``ts``.
-``--trace TX`` follows one transaction across nodes and shards by the links
-documented in docs/LOGS.md.
+Sources: a local testnet folder (``DIR/logs/*.log``, with the rotated backups
+``*.log.N``), explicit files, or a compose project (``docker compose logs``). Lines are
+merged by their ``ts``. ``--trace TX`` follows one transaction across nodes and shards
+by the links documented in docs/LOGS.md: it reads each node's trace file
+(``<home>/logs/trace.jsonl*``, where the node writes every event that names
+transactions with the full hash lists its log lines only sample) besides the logs.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from node.config import ConfigError, LogSection, load_config
 
 LEVEL_ORDER = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -83,6 +89,69 @@ def log_files(testnet_dir: Path) -> list[Path]:
     return files
 
 
+def with_backups(path: Path) -> list[Path]:
+    """``path`` after its RotatingFileHandler backups, oldest first (``.N`` ... ``.1``)."""
+    backups = [p for p in path.parent.glob(f"{path.name}.*") if p.suffix[1:].isdigit()]
+    backups.sort(key=lambda p: int(p.suffix[1:]), reverse=True)
+    return [*backups, *([path] if path.exists() else [])]
+
+
+def read_rotated(path: Path) -> Iterator[dict[str, Any]]:
+    """One node's records in time order across its rotated files."""
+    for part in with_backups(path):
+        for record in read_file(part):
+            record["node"] = record.get("node") or path.stem
+            yield record
+
+
+TRACE_FILE = LogSection().trace_file
+
+
+def testnet_trace_files(testnet_dir: Path) -> list[Path]:
+    """Each node home's trace file (``[log] trace_file``) in a local testnet folder."""
+    files = []
+    for home in sorted((testnet_dir / "nodes").glob("*")):
+        try:
+            config = load_config(home)
+        except ConfigError:
+            continue
+        if config.log.trace_file:
+            files.append(config.path(config.log.trace_file))
+    return files
+
+
+def read_traces(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    return merge(read_rotated(path) for path in paths)
+
+
+NODE_SERVICE = re.compile(r"shard\d+-node\d+")
+
+
+def compose_trace_records(project_dir: Path) -> list[dict[str, Any]]:
+    """The trace files of a compose project's node containers (``docker compose cp``
+    works on stopped containers too), read into memory."""
+    from scripts.cli.compose import compose_command
+    from scripts.cli.testnet.layout import TestnetDir
+
+    services = subprocess.run([*compose_command(), "config", "--services"], cwd=project_dir,
+                              capture_output=True, text=True, check=True).stdout.split()
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for service in filter(NODE_SERVICE.fullmatch, services):
+            # The container's home, as ``shardnet testnet docker-node`` lays it out.
+            inside = TestnetDir(Path("/data/testnet")).home(service) / TRACE_FILE
+            target = Path(tmp) / service
+            target.mkdir()
+            copied = subprocess.run(
+                [*compose_command(), "cp", f"{service}:{inside.parent}/.", str(target)],
+                cwd=project_dir, capture_output=True, text=True, check=False)
+            if copied.returncode == 0:
+                paths.append(target / inside.name)
+        records.extend(read_traces(paths))
+    return records
+
+
 def compose_records(project_dir: Path) -> Iterator[dict[str, Any]]:
     from scripts.cli.compose import compose_command
 
@@ -122,9 +191,16 @@ def _short(value: Any) -> str:
 
 
 def trace(records: Iterable[dict[str, Any]], tx_hash: str) -> list[dict[str, Any]]:
-    """The events of one transaction's journey, in time order."""
+    """The events of one transaction's journey, in time order. ``records`` may hold an
+    event twice, as its log line and as its trace record (same node, event and ``ts``):
+    it is shown once, as the trace record (with the full hash lists)."""
     tx_hash = tx_hash.lower().removeprefix("0x")
-    records = list(records)
+    unique: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for record in records:
+        key = (record.get("node"), record.get("event"), record.get("ts"))
+        if key not in unique or any(isinstance(record.get(k), list) for k in ("txs", "origins")):
+            unique[key] = record
+    records = list(unique.values())
     journey: list[dict[str, Any]] = []
     blocks: set[tuple[Any, Any]] = set()
     for record in records:
@@ -197,9 +273,15 @@ def logs(testnet_dir: Path, files: tuple[Path, ...], compose_dir: Path | None,
         stream = compose_records(compose_dir)
     else:
         paths = paths or log_files(testnet_dir)
-        stream = merge(read_file(path) for path in paths)
+        stream = merge(read_rotated(path) for path in paths)
     if trace_tx:
-        records = trace(stream, trace_tx)
+        if compose_dir is not None:
+            traces: Iterable[dict[str, Any]] = compose_trace_records(compose_dir)
+        elif files:
+            traces = []  # explicit files: pass the trace files with --file
+        else:
+            traces = read_traces(testnet_trace_files(testnet_dir))
+        records = trace([*stream, *traces], trace_tx)
         if not records:
             raise click.ClickException(f"no events mention transaction {trace_tx}")
     else:

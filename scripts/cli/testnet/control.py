@@ -227,7 +227,10 @@ class NodeProcesses:
         )
         with log_path.open("ab") as log:
             child = subprocess.Popen(
-                node_command(self.dir.home(name)), stdout=log, stderr=subprocess.STDOUT,
+                # The node rotates its own log (RotatingFileHandler); output written
+                # before its logging starts (or a crash) is appended here too.
+                [*node_command(self.dir.home(name)), "--log-file", str(log_path)],
+                stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
             )
         self.dir.pid_file(name).write_text(f"{child.pid}\n")
