@@ -99,3 +99,49 @@ def test_compose_prefix_is_stripped_and_names_the_node() -> None:
 def test_filters_accept_event_prefixes() -> None:
     assert Filters(events=("pbft.",)).accepts({"event": "pbft.view_change"})
     assert not Filters(events=("pbft.",)).accepts({"event": "block.committed"})
+
+
+def test_trace_reads_each_nodes_trace_files_and_their_backups(tmp_path: Path) -> None:
+    """The log lines name only a few sample hashes; the trace files (rotated ones too)
+    hold the full lists, and an event present in both is shown once."""
+    from scripts.cli.testnet.generate import TestnetSpec, generate
+    from scripts.cli.testnet.layout import TestnetDir
+
+    generate(TestnetSpec(shards=2, validators=4, accounts=10), tmp_path)
+    testnet = TestnetDir(tmp_path)
+    many = [f"{i:064x}" for i in range(1, 500)] + [TX]
+    proposed = {"ts": "2026-11-22T04:00:00.300Z", "level": "info", "event": "block.proposed",
+                "node": "shard0-node0", "shard": 0, "height": 5}
+    write_log(tmp_path / "logs" / "shard0-node0.log", [
+        {**proposed, "count": 500, "txs_sample": many[:3]}])
+    write_log(tmp_path / "logs" / "shard1-node0.log", [])
+    home0 = testnet.home("shard0-node0") / "logs"
+    write_log(home0 / "trace.jsonl.1", [
+        {"ts": "2026-11-22T04:00:00.100Z", "event": "tx.received", "node": "shard0-node0",
+         "shard": 0, "txs": many}])
+    write_log(home0 / "trace.jsonl", [{**proposed, "txs": many}])
+    write_log(testnet.home("shard0-node1") / "logs" / "trace.jsonl", [
+        {"ts": "2026-11-22T04:00:00.510Z", "event": "block.committed", "node": "shard0-node1",
+         "shard": 0, "height": 5, "txs": many}])
+    write_log(testnet.home("shard1-node0") / "logs" / "trace.jsonl", [
+        {"ts": "2026-11-22T04:00:00.900Z", "event": "receipt.applied", "node": "shard1-node0",
+         "shard": 1, "height": 2, "origins": many[-2:]}])
+    records = run("--testnet", str(tmp_path), "--trace", TX)
+    assert [(r["node"], r["event"]) for r in records] == [
+        ("shard0-node0", "tx.received"),
+        ("shard0-node0", "block.proposed"),
+        ("shard0-node1", "block.committed"),
+        ("shard1-node0", "receipt.applied"),
+    ]
+    assert len(records[1]["txs"]) == 500  # the trace record, not the sampled log line
+
+
+def test_log_reading_includes_rotated_backups_in_order(tmp_path: Path) -> None:
+    logs_dir = tmp_path / "logs"
+    write_log(logs_dir / "shard0-node0.log.2", [
+        {"ts": "2026-11-22T04:00:00.100Z", "event": "a", "node": "shard0-node0", "shard": 0}])
+    write_log(logs_dir / "shard0-node0.log.1", [
+        {"ts": "2026-11-22T04:00:00.200Z", "event": "b", "node": "shard0-node0", "shard": 0}])
+    write_log(logs_dir / "shard0-node0.log", [
+        {"ts": "2026-11-22T04:00:00.300Z", "event": "c", "node": "shard0-node0", "shard": 0}])
+    assert [r["event"] for r in run("--testnet", str(tmp_path))] == ["a", "b", "c"]

@@ -136,6 +136,32 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
                          far_address, "--amount", "77")
         assert cross.returncode == 0, cross.stderr + cross.stdout
         assert json.loads(cross.stdout[cross.stdout.index("{"):])["outcome"]["receipts"] == 1
+        cross_digest = cross.stdout.split()[1]
+        far_shard = 1 - shard
+
+        def cross_hops() -> set[tuple[str, str]]:
+            found = shardnet("logs", "--testnet", str(root), "--trace", cross_digest, "--json")
+            return {(e["node"], e["event"]) for e in map(json.loads, found.stdout.splitlines())}
+
+        # Every hop of the cross-shard transfer, read from the nodes' trace files (the
+        # log lines only sample the hashes): received, forwarded, proposed, committed on
+        # every source replica, the receipt emitted, relayed, received and applied on
+        # every destination replica.
+        wait_until(lambda: {n for n, e in cross_hops() if e == "receipt.applied"} == {
+            f"shard{far_shard}-node{i}" for i in range(4)}, 60,
+            "the receipt applied in every destination replica's trace")
+        hops = cross_hops()
+        assert {n for n, e in hops if e == "block.committed"} == every_replica
+        assert {e for _, e in hops} >= {"tx.received", "tx.forwarded", "block.proposed",
+                                         "receipt.emitted", "receipt.relayed",
+                                         "receipt.received", "receipt.applied"}
+        # The log lines themselves stay short: no full hash lists at info level.
+        for log in (root / "logs").glob("*.log"):
+            for line in log.read_text().splitlines():
+                if line.startswith("{"):
+                    event = json.loads(line)
+                    assert not any(isinstance(event.get(k), list) and len(event[k]) > 3
+                                   for k in ("txs", "origins")), event
         audited = shardnet("audit", "--testnet", str(root), "--json")
         assert audited.returncode == 0, audited.stderr + audited.stdout
         report = json.loads(audited.stdout)

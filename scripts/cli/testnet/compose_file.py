@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from node import defaults
 from scripts.cli.testnet.generate import DEV_SALT
 
 if TYPE_CHECKING:
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
 
 IMAGE = "shardnet:latest"
 NETWORK = "shardnet"
+
+
+def _logging(indent: str) -> list[str]:
+    """Docker keeps a container's stdout in a json-file without bound by default: rotate
+    it at the node's own log file bounds (node/defaults.py)."""
+    mib = defaults.LOG_FILE_BYTES_MAX // defaults.MIB
+    return [
+        f"{indent}logging:",
+        f"{indent}  driver: json-file",
+        f"{indent}  options:",
+        f"{indent}    max-size: \"{mib}m\"",
+        f"{indent}    max-file: \"{defaults.LOG_FILE_BACKUPS + 1}\"",
+    ]
 
 
 def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = False) -> str:
@@ -69,6 +83,7 @@ def _header(spec: TestnetSpec, swarm: bool) -> list[str]:
         "  command: [\"testnet\", \"docker-node\"]",
         *([] if swarm else ["  restart: unless-stopped"]),
         "  stop_grace_period: 20s",
+        *_logging("  "),
         "  networks: [" + NETWORK + "]",
         "  healthcheck:",
         "    test: [\"CMD\", \"python\", \"-c\", \"import urllib.request; "
@@ -123,6 +138,7 @@ def _loadgen_service(spec: TestnetSpec, nodes: list[NodeEntry], swarm: bool) -> 
           ["    profiles: [load]",
            "    depends_on: [" + ", ".join(n.name for n in nodes) + "]"]),
         "    networks: [" + NETWORK + "]",
+        *_logging("    "),
         "    environment:",
         *_testnet_env(spec),
         "    command: [\"testnet\", \"docker-load\", \"--txs\", \"400\", \"--cross-shard\", "
