@@ -119,12 +119,28 @@ class NodeMetrics:
                                  "WAL and shared-memory files (0 for an in-memory store)",
                                  registry=r)
 
+        self.registry.register(_TraceDropsCollector())
+
     def watch_store_files(self, db_path: Path) -> None:
         """``shardnet_store_bytes`` reads the store's file sizes at each scrape."""
         self.store_bytes.set_function(lambda: store_files_bytes(db_path))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TraceDropsCollector:
+    """Trace events the trace writer thread could not keep up with (node/logs.py)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from node.logs import trace_dropped
+
+        yield CounterMetricFamily("shardnet_log_trace_dropped",
+                                  "Transaction trace events dropped: the trace writer was "
+                                  "behind (its queue full)", value=trace_dropped())
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 def store_files_bytes(db_path: Path) -> int:

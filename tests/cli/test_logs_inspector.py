@@ -133,7 +133,7 @@ def test_trace_reads_each_nodes_trace_files_and_their_backups(tmp_path: Path) ->
         ("shard0-node1", "block.committed"),
         ("shard1-node0", "receipt.applied"),
     ]
-    assert len(records[1]["txs"]) == 500  # the trace record, not the sampled log line
+    assert records[1]["txs"] == many  # the trace record, not the sampled log line
 
 
 def test_log_reading_includes_rotated_backups_in_order(tmp_path: Path) -> None:

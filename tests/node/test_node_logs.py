@@ -166,7 +166,8 @@ def test_libp2p_repeats_are_logged_again_after_the_interval_with_the_count() -> 
     now[0] = 61.0
     again = record("stream reset 11")
     assert bridge.filter(again)
-    assert again.msg == "p2p.libp2p_warning" and again.shardnet_fields["suppressed"] == 9
+    assert again.msg == "p2p.libp2p_warning"
+    assert getattr(again, "shardnet_fields")["suppressed"] == 9  # noqa: B009
 
 
 def test_store_bytes_metric_reads_the_database_files(tmp_path: Path) -> None:
@@ -188,3 +189,14 @@ def test_store_bytes_metric_reads_the_database_files(tmp_path: Path) -> None:
     text = asyncio.run(scrape())
     (line,) = [x for x in text.splitlines() if x.startswith("shardnet_store_bytes ")]
     assert float(line.split()[1]) > 0
+    assert "shardnet_log_trace_dropped_total 0.0" in text
+
+
+def test_trace_events_past_a_full_queue_are_dropped_and_counted_not_waited_for() -> None:
+    import queue
+
+    handler = node_logs._TraceQueueHandler(queue.Queue(1))  # no writer thread draining it
+    before = node_logs.trace_dropped()
+    for height in range(3):
+        handler.emit(logging.makeLogRecord({"msg": {"event": "block.committed", "h": height}}))
+    assert node_logs.trace_dropped() - before == 2
