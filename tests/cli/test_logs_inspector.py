@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from scripts.cli.logs import Filters, logs, parse_line
@@ -145,3 +147,32 @@ def test_log_reading_includes_rotated_backups_in_order(tmp_path: Path) -> None:
     write_log(logs_dir / "shard0-node0.log", [
         {"ts": "2026-11-22T04:00:00.300Z", "event": "c", "node": "shard0-node0", "shard": 0}])
     assert [r["event"] for r in run("--testnet", str(tmp_path))] == ["a", "b", "c"]
+
+
+FAKE_COMPOSE = '''
+import json, pathlib, sys
+args = sys.argv[1:]
+if args[:2] == ["config", "--services"]:
+    print("shard0-node0\\nshard0-node1\\nloadgen")
+elif args[0] == "logs":
+    print('shard0-node0  | {"ts": "2026-11-22T04:00:00.100Z", "event": "tx.received", '
+          '"node": "shard0-node0", "shard": 0, "count": 1, "txs_sample": []}')
+elif args[0] == "cp":
+    service, _, inside = args[1].partition(":")
+    assert inside == f"/data/testnet/nodes/{service}/logs/.", inside
+    if service == "shard0-node1":
+        sys.exit(1)  # a container that never wrote a trace: skipped
+    record = {"ts": "2026-11-22T04:00:00.100Z", "event": "tx.received",
+              "node": service, "shard": 0, "txs": ["ab" * 32]}
+    pathlib.Path(args[2], "trace.jsonl").write_text(json.dumps(record) + "\\n")
+'''
+
+
+def test_trace_of_a_compose_project_reads_the_containers_trace_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "compose.py"
+    fake.write_text(FAKE_COMPOSE)
+    monkeypatch.setenv("SHARDNET_COMPOSE", f"{sys.executable} {fake}")
+    records = run("--compose", str(tmp_path), "--trace", TX)
+    assert [(r["node"], r["event"], r["txs"]) for r in records] == [
+        ("shard0-node0", "tx.received", [TX])]
