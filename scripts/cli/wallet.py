@@ -467,8 +467,17 @@ def _submit(client: Client, raw: bytes, wait_s: float, as_json: bool) -> None:
     shard = shard_of(tx.body.sender, client.num_shards)
     doc: dict[str, Any] = {"hash": digest, "shard": shard, "sender": tx.body.sender.hex(),
                            "nonce": tx.body.nonce, "chain_id": tx.body.chain_id}
-    answer = _ask(f"submitting to shard {shard}", lambda: client.submit([raw], shard))
-    result = answer["results"][0] if "results" in answer else answer
+    def post() -> Any:
+        try:
+            return client.submit([raw], shard)
+        except ApiFailure as exc:
+            if "results" in exc.body or exc.status == 400:
+                return exc.body  # a refusal at admission: the body says why
+            raise
+
+    answer = _ask(f"submitting to shard {shard}", post)
+    results = answer.get("results") if isinstance(answer, dict) else None
+    result = results[0] if results else answer
     if not result.get("accepted"):
         doc.update(status="rejected", error=result.get("error"), detail=result.get("detail"))
         _emit(doc, as_json, f"rejected {digest}")
