@@ -34,6 +34,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 # cryptography's documentation gives for interactive logins.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 SALT_BYTES, NONCE_BYTES = 16, 12
+# A file asking for more (1 GiB at n = 2**20, r = 8) is refused before scrypt runs.
+SCRYPT_N_MAX, SCRYPT_R_MAX, SCRYPT_P_MAX = 2**20, 16, 16
 
 
 def default_keystore() -> Path:
@@ -93,12 +95,15 @@ class StoredKey:
                 raise UsageFailure(f"{self.path} is encrypted: give --password-file")
             crypto = self.document["crypto"]
             try:
-                secret = _derive(password, bytes.fromhex(crypto["salt"]), int(crypto["n"]),
-                                 int(crypto["r"]), int(crypto["p"]))
+                n, r, p = int(crypto["n"]), int(crypto["r"]), int(crypto["p"])
+                if not (n <= SCRYPT_N_MAX and r <= SCRYPT_R_MAX and p <= SCRYPT_P_MAX):
+                    raise ValueError(f"scrypt cost n={n} r={r} p={p} above the bounds")
+                secret = _derive(password, bytes.fromhex(crypto["salt"]), n, r, p)
                 raw = AESGCM(secret).decrypt(bytes.fromhex(crypto["nonce"]),
                                              bytes.fromhex(crypto["ciphertext"]), self.address)
             except InvalidTag:
-                raise UsageFailure(f"wrong password for {self.path}") from None
+                raise UsageFailure(f"wrong password for {self.path} (or the file was "
+                                   "edited)") from None
             except (KeyError, TypeError, ValueError) as exc:
                 raise UsageFailure(f"{self.path}: not a shardnet key file ({exc})") from None
             key = KeyPair(raw)
@@ -165,8 +170,8 @@ class Keystore:
         return StoredKey(name, path, key.public_key, document)
 
     def get(self, name: str) -> StoredKey:
-        self.require()
         path = self.path(name)
+        self.require()
         if not path.is_file():
             known = ", ".join(k.name for k in self.list()) or "none"
             raise UsageFailure(f"no key named {name!r} in {self.root} (known: {known})")

@@ -299,3 +299,26 @@ def test_two_signers_and_unreachable_node_have_their_codes() -> None:
     # No testnet folder and no URL: say what to give.
     one_line_error(run("tx", "transfer", "--to", RECIPIENT, "--amount", "1"), exits.USAGE,
                    "--testnet", "--url")
+
+
+def test_key_name_with_a_path_is_refused(isolated: Path, tmp_path: Path) -> None:
+    one_line_error(run("keys", "new", "--name", "../outside"), exits.USAGE, "key name")
+    one_line_error(run("tx", "transfer", "--key", "../outside", "--to", RECIPIENT,
+                       "--amount", "1", "--raw", "--nonce", "0", "--chain-id", "c"),
+                   exits.USAGE, "key name")
+    assert not (tmp_path / "outside.json").exists()
+
+
+def test_edited_or_costly_key_file_is_refused(isolated: Path, tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("pw\n")
+    run("keys", "import", KEY_HEX, "--name", "vault", "--password-file", str(tmp_path / "pw"))
+    path = isolated / "vault.json"
+    original = json.loads(path.read_text())
+    # Another address on the same sealed key: the tag binds the address, so it fails.
+    path.write_text(json.dumps({**original, "address": derive_account("x", 0).public_key.hex()}))
+    one_line_error(run("keys", "show", "vault", "--reveal", "--password-file",
+                       str(tmp_path / "pw")), exits.USAGE, "wrong password")
+    # A scrypt cost that would take a terabyte is refused before scrypt runs.
+    path.write_text(json.dumps({**original, "crypto": {**original["crypto"], "n": 2**40}}))
+    one_line_error(run("keys", "show", "vault", "--reveal", "--password-file",
+                       str(tmp_path / "pw")), exits.USAGE, "above the bounds")
