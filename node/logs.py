@@ -230,6 +230,13 @@ class _TraceQueueHandler(logging.handlers.QueueHandler):
             type(self).dropped += 1
 
 
+class _TraceListener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        # Waits for room (the thread is draining): a full queue must not lose the stop.
+        with contextlib.suppress(queue.Full):
+            self.queue.put(self._sentinel, timeout=5)  # type: ignore[attr-defined]
+
+
 class TraceWriter:
     """The trace file's writer: events go through a bounded queue to a thread that
     writes them (one JSON line per event, hash lists in full) with a
@@ -243,7 +250,7 @@ class TraceWriter:
         self._file.setFormatter(_JsonLine())
         self._queue: queue.Queue[logging.LogRecord] = queue.Queue(TRACE_QUEUE_EVENTS_MAX)
         self._handler = _TraceQueueHandler(self._queue)
-        self._listener = logging.handlers.QueueListener(self._queue, self._file)
+        self._listener = _TraceListener(self._queue, self._file)
         self._listener.start()
         self._stopped = False
 
