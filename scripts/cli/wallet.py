@@ -356,7 +356,8 @@ def with_new_key(func: Any) -> Any:
 @with_new_key
 def keys_new(name: str | None, keystore: Path | None, password_file: Path | None,
              encrypt: bool, as_json: bool) -> None:
-    """Generate a random key into the keystore; prints its name and address."""
+    """Generate a random key into the keystore; prints its name and address. Stored in
+    plain hex (owner-only file: fine for a testnet) unless --password-file or --encrypt."""
     _store(KeyPair.generate(), name, keystore, password_file, encrypt, as_json, "created")
 
 
@@ -569,8 +570,8 @@ def tx() -> None:
 
 
 tx_options = [
-    click.option("--nonce", type=U64, help="Default: the sender's next committed nonce "
-                 "(asks a node)."),
+    click.option("--nonce", type=click.IntRange(0, U64_MAX - 1),
+                 help="Default: the sender's next committed nonce (asks a node)."),
     click.option("--chain-id", help="Sign for this chain. Default: the testnet folder's, "
                  "or the network's (--url)."),
     click.option("--raw", "raw_only", is_flag=True,
