@@ -79,7 +79,9 @@ def build_fault_app(state: FaultState, token: str) -> web.Application:
                 raise
             reason = "not_found" if exc.status == 404 else exc.reason.lower().replace(" ", "_")
             return _error(exc.status, reason, exc.text or exc.reason)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+            # ValueError: msgspec raises UnicodeDecodeError (not DecodeError) for a JSON
+            # string that is not UTF-8.
             return _error(400, "malformed", f"request body: {exc}")
         except ShardnetError as exc:
             return _error(400, exc.reason, exc.detail)

@@ -190,9 +190,10 @@ def test_a_bad_fault_request_is_refused_400_with_a_reason(
                 async with http.put(endpoint_url(tmp_path) + path, json=body) as response:
                     assert response.status == 400
                     assert (await response.json())["error"] == reason
-                async with http.put(endpoint_url(tmp_path) + path, data=b"{") as response:
-                    assert response.status == 400
-                    assert (await response.json())["error"] == "malformed"
+                for broken in (b"{", b'{"mode": "\xff"}', b'{"peers": ["\xc3"]}'):
+                    async with http.put(endpoint_url(tmp_path) + path, data=broken) as response:
+                        assert response.status == 400, broken
+                        assert (await response.json())["error"] == "malformed"
             assert node.faults is not None and not node.faults.active
 
     run(scenario)
