@@ -101,10 +101,10 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         assert "API endpoints" in up.stdout and f"127.0.0.1:{base + 1}" in up.stdout
         recipient = json.loads(shardnet("keys", "--index", "7").stdout)["address"]
         sent = shardnet("tx", "transfer", "--testnet", str(root), "--index", "0", "--to",
-                        recipient, "--amount", "1234")
+                        recipient, "--amount", "1234", "--json")
         assert sent.returncode == 0, sent.stderr + sent.stdout
-        digest = sent.stdout.split()[1]
-        outcome = json.loads(sent.stdout[sent.stdout.index("{"):])
+        outcome = json.loads(sent.stdout)  # --json: one document on stdout, progress on stderr
+        digest = outcome["hash"]
         # "finalized" when it caused no receipt (or its receipt is applied already).
         assert outcome["status"] in ("committed", "finalized")
         other = f"shard{1 - outcome['shard']}-node2"
@@ -133,10 +133,11 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
             "keys", "--index", str(i)).stdout)["shard"] != shard)
         far_address = json.loads(shardnet("keys", "--index", str(far)).stdout)["address"]
         cross = shardnet("tx", "transfer", "--testnet", str(root), "--index", "0", "--to",
-                         far_address, "--amount", "77")
+                         far_address, "--amount", "77", "--json")
         assert cross.returncode == 0, cross.stderr + cross.stdout
-        assert json.loads(cross.stdout[cross.stdout.index("{"):])["outcome"]["receipts"] == 1
-        cross_digest = cross.stdout.split()[1]
+        crossed = json.loads(cross.stdout)
+        assert crossed["outcome"]["receipts"] == 1
+        cross_digest = crossed["hash"]
         far_shard = 1 - shard
 
         def cross_hops() -> set[tuple[str, str]]:
