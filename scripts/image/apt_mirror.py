@@ -30,7 +30,7 @@ class Source:
 
 def parse_one_line(text: str, origin: str) -> list[Source]:
     """Entries of a one-line sources file: ``deb [opts] URI SUITE [COMPONENT...]``."""
-    sources = []
+    sources: list[Source] = []
     for raw in text.splitlines():
         words = raw.split("#", 1)[0].split()
         if not words or words[0] != "deb":
@@ -47,7 +47,7 @@ def parse_one_line(text: str, origin: str) -> list[Source]:
 
 def parse_deb822(text: str, origin: str) -> list[Source]:
     """Entries of a deb822 ``.sources`` file (stanzas separated by blank lines)."""
-    sources = []
+    sources: list[Source] = []
     for stanza in re.split(r"\n[ \t]*\n", text):
         fields: dict[str, str] = {}
         key = ""

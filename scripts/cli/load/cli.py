@@ -48,7 +48,7 @@ AUDIT_EXIT = 1
 DEFAULT_DURATION = "10s"
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
