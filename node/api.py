@@ -29,6 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from node import defaults, openapi
 from node.errors import ApiError, SubmitResult
+from node.store.accounts import ACCOUNT_TXS_PAGE_MAX, CURSOR_MAX
 
 MSGPACK = "application/msgpack"
 RETRY_AFTER_S = "1"
@@ -37,6 +38,7 @@ EVENTS_WRITE_TIMEOUT_S = 30.0  # a subscriber whose socket takes nothing for thi
 LOGGED_PATH_CHARS_MAX = 300
 SHARD_ID_MAX = 2**16 - 1
 SEQ_MAX = 2**63 - 1  # SQLite integers are signed 64-bit
+ACCOUNT_TXS_LIMIT_DEFAULT = 100  # entries of /v1/accounts/{address}/txs without ?limit
 _ASCII_DECIMAL = re.compile(r"[0-9]+")  # isdigit/int() also take other scripts, "1_0", " 1"
 _HEX = re.compile(r"(?:0x)?[0-9a-fA-F]*")  # bytes.fromhex also skips whitespace: "00 01"
 
@@ -55,8 +57,11 @@ class NodeServiceAPI(Protocol):
     async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]: ...
     async def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None: ...
     def account(self, address: bytes) -> dict[str, Any]: ...
+    async def account_txs(self, address: bytes, before: int, limit: int
+                          ) -> dict[str, Any]: ...
     async def block(self, height: int | None) -> dict[str, Any] | None: ...
     def status(self) -> dict[str, Any]: ...
+    def health(self) -> dict[str, Any]: ...
     def network(self) -> dict[str, Any]: ...
     def subscribe_blocks(self) -> BlockEvents: ...
     def metrics_text(self) -> bytes: ...
@@ -273,9 +278,11 @@ class _Routes:
             web.post("/v1/txs", self.submit),
             web.get("/v1/txs/{tx_hash}", self.tx),
             web.get("/v1/accounts/{address}", self.account),
+            web.get("/v1/accounts/{address}/txs", self.account_txs),
             web.get("/v1/blocks/latest", self.latest),
             web.get("/v1/blocks/{height}", self.block),
             web.get("/v1/status", self.status),
+            web.get("/v1/health", self.health),
             web.get("/v1/network", self.network),
             web.get("/v1/events", self.events),
             web.get("/v1/audit", self.audit),
@@ -295,6 +302,15 @@ class _Routes:
         address = _parse_hex(request.match_info["address"], "address", 32)
         return web.json_response(self.service.account(address))
 
+    async def account_txs(self, request: web.Request) -> web.Response:
+        """``?limit=N&before=CURSOR``: a page of the account's history, newest first."""
+        address = _parse_hex(request.match_info["address"], "address", 32)
+        limit = _parse_uint(request.query.get("limit", str(ACCOUNT_TXS_LIMIT_DEFAULT)),
+                            "limit", 1, ACCOUNT_TXS_PAGE_MAX)
+        before = _parse_uint(request.query.get("before", str(CURSOR_MAX)), "before", 0,
+                             CURSOR_MAX)
+        return web.json_response(await self.service.account_txs(address, before, limit))
+
     async def latest(self, request: web.Request) -> web.Response:
         return _found(await self.service.block(None), "no block committed yet")
 
@@ -304,6 +320,11 @@ class _Routes:
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.status())
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when ready, 503 with the reasons why not (``NodeService.health``)."""
+        answer = self.service.health()
+        return web.json_response(answer, status=200 if answer["ready"] else 503)
 
     async def network(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.network())

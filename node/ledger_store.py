@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import sha256
 from node.store import (
+    AccountTxRecord,
     BlockCommit,
     InboundRecord,
     ReceiptRecord,
@@ -25,6 +26,7 @@ from sharding.block import Block, BlockHeader, block_hash, decode_block, encode_
 from sharding.executor import BlockResult
 from sharding.genesis import Genesis, genesis_state, genesis_to_json
 from sharding.state import State
+from sharding.tx import get_call_addresses
 
 
 class StateRootMismatch(StoreError):
@@ -59,8 +61,29 @@ def compute_block_commit(
             TxRecord(outcome.tx_hash, height, position, encode(outcome))
             for position, outcome in enumerate(result.outcomes)
         ],
+        account_txs=account_entries(block, result),
         metadata=dict(metadata or {}),
     )
+
+
+def account_entries(block: Block, result: BlockResult) -> list[AccountTxRecord]:
+    """The ``account_txs`` index rows of a block (node/store/accounts.py): the account
+    credited by each inbound receipt ("credit", keyed by its origin transaction), then
+    each transaction's sender and the addresses its call names ("recipient")."""
+    height = block.header.height
+    entries = [AccountTxRecord(r.recipient, height, i, r.origin, "credit")
+               for i, r in enumerate(block.inbound)]
+    first = len(block.inbound)
+    for position, (tx, outcome) in enumerate(zip(block.txs, result.outcomes, strict=True)):
+        seen = {tx.body.sender}
+        entries.append(AccountTxRecord(tx.body.sender, height, first + position,
+                                       outcome.tx_hash, "sender"))
+        for address in get_call_addresses(tx.body.call):
+            if address not in seen:
+                seen.add(address)
+                entries.append(AccountTxRecord(address, height, first + position,
+                                               outcome.tx_hash, "recipient"))
+    return entries
 
 
 async def open_state(store: StoreAPI, genesis: Genesis, shard: int) -> tuple[State, Block | None]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from node.store.accounts import ACCOUNT_TXS_PAGE_MAX, CURSOR_MAX
+
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -89,6 +91,16 @@ def _schemas() -> dict[str, Any]:
             "certificate": _obj(["view", "signers"], {
                 "view": _INT, "signers": {"type": "array", "items": _INT}}),
         }),
+        "Health": _obj(["ready", "reasons", "node", "shard", "height", "shard_peers",
+                        "shard_peers_needed", "pending_ready_ms", "since_commit_ms"], {
+            "ready": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {
+                "enum": ["no_peers", "no_commit_yet", "stalled"]}},
+            "node": _STR, "shard": _INT, "height": _INT, "shard_peers": _INT,
+            "shard_peers_needed": _INT,
+            "pending_ready_ms": {"type": ["integer", "null"], "minimum": 0},
+            "since_commit_ms": {"type": ["integer", "null"], "minimum": 0},
+        }),
         "Status": _obj(["node", "chain_id", "shard", "num_shards", "validator_index", "view",
                         "primary", "height", "block_hash", "state_root", "peers", "mempool",
                         "mempool_bytes", "recent_tps", "view_changes", "shard_tips"], {
@@ -113,6 +125,17 @@ def _schemas() -> dict[str, Any]:
             "sent": {"type": "object", "additionalProperties": _COUNTS},
             "received": {"type": "object", "additionalProperties": _COUNTS},
         }),
+        "AccountTxs": _obj(["address", "shard", "txs", "next_before"], {
+            "address": _HASH, "shard": _INT,
+            "txs": {"type": "array", "maxItems": ACCOUNT_TXS_PAGE_MAX, "items": _obj(
+                ["hash", "height", "ordinal", "role", "cursor"], {
+                    "hash": _HASH, "height": _INT, "ordinal": _INT,
+                    "role": {"enum": ["sender", "recipient", "credit"],
+                             "description": "`credit`: a cross-shard receipt of that "
+                                            "transaction applied on this shard"},
+                    "cursor": _INT})},
+            "next_before": {"type": ["integer", "null"], "minimum": 0,
+                            "description": "`before` of the next page; null on the last"}}),
         "Receipts": _obj(["src_shard", "dst_shard", "out_seq", "receipts", "sources"], {
             "src_shard": _INT, "dst_shard": _INT, "out_seq": _INT,
             "receipts": {"type": "array", "items": _obj(
@@ -214,6 +237,22 @@ def document(*, body_bytes_max: int, batch_txs_max: int, seq_max: int, shard_id_
             "200": _json(_ref("Account"), "nonce and balances at the committed tip"),
             "400": _error("`malformed`, or `wrong_shard`: the address lives on another "
                           "shard")}, parameters=[address]),
+        "/v1/accounts/{address}/txs": _get("getAccountTxs",
+                                           "An account's transactions, newest first", {
+            "200": _json(_ref("AccountTxs"), "a page of the account's history (sent, "
+                         "received, credited by a cross-shard receipt); empty for an "
+                         "account never seen"),
+            "400": _error("`malformed`, `out_of_range` (`limit`, `before`), or "
+                          "`wrong_shard`: the address lives on another shard")},
+            parameters=[address,
+                        _query_param("limit", {"type": "integer", "minimum": 1,
+                                               "maximum": ACCOUNT_TXS_PAGE_MAX,
+                                               "default": 100},
+                                     "entries in the page", required=False),
+                        _query_param("before", {"type": "integer", "minimum": 0,
+                                                "maximum": CURSOR_MAX},
+                                     "only entries with a smaller `cursor` (the previous "
+                                     "page's `next_before`)", required=False)]),
         "/v1/blocks/latest": _get("getLatestBlock", "The last committed block", {
             "200": _json(_ref("Block"), "the block"),
             "404": not_found}),
@@ -222,6 +261,12 @@ def document(*, body_bytes_max: int, batch_txs_max: int, seq_max: int, shard_id_
             "400": malformed, "404": not_found}, parameters=[height]),
         "/v1/status": _get("getStatus", "This node's view of its shard", {
             "200": _json(_ref("Status"), "height, view, peers, mempool, shard tips")}),
+        "/v1/health": _get("getHealth", "Whether this node is ready, and why not", {
+            "200": _json(_ref("Health"), "ready: a quorum of its shard peers connected, "
+                         "not stalled"),
+            "503": _json({"anyOf": [_ref("Health"), _ref("Error")]},
+                         "not ready: `reasons` names `no_peers`, `no_commit_yet`, "
+                         "`stalled`; or `too_many_connections`", headers=_RETRY_AFTER)}),
         "/v1/network": _get("getNetwork", "Chain id, genesis and every validator's API URL", {
             "200": _json(_ref("Network"), "the network")}),
         "/v1/events": _get("getEvents", "Committed blocks as server-sent events", {

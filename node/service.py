@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from consensus.certificate import CommitCertificate, verify_certificate
+from consensus.certificate import CommitCertificate, quorum_size, verify_certificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.errors import ShardnetError
 from node.admission import Admission
@@ -31,6 +31,7 @@ from node.metrics import NodeMetrics
 from node.parts import Clock
 from node.relay import ReceiptRelay
 from node.store import StoreAPI
+from node.store.accounts import ACCOUNT_TXS_PAGE_MAX, cursor_of
 from node.wire import BlockAnnouncement
 from sharding.accounts import shard_of
 from sharding.block import Block, BlockHeader, block_hash, decode_block
@@ -51,6 +52,9 @@ REMOVAL_DETAILS = {
     "unfunded_sender": "the sender has no account (it cannot pay)",
     "insufficient_balance": "the sender no longer holds what the call spends",
 }
+# /v1/health: a node with transactions ready to commit for this long and no commit for as
+# long is "stalled" (a view change takes seconds; this is well beyond a healthy one).
+HEALTH_STALLED_AFTER_MS = 30_000
 SUBSCRIBER_QUEUE_MAX = 256  # events a /v1/events subscriber may fall behind, then dropped
 
 
@@ -94,6 +98,7 @@ class NodeService:
         self.log = log
         self._ledger_pool = ledger_pool
         self._peers_connected = peers_connected
+        self._shard_peers = shard_peers
         self.driver = driver
         self.clock = clock
         self.drop = drop
@@ -104,6 +109,7 @@ class NodeService:
         self.finality = finality
         self.relay = relay
         self.started_ms = clock.monotonic_ms()
+        self.last_commit_ms: int | None = None  # since start (/v1/health)
         self.admission = Admission(
             ledger=ledger, mempool=mempool, metrics=metrics, log=log, pool=admission_pool,
             clock=clock, drop=drop, forward=forward, on_added=self._mempool_changed,
@@ -185,6 +191,7 @@ class NodeService:
             self.metrics.receipts_emitted.labels(dst=str(dst)).inc(count)
         self._mempool_changed()
         self._committed_window.append((now, len(hashes)))
+        self.last_commit_ms = now
         header = committed.block.header
         self.log.info("block.committed", height=committed.height, view=certificate.view,
                       block=committed.block_hash.hex(), txs_count=len(hashes), failed=failed,
@@ -253,6 +260,21 @@ class NodeService:
         body.update(self.ledger.account(address))
         body["height"] = self.ledger.height
         return body
+
+    async def account_txs(self, address: bytes, before: int, limit: int) -> dict[str, Any]:
+        """A page of ``address``'s history, newest first (node/store/accounts.py):
+        ``next_before`` continues it, None on the last page. Refused off its shard."""
+        home = shard_of(address, self.ledger.genesis.num_shards)
+        if home != self.ledger.shard:
+            raise ApiError(400, "wrong_shard",
+                           f"address lives on shard {home}; this node serves shard "
+                           f"{self.ledger.shard}")
+        entries = await self.store.get_account_txs(address, before, limit)
+        txs = [{"hash": e.tx_hash.hex(), "height": e.height, "ordinal": e.ordinal,
+                "role": e.role, "cursor": cursor_of(e.height, e.ordinal)} for e in entries]
+        full = len(entries) >= min(limit, ACCOUNT_TXS_PAGE_MAX)
+        return {"address": address.hex(), "shard": home, "txs": txs,
+                "next_before": txs[-1]["cursor"] if txs and full else None}
 
     async def block(self, height: int | None) -> dict[str, Any] | None:
         stored = await (self.store.latest_block() if height is None
@@ -339,6 +361,45 @@ class NodeService:
             "recent_tps": self.recent_tps(),
             "view_changes": self.driver.view_changes,
             "shard_tips": {str(k): v for k, v in sorted(self.shard_tips.items())},
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Readiness (``GET /v1/health``, the compose healthcheck): ``ready`` when every
+        reason below is absent.
+
+        - ``no_peers``: fewer than a quorum's worth (2f) of the other validators of our
+          shard connected: this node cannot help commit.
+        - ``no_commit_yet``: transactions are ready to commit but nothing has committed
+          since start (height 0 only: a fresh network never builds an empty block, so an
+          idle one at height 0 with its peers connected is ready, or nothing could ever
+          wait for it and then send the first transaction).
+        - ``stalled``: a transaction has been ready to commit for
+          ``HEALTH_STALLED_AFTER_MS`` and nothing committed for as long.
+
+        An idle network stays ready: with nothing pending there is nothing to stall."""
+        now = self.clock.monotonic_ms()
+        genesis = self.ledger.genesis
+        n = len(genesis.validators[self.ledger.shard])
+        needed = quorum_size(n) - 1
+        connected = (len(self._shard_peers()) if self._shard_peers is not None
+                     else self._peers_connected())
+        oldest = self.mempool.oldest_ready_arrival_ms()
+        last = self.started_ms if self.last_commit_ms is None else self.last_commit_ms
+        reasons = []
+        if connected < needed:
+            reasons.append("no_peers")
+        if oldest is not None and self.ledger.height == 0 and self.last_commit_ms is None:
+            reasons.append("no_commit_yet")
+        if (oldest is not None and now - oldest >= HEALTH_STALLED_AFTER_MS
+                and now - last >= HEALTH_STALLED_AFTER_MS):
+            reasons.append("stalled")
+        return {
+            "ready": not reasons, "reasons": reasons, "node": self.name,
+            "shard": self.ledger.shard, "height": self.ledger.height,
+            "shard_peers": connected, "shard_peers_needed": needed,
+            "pending_ready_ms": None if oldest is None else now - oldest,
+            "since_commit_ms": None if self.last_commit_ms is None
+            else now - self.last_commit_ms,
         }
 
     def network(self) -> dict[str, Any]:

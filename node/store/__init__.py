@@ -31,6 +31,7 @@ from node.store.errors import (
 )
 from node.store.records import (
     META_GENESIS_HASH,
+    AccountTxRecord,
     BlockCommit,
     InboundRecord,
     ReceiptRecord,
@@ -46,6 +47,7 @@ __all__ = [
     "META_GENESIS_HASH",
     "ORIGIN_RECORDS_MAX",
     "SCHEMA_VERSION",
+    "AccountTxRecord",
     "BlockCommit",
     "DuplicateEntry",
     "GenesisMismatch",

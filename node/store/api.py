@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from node.store.records import (
+    AccountTxRecord,
     BlockCommit,
     InboundRecord,
     ReceiptRecord,
@@ -62,6 +63,12 @@ class StoreAPI(Protocol):
     async def get_receipts_by_origin(self, origin: bytes) -> list[ReceiptRecord]: ...
 
     async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]: ...
+
+    async def get_account_txs(self, address: bytes, before: int, limit: int
+                              ) -> list[AccountTxRecord]:
+        """``address``'s history entries with cursor < ``before``, newest first, at
+        most ``min(limit, ACCOUNT_TXS_PAGE_MAX)`` (node/store/accounts.py)."""
+        ...
 
     async def get_state(self, key: bytes) -> bytes | None: ...
 

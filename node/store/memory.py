@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from node.store import accounts
 from node.store.checks import (
     ORIGIN_RECORDS_MAX,
     BlockRange,
@@ -21,6 +22,7 @@ from node.store.checks import (
 from node.store.errors import DuplicateEntry, NotInitialized, StoreClosed
 from node.store.records import (
     META_GENESIS_HASH,
+    AccountTxRecord,
     BlockCommit,
     InboundRecord,
     ReceiptRecord,
@@ -42,6 +44,7 @@ class MemoryStore:
         self.receipts: dict[tuple[int, int], ReceiptRecord] = {}
         self.inbound: dict[tuple[int, int], InboundRecord] = {}
         self.txs: dict[bytes, TxRecord] = {}
+        self.account_txs: list[AccountTxRecord] = []
         self.metadata: dict[str, bytes] = {}
         self.closed = False
 
@@ -72,6 +75,7 @@ class MemoryStore:
         if META_GENESIS_HASH not in self.metadata:
             raise NotInitialized("commit_block before initialize()")
         check_commit(commit, self.latest_height, self.limits)
+        accounts.check_account_txs(commit, self.limits)
         # Validate every uniqueness constraint before touching anything.
         if commit.block_hash in self.heights_by_hash:
             raise DuplicateEntry(f"block hash {commit.block_hash.hex()[:16]}")
@@ -102,6 +106,7 @@ class MemoryStore:
             )
         for t in commit.txs:
             self.txs[t.tx_hash] = t
+        self.account_txs.extend(commit.account_txs)
         self.metadata.update(commit.metadata)
 
     async def put_metadata(self, items: Mapping[str, bytes]) -> None:
@@ -176,6 +181,11 @@ class MemoryStore:
         self._open()
         return sorted((r for r in self.inbound.values() if r.origin == origin),
                       key=lambda r: (r.src_shard, r.seq))[:ORIGIN_RECORDS_MAX]
+
+    async def get_account_txs(self, address: bytes, before: int, limit: int
+                              ) -> list[AccountTxRecord]:
+        self._open()
+        return accounts.memory_page(self.account_txs, address, before, limit)
 
     async def get_state(self, key: bytes) -> bytes | None:
         self._open()

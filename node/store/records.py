@@ -47,6 +47,20 @@ class InboundRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountTxRecord:
+    """One line of an account's history (node/store/accounts.py): the account took
+    part in transaction ``tx_hash`` at ``height`` as ``role`` ("sender", "recipient",
+    or "credit": a cross-shard receipt of that transaction applied here). ``ordinal``
+    orders the entries of one block (inbound receipts first, then the transactions)."""
+
+    address: bytes
+    height: int
+    ordinal: int
+    tx_hash: bytes
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredBlock:
     height: int
     block_hash: bytes
@@ -66,6 +80,7 @@ class BlockCommit:
     receipts: Sequence[ReceiptRecord] = ()
     txs: Sequence[TxRecord] = ()
     inbound: Sequence[InboundRecord] = ()
+    account_txs: Sequence[AccountTxRecord] = ()
     metadata: Mapping[str, bytes] = field(default_factory=dict)
 
 

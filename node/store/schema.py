@@ -3,17 +3,19 @@
 ``prepare`` creates the schema in an empty file and refuses a file of another
 version or a foreign SQLite file (``SchemaMismatch``). There are no migrations:
 a store of another version is refused, and a node rebuilds it by block sync.
-Version 2 added the receipts' height and origin and the inbound table.
+Version 2 added the receipts' height and origin and the inbound table; version 3
+the ``account_txs`` index (its DDL lives in node/store/accounts.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from node.store import accounts
 from node.store.db import Db
 from node.store.errors import SchemaMismatch
 
-SCHEMA_VERSION = 2  # 2: receipts by height and origin, inbound receipts applied
+SCHEMA_VERSION = 3  # 2: receipts by height and origin, inbound applied; 3: account_txs
 
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -49,7 +51,7 @@ CREATE TABLE txs (
     outcome BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-"""
+""" + accounts.SCHEMA
 
 
 async def prepare(db: Db, path: Path) -> None:

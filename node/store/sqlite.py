@@ -22,7 +22,7 @@ from typing import Literal
 
 import aiosqlite
 
-from node.store import blocks, meta, receipts, schema, state
+from node.store import accounts, blocks, meta, receipts, schema, state
 from node.store.checks import (
     StoreLimits,
     check_commit,
@@ -34,6 +34,7 @@ from node.store.db import Body, Db, lock_file, unlock_file
 from node.store.errors import NotInitialized, StoreClosed, StoreError
 from node.store.records import (
     META_GENESIS_HASH,
+    AccountTxRecord,
     BlockCommit,
     InboundRecord,
     ReceiptRecord,
@@ -165,12 +166,14 @@ class Store:
             if await meta.get_metadata(db, META_GENESIS_HASH) is None:
                 raise NotInitialized("commit_block before initialize()")
             check_commit(commit, self._latest_height, self.limits)
+            accounts.check_account_txs(commit, self.limits)
 
             async def rows() -> None:
                 await blocks.insert_block(db, commit)
                 await receipts.insert_receipts(db, commit)
                 await receipts.insert_inbound(db, commit)
                 await blocks.insert_txs(db, commit)
+                await accounts.insert_account_txs(db, commit)
 
             await self._transaction(commit.state_writes, commit.metadata, rows)
             self._latest_height = commit.height
@@ -245,6 +248,11 @@ class Store:
 
     async def get_inbound_by_origin(self, origin: bytes) -> list[InboundRecord]:
         return await receipts.inbound_by_origin(self.reader, origin)
+
+    async def get_account_txs(self, address: bytes, before: int, limit: int
+                              ) -> list[AccountTxRecord]:
+        """``address``'s entries with cursor < ``before``, newest first (accounts.py)."""
+        return await accounts.account_page(self.reader, address, before, limit)
 
     async def get_state(self, key: bytes) -> bytes | None:
         async with self._lock:

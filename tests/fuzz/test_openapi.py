@@ -135,9 +135,11 @@ def _integer_params() -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]
 def _request_with(path: str, where: str, param: dict[str, Any], operation: dict[str, Any],
                   value: str) -> tuple[str, dict[str, str]]:
     query = {name: "1" for name, p in _params(operation, "query").items() if p["required"]}
+    values = {"tx_hash": HASH, "address": HASH, "height": "3"}
     if where == "path":
-        values = {"tx_hash": HASH, "address": HASH, "height": "3", param["name"]: value}
+        values[param["name"]] = value
         return PLACEHOLDER.sub(lambda m: values[m.group(1)], path), query
+    path = PLACEHOLDER.sub(lambda m: values[m.group(1)], path)
     return path, {**query, param["name"]: value}
 
 
@@ -156,7 +158,7 @@ async def test_integer_bounds_are_the_parsers_bounds(client: TestClient[Any, Any
             else:
                 assert response.status in (200, 404), (path, param["name"], value)
         checked.add(param["name"])
-    assert checked == {"height", "dst", "from", "to"}
+    assert checked == {"height", "dst", "from", "to", "limit", "before"}
     assert _document()["paths"]["/v1/blocks/{height}"]["get"]["parameters"][0]["schema"][
         "maximum"] == 2**63 - 1
 

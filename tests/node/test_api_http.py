@@ -38,6 +38,9 @@ class RecordingService:
     def account(self, address: bytes) -> dict[str, Any]:
         return {"address": address.hex(), "nonce": 0, "balances": {}}
 
+    async def account_txs(self, address: bytes, before: int, limit: int) -> dict[str, Any]:
+        return {"address": address.hex(), "shard": 0, "txs": [], "next_before": None}
+
     async def block(self, height: int | None) -> dict[str, Any] | None:
         return {"height": 3} if height in (None, 3) else None
 
@@ -46,6 +49,11 @@ class RecordingService:
 
     def network(self) -> dict[str, Any]:
         return {"nodes": []}
+
+    def health(self) -> dict[str, Any]:
+        return {"ready": True, "reasons": [], "node": "shard0-node0", "shard": 0,
+                "height": 3, "shard_peers": 3, "shard_peers_needed": 2,
+                "pending_ready_ms": None, "since_commit_ms": 10}
 
     async def subscribe_blocks(self) -> AsyncIterator[dict[str, Any]]:
         for height in (1, 2):
