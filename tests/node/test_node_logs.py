@@ -200,3 +200,27 @@ def test_trace_events_past_a_full_queue_are_dropped_and_counted_not_waited_for()
     for height in range(3):
         handler.emit(logging.makeLogRecord({"msg": {"event": "block.committed", "h": height}}))
     assert node_logs.trace_dropped() - before == 2
+
+
+def test_output_appended_to_the_log_file_follows_it_across_rotations(tmp_path: Path) -> None:
+    """A local testnet appends the node's stdout/stderr to the file the node's logging
+    rotates: what the process prints after a rollover (a crash) is in the current file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "node.log"
+    script = (
+        "import sys, structlog\n"
+        "from pathlib import Path\n"
+        "from node.logs import configure_logging\n"
+        f"configure_logging('json', 'info', file=Path({str(path)!r}), file_bytes_max=20_000,"
+        " file_backups=2)\n"
+        "log = structlog.get_logger()\n"
+        "for height in range(400):\n"
+        "    log.info('block.committed', height=height, block='ab' * 32)\n"
+        "print('fatal: the last words', file=sys.stderr, flush=True)\n")
+    with path.open("ab") as out:
+        subprocess.run([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT,
+                       check=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert (tmp_path / "node.log.1").exists()
+    assert path.read_text().rstrip().endswith("fatal: the last words")
