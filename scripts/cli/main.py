@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "keys": "scripts.cli.wallet:keys",
     "account": "scripts.cli.wallet:account",
     "tx": "scripts.cli.wallet:tx",
+    "block": "scripts.cli.explorer:block",
+    "events": "scripts.cli.explorer:events",
     "audit": "scripts.cli.audit:audit",
     "load": "scripts.cli.load.cli:load",
     "simulate": "scripts.cli.simulate:simulate",

@@ -436,11 +436,21 @@ def keys_show(name: str, keystore: Path | None, password_file: Path | None, reve
 
 @click.command("account")
 @click.argument("address", required=False)
+@click.option("--txs", "history", is_flag=True,
+              help="The account's transactions instead, newest first "
+              "(GET /v1/accounts/{address}/txs): sent, received, credited cross-shard.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="With --txs: entries shown.")
+@click.option("--before", type=click.IntRange(0, 2**63 - 1), default=None,
+              help="With --txs: the page before this cursor (the `more:` line).")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --txs: the node's JSON page on stdout (the account is always JSON).")
 @with_signer
 @with_network
-def account(address: str | None, url: str | None, testnet: Path, **signer_args: Any) -> None:
+def account(address: str | None, history: bool, limit: int, before: int | None,
+            as_json: bool, url: str | None, testnet: Path, **signer_args: Any) -> None:
     """Balances, nonce and shard of ADDRESS, or of the signer given (--key NAME,
-    --key-file, --private-key, --seed/--index)."""
+    --key-file, --private-key, --seed/--index); with --txs its transactions."""
     signer = SignerArgs.pop(signer_args)
     if address is not None and signer.chosen():
         raise UsageFailure("give ADDRESS or a key, not both")
@@ -450,6 +460,15 @@ def account(address: str | None, url: str | None, testnet: Path, **signer_args: 
     raw = _address(address) if address is not None else signer.address()
     client = _client(url, testnet)
     shard = shard_of(raw, client.num_shards)
+    if history:
+        from scripts.cli.client import call
+        from scripts.cli.explorer import account_txs_lines
+
+        query = f"?limit={limit}" + (f"&before={before}" if before is not None else "")
+        page: dict[str, Any] = _ask(f"account txs on shard {shard}", lambda: call(
+            "GET", f"{client.url_for(shard)}/v1/accounts/{raw.hex()}/txs{query}"))
+        click.echo(json.dumps(page, indent=2) if as_json else "\n".join(account_txs_lines(page)))
+        return
     found = _ask(f"account on shard {shard}", lambda: client.account(raw, shard))
     click.echo(json.dumps(found, indent=2))
 
@@ -566,7 +585,7 @@ def _print_raw(body: TxBody, key: KeyPair, num_shards: int | None, as_json: bool
 def tx() -> None:
     """Sign and submit transactions. Stdout: the outcome (one JSON document with --json,
     the signed hex with --raw); progress on stderr. Exit 0 finalized, 1 rejected, failed
-    or not final in time, 2 a usage error, 3 no node answers."""
+    or not final in time, 2 a usage error, 3 no node answers. `tx get HASH` looks one up."""
 
 
 tx_options = [
@@ -610,6 +629,19 @@ def swap(pool: str, asset_in: str, amount_in: int, min_out: int, **options: Any)
     pool_address = _address(pool, "--pool") if len(pool) >= 64 else program_address(
         pool.upper())
     _sign_and_send(Swap(pool_address, _asset(asset_in), amount_in, min_out), options)
+
+
+@tx.command("get")
+@click.argument("digest", metavar="HASH")
+@click.option("--json", "as_json", is_flag=True, help="The node's JSON on stdout.")
+@with_network
+def tx_get(digest: str, as_json: bool, url: str | None, testnet: Path) -> None:
+    """Status, outcome and hops of a transaction (every shard is asked; only the
+    sender's knows it). Exit 0 found (whatever its status), 1 unknown to every shard,
+    2 not a hash, 3 a shard that could know it did not answer."""
+    from scripts.cli.explorer import tx_get as show
+
+    show(digest, as_json, url, testnet)
 
 
 @tx.command("send-raw")
