@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
 import subprocess
 import sys
@@ -221,6 +222,30 @@ def trace(records: Iterable[dict[str, Any]], tx_hash: str) -> list[dict[str, Any
     return journey
 
 
+def _rotated(path: Path, handle: Any) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+    except OSError:
+        return False
+
+
+def poll(handles: dict[Path, Any], filters: Filters) -> list[dict[str, Any]]:
+    """The new records of the followed files, in time order; a file the node rolled over
+    (renamed to ``.1``, a new one in its place) is finished, then the new one is read."""
+    batch = []
+    for path, handle in list(handles.items()):
+        lines = handle.readlines()
+        if _rotated(path, handle):
+            handle.close()
+            handles[path] = handle = path.open(errors="replace")
+            lines += handle.readlines()
+        for line in lines:
+            record = parse_line(line, path.stem)
+            if record is not None and filters.accepts(record):
+                batch.append(record)
+    return sorted(batch, key=lambda r: str(r.get("ts", "")))
+
+
 def follow(paths: list[Path], filters: Filters, as_json: bool, poll_s: float = 0.25,
            duration_s: float | None = None) -> None:
     handles = {path: path.open(errors="replace") for path in paths}
@@ -229,13 +254,7 @@ def follow(paths: list[Path], filters: Filters, as_json: bool, poll_s: float = 0
     deadline = None if duration_s is None else time.monotonic() + duration_s
     try:
         while deadline is None or time.monotonic() < deadline:
-            batch = []
-            for path, handle in handles.items():
-                for line in handle.readlines():
-                    record = parse_line(line, path.stem)
-                    if record is not None and filters.accepts(record):
-                        batch.append(record)
-            for record in sorted(batch, key=lambda r: str(r.get("ts", ""))):
+            for record in poll(handles, filters):
                 click.echo(json.dumps(record) if as_json else render(record))
             time.sleep(poll_s)
     except KeyboardInterrupt:

@@ -176,3 +176,21 @@ def test_trace_of_a_compose_project_reads_the_containers_trace_files(
     records = run("--compose", str(tmp_path), "--trace", TX)
     assert [(r["node"], r["event"], r["txs"]) for r in records] == [
         ("shard0-node0", "tx.received", [TX])]
+
+
+def test_follow_goes_on_in_the_new_file_after_the_node_rotates_its_log(tmp_path: Path) -> None:
+    from scripts.cli.logs import poll
+
+    path = tmp_path / "shard0-node0.log"
+    write_log(path, [{"ts": "t0", "event": "old"}])
+    handles = {path: path.open()}
+    handles[path].seek(0, 2)
+    with path.open("a") as out:
+        out.write(json.dumps({"ts": "t1", "event": "before"}) + "\n")
+    path.rename(tmp_path / "shard0-node0.log.1")  # RotatingFileHandler's rollover
+    write_log(path, [{"ts": "t2", "event": "after"}])
+    try:
+        assert [r["event"] for r in poll(handles, Filters())] == ["before", "after"]
+    finally:
+        for handle in handles.values():
+            handle.close()
