@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.store import (
+    AccountTxRecord,
     BlockCommit,
     ReceiptRecord,
     Store,
@@ -44,6 +45,14 @@ def commits(draw: st.DrawFn) -> BlockCommit:
             TxRecord(h, height, i, b"o")
             for i, h in enumerate(draw(st.lists(small_hash, max_size=3, unique=True)))
         ],
+        # Index rows: duplicates, another height and an unknown role are refused alike.
+        account_txs=[
+            AccountTxRecord(address, height + draw(st.sampled_from([0, 0, 0, 0, 1])), ordinal,
+                            h, draw(st.sampled_from(["sender", "recipient", "credit", "x"])))
+            for address, ordinal, h in draw(st.lists(
+                st.tuples(st.sampled_from([b"A" * 32, b"B" * 32]), st.integers(0, 3),
+                          small_hash), max_size=4))
+        ],
         metadata=draw(st.dictionaries(st.sampled_from(["view", "cp"]), st.binary(max_size=2))),
     )
 
@@ -65,6 +74,9 @@ async def run(store: StoreAPI, batch: list[BlockCommit]) -> list[object]:
         seen.append(await store.get_tx(bytes([i]) * 32))
         seen.append(await store.get_block_by_hash(bytes([i]) * 32))
     seen.append(await store.state_page(b"", 3))
+    for address in (b"A" * 32, b"B" * 32, b"C" * 32):
+        for before, limit in ((2**63 - 1, 1000), (2**63 - 1, 2), ((3 << 20) | 2, 3), (0, 5)):
+            seen.append(await store.get_account_txs(address, before, limit))
     await store.close()
     return seen
 
