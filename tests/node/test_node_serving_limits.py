@@ -4,6 +4,7 @@ forwarded transaction batches are bounded by bytes, not only by count."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from types import SimpleNamespace
 from typing import Any
 
@@ -68,6 +69,7 @@ def test_forwarded_batches_are_bounded_by_bytes_and_logged() -> None:
         forward_bytes_max=min(65536, FRAME) // 2,  # API body limit 64 KiB, 1 MiB frames
         _forward=lambda channel, data: sent.append(data),
         _to_forward=[(bytes([i % 256]) * 1000, bytes([i]) * 32) for i in range(100)])
+    admission._batch_length = functools.partial(Admission._batch_length, admission)
     with capture_logs() as logs:
         admission.log = structlog.get_logger()
         asyncio.run(Admission._flush_forward(admission))
