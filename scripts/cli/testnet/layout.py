@@ -6,7 +6,7 @@ DIR/testnet.json          manifest: chain id, validator-key salt, topology, node
                           every validator key)
 DIR/genesis.json
 DIR/nodes/<node>/         node home: config.toml, node_key.json, genesis.json, data/
-DIR/logs/<node>.log       the node's stdout (JSON lines)
+DIR/logs/<node>.log       the node's log (JSON lines; rotates to .1 .. .4 at 64 MiB)
 DIR/run/<node>.pid        pid of the running node process
 DIR/docker-compose.yml    the same testnet for Docker (salt included: keep private)
 DIR/docker-stack.yml      its twin for ``docker stack deploy``
