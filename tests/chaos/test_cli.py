@@ -20,7 +20,9 @@ def test_list_shows_every_shipped_scenario() -> None:
     code, output = invoke("chaos", "list", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(output)}
-    assert len(rows) == 14 and not any("error" in row for row in rows.values())
+    shipped = {p.stem for p in (Path(__file__).resolve().parents[2] / "scenarios").glob("*.toml")}
+    assert set(rows) == shipped and len(shipped) >= 15
+    assert not any("error" in row for row in rows.values())
     assert rows["primary-crash"]["actions"] == ["kill"]
     assert rows["f-partitioned"]["faults_endpoint"] is True
     assert rows["shard-restart"]["shards"] == 2
