@@ -106,8 +106,9 @@ def admit_batch(ledger: Ledger, raws: list[bytes],
             decoded.append(exc)
             continue
         decoded.append(tx)
+    # Each transaction is hashed once (``digests``): the verified cache is keyed by it.
     unverified = [k for k, item in enumerate(decoded)
-                  if isinstance(item, SignedTx) and item not in ledger.verified]
+                  if isinstance(item, SignedTx) and not ledger.verified.holds(item, digests[k])]
     checks = [(tx.body.sender, compute_signing_message(tx.body), tx.signature)
               for tx in (decoded[k] for k in unverified) if isinstance(tx, SignedTx)]
     for k, verified in zip(unverified, verify_many(checks), strict=True):
@@ -115,7 +116,7 @@ def admit_batch(ledger: Ledger, raws: list[bytes],
         if not isinstance(item, SignedTx):  # unreachable: unverified holds transactions
             continue
         if verified:
-            ledger.verified.add(item)
+            ledger.verified.add(item, digests[k])
         else:
             decoded[k] = InvalidTx("signature does not verify", reason="bad_signature")
     out: list[Checked] = []

@@ -318,6 +318,7 @@ class ConsensusDriver:
             proposal: Proposal = await loop.run_in_executor(
                 self._pool, lambda: self.ledger.propose(
                     [item.tx for item in ready], inbound, height=height, view=view,
+                    tx_hashes=[item.tx_hash for item in ready],
                     # The ledger makes it max(tip time + 1, this): times increase
                     # even if our clock steps back.
                     time_ms=self.clock.wall_ms(), proposer=self.replica.me,

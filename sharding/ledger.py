@@ -63,11 +63,12 @@ SPECULATIVE_RESULTS_MAX = 16
 VERIFIED_TXS_MAX = 200_000
 
 
-def _signed_key(tx: SignedTx) -> bytes:
+def _signed_key(tx: SignedTx, digest: bytes | None = None) -> bytes:
     """What a verdict is about: the body (its hash) *and* the signature bytes. The
     transaction hash alone covers only the body, and a block commits to the signature
-    bytes too (tx_root), so a copy with other signature bytes is checked again."""
-    return tx_hash(tx) + tx.signature
+    bytes too (tx_root), so a copy with other signature bytes is checked again.
+    ``digest`` is ``tx_hash(tx)`` when the caller has it already (hashed once)."""
+    return (tx_hash(tx) if digest is None else digest) + tx.signature
 
 
 class VerifiedTxs:
@@ -77,7 +78,12 @@ class VerifiedTxs:
     shard peer), off the critical path; block building and block validation then
     check only what is not in here. The hash covers the signed body and the
     signature, so a hit is the same signed bytes. Bounded; shared by the admission
-    and ledger threads, hence the lock.
+    and ledger threads, hence the lock. Callers that already hold a transaction's
+    hash (admission, the mempool's candidates) pass it, so it is not hashed again.
+
+    It is a hint, never an input to an outcome: a hit only skips re-verifying
+    a signature this node found valid, and verifying it again would give the same
+    answer (tests/sharding/test_verified_hint.py).
     """
 
     def __init__(self, capacity: int = VERIFIED_TXS_MAX) -> None:
@@ -85,18 +91,21 @@ class VerifiedTxs:
         self._hashes: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, tx: SignedTx) -> None:
+    def add(self, tx: SignedTx, digest: bytes | None = None) -> None:
+        key = _signed_key(tx, digest)
         with self._lock:
-            self._hashes[_signed_key(tx)] = None
+            self._hashes[key] = None
             if len(self._hashes) > self.capacity:
                 self._hashes.popitem(last=False)
 
-    def __contains__(self, tx: object) -> bool:
-        if not isinstance(tx, SignedTx):
-            return False
-        key = _signed_key(tx)
+    def holds(self, tx: SignedTx, digest: bytes | None = None) -> bool:
+        """Whether ``tx``'s signature was verified (``digest``: its hash, if known)."""
+        key = _signed_key(tx, digest)
         with self._lock:
             return key in self._hashes
+
+    def __contains__(self, tx: object) -> bool:
+        return isinstance(tx, SignedTx) and self.holds(tx)
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -169,15 +178,19 @@ class Ledger:
             self.verified.add(tx)
         return tx
 
-    def _check_unverified(self, txs: list[SignedTx]) -> set[int]:
+    def _check_unverified(self, txs: list[SignedTx],
+                          digests: list[bytes] | None = None) -> set[int]:
         """Verify the signatures not in the cache; remember the good ones; return the
-        ``id`` of each forged transaction."""
-        unchecked = [tx for tx in txs if tx not in self.verified]
-        bad = set(self._compute_bad_signatures(unchecked))
-        for index, tx in enumerate(unchecked):
+        ``id`` of each forged transaction. ``digests``: the transactions' hashes when
+        the caller has them (the mempool's keys), so none is hashed here."""
+        hashes = [tx_hash(tx) for tx in txs] if digests is None else digests
+        unchecked = [(tx, digest) for tx, digest in zip(txs, hashes, strict=True)
+                     if not self.verified.holds(tx, digest)]
+        bad = set(self._compute_bad_signatures([tx for tx, _ in unchecked]))
+        for index, (tx, digest) in enumerate(unchecked):
             if index not in bad:
-                self.verified.add(tx)
-        return {id(unchecked[index]) for index in bad}
+                self.verified.add(tx, digest)
+        return {id(unchecked[index][0]) for index in bad}
 
     def committed_nonce(self, sender: bytes) -> int:
         return get_nonce(self.state, sender)
@@ -230,17 +243,20 @@ class Ledger:
     # -- proposing ---------------------------------------------------------------
 
     def propose(self, txs: list[SignedTx], inbound: list[ProvenReceipt], *, height: int,
-                view: int, time_ms: int, proposer: int, txs_max: int) -> Proposal:
+                view: int, time_ms: int, proposer: int, txs_max: int,
+                tx_hashes: list[bytes] | None = None) -> Proposal:
         """Build the next block from mempool candidates and proven inbound receipts (the
         pool's gap-free selection), with the receipts' evidence attached.
 
         ``proposer`` must be the primary of ``view``; the header's time is ``time_ms``
-        (the primary's clock) or, if that is not after the tip's time, the tip's + 1."""
+        (the primary's clock) or, if that is not after the tip's time, the tip's + 1.
+        ``tx_hashes``: the candidates' hashes (the mempool's keys), to look the
+        verified signatures up without hashing each candidate again."""
         check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
         check(proposer == self._primary(view), f"proposer {proposer} in view {view}")
         time_ms = next_time_ms(self.tip_time_ms, time_ms)
         # Verify every candidate's signature (cached or now); forged ones never get in.
-        forged = self._check_unverified(txs)
+        forged = self._check_unverified(txs, tx_hashes)
         candidates = [tx for tx in txs if id(tx) not in forged]
         refused = ""
         try:
@@ -345,7 +361,11 @@ class Ledger:
             try:
                 self._check_header(block)
                 check_block_evidence(block, self.validators, self.verified_sources)
-                result = self._apply_block(self.state, block)
+                # Signatures this node verified already (admission, an earlier
+                # execute of this block) are not verified again; the rest are.
+                if self._check_unverified(list(block.txs)):
+                    raise InvalidBlock("bad signature", reason="invalid_tx")
+                result = self._apply_block(self.state, block, verify_signatures=False)
             except InvalidBlock as exc:
                 # A certified block that our ledger rejects: we diverge; halt loudly.
                 raise ShardnetError(f"certified block {height} invalid here: {exc.reason}",
