@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "scripts.cli.simulate:simulate",
     "fuzz": "scripts.cli.fuzz:fuzz",
     "chaos": "scripts.cli.chaos:chaos",
+    "collect": "scripts.cli.collect:collect",
     "dashboard": "scripts.dashboard.cli:dashboard",
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -60,10 +60,10 @@ class Harness:
                                                      tmp_path),
             ledger=self.ledger, mempool=self.mempool, store=store, metrics=metrics, log=log,
             admission_pool=ThreadPoolExecutor(1), ledger_pool=ThreadPoolExecutor(1),
-            forward=lambda batch: None, peers_connected=lambda: len(self.peers),
+            forward=lambda shard, data: None, peers_connected=lambda: len(self.peers),
             finality=Finality(shard=0, index=0, validators_per_shard=[4], store=store,
                               request=no_network),
-            driver=driver, relay=SimpleNamespace(), shard_tips={}, clock=self.clock,
+            driver=driver, relay=cast(Any, None), shard_tips={}, clock=self.clock,
             drop=DropLog(log, metrics, self.clock), send_to=lambda s, i, d: True,
             shard_peers=lambda: self.peers)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from scripts.cli.testnet.control import LocalNodes
+from scripts.cli.exits import CheckFailed, UsageFailure
+from scripts.cli.testnet.compose_file import RESTART_POLICIES
+from scripts.cli.testnet.control import LocalNodes, NodeProcesses
 from scripts.cli.testnet.control_cli import COMMANDS as CONTROL_COMMANDS
 from scripts.cli.testnet.control_cli import local_nodes as _local_nodes
 from scripts.cli.testnet.generate import (
@@ -49,22 +51,85 @@ def testnet() -> None:
 @click.option("--faults", is_flag=True,
               help="For chaos testing only: every node gets `[faults] enabled = true`, a "
               "fault endpoint on 127.0.0.1 (link faults, byzantine modes; `shardnet chaos`).")
+@click.option("--restart", type=click.Choice(RESTART_POLICIES), default="no",
+              show_default=True,
+              help="Restart policy of the node containers in the generated compose files. "
+              "`no` keeps a crashed node down, so a crash fault shows instead of hiding "
+              "behind a restart.")
 def init(shards: int, validators: int, root: Path, accounts: int, seed: str, base_port: int,
-         force: bool, deterministic_keys: bool, faults: bool) -> None:
+         force: bool, deterministic_keys: bool, faults: bool, restart: str) -> None:
     """Write keys, genesis, node configs and a compose file for a topology."""
     if (root / "testnet.json").exists() and not force:
         raise click.ClickException(f"{root} already holds a testnet (use --force to replace)")
+    _refuse_while_running(root, "replace it")
     if force and root.exists():
         import shutil
 
         shutil.rmtree(root)
     try:
         spec = TestnetSpec(shards, validators, accounts, seed, base_port, faults=faults)
-        manifest = generate(spec if deterministic_keys else fresh_identity(spec), root)
+        spec = spec if deterministic_keys else fresh_identity(spec)
+        manifest = generate(spec, root)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if restart != "no":
+        _write_compose_files(spec, root, restart)
     click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}, "
                f"chain {manifest.chain_id}" + (", fault endpoints on" if faults else ""))
+
+
+def running_nodes(root: Path) -> list[str]:
+    """The nodes of the folder ``root`` whose process runs (``control.py`` tells, from the
+    pid files: no manifest needed)."""
+    processes = NodeProcesses(TestnetDir(root))
+    run = TestnetDir(root).pid_file("x").parent
+    names = sorted(path.stem for path in run.glob("*.pid")) if run.is_dir() else []
+    return [name for name in names if processes.process(name) is not None]
+
+
+def _refuse_while_running(root: Path, action: str) -> None:
+    if running := running_nodes(root):
+        raise CheckFailed(
+            f"{len(running)} nodes of {root} are running ({', '.join(running)}): stop them "
+            f"first (`shardnet testnet down --dir {root}`), then {action}")
+
+
+def _write_compose_files(spec: TestnetSpec, root: Path, restart: str) -> None:
+    """The folder's compose files again, with another restart policy."""
+    from dataclasses import replace
+
+    from scripts.cli.testnet.compose_file import render_compose
+    from scripts.cli.testnet.generate import node_entries
+    from scripts.cli.testnet.layout import write_private
+
+    docker_spec = replace(spec, docker=True)
+    docker_nodes = node_entries(docker_spec)
+    write_private(root / "docker-compose.yml",
+                  render_compose(docker_spec, docker_nodes, restart=restart).encode())
+    write_private(root / "docker-stack.yml",
+                  render_compose(docker_spec, docker_nodes, swarm=True,
+                                 restart=restart).encode())
+
+
+@testnet.command("reset")
+@dir_option
+def reset(root: Path) -> None:
+    """Clear the chain state of every node (its data folder); keep keys, configs, genesis,
+    manifest and logs: the same testnet restarts from height 0."""
+    testnet_dir = TestnetDir(root)
+    if not testnet_dir.manifest_path.exists():
+        raise UsageFailure(f"{testnet_dir.manifest_path} not found: no testnet in {root}")
+    _refuse_while_running(root, "reset")
+    import shutil
+
+    cleared = []
+    for node in _local_nodes(root).nodes:
+        data = testnet_dir.home(node.name) / "data"
+        if data.exists():
+            shutil.rmtree(data)
+            cleared.append(node.name)
+    click.echo(f"cleared the chain state of {len(cleared)} nodes in {root}; keys, configs "
+               f"and genesis kept (start: shardnet testnet up --dir {root})")
 
 
 @testnet.command("up")

@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 
 IMAGE = "shardnet:latest"
 NETWORK = "shardnet"
+# `testnet init --restart`: what Docker does when a node exits. "no" by default, so a
+# crash shows as a stopped container in tests and chaos runs instead of a quiet restart.
+RESTART_POLICIES = ("no", "on-failure", "always")
+_SWARM_CONDITION = {"no": "none", "on-failure": "on-failure", "always": "any"}
+# The healthcheck: GET /v1/health on the container's own API port (API_PORT, which the
+# image sets and each service repeats); a 503 (not ready: no peers, stalled) raises.
+HEALTHCHECK = (
+    "    test: [\"CMD\", \"python\", \"-c\", \"import os, urllib.request; "
+    "urllib.request.urlopen('http://127.0.0.1:%s/v1/health' % os.environ['API_PORT'], "
+    "timeout=2)\"]"
+)
 
 
 def _logging(indent: str) -> list[str]:
@@ -37,11 +48,15 @@ def _logging(indent: str) -> list[str]:
     ]
 
 
-def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = False) -> str:
+def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = False,
+                   restart: str = "no") -> str:
     """The compose file, or with ``swarm`` its twin for ``docker stack deploy``: Swarm
     rejects ``profiles`` (the compose file's ``load`` profile), so there ``loadgen`` is a
-    service of zero replicas, and Swarm publishes ports on every interface."""
-    lines = _header(spec, swarm)
+    service of zero replicas, and Swarm publishes ports on every interface. ``restart``
+    is one of ``RESTART_POLICIES`` (Swarm's ``restart_policy`` condition in the stack)."""
+    if restart not in RESTART_POLICIES:
+        raise ValueError(f"restart policy {restart!r} is not one of {RESTART_POLICIES}")
+    lines = _header(spec, swarm, restart)
     for k, node in enumerate(nodes):
         lines += _node_service(spec, node, k, swarm)
     lines += _loadgen_service(spec, nodes, swarm)
@@ -57,7 +72,7 @@ def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = F
     return "\n".join(lines) + "\n"
 
 
-def _header(spec: TestnetSpec, swarm: bool) -> list[str]:
+def _header(spec: TestnetSpec, swarm: bool, restart: str) -> list[str]:
     """The comment lines and the ``x-node`` template every node service extends."""
     usage = (
         "# Start: docker stack deploy -c docker-stack.yml shardnet    Load: docker service "
@@ -81,17 +96,18 @@ def _header(spec: TestnetSpec, swarm: bool) -> list[str]:
         f"  image: {IMAGE}",
         *([] if swarm else ["  build: ."]),
         "  command: [\"testnet\", \"docker-node\"]",
-        *([] if swarm else ["  restart: unless-stopped"]),
+        *(["  deploy:", "    restart_policy:",
+           f"      condition: {_SWARM_CONDITION[restart]}"] if swarm else
+          [f"  restart: {json.dumps(restart)}"]),
         "  stop_grace_period: 20s",
         *_logging("  "),
         "  networks: [" + NETWORK + "]",
         "  healthcheck:",
-        "    test: [\"CMD\", \"python\", \"-c\", \"import urllib.request; "
-        "urllib.request.urlopen('http://127.0.0.1:8000/v1/status', timeout=2)\"]",
-        "    interval: 5s",
+        HEALTHCHECK,
+        "    interval: 2s",
         "    timeout: 3s",
-        "    retries: 5",
-        "    start_period: 30s",
+        "    retries: 3",
+        "    start_period: 60s",
         "",
         "services:",
     ]
@@ -121,9 +137,9 @@ def _node_service(spec: TestnetSpec, node: NodeEntry, k: int, swarm: bool) -> li
         "    environment:",
         f"      SHARDNET_NODE: {node.name}",
         *_testnet_env(spec),
-        "      API_PORT: \"8000\"",
+        f"      API_PORT: \"{node.api_port}\"",
         "    ports:",
-        f"      - \"{'' if swarm else '127.0.0.1:'}{8000 + k}:8000\"",
+        f"      - \"{'' if swarm else '127.0.0.1:'}{8000 + k}:{node.api_port}\"",
         "    volumes:",
         f"      - {node.name}-data:/data",
     ]
@@ -136,7 +152,8 @@ def _loadgen_service(spec: TestnetSpec, nodes: list[NodeEntry], swarm: bool) -> 
         *(["    deploy:", "      replicas: 0", "      restart_policy:",
            "        condition: none"] if swarm else
           ["    profiles: [load]",
-           "    depends_on: [" + ", ".join(n.name for n in nodes) + "]"]),
+           "    depends_on:",
+           *(f"      {n.name}: {{condition: service_healthy}}" for n in nodes)]),
         "    networks: [" + NETWORK + "]",
         *_logging("    "),
         "    environment:",
