@@ -66,12 +66,11 @@ def machine_facts() -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux ``/proc``); 0.0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a live process; 0.0 where unavailable (psutil, through
+    the node-control module: portable, no ``/proc`` by hand)."""
+    from scripts.cli.testnet.control import cpu_seconds as process_cpu_seconds
+
+    return process_cpu_seconds(pid)
 
 
 def measure_verify_per_s(seconds: float = 1.0) -> float:

@@ -273,7 +273,10 @@ def internal_errors(log: Path | None) -> list[dict[str, Any]]:
 
 def free_base_port(count: int) -> int:
     """A port P with P..P+count-1 free on 127.0.0.1 now, below the ephemeral range."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    try:  # Linux; elsewhere the IANA ephemeral range's start
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 49152
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20_000, max(20_001, low - count))

@@ -82,6 +82,16 @@ class ControlResult:
         return f"{past} {self.node}{where}: {self.before} -> {self.after}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (psutil: Linux, macOS, Windows); 0.0 when
+    it is gone or not ours to read."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
     """Poll ``condition`` until it holds or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
