@@ -8,8 +8,11 @@ malformed hash exit 1 or 2."""
 from __future__ import annotations
 
 import json
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,40 @@ def test_events_follow_count_prints_json_lines_and_stops(net: LocalTestnet) -> N
     blocks = [json.loads(line) for line in lines]
     assert all(b["shard"] == 0 for b in blocks)
     assert blocks[1]["height"] > blocks[0]["height"]
+
+
+@pytest.mark.integration
+def test_events_follow_stops_cleanly_on_ctrl_c(net: LocalTestnet) -> None:
+    url = net.shard_nodes(1)[0].api_url
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "scripts.cli", "events", "-f", "--shard", "1", "--url", url],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert follow.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout],
+                              daemon=True)
+    reader.start()
+    try:
+        first = None
+        for k in range(40):  # commit a block on shard 1 until the follower prints it
+            raws, _ = signed_transfers(1, 1, SHARDS, senders=1, first_sender=20 + k)
+            submit(url, raws)
+            try:
+                first = lines.get(timeout=3)
+                break
+            except queue.Empty:
+                continue
+        assert first is not None and "shard 1  height" in first
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=30)
+        assert follow.stderr is not None
+        err = follow.stderr.read()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert follow.returncode == 0, err
+    assert "events: stopped after" in err and "Traceback" not in err
 
 
 def test_an_unreachable_node_is_exit_3(tmp_path: Path) -> None:
