@@ -99,8 +99,9 @@ async def test_body_that_is_not_the_gzip_it_claims_is_400() -> None:
 
 # -- the sweep ----------------------------------------------------------------------
 
-ROUTES = ["/v1/txs", "/v1/txs/{}", "/v1/accounts/{}", "/v1/blocks/latest", "/v1/blocks/{}",
-          "/v1/status", "/v1/network", "/v1/audit", "/v1/receipts", "/metrics", "/{}",
+ROUTES = ["/v1/txs", "/v1/txs/{}", "/v1/accounts/{}", "/v1/accounts/{}/txs",
+          "/v1/blocks/latest", "/v1/blocks/{}", "/v1/status", "/v1/network", "/v1/audit",
+          "/v1/receipts", "/metrics", "/{}",
           "/v1/{}", "/v1/blocks/{}/{}"]  # /v1/events streams: its own tests below
 NUMBERS = ["0", "1", "2", "3", str(2**63 - 1), str(2**63), str(2**64), "9" * 30, "²",
            "١٢", "1_0", "+1", "-1", " 1", "0x10", "1e3", ""]
@@ -123,8 +124,9 @@ def sweep_requests(known: list[str], valid_tx: bytes) -> st.SearchStrategy[dict[
     segment = st.one_of(st.text(max_size=80), st.sampled_from(NUMBERS + known),
                         st.binary(max_size=40).map(bytes.hex),
                         st.integers(min_value=0).map(str))
-    query = st.lists(st.tuples(st.sampled_from(["dst", "from", "to", "tx", "x"]) | st.text(
-        max_size=5), segment), max_size=4)
+    names = ["dst", "from", "to", "tx", "x", "limit", "before"]
+    query = st.lists(st.tuples(st.sampled_from(names) | st.text(max_size=5), segment),
+                     max_size=4)
     body = st.one_of(
         st.none(), st.binary(max_size=300),
         json_values.map(lambda v: json.dumps(v).encode()),
