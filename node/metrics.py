@@ -2,18 +2,33 @@
 
 A registry per node, not the process-global one, so several nodes can live in
 one test process. Names follow Prometheus conventions: unit last, ``_total``
-for counters.
+for counters,
+``_seconds`` / ``_bytes`` / ``_ratio`` for units, and no averages kept as gauges (a
+ratio of two counters is computed in PromQL: ``rate(a_total) / rate(b_total)``). Each
+registry also carries ``shardnet_build_info`` and prometheus_client's process and
+platform collectors (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+``python_info``, ...), so a scraper sees what runs and what it costs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -23,6 +38,12 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process collector reads /proc/self: every node of one process reports the
+        # same process (the in-process simulations), each real node its own.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Info("shardnet_build", "The running shardnet build", registry=r)
+        self.build_info.info(build_labels())
         self.height = Gauge("shardnet_height", "Last committed block height", registry=r)
         self.view = Gauge("shardnet_view", "Current PBFT view", registry=r)
         self.is_primary = Gauge("shardnet_is_primary", "1 when this node leads the view",
@@ -107,7 +128,7 @@ class NodeMetrics:
         self.executor_components = Gauge("shardnet_executor_components",
                                          "Conflict components in the last block", registry=r)
         self.executor_largest_component_share = Gauge(
-            "shardnet_executor_largest_component_share",
+            "shardnet_executor_largest_component_ratio",
             "Share of the last block's transactions in its largest conflict component",
             registry=r)
         self.executor_reexecutions = Counter("shardnet_executor_reexecutions_total",
@@ -141,6 +162,20 @@ class _TraceDropsCollector:
 
     def describe(self) -> list[Metric]:
         return []
+
+
+def build_labels() -> dict[str, str]:
+    """``shardnet_build_info``'s labels: the installed package's version, the Python
+    version, and the source commit when the environment names it (``SHARDNET_COMMIT``,
+    e.g. set by an image build); ``unknown`` otherwise."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        shardnet_version = version("shardnet")
+    except PackageNotFoundError:
+        shardnet_version = "unknown"
+    return {"version": shardnet_version, "python": platform.python_version(),
+            "commit": os.environ.get("SHARDNET_COMMIT", "") or "unknown"}
 
 
 def store_files_bytes(db_path: Path) -> int:
@@ -178,8 +213,8 @@ class P2PCollector:
                     "gossip_published", "gossip_received"):
             yield CounterMetricFamily(f"shardnet_p2p_{key}", f"p2p {key.replace('_', ' ')}",
                                       value=stats.get(key, 0))
-        yield GaugeMetricFamily("shardnet_p2p_frames_per_write", "Average frames joined per write",
-                                value=stats.get("frames_per_write_avg", 0))
+        # Frames joined per write: rate(shardnet_p2p_frames_written_total) /
+        # rate(shardnet_p2p_writes_total), not an average kept as a gauge.
         yield GaugeMetricFamily("shardnet_p2p_send_queue_frames", "Frames queued to send",
                                 value=stats.get("send_queue_frames", 0))
 

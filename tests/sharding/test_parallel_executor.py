@@ -497,7 +497,7 @@ def test_node_exports_block_executed_and_metrics() -> None:
     assert logs[0]["components"] == 7 and logs[0]["hot_keys"] == [["61ab", 9]]
     text = node.metrics.render().decode()
     for line in ("shardnet_executor_workers 2.0", "shardnet_executor_components 7.0",
-                 "shardnet_executor_largest_component_share 0.5",
+                 "shardnet_executor_largest_component_ratio 0.5",
                  "shardnet_executor_reexecutions_total 4.0"):
         assert line in text
 
