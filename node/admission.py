@@ -107,17 +107,19 @@ def admit_batch(ledger: Ledger, raws: list[bytes],
             continue
         decoded.append(tx)
     # Each transaction is hashed once (``digests``): the verified cache is keyed by it.
+    # What the cache lacks is verified in one ``verify_many`` call, but a signature the
+    # ledger is verifying right now (the same transactions' block) is waited for.
     unverified = [k for k, item in enumerate(decoded)
                   if isinstance(item, SignedTx) and not ledger.verified.holds(item, digests[k])]
-    checks = [(tx.body.sender, compute_signing_message(tx.body), tx.signature)
-              for tx in (decoded[k] for k in unverified) if isinstance(tx, SignedTx)]
-    for k, verified in zip(unverified, verify_many(checks), strict=True):
-        item = decoded[k]
-        if not isinstance(item, SignedTx):  # unreachable: unverified holds transactions
-            continue
-        if verified:
-            ledger.verified.add(item, digests[k])
-        else:
+    txs = [item for item in (decoded[k] for k in unverified) if isinstance(item, SignedTx)]
+
+    def verify(batch: list[SignedTx]) -> list[bool]:
+        return verify_many([(tx.body.sender, compute_signing_message(tx.body), tx.signature)
+                            for tx in batch])
+
+    verdicts = ledger.verified.check_once(txs, [digests[k] for k in unverified], verify)
+    for k, verified in zip(unverified, verdicts, strict=True):
+        if not verified:
             decoded[k] = InvalidTx("signature does not verify", reason="bad_signature")
     out: list[Checked] = []
     for item, digest in zip(decoded, digests, strict=True):

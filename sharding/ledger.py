@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,8 @@ from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless,
 
 SPECULATIVE_RESULTS_MAX = 16
 VERIFIED_TXS_MAX = 200_000
+# How long a verifier waits for each other thread verifying the same signatures.
+CLAIM_WAIT_S = 30.0
 
 
 def _signed_key(tx: SignedTx, digest: bytes | None = None) -> bytes:
@@ -89,20 +92,76 @@ class VerifiedTxs:
     def __init__(self, capacity: int = VERIFIED_TXS_MAX) -> None:
         self.capacity = capacity
         self._hashes: OrderedDict[bytes, None] = OrderedDict()
+        # Signatures being verified right now, each with its verifier's done event.
+        self._claims: dict[bytes, threading.Event] = {}
         self._lock = threading.Lock()
 
     def add(self, tx: SignedTx, digest: bytes | None = None) -> None:
         key = _signed_key(tx, digest)
         with self._lock:
-            self._hashes[key] = None
-            if len(self._hashes) > self.capacity:
-                self._hashes.popitem(last=False)
+            self._remember(key)
 
     def holds(self, tx: SignedTx, digest: bytes | None = None) -> bool:
         """Whether ``tx``'s signature was verified (``digest``: its hash, if known)."""
         key = _signed_key(tx, digest)
         with self._lock:
             return key in self._hashes
+
+    def check_once(self, txs: list[SignedTx], digests: list[bytes],
+                   verify: Callable[[list[SignedTx]], list[bool]]) -> list[bool]:
+        """Each signature's verdict, verifying (``verify``, one call) only those neither
+        cached nor being verified by another thread right now.
+
+        A replica's forwarded batch and the PRE-PREPARE carrying the same transactions
+        often arrive together: admission and block validation each missed the cache
+        and both verified (a whole block of a replica's transactions twice under load,
+        issue 16). So a caller claims what it verifies; one that finds a signature
+        claimed waits (bounded) for that verdict. A verdict is always
+        ``verify``'s: a signature the other thread found bad, or one still pending
+        after the wait, is verified here."""
+        keys = [_signed_key(tx, digest) for tx, digest in zip(txs, digests, strict=True)]
+        verdicts: list[bool | None] = [None] * len(txs)
+        mine: list[int] = []
+        theirs: list[int] = []
+        done = threading.Event()
+        events: dict[int, threading.Event] = {}
+        with self._lock:
+            for index, key in enumerate(keys):
+                if key in self._hashes:
+                    verdicts[index] = True
+                elif (event := self._claims.get(key)) is not None:
+                    theirs.append(index)
+                    events[id(event)] = event
+                else:
+                    self._claims[key] = done
+                    mine.append(index)
+        try:
+            for index, verified in zip(mine, verify([txs[k] for k in mine]), strict=True):
+                verdicts[index] = verified
+        finally:
+            with self._lock:
+                for index in mine:
+                    if verdicts[index]:
+                        self._remember(keys[index])
+                    self._claims.pop(keys[index], None)
+            done.set()
+        for event in events.values():
+            event.wait(CLAIM_WAIT_S)
+        rest = [index for index in theirs if not self.holds(txs[index], digests[index])]
+        for index in theirs:
+            verdicts[index] = True
+        for index, verified in zip(rest, verify([txs[k] for k in rest]) if rest else [],
+                                   strict=True):
+            verdicts[index] = verified
+            if verified:
+                with self._lock:
+                    self._remember(keys[index])
+        return [bool(v) for v in verdicts]
+
+    def _remember(self, key: bytes) -> None:
+        self._hashes[key] = None
+        if len(self._hashes) > self.capacity:
+            self._hashes.popitem(last=False)
 
     def __contains__(self, tx: object) -> bool:
         return isinstance(tx, SignedTx) and self.holds(tx)
@@ -186,11 +245,17 @@ class Ledger:
         hashes = [tx_hash(tx) for tx in txs] if digests is None else digests
         unchecked = [(tx, digest) for tx, digest in zip(txs, hashes, strict=True)
                      if not self.verified.holds(tx, digest)]
-        bad = set(self._compute_bad_signatures([tx for tx, _ in unchecked]))
-        for index, (tx, digest) in enumerate(unchecked):
-            if index not in bad:
-                self.verified.add(tx, digest)
-        return {id(unchecked[index][0]) for index in bad}
+        if not unchecked:
+            return set()
+
+        def verify(batch: list[SignedTx]) -> list[bool]:
+            bad = set(self._compute_bad_signatures(batch))
+            return [index not in bad for index in range(len(batch))]
+
+        verdicts = self.verified.check_once([tx for tx, _ in unchecked],
+                                            [digest for _, digest in unchecked], verify)
+        return {id(tx) for (tx, _), verified in zip(unchecked, verdicts, strict=True)
+                if not verified}
 
     def committed_nonce(self, sender: bytes) -> int:
         return get_nonce(self.state, sender)
@@ -361,11 +426,11 @@ class Ledger:
             try:
                 self._check_header(block)
                 check_block_evidence(block, self.validators, self.verified_sources)
-                # Signatures this node verified already (admission, an earlier
-                # execute of this block) are not verified again; the rest are.
-                if self._check_unverified(list(block.txs)):
-                    raise InvalidBlock("bad signature", reason="invalid_tx")
-                result = self._apply_block(self.state, block, verify_signatures=False)
+                # A block whose signatures this node all verified already (admission,
+                # an earlier execute) is not verified again; any other is verified
+                # whole, overlapped with its execution (the parallel executor).
+                known = all(self.verified.holds(tx) for tx in block.txs)
+                result = self._apply_block(self.state, block, verify_signatures=not known)
             except InvalidBlock as exc:
                 # A certified block that our ledger rejects: we diverge; halt loudly.
                 raise ShardnetError(f"certified block {height} invalid here: {exc.reason}",

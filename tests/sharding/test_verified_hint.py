@@ -8,17 +8,21 @@ without the hint. And a certified block committed without a speculative executio
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sharding.executor as executor_module
+import sharding.ledger as ledger_module
 import sharding.tx as tx_module
 from consensus.kernel.codec import encode
 from consensus.kernel.errors import ShardnetError
 from sharding.block import block_hash, decode_block
-from sharding.ledger import Ledger
+from sharding.ledger import Ledger, VerifiedTxs
 from sharding.tx import SignedTx, Transfer, tx_hash
 from tests.support.ledger import get_genesis, get_keys, make_tx
 
@@ -124,10 +128,14 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 def test_a_synced_block_of_admitted_transactions_is_not_verified_again(
         verify_calls: list[bytes]) -> None:
     payload, digest, txs = make_block(["valid"] * 4)
-    replica = hinted_ledger(txs, [True, True, False, True])
+    replica = hinted_ledger(txs, [True] * 4)
+    other = hinted_ledger(txs, [True, True, False, True])
     verify_calls.clear()
     replica.commit(payload, digest, 1)  # never executed here: certified, synced
-    assert verify_calls == [tx_hash(txs[2])]
+    assert verify_calls == []
+    # One signature it never saw: the block is verified whole (overlapped with it).
+    other.commit(payload, digest, 1)
+    assert sorted(verify_calls) == sorted(tx_hash(tx) for tx in txs)
 
 
 def test_a_synced_block_with_a_forged_signature_is_a_divergence_even_when_hinted(
@@ -148,3 +156,60 @@ def test_proposing_with_the_mempool_hashes_verifies_nothing_admitted(
                               tx_hashes=[tx_hash(tx) for tx in txs])
     assert verify_calls == [] and proposal.rejected == []
     assert [o.tx_hash for o in proposal.result.outcomes] == [tx_hash(tx) for tx in txs]
+
+
+class _WaitSeen(threading.Event):
+    """A ``threading.Event`` that tells when a thread starts waiting on it."""
+
+    waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        _WaitSeen.waiting.set()
+        return super().wait(timeout)
+
+
+def test_admission_and_block_validation_racing_verify_each_signature_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forwarded batch and the PRE-PREPARE with the same transactions arrive
+    together: the second verifier waits for the first one's verdicts instead of
+    verifying the same signatures again (it did: a whole block twice per replica)."""
+    monkeypatch.setattr(ledger_module, "threading",
+                        SimpleNamespace(Event=_WaitSeen, Lock=threading.Lock))
+    _WaitSeen.waiting.clear()
+    cache = VerifiedTxs()
+    txs = [transfer(sender) for sender in range(1, 5)]
+    forged = msgspec.structs.replace(transfer(5), signature=bytes(64))
+    batch, digests = [*txs, forged], [tx_hash(tx) for tx in [*txs, forged]]
+    started, release = threading.Event(), threading.Event()
+    calls: dict[str, list[SignedTx]] = {"first": [], "second": []}
+
+    def first_verify(items: list[SignedTx]) -> list[bool]:
+        calls["first"].extend(items)
+        started.set()
+        assert release.wait(10)
+        return [tx_module.verify_tx_signature(tx) for tx in items]
+
+    def second_verify(items: list[SignedTx]) -> list[bool]:
+        calls["second"].extend(items)
+        return [tx_module.verify_tx_signature(tx) for tx in items]
+
+    results: dict[str, list[bool]] = {}
+    first = threading.Thread(target=lambda: results.__setitem__(
+        "first", cache.check_once(batch, digests, first_verify)))
+    second = threading.Thread(target=lambda: results.__setitem__(
+        "second", cache.check_once(batch, digests, second_verify)))
+    first.start()
+    try:
+        assert started.wait(10)
+        second.start()
+        assert _WaitSeen.waiting.wait(10)  # the second verifier waits on the first
+    finally:
+        release.set()
+        first.join(10)
+        if second.ident is not None:
+            second.join(10)
+    assert results["first"] == results["second"] == [True] * 4 + [False]
+    assert calls["first"] == batch
+    # The forgery is never cached, so the second verifier checks it itself.
+    assert calls["second"] == [forged]
+    assert all(cache.holds(tx) for tx in txs) and not cache.holds(forged)
