@@ -60,6 +60,7 @@ def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = F
     for k, node in enumerate(nodes):
         lines += _node_service(spec, node, k, swarm)
     lines += _loadgen_service(spec, nodes, swarm)
+    lines += [] if swarm else _prometheus_service()
     lines += [
         "",
         "networks:",
@@ -161,4 +162,26 @@ def _loadgen_service(spec: TestnetSpec, nodes: list[NodeEntry], swarm: bool) -> 
         "    command: [\"testnet\", \"docker-load\", \"--txs\", \"400\", \"--cross-shard\", "
         "\"0.2\"]",
         *([] if swarm else ["    restart: \"no\""]),
+    ]
+
+
+def _prometheus_service() -> list[str]:
+    """Prometheus (profile ``monitoring``; compose only: Swarm rejects profiles and its
+    bind mounts would need the folder on every host) scraping every node service with the
+    folder's ``prometheus/docker.yml`` and ``rules.yml`` (scripts/cli/testnet/prometheus.py),
+    its UI and API on 127.0.0.1:9090. The image: ``make prometheus-image`` (offline)."""
+    from scripts.cli.testnet import prometheus as prom
+
+    return [
+        "  prometheus:",
+        f"    image: {prom.IMAGE}",
+        "    profiles: [monitoring]",
+        "    networks: [" + NETWORK + "]",
+        *_logging("    "),
+        "    ports:",
+        f"      - \"127.0.0.1:{prom.HOST_PORT}:9090\"",
+        "    volumes:",
+        f"      - ./{prom.FOLDER}/{prom.DOCKER_CONFIG}:{prom.CONTAINER_DIR}/prometheus.yml:ro",
+        f"      - ./{prom.FOLDER}/{prom.RULES}:{prom.CONTAINER_DIR}/{prom.RULES}:ro",
+        "    restart: \"no\"",
     ]

@@ -213,4 +213,8 @@ def generate(spec: TestnetSpec, root: Path, only: str | None = None) -> Manifest
                       render_compose(docker_spec, docker_nodes).encode())
         write_private(root / "docker-stack.yml",
                       render_compose(docker_spec, docker_nodes, swarm=True).encode())
+        # Scrape configs (local processes, compose services) and recording rules.
+        from scripts.cli.testnet.prometheus import write_files
+
+        write_files(root, nodes, docker_nodes)
     return manifest
