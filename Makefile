@@ -69,3 +69,10 @@ clean:
 .PHONY: images
 images: $(STAMP)
 	bash scripts/image/build_images.sh
+
+# The Prometheus image of the compose file's `monitoring` profile, offline too: Debian's
+# `prometheus` package and its dependencies downloaded with the host's apt, installed by
+# `docker build --network none -f Dockerfile.prometheus` on the same base.
+.PHONY: prometheus-image
+prometheus-image:
+	bash scripts/image/build_prometheus_image.sh

@@ -13,6 +13,7 @@
 #   4. smoke check: `shardnet --help`, every compiled extension loads, `pip check`.
 #
 # Usage: scripts/image/build_images.sh [--refresh-wheels] [--rebuild-base] [--no-cache]
+#   [--base-only] (step 1 only: build_prometheus_image.sh builds on the same base)
 # Environment: SHARDNET_IMAGE (shardnet:latest), SHARDNET_BASE_IMAGE (python:3.11-slim),
 #   SHARDNET_DEBIAN_MIRROR (default: from /etc/apt), SHARDNET_CACHE_DIR (~/.cache/shardnet),
 #   SHARDNET_PIP (.venv/bin/pip), SHARDNET_BUILD_TIMINGS (bench-results/build_images.json).
@@ -32,13 +33,15 @@ STANDIN_LABEL=org.shardnet.standin
 
 refresh_wheels=0
 rebuild_base=0
+base_only=0
 build_cache=()
 for arg in "$@"; do
     case $arg in
         --refresh-wheels) refresh_wheels=1 ;;
         --rebuild-base) rebuild_base=1 ;;
         --no-cache) build_cache=(--no-cache) ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --base-only) base_only=1 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_images.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -276,6 +279,7 @@ fi
 
 T0=$(now)
 ensure_base_image
+if [ "$base_only" = 1 ]; then exit 0; fi
 build_wheelhouse
 build_image
 smoke_check
