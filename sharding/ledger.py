@@ -147,7 +147,8 @@ class VerifiedTxs:
             done.set()
         for event in events.values():
             event.wait(CLAIM_WAIT_S)
-        rest = [index for index in theirs if not self.holds(txs[index], digests[index])]
+        with self._lock:
+            rest = [index for index in theirs if keys[index] not in self._hashes]
         for index in theirs:
             verdicts[index] = True
         for index, verified in zip(rest, verify([txs[k] for k in rest]) if rest else [],
