@@ -66,10 +66,11 @@ ENV PATH=/opt/shardnet/bin:/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     API_PORT=8000
 VOLUME /data
-# slim images have no curl: ask the API with python's urllib (a non-2xx answer or no answer
-# raises, which exits non-zero).
-HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/status' % os.environ.get('API_PORT', '8000'), timeout=2)"]
+# Ready, not just up: GET /v1/health answers 503 (with its reasons) until a quorum of the
+# node's shard peers is connected, and when work pends with no commit (docs/NODE.md). slim
+# images have no curl: python's urllib raises on a non-2xx answer or none, exiting non-zero.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/health' % os.environ.get('API_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["shardnet"]
 CMD ["node", "--home", "/data"]
 USER shardnet:shardnet

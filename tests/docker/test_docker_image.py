@@ -77,21 +77,21 @@ def test_entrypoint_command_and_volume(image_config: dict[str, Any]) -> None:
     assert env["API_PORT"].isdigit()
 
 
-def test_healthcheck_asks_the_status_endpoint(image_config: dict[str, Any]) -> None:
+def test_healthcheck_asks_the_health_endpoint(image_config: dict[str, Any]) -> None:
     health = image_config["Healthcheck"]
     command = " ".join(health["Test"])
     assert health["Test"][0] == "CMD" and health["Test"][1] == "python"
-    assert "API_PORT" in command and "/v1/status" in command and "127.0.0.1" in command
+    assert "API_PORT" in command and "/v1/health" in command and "127.0.0.1" in command
     assert health["Interval"] > 0 and health["Timeout"] > 0 and health["Retries"] > 0
 
 
 def _status_server(port: int) -> str:
-    """Python for a stand-in node API: 200 on GET /v1/status, 404 elsewhere."""
+    """Python for a stand-in node API: 200 on GET /v1/health, 404 elsewhere."""
     return (
         "import http.server\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self):\n"
-        "        ok = self.path == '/v1/status'\n"
+        "        ok = self.path == '/v1/health'\n"
         "        self.send_response(200 if ok else 404); self.end_headers()\n"
         "        self.wfile.write(b'{}')\n"
         f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
@@ -145,9 +145,11 @@ def _tar_of(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_default_command_runs_a_node_that_turns_healthy(image: str, tmp_path: Path) -> None:
-    """`node --home /data` as the image runs it: non-root, state in /data, healthy, stops on
-    SIGTERM. One validator of a 4-validator shard alone still serves /v1/status."""
+def test_default_command_runs_a_node_that_is_unhealthy_alone(image: str, tmp_path: Path
+                                                              ) -> None:
+    """`node --home /data` as the image runs it: non-root, state in /data, stops on SIGTERM.
+    One validator of a 4-validator shard alone answers, but is not ready: the healthcheck
+    (GET /v1/health) says 503, no_peers (the compose test sees a whole shard turn healthy)."""
     init = subprocess.run(
         [sys.executable, "-m", "scripts.cli", "testnet", "init", "--shards", "1",
          "--validators", "4", "--accounts", "4", "--dir", str(tmp_path / "tn")],
@@ -170,14 +172,21 @@ def test_default_command_runs_a_node_that_turns_healthy(image: str, tmp_path: Pa
             "--volume", f"{data}:/data",
             "--env", f"API_PORT={api_port}",
             "--health-interval", "1s",
+            "--health-start-period", "1s",  # 0 would mean the image's 60 s
+            "--health-retries", "2",
         ]  # fmt: skip
         with container(image, options=options) as container_id:
             docker("start", container_id)
             status = _wait_health(container_id)
             logs = docker("logs", "--tail", "20", container_id, check=False)
-            assert status == "healthy", (
+            assert status == "unhealthy", (
                 f"{status}: {_health(container_id)}\n{logs.stdout}{logs.stderr}"
             )
+            probe = ["python", "-c", "import urllib.request as u, urllib.error as e\n"
+                     "try: u.urlopen('http://127.0.0.1:%d/v1/health', timeout=5)\n"
+                     "except e.HTTPError as x: print(x.code, x.read().decode())" % api_port]
+            answer = docker("exec", container_id, *probe).stdout
+            assert answer.startswith("503 ") and "no_peers" in answer, answer
             listing = docker("exec", container_id, "ls", "/data/data").stdout.split()
             assert any(name.endswith(".sqlite") for name in listing), listing
             started = time.monotonic()

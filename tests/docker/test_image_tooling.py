@@ -161,7 +161,7 @@ def test_dockerfile_contract() -> None:
     assert re.search(r"^USER shardnet", text, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*\\\n.*$", text, re.M)
     assert healthcheck is not None
-    assert "API_PORT" in healthcheck[0] and "/v1/status" in healthcheck[0]
+    assert "API_PORT" in healthcheck[0] and "/v1/health" in healthcheck[0]
     assert 'ENTRYPOINT ["shardnet"]' in text and 'CMD ["node", "--home", "/data"]' in text
     assert re.search(r"^VOLUME /data$", text, re.M)
     # Context stays small: no virtualenv, git history or tests go to the daemon.
