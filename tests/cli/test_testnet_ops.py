@@ -182,3 +182,21 @@ def test_init_force_reset_and_collect_on_a_running_testnet(net: Net) -> None:
     assert up.returncode == 0, up.stderr
     wait_until(lambda: health(url)[1].get("shard_peers", 0) >= 2, 60, "peers again")
     assert health(url)[1]["height"] == 0  # the chain starts over
+
+
+def test_collect_redacts_the_salt_of_a_compose_file_and_bounds_logs(tmp_path: Path) -> None:
+    from scripts.cli.collect import REDACTED, redact_compose, redact_manifest, tail_bytes
+
+    spec = fresh_identity(TestnetSpec(shards=1, accounts=4))
+    text = render_compose(spec, node_entries(spec))
+    assert spec.salt in text
+    redacted = redact_compose(text)
+    assert spec.salt not in redacted
+    assert redacted.count(f'SHARDNET_SALT: "{REDACTED}"') == text.count("SHARDNET_SALT:")
+    manifest = json.loads(redact_manifest(json.dumps({"salt": spec.salt, "shards": 1}).encode()))
+    assert manifest == {"salt": REDACTED, "shards": 1}
+    log = tmp_path / "node.log"
+    log.write_bytes(b"".join(b'{"n": %d}\n' % i for i in range(10_000)))
+    tail = tail_bytes(log, 1000)
+    assert len(tail) <= 1000 and tail.endswith(b'{"n": 9999}\n')
+    assert tail.startswith(b'{"n": ')  # whole lines only
