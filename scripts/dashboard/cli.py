@@ -17,29 +17,13 @@ from typing import Any
 import click
 from aiohttp import web
 
-from scripts.cli.load.rate import RateError, parse_duration
 from scripts.cli.load.targets import Network, resolve
+from scripts.cli.params import Duration
 from scripts.dashboard.aggregator import Aggregator
 from scripts.dashboard.server import DashboardServer
 
 DEFAULT_PORT = 8900
 HOST = "127.0.0.1"
-
-
-class Duration(click.ParamType):  # type: ignore[type-arg]
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        try:
-            seconds = parse_duration(str(value))
-        except RateError as exc:
-            self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} is not a positive duration", param, ctx)
-        return seconds
 
 
 @click.command("dashboard", context_settings={"show_default": True})
@@ -53,9 +37,10 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
               "Default: $SHARDNET_URL.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT,
               help="Port on 127.0.0.1 (0: any free port).")
-@click.option("--interval", type=Duration(), default="1s",
+@click.option("--interval", type=Duration(positive=True), default="1s",
               help="How often every node's status and metrics are read.")
-@click.option("--window", type=Duration(), default="10m", help="How much history is kept.")
+@click.option("--window", type=Duration(positive=True), default="10m",
+              help="How much history is kept.")
 @click.option("--once", is_flag=True,
               help="Read every node once, print the snapshot and exit (no server).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")

@@ -23,8 +23,6 @@ counts the node's ``api.internal_error`` log events (each one a finding too).
 from __future__ import annotations
 
 import json
-import random
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -46,6 +44,8 @@ from schemathesis.core.result import Err
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi import checks as openapi_checks
 from schemathesis.transport.serialization import Binary
+
+from scripts.cli.params import free_base_port
 
 DOCUMENTED_503 = frozenset({"too_many_connections", "too_many_subscribers", "mempool_full",
                             "sender_full"})
@@ -269,30 +269,6 @@ def internal_errors(log: Path | None) -> list[dict[str, Any]]:
             if isinstance(event, dict) and event.get("event") == "api.internal_error":
                 events.append(event)
     return events
-
-
-def free_base_port(count: int) -> int:
-    """A port P with P..P+count-1 free on 127.0.0.1 now, below the ephemeral range."""
-    try:  # Linux; elsewhere the IANA ephemeral range's start
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 49152
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, max(20_001, low - count))
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port range on 127.0.0.1")
 
 
 @contextmanager

@@ -183,8 +183,8 @@ def test_default_command_runs_a_node_that_is_unhealthy_alone(image: str, tmp_pat
                 f"{status}: {_health(container_id)}\n{logs.stdout}{logs.stderr}"
             )
             probe = ["python", "-c", "import urllib.request as u, urllib.error as e\n"
-                     "try: u.urlopen('http://127.0.0.1:%d/v1/health', timeout=5)\n"
-                     "except e.HTTPError as x: print(x.code, x.read().decode())" % api_port]
+                     f"try: u.urlopen('http://127.0.0.1:{api_port}/v1/health', timeout=5)\n"
+                     "except e.HTTPError as x: print(x.code, x.read().decode())"]
             answer = docker("exec", container_id, *probe).stdout
             assert answer.startswith("503 ") and "no_peers" in answer, answer
             listing = docker("exec", container_id, "ls", "/data/data").stdout.split()

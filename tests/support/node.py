@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +10,7 @@ from typing import Any
 
 from consensus.kernel.codec import encode
 from scripts.cli.client import ApiFailure, call
+from scripts.cli.params import free_base_port  # re-exported: tests import it from here
 from scripts.cli.testnet.generate import TestnetSpec, fresh_identity, generate
 from scripts.cli.testnet.layout import Manifest, NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import kill_node, start_node, stop_node, wait_healthy
@@ -19,28 +18,6 @@ from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
 CHAIN_ID = "shardnet-local"  # of a seed-only testnet (TestnetSpec's default)
-
-
-def free_base_port(count: int) -> int:
-    """A port P with P..P+count-1 free on 127.0.0.1 right now, below the kernel's
-    ephemeral range (outgoing connections take ports from there at any moment)."""
-    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, max(20_001, low - count))
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port range")
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -42,23 +42,11 @@ from scripts.cli.load.report import (
 from scripts.cli.load.signer import Signer
 from scripts.cli.load.targets import Network, TargetError, resolve
 from scripts.cli.load.workload import Workload, WorkloadError, WorkloadSpec, parse_hot, parse_mix
+from scripts.cli.params import Duration
 
 THRESHOLD_EXIT = 99
 AUDIT_EXIT = 1
 DEFAULT_DURATION = "10s"
-
-
-class Duration(click.ParamType):  # type: ignore[type-arg]
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        try:
-            return parse_duration(str(value))
-        except RateError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 def _apply_profile(ctx: click.Context, path: Path | None) -> None:
