@@ -144,13 +144,26 @@ def compose_trace_records(project_dir: Path) -> list[dict[str, Any]]:
             inside = TestnetDir(Path("/data/testnet")).home(service) / TRACE_FILE
             target = Path(tmp) / service
             target.mkdir()
-            copied = subprocess.run(
-                [*compose_command(), "cp", f"{service}:{inside.parent}/.", str(target)],
-                cwd=project_dir, capture_output=True, text=True, check=False)
-            if copied.returncode == 0:
+            if _copy_out(compose_command(), project_dir, service, f"{inside.parent}/.",
+                         target):
                 paths.append(target / inside.name)
         records.extend(read_traces(paths))
     return records
+
+
+def _copy_out(compose: tuple[str, ...], project_dir: Path, service: str, inside: str,
+              target: Path) -> bool:
+    """Copy a folder out of a service's container, running or stopped: ``compose cp``
+    (Compose v2), else the container's id (``ps -a -q``) and ``docker cp`` (Compose v1,
+    Debian's docker-compose 1.29, has no ``cp``)."""
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=project_dir, capture_output=True, text=True,
+                              check=False, timeout=120)
+
+    if run([*compose, "cp", f"{service}:{inside}", str(target)]).returncode == 0:
+        return True
+    ids = run([*compose, "ps", "-a", "-q", service]).stdout.split()
+    return bool(ids) and run(["docker", "cp", f"{ids[0]}:{inside}", str(target)]).returncode == 0
 
 
 def compose_records(project_dir: Path) -> Iterator[dict[str, Any]]:

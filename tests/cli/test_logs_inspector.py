@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from scripts.cli.compose import compose_command
 from scripts.cli.logs import Filters, logs, parse_line
 
 TX = "ab" * 32
@@ -173,7 +174,11 @@ def test_trace_of_a_compose_project_reads_the_containers_trace_files(
     fake = tmp_path / "compose.py"
     fake.write_text(FAKE_COMPOSE)
     monkeypatch.setenv("SHARDNET_COMPOSE", f"{sys.executable} {fake}")
-    records = run("--compose", str(tmp_path), "--trace", TX)
+    compose_command.cache_clear()  # an earlier test may have resolved the real one
+    try:
+        records = run("--compose", str(tmp_path), "--trace", TX)
+    finally:
+        compose_command.cache_clear()
     assert [(r["node"], r["event"], r["txs"]) for r in records] == [
         ("shard0-node0", "tx.received", [TX])]
 
