@@ -181,18 +181,23 @@ class Byzantine:
             return self._cache(key, data)
         block, variant = make_bad_block(rng, ledger.state, honest.header,
                                         list(self._seen.values()), self._validators_per_shard)
-        payload = encode(block)
-        digest, payload_hash = block_hash(block), payload_digest(payload)
-        signature = self.key.sign(pre_prepare_digest(
-            self.chain_id, message.shard, message.view, message.height, digest, payload_hash))
-        altered = encode(msgspec.structs.replace(
-            message, block_hash=digest, payload_hash=payload_hash, payload=payload,
-            signature=signature))
+        altered, digest = self._resigned(message, block)
         self._remember_invalid(digest, variant)
         self._act(FABRICATE_INBOUND, variant=variant, height=message.height,
                   view=message.view, to=index, honest_block=message.block_hash.hex(),
                   sent_block=digest.hex(), inbound=len(block.inbound))
         return self._cache(key, altered)
+
+    def _resigned(self, message: PrePrepare, block: Block) -> tuple[bytes, bytes]:
+        """``message`` carrying ``block`` instead, signed by this (primary) node as a real
+        PRE-PREPARE is: the encoded message and the block's hash."""
+        payload = encode(block)
+        digest, payload_hash = block_hash(block), payload_digest(payload)
+        signature = self.key.sign(pre_prepare_digest(
+            self.chain_id, message.shard, message.view, message.height, digest, payload_hash))
+        return encode(msgspec.structs.replace(
+            message, block_hash=digest, payload_hash=payload_hash, payload=payload,
+            signature=signature)), digest
 
     def _variant(self, mode: str, message: PrePrepare, index: int) -> bytes:
         key = (mode, message.block_hash)
@@ -205,14 +210,7 @@ class Byzantine:
             header = msgspec.structs.replace(header, time_ms=header.time_ms + 1)
         else:  # WRONG_ROOTS: a state root execution will not reproduce
             header = msgspec.structs.replace(header, state_root=sha256(header.state_root))
-        altered: Block = msgspec.structs.replace(block, header=header)
-        payload = encode(altered)
-        digest, payload_hash = block_hash(altered), payload_digest(payload)
-        signature = self.key.sign(pre_prepare_digest(
-            self.chain_id, message.shard, message.view, message.height, digest, payload_hash))
-        data = encode(msgspec.structs.replace(
-            message, block_hash=digest, payload_hash=payload_hash, payload=payload,
-            signature=signature))
+        data, digest = self._resigned(message, msgspec.structs.replace(block, header=header))
         self._cache(key, data)
         if mode == WRONG_ROOTS:
             self._remember_invalid(digest, mode)
