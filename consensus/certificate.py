@@ -172,6 +172,9 @@ def verify_prepared(
 ) -> bool:
     """A PRE-PREPARE by the view's primary plus 2f PREPAREs by distinct backups (4.2)."""
     n = len(validators)
+    # Verify there is a validator set to name a primary in (an empty one proves nothing).
+    if n == 0 or not isinstance(cert, PreparedCertificate):
+        return False
     primary = primary_of(cert.view, n)
     pp_digest = pre_prepare_digest(
         chain_id, shard, cert.view, cert.height, cert.block_hash, cert.payload_hash

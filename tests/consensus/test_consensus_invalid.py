@@ -294,3 +294,11 @@ def test_mutated_real_messages_never_raise(
 
 
 FUZZ_CLUSTER = Cluster()
+
+
+def test_prepared_certificate_over_an_empty_validator_set_is_invalid_not_a_crash() -> None:
+    from consensus.certificate import PreparedCertificate, verify_prepared
+
+    prepared = PreparedCertificate(0, 1, b"\x01" * 32, b"\x02" * 32, bytes(64), ())
+    # Before: primary_of(view, 0) divided by zero.
+    assert verify_prepared(prepared, CHAIN, 0, [], lambda *_: True) is False
