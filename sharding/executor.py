@@ -260,10 +260,11 @@ def _execute(
     *,
     verify_signatures: bool,
     rejected: list[Rejected] | None,
+    height: int,
 ) -> tuple[list[SignedTx], BlockResult]:
-    """Run a block body. With ``rejected`` given (proposer), invalid transactions
-    are left out and listed; otherwise (replica) the first one raises."""
-    params = get_shard_params(state)
+    """Run a block body at ``height``. With ``rejected`` given (proposer), invalid
+    transactions are left out and listed; otherwise (replica) the first one raises."""
+    params = get_shard_params(state, height)
     view = Overlay(state)
     inbound_outcomes, outbox = process_inbound(view, params, inbound)
     included: list[SignedTx] = []
@@ -339,7 +340,8 @@ def apply_block(state: State, block: Block, *, verify_signatures: bool = True) -
     check_block_shape(block, get_shard_params(state))
     if verify_signatures:
         verify_block_signatures(block)
-    _, result = _execute(state, block.txs, block.inbound, verify_signatures=False, rejected=None)
+    _, result = _execute(state, block.txs, block.inbound, verify_signatures=False, rejected=None,
+                         height=block.header.height)
     check_header_roots(block.header, result)
     return result
 
@@ -390,7 +392,8 @@ def build_block(
     rejected: list[Rejected] = []
     candidates = _take(txs, txs_max, rejected)
     included, result = _execute(
-        state, candidates, selected, verify_signatures=verify_signatures, rejected=rejected
+        state, candidates, selected, verify_signatures=verify_signatures, rejected=rejected,
+        height=height,
     )
     header = BlockHeader(
         shard=params.shard,

@@ -12,6 +12,10 @@ Keys (one-byte prefix, then fixed-width fields):
 | ``s`` dst (u32) asset (u32)  | amount sent to dst, cumulative (u128)  |
 | ``r`` src (u32) asset (u32)  | amount received from src, cum. (u128)  |
 | ``m`` name                   | shard parameters (chain id, shard, S)  |
+| ``L``                        | ``LendingConfig`` (lending shard only) |
+| ``L`` asset (u32)            | ``Market`` of one asset (lending)      |
+| ``P`` addr(32)               | ``Position``: an account's lending     |
+| ``T`` pool(32)               | ``PriceOracle``: the pool's TWAP state |
 
 An account's nonce and all its balances share one key, so a call's reads and
 writes are known from its arguments alone (a swap credits an asset that only
@@ -35,6 +39,9 @@ KEY_IN_CURSOR = b"i"
 KEY_META = b"m"
 KEY_SENT = b"s"
 KEY_RECEIVED = b"r"
+KEY_MARKET = b"L"
+KEY_POSITION = b"P"
+KEY_ORACLE = b"T"
 U128_MAX = 2**128 - 1
 
 META_CHAIN_ID = KEY_META + b"chain_id"
@@ -70,11 +77,72 @@ class Pool(WireStruct, frozen=True):
 EMPTY_ACCOUNT = Account(nonce=0, balances=[])
 
 
+# -- lending records (issue 18; the rules are sharding/lending.py and sharding/oracle.py)
+# Integers that may outgrow a u64 (indices, price accumulators) are stored as
+# 32-byte big-endian ``bytes``: msgpack integers stop at 2**64 - 1.
+
+
+class PriceOracle(WireStruct, frozen=True):
+    """Cumulative prices of a pool (Uniswap v2 style, Q64 fixed point, per block):
+    ``cum_a`` sums ``reserve_b * 2**64 // reserve_a`` over the blocks since genesis,
+    ``cum_b`` the inverse; two checkpoints (height, cum_a, cum_b) bound the TWAP window."""
+
+    last_height: int
+    cum_a: bytes
+    cum_b: bytes
+    snap_height: int
+    snap_a: bytes
+    snap_b: bytes
+    prev_height: int
+    prev_a: bytes
+    prev_b: bytes
+
+
+class LendingConfig(WireStruct, frozen=True):
+    address: bytes  # the lending program's address (lives on this shard)
+    quote: int  # the asset prices are expressed in
+    window_blocks: int  # TWAP window N (averages over N to 2N blocks)
+    assets: list[int]  # one market per asset, ascending
+
+
+class Market(WireStruct, frozen=True):
+    asset: int
+    cash: int  # tokens the market holds
+    borrows: int  # total debt, interest included (rounded up)
+    reserves: int  # the protocol's share of interest (part of cash + borrows)
+    shares: int  # supply shares outstanding (cToken-like)
+    borrow_index: bytes  # WAD-scaled, 32 bytes
+    last_height: int  # block of the last accrual
+    collateral_factor: int  # WAD
+    close_factor: int  # WAD
+    liquidation_bonus: int  # WAD (0.08e18 = 8 %)
+    reserve_factor: int  # WAD
+    base_rate: int  # WAD per block
+    slope: int  # WAD per block at the kink
+    kink: int  # WAD utilisation
+    jump: int  # WAD per block from the kink to 100 %
+    price_pool: bytes  # the pool pricing this asset in the quote, b"" for none
+
+
+class Holding(WireStruct, frozen=True):
+    asset: int
+    shares: int  # supply shares (collateral)
+    principal: int  # debt at ``index``
+    index: bytes  # the market's borrow index when ``principal`` was last set (32 bytes)
+
+
+class Position(WireStruct, frozen=True):
+    holdings: list[Holding]  # sorted by asset, no empty entries
+
+
 @dataclass(frozen=True, slots=True)
 class ShardParams:
     chain_id: str
     shard: int
     num_shards: int
+    # The height of the block being executed (0 outside a block): programs that
+    # accrue per block (farms) read it. Not stored: the block header carries it.
+    height: int = 0
 
 
 # -- keys
@@ -90,6 +158,22 @@ def pool_key(pool: bytes) -> bytes:
 
 def lp_key(pool: bytes, owner: bytes) -> bytes:
     return KEY_LP + pool + owner
+
+
+def market_config_key() -> bytes:
+    return KEY_MARKET
+
+
+def market_key(asset: int) -> bytes:
+    return KEY_MARKET + asset.to_bytes(4, "big")
+
+
+def position_key(owner: bytes) -> bytes:
+    return KEY_POSITION + owner
+
+
+def oracle_key(pool: bytes) -> bytes:
+    return KEY_ORACLE + pool
 
 
 def out_seq_key(dst_shard: int) -> bytes:
@@ -143,7 +227,7 @@ def process_u128_add(view: StateView, key: bytes, amount: int) -> None:
 # -- shard parameters
 
 
-def get_shard_params(view: StateReader) -> ShardParams:
+def get_shard_params(view: StateReader, height: int = 0) -> ShardParams:
     chain_id, shard, num_shards = (
         view.get(META_CHAIN_ID),
         view.get(META_SHARD),
@@ -152,7 +236,8 @@ def get_shard_params(view: StateReader) -> ShardParams:
     if chain_id is None or shard is None or num_shards is None:
         raise InvariantViolation("state has no shard parameters (not built from genesis)")
     return ShardParams(
-        chain_id.decode(), int.from_bytes(shard, "big"), int.from_bytes(num_shards, "big")
+        chain_id.decode(), int.from_bytes(shard, "big"), int.from_bytes(num_shards, "big"),
+        height,
     )
 
 

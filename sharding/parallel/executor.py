@@ -136,12 +136,12 @@ class ParallelExecutor:
             self._report(compute_stats("apply", header.height, len(txs), "sequential", 1, None,
                                        fallback=reason))
             return result
-        params = get_shard_params(state)
+        params = get_shard_params(state, header.height)
         check_block_shape(block, params)
         if verify_signatures and self.workers <= self.overlap_workers_max:
             return self._apply_overlapped(state, block, params)
         try:
-            body = begin(state, block.inbound)
+            body = begin(state, block.inbound, header.height)
         except InvalidBlock:
             # The spec checks signatures before the inbound receipts: so do we.
             if verify_signatures:
@@ -262,9 +262,9 @@ class ParallelExecutor:
                 receipts_max=receipts_max, plan=None, fallback=reason,
             )
         inbound = list(inbound)
-        params = get_shard_params(state)
+        params = get_shard_params(state, height)
         selected = select_inbound(state, params, inbound, receipts_max)
-        body = begin(state, selected)
+        body = begin(state, selected, height)
         rejected: list[Rejected] = []
         plan: Plan | None = None
         consumed: list[SignedTx] = []

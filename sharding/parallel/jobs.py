@@ -29,6 +29,7 @@ class Job(msgspec.Struct, array_like=True, frozen=True):
     # Also return the roots' per-item hashes: the tree leaf of each executed
     # transaction (tx root) and each final write's bucket and entry (state root).
     leaves: bool = False
+    height: int = 0  # the block's (``ShardParams.height``: farms accrue per block)
 
 
 class TxResult(msgspec.Struct, array_like=True, frozen=True):

@@ -42,9 +42,9 @@ class Body:
     reexecutions: int = 0
 
 
-def begin(state: State, inbound: Sequence[Receipt]) -> Body:
+def begin(state: State, inbound: Sequence[Receipt], height: int) -> Body:
     """The inbound receipts and channel cursors, run here exactly as the spec runs them."""
-    params = get_shard_params(state)
+    params = get_shard_params(state, height)
     view = Overlay(state)
     inbound_outcomes, outbox = process_inbound(view, params, inbound)
     return Body(state, params, view, outbox, inbound_outcomes, [], [])

@@ -158,6 +158,7 @@ def make_jobs(
                 known_bad=[i for i in bad if i in executed],
                 snapshot=list(snapshot.items()),
                 leaves=leaves,
+                height=params.height,
             )
         )
     return jobs

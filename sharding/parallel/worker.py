@@ -54,7 +54,7 @@ def run_job(job: Job) -> JobResult:
         for index, tx, execute in zip(job.indices, job.txs, job.execute, strict=True)
         if execute
     ] if job.leaves else []
-    params = ShardParams(job.chain_id, job.shard, job.num_shards)
+    params = ShardParams(job.chain_id, job.shard, job.num_shards, job.height)
     snapshot = dict(job.snapshot)
     footprint = snapshot.keys()
     batch = Overlay(SnapshotReader(snapshot))
