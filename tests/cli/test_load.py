@@ -383,3 +383,21 @@ def test_report_files_and_html_render_in_headless_chromium(tmp_path: Path) -> No
     subprocess.run([*command, f"--screenshot={shot}", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 20_000  # a blank page of this size is ~5 KB
+
+
+def test_events_503_retry_after_is_honoured_not_hammered() -> None:
+    """Every /v1/events (the fake shard's 4 validators share one URL) is at its subscriber
+    cap (503 + Retry-After: 1) for the first 6 requests: the generator tries each node of
+    the shard once, then waits as told before the next round (it asked again every 0.2 s
+    before), still learns every commit, and counts the refusals."""
+    with fake_node(FakeNode(busy_events=6)) as node:
+        code, report, output = run_load("--url", node.url, "--rate", "50", "--duration", "1s",
+                                        "--mix", "transfer=1", "--sign-workers", "0",
+                                        "--no-audit", "--drain", "10s")
+        refused, accepted = list(node.events_refused), list(node.events_accepted)
+    assert code == 0, output
+    assert len(refused) == 6 and accepted
+    # One round of 4 nodes, then the pause the node asked for, then the next round.
+    assert refused[3] - refused[0] < 0.9 <= refused[4] - refused[3]
+    assert report["errors"].get("events_http_503") == 6
+    assert report["sent"] == report["committed"] == 50

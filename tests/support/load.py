@@ -42,6 +42,9 @@ class FakeNode:
     nonce_jump: dict[bytes, int] = field(default_factory=dict)  # sender -> node nonce after 1st tx
     advertise_url: str | None = None  # what /v1/network advertises (default: the real URL)
     busy_posts: int = 0  # the first N POSTs are refused: 503 + Retry-After, mempool_full
+    busy_events: int = 0  # the first N /v1/events requests: 503 + Retry-After: 1
+    events_refused: list[float] = field(default_factory=list)  # times of those 503s
+    events_accepted: list[float] = field(default_factory=list)  # times of accepted streams
     url: str = ""
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -145,6 +148,11 @@ class FakeNode:
 
         @routes.get("/v1/events")
         async def events(request: web.Request) -> web.StreamResponse:
+            if len(self.events_refused) < self.busy_events:
+                self.events_refused.append(time.monotonic())
+                return web.json_response({"error": "too_many_subscribers"}, status=503,
+                                         headers={"Retry-After": "1"})
+            self.events_accepted.append(time.monotonic())
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

@@ -104,6 +104,23 @@ class RunState:
         return time.monotonic() - self.started if self.started else 0.0
 
 
+class EventsBusy(Exception):
+    """``/v1/events`` refused with 503: the node asks us to come back later."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"events busy, retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after_s(header: str | None) -> float:
+    """A Retry-After in seconds, bounded; 1 s when absent or not a number."""
+    try:
+        value = float(header) if header is not None else 1.0
+    except ValueError:
+        value = 1.0
+    return min(RETRY_AFTER_MAX_S, max(0.2, value)) if value == value else 1.0
+
+
 class Engine:
     def __init__(self, network: Network, universe: Universe, workload: Workload,
                  signer: Signer, config: RunConfig, *,
@@ -390,11 +407,7 @@ class Engine:
                 self._rejected(entry, reason)
         if busy:
             self.state.busy_backoffs += 1
-            try:
-                delay = min(RETRY_AFTER_MAX_S, float(retry_after or 1))
-            except ValueError:
-                delay = 1.0
-            self._requeue(shard, busy, delay)
+            self._requeue(shard, busy, _retry_after_s(retry_after))
 
     def _requeue(self, shard: int, entries: list[Entry], delay_s: float, *,
                  uncertain: bool = False) -> None:
@@ -489,19 +502,27 @@ class Engine:
         """Follow one node of ``shard``'s block events; on any failure, another node,
         after reading back the blocks missed meanwhile."""
         while True:
+            pause = 0.2
             for node in self._shard_order(shard):
                 try:
                     await self._follow(shard, node)
                 except TimeoutError:
                     continue  # no block for a while (idle, or a hung node): reconnect
+                except EventsBusy as exc:
+                    # The node's subscriber cap (503 + Retry-After): come back when told,
+                    # not every 0.2 s (another node of the shard may still take us).
+                    self.state.errors["events_http_503"] += 1
+                    pause = max(pause, exc.retry_after_s)
                 except (aiohttp.ClientError, ValueError, KeyError) as exc:
                     self.state.errors[f"events_{_reason(exc)}"] += 1
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(pause)
 
     async def _follow(self, shard: int, node: NodeState) -> None:
         url = node.target.url
         timeout = aiohttp.ClientTimeout(total=None, connect=2.0, sock_read=5.0)
         async with self.session.get(f"{url}/v1/events", timeout=timeout) as response:
+            if response.status == 503:
+                raise EventsBusy(_retry_after_s(response.headers.get("Retry-After")))
             if response.status != 200:
                 raise aiohttp.ClientError(f"http_{response.status}")
             status = await self._get(f"{url}/v1/status")
