@@ -32,6 +32,10 @@ EVENTS_READ_TIMEOUT_S = 45.0  # the node sends a keep-alive every 15 s
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 GAP_BLOCKS_MAX = 100  # blocks missed while reconnecting that are fetched and printed
+# A node is an untrusted server: one SSE line, and one event's data lines together, are
+# bounded (a 2,000-transaction block event is ~150 KiB).
+EVENT_LINE_BYTES_MAX = 8 * 1024 * 1024
+EVENT_BYTES_MAX = 16 * 1024 * 1024
 
 
 def _time(time_ms: Any) -> str:
@@ -212,15 +216,21 @@ def sse_blocks(url: str) -> Iterator[dict[str, Any]]:
     request = urllib.request.Request(f"{url}/v1/events",
                                      headers={"Accept": "text/event-stream"})
     with urllib.request.urlopen(request, timeout=EVENTS_READ_TIMEOUT_S) as response:
-        event, data = "message", list[str]()
-        for raw in response:
+        event, data, size = "message", list[str](), 0
+        while raw := response.readline(EVENT_LINE_BYTES_MAX + 1):
+            # Verify the line and the event stay within their bounds.
+            if len(raw) > EVENT_LINE_BYTES_MAX:
+                raise ValueError(f"event line over {EVENT_LINE_BYTES_MAX} bytes")
+            size += len(raw)
+            if size > EVENT_BYTES_MAX:
+                raise ValueError(f"event over {EVENT_BYTES_MAX} bytes")
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not line:
                 if event == "block" and data:
                     document = json.loads("\n".join(data))
                     if isinstance(document, dict):
                         yield document
-                event, data = "message", list[str]()
+                event, data, size = "message", list[str](), 0
             elif line.startswith(":"):
                 continue
             elif line.startswith("event:"):

@@ -117,3 +117,20 @@ def test_a_human_line_per_block(serve: Any, capsys: pytest.CaptureFixture[str]) 
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "shard 0  height      7" in lines[0]
     assert "signers 3" in lines[1] and "txs 0" in lines[1]
+
+
+def test_an_endless_event_line_or_event_from_a_node_is_refused_not_buffered(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node is an untrusted server: an event line (and an event) beyond its bound ends
+    the stream with a ValueError (the follower's 'bad answer, reconnect' path) instead of
+    being read into memory whole."""
+    url = serve(Script([[1, 2]]))
+    assert [b["height"] for b in explorer.sse_blocks(url)] == [1, 2]
+    size = len(json.dumps(_block(1)))
+    monkeypatch.setattr(explorer, "EVENT_LINE_BYTES_MAX", size // 2)
+    with pytest.raises(ValueError, match="event line over"):
+        list(explorer.sse_blocks(url))
+    monkeypatch.setattr(explorer, "EVENT_LINE_BYTES_MAX", 10 * size)
+    monkeypatch.setattr(explorer, "EVENT_BYTES_MAX", size)
+    with pytest.raises(ValueError, match="event over"):
+        list(explorer.sse_blocks(url))
