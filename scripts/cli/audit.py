@@ -14,8 +14,9 @@ Shards are read one after another, so a read while blocks commit is not one
 consistent cut. ``--wait SECONDS`` first waits (bounded) for quiescence: every
 node's mempool empty, no receipt in flight on any channel, and no node's height
 changing for ``--quiet-intervals`` block intervals; at quiescence anything still
-in flight is a failure too. Exit codes: 0 ok, 1 something does not add up (or an
-error), 2 not quiescent within ``--wait``.
+in flight is a failure too. Exit codes (scripts/cli/exits.py): 0 ok, 1 something does
+not add up or not quiescent within ``--wait``, 2 usage (no such testnet folder), 3 no
+node of a shard answers.
 
 The computation is pure (``compute_report``, ``track_heights``,
 ``get_still_moving``); the command around it only fetches and prints.
@@ -37,7 +38,9 @@ import msgspec
 
 from consensus.kernel.errors import ShardnetError
 from scripts.cli.client import ApiFailure, call
+from scripts.cli.exits import CheckFailed, Unreachable, UsageFailure
 from scripts.cli.load.targets import discover_if_asked
+from scripts.cli.params import json_option, testnet_option, urls_option
 from scripts.cli.testnet.layout import Manifest, TestnetDir
 from sharding.audit import (
     ChannelAudit,
@@ -54,8 +57,8 @@ POLL_INTERVAL_MS_MAX = 100
 MOVING_LISTED_MAX = 4  # per kind, in the one-line "not quiescent" message
 
 
-class NotQuiescent(click.ClickException):
-    exit_code = 2
+class NotQuiescent(CheckFailed):
+    """``--wait``: the network did not become quiescent in time (exit 1)."""
 
 
 # ---------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def read_audits(nodes: Sequence[Node], shards: int, timeout_s: float
             audits[shard], sources[shard] = answer, node.name
             break
         else:
-            raise click.ClickException(
+            raise Unreachable(
                 f"no node of shard {shard} answers /v1/audit ({'; '.join(errors) or 'none'})")
     return audits, sources
 
@@ -300,13 +303,13 @@ def _load(root: Path) -> tuple[TestnetDir, Manifest, Genesis]:
     try:
         manifest = testnet.load_manifest()
     except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UsageFailure(str(exc)) from None
     except (OSError, msgspec.DecodeError) as exc:
-        raise click.ClickException(f"{testnet.manifest_path}: {exc}") from None
+        raise UsageFailure(f"{testnet.manifest_path}: {exc}") from None
     try:
         genesis = load_genesis(testnet.genesis_path)
     except ShardnetError as exc:
-        raise click.ClickException(f"{testnet.genesis_path}: {exc.detail}") from None
+        raise UsageFailure(f"{testnet.genesis_path}: {exc.detail}") from None
     return testnet, manifest, genesis
 
 
@@ -347,16 +350,12 @@ def print_report(report: Mapping[str, Any]) -> None:
 
 
 @click.command("audit")
-@click.option("--testnet", "root", type=click.Path(path_type=Path), default=None,
-              help="Testnet folder [default: testnets/default unless --url or SHARDNET_URL "
-              "is given].")
-@click.option("--url", "urls", multiple=True,
-              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
-              "Default: $SHARDNET_URL (comma-separated).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@testnet_option(default=None)
+@urls_option()
+@json_option("Print the report as JSON on stdout.")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS",
-              help="First wait (at most SECONDS) for quiescence; exit 2 if it does not come.")
+              help="First wait (at most SECONDS) for quiescence; exit 1 if it does not come.")
 @click.option("--quiet-intervals", type=click.IntRange(min=1),
               default=DEFAULT_QUIET_INTERVALS, show_default=True,
               help="With --wait: block intervals without a height change that count as quiet.")
@@ -378,7 +377,7 @@ def audit(root: Path | None, urls: tuple[str, ...], as_json: bool, wait_s: float
                        else get_block_interval_ms(testnet, manifest))
         quiet_ms = quiet_intervals * interval_ms
         if wait_s * 1000 < quiet_ms:
-            raise click.ClickException(
+            raise UsageFailure(
                 f"--wait {wait_s:g} s is shorter than {quiet_intervals} block intervals of "
                 f"{interval_ms} ms: quiescence could never be seen")
         poll_ms = max(POLL_INTERVAL_MS_MIN, min(POLL_INTERVAL_MS_MAX, interval_ms // 2))

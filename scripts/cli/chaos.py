@@ -1,10 +1,11 @@
 """``shardnet chaos``: run a fault scenario under load and check what survives it.
 
 ``shardnet chaos run SCENARIO`` (a file, or the name of one in ``scenarios/``) against
-a local testnet folder (``--dir``, running; or ``--fresh``: made for the scenario with
-``--faults``, started, stopped after) or a compose project (``--compose``). Exit codes:
-0 every check passed; 1 a check failed (safety, recovery, audit, actions) or the
-scenario cannot run here. ``shardnet chaos list`` shows the shipped scenarios.
+a local testnet folder (``--testnet``, running; or ``--fresh``: made for the scenario
+with ``--faults``, started, stopped after) or a compose project (``--compose``). Exit
+codes (scripts/cli/exits.py): 0 every check passed; 1 a check failed (safety, recovery,
+audit, actions) or the scenario cannot run here; 2 usage (no such scenario or testnet
+folder, a broken scenario file). ``shardnet chaos list`` shows the shipped scenarios.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rich.table import Table
 from scripts.chaos.faults import ComposeFaults, FaultClient, LocalFaults
 from scripts.chaos.manifest import ManifestError, Scenario, load_scenario
 from scripts.chaos.runner import ChaosError, RunOptions, compose_wiper, run_scenario
+from scripts.cli.exits import UsageFailure
+from scripts.cli.params import json_option, report_option, rng_seed_option, testnet_option
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 DEFAULT_DIR = Path("testnets/default")  # a running testnet (`shardnet testnet up`)
@@ -37,14 +40,14 @@ def scenario_path(text: str) -> Path:
     if shipped.is_file():
         return shipped
     names = ", ".join(p.stem for p in sorted(SCENARIOS.glob("*.toml")))
-    raise click.ClickException(f"no scenario {text!r}: give a file or one of {names}")
+    raise UsageFailure(f"no scenario {text!r}: give a file or one of {names}")
 
 
 def read_scenario(text: str) -> Scenario:
     try:
         return load_scenario(scenario_path(text))
     except ManifestError as exc:
-        raise click.ClickException(f"{text}: {exc}") from None
+        raise UsageFailure(f"{text}: {exc}") from None
 
 
 @click.group("chaos")
@@ -83,19 +86,18 @@ def list_command(as_json: bool) -> None:
 
 @chaos.command("run")
 @click.argument("scenario")
-@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Local testnet folder [default: {DEFAULT_DIR}, with --fresh {FRESH_DIR}].")
+@testnet_option(default=None,
+                help=f"Local testnet folder [default: {DEFAULT_DIR}, with --fresh {FRESH_DIR}].")
 @click.option("--compose", type=click.Path(path_type=Path), default=None,
               help="A compose project (its folder or file) instead of a local folder.")
 @click.option("--project", default=None, help="With --compose: the compose project name.")
-@click.option("--fresh", is_flag=True, help="Make a new testnet in --dir for the scenario "
+@click.option("--fresh", is_flag=True, help="Make a new testnet in --testnet for the scenario "
               "(its topology, --faults), start it, stop it after.")
 @click.option("--base-port", type=int, default=None, help="With --fresh: first port.")
-@click.option("--rng-seed", type=int, default=1, show_default=True,
-              help="Same seed, same schedule and same load.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Write the load report (faults on its timeline) here.")
+@rng_seed_option(help="Same seed, same schedule and same load.")
+@json_option("Print the report as JSON on stdout (progress on stderr).")
+@report_option("Write the load report (faults on its timeline) here: report.json, "
+               "timeseries.csv, report.html.")
 @click.option("--catchup", type=float, default=60.0, show_default=True,
               help="Seconds every node may take to reach its shard's height after the run.")
 def run(scenario: str, root: Path | None, compose: Path | None, project: str | None,
@@ -105,7 +107,7 @@ def run(scenario: str, root: Path | None, compose: Path | None, project: str | N
     spec = read_scenario(scenario)
     console = Console(stderr=True, width=max(Console(stderr=True).width, 120))
     if compose is not None and (root is not None or fresh):
-        raise click.ClickException("--compose or --dir/--fresh, not both")
+        raise UsageFailure("--compose or --testnet/--fresh, not both")
     options = RunOptions(seed=rng_seed, catchup_s=catchup,
                          on_event=lambda text: console.print(text, highlight=False))
     if compose is not None:
@@ -147,7 +149,7 @@ def _run_local(spec: Scenario, root: Path, fresh: bool, base_port: int | None,
         network = network_from_testnet(root)
         down = [n.name for n in network.nodes if control.state(n.name) != "running"]
         if down:
-            raise ChaosError(f"not running: {', '.join(down)}: `shardnet testnet up --dir "
+            raise ChaosError(f"not running: {', '.join(down)}: `shardnet testnet up --testnet "
                              f"{root}` first (or --fresh)")
         local = LocalFaults(root)
         faults: FaultClient | None = local if all(
@@ -175,7 +177,7 @@ def _fresh_testnet(spec: Scenario, root: Path, base_port: int | None) -> Path:
     if root.exists():
         if not (root / "testnet.json").exists():
             raise click.ClickException(f"{root} exists and is not a testnet folder: "
-                                       "give --dir a new or testnet folder")
+                                       "give --testnet a new or testnet folder")
         from scripts.cli.testnet.control import LocalNodes
 
         existing = LocalNodes(root)
@@ -183,7 +185,7 @@ def _fresh_testnet(spec: Scenario, root: Path, base_port: int | None) -> Path:
         if running:
             raise click.ClickException(f"--fresh would replace {root}, whose nodes run "
                                        f"({', '.join(running)}): `shardnet testnet down "
-                                       f"--dir {root}` first, or another --dir")
+                                       f"--testnet {root}` first, or another --testnet")
         shutil.rmtree(root)
     testnet = TestnetSpec(spec.shards, spec.validators, 200,
                           base_port=base_port or DEFAULT_BASE_PORT,

@@ -1,4 +1,7 @@
-"""``shardnet demo``: the ledger end to end on two shards, in memory.
+"""``shardnet ledger-demo``: the ledger end to end on two shards, in memory.
+
+(``make demo`` is the other demo: a real testnet, load and status. ``shardnet demo``,
+this command's old name, now only says so.)
 
 Builds a 2-shard genesis, signs a block of transfers and swaps on shard 0
 (local and cross-shard, one of them failing on slippage and one refunded), lets
@@ -8,11 +11,15 @@ swap outputs and refunds home, and prints roots, outcomes, balances and the audi
 
 from __future__ import annotations
 
+import json
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from consensus.kernel.crypto import KeyPair
+from scripts.cli.exits import CheckFailed, UsageFailure
+from scripts.cli.params import json_option
 from sharding.accounts import derive_account, shard_of
 from sharding.audit import compute_audit
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash
@@ -237,9 +244,27 @@ class Demo:
         return report.ok and report.in_flight_receipts == 0
 
 
-@click.command()
-def demo() -> None:
-    """Sign and apply blocks of transfers and swaps on 2 shards; print roots and the audit."""
-    console = Console()
-    if not Demo(console).run():
-        raise click.ClickException("audit failed")
+@click.command("ledger-demo")
+@json_option("The outcome as JSON on stdout: ok, and per shard its height and state "
+             "root (the walk-through goes to stderr).")
+def ledger_demo(as_json: bool) -> None:
+    """Walk through the ledger in memory (no nodes): sign and apply blocks of transfers
+    and swaps on 2 shards, carry cross-shard receipts; print roots and the audit."""
+    console = Console(stderr=as_json)
+    walk = Demo(console)
+    ok = walk.run()
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "shards": {
+            str(shard): {"height": walk.heights[shard], "state_root": state.root.hex()}
+            for shard, state in walk.states.items()}}, indent=2))
+    if not ok:
+        raise CheckFailed("audit failed")
+
+
+@click.command("demo", hidden=True, context_settings={"ignore_unknown_options": True,
+                                                      "allow_extra_args": True})
+def demo_moved() -> None:
+    """Old name of ledger-demo: says where things are."""
+    raise UsageFailure("`shardnet demo` was renamed: the in-memory ledger walk-through is "
+                       "`shardnet ledger-demo`; the testnet demo is `make demo` (testnet up, "
+                       "load, status)")

@@ -3,7 +3,10 @@
 Subcommands live in their own modules and are imported only when invoked, so
 ``shardnet --help`` stays fast and one broken subsystem cannot hide the others.
 Add a command by adding one line to ``COMMANDS`` (or to ``BENCHMARKS`` for
-``shardnet bench NAME``).
+``shardnet bench NAME``), and follow the conventions of README "Command line" with
+the option helpers of ``scripts/cli/params.py`` (``testnet_option``, ``urls_option``,
+``json_option``, ``rng_seed_option``, ``out_option``, ``report_option``) and the exit
+codes of ``scripts/cli/exits.py``. Internal commands are ``hidden=True``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from typing import Any
 
 import click
 
+from scripts.cli.exits import epilog
+
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
     "logs": "scripts.cli.logs:logs",
-    "demo": "scripts.cli.demo:demo",
+    "ledger-demo": "scripts.cli.demo:ledger_demo",
+    "demo": "scripts.cli.demo:demo_moved",  # hidden: says where it went
+    "completion": "scripts.cli.completion:completion",
     "node": "node.main:node_command",
     "testnet": "scripts.cli.testnet.cli:testnet",
     "keys": "scripts.cli.wallet:keys",
@@ -31,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "chaos": "scripts.cli.chaos:chaos",
     "collect": "scripts.cli.collect:collect",
     "dashboard": "scripts.dashboard.cli:dashboard",
+    "project": "scripts.cli.project:project",
 }
 
 BENCHMARKS: dict[str, str] = {
@@ -88,6 +96,7 @@ def _unavailable(name: str, missing: str) -> click.Command:
     cls=LazyGroup,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=epilog(),
 )
 @click.version_option(package_name="shardnet")
 def main() -> None:

@@ -36,6 +36,7 @@ from scripts.cli.keystore import (
     parse_private_key,
     read_key_file,
 )
+from scripts.cli.params import json_option, testnet_option
 from scripts.cli.testnet.generate import ASSETS, DEFAULT_SEED
 from scripts.cli.testnet.layout import Manifest, TestnetDir
 from sharding.accounts import derive_account, parse_address, program_address, shard_of
@@ -51,6 +52,7 @@ from sharding.tx import (
 )
 
 DEFAULT_TESTNET = Path("testnets/default")
+ALWAYS_JSON = "The output is one JSON document on stdout either way (accepted for uniformity)."
 FALLBACK_SHARDS = 2  # the default testnet's, when no testnet or network is known
 T = TypeVar("T")
 U64 = click.IntRange(0, U64_MAX)
@@ -135,8 +137,7 @@ network_options = [
     click.option("--url", envvar="SHARDNET_URL",
                  help="API of any node: the rest of the network is found from it "
                  "(GET /v1/network). Default: $SHARDNET_URL (unless --testnet is given)."),
-    click.option("--testnet", "testnet", type=click.Path(path_type=Path),
-                 default=DEFAULT_TESTNET, show_default=True, help="Local testnet folder."),
+    testnet_option("testnet", default=DEFAULT_TESTNET, help="Local testnet folder."),
 ]
 
 
@@ -298,9 +299,10 @@ def _key_row(stored: StoredKey, shards: int | None) -> dict[str, Any]:
               f"SHARDNET_URL, else the --testnet folder); {FALLBACK_SHARDS} when neither "
               "is there.")
 @with_network
+@json_option(ALWAYS_JSON)
 @click.pass_context
 def keys(ctx: click.Context, seed: str, index: int, shards: int | None, url: str | None,
-         testnet: Path) -> None:
+         testnet: Path, as_json: bool) -> None:
     """Without a subcommand: address, shard and private key of the deterministic
     account INDEX of SEED (the testnet's funded accounts). The subcommands manage a local
     keystore: new, import, list, show."""
@@ -418,8 +420,9 @@ def keys_list(keystore: Path | None, shards: int | None, url: str | None, testne
 @click.option("--shards", type=click.IntRange(1), default=None,
               help="Shard count for the 'shard' field. Default: the testnet's, if known.")
 @with_network
+@json_option(ALWAYS_JSON)
 def keys_show(name: str, keystore: Path | None, password_file: Path | None, reveal: bool,
-              shards: int | None, url: str | None, testnet: Path) -> None:
+              shards: int | None, url: str | None, testnet: Path, as_json: bool) -> None:
     """One key of the keystore as JSON (the private key only with --reveal)."""
     stored = Keystore(keystore or default_keystore()).get(name)
     if shards is None:

@@ -30,27 +30,27 @@ def test_list_shows_every_shipped_scenario() -> None:
 
 def test_run_refuses_an_unknown_or_broken_scenario(tmp_path: Path) -> None:
     code, output = invoke("chaos", "run", "no-such-scenario")
-    assert code == 1 and "no scenario 'no-such-scenario'" in output and "primary-crash" in output
+    assert code == 2 and "no scenario 'no-such-scenario'" in output and "primary-crash" in output
     broken = tmp_path / "broken.toml"
     broken.write_text('[load]\nrate = 10\n[[actions]]\nat = "1s"\naction = "kill"\n'
                       'nodes = "leader"\n')
     code, output = invoke("chaos", "run", str(broken))
-    assert code == 1 and "actions[0].nodes" in output and "Traceback" not in output
+    assert code == 2 and "actions[0].nodes" in output and "Traceback" not in output
 
 
 def test_run_refuses_a_testnet_that_is_not_there_or_not_running(tmp_path: Path) -> None:
-    code, output = invoke("chaos", "run", "primary-crash", "--dir", str(tmp_path / "none"))
-    assert code == 1 and "testnet.json not found" in output
+    code, output = invoke("chaos", "run", "primary-crash", "--testnet", str(tmp_path / "none"))
+    assert code == 2 and "testnet.json not found" in output
     root = tmp_path / "net"
-    assert invoke("testnet", "init", "--shards", "1", "--dir", str(root))[0] == 0
-    code, output = invoke("chaos", "run", "primary-crash", "--dir", str(root))
+    assert invoke("testnet", "init", "--shards", "1", "--testnet", str(root))[0] == 0
+    code, output = invoke("chaos", "run", "primary-crash", "--testnet", str(root))
     assert code == 1 and "not running: shard0-node0" in output
 
 
 def test_init_with_faults_arms_every_node_and_only_then(tmp_path: Path) -> None:
     armed, plain = tmp_path / "armed", tmp_path / "plain"
-    assert invoke("testnet", "init", "--shards", "1", "--faults", "--dir", str(armed))[0] == 0
-    assert invoke("testnet", "init", "--shards", "1", "--dir", str(plain))[0] == 0
+    assert invoke("testnet", "init", "--shards", "1", "--faults", "--testnet", str(armed))[0] == 0
+    assert invoke("testnet", "init", "--shards", "1", "--testnet", str(plain))[0] == 0
     for i in range(4):
         config = tomllib.loads((armed / "nodes" / f"shard0-node{i}" / "config.toml").read_text())
         assert config["faults"]["enabled"] is True

@@ -304,7 +304,7 @@ def test_command_reads_another_node_of_the_shard_when_the_first_is_down(
     assert report["quiescence"] is None and len(report["channels"]) == 2
 
 
-def test_command_exits_1_with_one_line_when_no_node_of_a_shard_answers(
+def test_command_exits_3_with_one_line_when_no_node_of_a_shard_answers(
     testnet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audits = balanced_audits(testnet)
@@ -316,7 +316,7 @@ def test_command_exits_1_with_one_line_when_no_node_of_a_shard_answers(
 
     stand_in(monkeypatch, testnet, answer)
     result = run(testnet)
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # exits.UNREACHABLE
     assert result.output.startswith("Error: no node of shard 1 answers /v1/audit")
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
 
@@ -360,7 +360,7 @@ def test_wait_returns_at_quiescence_with_the_config_block_interval(
     assert report["quiescence"]["waited_ms"] >= 40 and polls["n"] > 3
 
 
-def test_wait_exits_2_with_one_line_naming_what_still_moves(
+def test_wait_exits_1_with_one_line_naming_what_still_moves(
     testnet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audits = balanced_audits(testnet)
@@ -376,7 +376,7 @@ def test_wait_exits_2_with_one_line_naming_what_still_moves(
 
     stand_in(monkeypatch, testnet, answer)
     result = run(testnet, "--wait", "0.2")
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # exits.CHECK_FAILED: not quiescent
     assert result.output == ("Error: not quiescent after 0.2 s: shard1-node3 mempool 2; "
                              "channel 0->1 4 receipts in flight\n")
 
@@ -386,11 +386,11 @@ def test_wait_shorter_than_the_quiet_period_is_refused(
 ) -> None:
     stand_in(monkeypatch, testnet, lambda node, path: pytest.fail("no request expected"))
     result = run(testnet, "--wait", "0.05", "--quiet-intervals", "3")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # exits.USAGE
     assert "shorter than 3 block intervals of 20 ms" in result.output
 
 
 def test_missing_testnet_is_one_line(tmp_path: Path) -> None:
     result = run(tmp_path / "nowhere")
-    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.count("\n") == 1  # exits.USAGE
     assert "testnet.json not found" in result.output

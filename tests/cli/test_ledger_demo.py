@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from scripts.cli.demo import demo
+from scripts.cli.demo import ledger_demo as demo
 
 
 def test_demo_applies_blocks_on_two_shards_and_the_audit_balances() -> None:

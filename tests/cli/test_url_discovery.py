@@ -60,7 +60,7 @@ def test_audit_env_url_and_wait(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_audit_unreachable_url_is_one_line() -> None:
     result = CliRunner().invoke(audit, ["--url", DEAD_URL])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # exits.UNREACHABLE
     one_line_error(result.output, "no node answers /v1/network", DEAD_URL)
 
 
@@ -68,7 +68,7 @@ def test_audit_testnet_folder_wins_over_env(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(targets.URL_ENV, DEAD_URL)
     result = CliRunner().invoke(audit, ["--testnet", str(tmp_path / "none")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # exits.USAGE: no such folder
     one_line_error(result.output, "none")
     assert "/v1/network" not in result.output
 
@@ -88,8 +88,8 @@ def test_status_url_lists_every_node(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_status_errors_are_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(net_cli, ["status", "--url", DEAD_URL])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # exits.UNREACHABLE
     one_line_error(result.output, "no node answers /v1/network")
-    result = CliRunner().invoke(net_cli, ["status", "--dir", str(tmp_path / "none")])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(net_cli, ["status", "--testnet", str(tmp_path / "none")])
+    assert result.exit_code == 2  # exits.USAGE: no such folder
     one_line_error(result.output, "none")

@@ -2,9 +2,10 @@
 
 Targets, accounts, workload and rate come from the options or a profile file
 (``--profile FILE``, TOML: the options' long names, ``-`` or ``_``, at the top
-level or under ``[load]``; options given on the command line win). Exit codes:
-0 all good; 1 the end-of-run audit failed (something lost or duplicated, supply not
-conserved, not quiescent in time) or the network cannot be used; 99 a
+level or under ``[load]``; options given on the command line win). Exit codes
+(scripts/cli/exits.py): 0 all good; 1 the end-of-run audit failed (something lost or
+duplicated, supply not conserved, not quiescent in time) or the network cannot be
+used; 2 usage (a wrong option, no such testnet folder); 3 no node answers; 99 a
 ``--threshold`` failed.
 """
 
@@ -24,6 +25,7 @@ import click
 from rich.console import Console
 
 from node.defaults import API_BATCH_TXS_MAX
+from scripts.cli.exits import THRESHOLD_FAILED
 from scripts.cli.load.accounts import Universe, account_group, build_universe
 from scripts.cli.load.compare import compare_command
 from scripts.cli.load.end_audit import conservation_audit
@@ -42,9 +44,9 @@ from scripts.cli.load.report import (
 from scripts.cli.load.signer import Signer
 from scripts.cli.load.targets import Network, TargetError, resolve
 from scripts.cli.load.workload import Workload, WorkloadError, WorkloadSpec, parse_hot, parse_mix
-from scripts.cli.params import Duration
+from scripts.cli.params import Duration, json_option, report_option, testnet_option, urls_option
 
-THRESHOLD_EXIT = 99
+THRESHOLD_EXIT = THRESHOLD_FAILED
 AUDIT_EXIT = 1
 DEFAULT_DURATION = "10s"
 
@@ -80,12 +82,8 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
 
 
 @click.group("load", invoke_without_command=True, context_settings={"show_default": True})
-@click.option("--testnet", "root", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Testnet folder (default: testnets/default unless --url or "
-              "SHARDNET_URL is given).", show_default=False)
-@click.option("--url", "urls", multiple=True,
-              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
-              "Default: $SHARDNET_URL (comma-separated).")
+@testnet_option(default=None)
+@urls_option()
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML load profile; command-line options win.")
 @click.option("--rate", default="500", help="Open loop: TPS, FROM:TO:DURATION (ramp) or "
@@ -126,9 +124,8 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
               help="--find-max: the p99 submit-to-commit limit.")
 @click.option("--find-max-rejected", type=click.FloatRange(0, 100), default=1.0,
               help="--find-max: the rejection limit, in percent.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Write report.json, timeseries.csv and report.html here.")
+@json_option("Print the report as JSON on stdout (progress and summary on stderr).")
+@report_option("Write report.json, timeseries.csv and report.html here.")
 @click.option("--quiet", is_flag=True, help="No live progress.")
 @click.pass_context
 def load(ctx: click.Context, /, **_: Any) -> None:

@@ -22,6 +22,7 @@ import msgspec
 
 from consensus.kernel.errors import ShardnetError
 from scripts.cli.client import ApiFailure, call
+from scripts.cli.exits import UNREACHABLE, USAGE
 from scripts.cli.testnet.layout import TestnetDir
 from sharding.genesis import Genesis, load_genesis
 
@@ -30,7 +31,19 @@ URL_ENV = "SHARDNET_URL"
 
 
 class TargetError(click.ClickException):
-    """The network cannot be used as asked: one line for the user."""
+    """The network cannot be used as asked: one line for the user (exit 1)."""
+
+
+class NoTestnet(TargetError):
+    """No such testnet folder, or no target given (exit 2, ``exits.USAGE``)."""
+
+    exit_code = USAGE
+
+
+class NoAnswer(TargetError):
+    """No node answers (exit 3, ``exits.UNREACHABLE``)."""
+
+    exit_code = UNREACHABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +132,7 @@ def discover_urls(urls: Sequence[str], *, probe: bool = True) -> Network:
     """Ask each URL in turn for ``/v1/network``; the first answer describes the network.
     Every URL that answers must report the same chain."""
     if not urls:
-        raise TargetError(f"no target: give --testnet DIR, --url URL or set {URL_ENV}")
+        raise NoTestnet(f"no target: give --testnet DIR, --url URL or set {URL_ENV}")
     errors: list[str] = []
     network: Network | None = None
     for url in urls:
@@ -134,7 +147,8 @@ def discover_urls(urls: Sequence[str], *, probe: bool = True) -> Network:
             raise TargetError(f"{url} is on chain {answer.get('chain_id')!r}, "
                               f"{network.source} on {network.chain_id!r}: one network at a time")
     if network is None:
-        raise TargetError(f"no node answers /v1/network: {'; '.join(errors)}")
+        raise NoAnswer(f"no node answers /v1/network: {'; '.join(errors)}: is the network "
+                       f"up? (check --url / {URL_ENV})")
     return network
 
 
@@ -145,11 +159,11 @@ def network_from_testnet(root: Path) -> Network:
         manifest = testnet.load_manifest()
         genesis = load_genesis(testnet.genesis_path)
     except FileNotFoundError as exc:
-        raise TargetError(str(exc)) from None
+        raise NoTestnet(str(exc)) from None
     except (OSError, msgspec.DecodeError) as exc:
-        raise TargetError(f"{testnet.manifest_path}: {exc}") from None
+        raise NoTestnet(f"{testnet.manifest_path}: {exc}") from None
     except ShardnetError as exc:
-        raise TargetError(f"{testnet.genesis_path}: {exc.detail}") from None
+        raise NoTestnet(f"{testnet.genesis_path}: {exc.detail}") from None
     if manifest.chain_id != genesis.chain_id:
         raise TargetError(f"{root}: manifest chain {manifest.chain_id!r} but genesis "
                           f"{genesis.chain_id!r}")
@@ -172,7 +186,7 @@ def check_chain(network: Network) -> None:
                               f"expected {network.chain_id!r}")
         return
     shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-    raise TargetError(f"no node of {network.source} answers ({shown}); is the testnet up?")
+    raise NoAnswer(f"no node of {network.source} answers ({shown}); is the testnet up?")
 
 
 def discover_if_asked(root: Path | None, urls: Sequence[str]) -> Network | None:

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import click
 
-from scripts.cli.exits import CheckFailed, UsageFailure
+from scripts.cli.exits import CheckFailed, Unreachable, UsageFailure
+from scripts.cli.params import DEFAULT_TESTNET, json_option, testnet_option, urls_option
 from scripts.cli.testnet.compose_file import RESTART_POLICIES
 from scripts.cli.testnet.control import LocalNodes, NodeProcesses
 from scripts.cli.testnet.control_cli import COMMANDS as CONTROL_COMMANDS
 from scripts.cli.testnet.control_cli import local_nodes as _local_nodes
+from scripts.cli.testnet.emulation import (
+    Emulation,
+    EmulationError,
+    drop_privileges,
+    emulation_of,
+    emulation_param,
+    entry_logger,
+)
+from scripts.cli.testnet.emulation import apply as apply_emulation
+from scripts.cli.testnet.emulation import from_env as emulation_from_env
 from scripts.cli.testnet.generate import (
     DEFAULT_BASE_PORT,
     DEFAULT_SEED,
@@ -24,10 +36,15 @@ from scripts.cli.testnet.generate import (
 from scripts.cli.testnet.layout import TestnetDir
 from scripts.cli.testnet.load import load as load_command
 from scripts.cli.testnet.processes import node_status, url_status, wait_healthy
+from scripts.cli.testnet.swarm_cli import swarm as swarm_command
 
-DEFAULT_DIR = Path("testnets/default")
-dir_option = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path),
-                          default=DEFAULT_DIR, show_default=True, help="Testnet folder.")
+DEFAULT_DIR = DEFAULT_TESTNET
+dir_option = testnet_option()  # --testnet DIR (--dir: hidden alias)
+
+
+def _say(as_json: bool, message: str) -> None:
+    """A human line: on stdout, or on stderr when stdout carries the JSON."""
+    click.echo(message, err=as_json)
 
 
 @click.group("testnet")
@@ -51,16 +68,28 @@ def testnet() -> None:
 @click.option("--faults", is_flag=True,
               help="For chaos testing only: every node gets `[faults] enabled = true`, a "
               "fault endpoint on 127.0.0.1 (link faults, byzantine modes; `shardnet chaos`).")
+@json_option()
+@click.option("--cpus-per-node", type=float, default=None, callback=emulation_param,
+              help="Emulate separate machines: each compose node limited to X CPUs.")
+@click.option("--latency", default=None, callback=emulation_param,
+              help="Emulate separate machines: one-way delay added to every compose node's "
+              "traffic (tc netem), e.g. 20ms.")
+@click.option("--bandwidth", default=None, callback=emulation_param,
+              help="Emulate separate machines: each compose node's network rate (tc), e.g. "
+              "1gbit.")
 @click.option("--restart", type=click.Choice(RESTART_POLICIES), default="no",
               show_default=True,
               help="Restart policy of the node containers in the generated compose files. "
               "`no` keeps a crashed node down, so a crash fault shows instead of hiding "
               "behind a restart.")
 def init(shards: int, validators: int, root: Path, accounts: int, seed: str, base_port: int,
-         force: bool, deterministic_keys: bool, faults: bool, restart: str) -> None:
+         force: bool, deterministic_keys: bool, faults: bool,
+         cpus_per_node: float | None, latency: int | None, bandwidth: int | None,
+         as_json: bool,
+         restart: str) -> None:
     """Write keys, genesis, node configs and a compose file for a topology."""
     if (root / "testnet.json").exists() and not force:
-        raise click.ClickException(f"{root} already holds a testnet (use --force to replace)")
+        raise UsageFailure(f"{root} already holds a testnet (use --force to replace)")
     _refuse_while_running(root, "replace it")
     if force and root.exists():
         import shutil
@@ -71,9 +100,15 @@ def init(shards: int, validators: int, root: Path, accounts: int, seed: str, bas
         spec = spec if deterministic_keys else fresh_identity(spec)
         manifest = generate(spec, root)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    if restart != "no":
-        _write_compose_files(spec, root, restart)
+        raise UsageFailure(str(exc)) from None
+    emulation = emulation_of(cpus_per_node, latency, bandwidth)
+    if restart != "no" or emulation is not None:
+        _write_compose_files(spec, root, restart, emulation)
+    if as_json:
+        click.echo(json.dumps({"testnet": str(root), "chain_id": manifest.chain_id,
+                               "shards": shards, "validators": validators,
+                               "nodes": [n.name for n in manifest.nodes]}, indent=2))
+        return
     click.echo(f"wrote {len(manifest.nodes)} nodes ({shards} shards x {validators}) to {root}, "
                f"chain {manifest.chain_id}" + (", fault endpoints on" if faults else ""))
 
@@ -91,11 +126,13 @@ def _refuse_while_running(root: Path, action: str) -> None:
     if running := running_nodes(root):
         raise CheckFailed(
             f"{len(running)} nodes of {root} are running ({', '.join(running)}): stop them "
-            f"first (`shardnet testnet down --dir {root}`), then {action}")
+            f"first (`shardnet testnet down --testnet {root}`), then {action}")
 
 
-def _write_compose_files(spec: TestnetSpec, root: Path, restart: str) -> None:
-    """The folder's compose files again, with another restart policy."""
+def _write_compose_files(spec: TestnetSpec, root: Path, restart: str,
+                         emulation: Emulation | None = None) -> None:
+    """The folder's compose files again, with another restart policy or (the compose
+    file) emulating separate machines."""
     from dataclasses import replace
 
     from scripts.cli.testnet.compose_file import render_compose
@@ -105,7 +142,8 @@ def _write_compose_files(spec: TestnetSpec, root: Path, restart: str) -> None:
     docker_spec = replace(spec, docker=True)
     docker_nodes = node_entries(docker_spec)
     write_private(root / "docker-compose.yml",
-                  render_compose(docker_spec, docker_nodes, restart=restart).encode())
+                  render_compose(docker_spec, docker_nodes, restart=restart,
+                                 emulation=emulation).encode())
     write_private(root / "docker-stack.yml",
                   render_compose(docker_spec, docker_nodes, swarm=True,
                                  restart=restart).encode())
@@ -113,7 +151,8 @@ def _write_compose_files(spec: TestnetSpec, root: Path, restart: str) -> None:
 
 @testnet.command("reset")
 @dir_option
-def reset(root: Path) -> None:
+@json_option()
+def reset(root: Path, as_json: bool) -> None:
     """Clear the chain state of every node (its data folder); keep keys, configs, genesis,
     manifest and logs: the same testnet restarts from height 0."""
     testnet_dir = TestnetDir(root)
@@ -128,19 +167,23 @@ def reset(root: Path) -> None:
         if data.exists():
             shutil.rmtree(data)
             cleared.append(node.name)
+    if as_json:
+        click.echo(json.dumps({"testnet": str(root), "cleared": cleared}))
+        return
     click.echo(f"cleared the chain state of {len(cleared)} nodes in {root}; keys, configs "
-               f"and genesis kept (start: shardnet testnet up --dir {root})")
+               f"and genesis kept (start: shardnet testnet up --testnet {root})")
 
 
 @testnet.command("up")
 @dir_option
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True)
-def up(root: Path, timeout_s: float) -> None:
+@json_option()
+def up(root: Path, timeout_s: float, as_json: bool) -> None:
     """Start every node as a local process; return when all answer."""
     testnet_dir = TestnetDir(root)
     if not testnet_dir.manifest_path.exists():
         generate(fresh_identity(TestnetSpec()), root)
-        click.echo(f"generated the default testnet (2 shards x 4 validators) in {root}")
+        _say(as_json, f"generated the default testnet (2 shards x 4 validators) in {root}")
     nodes = _local_nodes(root)
     manifest = nodes.manifest
     started = time.monotonic()
@@ -150,9 +193,18 @@ def up(root: Path, timeout_s: float) -> None:
         nodes.spawn(node.name)
     missing = wait_healthy(manifest.nodes, timeout_s)
     if missing:
-        raise click.ClickException(
+        raise CheckFailed(
             f"not healthy after {timeout_s:.0f}s: {', '.join(missing)}; see "
             f"`shardnet logs --testnet {root} --node {missing[0]}`")
+    if as_json:
+        click.echo(json.dumps({"testnet": str(root), "chain_id": manifest.chain_id,
+                               "shards": manifest.shards, "validators": manifest.validators,
+                               "up_s": round(time.monotonic() - started, 3),
+                               "nodes": [{"name": n.name, "shard": n.shard,
+                                          "api_url": n.api_url} for n in manifest.nodes],
+                               "accounts": {"seed": manifest.accounts.seed,
+                                            "count": manifest.accounts.count}}, indent=2))
+        return
     click.echo(f"testnet up in {time.monotonic() - started:.1f}s: {manifest.shards} shards x "
                f"{manifest.validators} validators, chain {manifest.chain_id}\n")
     click.echo("API endpoints")
@@ -162,28 +214,32 @@ def up(root: Path, timeout_s: float) -> None:
                f"{manifest.accounts.seed!r}, each with 1,000,000,000,000 of COIN, USD, ETH")
     click.echo(f"  key of account 0: shardnet keys --seed {manifest.accounts.seed} --index 0")
     click.echo(f"\nLogs: {root / 'logs'}  (shardnet logs --testnet {root} -f)")
-    click.echo(f"Stop: shardnet testnet down --dir {root}")
+    click.echo(f"Stop: shardnet testnet down --testnet {root}")
 
 
 @testnet.command("down")
 @dir_option
-def down(root: Path) -> None:
+@json_option()
+def down(root: Path, as_json: bool) -> None:
     """Stop every node (SIGTERM, then SIGKILL after a grace period). State is kept."""
     nodes = _local_nodes(root)
     stopped = [name for name in nodes.names() if nodes.terminate(name)]
+    if as_json:
+        click.echo(json.dumps({"testnet": str(root), "stopped": stopped}))
+        return
     click.echo(f"stopped {len(stopped)} nodes" + (f": {', '.join(stopped)}" if stopped else ""))
 
 
 @testnet.command("status")
-@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Testnet folder [default: testnets/default unless --url or SHARDNET_URL "
-              "is given].")
-@click.option("--url", "urls", multiple=True,
-              help="A node's API URL (repeatable); the rest is found by GET /v1/network. "
-              "Default: $SHARDNET_URL (comma-separated).")
-@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+@testnet_option(default=None)
+@urls_option()
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C (with --json: "
+              "one JSON line per refresh).")
 @click.option("--count", type=int, default=0, help="With --watch: stop after N refreshes.")
-def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) -> None:
+@json_option("The nodes as JSON on stdout: chain_id, source and per node its shard, pid, "
+             "state and status (null: no answer).")
+def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
+           as_json: bool) -> None:
     """A table of every node: shard, view, primary, height, mempool, peers, TPS."""
     from rich.console import Console
     from rich.live import Live
@@ -202,6 +258,29 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) ->
         chain_id, source = manifest.chain_id, str(root)
         nodes = [NodeTarget(n.name, n.shard, n.index, n.api_url.rstrip("/"))
                  for n in manifest.nodes]
+
+    def snapshot() -> dict[str, object]:
+        rows = []
+        for node in nodes:
+            found = url_status(node.url)
+            rows.append({"name": node.name, "shard": node.shard, "url": node.url,
+                         "pid": local.pid(node.name) if local is not None else None,
+                         "state": (local.state(node.name) if local is not None else
+                                   ("running" if found is not None else None)),
+                         "status": found})
+        return {"chain_id": chain_id, "source": source, "nodes": rows}
+
+    if as_json:
+        refreshes = 0
+        try:
+            while True:
+                click.echo(json.dumps(snapshot(), indent=None if watch else 2))
+                refreshes += 1
+                if not watch or (count and refreshes >= count):
+                    return
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            return
 
     def table() -> Table:
         grid = Table(title=f"shardnet {chain_id}: {source}")
@@ -239,6 +318,7 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int) ->
 
 
 testnet.add_command(load_command)
+testnet.add_command(swarm_command)  # swarm up, status, load, down (docs/SWARM.md)
 for _control in CONTROL_COMMANDS:  # start, stop, kill, restart, pause, resume, (dis)connect
     testnet.add_command(_control)
 
@@ -247,20 +327,27 @@ def _spec_from_env() -> TestnetSpec:
     return spec_from_env(os.environ)
 
 
-@testnet.command("docker-node")
+@testnet.command("docker-node", hidden=True)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("/data"))
 def docker_node(data: Path) -> None:
     """Container entry point: derive this node's home from the environment, run it."""
     name = os.environ.get("SHARDNET_NODE")
     if not name:
-        raise click.ClickException("SHARDNET_NODE is not set (e.g. shard0-node0)")
+        raise UsageFailure("SHARDNET_NODE is not set (e.g. shard0-node0)")
+    # Emulating a separate machine (testnet init --latency/--bandwidth): the qdisc
+    # first, as root with NET_ADMIN, then the image's unprivileged user for the rest.
+    try:
+        apply_emulation(emulation_from_env(os.environ), entry_logger())
+    except EmulationError as exc:
+        raise UsageFailure(str(exc)) from None
+    drop_privileges()
     root = data / "testnet"
     generate(_spec_from_env(), root, only=name)
     home = TestnetDir(root).home(name)
     os.execvp("shardnet", ["shardnet", "node", "--home", str(home)])
 
 
-@testnet.command("docker-load", context_settings={"ignore_unknown_options": True,
+@testnet.command("docker-load", hidden=True, context_settings={"ignore_unknown_options": True,
                                                  "allow_extra_args": True})
 @click.option("--txs", type=click.IntRange(1, 10_000_000), default=200, show_default=True)
 @click.option("--rate", "rate_tps", type=click.FloatRange(min=1), default=200.0,
@@ -280,7 +367,7 @@ def docker_load(ctx: click.Context, txs: int, rate_tps: float, timeout_s: float)
         node.api_url = f"http://{node.name}:{node.api_port}"
     if not wait_for(lambda: all(node_status(node) is not None for node in nodes), timeout_s,
                     interval_s=1.0):
-        raise click.ClickException("nodes did not answer in time")
+        raise Unreachable(f"nodes did not answer within {timeout_s:g} s")
     # One URL is enough: /v1/network advertises the host's published ports, and each
     # node's genesis api_address (its service name) where those do not answer.
     run_load(["--url", nodes[0].api_url, *load_args(txs, rate_tps, ctx.args)],

@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 import click
 import psutil
 
+from scripts.cli.exits import USAGE
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
 
 STOP_TIMEOUT_S = 15.0
@@ -54,6 +55,13 @@ VERBS = ("start", "stop", "kill", "restart", "pause", "resume", "disconnect", "c
 class ControlError(click.ClickException):
     """A verb could not be carried out; the message is one line saying what to fix
     (a ClickException: on the command line, ``Error: <message>`` and exit 1)."""
+
+
+class ControlUsageError(ControlError):
+    """What was named does not exist: the testnet folder, compose file or node (exit 2,
+    ``exits.USAGE``)."""
+
+    exit_code = USAGE
 
 
 @dataclass
@@ -115,8 +123,8 @@ def resolve(names: Sequence[str], node: str) -> str:
         if candidate in names:
             return candidate
     listed = ", ".join(names) if names else "none"
-    raise ControlError(f"unknown node {node!r}: valid names are {listed} "
-                       "(or SHARD/INDEX, e.g. 0/1)")
+    raise ControlUsageError(f"unknown node {node!r}: valid names are {listed} "
+                            "(or SHARD/INDEX, e.g. 0/1)")
 
 
 class NodeControl(Protocol):
@@ -141,7 +149,8 @@ def open_nodes(root: Path | None = None, compose: Path | None = None,
     if compose is not None:
         return ComposeNodes(compose, project)
     if root is None:
-        raise ControlError("give a testnet folder (--dir) or a compose project (--compose)")
+        raise ControlUsageError(
+            "give a testnet folder (--testnet) or a compose project (--compose)")
     return LocalNodes(root)
 
 
@@ -287,9 +296,9 @@ class LocalNodes(NodeProcesses):
         try:
             self.manifest = self.dir.load_manifest()
         except FileNotFoundError as exc:
-            raise ControlError(str(exc)) from None
+            raise ControlUsageError(str(exc)) from None
         except (OSError, ValueError) as exc:
-            raise ControlError(f"{self.dir.manifest_path}: {exc}") from None
+            raise ControlUsageError(f"{self.dir.manifest_path}: {exc}") from None
 
     @property
     def nodes(self) -> list[NodeEntry]:
@@ -306,7 +315,7 @@ class LocalNodes(NodeProcesses):
         process = self.process(name)
         if process is None:
             raise ControlError(f"{name} is not running: nothing to {action} (start it with "
-                               f"`shardnet testnet start {name} --dir {self.dir.root}`)")
+                               f"`shardnet testnet start {name} --testnet {self.dir.root}`)")
         return name, process, self.state(name)
 
     def start(self, node: str) -> ControlResult:
@@ -315,7 +324,7 @@ class LocalNodes(NodeProcesses):
         before = self.state(name)
         if before == "paused":
             raise ControlError(f"{name} is paused, not stopped: "
-                               f"`shardnet testnet resume {name} --dir {self.dir.root}`")
+                               f"`shardnet testnet resume {name} --testnet {self.dir.root}`")
         pid = self.spawn(name)
         return ControlResult("start", name, self.backend, before, self.state(name),
                              before == "stopped", pid=pid, elapsed_ms=_timed(started))
@@ -387,8 +396,9 @@ class ComposeNodes:
         path = Path(path)
         self.file = path if path.suffix in (".yml", ".yaml") else path / "docker-compose.yml"
         if not self.file.is_file():
-            raise ControlError(f"{self.file} not found: give the folder of a compose file "
-                               "(`shardnet testnet init` writes one) or the file itself")
+            raise ControlUsageError(f"{self.file} not found: give the folder of a compose "
+                                    "file (`shardnet testnet init` writes one) or the file "
+                                    "itself")
         self.cwd = self.file.parent
         self.args = ["-f", str(self.file), *(["-p", project] if project else [])]
         self.network_suffix = f"_{NETWORK}"

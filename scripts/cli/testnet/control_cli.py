@@ -1,10 +1,10 @@
 """``shardnet testnet start|stop|kill|restart|pause|resume|disconnect|connect NODE``.
 
-One node at a time, by hand: a local testnet's processes (``--dir``) or a compose
+One node at a time, by hand: a local testnet's processes (``--testnet``) or a compose
 project's containers (``--compose``). The work is ``scripts.cli.testnet.control``'s;
 this is the command line: one line of result (``--json``: one JSON object), errors
-one line on stderr saying what to fix, exit 1 (``--json`` also prints
-``{"ok": false, "error": ...}`` on stdout).
+one line on stderr saying what to fix, exit 1 (2 for a wrong name or missing folder;
+``--json`` also prints ``{"ok": false, "error": ...}`` on stdout).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from scripts.cli.params import DEFAULT_TESTNET, json_option, testnet_option
 from scripts.cli.testnet.control import (
     STOP_TIMEOUT_S,
     ControlError,
@@ -25,7 +26,7 @@ from scripts.cli.testnet.control import (
 )
 from scripts.cli.testnet.processes import url_status, wait_for
 
-DEFAULT_DIR = Path("testnets/default")
+DEFAULT_DIR = DEFAULT_TESTNET
 START_TIMEOUT_S = 60.0
 
 HELP = {
@@ -44,11 +45,9 @@ HELP = {
 
 
 def local_nodes(root: Path) -> LocalNodes:
-    """The node processes of ``root``, or a one-line ClickException."""
-    try:
-        return LocalNodes(root)
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None
+    """The node processes of ``root``; ControlError (one line, exit 2) when there is no
+    testnet there."""
+    return LocalNodes(root)
 
 
 def perform(nodes: NodeControl, verb: str, node: str, timeout_s: float,
@@ -72,8 +71,7 @@ def perform(nodes: NodeControl, verb: str, node: str, timeout_s: float,
 def _command(verb: str) -> click.Command:
     @click.command(verb, help=HELP[verb] + " NODE: shard0-node1, s0n1 or 0/1.")
     @click.argument("node")
-    @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path),
-                  default=DEFAULT_DIR, show_default=True, help="Testnet folder.")
+    @testnet_option()
     @click.option("--compose", "compose", type=click.Path(path_type=Path), default=None,
                   help="A compose project instead: its folder or compose file.")
     @click.option("--project", default=None,
@@ -84,7 +82,7 @@ def _command(verb: str) -> click.Command:
     @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=START_TIMEOUT_S,
                   show_default=True,
                   help="After start/restart: wait this long for the API (0: do not wait).")
-    @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+    @json_option("One JSON object on stdout.")
     def command(node: str, root: Path, compose: Path | None, project: str | None,
                 timeout_s: float, wait_s: float, as_json: bool) -> None:
         try:
@@ -94,7 +92,7 @@ def _command(verb: str) -> click.Command:
             if as_json:
                 click.echo(json.dumps({"ok": False, "action": verb, "node": node,
                                        "error": str(exc)}))
-            raise click.ClickException(str(exc)) from None
+            raise
         click.echo(json.dumps(result.as_dict()) if as_json else result.describe())
 
     return command

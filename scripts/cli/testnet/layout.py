@@ -79,7 +79,8 @@ class TestnetDir:
             return msgspec.json.decode(self.manifest_path.read_bytes(), type=Manifest)
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{self.manifest_path} not found: run `shardnet testnet init --dir {self.root}`"
+                f"{self.manifest_path} not found: run `shardnet testnet init --testnet {self.root}`"
+                " (or give --testnet DIR)"
             ) from None
 
     def write_manifest(self, manifest: Manifest) -> None:

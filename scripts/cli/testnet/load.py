@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from scripts.cli.params import testnet_option
+
 DEFAULT_RATE_TPS = 400.0
 
 
@@ -33,8 +35,7 @@ def run_load(args: Sequence[str], prog_name: str) -> None:
 
 @click.command("load", context_settings={"ignore_unknown_options": True,
                                          "allow_extra_args": True})
-@click.option("--dir", "--testnet", "root", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("testnets/default"), show_default=True, help="Testnet folder.")
+@testnet_option()
 @click.option("--txs", type=click.IntRange(1, 10_000_000), default=400, show_default=True)
 @click.option("--rate", "rate_tps", type=click.FloatRange(min=1), default=DEFAULT_RATE_TPS,
               show_default=True, help="Offered tx/s.")
