@@ -1,7 +1,9 @@
 """The audit invariant (docs/PROTOCOL.md section 6).
 
 For every asset: balances + pool reserves over all shards + amounts in flight =
-genesis supply. In flight on the channel A->B is what A has ever sent to B minus
+genesis supply. "Reserves" are what programs hold: pool reserves and the reward
+asset each farm holds (its unallocated budget plus rewards allocated and not yet
+paid: ``Farm.rewards``). In flight on the channel A->B is what A has ever sent to B minus
 what B has ever applied from A: per asset ``sent`` (A's state) minus ``received``
 (B's state), and in receipts ``out_seq[B]`` (A) minus ``in_cursor[A]`` (B). Every
 receipt kind carries the amount it will credit (a SWAP carries its input), so
@@ -21,9 +23,11 @@ from typing import Any
 
 from consensus.kernel.codec import decode
 from consensus.kernel.limits import RECORD_BYTES_MAX
+from sharding.farms import Farm
 from sharding.receipts import Receipt
 from sharding.records import (
     KEY_ACCOUNT,
+    KEY_FARM,
     KEY_IN_CURSOR,
     KEY_OUT_SEQ,
     KEY_POOL,
@@ -102,7 +106,7 @@ class ShardTotals:
     shard: int
     height: int
     balances: Mapping[int, int]  # asset -> sum of account balances
-    reserves: Mapping[int, int]  # asset -> sum of pool reserves
+    reserves: Mapping[int, int]  # asset -> sum of pool reserves and farm holdings
     out_seq: Mapping[int, int]  # dst -> last seq emitted
     in_cursor: Mapping[int, int]  # src -> last seq applied
     sent: Mapping[int, Mapping[int, int]]  # dst -> asset -> amount, cumulative
@@ -140,6 +144,9 @@ def get_shard_totals(state: State, height: int = 0) -> ShardTotals:
             pool = decode(value, Pool, RECORD_BYTES_MAX, canonical=False)
             _add(reserves, pool.asset_a, pool.reserve_a)
             _add(reserves, pool.asset_b, pool.reserve_b)
+        elif prefix == KEY_FARM:
+            farm = decode(value, Farm, RECORD_BYTES_MAX, canonical=False)
+            _add(reserves, farm.reward_asset, farm.rewards)
         elif prefix in (KEY_OUT_SEQ, KEY_IN_CURSOR):
             counters = out_seq if prefix == KEY_OUT_SEQ else in_cursor
             counters[int.from_bytes(key[1:5], "big")] = int.from_bytes(value, "big")

@@ -9,13 +9,17 @@
   "validators": [[{"index": 0, "public_key": "<hex>", "p2p_address": "127.0.0.1:9000",
                    "api_address": "127.0.0.1:8000"}, ...], ...],
   "accounts": [{"seed": "load", "count": 1000, "balances": {"COIN": 1000000, "USD": 1000000}}],
-  "pools": [{"name": "COIN-USD", "assets": ["COIN", "USD"], "reserves": [1000000, 1000000]}]
+  "pools": [{"name": "COIN-USD", "assets": ["COIN", "USD"], "reserves": [1000000, 1000000]}],
+  "farms": [{"pool": "COIN-USD", "reward_asset": "COIN", "reward_per_block": 100,
+             "budget": 1000000}]
 }
 ```
 
 ``validators[s]`` lists shard s's validators, index i at position i, n = 3f + 1.
 Account i of a group is ``derive_account(seed, i)`` and lives on its own shard.
-A pool's address is ``program_address(name)``. Every asset's total supply must fit
+A pool's address is ``program_address(name)``. A farm (at most one per pool, on the
+pool's shard: sharding/farms.py) holds its reward budget from genesis on, which
+counts in the reward asset's supply. Every asset's total supply must fit
 in a u64, which is why no balance, reserve or receipt amount can ever overflow.
 Errors name the offending field (``GenesisError.field``).
 """
@@ -35,6 +39,7 @@ import msgspec
 from consensus.kernel.codec import U64_MAX, encode
 from consensus.kernel.errors import ShardnetError
 from sharding.accounts import derive_account, program_address, shard_of
+from sharding.farms import make_farm, put_farm
 from sharding.records import (
     Account,
     Balance,
@@ -87,6 +92,13 @@ class PoolSpec(_Spec):
     reserves: list[int]
 
 
+class FarmSpec(_Spec):
+    pool: str
+    reward_asset: str
+    reward_per_block: int
+    budget: int
+
+
 class GenesisSpec(_Spec):
     chain_id: str
     num_shards: int
@@ -95,6 +107,7 @@ class GenesisSpec(_Spec):
     accounts: list[AccountsSpec]
     pools: list[PoolSpec] = []
     genesis_time_ms: int = 0
+    farms: list[FarmSpec] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,15 @@ class GenesisPool:
 
 
 @dataclass(frozen=True, slots=True)
+class GenesisFarm:
+    pool: str  # the pool's name
+    address: bytes  # the pool's address: the farm's key (sharding/farms.py)
+    reward_asset: int
+    reward_per_block: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True)
 class Genesis:
     chain_id: str
     num_shards: int
@@ -133,6 +155,7 @@ class Genesis:
     accounts: tuple[AccountGroup, ...]
     pools: tuple[GenesisPool, ...]
     spec: GenesisSpec
+    farms: tuple[GenesisFarm, ...] = ()
 
     def asset_name(self, asset: int) -> str:
         return next((name for name, id_ in self.assets.items() if id_ == asset), str(asset))
@@ -216,6 +239,9 @@ def validate_genesis(spec: GenesisSpec) -> Genesis:
     pools: list[GenesisPool] = []
     for i, pool in enumerate(spec.pools):
         pools.append(_validate_pool(pool, f"pools[{i}]", assets, pools))
+    farms: list[GenesisFarm] = []
+    for i, farm in enumerate(spec.farms):
+        farms.append(_validate_farm(farm, f"farms[{i}]", assets, pools, farms))
     genesis = Genesis(
         chain_id=spec.chain_id,
         num_shards=spec.num_shards,
@@ -225,12 +251,13 @@ def validate_genesis(spec: GenesisSpec) -> Genesis:
         accounts=tuple(groups),
         pools=tuple(pools),
         spec=spec,
+        farms=tuple(farms),
     )
     for asset_id, supply in total_supply(genesis).items():
         _require(
             supply <= U64_MAX,
             f"assets.{genesis.asset_name(asset_id)}",
-            "total supply (balances + reserves) must fit in a u64",
+            "total supply (balances + reserves + farm budgets) must fit in a u64",
         )
     return genesis
 
@@ -284,6 +311,24 @@ def _validate_pool(
     return GenesisPool(pool.name, program_address(pool.name), id_a, id_b, res_a, res_b)
 
 
+def _validate_farm(
+    farm: FarmSpec, where: str, assets: dict[str, int], pools: list[GenesisPool],
+    earlier: list[GenesisFarm],
+) -> GenesisFarm:
+    pool = next((p for p in pools if p.name == farm.pool), None)
+    if pool is None:
+        raise GenesisError(f"{where}.pool", f"unknown pool {farm.pool!r}")
+    _require(all(f.pool != farm.pool for f in earlier), f"{where}.pool",
+             "one farm per pool")
+    _require(farm.reward_asset in assets, f"{where}.reward_asset",
+             f"unknown asset {farm.reward_asset!r}")
+    _require(0 < farm.reward_per_block <= U64_MAX, f"{where}.reward_per_block",
+             "must be a positive u64")
+    _require(0 < farm.budget <= U64_MAX, f"{where}.budget", "must be a positive u64")
+    return GenesisFarm(farm.pool, pool.address, assets[farm.reward_asset],
+                       farm.reward_per_block, farm.budget)
+
+
 # ---------------------------------------------------------------------------
 # Supply and state
 
@@ -301,6 +346,8 @@ def total_supply(genesis: Genesis) -> dict[int, int]:
     for pool in genesis.pools:
         supply[pool.asset_a] += pool.reserve_a
         supply[pool.asset_b] += pool.reserve_b
+    for farm in genesis.farms:
+        supply[farm.reward_asset] += farm.budget
     return supply
 
 
@@ -336,6 +383,10 @@ def genesis_state(genesis: Genesis, shard: int) -> State:
                 math.isqrt(pool.reserve_a * pool.reserve_b),
             )
             view.set(pool_key(pool.address), encode(record))
+    for farm in genesis.farms:
+        if shard_of(farm.address, genesis.num_shards) == shard:
+            put_farm(view, farm.address,
+                     make_farm(farm.reward_asset, farm.reward_per_block, farm.budget))
     return State.from_items(
         (key, value) for key, value in view.writes.items() if value is not None
     )
@@ -370,10 +421,13 @@ def make_genesis_dict(
     assets: tuple[str, ...] = ("COIN", "USD", "ETH"),
     pool_reserve: int = 10**12,
     pools_per_shard: int = 1,
+    farm_budget: int = 0,
+    farm_reward_per_block: int = 1000,
 ) -> dict[str, Any]:
     """A genesis dict: validators with keys ``derive_account(f"validator-{s}", i)`` on
     local ports, one account group, and ``pools_per_shard`` pools on every shard
-    pairing the first asset with the others in turn."""
+    pairing the first asset with the others in turn; with ``farm_budget``, a farm on
+    each shard's first pool rewarding the first asset."""
     validators = [
         [
             {
@@ -392,6 +446,11 @@ def make_genesis_dict(
             pair = [assets[0], assets[1 + k % (len(assets) - 1)]]
             name = find_pool_name(f"{pair[0]}-{pair[1]}-s{shard}", shard, num_shards)
             pools.append({"name": name, "assets": pair, "reserves": [pool_reserve] * 2})
+    farms = [
+        {"pool": pool["name"], "reward_asset": assets[0],
+         "reward_per_block": farm_reward_per_block, "budget": farm_budget}
+        for pool in pools[::pools_per_shard]
+    ] if farm_budget and pools_per_shard else []
     return {
         "chain_id": chain_id,
         "num_shards": num_shards,
@@ -400,4 +459,5 @@ def make_genesis_dict(
         "validators": validators,
         "accounts": [{"seed": seed, "count": accounts, "balances": dict.fromkeys(assets, balance)}],
         "pools": pools,
+        **({"farms": farms} if farms else {}),
     }

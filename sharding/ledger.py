@@ -42,11 +42,13 @@ from sharding.executor import (
     commit_block_result,
     compute_bad_signatures,
 )
+from sharding.farms import Farm
 from sharding.genesis import Genesis, genesis_state
 from sharding.header_rules import check_header_fields, check_time_not_ahead, next_time_ms
 from sharding.parallel import ParallelExecutor
 from sharding.records import (
     KEY_ACCOUNT,
+    KEY_FARM,
     KEY_POOL,
     Account,
     Pool,
@@ -305,6 +307,12 @@ class Ledger:
                         for asset, amount in ((pool.asset_a, pool.reserve_a),
                                               (pool.asset_b, pool.reserve_b)):
                             self.reserves[asset] = self.reserves.get(asset, 0) + sign * amount
+            elif prefix == KEY_FARM:  # a farm's holdings count as reserves (audit.py)
+                for raw, sign in ((self.state.get(key), -1), (value, 1)):
+                    if raw is not None:
+                        farm = decode(raw, Farm, RECORD_BYTES_MAX, canonical=False)
+                        self.reserves[farm.reward_asset] = (
+                            self.reserves.get(farm.reward_asset, 0) + sign * farm.rewards)
 
     # -- proposing ---------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import msgspec
 
 from consensus.kernel.codec import U64_MAX
 from sharding.accounts import shard_of
+from sharding.farms import farm_key, process_harvest, process_stake, process_unstake, stake_key
 from sharding.receipts import (
     CREDIT,
     CREDIT_KINDS,
@@ -47,7 +48,17 @@ from sharding.records import (
     put_pool,
 )
 from sharding.state import Overlay, StateView
-from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
+from sharding.tx import (
+    AddLiquidity,
+    Call,
+    Harvest,
+    RemoveLiquidity,
+    SignedTx,
+    Stake,
+    Swap,
+    Transfer,
+    Unstake,
+)
 
 FEE_NUMERATOR = 997
 FEE_DENOMINATOR = 1000
@@ -258,6 +269,12 @@ def process_call(view: StateView, ctx: CallContext, call: Call) -> None:
         process_swap(view, ctx, call)
     elif isinstance(call, AddLiquidity):
         process_add_liquidity(view, ctx, call)
+    elif isinstance(call, Stake):
+        process_stake(view, call.pool, ctx.sender, call.shares, ctx.params.height)
+    elif isinstance(call, Harvest):
+        process_harvest(view, call.pool, ctx.sender, ctx.params.height)
+    elif isinstance(call, Unstake):
+        process_unstake(view, call.pool, ctx.sender, call.shares, ctx.params.height)
     else:
         process_remove_liquidity(view, ctx, call)
 
@@ -344,6 +361,10 @@ def declared_access(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], fr
     elif isinstance(call, Swap):
         if shard_of(call.pool, num_shards) == home:
             keys.add(pool_key(call.pool))
+    elif isinstance(call, (Stake, Unstake)):
+        keys.update((farm_key(call.pool), stake_key(call.pool, sender), lp_key(call.pool, sender)))
+    elif isinstance(call, Harvest):
+        keys.update((farm_key(call.pool), stake_key(call.pool, sender)))
     else:
         keys.update((pool_key(call.pool), lp_key(call.pool, sender)))
     frozen = frozenset(keys)

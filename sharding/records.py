@@ -16,6 +16,8 @@ Keys (one-byte prefix, then fixed-width fields):
 | ``L`` asset (u32)            | ``Market`` of one asset (lending)      |
 | ``P`` addr(32)               | ``Position``: an account's lending     |
 | ``T`` pool(32)               | ``PriceOracle``: the pool's TWAP state |
+| ``F`` pool(32)               | ``Farm`` of the pool (sharding/farms)  |
+| ``S`` pool(32) owner(32)     | ``FarmStake``: owner's stake in a farm |
 
 An account's nonce and all its balances share one key, so a call's reads and
 writes are known from its arguments alone (a swap credits an asset that only
@@ -42,6 +44,8 @@ KEY_RECEIVED = b"r"
 KEY_MARKET = b"L"
 KEY_POSITION = b"P"
 KEY_ORACLE = b"T"
+KEY_FARM = b"F"  # records in sharding/farms.py
+KEY_STAKE = b"S"
 U128_MAX = 2**128 - 1
 
 META_CHAIN_ID = KEY_META + b"chain_id"

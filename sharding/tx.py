@@ -84,7 +84,36 @@ class RemoveLiquidity(WireStruct, frozen=True, tag=3):
     min_b: U64
 
 
-Call = Transfer | Swap | AddLiquidity | RemoveLiquidity
+# -- farms (issue 18, engineer F; sharding/farms.py). ``pool`` names the farm: one per
+# pool, created at genesis on the pool's shard. Farm calls are sent from that shard
+# (``check_tx_stateless``: ``pool_not_local``), like liquidity calls: LP shares, the
+# farm and its stakes live next to the pool.
+
+
+class Stake(WireStruct, frozen=True, tag=9):
+    """Move ``shares`` of the sender's LP shares of ``pool`` into its farm."""
+
+    pool: Address
+    shares: U64
+
+
+class Harvest(WireStruct, frozen=True, tag=10):
+    """Pay the sender's pending farm rewards."""
+
+    pool: Address
+
+
+class Unstake(WireStruct, frozen=True, tag=11):
+    """Move ``shares`` back to the sender's LP shares; pays the pending rewards too."""
+
+    pool: Address
+    shares: U64
+
+
+FARM_CALLS = (Stake, Harvest, Unstake)
+
+
+Call = Transfer | Swap | AddLiquidity | RemoveLiquidity | Stake | Harvest | Unstake
 
 
 class TxBody(WireStruct, frozen=True):
@@ -131,6 +160,10 @@ def decode_tx(data: bytes) -> SignedTx:
 
 
 def get_call_amounts(call: Call) -> tuple[int, ...]:
+    if isinstance(call, (Stake, Unstake)):
+        return (call.shares,)
+    if isinstance(call, Harvest):
+        return ()
     if isinstance(call, Transfer):
         return (call.amount,)
     if isinstance(call, Swap):
@@ -161,6 +194,10 @@ def is_well_formed(tx: SignedTx) -> bool:
 
 
 def get_primary_amount(call: Call) -> int:
+    if isinstance(call, (Stake, Unstake)):
+        return call.shares
+    if isinstance(call, Harvest):
+        return 1  # a harvest pays whatever is pending: no amount to be zero
     if isinstance(call, Transfer):
         return call.amount
     if isinstance(call, Swap):
@@ -192,11 +229,12 @@ def check_tx_stateless(
     # Verify the call moves something.
     if get_primary_amount(body.call) == 0:
         raise InvalidTx("zero amount", reason="zero_amount")
-    # Verify liquidity calls are local: LP shares live next to the pool.
-    if isinstance(body.call, (AddLiquidity, RemoveLiquidity)) and (
+    # Verify liquidity and farm calls are local: LP shares and stakes live next to the pool.
+    if isinstance(body.call, (AddLiquidity, RemoveLiquidity, *FARM_CALLS)) and (
         shard_of(body.call.pool, num_shards) != shard
     ):
-        raise InvalidTx("liquidity calls must be on the pool's shard", reason="pool_not_local")
+        raise InvalidTx("liquidity and farm calls must be on the pool's shard",
+                        reason="pool_not_local")
     # Verify no address is a key anyone can sign for (small order or non-canonical).
     if not all(map(is_acceptable_public_key, (body.sender, *get_call_addresses(body.call)))):
         raise InvalidTx("small-order or non-canonical key", reason="small_order_key")

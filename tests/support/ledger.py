@@ -61,3 +61,26 @@ def propose(
         time_ms=1000 * height,
         proposer=0,
     )
+
+
+# -- farms (issue 18): the same genesis plus a farm on each shard's pool
+
+FARM_BUDGET = 10_000
+FARM_REWARD_PER_BLOCK = 100
+
+
+@lru_cache(maxsize=4)
+def get_farm_genesis(num_shards: int = 2, budget: int = FARM_BUDGET,
+                     reward_per_block: int = FARM_REWARD_PER_BLOCK) -> Genesis:
+    return load_genesis(
+        make_genesis_dict(
+            num_shards=num_shards,
+            validators_per_shard=1,
+            seed=SEED,
+            accounts=ACCOUNTS,
+            balance=BALANCE,
+            pool_reserve=RESERVE,
+            farm_budget=budget,
+            farm_reward_per_block=reward_per_block,
+        )
+    )
