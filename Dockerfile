@@ -58,6 +58,23 @@ RUN groupadd --gid 10001 shardnet \
         --shell /usr/sbin/nologin shardnet \
     && mkdir -p /data \
     && chown shardnet:shardnet /data
+# iproute2 (`tc`): a container emulating a separate machine (`testnet init --latency
+# --bandwidth`) shapes its own traffic at start. Offline, from the flat repository of .debs
+# that scripts/image/build_images.sh downloads with the host's apt into imagedebs/
+# (pyproject.toml keeps the COPY valid when the folder is absent: then apt's index).
+COPY pyproject.toml imagedebs* /tmp/debs/
+RUN set -eu; \
+    if ls /tmp/debs/*.deb >/dev/null 2>&1; then \
+        echo "deb [trusted=yes] file:/tmp/debs ./" >/tmp/debs.list; \
+        set -- -o Dir::Etc::SourceList=/tmp/debs.list -o Dir::Etc::SourceParts=- \
+            -o Acquire::Languages=none; \
+    fi; \
+    apt-get "$@" update -qq; \
+    DEBIAN_FRONTEND=noninteractive apt-get "$@" install -y -qq --no-install-recommends \
+        iproute2 >/dev/null; \
+    rm -rf /tmp/debs /tmp/debs.list /var/lib/apt/lists/* /var/cache/apt/*.bin \
+        /var/cache/apt/archives/*.deb; \
+    tc -V
 COPY --from=build /opt/venv /opt/venv
 # API_PORT is the port of the node's HTTP API inside the container; the healthcheck reads it,
 # so a node configured for another port must be given the same API_PORT in its environment.

@@ -9,7 +9,8 @@
 #   2. wheelhouse/: wheels of the project's dependencies and its build backend, built on
 #      the host with the project virtualenv's pip (reused while pyproject.toml is unchanged).
 #   3. docker build --network none -t shardnet:latest . (the Dockerfile installs from the
-#      wheelhouse with --no-index; without a wheelhouse the same Dockerfile uses the index).
+#      wheelhouse with --no-index; without a wheelhouse the same Dockerfile uses the index),
+#      with iproute2 from imagedebs/: .debs the host's apt downloads (step 2b).
 #   4. smoke check: `shardnet --help`, every compiled extension loads, `pip check`.
 #
 # Usage: scripts/image/build_images.sh [--refresh-wheels] [--rebuild-base] [--no-cache]
@@ -41,7 +42,7 @@ for arg in "$@"; do
         --rebuild-base) rebuild_base=1 ;;
         --no-cache) build_cache=(--no-cache) ;;
         --base-only) base_only=1 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_images.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -184,6 +185,37 @@ print(json.dumps([p["project"]["dependencies"], p["build-system"]["requires"]]))
     log "wheelhouse: $(ls "$WHEELHOUSE"/*.whl | wc -l) wheels in ${seconds[wheels]} s${local_built:+; built here from sdists: $local_built}"
 }
 
+# --- 2b. .debs for the image ------------------------------------------------------------
+# iproute2 (tc, for `testnet init --latency/--bandwidth`) and what it depends on, downloaded
+# with the host's apt into imagedebs/ with a Packages index: the Dockerfile installs from
+# that flat repository with no network. Reused while the candidate version is the same.
+IMAGE_DEBS=$ROOT/imagedebs
+fetch_image_debs() {
+    local version packages
+    command -v apt-get >/dev/null || { log "no apt-get here: the image build asks apt's index"; return; }
+    version=$(apt-cache policy iproute2 | awk '/Candidate:/ { print $2 }')
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+        log "apt knows no iproute2 (apt-get update?): the image build asks apt's index"; return
+    fi
+    if [ -f "$IMAGE_DEBS/.stamp" ] && [ "$(cat "$IMAGE_DEBS/.stamp")" = "$version" ]; then
+        log "imagedebs/: iproute2 $version present, reused"; return
+    fi
+    rm -rf "$IMAGE_DEBS"
+    mkdir -p "$IMAGE_DEBS"
+    mapfile -t packages < <(apt-cache depends --recurse --no-recommends --no-suggests \
+        --no-conflicts --no-breaks --no-replaces --no-enhances iproute2 \
+        | grep -E '^[a-z0-9]' | sort -u)
+    (cd "$IMAGE_DEBS" && apt-get download -qq "${packages[@]}" >/dev/null) \
+        || die "apt-get download of iproute2 and its dependencies failed (mirror reachable?)"
+    for deb in "$IMAGE_DEBS"/*.deb; do
+        dpkg-deb -f "$deb"
+        printf 'Filename: ./%s\nSize: %s\nSHA256: %s\n\n' "$(basename "$deb")" \
+            "$(stat -c %s "$deb")" "$(sha256sum "$deb" | cut -d' ' -f1)"
+    done >"$IMAGE_DEBS/Packages"
+    echo "$version" >"$IMAGE_DEBS/.stamp"
+    log "imagedebs/: iproute2 $version and its dependencies, $(ls "$IMAGE_DEBS"/*.deb | wc -l) packages"
+}
+
 # --- 3. image --------------------------------------------------------------------------
 build_image() {
     local t0 network=() previous digest stage
@@ -281,6 +313,7 @@ T0=$(now)
 ensure_base_image
 if [ "$base_only" = 1 ]; then exit 0; fi
 build_wheelhouse
+fetch_image_debs
 build_image
 smoke_check
 write_timings

@@ -59,7 +59,7 @@ def test_restart_policy_defaults_to_no_and_is_chosen_at_init(tmp_path: Path) -> 
     spec = dev_spec()
     nodes = node_entries(spec)
     assert '\n  restart: "no"\n' in render_compose(spec, nodes)
-    assert "\n      condition: none\n" in render_compose(spec, nodes, swarm=True)
+    assert "\n        condition: none\n" in render_compose(spec, nodes, swarm=True)
     with pytest.raises(ValueError, match="restart policy"):
         render_compose(spec, nodes, restart="unless-stopped")
 
@@ -69,7 +69,7 @@ def test_restart_policy_defaults_to_no_and_is_chosen_at_init(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     compose = (root / "docker-compose.yml").read_text()
     assert '\n  restart: "on-failure"\n' in compose
-    assert "\n      condition: on-failure\n" in (root / "docker-stack.yml").read_text()
+    assert "\n        condition: on-failure\n" in (root / "docker-stack.yml").read_text()
     # The regenerated files carry the testnet's own identity, not the dev one.
     manifest = json.loads((root / "testnet.json").read_text())
     assert f'SHARDNET_SALT: "{manifest["salt"]}"' in compose

@@ -6,6 +6,11 @@ validators) and runs its own node (``shardnet testnet docker-node``): no bind mo
 so the file also deploys with ``docker stack deploy``. API ports are published on
 127.0.0.1. The salt gives every validator key: a generated file is as private as the
 testnet's manifest (the committed root files carry the public development salt).
+
+The Swarm twin (docs/SWARM.md) pins validator ``i`` of every shard to the machines
+labelled ``shardnet.slot<i>=true`` (``SLOT_LABEL``), so the validators of one shard run
+on different machines when there are several, and publishes the API ports through the
+ingress routing mesh or, with ``publish="host"``, on the machine each task runs on.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from node import defaults
 from scripts.cli.testnet.generate import DEV_SALT
 
 if TYPE_CHECKING:
+    from scripts.cli.testnet.emulation import Emulation
     from scripts.cli.testnet.generate import TestnetSpec
     from scripts.cli.testnet.layout import NodeEntry
 
 IMAGE = "shardnet:latest"
 NETWORK = "shardnet"
+# Swarm placement: validator i of every shard runs on a machine with this label = true.
+SLOT_LABEL = "shardnet.slot{index}"
+PUBLISH_MODES = ("ingress", "host")
 # `testnet init --restart`: what Docker does when a node exits. "no" by default, so a
 # crash shows as a stopped container in tests and chaos runs instead of a quiet restart.
 RESTART_POLICIES = ("no", "on-failure", "always")
@@ -49,23 +58,32 @@ def _logging(indent: str) -> list[str]:
 
 
 def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = False,
-                   restart: str = "no") -> str:
+                   restart: str = "no", publish: str = "ingress",
+                   emulation: Emulation | None = None) -> str:
     """The compose file, or with ``swarm`` its twin for ``docker stack deploy``: Swarm
     rejects ``profiles`` (the compose file's ``load`` profile), so there ``loadgen`` is a
-    service of zero replicas, and Swarm publishes ports on every interface. ``restart``
-    is one of ``RESTART_POLICIES`` (Swarm's ``restart_policy`` condition in the stack)."""
+    service of zero replicas, and Swarm publishes ports on every interface (``publish``:
+    through the ingress mesh, or ``host`` mode). ``restart`` is one of
+    ``RESTART_POLICIES`` (Swarm's ``restart_policy`` condition in the stack).
+    ``emulation`` (compose only) limits each node's CPUs and shapes its network."""
     if restart not in RESTART_POLICIES:
         raise ValueError(f"restart policy {restart!r} is not one of {RESTART_POLICIES}")
+    if publish not in PUBLISH_MODES:
+        raise ValueError(f"publish mode {publish!r} is not one of {PUBLISH_MODES}")
+    if swarm and emulation is not None:
+        raise ValueError("machine emulation applies to the compose file, not the stack")
     lines = _header(spec, swarm, restart)
     for k, node in enumerate(nodes):
-        lines += _node_service(spec, node, k, swarm)
+        lines += (_swarm_node_service(spec, node, k, restart, publish) if swarm else
+                  _node_service(spec, node, k, emulation))
     lines += _loadgen_service(spec, nodes, swarm)
     lines += [] if swarm else _prometheus_service()
     lines += [
         "",
         "networks:",
-        # No driver: compose makes a bridge network, Swarm an overlay network.
-        f"  {NETWORK}: {{}}",
+        # No driver: compose makes a bridge network, Swarm an overlay network (attachable:
+        # a one-off `docker run --network <stack>_shardnet` can reach the nodes too).
+        f"  {NETWORK}: {{attachable: true}}" if swarm else f"  {NETWORK}: {{}}",
         "",
         "volumes:",
     ]
@@ -76,8 +94,8 @@ def render_compose(spec: TestnetSpec, nodes: list[NodeEntry], *, swarm: bool = F
 def _header(spec: TestnetSpec, swarm: bool, restart: str) -> list[str]:
     """The comment lines and the ``x-node`` template every node service extends."""
     usage = (
-        "# Start: docker stack deploy -c docker-stack.yml shardnet    Load: docker service "
-        "scale shardnet_loadgen=1" if swarm else
+        "# Start: shardnet testnet swarm up --testnet DIR (labels, publish mode; "
+        "docs/SWARM.md)    Load: shardnet testnet swarm load" if swarm else
         "# Start: docker compose up -d    Load: docker compose --profile load run --rm loadgen"
     )
     if not spec.salt:
@@ -97,9 +115,7 @@ def _header(spec: TestnetSpec, swarm: bool, restart: str) -> list[str]:
         f"  image: {IMAGE}",
         *([] if swarm else ["  build: ."]),
         "  command: [\"testnet\", \"docker-node\"]",
-        *(["  deploy:", "    restart_policy:",
-           f"      condition: {_SWARM_CONDITION[restart]}"] if swarm else
-          [f"  restart: {json.dumps(restart)}"]),
+        *([] if swarm else [f"  restart: {json.dumps(restart)}"]),
         "  stop_grace_period: 20s",
         *_logging("  "),
         "  networks: [" + NETWORK + "]",
@@ -130,17 +146,61 @@ def _testnet_env(spec: TestnetSpec) -> list[str]:
     ]
 
 
-def _node_service(spec: TestnetSpec, node: NodeEntry, k: int, swarm: bool) -> list[str]:
+def _node_service(spec: TestnetSpec, node: NodeEntry, k: int,
+                  emulation: Emulation | None) -> list[str]:
     return [
         f"  {node.name}:",
         "    <<: *node",
         f"    hostname: {node.name}",
+        *_emulation(emulation),
+        "    environment:",
+        f"      SHARDNET_NODE: {node.name}",
+        *_testnet_env(spec),
+        *(f"      {key}: \"{value}\"" for key, value in
+          sorted((emulation.env() if emulation else {}).items())),
+        f"      API_PORT: \"{node.api_port}\"",
+        "    ports:",
+        f"      - \"127.0.0.1:{8000 + k}:{node.api_port}\"",
+        "    volumes:",
+        f"      - {node.name}-data:/data",
+    ]
+
+
+def _emulation(emulation: Emulation | None) -> list[str]:
+    """A node's CPU limit, and what shaping its network takes: the container starts as
+    root with NET_ADMIN, installs the qdisc and drops to the image's user
+    (scripts/cli/testnet/emulation.py)."""
+    if emulation is None:
+        return []
+    lines = [] if emulation.cpus is None else [f"    cpus: {emulation.cpus:g}"]
+    if emulation.shapes_network:
+        lines += ["    user: \"0:0\"", "    cap_add: [NET_ADMIN]"]
+    return lines
+
+
+def _swarm_node_service(spec: TestnetSpec, node: NodeEntry, k: int, restart: str,
+                        publish: str) -> list[str]:
+    """A node service of the stack: placed by its validator index (``SLOT_LABEL``), its
+    API port published through the ingress mesh or in host mode."""
+    label = SLOT_LABEL.format(index=node.index)
+    return [
+        f"  {node.name}:",
+        "    <<: *node",
+        f"    hostname: {node.name}",
+        "    deploy:",
+        "      restart_policy:",
+        f"        condition: {_SWARM_CONDITION[restart]}",
+        "      placement:",
+        f"        constraints: [\"node.labels.{label} == true\"]",
         "    environment:",
         f"      SHARDNET_NODE: {node.name}",
         *_testnet_env(spec),
         f"      API_PORT: \"{node.api_port}\"",
         "    ports:",
-        f"      - \"{'' if swarm else '127.0.0.1:'}{8000 + k}:{node.api_port}\"",
+        f"      - target: {node.api_port}",
+        f"        published: {8000 + k}",
+        "        protocol: tcp",
+        f"        mode: {publish}",
         "    volumes:",
         f"      - {node.name}-data:/data",
     ]
@@ -157,6 +217,10 @@ def _loadgen_service(spec: TestnetSpec, nodes: list[NodeEntry], swarm: bool) -> 
            *(f"      {n.name}: {{condition: service_healthy}}" for n in nodes)]),
         "    networks: [" + NETWORK + "]",
         *_logging("    "),
+        # It serves no API: the image's healthcheck (GET /v1/health) would mark it
+        # unhealthy after the start period, and Swarm kills an unhealthy task (exit 137).
+        "    healthcheck:",
+        "      disable: true",
         "    environment:",
         *_testnet_env(spec),
         "    command: [\"testnet\", \"docker-load\", \"--txs\", \"400\", \"--cross-shard\", "
