@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
+from scripts.cli import params
 from scripts.cli.exits import CheckFailed, Unreachable, UsageFailure
 from scripts.cli.params import Duration
 from scripts.cli.testnet import swarm as sw
@@ -19,12 +20,10 @@ from scripts.cli.testnet.compose_file import NETWORK, render_compose
 from scripts.cli.testnet.generate import node_entries
 from scripts.cli.testnet.layout import Manifest, TestnetDir, write_private
 
-testnet_option = click.option(
-    "--testnet", "--dir", "root", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("testnets/default"), show_default=True, help="Testnet folder (its manifest).")
+testnet_option = params.testnet_option()  # --testnet DIR (--dir: hidden alias)
 stack_option = click.option("--stack", default=sw.DEFAULT_STACK, show_default=True,
                             help="Stack name (services are STACK_shard0-node0 ...).")
-json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+json_option = params.json_option()
 
 
 def _fail(error: sw.SwarmError) -> NoReturn:
