@@ -3,7 +3,9 @@
 For every asset: balances + pool reserves over all shards + amounts in flight =
 genesis supply. "Reserves" are what programs hold: pool reserves and the reward
 asset each farm holds (its unallocated budget plus rewards allocated and not yet
-paid: ``Farm.rewards``). In flight on the channel A->B is what A has ever sent to B minus
+paid: ``Farm.rewards``), and each lending market's cash (``Market.cash``: what
+suppliers put in minus what borrowers and withdrawals took out; borrowed tokens
+are in balances, so debts are not counted). In flight on the channel A->B is what A has ever sent to B minus
 what B has ever applied from A: per asset ``sent`` (A's state) minus ``received``
 (B's state), and in receipts ``out_seq[B]`` (A) minus ``in_cursor[A]`` (B). Every
 receipt kind carries the amount it will credit (a SWAP carries its input), so
@@ -29,12 +31,15 @@ from sharding.records import (
     KEY_ACCOUNT,
     KEY_FARM,
     KEY_IN_CURSOR,
+    KEY_MARKET,
+    MARKET_KEY_BYTES,
     KEY_OUT_SEQ,
     KEY_POOL,
     KEY_RECEIVED,
     KEY_SENT,
     META_SHARD,
     Account,
+    Market,
     Pool,
     get_in_cursor,
 )
@@ -147,6 +152,9 @@ def get_shard_totals(state: State, height: int = 0) -> ShardTotals:
         elif prefix == KEY_FARM:
             farm = decode(value, Farm, RECORD_BYTES_MAX, canonical=False)
             _add(reserves, farm.reward_asset, farm.rewards)
+        elif prefix == KEY_MARKET and len(key) == MARKET_KEY_BYTES:  # a market's cash
+            market = decode(value, Market, RECORD_BYTES_MAX, canonical=False)
+            _add(reserves, market.asset, market.cash)
         elif prefix in (KEY_OUT_SEQ, KEY_IN_CURSOR):
             counters = out_seq if prefix == KEY_OUT_SEQ else in_cursor
             counters[int.from_bytes(key[1:5], "big")] = int.from_bytes(value, "big")

@@ -40,12 +40,19 @@ from consensus.kernel.codec import U64_MAX, encode
 from consensus.kernel.errors import ShardnetError
 from sharding.accounts import derive_account, program_address, shard_of
 from sharding.farms import make_farm, put_farm
+from sharding.lending import INDEX_ONE
+from sharding.oracle import WINDOW_BLOCKS_MAX, make_oracle
 from sharding.records import (
     Account,
     Balance,
+    LendingConfig,
+    Market,
     Pool,
     ShardParams,
     account_key,
+    market_config_key,
+    market_key,
+    oracle_key,
     pool_key,
     put_shard_params,
 )
@@ -99,6 +106,25 @@ class FarmSpec(_Spec):
     budget: int
 
 
+WAD = 10**18
+
+
+class MarketSpec(_Spec):
+    """A lending market (sharding/lending.py); fractions and per-block rates in WAD."""
+
+    asset: str
+    collateral_factor: int = 750 * 10**15
+    close_factor: int = 500 * 10**15
+    liquidation_bonus: int = 80 * 10**15
+    reserve_factor: int = 100 * 10**15
+    base_rate: int = 10**9
+    slope: int = 2 * 10**10
+    kink: int = 800 * 10**15
+    jump: int = 5 * 10**11
+    window_blocks: int = 10
+    price_pool: str = ""  # "" = the first pool on the lending shard pairing it with the quote
+
+
 class GenesisSpec(_Spec):
     chain_id: str
     num_shards: int
@@ -108,6 +134,9 @@ class GenesisSpec(_Spec):
     pools: list[PoolSpec] = []
     genesis_time_ms: int = 0
     farms: list[FarmSpec] = []
+    lending_shard: int = 0
+    lending_quote: str = ""  # "" = the first asset
+    markets: list[MarketSpec] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +175,15 @@ class GenesisFarm:
 
 
 @dataclass(frozen=True, slots=True)
+class GenesisLending:
+    shard: int
+    address: bytes  # the lending program's address, on ``shard``
+    quote: int
+    markets: tuple[Market, ...]
+    windows: tuple[tuple[bytes, int], ...]  # (price pool, TWAP window blocks)
+
+
+@dataclass(frozen=True, slots=True)
 class Genesis:
     chain_id: str
     num_shards: int
@@ -156,6 +194,7 @@ class Genesis:
     pools: tuple[GenesisPool, ...]
     spec: GenesisSpec
     farms: tuple[GenesisFarm, ...] = ()
+    lending: GenesisLending | None = None
 
     def asset_name(self, asset: int) -> str:
         return next((name for name, id_ in self.assets.items() if id_ == asset), str(asset))
@@ -252,6 +291,7 @@ def validate_genesis(spec: GenesisSpec) -> Genesis:
         pools=tuple(pools),
         spec=spec,
         farms=tuple(farms),
+        lending=_validate_lending(spec, assets, pools),
     )
     for asset_id, supply in total_supply(genesis).items():
         _require(
@@ -329,6 +369,70 @@ def _validate_farm(
                        farm.reward_per_block, farm.budget)
 
 
+def lending_address(shard: int, num_shards: int) -> bytes:
+    """The lending program's address: ``program_address`` of the first of
+    ``lending``, ``lending-1``, ... that lives on ``shard``."""
+    return program_address(find_pool_name("lending", shard, num_shards))
+
+
+def _validate_lending(
+    spec: GenesisSpec, assets: dict[str, int], pools: list[GenesisPool]
+) -> GenesisLending | None:
+    if not spec.markets:
+        return None
+    shard = spec.lending_shard
+    _require(0 <= shard < spec.num_shards, "lending_shard", "must be one of the shards")
+    quote_name = spec.lending_quote or next(iter(assets))
+    _require(quote_name in assets, "lending_quote", f"unknown asset {quote_name!r}")
+    quote = assets[quote_name]
+    markets: list[Market] = []
+    windows: dict[bytes, int] = {}
+    for i, entry in enumerate(spec.markets):
+        where = f"markets[{i}]"
+        _require(entry.asset in assets, f"{where}.asset", f"unknown asset {entry.asset!r}")
+        asset = assets[entry.asset]
+        _require(all(m.asset != asset for m in markets), f"{where}.asset", "one market per asset")
+        _require(0 <= entry.collateral_factor < WAD, f"{where}.collateral_factor",
+                 "must be in [0, 1) (WAD)")
+        _require(0 < entry.close_factor <= WAD, f"{where}.close_factor", "must be in (0, 1] (WAD)")
+        _require(0 <= entry.liquidation_bonus <= WAD, f"{where}.liquidation_bonus",
+                 "must be in [0, 1] (WAD)")
+        _require(0 <= entry.reserve_factor <= WAD, f"{where}.reserve_factor",
+                 "must be in [0, 1] (WAD)")
+        _require(0 <= entry.kink <= WAD, f"{where}.kink", "must be in [0, 1] (WAD)")
+        for name in ("base_rate", "slope", "jump"):
+            _require(0 <= getattr(entry, name) <= WAD // 100, f"{where}.{name}",
+                     "must be a per-block rate in [0, 0.01] (WAD)")
+        _require(1 <= entry.window_blocks <= WINDOW_BLOCKS_MAX, f"{where}.window_blocks",
+                 f"must be 1..{WINDOW_BLOCKS_MAX}")
+        price_pool = b""
+        if asset != quote:
+            candidates = [
+                p for p in pools
+                if {p.asset_a, p.asset_b} == {asset, quote} and p.reserve_a > 0
+                and shard_of(p.address, spec.num_shards) == shard
+                and (not entry.price_pool or p.name == entry.price_pool)
+            ]
+            _require(bool(candidates) or not entry.price_pool, f"{where}.price_pool",
+                     "must be a pool with reserves on the lending shard pairing the asset "
+                     "with the quote asset")
+            if candidates:
+                price_pool = candidates[0].address
+                _require(windows.get(price_pool, entry.window_blocks) == entry.window_blocks,
+                         f"{where}.window_blocks", "differs from another market on that pool")
+                windows[price_pool] = entry.window_blocks
+        markets.append(Market(
+            asset=asset, cash=0, borrows=0, reserves=0, shares=0, borrow_index=INDEX_ONE,
+            last_height=0, collateral_factor=entry.collateral_factor,
+            close_factor=entry.close_factor, liquidation_bonus=entry.liquidation_bonus,
+            reserve_factor=entry.reserve_factor, base_rate=entry.base_rate, slope=entry.slope,
+            kink=entry.kink, jump=entry.jump, price_pool=price_pool,
+        ))
+    markets.sort(key=lambda m: m.asset)
+    return GenesisLending(shard, lending_address(shard, spec.num_shards), quote, tuple(markets),
+                          tuple(sorted(windows.items())))
+
+
 # ---------------------------------------------------------------------------
 # Supply and state
 
@@ -387,6 +491,14 @@ def genesis_state(genesis: Genesis, shard: int) -> State:
         if shard_of(farm.address, genesis.num_shards) == shard:
             put_farm(view, farm.address,
                      make_farm(farm.reward_asset, farm.reward_per_block, farm.budget))
+    lending = genesis.lending
+    if lending is not None and lending.shard == shard:
+        view.set(market_config_key(), encode(LendingConfig(
+            lending.address, lending.quote, [m.asset for m in lending.markets])))
+        for market in lending.markets:
+            view.set(market_key(market.asset), encode(market))
+        for pool_address, window in lending.windows:
+            view.set(oracle_key(pool_address), encode(make_oracle(window)))
     return State.from_items(
         (key, value) for key, value in view.writes.items() if value is not None
     )
@@ -423,11 +535,13 @@ def make_genesis_dict(
     pools_per_shard: int = 1,
     farm_budget: int = 0,
     farm_reward_per_block: int = 1000,
+    markets: bool = False,
 ) -> dict[str, Any]:
     """A genesis dict: validators with keys ``derive_account(f"validator-{s}", i)`` on
     local ports, one account group, and ``pools_per_shard`` pools on every shard
     pairing the first asset with the others in turn; with ``farm_budget``, a farm on
-    each shard's first pool rewarding the first asset."""
+    each shard's first pool rewarding the first asset; with ``markets``, a lending
+    market per asset on shard 0, priced in the first asset."""
     validators = [
         [
             {
@@ -460,4 +574,6 @@ def make_genesis_dict(
         "accounts": [{"seed": seed, "count": accounts, "balances": dict.fromkeys(assets, balance)}],
         "pools": pools,
         **({"farms": farms} if farms else {}),
+        **({"lending_shard": 0, "markets": [{"asset": name} for name in assets]}
+           if markets else {}),
     }

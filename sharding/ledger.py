@@ -49,8 +49,11 @@ from sharding.parallel import ParallelExecutor
 from sharding.records import (
     KEY_ACCOUNT,
     KEY_FARM,
+    KEY_MARKET,
     KEY_POOL,
+    MARKET_KEY_BYTES,
     Account,
+    Market,
     Pool,
     get_account,
     get_in_cursor,
@@ -313,6 +316,12 @@ class Ledger:
                         farm = decode(raw, Farm, RECORD_BYTES_MAX, canonical=False)
                         self.reserves[farm.reward_asset] = (
                             self.reserves.get(farm.reward_asset, 0) + sign * farm.rewards)
+            elif prefix == KEY_MARKET and len(key) == MARKET_KEY_BYTES:  # a market's cash
+                for raw, sign in ((self.state.get(key), -1), (value, 1)):
+                    if raw is not None:
+                        market = decode(raw, Market, RECORD_BYTES_MAX, canonical=False)
+                        self.reserves[market.asset] = (
+                            self.reserves.get(market.asset, 0) + sign * market.cash)
 
     # -- proposing ---------------------------------------------------------------
 

@@ -24,9 +24,19 @@ import msgspec
 from consensus.kernel.codec import U64_MAX
 from sharding.accounts import shard_of
 from sharding.farms import farm_key, process_harvest, process_stake, process_unstake, stake_key
+from sharding.lending import (
+    process_borrow,
+    process_liquidate,
+    process_receipt_lending,
+    process_supply_or_repay,
+    process_withdraw,
+)
+from sharding.oracle import process_oracle_touch
 from sharding.receipts import (
     CREDIT,
     CREDIT_KINDS,
+    REPAY,
+    SUPPLY,
     SWAP,
     SWAP_OUTPUT,
     Receipt,
@@ -41,7 +51,11 @@ from sharding.records import (
     get_lp_shares,
     get_pool,
     lp_key,
+    market_config_key,
+    market_key,
+    oracle_key,
     pool_key,
+    position_key,
     process_credit,
     process_debit,
     put_lp_shares,
@@ -49,8 +63,14 @@ from sharding.records import (
 )
 from sharding.state import Overlay, StateView
 from sharding.tx import (
+    LENDING_CALLS,
     AddLiquidity,
+    Borrow,
     Call,
+    Liquidate,
+    Repay,
+    Supply,
+    Withdraw,
     Harvest,
     RemoveLiquidity,
     SignedTx,
@@ -152,12 +172,12 @@ def get_existing_pool(view: StateView, pool: bytes) -> Pool:
 
 
 def process_pool_swap(
-    view: StateView, pool: bytes, asset_in: int, amount_in: int, min_out: int
+    view: StateView, pool: bytes, asset_in: int, amount_in: int, min_out: int, height: int
 ) -> tuple[int, int]:
-    """Run a swap against a local pool; return (asset out, amount out)."""
-    after, asset_out, amount_out = compute_swap(
-        get_existing_pool(view, pool), asset_in, amount_in, min_out
-    )
+    """Run a swap against a local pool in block ``height``; return (asset out, amount out)."""
+    before = get_existing_pool(view, pool)
+    after, asset_out, amount_out = compute_swap(before, asset_in, amount_in, min_out)
+    process_oracle_touch(view, pool, before, height)
     put_pool(view, pool, after)
     return asset_out, amount_out
 
@@ -188,7 +208,7 @@ def process_swap(view: StateView, ctx: CallContext, call: Swap) -> None:
     dst = shard_of(call.pool, ctx.params.num_shards)
     if dst == ctx.params.shard:
         asset_out, amount_out = process_pool_swap(
-            view, call.pool, call.asset_in, call.amount_in, call.min_out
+            view, call.pool, call.asset_in, call.amount_in, call.min_out, ctx.params.height
         )
         process_credit(view, ctx.sender, asset_out, amount_out)
         return
@@ -221,6 +241,7 @@ def process_add_liquidity(view: StateView, ctx: CallContext, call: AddLiquidity)
         raise CallFailed("pool would exceed u64", reason="overflow")
     process_debit(view, ctx.sender, pool.asset_a, taken_a)
     process_debit(view, ctx.sender, pool.asset_b, taken_b)
+    process_oracle_touch(view, call.pool, pool, ctx.params.height)
     put_pool(
         view,
         call.pool,
@@ -245,6 +266,7 @@ def process_remove_liquidity(view: StateView, ctx: CallContext, call: RemoveLiqu
     # Verify the withdrawal meets the caller's minimums.
     if out_a < call.min_a or out_b < call.min_b:
         raise CallFailed(f"withdraws ({out_a}, {out_b})", reason="slippage")
+    process_oracle_touch(view, call.pool, pool, ctx.params.height)
     put_pool(
         view,
         call.pool,
@@ -261,10 +283,30 @@ def process_remove_liquidity(view: StateView, ctx: CallContext, call: RemoveLiqu
     process_credit(view, ctx.sender, pool.asset_b, out_b)
 
 
+def process_lending_call(
+    view: StateView, ctx: CallContext, call: Supply | Withdraw | Borrow | Repay | Liquidate
+) -> None:
+    """The lending program (sharding/lending.py)."""
+    params, sender = ctx.params, ctx.sender
+    if isinstance(call, (Supply, Repay)):
+        kind = SUPPLY if isinstance(call, Supply) else REPAY
+        process_supply_or_repay(view, params, ctx.origin, sender, kind, call.market, call.asset,
+                                call.amount, ctx.outbox)
+    elif isinstance(call, Withdraw):
+        process_withdraw(view, params, sender, call.market, call.asset, call.amount)
+    elif isinstance(call, Borrow):
+        process_borrow(view, params, sender, call.market, call.asset, call.amount)
+    else:
+        process_liquidate(view, params, sender, call.market, call.borrower, call.debt_asset,
+                          call.amount, call.collateral_asset)
+
+
 def process_call(view: StateView, ctx: CallContext, call: Call) -> None:
     """Run ``call``; raise ``CallFailed`` (the caller discards ``view``) when it fails."""
     if isinstance(call, Transfer):
         process_transfer(view, ctx, call)
+    elif isinstance(call, LENDING_CALLS):
+        process_lending_call(view, ctx, call)
     elif isinstance(call, Swap):
         process_swap(view, ctx, call)
     elif isinstance(call, AddLiquidity):
@@ -303,7 +345,7 @@ def process_receipt_swap(
     attempt = Overlay(view)
     try:
         asset_out, amount_out = process_pool_swap(
-            attempt, receipt.pool, receipt.asset, receipt.amount, receipt.min_out
+            attempt, receipt.pool, receipt.asset, receipt.amount, receipt.min_out, params.height
         )
     except CallFailed as exc:
         credit = get_refund(receipt, params.shard, exc.reason)
@@ -322,12 +364,19 @@ def process_receipt_swap(
             amount=amount_out,
         )
         error = ""
+    process_credit_home(view, params, credit, outbox)
+    return error
+
+
+def process_credit_home(
+    view: StateView, params: ShardParams, credit: Receipt, outbox: list[Receipt]
+) -> None:
+    """Apply a credit here when its recipient lives here, else send it home."""
     home = shard_of(credit.recipient, params.num_shards)
     if home == params.shard:
         process_receipt_credit(view, params, credit)
     else:
         outbox.append(msgspec.structs.replace(credit, dst_shard=home))
-    return error
 
 
 def process_receipt(
@@ -337,6 +386,11 @@ def process_receipt(
     if receipt.kind in CREDIT_KINDS:
         process_receipt_credit(view, params, receipt)
         return ""
+    if receipt.kind in (SUPPLY, REPAY):
+        return process_receipt_lending(
+            view, params, receipt, outbox,
+            lambda target, credit: process_credit_home(target, params, credit, outbox),
+        )
     return process_receipt_swap(view, params, receipt, outbox)
 
 
@@ -344,12 +398,17 @@ def process_receipt(
 # Declared access
 
 
-def declared_access(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], frozenset[bytes]]:
-    """(reads, writes) of ``tx`` on its own shard, from its arguments alone.
+def declared_access(
+    tx: SignedTx, num_shards: int
+) -> tuple[frozenset[bytes], frozenset[bytes]] | None:
+    """(reads, writes) of ``tx`` on its own shard, from its arguments alone; None
+    when they are known only while running (withdraw, borrow and liquidate read the
+    prices and every market of a position: the optimistic mode runs them).
 
     Shard parameters (``m`` keys) are read by everything and written by nothing
     after genesis; they are left out. Channel counters are written at the end of
-    the block (``process_stamp_receipts``), not by calls.
+    the block (``process_stamp_receipts``), not by calls. A pool's price oracle
+    (``T``) is written with the pool.
     """
     sender = tx.body.sender
     call = tx.body.call
@@ -360,12 +419,17 @@ def declared_access(tx: SignedTx, num_shards: int) -> tuple[frozenset[bytes], fr
             keys.add(account_key(call.to))
     elif isinstance(call, Swap):
         if shard_of(call.pool, num_shards) == home:
-            keys.add(pool_key(call.pool))
+            keys.update((pool_key(call.pool), oracle_key(call.pool)))
+    elif isinstance(call, (Withdraw, Borrow, Liquidate)):
+        return None
+    elif isinstance(call, (Supply, Repay)):
+        if shard_of(call.market, num_shards) == home:
+            keys.update((market_config_key(), market_key(call.asset), position_key(sender)))
     elif isinstance(call, (Stake, Unstake)):
         keys.update((farm_key(call.pool), stake_key(call.pool, sender), lp_key(call.pool, sender)))
     elif isinstance(call, Harvest):
         keys.update((farm_key(call.pool), stake_key(call.pool, sender)))
     else:
-        keys.update((pool_key(call.pool), lp_key(call.pool, sender)))
+        keys.update((pool_key(call.pool), lp_key(call.pool, sender), oracle_key(call.pool)))
     frozen = frozenset(keys)
     return frozen, frozen

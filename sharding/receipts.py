@@ -7,7 +7,10 @@ and emits a receipt for B. Kinds:
 - ``SWAP``: run ``amount`` of ``asset`` into ``pool`` with ``min_out``; the output
   goes back to ``recipient`` (the original sender) as ``SWAP_OUTPUT``, or the input
   comes back as ``REFUND`` (with ``error`` saying why) when the swap fails;
-- ``SWAP_OUTPUT`` and ``REFUND`` credit ``recipient`` like ``CREDIT``.
+- ``SWAP_OUTPUT`` and ``REFUND`` credit ``recipient`` like ``CREDIT``;
+- ``SUPPLY`` and ``REPAY`` (lending, issue 18): supply ``amount`` of ``asset`` to the
+  lending program at ``pool`` for ``recipient``, or repay ``recipient``'s debt; a
+  failure (or a repayment's excess over the debt) comes back as ``REFUND``.
 
 Every receipt carries ``origin``, the hash of the transaction that caused it,
 so a transaction's receipts can be followed transitively. Sequence numbers are
@@ -42,8 +45,12 @@ CREDIT = 0
 SWAP = 1
 SWAP_OUTPUT = 2
 REFUND = 3
-RECEIPT_KINDS = {CREDIT: "credit", SWAP: "swap", SWAP_OUTPUT: "swap_output", REFUND: "refund"}
+SUPPLY = 4
+REPAY = 5
+RECEIPT_KINDS = {CREDIT: "credit", SWAP: "swap", SWAP_OUTPUT: "swap_output", REFUND: "refund",
+                 SUPPLY: "supply", REPAY: "repay"}
 CREDIT_KINDS = frozenset({CREDIT, SWAP_OUTPUT, REFUND})
+PROGRAM_KINDS = frozenset({SWAP, SUPPLY, REPAY})  # receipts that call a program at ``pool``
 
 ERROR_CHARS_MAX = 64
 SHARD_MAX = 2**16 - 1
@@ -65,13 +72,13 @@ class Receipt(WireStruct, frozen=True):
     src_shard: ShardId
     dst_shard: ShardId
     seq: U64  # 1, 2, ... per (src, dst) channel
-    kind: Annotated[int, msgspec.Meta(ge=0, le=3)]
+    kind: Annotated[int, msgspec.Meta(ge=0, le=5)]
     origin: Hash32  # hash of the transaction that caused it
     sender: Address  # the account whose call emitted the chain of receipts
     recipient: Address  # the account credited (for SWAP: where the output goes)
     asset: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
     amount: U64
-    pool: OptionalAddress = b""  # SWAP only
+    pool: OptionalAddress = b""  # SWAP (the pool), SUPPLY and REPAY (the lending program)
     min_out: U64 = 0  # SWAP only
     error: Annotated[str, msgspec.Meta(max_length=ERROR_CHARS_MAX)] = ""  # REFUND only
 
@@ -104,7 +111,7 @@ def is_well_formed_receipt(receipt: Receipt) -> bool:
         and len(receipt.origin) == 32
         and len(receipt.sender) == ADDRESS_BYTES
         and len(receipt.recipient) == ADDRESS_BYTES
-        and len(receipt.pool) == (ADDRESS_BYTES if receipt.kind == SWAP else 0)
+        and len(receipt.pool) == (ADDRESS_BYTES if receipt.kind in PROGRAM_KINDS else 0)
         and receipt.src_shard != receipt.dst_shard
     )
 
@@ -141,7 +148,8 @@ def process_received(view: StateView, inbound: Sequence[Receipt]) -> None:
 
 
 def get_refund(receipt: Receipt, src_shard: int, error: str) -> Receipt:
-    """The receipt that returns a failed swap's input to its sender (unstamped)."""
+    """The receipt that returns a failed swap's (supply's, repayment's) input to its
+    sender (unstamped)."""
     return Receipt(
         src_shard=src_shard,
         dst_shard=receipt.src_shard,

@@ -44,6 +44,7 @@ KEY_RECEIVED = b"r"
 KEY_MARKET = b"L"
 KEY_POSITION = b"P"
 KEY_ORACLE = b"T"
+MARKET_KEY_BYTES = 5  # ``L`` asset(u32); the config is ``L`` alone
 KEY_FARM = b"F"  # records in sharding/farms.py
 KEY_STAKE = b"S"
 U128_MAX = 2**128 - 1
@@ -100,12 +101,12 @@ class PriceOracle(WireStruct, frozen=True):
     prev_height: int
     prev_a: bytes
     prev_b: bytes
+    window_blocks: int  # N >= 1 (genesis: the window of the market this pool prices)
 
 
 class LendingConfig(WireStruct, frozen=True):
     address: bytes  # the lending program's address (lives on this shard)
     quote: int  # the asset prices are expressed in
-    window_blocks: int  # TWAP window N (averages over N to 2N blocks)
     assets: list[int]  # one market per asset, ascending
 
 

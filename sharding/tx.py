@@ -84,6 +84,55 @@ class RemoveLiquidity(WireStruct, frozen=True, tag=3):
     min_b: U64
 
 
+# -- lending (issue 18, engineer L; sharding/lending.py). ``market`` is the lending
+# program's address (genesis: ``lending_shard``). Supply and repay may come from any
+# shard (receipts SUPPLY / REPAY); withdraw, borrow and liquidate must be sent from
+# the lending shard (``check_tx_stateless``: ``market_not_local``).
+
+
+class Supply(WireStruct, frozen=True, tag=4):
+    market: Address
+    asset: AssetId
+    amount: U64
+
+
+class Withdraw(WireStruct, frozen=True, tag=5):
+    """Withdraw ``amount`` of the underlying asset (burns the shares it is worth, rounded up)."""
+
+    market: Address
+    asset: AssetId
+    amount: U64
+
+
+class Borrow(WireStruct, frozen=True, tag=6):
+    market: Address
+    asset: AssetId
+    amount: U64
+
+
+class Repay(WireStruct, frozen=True, tag=7):
+    """Repay up to ``amount`` of the sender's debt in ``asset`` (the excess stays)."""
+
+    market: Address
+    asset: AssetId
+    amount: U64
+
+
+class Liquidate(WireStruct, frozen=True, tag=8):
+    """Repay ``amount`` of ``borrower``'s debt in ``debt_asset``; take collateral
+    shares of ``collateral_asset`` worth ``amount * (1 + bonus)``."""
+
+    market: Address
+    borrower: Address
+    debt_asset: AssetId
+    amount: U64
+    collateral_asset: AssetId
+
+
+LENDING_CALLS = (Supply, Withdraw, Borrow, Repay, Liquidate)
+LOCAL_LENDING_CALLS = (Withdraw, Borrow, Liquidate)
+
+
 # -- farms (issue 18, engineer F; sharding/farms.py). ``pool`` names the farm: one per
 # pool, created at genesis on the pool's shard. Farm calls are sent from that shard
 # (``check_tx_stateless``: ``pool_not_local``), like liquidity calls: LP shares, the
@@ -113,7 +162,11 @@ class Unstake(WireStruct, frozen=True, tag=11):
 FARM_CALLS = (Stake, Harvest, Unstake)
 
 
-Call = Transfer | Swap | AddLiquidity | RemoveLiquidity | Stake | Harvest | Unstake
+Call = (
+    Transfer | Swap | AddLiquidity | RemoveLiquidity
+    | Supply | Withdraw | Borrow | Repay | Liquidate
+    | Stake | Harvest | Unstake
+)
 
 
 class TxBody(WireStruct, frozen=True):
@@ -170,12 +223,18 @@ def get_call_amounts(call: Call) -> tuple[int, ...]:
         return (call.amount_in, call.min_out)
     if isinstance(call, AddLiquidity):
         return (call.amount_a, call.amount_b, call.min_shares)
-    return (call.shares, call.min_a, call.min_b)
+    if isinstance(call, RemoveLiquidity):
+        return (call.shares, call.min_a, call.min_b)
+    return (call.amount,)
 
 
 def get_call_addresses(call: Call) -> tuple[bytes, ...]:
     if isinstance(call, Transfer):
         return (call.to,)
+    if isinstance(call, Liquidate):
+        return (call.market, call.borrower)
+    if isinstance(call, LENDING_CALLS):
+        return (call.market,)
     return (call.pool,)
 
 
@@ -204,7 +263,9 @@ def get_primary_amount(call: Call) -> int:
         return call.amount_in
     if isinstance(call, AddLiquidity):
         return max(call.amount_a, call.amount_b)
-    return call.shares
+    if isinstance(call, RemoveLiquidity):
+        return call.shares
+    return call.amount
 
 
 def check_tx_stateless(
@@ -235,6 +296,12 @@ def check_tx_stateless(
     ):
         raise InvalidTx("liquidity and farm calls must be on the pool's shard",
                         reason="pool_not_local")
+    # Verify withdraw, borrow and liquidate are sent from the lending shard.
+    if isinstance(body.call, LOCAL_LENDING_CALLS) and (
+        shard_of(body.call.market, num_shards) != shard
+    ):
+        raise InvalidTx("withdraw, borrow and liquidate must be on the lending shard",
+                        reason="market_not_local")
     # Verify no address is a key anyone can sign for (small order or non-canonical).
     if not all(map(is_acceptable_public_key, (body.sender, *get_call_addresses(body.call)))):
         raise InvalidTx("small-order or non-canonical key", reason="small_order_key")
@@ -254,8 +321,9 @@ def check_tx_nonce(state_view: StateReader, tx: SignedTx) -> None:
 def get_call_spend(state_view: StateReader, call: Call) -> tuple[tuple[int, int], ...]:
     """(asset, amount) pairs the call may debit from its sender, at most: a transfer's
     amount, a swap's input, a deposit's full offer of both pool assets (nothing when the
-    pool does not exist: the call fails ``no_pool``). Removing liquidity spends LP
-    shares, not a balance (``insufficient_shares`` stays a call failure)."""
+    pool does not exist: the call fails ``no_pool``), a supply's or repayment's amount,
+    a liquidation's repayment. Removing liquidity spends LP shares, withdrawing and
+    borrowing spend nothing from the balance."""
     if isinstance(call, Transfer):
         return ((call.asset, call.amount),)
     if isinstance(call, Swap):
@@ -265,6 +333,10 @@ def get_call_spend(state_view: StateReader, call: Call) -> tuple[tuple[int, int]
         if pool is None:
             return ()
         return ((pool.asset_a, call.amount_a), (pool.asset_b, call.amount_b))
+    if isinstance(call, (Supply, Repay)):
+        return ((call.asset, call.amount),)
+    if isinstance(call, Liquidate):
+        return ((call.debt_asset, call.amount),)
     return ()
 
 

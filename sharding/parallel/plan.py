@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sharding.accounts import shard_of
 from sharding.parallel.jobs import Job
 from sharding.programs import declared_access
-from sharding.records import ShardParams, account_key, pool_key
+from sharding.records import ShardParams, account_key, oracle_key, pool_key
 from sharding.state import StateReader
 from sharding.tx import SignedTx, Swap, Transfer
 
@@ -57,7 +57,8 @@ def planned_keys(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes]:
         return frozenset((account_key(sender),))
     if isinstance(call, Swap):
         if is_local(call.pool, shard, num_shards):
-            return frozenset((account_key(sender), pool_key(call.pool)))
+            # The pool's price oracle (``T``) is written with it (issue 18).
+            return frozenset((account_key(sender), pool_key(call.pool), oracle_key(call.pool)))
         return frozenset((account_key(sender),))
     reads, writes = declared_access(tx, num_shards)
     return reads | writes
