@@ -2,7 +2,8 @@
 "the sequential executor IS the spec").
 
 Random blocks mix local and cross-shard transfers, local and remote swaps,
-liquidity calls, inbound receipts (credits, swaps, refunds), failing calls and
+liquidity calls, farm calls (stake, unstake, harvest: every staker shares the farm's
+key), inbound receipts (credits, swaps, refunds), failing calls and
 invalid transactions, with a random number of hot senders. Each block is built
 and applied by the spec and by the parallel executor with 1, 2 and 4 workers
 (in-process queues, then real worker processes).
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import msgspec
 import pytest
@@ -36,12 +38,29 @@ from sharding.executor import (
 )
 from sharding.genesis import genesis_state
 from sharding.parallel import InlineRunner, Job, JobRunner, ParallelExecutor, run_job
-from sharding.programs import declared_access
+from sharding.programs import CallContext, declared_access, process_call
 from sharding.receipts import CREDIT, SWAP, Receipt
 from sharding.records import account_key, get_shard_params
-from sharding.state import State
-from sharding.tx import AddLiquidity, Call, RemoveLiquidity, SignedTx, Swap, Transfer
-from tests.support.ledger import BALANCE, get_genesis, get_keys, get_pool_on, make_tx
+from sharding.state import Overlay, State
+from sharding.tx import (
+    AddLiquidity,
+    Call,
+    Harvest,
+    RemoveLiquidity,
+    SignedTx,
+    Stake,
+    Swap,
+    Transfer,
+    Unstake,
+)
+from tests.support.ledger import (
+    BALANCE,
+    get_farm_genesis,
+    get_genesis,
+    get_keys,
+    get_pool_on,
+    make_tx,
+)
 
 KEYS = get_keys(0)
 REMOTE = get_keys(1)
@@ -50,7 +69,11 @@ REMOTE = get_keys(1)
 FRESH = tuple(first_shard_accounts("unfunded", 0, 2, 2))
 POOL = get_pool_on(0)
 REMOTE_POOL = get_pool_on(1)
-KINDS = ("local", "local", "cross", "swap", "swap_remote", "add", "remove", "big", "invalid")
+KINDS = ("local", "local", "cross", "swap", "swap_remote", "add", "remove", "big", "invalid",
+         "stake", "unstake", "harvest")
+# Blocks of the differential tests run at this height on ``farm_state()``, whose farm
+# was staked at height 1: harvests have rewards to pay.
+HEIGHT = 5
 INVALID = ("nonce_ahead", "nonce_behind", "bad_signature", "wrong_chain", "zero", "wrong_shard",
            "unfunded")
 
@@ -78,6 +101,12 @@ def make_call(kind: str, data: st.DataObject, sender: int) -> Call:
         return AddLiquidity(POOL.address, amount, amount, 0)
     if kind == "remove":
         return RemoveLiquidity(POOL.address, data.draw(st.integers(1, 1_000)), 0, 0)
+    if kind == "stake":
+        return Stake(POOL.address, amount)
+    if kind == "unstake":
+        return Unstake(POOL.address, amount)
+    if kind == "harvest":
+        return Harvest(POOL.address)
     # More than the sender holds: invalid (insufficient_balance).
     return Transfer(KEYS[(sender + 1) % len(KEYS)].public_key, 0, BALANCE * 2)
 
@@ -134,10 +163,27 @@ def fresh_state() -> State:
     return genesis_state(get_genesis(), 0)
 
 
+@lru_cache(maxsize=1)
+def _farm_state_items() -> tuple[tuple[bytes, bytes], ...]:
+    state = genesis_state(get_farm_genesis(), 0)
+    view = Overlay(state)
+    params = get_shard_params(state, 1)
+    for key in KEYS:  # LP shares for every sender, some of them staked (nonces untouched)
+        for call in (AddLiquidity(POOL.address, 20_000, 20_000, 0), Stake(POOL.address, 10_000)):
+            process_call(view, CallContext(params, bytes(32), key.public_key), call)
+    state.apply_writes(view.writes)
+    return tuple(state.items())
+
+
+def farm_state() -> State:
+    """``fresh_state()`` plus a farm on the pool in which every sender has a stake."""
+    return State.from_items(_farm_state_items())
+
+
 def propose_with(builder: object, state: State, case: Case,
                  txs_max: int = 10_000) -> tuple[Block, BlockResult, list[Rejected]]:
     return builder(  # type: ignore[operator, no-any-return]
-        state, case.txs, case.inbound, height=1, view=0, prev_hash=GENESIS_PREV_HASH,
+        state, case.txs, case.inbound, height=HEIGHT, view=0, prev_hash=GENESIS_PREV_HASH,
         time_ms=1000, proposer=0, txs_max=txs_max,
     )
 
@@ -163,7 +209,7 @@ def assert_same_apply(state: State, block: Block, executor: ParallelExecutor) ->
 
 
 def check_case(case: Case, executor: ParallelExecutor, inject: int | None = None) -> None:
-    state = fresh_state()
+    state = farm_state()
     block, spec, rejected = propose_with(build_block, state, case)
     other_block, other, other_rejected = propose_with(executor.build_block, state, case)
     assert other_block == block
