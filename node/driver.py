@@ -5,6 +5,18 @@ The only place that awaits around consensus. Follows the ordering contract of
 a ``CommitBlock`` is written together with that ``Persist`` in one storage
 transaction. Ledger work runs on the ledger thread, never on the loop.
 
+Storage overlaps the next height (issue 16): a ``CommitBlock`` is applied to the ledger
+at once (the next height executes on it), while its storage transaction (block,
+certificate, state writes and the ``Persist`` of the same step) and then the
+announcements (``on_committed``: API status, events, receipts to relay, gossip) run on
+one FIFO writer behind the previous ones, so blocks reach the store in height order and
+nothing reports a transaction committed before it is durable. The sends of a step still
+wait for its ``Persist`` whenever that ``Persist`` records a vote, a view or a prepared
+certificate (``needs_durable``); a ``Persist`` that only records a commit does not hold
+back the sends (a crash before it is stored restarts at the height below and syncs the
+block, whose certificate exists, from peers). At most one commit's write is pending when
+the next commit is applied (back-pressure). A failed write halts the driver.
+
 Two checks of untrusted input live here rather than in the pure core because they
 need the node's own state: the inbox holds at most ``consensus.inbox_bytes_max`` bytes
 of peer messages (beyond it a message is dropped as ``inbox_over_budget``), and a
@@ -19,7 +31,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -48,6 +60,7 @@ from consensus.events import (
 )
 from consensus.kernel.codec import encode
 from consensus.replica import Replica
+from consensus.state import PersistentState
 from node.config import NodeConfig
 from node.drops import DropLog
 from node.ledger_store import compute_block_commit
@@ -69,6 +82,22 @@ PENDING_REFRESH_MS = 100
 INBOUND_RECEIPT_BYTES_MAX = 2048
 
 
+def needs_durable(before: PersistentState | None, after: PersistentState) -> bool:
+    """Whether the sends after a ``Persist`` of ``after`` (the previous one ``before``)
+    must wait until it is durable: it records a vote, a view or a prepared certificate
+    the restarted replica must not contradict. Only commit fields changed (committed
+    height, hash, certificate, checkpoint, a prepared certificate dropped by the commit):
+    losing them in a crash loses nothing signed, the store restarts below and syncs."""
+    if before is None:
+        return True
+    if (before.view, before.vote_floor, before.last_pre_prepare, before.last_prepare,
+            before.last_commit) != (after.view, after.vote_floor, after.last_pre_prepare,
+                                    after.last_prepare, after.last_commit):
+        return True
+    return after.prepared is not None and (after.prepared, after.prepared_payload) != (
+        before.prepared, before.prepared_payload)
+
+
 class ConsensusDriver:
     def __init__(
         self,
@@ -83,6 +112,7 @@ class ConsensusDriver:
         send: Callable[[int, int, bytes], bool],
         syncer: SyncClient,
         on_committed: Callable[[Committed, CommitCertificate], None],
+        on_applied: Callable[[Committed], None] | None = None,
         on_rejected: Callable[[list[Rejected]], None],
         ledger_pool: Executor,
         inbound: InboundPool,
@@ -99,6 +129,7 @@ class ConsensusDriver:
         self._send = send
         self._syncer = syncer
         self._on_committed = on_committed
+        self._on_applied = on_applied
         self._on_rejected = on_rejected
         self._pool = ledger_pool
         self.inbound = inbound
@@ -120,6 +151,13 @@ class ConsensusDriver:
         # had passed (say, only transactions behind a nonce gap): until news arrives
         # (an event wakes the loop), the interval is no reason to wake.
         self._idle_since_ms = -1
+        # The storage writer (FIFO): the last write queued, the last commit's write,
+        # the last Persist queued (what needs_durable compares with), a failed write.
+        self._write_tail: asyncio.Task[None] | None = None
+        self._commit_write: asyncio.Task[None] | None = None
+        self._persisted: PersistentState | None = None
+        self._write_error: BaseException | None = None
+        self.writes_pending = 0
 
     # -- inputs -------------------------------------------------------------------
 
@@ -166,6 +204,7 @@ class ConsensusDriver:
                 event = self._taken(await asyncio.wait_for(self._inbox.get(), timeout_s))
             except TimeoutError:
                 event = Tick(self.clock.monotonic_ms(), self._oldest_pending())
+            self._check_writes()
             if self._stopping:
                 break
             await self._step(event)
@@ -177,6 +216,50 @@ class ConsensusDriver:
             if self.clock.monotonic_ms() >= self._deadline_ms:
                 await self._step(Tick(self.clock.monotonic_ms(), self._oldest_pending()))
             await self._maybe_propose()
+        await self.flush_writes()
+
+    # -- the storage writer --------------------------------------------------------
+
+    def _queue_write(self, write: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run ``write`` after every write queued before it (blocks in height order)."""
+        previous = self._write_tail
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            await write()
+
+        task = asyncio.ensure_future(run())
+        self.writes_pending += 1
+        task.add_done_callback(self._write_done)
+        self._write_tail = task
+        return task
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self.writes_pending -= 1
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and self._write_error is None:
+            self._write_error = error
+            if self._inbox.empty():  # the loop raises it at its next turn
+                self._inbox.put_nowait(Tick(self.clock.monotonic_ms()))
+
+    def _check_writes(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+
+    async def flush_writes(self) -> None:
+        """Wait until every queued write is stored (raises a failed write's error)."""
+        tail = self._write_tail
+        if tail is not None:
+            await asyncio.shield(tail)
+        self._check_writes()
+
+    def _persist(self, state: PersistentState) -> asyncio.Task[None]:
+        metadata = {META_REPLICA: encode(state)}
+        self._persisted = state
+        return self._queue_write(lambda: self.store.put_metadata(metadata))
 
     def _next_wake_ms(self) -> int:
         wake = self._deadline_ms
@@ -214,16 +297,26 @@ class ConsensusDriver:
         persist = next((a for a in actions if isinstance(a, Persist)), None)
         commits = [a for a in actions if isinstance(a, CommitBlock)]
         persisted = False
+        durable: asyncio.Task[None] | None = None  # what the sends below must wait for
         for action in actions:
+            if isinstance(action, Send | Broadcast) and durable is not None:
+                await asyncio.shield(durable)
+                self._check_writes()
+                durable = None
             if isinstance(action, ExecuteBlock):
                 await self._execute(action)
             elif isinstance(action, CommitBlock):
                 last = action is commits[-1]
-                await self._commit(action, persist if last else None)
-                persisted = persisted or (last and persist is not None)
+                bundled = persist if last else None
+                before = self._persisted
+                write = await self._commit(action, bundled)
+                if bundled is not None:
+                    persisted = True
+                    if needs_durable(before, bundled.state):
+                        durable = write
             elif isinstance(action, Persist):
                 if not persisted:
-                    await self.store.put_metadata({META_REPLICA: encode(action.state)})
+                    durable = self._persist(action.state)
                     persisted = True
             elif isinstance(action, Send):
                 self._send(action.to_index, CHANNEL_CONSENSUS, action.data)
@@ -271,18 +364,35 @@ class ConsensusDriver:
         self._local.append(BlockExecuted(action.view, action.height, action.block_hash,
                                          not reason, reason))
 
-    async def _commit(self, action: CommitBlock, persist: Persist | None) -> None:
+    async def _commit(self, action: CommitBlock, persist: Persist | None) -> asyncio.Task[None]:
+        """Apply the block to the ledger now; queue its storage (with ``persist``) and
+        then its announcements; return the write."""
         loop = asyncio.get_running_loop()
         committed: Committed = await loop.run_in_executor(
             self._pool, self.ledger.commit, action.payload, action.block_hash, action.height
         )
-        metadata = {META_REPLICA: encode(persist.state)} if persist is not None else {}
-        await self.store.commit_block(compute_block_commit(
-            committed.block, committed.result, encode(action.certificate), metadata))
+        if self._on_applied is not None:
+            self._on_applied(committed)
         self._last_block_ms = self.clock.monotonic_ms()
         if self._proposal_wanted is not None and self._proposal_wanted[0] <= action.height:
             self._proposal_wanted = None
-        self._on_committed(committed, action.certificate)
+        # Back-pressure: at most one commit's write waits while the next one applies.
+        previous = self._commit_write
+        if previous is not None and not previous.done():
+            await asyncio.shield(previous)
+        self._check_writes()
+        metadata = {META_REPLICA: encode(persist.state)} if persist is not None else {}
+        if persist is not None:
+            self._persisted = persist.state
+        certificate = action.certificate
+
+        async def store() -> None:
+            await self.store.commit_block(compute_block_commit(
+                committed.block, committed.result, encode(certificate), metadata))
+            self._on_committed(committed, certificate)
+
+        write = self._commit_write = self._queue_write(store)
+        return write
 
     # -- proposing ------------------------------------------------------------------
 

@@ -273,6 +273,7 @@ class Node:
             config=config, replica=replica, ledger=ledger, store=self.store, mempool=mempool,
             metrics=self.metrics, log=self.log, send=self._send, syncer=syncer,
             on_committed=self._on_committed,
+            on_applied=lambda committed: self.service.on_applied(committed),
             on_rejected=lambda rejected: self.service.on_rejected(rejected),
             ledger_pool=self._pools["ledger"], inbound=inbound, clock=self.clock,
             drop=self.drop,

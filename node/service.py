@@ -103,6 +103,10 @@ class NodeService:
         self.clock = clock
         self.drop = drop
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        # Transactions of blocks applied to the ledger whose storage write is still
+        # queued (node/driver.py): "pending" until stored, never "rejected" meanwhile
+        # (the mempool may drop them as nonce_used once the ledger's nonce moved).
+        self._storing: dict[bytes, int] = {}
         self._committed_window: deque[tuple[int, int]] = deque()
         self.events = EventHub(SUBSCRIBER_QUEUE_MAX, self._subscriber_dropped)
         self.shard_tips = shard_tips
@@ -162,13 +166,21 @@ class NodeService:
         self._mempool_changed()
 
     def _remember_rejected(self, digest: bytes, reason: str, detail: str) -> None:
+        if digest in self._storing:
+            return  # committed; reported once stored
         self._rejected[digest] = (reason, detail)
         if len(self._rejected) > REJECTED_REMEMBERED_MAX:
             self._rejected.popitem(last=False)
 
     # -- commits ---------------------------------------------------------------------
 
+    def on_applied(self, committed: Committed) -> None:
+        """A committed block is applied to the ledger; its storage write is queued."""
+        for outcome in committed.result.outcomes:
+            self._storing[outcome.tx_hash] = committed.height
+
     def on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
+        """A committed block is stored: report it (status, events, metrics)."""
         now = self.clock.monotonic_ms()
         result = committed.result
         hashes = [o.tx_hash for o in result.outcomes]
@@ -189,6 +201,8 @@ class NodeService:
             emitted[receipt.dst_shard] = emitted.get(receipt.dst_shard, 0) + 1
         for dst, count in emitted.items():
             self.metrics.receipts_emitted.labels(dst=str(dst)).inc(count)
+        for digest in hashes:
+            self._storing.pop(digest, None)
         self._mempool_changed()
         self._committed_window.append((now, len(hashes)))
         self.last_commit_ms = now
@@ -244,6 +258,8 @@ class NodeService:
                 if followed["pending"]:
                     body["pending_receipts"] = followed["pending"]
             return body
+        if digest in self._storing:  # applied, being stored
+            return {"hash": digest.hex(), "status": "pending", "shard": self.ledger.shard}
         if digest in self._rejected:
             reason, detail = self._rejected[digest]
             return {"hash": digest.hex(), "status": "rejected", "shard": self.ledger.shard,
@@ -260,6 +276,17 @@ class NodeService:
         body.update(self.ledger.account(address))
         body["height"] = self.ledger.height
         return body
+
+    def lending(self, address: bytes) -> dict[str, Any]:
+        """``GET /v1/lending/{address}`` (issue 18): the position, health factor and
+        markets; 404 ``no_lending`` on a shard without the lending program."""
+        report = self.ledger.lending(address)
+        if report is None:
+            raise ApiError(404, "no_lending", f"shard {self.ledger.shard} runs no lending "
+                           "markets")
+        report["shard"] = self.ledger.shard
+        report["height"] = self.ledger.height
+        return report
 
     async def account_txs(self, address: bytes, before: int, limit: int) -> dict[str, Any]:
         """A page of ``address``'s history, newest first (node/store/accounts.py):
