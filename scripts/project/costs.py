@@ -1,0 +1,107 @@
+"""What one transaction, one block and one message cost here: the projection's inputs.
+
+``shardnet project calibrate`` measures them on this machine and writes them as JSON;
+``load_costs`` reads such a file back (validated: a file is input like any other). All
+CPU figures are process CPU time (user + system), which other work on a shared machine
+disturbs much less than wall time; the load average at calibration is recorded beside.
+
+Two sources:
+
+* in-process, the benchmarks' own code (``scripts/bench``): one Ed25519 verification and
+  one signature; the ledger's signature / execution / state-root / storage split of a
+  2,000-transaction block (``bench ledger``); CPU per PBFT message handled and messages
+  per commit (``bench consensus``); wire sizes of a transaction, a receipt, a vote.
+* a real 1 x 4 testnet of local processes (``bench node``'s loader, pre-signed
+  transfers): the CPU of every node process tree over an idle window and two paced
+  windows, fitted to ``cpu = idle x time + per_tx x txs + per_block x blocks`` per node;
+  the p2p bytes each node sent per transaction and per block; the loader's CPU per
+  transaction. What the per-transaction node CPU holds beyond the in-process parts is
+  ``shell_tx_us`` (HTTP decoding, mempool, forwarding, p2p framing and encryption, the
+  event loop); beyond the PBFT steps per block, ``shell_block_us`` (block
+  announcements, events, the p2p thread's framing of votes).
+* a real 2 x 4 testnet with load on shard 0 only: the CPU shard 1's nodes spend per
+  shard-0 block (``foreign_block_us``: the gossiped announcement, its certificate
+  checked, and its forwarding), which every node pays for every block of every shard.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+COSTS_FORMAT = 1
+
+Us = Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
+Bytes = Annotated[float, msgspec.Meta(ge=0, le=1 << 30)]
+
+
+class CostsError(ValueError):
+    """A costs file that cannot be used, with what is wrong."""
+
+
+class MessageCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    replicas: Annotated[int, msgspec.Meta(ge=4, le=1000)]
+    step_us: Us  # CPU of Replica.step on one received message, real Ed25519
+    messages_per_commit: Annotated[float, msgspec.Meta(ge=0, le=1e6)]  # all replicas
+
+
+class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per validator unless the name says otherwise; µs of CPU, bytes."""
+
+    format: Annotated[int, msgspec.Meta(ge=COSTS_FORMAT, le=COSTS_FORMAT)]
+    # in-process
+    verify_us: Us  # one Ed25519 verification, one core
+    sign_us: Us  # one Ed25519 signature (the load generator's)
+    execution_us: Us  # per tx, the sequential spec (transfers)
+    state_root_us: Us  # per tx, State.prepare + apply of the write set
+    storage_us: Us  # per tx, the block's commit into SQLite (WAL, synchronous=FULL)
+    consensus: list[MessageCost]  # at least one entry (n = 4)
+    tx_bytes: Bytes  # one signed transfer on the wire
+    receipt_bytes: Bytes  # one receipt with its Merkle proof (no certificate)
+    certificate_bytes_per_signer: Bytes  # a commit certificate's bytes per signature
+    # from the 1 x 4 testnet
+    shell_tx_us: Us  # node CPU per tx beyond verify + execution + root + storage
+    shell_block_us: Us  # node CPU per block beyond the PBFT steps
+    foreign_block_us: Us  # node CPU per block of another shard (its gossiped announcement)
+    idle_cpu_share: Annotated[float, msgspec.Meta(ge=0, le=4)]  # node CPU / wall, no load
+    loader_submit_us: Us  # loader CPU per pre-signed tx (HTTP batches)
+    p2p_bytes_per_tx: Bytes  # sent by the busiest node (the primary), n = 4
+    p2p_bytes_per_block: Bytes  # sent by the busiest node, n = 4
+    # what was measured where (not used by the model)
+    measured: dict[str, Any] = {}
+
+    def message(self, replicas: int) -> tuple[float, float]:
+        """(CPU µs per message, messages per commit per replica) at ``replicas``:
+        the nearest measured n, messages scaled linearly in n (each replica hears
+        O(n) votes per phase)."""
+        row = min(self.consensus, key=lambda r: abs(r.replicas - replicas))
+        per_replica = row.messages_per_commit / row.replicas
+        return row.step_us, per_replica * (replicas - 1) / (row.replicas - 1)
+
+
+def load_costs(path: Path) -> Costs:
+    """The costs in ``path`` (JSON); ``CostsError`` saying what is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CostsError(f"{path}: cannot read: {exc.strerror}") from None
+    return decode_costs(data, str(path))
+
+
+def decode_costs(data: bytes, where: str = "costs") -> Costs:
+    try:
+        costs = msgspec.json.decode(data, type=Costs)
+    except msgspec.ValidationError as exc:
+        raise CostsError(f"{where}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise CostsError(f"{where}: not JSON: {exc}") from None
+    if not costs.consensus:
+        raise CostsError(f"{where}: `$.consensus` is empty (one entry per measured n)")
+    return costs
+
+
+def encode_costs(costs: Costs) -> str:
+    return json.dumps(msgspec.to_builtins(costs), indent=2) + "\n"

@@ -1,0 +1,196 @@
+"""``shardnet project --validate``: the model against this machine's testnets, same run.
+
+Measures the cores this process can get right now (busy processes, one per core, for a
+second: their CPU time over wall time, before and after the benchmarks), runs
+``bench node``'s load (1 x 4, pre-signed transfers submitted at once) and ``bench e2e``'s
+find-max (2 x 4, the load generator signing, 0% and 20% cross-shard, p99 <= 1 s) on
+testnets of local processes from ``--base-port``, and compares each with the
+shared-machine model (``model.project_shared``): every node and the loader on the
+measured cores. The error is (predicted - measured) / measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from scripts.bench.common import cores, local_testnet, machine_line
+from scripts.cli.testnet.generate import TestnetSpec
+from scripts.project.costs import Costs, decode_costs
+from scripts.project.model import Config, project_shared
+from scripts.project.network import NetworkModel
+from scripts.project.structure import Structure, measure_structure
+
+TOLERANCE = 0.25
+Log = Callable[[str], None] | None
+
+
+def _spin(seconds: float) -> float:
+    started, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        pass
+    return time.process_time() - cpu
+
+
+def effective_cores(processes: int, seconds: float = 1.0) -> float:
+    """Cores' worth of CPU ``processes`` busy processes get together now: what a testnet
+    of that many busy processes can expect while other users take their share."""
+    with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+        return min(float(cores()), sum(pool.map(_spin, [seconds] * processes)) / seconds)
+
+
+def probe(log: Log) -> dict[str, float]:
+    """Effective cores for 1 x 4 and 2 x 4 (each node and the loader busy)."""
+    found = {"1x4": effective_cores(5), "2x4": effective_cores(9)}
+    if log:
+        log(f"load average {os.getloadavg()[0]:.2f}; CPU available of {cores()} cores: "
+            f"{found['1x4']:.2f} to 5 busy processes, {found['2x4']:.2f} to 9")
+    return found
+
+
+def measure_node(base_port: int, runs: int, txs: int, log: Log) -> dict[str, Any]:
+    """``bench node``'s runs (its loader and parameters) on a 1 x 4 testnet at our port."""
+    from scripts.bench.node import run_load, sign_load
+
+    raws, hashes = sign_load(txs, 500, 1)
+    rows = []
+    for run in range(runs):
+        spec = TestnetSpec(shards=1, validators=4, accounts=1500, base_port=base_port)
+        with local_testnet(spec) as (_, nodes):
+            row = asyncio.run(run_load([n.api_url for n in nodes], raws, hashes, 500, 120.0))
+        rows.append(row)
+        if log:
+            log(f"bench node run {run}: {row.get('tps')} TPS, p50 {row.get('latency_p50_ms')} "
+                f"ms, committed {row.get('committed')} of {txs}")
+    good = [r for r in rows if r.get("committed") == txs]
+    if not good:
+        raise RuntimeError("bench node: no run committed every transaction")
+    return {"runs": rows, "tps_median": statistics.median(r["tps"] for r in good),
+            "latency_p50_ms_median": statistics.median(r["latency_p50_ms"] for r in good)}
+
+
+def measure_e2e(base_port: int, quick: bool, log: Log) -> dict[str, Any]:
+    from rich.console import Console
+
+    from scripts.bench.e2e import measure_network, run_testnet
+    from scripts.cli.load.findmax import Limits
+
+    console = Console(quiet=log is None)
+    step_s, drain_s = (3.0, 10.0) if quick else (8.0, 20.0)
+    result, half, step = run_testnet(base_port, lambda network: measure_network(
+        network, console, 500.0, Limits(p99_ms=1000.0), step_s, drain_s))
+    return {"max_tps": result["max_tps"], "half_load_tps": half,
+            "commit_p50_ms": step["latency_ms"]["commit"]["p50"],
+            "commit_p99_ms": step["latency_ms"]["commit"]["p99"],
+            "step_s": step_s}
+
+
+def compare(name: str, predicted: float, measured: float) -> dict[str, Any]:
+    error = (predicted - measured) / measured if measured else float("inf")
+    return {"name": name, "predicted": round(predicted, 1), "measured": round(measured, 1),
+            "error": round(error, 3), "ok": abs(error) <= TOLERANCE}
+
+
+def predictions(costs: Costs, network: NetworkModel, effective: dict[str, float],
+                structure: Structure) -> dict[str, Any]:
+    """The shared-machine model's figures for what ``run_validation`` measures."""
+    node = project_shared(costs, network, structure, Config(1, 4, effective["1x4"], 0.0),
+                          costs.loader_submit_us, saturate=True)
+    generator_us = costs.sign_us + costs.loader_submit_us
+    e2e = {f"{x:g}": project_shared(costs, network, structure,
+                                    Config(2, 4, effective["2x4"], x),
+                                    generator_us, saturate=False, p99_limit_ms=1000.0)
+           for x in (0.0, 0.2)}
+    return {"node": node, "e2e": e2e}
+
+
+def run_validation(costs: Costs | None, network: NetworkModel, base_port: int, quick: bool,
+                   log: Log) -> dict[str, Any]:
+    """``costs`` None: calibrate first, in the same run (testnet at ``base_port + 200``)."""
+    load_before = os.getloadavg()
+    cores_before = probe(log)
+    if costs is None:
+        from scripts.project.calibrate import calibrate
+
+        costs = calibrate(base_port + 200, quick, log or (lambda _: None))
+    node = measure_node(base_port, 1 if quick else 3, 6000 if quick else 10_000, log)
+    e2e = measure_e2e(base_port + 100, quick, log)
+    cores_after = probe(log)
+    load_after = os.getloadavg()
+    effective = {k: (cores_before[k] + cores_after[k]) / 2 for k in cores_before}
+    structure = measure_structure(4, network.block_interval_ms)
+    result: dict[str, Any] = {
+        "machine": machine_line(), "cores": cores(),
+        "effective_cores": {k: round(v, 3) for k, v in effective.items()},
+        "effective_cores_before_after": [cores_before, cores_after],
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "tolerance": TOLERANCE, "quick": quick, "costs": msgspec.to_builtins(costs),
+        "network": msgspec.to_builtins(network),
+        "structure": {"commit_delays": structure.commit_delays,
+                      "commit_base_ms": structure.commit_base_ms,
+                      "finality_delays": structure.finality_delays,
+                      "finality_base_ms": structure.finality_base_ms},
+        "measured": {"node": node, "e2e": e2e},
+    }
+    result.update(judge(result))
+    return result
+
+
+def judge(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The model's predictions for a recorded validation (its costs, network, structure,
+    available CPU) against what was measured: ``predicted``, ``comparisons``,
+    ``informative``, ``ok``. Pure: a recorded run is judged the same way every time."""
+    costs = decode_costs(json.dumps(recorded["costs"]).encode(), "recorded costs")
+    network = msgspec.convert(recorded["network"], type=NetworkModel)
+    structure = Structure(**recorded["structure"])
+    predicted = predictions(costs, network, recorded["effective_cores"], structure)
+    node, e2e = recorded["measured"]["node"], recorded["measured"]["e2e"]
+    comparisons = [
+        compare("1x4 bench node TPS", predicted["node"].tps, node["tps_median"]),
+        compare("2x4 bench e2e max TPS, 0% cross", predicted["e2e"]["0"].tps,
+                e2e["max_tps"]["0"]),
+        compare("2x4 bench e2e max TPS, 20% cross", predicted["e2e"]["0.2"].tps,
+                e2e["max_tps"]["0.2"]),
+    ]
+    informative = [
+        compare("2x4 commit p50 at half load (ms)",
+                predicted["e2e"]["0.2"].commit_ms, float(e2e["commit_p50_ms"] or 0)),
+    ]
+    return {"predicted": {"node": _prediction(predicted["node"]),
+                          "e2e": {k: _prediction(v) for k, v in predicted["e2e"].items()}},
+            "comparisons": comparisons, "informative": informative,
+            "ok": all(c["ok"] for c in comparisons)}
+
+
+def _prediction(p: Any) -> dict[str, Any]:
+    return {"tps": round(p.tps, 1), "block_txs": round(p.block_txs, 1),
+            "cpu_us_per_tx": round(p.cpu_us_per_tx, 1), "fixed_cores": round(p.fixed_cores, 3),
+            "commit_ms_half_load": round(p.commit_ms, 1)}
+
+
+def print_validation(result: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    from scripts.bench.common import result_table
+
+    available = result["effective_cores"]
+    title = (f"shardnet project --validate: {result['machine']}, CPU available "
+             f"{available['1x4']:.2f} (1x4) / {available['2x4']:.2f} (2x4) cores, load average "
+             f"{result['load_average_before'][0]} -> {result['load_average_after'][0]}")
+    rows = [(c["name"], f"{c['predicted']:,.0f}", f"{c['measured']:,.0f}",
+             f"{c['error']:+.0%}", "ok" if c["ok"] else "OFF")
+            for c in result["comparisons"]]
+    rows += [(c["name"] + " (not gated)", f"{c['predicted']:,.0f}", f"{c['measured']:,.0f}",
+              f"{c['error']:+.0%}", "") for c in result["informative"]]
+    Console(width=max(Console().width, 110)).print(result_table(
+        title, ("measure", "predicted", "measured", "error", f"within {TOLERANCE:.0%}"),
+        rows, left=1))
