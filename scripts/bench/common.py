@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consensus.kernel.crypto import KeyPair, verify_signature
+from scripts.cli.params import json_stdout
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
@@ -108,11 +109,17 @@ def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
 def report(
     console: Console, tables: Sequence[Table], path: Path, data: Any, *, sort_keys: bool = False
 ) -> None:
-    """Print ``tables``, write ``data`` to ``path`` and say so: every benchmark's ending."""
+    """Print ``tables``, write ``data`` to ``path`` and say so: every benchmark's ending.
+    With ``shardnet bench NAME --json`` the console is stderr and ``data`` also goes to
+    stdout."""
     for table in tables:
         console.print(table)
     write_json(path, data, sort_keys=sort_keys)
     console.print(f"wrote {path}")
+    stdout = json_stdout()
+    if stdout is not None:
+        stdout.write(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+        stdout.flush()
 
 
 async def watch_blocks(session: aiohttp.ClientSession, url: str,

@@ -26,6 +26,7 @@ from rich.table import Table
 from consensus.events import Event, MessageReceived
 from consensus.sim.simulator import SimConfig, Simulation
 from scripts.bench.common import machine_facts, report, result_table
+from scripts.cli.params import out_option
 
 COST_COLUMNS = ("replicas", "signatures", "messages", "median_us", "mean_us", "p90_us",
                 "messages_per_commit")
@@ -134,9 +135,7 @@ def message_costs(repeats: int) -> list[dict[str, Any]]:
 @click.option("--repeats", type=int, default=3, show_default=True)
 @click.option("--seeds", type=int, default=200, show_default=True, help="Fast-signer seeds.")
 @click.option("--real-seeds", type=int, default=40, show_default=True)
-@click.option(
-    "--json-out", type=click.Path(path_type=Path), default=Path("bench-results/consensus.json")
-)
+@out_option("JSON output file.", name="json_out", default=Path("bench-results/consensus.json"))
 def bench_consensus(repeats: int, seeds: int, real_seeds: int, json_out: Path) -> None:
     """CPU per PBFT message, simulator seeds/min, simulated commits/s by n and batch."""
     console = Console()

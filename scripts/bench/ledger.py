@@ -38,6 +38,7 @@ from consensus.kernel.crypto import KeyPair
 from node.ledger_store import compute_block_commit, open_state
 from node.store import Store, Synchronous
 from scripts.bench.common import machine_facts, report, result_table
+from scripts.cli.params import out_option, rng_seed_option
 from sharding.accounts import derive_account, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block, block_hash
 from sharding.executor import apply_block, build_block, commit_block_result, compute_bad_signatures
@@ -215,15 +216,8 @@ async def bench(txs: int, reps: int, accounts: int, seed: int) -> dict[str, Any]
 @click.option(
     "--accounts", default=10_000, show_default=True, help="Genesis accounts (all shards)."
 )
-@click.option("--seed", default=1, show_default=True, help="Seed of the generated load.")
-@click.option(
-    "--out",
-    "out_path",
-    default="bench-results/ledger.json",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON output file.",
-)
+@rng_seed_option(help="Seed of the generated load.", name="seed")
+@out_option("JSON output file.", name="out_path", default="bench-results/ledger.json")
 def bench_ledger(txs: int, reps: int, accounts: int, seed: int, out_path: Path) -> None:
     """Sequential tx/s of 2,000-tx blocks, split into signatures, execution, root, storage."""
     if txs < 1 or reps < 1 or accounts < 2:

@@ -31,6 +31,7 @@ from node.p2p.host import P2PHost
 from scripts.bench.common import cpu_seconds, machine_facts, report, result_table
 from scripts.bench.p2p_peer import ECHO_CHANNEL, SINK_CHANNEL
 from scripts.bench.p2p_procs import Child, child_spec, make_configs
+from scripts.cli.params import out_option
 
 SEQ = struct.Struct(">Q")
 LOG_DIR = Path(tempfile.gettempdir()) / "shardnet-bench-p2p"
@@ -256,8 +257,7 @@ def _table(result: dict[str, Any]) -> Table:
               help="Gossipsub mesh degree D (D_low = 2D/3, D_high = 2D).")
 @click.option("--gossip-rate", default=10.0, show_default=True, help="Publishes/s per node.")
 @click.option("--gossip-seconds", default=10.0, show_default=True, help="Publishing time a run.")
-@click.option("--out", "out_path", default="bench-results/p2p.json", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="JSON output file.")
+@out_option("JSON output file.", name="out_path", default="bench-results/p2p.json")
 def bench_p2p(runs: int, messages: int, size: int, rtt_samples: int, gossip_nodes: int,
               gossip_degree: int, gossip_rate: float, gossip_seconds: float,
               out_path: Path) -> None:

@@ -21,6 +21,7 @@ from rich.console import Console
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import sha256
 from scripts.bench.common import report, result_table
+from scripts.cli.params import out_option, rng_seed_option
 from sharding.records import Account, Balance, account_key
 from sharding.state import State
 
@@ -70,10 +71,8 @@ def measure(
 @click.option("--accounts", "sizes", multiple=True, type=int, default=[10_000, 1_000_000])
 @click.option("--writes", "writes", multiple=True, type=int, default=[100, 1_000, 4_000])
 @click.option("--runs", type=int, default=5, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option(
-    "--json-out", type=click.Path(path_type=Path), default=Path("bench-results/state_root.json")
-)
+@rng_seed_option(help="Seed of the generated writes.", name="seed")
+@out_option("JSON output file.", name="json_out", default=Path("bench-results/state_root.json"))
 def state_root(sizes: list[int], writes: list[int], runs: int, seed: int, json_out: Path) -> None:
     """Incremental state-root cost per block and full rebuild time, by state size."""
     rows: list[dict[str, float]] = []

@@ -30,6 +30,7 @@ from consensus.kernel.crypto import KeyPair, SignatureCheck, verify_signatures
 from node.admission import admit_batch
 from node.verify_pool import VerifyPool, chunk_bounds, resolve_verify_threads
 from scripts.bench.common import machine_facts, report, result_table
+from scripts.cli.params import out_option
 from sharding.accounts import derive_account, shard_of
 from sharding.genesis import load_genesis, make_genesis_dict
 from sharding.ledger import Ledger
@@ -127,8 +128,7 @@ def measure(signatures: int, threads: int, rounds: int) -> dict[str, Any]:
 @click.option("--threads", type=int, default=0, show_default=True,
               help="verify threads (0: the cores available, as [executor] verify_threads)")
 @click.option("--rounds", type=int, default=7, show_default=True)
-@click.option("--json-out", type=click.Path(path_type=Path),
-              default=Path("bench-results/verify.json"))
+@out_option("JSON output file.", name="json_out", default=Path("bench-results/verify.json"))
 def bench_verify(signatures: int, threads: int, rounds: int, json_out: Path) -> None:
     """Ed25519 verifies/s on one thread and on N (the admission's verify pool)."""
     threads = resolve_verify_threads(threads)

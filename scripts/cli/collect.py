@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from scripts.cli.exits import UsageFailure
+from scripts.cli.params import json_option, out_option, testnet_option
 
 SNAPSHOT_TIMEOUT_S = 3.0
 LOG_MIB_DEFAULT = 8
@@ -164,19 +165,17 @@ def collect_compose(archive: Archive, path: Path, log_bytes: int) -> list[dict[s
 
 
 @click.command("collect")
-@click.option("--testnet", "root", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="A local testnet folder [default: testnets/default].")
+@testnet_option(default=None, help="A local testnet folder [default: testnets/default].")
 @click.option("--compose", "compose", type=click.Path(path_type=Path), default=None,
               help="A compose project instead: its docker-compose.yml or the folder of it.")
 @click.option("--report", "report", type=click.Path(exists=True, path_type=Path),
               default=None, help="The load report to include (report.json or the folder "
               "`shardnet load --report` wrote) [default: the newest under the testnet "
               "folder].")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The archive [default: shardnet-collect-<UTC time>.tar.gz here].")
+@out_option("The archive [default: shardnet-collect-<UTC time>.tar.gz here].", aliases=())
 @click.option("--log-mib", type=click.IntRange(1, 1024), default=LOG_MIB_DEFAULT,
               show_default=True, help="The last MiB of each node's log.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@json_option("Print a JSON summary on stdout.")
 def collect(root: Path | None, compose: Path | None, report: Path | None, out: Path | None,
             log_mib: int, as_json: bool) -> None:
     """Pack logs, configs, /metrics and status snapshots and the last load report of a

@@ -2,7 +2,7 @@
 
 ``--target NAME`` (or several, comma-separated, or ``all``) runs each target of
 ``scripts/fuzz/targets.py`` for ``--count`` inputs (per target) drawn with hypothesis
-from ``--seed``: random bytes, encodings of the decoder's own type, and mutations of
+from ``--rng-seed``: random bytes, encodings of the decoder's own type, and mutations of
 valid signed samples (bit flips, truncation, splicing, length lies, deep nesting, huge
 declared sizes). A decoder may refuse an input only with its typed error (a
 ``ShardnetError`` and its reason); any other exception is a finding: the target stops,
@@ -10,7 +10,7 @@ the input is shrunk and printed as hex with the command replaying it, and the ex
 status is 1. A crash of the interpreter prints its traceback (``faulthandler``).
 
 Prints a table (target, inputs, accepted, refused by reason, failures); ``--json``
-prints the report as JSON instead, ``--json-out PATH`` also writes it. ``--replay
+prints the report as JSON instead, ``--out PATH`` also writes it. ``--replay
 HEX`` runs one input of one target and says what the decoder did with it.
 
 ``--target api`` (named, not in ``all``) sends ``--count`` schemathesis requests drawn
@@ -34,6 +34,7 @@ from typing import Any
 
 import click
 
+from scripts.cli.params import json_option, out_option, rng_seed_option
 from scripts.fuzz.engine import EngineError, Report, describe, run_one, run_target
 from scripts.fuzz.targets import TARGETS, Target
 
@@ -103,11 +104,9 @@ def _replay(target: Target, text: str) -> None:
               metavar="NAME[,NAME...]|all", help=f"Targets: {', '.join(TARGETS)}.")
 @click.option("--count", type=click.IntRange(1), default=1000, show_default=True,
               help="Inputs per target.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="The same seed and count feed the same inputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
-@click.option("--json-out", type=click.Path(path_type=Path), default=None,
-              help="Also write the JSON report here.")
+@rng_seed_option(0, "The same seed and count feed the same inputs.", name="seed")
+@json_option("Print the report as JSON on stdout, not a table.")
+@out_option("Also write the JSON report here.", name="json_out")
 @click.option("--replay", default=None, metavar="HEX",
               help="Run this one input of --target (a finding's input: hex, or for api "
                    "the request's JSON) and exit.")

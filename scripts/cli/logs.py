@@ -26,6 +26,8 @@ from typing import Any
 import click
 
 from node.config import ConfigError, LogSection, load_config
+from scripts.cli.exits import UsageFailure
+from scripts.cli.params import json_option, testnet_option
 
 LEVEL_ORDER = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -84,9 +86,13 @@ def merge(streams: Iterable[Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any
 
 
 def log_files(testnet_dir: Path) -> list[Path]:
+    if not testnet_dir.is_dir():
+        raise UsageFailure(f"no testnet folder {testnet_dir}: give --testnet DIR, --compose "
+                           "DIR or --file FILE")
     files = sorted((testnet_dir / "logs").glob("*.log"))
     if not files:
-        raise click.ClickException(f"no log files under {testnet_dir / 'logs'}")
+        raise UsageFailure(f"no log files under {testnet_dir / 'logs'} (has the testnet "
+                           "run? `shardnet testnet up`)")
     return files
 
 
@@ -278,9 +284,7 @@ def follow(paths: list[Path], filters: Filters, as_json: bool, poll_s: float = 0
 
 
 @click.command("logs")
-@click.option("--testnet", "testnet_dir", type=click.Path(path_type=Path),
-              default=Path("testnets/default"), show_default=True,
-              help="Local testnet folder (reads DIR/logs/*.log).")
+@testnet_option("testnet_dir", help="Local testnet folder (reads DIR/logs/*.log).")
 @click.option("--file", "files", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Read these log files instead.")
 @click.option("--compose", "compose_dir", type=click.Path(path_type=Path),
@@ -292,7 +296,7 @@ def follow(paths: list[Path], filters: Filters, as_json: bool, poll_s: float = 0
 @click.option("--height", type=int, help="Only events at this height.")
 @click.option("--trace", "trace_tx", help="Follow one transaction (hash hex).")
 @click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing new lines.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines (for piping).")
+@json_option("Print JSON lines on stdout (for piping).")
 @click.option("--limit", type=int, default=0, help="Print only the last N matching lines.")
 def logs(testnet_dir: Path, files: tuple[Path, ...], compose_dir: Path | None,
          nodes: tuple[str, ...], shards: tuple[int, ...], min_level: str,

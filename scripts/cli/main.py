@@ -103,9 +103,22 @@ def main() -> None:
     """shardnet: a local multi-shard testnet with parallel execution and PBFT."""
 
 
-@main.group(cls=LazyGroup, lazy_commands=BENCHMARKS)
+class BenchGroup(LazyGroup):
+    """``shardnet bench NAME``: every benchmark also takes ``--json`` (the document its
+    ``--out`` file gets, on stdout; its tables and progress on stderr)."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None and not any(p.name == "json_stdout" for p in command.params):
+            from scripts.cli.params import json_stdout_option
+
+            command.params.append(json_stdout_option())
+        return command
+
+
+@main.group(cls=BenchGroup, lazy_commands=BENCHMARKS)
 def bench() -> None:
-    """Benchmarks: each prints a table and writes JSON."""
+    """Benchmarks: each prints a table and writes JSON (--out FILE; --json: on stdout)."""
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def json_option(help: str = "Machine output: JSON on stdout (human messages on s
 
 
 def rng_seed_option(default: int = 1, help: str = "Random seed of the run: same seed, "
-                    "same run.") -> Callable[[F], F]:
+                    "same run.", name: str = "rng_seed") -> Callable[[F], F]:
     """``--rng-seed N``, a run's random seed (an integer). ``--seed`` is the account seed
     (a string) everywhere: given to a command with ``--rng-seed``, it is refused with the
     new name (``renamed_option``)."""
@@ -139,7 +139,7 @@ def rng_seed_option(default: int = 1, help: str = "Random seed of the run: same 
         func = renamed_option("--seed", "--rng-seed",
                               "--seed is the account seed (a string) in shardnet; the run's "
                               "random seed is --rng-seed N")(func)
-        return click.option("--rng-seed", type=int, default=default, show_default=True,
+        return click.option("--rng-seed", name, type=int, default=default, show_default=True,
                             metavar="N", help=help)(func)
 
     return decorate
@@ -154,7 +154,8 @@ def renamed_option(old: str, new: str, message: str | None = None) -> Callable[[
         if value is not None:
             raise UsageFailure(message or f"{old} is now {new}")
 
-    return click.option(old, hidden=True, expose_value=False, default=None,
+    dest = "renamed_" + old.lstrip("-").replace("-", "_")
+    return click.option(old, dest, hidden=True, expose_value=False, default=None,
                         callback=refuse, is_eager=True)
 
 
@@ -175,3 +176,31 @@ def out_option(help: str = "Write the result to this file.", name: str = "out", 
                         type=click.Path(dir_okay=False, path_type=Path), default=default,
                         show_default=show_default and default is not None, metavar="FILE",
                         help=help)
+
+
+JSON_STDOUT_KEY = "shardnet.json_stdout"
+
+
+def _json_to_stdout(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        import contextlib
+        import sys
+
+        ctx.meta[JSON_STDOUT_KEY] = sys.stdout
+        ctx.with_resource(contextlib.redirect_stdout(sys.stderr))
+
+
+def json_stdout_option(help: str = "The JSON result on stdout; tables and progress go to "
+                       "stderr.") -> click.Option:
+    """``--json`` for a command whose human output is printed all along the way (the
+    benchmarks): while it runs, stdout is stderr, and ``json_stdout()`` is the real
+    stdout for the one JSON document."""
+    return click.Option(["--json", "json_stdout"], is_flag=True, expose_value=False,
+                        callback=_json_to_stdout, is_eager=True, help=help)
+
+
+def json_stdout() -> Any:
+    """The stream the JSON result goes to when ``--json`` (``json_stdout_option``) was
+    given, else None."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(JSON_STDOUT_KEY)

@@ -19,7 +19,7 @@ transactions, conservation, the nodes' own audit and finality.
 A failing seed is printed with the command replaying it; the exit status is 1 when
 any seed fails, 2 for a usage error. ``--soak N`` makes every run N times longer
 (fault phase and client load). One row per seed with ``-v``, a table of the totals;
-``--json`` prints the summary and every seed as JSON instead; ``--json-out`` also
+``--json`` prints the summary and every seed as JSON instead; ``--out`` also
 writes the summary to a file.
 """
 
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from consensus.sim.simulator import SimConfig, SimResult, Simulation
+from scripts.cli.params import out_option
 
 if TYPE_CHECKING:
     from node.sim.network import LinkFault, NetworkSimResult
@@ -235,8 +236,7 @@ def network_summary(results: Sequence[NetworkSimResult], wall_s: float) -> dict[
 @click.option("--crash", "crashes", multiple=True, metavar="SHARD/INDEX:AT_MS:DOWN_MS",
               help="Network: a node crashes at AT_MS and restarts DOWN_MS later (repeatable).")
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed, not only failures.")
-@click.option("--json-out", type=click.Path(path_type=Path), default=None,
-              help="Also write the summary to this file.")
+@out_option("Also write the summary (JSON) to this file.", name="json_out")
 def simulate(
     seeds: int,
     start: int,

@@ -112,7 +112,7 @@ def _client(url: str | None, testnet: Path) -> Client:
     if effective:
         return _ask(f"cannot reach {effective}", lambda: Client.from_url(effective))
     if _manifest(testnet) is None:
-        raise UsageFailure(f"no testnet at {testnet}: run `shardnet testnet init --dir "
+        raise UsageFailure(f"no testnet at {testnet}: run `shardnet testnet init --testnet "
                            f"{testnet}`, or give --testnet DIR or --url")
     return Client.from_testnet(testnet)
 
@@ -473,6 +473,10 @@ def account(address: str | None, history: bool, limit: int, before: int | None,
         click.echo(json.dumps(page, indent=2) if as_json else "\n".join(account_txs_lines(page)))
         return
     found = _ask(f"account on shard {shard}", lambda: client.account(raw, shard))
+    # Lending (issue 18): positions and health factor, from the lending shard.
+    lending = _ask("lending position", lambda: defi_lending.find_lending(client, raw))
+    if lending is not None:
+        found["lending"] = lending
     click.echo(json.dumps(found, indent=2))
 
 
@@ -661,3 +665,7 @@ def send_raw(raw_hex: str, wait_s: float, as_json: bool, url: str | None,
     except (ValueError, DecodeError) as exc:
         raise UsageFailure(f"not a signed transaction: {exc}") from None
     _submit(_client(url, testnet), raw, wait_s, as_json)
+
+
+# DeFi calls live in their own modules, which add their commands to ``tx`` (issue 18).
+from scripts.cli import defi_farms, defi_lending  # noqa: E402, F401

@@ -17,8 +17,9 @@ from typing import Any
 import click
 from aiohttp import web
 
+from scripts.cli.exits import UsageFailure
 from scripts.cli.load.targets import Network, resolve
-from scripts.cli.params import Duration
+from scripts.cli.params import Duration, json_option, testnet_option
 from scripts.dashboard.aggregator import Aggregator
 from scripts.dashboard.server import DashboardServer
 
@@ -27,10 +28,7 @@ HOST = "127.0.0.1"
 
 
 @click.command("dashboard", context_settings={"show_default": True})
-@click.option("--testnet", "--dir", "root", type=click.Path(file_okay=False, path_type=Path),
-              default=None, show_default=False,
-              help="Testnet folder (default: testnets/default unless --url or SHARDNET_URL "
-              "is given).")
+@testnet_option(default=None)
 @click.option("--url", "urls", multiple=True,
               help="A node's API URL (repeatable; a compose network: "
               "http://127.0.0.1:8000); the rest is found by GET /v1/network. "
@@ -43,16 +41,16 @@ HOST = "127.0.0.1"
               help="How much history is kept.")
 @click.option("--once", is_flag=True,
               help="Read every node once, print the snapshot and exit (no server).")
-@click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")
+@json_option("With --once: the snapshot as JSON on stdout.")
 def dashboard(root: Path | None, urls: tuple[str, ...], port: int, interval: float,
               window: float, once: bool, as_json: bool) -> None:
     """Serve a live page of the network: per shard height, TPS, commit latency, view
     changes, mempool and peers over time, the latest blocks, a transaction search."""
     if as_json and not once:
-        raise click.ClickException("--json goes with --once (the server itself has "
+        raise UsageFailure("--json goes with --once (the server itself has "
                                    "/api/snapshot)")
     if window < interval:
-        raise click.ClickException("--window must be at least --interval")
+        raise UsageFailure("--window must be at least --interval")
     network = resolve(root, urls)
     if once:
         snapshot = asyncio.run(_once(network, interval, window))

@@ -2,7 +2,7 @@
 
 The inputs are drawn in chunks of ``CHUNK`` inputs, each chunk one hypothesis run
 seeded from ``(seed, target, chunk)`` whose examples are batches of the target's ``batch`` inputs:
-the same ``--seed`` and ``--count`` feed the same inputs. Every input is counted as
+the same ``--rng-seed`` and ``--count`` feed the same inputs. Every input is counted as
 accepted or refused (by reason); the first untyped exception stops the target,
 hypothesis shrinks the batch's draw (its source, its seed), and the failing input is
 reported (as hex) with its error and the command replaying it.

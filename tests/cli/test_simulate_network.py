@@ -31,7 +31,7 @@ def test_network_seeds_print_totals_and_json(tmp_path: Path) -> None:
     assert "seeds: 1" in table.output and "failed: []" in table.output
     assert "receipts:" in table.output and "blocks:" in table.output
     out = tmp_path / "summary.json"
-    report = json.loads(CliRunner().invoke(simulate, [*args, "--json", "--json-out",
+    report = json.loads(CliRunner().invoke(simulate, [*args, "--json", "--out",
                                                       str(out)]).output)
     assert report["seeds"] == 1 and report["failed"] == [] and report["txs"] == 8
     (run,) = report["runs"]

@@ -18,16 +18,16 @@ def _run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (("--url", "http://127.0.0.1:9"), "no node answers /v1/network"),
-    (("--json",), "--json goes with --once"),
-    (("--interval", "5s", "--window", "1s"), "--window must be at least --interval"),
-    (("--interval", "0s"), "not a positive duration"),
-    (("--port", "70000"), "70000"),
+@pytest.mark.parametrize(("args", "says", "exit_code"), [
+    (("--url", "http://127.0.0.1:9"), "no node answers /v1/network", 3),  # unreachable
+    (("--json",), "--json goes with --once", 2),  # usage
+    (("--interval", "5s", "--window", "1s"), "--window must be at least --interval", 2),
+    (("--interval", "0s"), "not a positive duration", 2),
+    (("--port", "70000"), "70000", 2),
 ])
-def test_a_failure_is_one_error_line(args: tuple[str, ...], says: str) -> None:
+def test_a_failure_is_one_error_line(args: tuple[str, ...], says: str, exit_code: int) -> None:
     code, output = _run(*args)
-    assert code in (1, 2), output  # 2: click's usage errors
+    assert code == exit_code, output  # scripts/cli/exits.py
     lines = [line for line in output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and says in lines[0], output
     assert "Traceback" not in output
@@ -35,7 +35,7 @@ def test_a_failure_is_one_error_line(args: tuple[str, ...], says: str) -> None:
 
 def test_a_missing_testnet_folder_is_one_line(tmp_path: Path) -> None:
     code, output = _run("--testnet", str(tmp_path / "nowhere"))
-    assert code == 1 and output.startswith("Error: ") and len(output.splitlines()) == 1
+    assert code == 2 and output.startswith("Error: ") and len(output.splitlines()) == 1
 
 
 async def test_a_port_in_use_is_one_line_naming_it() -> None:

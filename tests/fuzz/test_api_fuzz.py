@@ -108,7 +108,7 @@ def test_bounded_run_against_a_real_node_finds_nothing(node: ApiRun) -> None:
 @pytest.mark.integration
 def test_cli_counts_api_requests_as_json(node: ApiRun) -> None:
     result = CliRunner().invoke(main, ["fuzz", "--target", "api", "--count", "60",
-                                       "--url", node.node.url, "--seed", "3", "--json"])
+                                       "--url", node.node.url, "--rng-seed", "3", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     (target,) = summary["targets"]
@@ -159,7 +159,7 @@ def test_a_documented_503_is_a_refusal_not_a_finding() -> None:
 def test_cli_exits_1_on_a_finding_and_prints_the_request() -> None:
     with serving(BrokenStatus()) as url:
         result = CliRunner().invoke(main, ["fuzz", "--target", "api", "--count", "2000",
-                                           "--url", url, "--seed", "1"])
+                                           "--url", url, "--rng-seed", "1"])
     assert result.exit_code == 1, result.output
     assert "FINDING api:" in result.output
     assert "curl -X" in result.output

@@ -100,7 +100,7 @@ def test_an_invariant_violation_is_a_finding_not_a_refusal() -> None:
 def test_cli_exits_1_on_a_finding_and_prints_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(targets_module.TARGETS, "broken", _broken(ValueError("boom")))
     result = CliRunner().invoke(main, ["fuzz", "--target", "broken", "--count", "2000",
-                                       "--seed", str(SEED)])
+                                       "--rng-seed", str(SEED)])
     assert result.exit_code == 1, result.output
     assert "FINDING broken: ValueError: boom" in result.output
     assert "replay: shardnet fuzz --target broken --replay " in result.output

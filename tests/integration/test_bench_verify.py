@@ -13,7 +13,7 @@ from scripts.cli.main import main
 def test_bench_verify_prints_both_paths_and_their_ratio(tmp_path: Path) -> None:
     out = tmp_path / "verify.json"
     args = ["bench", "verify", "--signatures", "64", "--threads", "2", "--rounds", "1",
-            "--json-out", str(out)]
+            "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "verify_many" in result.output and "admit_batch" in result.output
