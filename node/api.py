@@ -57,6 +57,7 @@ class NodeServiceAPI(Protocol):
     async def submit_txs(self, raw_txs: list[bytes]) -> list[SubmitResult]: ...
     async def tx_status(self, tx_hash: bytes) -> dict[str, Any] | None: ...
     def account(self, address: bytes) -> dict[str, Any]: ...
+    def lending(self, address: bytes) -> dict[str, Any]: ...
     async def account_txs(self, address: bytes, before: int, limit: int
                           ) -> dict[str, Any]: ...
     async def block(self, height: int | None) -> dict[str, Any] | None: ...
@@ -279,6 +280,7 @@ class _Routes:
             web.get("/v1/txs/{tx_hash}", self.tx),
             web.get("/v1/accounts/{address}", self.account),
             web.get("/v1/accounts/{address}/txs", self.account_txs),
+            web.get("/v1/lending/{address}", self.lending),
             web.get("/v1/blocks/latest", self.latest),
             web.get("/v1/blocks/{height}", self.block),
             web.get("/v1/status", self.status),
@@ -301,6 +303,10 @@ class _Routes:
     async def account(self, request: web.Request) -> web.Response:
         address = _parse_hex(request.match_info["address"], "address", 32)
         return web.json_response(self.service.account(address))
+
+    async def lending(self, request: web.Request) -> web.Response:
+        address = _parse_hex(request.match_info["address"], "address", 32)
+        return web.json_response(self.service.lending(address))
 
     async def account_txs(self, request: web.Request) -> web.Response:
         """``?limit=N&before=CURSOR``: a page of the account's history, newest first."""

@@ -79,6 +79,15 @@ def _schemas() -> dict[str, Any]:
             "address": _HASH, "shard": _INT, "nonce": _INT, "balances": _COUNTS,
             "height": _INT,
         }),
+        "Lending": _obj(["address", "shard", "height", "lending_address", "quote",
+                         "positions", "collateral_value", "debt_value", "health_factor",
+                         "liquidatable", "markets"], {
+            "address": _HASH, "shard": _INT, "height": _INT, "lending_address": _HASH,
+            "quote": _INT, "positions": {"type": "array", "items": {"type": "object"}},
+            "collateral_value": _INT, "debt_value": {"type": ["integer", "null"]},
+            "health_factor": {"type": ["number", "null"]}, "liquidatable": {"type": "boolean"},
+            "markets": {"type": "array", "items": {"type": "object"}},
+        }),
         "Block": _obj(["shard", "height", "view", "hash", "prev_hash", "time_ms", "proposer",
                        "tx_root", "inbound_root", "receipts_root", "state_root",
                        "evidence_root", "txs", "inbound_receipts", "inbound_origins",
@@ -237,6 +246,12 @@ def document(*, body_bytes_max: int, batch_txs_max: int, seq_max: int, shard_id_
             "200": _json(_ref("Account"), "nonce and balances at the committed tip"),
             "400": _error("`malformed`, or `wrong_shard`: the address lives on another "
                           "shard")}, parameters=[address]),
+        "/v1/lending/{address}": _get("getLending", "A lending position (issue 18)", {
+            "200": _json(_ref("Lending"), "the account's supply shares and debts (interest "
+                         "and TWAP prices as of the next block), health factor, markets"),
+            "400": malformed,
+            "404": _error("`no_lending`: this shard runs no lending markets")},
+            parameters=[address]),
         "/v1/accounts/{address}/txs": _get("getAccountTxs",
                                            "An account's transactions, newest first", {
             "200": _json(_ref("AccountTxs"), "a page of the account's history (sent, "

@@ -277,6 +277,17 @@ class NodeService:
         body["height"] = self.ledger.height
         return body
 
+    def lending(self, address: bytes) -> dict[str, Any]:
+        """``GET /v1/lending/{address}`` (issue 18): the position, health factor and
+        markets; 404 ``no_lending`` on a shard without the lending program."""
+        report = self.ledger.lending(address)
+        if report is None:
+            raise ApiError(404, "no_lending", f"shard {self.ledger.shard} runs no lending "
+                           "markets")
+        report["shard"] = self.ledger.shard
+        report["height"] = self.ledger.height
+        return report
+
     async def account_txs(self, address: bytes, before: int, limit: int) -> dict[str, Any]:
         """A page of ``address``'s history, newest first (node/store/accounts.py):
         ``next_before`` continues it, None on the last page. Refused off its shard."""

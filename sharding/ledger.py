@@ -45,6 +45,7 @@ from sharding.executor import (
 from sharding.farms import Farm
 from sharding.genesis import Genesis, genesis_state
 from sharding.header_rules import check_header_fields, check_time_not_ahead, next_time_ms
+from sharding.lending import get_position_report
 from sharding.parallel import ParallelExecutor
 from sharding.records import (
     KEY_ACCOUNT,
@@ -272,6 +273,11 @@ class Ledger:
             "nonce": account.nonce,
             "balances": {self.genesis.asset_name(b.asset): b.amount for b in account.balances},
         }
+
+    def lending(self, address: bytes) -> dict[str, Any] | None:
+        """``address``'s lending position and the markets, as the next block would see
+        them (interest and prices accrued to it); None off the lending shard."""
+        return get_position_report(self.state, address, self.height + 1)
 
     def in_cursor(self, src_shard: int) -> int:
         return get_in_cursor(self.state, src_shard)

@@ -471,3 +471,59 @@ def process_receipt_lending(view: StateView, params: ShardParams, receipt: Recei
     if refund is not None:
         credit_home(view, refund)
     return error
+
+
+# ---------------------------------------------------------------------------
+# Reports (the node's ``GET /v1/lending/{address}``; read-only, at a height)
+
+
+def compute_price_float(price: Price | None) -> float | None:
+    return None if price is None else price[0] / price[1] / Q64
+
+
+def get_markets_report(view: StateReader, config: LendingConfig,
+                       height: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for asset in config.assets:
+        market = get_accrued_market(view, asset, height)
+        rows.append({
+            "asset": asset, "cash": market.cash, "borrows": market.borrows,
+            "reserves": market.reserves, "shares": market.shares,
+            "utilisation": compute_utilisation(market) / WAD,
+            "borrow_rate_per_block": compute_borrow_rate(market) / WAD,
+            "exchange_rate": (compute_underlying(market) / market.shares
+                              if market.shares else 1.0),
+            "collateral_factor": market.collateral_factor / WAD,
+            "price": compute_price_float(get_price(view, config, market, height)),
+        })
+    return rows
+
+
+def get_position_report(view: StateReader, owner: bytes,
+                        height: int) -> dict[str, object] | None:
+    """An account's holdings, debts, values and health factor as of block ``height``
+    (interest and prices accrued to it); None when this shard runs no lending."""
+    config = get_lending_config(view)
+    if config is None:
+        return None
+    position = get_position(view, owner)
+    rows: list[dict[str, object]] = []
+    for holding in position.holdings:
+        market = get_accrued_market(view, holding.asset, height)
+        rows.append({
+            "asset": holding.asset, "shares": holding.shares,
+            "supplied": compute_shares_value(market, holding.shares),
+            "debt": compute_debt(holding, market),
+            "price": compute_price_float(get_price(view, config, market, height)),
+        })
+    health = get_health(view, config, position, height)
+    factor = health.factor_wad()
+    return {
+        "address": owner.hex(), "lending_address": config.address.hex(),
+        "quote": config.quote, "positions": rows,
+        "collateral_value": health.collateral // Q64,  # quote units, times CF
+        "debt_value": compute_ceil_div(health.debt, Q64) if health.debt < INFINITE else None,
+        "health_factor": None if factor is None else factor / WAD,
+        "liquidatable": not health.healthy,
+        "markets": get_markets_report(view, config, height),
+    }

@@ -41,6 +41,9 @@ class RecordingService:
     async def account_txs(self, address: bytes, before: int, limit: int) -> dict[str, Any]:
         return {"address": address.hex(), "shard": 0, "txs": [], "next_before": None}
 
+    def lending(self, address: bytes) -> dict[str, Any]:
+        return {"address": address.hex(), "positions": []}
+
     async def block(self, height: int | None) -> dict[str, Any] | None:
         return {"height": 3} if height in (None, 3) else None
 

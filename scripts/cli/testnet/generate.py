@@ -37,7 +37,7 @@ from scripts.cli.testnet.layout import (
     node_name,
     write_private,
 )
-from sharding.genesis import load_genesis
+from sharding.genesis import find_pool_name, load_genesis
 
 DEFAULT_SEED = "shardnet"
 LOCAL_CHAIN_ID = "shardnet-local"  # seed-only testnets (--deterministic-keys, tests)
@@ -55,6 +55,12 @@ ASSETS = ("COIN", "USD", "ETH")
 ACCOUNT_BALANCE = 1_000_000_000_000
 POOL_RESERVE = 1_000_000_000_000_000
 POOLS = (("COIN-USD", ("COIN", "USD")), ("ETH-USD", ("ETH", "USD")), ("COIN-ETH", ("COIN", "ETH")))
+# Lending (issue 18): a market per asset on shard 0, priced in USD by the TWAP of
+# pools placed on that shard; shallow on purpose (one account's swaps move them:
+# the price-shock workload).
+LENDING_SHARD = 0
+LENDING_QUOTE = "USD"
+LENDING_POOL_RESERVE = 1_000_000_000_000
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,23 @@ def node_entries(spec: TestnetSpec) -> list[NodeEntry]:
     return entries
 
 
+def lending_pools(shards: int) -> list[dict[str, Any]]:
+    """The pools that price the lending markets: each asset against the quote, on the
+    lending shard (``find_pool_name``: ``COIN-USD-lending``, ``-1``, ...)."""
+    return [{"name": find_pool_name(f"{name}-{LENDING_QUOTE}-lending", LENDING_SHARD, shards),
+             "assets": [name, LENDING_QUOTE],
+             "reserves": [LENDING_POOL_RESERVE, LENDING_POOL_RESERVE]}
+            for name in ASSETS if name != LENDING_QUOTE]
+
+
+def lending_markets(shards: int) -> list[dict[str, Any]]:
+    """A market per asset (the genesis defaults of sharding/genesis.py ``MarketSpec``),
+    each priced by its ``lending_pools`` pool (the quote asset needs none)."""
+    pools = {pool["assets"][0]: pool["name"] for pool in lending_pools(shards)}
+    return [{"asset": name, "price_pool": pools[name]} if name in pools else {"asset": name}
+            for name in ASSETS]
+
+
 def genesis_document(spec: TestnetSpec, nodes: list[NodeEntry]) -> dict[str, Any]:
     validators: list[list[dict[str, Any]]] = [[] for _ in range(spec.shards)]
     for node in nodes:
@@ -160,7 +183,10 @@ def genesis_document(spec: TestnetSpec, nodes: list[NodeEntry]) -> dict[str, Any
         "accounts": [{"seed": spec.seed, "count": spec.accounts,
                       "balances": {name: ACCOUNT_BALANCE for name in ASSETS}}],
         "pools": [{"name": name, "assets": list(pair), "reserves": [POOL_RESERVE, POOL_RESERVE]}
-                  for name, pair in POOLS],
+                  for name, pair in POOLS] + lending_pools(spec.shards),
+        "lending_shard": LENDING_SHARD,
+        "lending_quote": LENDING_QUOTE,
+        "markets": lending_markets(spec.shards),
     }
 
 
