@@ -40,6 +40,7 @@ from rich.table import Table
 from consensus.kernel.crypto import KeyPair, verify_signature
 from node.executor_pool import ProcessRunner, available_cores
 from scripts.bench.common import cpu_seconds, machine_facts, report
+from scripts.cli.params import rng_seed_option
 from sharding.accounts import derive_account, shard_of
 from sharding.block import GENESIS_PREV_HASH, Block
 from sharding.executor import BlockResult, apply_block, build_block
@@ -457,7 +458,7 @@ def pyevm_comparison(result: dict[str, Any]) -> str:
               help="Comma-separated worker counts.")
 @click.option("--txs", default=2_000, show_default=True, help="Transactions per block.")
 @click.option("--reps", default=5, show_default=True, help="Timed runs per executor.")
-@click.option("--seed", default=1, show_default=True)
+@rng_seed_option(help="Seed of the generated blocks.", name="seed")
 @click.option("--partitioned", is_flag=True,
               help="Always conflict-partitioned execution (default: overlapped with <= 2 "
                    "workers, as the node runs).")
