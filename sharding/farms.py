@@ -30,6 +30,8 @@ the farm's key is every staker's hot spot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from consensus.kernel.codec import U64_MAX, WireStruct, decode, encode
 from consensus.kernel.errors import check
 from consensus.kernel.limits import RECORD_BYTES_MAX
@@ -217,3 +219,23 @@ def process_unstake(view: StateView, pool: bytes, owner: bytes, shares: int, hei
     farm, _ = process_settle(view, pool, owner, farm, stake, staked - shares)
     put_lp_shares(view, pool, owner, get_lp_shares(view, pool, owner) + shares)
     put_farm(view, pool, _with(farm, staked=farm.staked - shares))
+
+
+def get_liquidity_of(
+    view: StateReader, pools: Iterable[tuple[str, bytes]], owner: bytes, height: int
+) -> dict[str, dict[str, int]]:
+    """``owner``'s LP shares, stake and pending farm reward (at ``height``) per pool
+    name, for the pools given that it holds or stakes anything in (wallet reads)."""
+    found: dict[str, dict[str, int]] = {}
+    for name, pool in pools:
+        shares = get_lp_shares(view, pool, owner)
+        stake = get_stake(view, pool, owner)
+        farm = get_farm(view, pool)
+        if shares == 0 and stake is None:
+            continue
+        entry = {"lp_shares": shares, "staked": 0 if stake is None else stake.shares}
+        if farm is not None:
+            entry["pending_reward"] = compute_pending_reward(farm, stake, height)
+            entry["reward_asset"] = farm.reward_asset
+        found[name] = entry
+    return found

@@ -42,7 +42,7 @@ from sharding.executor import (
     commit_block_result,
     compute_bad_signatures,
 )
-from sharding.farms import Farm
+from sharding.farms import Farm, get_liquidity_of
 from sharding.genesis import Genesis, genesis_state
 from sharding.header_rules import check_header_fields, check_time_not_ahead, next_time_ms
 from sharding.lending import get_position_report
@@ -272,7 +272,20 @@ class Ledger:
         return {
             "nonce": account.nonce,
             "balances": {self.genesis.asset_name(b.asset): b.amount for b in account.balances},
+            **self._liquidity(address),
         }
+
+    def _liquidity(self, address: bytes) -> dict[str, Any]:
+        """``{"liquidity": {pool: {lp_shares, staked, pending_reward, reward_asset}}}``
+        for the pools of this shard the account holds or stakes in (none: {})."""
+        found: dict[str, dict[str, Any]] = {
+            name: dict(entry) for name, entry in get_liquidity_of(
+                self.state, ((p.name, p.address) for p in self.genesis.pools), address,
+                self.height).items()}
+        for entry in found.values():
+            if "reward_asset" in entry:
+                entry["reward_asset"] = self.genesis.asset_name(entry["reward_asset"])
+        return {"liquidity": found} if found else {}
 
     def lending(self, address: bytes) -> dict[str, Any] | None:
         """``address``'s lending position and the markets, as the next block would see

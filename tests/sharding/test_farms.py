@@ -382,6 +382,10 @@ def test_ledger_running_totals_count_farm_holdings() -> None:
         ledger.commit(proposal.payload, proposal.block_hash, height)
     # Four blocks of 100 for the one staker, rounded down.
     assert FARM_BUDGET - farm(ledger.state).rewards in (399, 400)
+    # The wallet's view (GET /v1/accounts/{address}): LP shares, stake, pending reward.
+    assert ledger.account(key.public_key)["liquidity"] == {POOL.name: {
+        "lp_shares": 50_000, "staked": 50_000, "pending_reward": 0, "reward_asset": "COIN"}}
+    assert "liquidity" not in ledger.account(KEYS[1].public_key)
     recount = get_shard_totals(ledger.state)
     assert ledger.reserves == dict(recount.reserves)
     assert ledger.balances == dict(recount.balances)
