@@ -32,6 +32,7 @@ from sharding.lending import (
     get_lending_config,
     get_market,
     get_position,
+    get_position_report,
     process_market_supply,
     put_market,
 )
@@ -465,3 +466,16 @@ def test_conservation_over_random_lending_mixes(ops: list[tuple[str, int, int, i
         chain.block(shard, [], chain.height + 1)
     chain.audit_ok()
     assert not chain.pending[0] and not chain.pending[1]
+
+
+def test_position_report_shows_debts_values_and_the_health_factor() -> None:
+    chain = Chain()
+    alice = make_borrower(chain)
+    report = get_position_report(chain.states[0], alice.public_key, chain.height + 1)
+    assert report is not None
+    assert report["lending_address"] == MARKET.hex() and report["liquidatable"] is False
+    positions = {row["asset"]: row for row in report["positions"]}  # type: ignore[attr-defined]
+    assert positions[USD]["supplied"] == 100_000 and positions[COIN]["debt"] >= 70_000
+    assert 1.07 < report["health_factor"] <= 75_000 / 70_000  # type: ignore[operator]
+    assert report["collateral_value"] == 75_000 and report["debt_value"] >= 70_000  # type: ignore[operator]
+    assert get_position_report(chain.states[1], alice.public_key, 1) is None
