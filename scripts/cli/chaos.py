@@ -56,7 +56,7 @@ def chaos() -> None:
 
 
 @chaos.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option("The scenarios as a JSON array on stdout.")
 def list_command(as_json: bool) -> None:
     """The shipped scenarios (scenarios/*.toml)."""
     rows: list[dict[str, Any]] = []

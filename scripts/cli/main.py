@@ -16,13 +16,13 @@ from typing import Any
 
 import click
 
-from scripts.cli.exits import epilog
+from scripts.cli.exits import UsageFailure, epilog
 
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
     "logs": "scripts.cli.logs:logs",
     "ledger-demo": "scripts.cli.demo:ledger_demo",
-    "demo": "scripts.cli.demo:demo_moved",  # hidden: says where it went
+    "demo": "scripts.cli.demo:demo_moved",  # hidden (HIDDEN): says where it went
     "completion": "scripts.cli.completion:completion",
     "node": "node.main:node_command",
     "testnet": "scripts.cli.testnet.cli:testnet",
@@ -40,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "dashboard": "scripts.dashboard.cli:dashboard",
     "project": "scripts.cli.project:project",
 }
+
+HIDDEN = frozenset({"demo"})  # in COMMANDS, not in --help
 
 BENCHMARKS: dict[str, str] = {
     # shardnet bench NAME: "module:attribute"
@@ -79,6 +81,32 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+class RootGroup(LazyGroup):
+    """``shardnet``: a usage error of any subcommand (unknown option, bad value, missing
+    argument) is one line naming what to fix and where help is, exit 2, instead of
+    click's usage block."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc  # a group given no subcommand: its help, as click prints it
+    where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+    return UsageFailure(" ".join(exc.format_message().split()).rstrip(".") + where)
+
+
 def _unavailable(name: str, missing: str) -> click.Command:
     def fail() -> None:
         raise click.ClickException(
@@ -93,7 +121,7 @@ def _unavailable(name: str, missing: str) -> click.Command:
 
 
 @click.group(
-    cls=LazyGroup,
+    cls=RootGroup,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=epilog(),

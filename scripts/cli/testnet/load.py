@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from scripts.cli.params import testnet_option
+from scripts.cli.params import json_option, testnet_option
 
 DEFAULT_RATE_TPS = 400.0
 
@@ -39,9 +39,11 @@ def run_load(args: Sequence[str], prog_name: str) -> None:
 @click.option("--txs", type=click.IntRange(1, 10_000_000), default=400, show_default=True)
 @click.option("--rate", "rate_tps", type=click.FloatRange(min=1), default=DEFAULT_RATE_TPS,
               show_default=True, help="Offered tx/s.")
+@json_option("The load report as JSON on stdout (progress on stderr).")
 @click.pass_context
-def load(ctx: click.Context, root: Path, txs: int, rate_tps: float) -> None:
+def load(ctx: click.Context, root: Path, txs: int, rate_tps: float, as_json: bool) -> None:
     """N signed transactions at the testnet, with live progress and the audit at the end:
     `shardnet load --testnet DIR --max-txs N` (other `shardnet load` options pass on)."""
-    run_load(["--testnet", str(root), *load_args(txs, rate_tps, ctx.args)],
+    extra = [*ctx.args, "--json"] if as_json else ctx.args
+    run_load(["--testnet", str(root), *load_args(txs, rate_tps, extra)],
              "shardnet testnet load")
