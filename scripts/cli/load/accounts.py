@@ -33,6 +33,7 @@ class PoolInfo:
     address: bytes
     shard: int
     assets: tuple[int, int]
+    farmed: bool = False  # the genesis created a farm on it (stake, harvest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +83,12 @@ def build_universe(genesis: Genesis, seed: str, count: int, senders: int) -> Uni
     if not chosen:
         raise ValueError("no sender account")
     pools: dict[int, list[PoolInfo]] = {s: [] for s in range(num_shards)}
+    farmed = {farm.pool for farm in genesis.farms}
     for pool in genesis.pools:
         address = program_address(pool.name)
         pools[shard_of(address, num_shards)].append(
             PoolInfo(pool.name, address, shard_of(address, num_shards),
-                     (pool.asset_a, pool.asset_b)))
+                     (pool.asset_a, pool.asset_b), pool.name in farmed))
     return Universe(seed, num_shards, tuple(sorted(genesis.assets.values())), tuple(chosen),
                     {s: tuple(v) for s, v in recipients.items()},
                     {s: tuple(v) for s, v in pools.items()})

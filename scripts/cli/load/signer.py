@@ -18,7 +18,19 @@ from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
 from scripts.cli.load.workload import Intent
 from sharding.accounts import derive_account
-from sharding.tx import Call, Swap, Transfer, TxBody, sign_tx, tx_hash
+from sharding.tx import (
+    AddLiquidity,
+    Call,
+    Harvest,
+    RemoveLiquidity,
+    Stake,
+    Swap,
+    Transfer,
+    TxBody,
+    Unstake,
+    sign_tx,
+    tx_hash,
+)
 
 # (account index, nonce, kind, target, asset, amount): what crosses the process boundary.
 Item = tuple[int, int, str, bytes, int, int]
@@ -36,6 +48,16 @@ def _key(seed: str, index: int) -> KeyPair:
 def make_call(kind: str, target: bytes, asset: int, amount: int) -> Call:
     if kind == "swap":
         return Swap(target, asset, amount, 0)
+    if kind == "add_liquidity":  # ``amount`` of each of the pool's assets, at most
+        return AddLiquidity(target, amount, amount, 0)
+    if kind == "remove_liquidity":
+        return RemoveLiquidity(target, amount, 0, 0)
+    if kind == "stake":
+        return Stake(target, amount)
+    if kind == "unstake":
+        return Unstake(target, amount)
+    if kind == "harvest":
+        return Harvest(target)
     return Transfer(target, asset, amount)
 
 

@@ -6,6 +6,15 @@ another shard), and how hot the targets are (``--hot zipf:S``: recipients and po
 drawn with P(rank k) proportional to 1/k^S; uniform without it). Senders take turns
 in a fixed order, so the same seed gives the same transactions (nonces aside, which
 come from the chain).
+
+Liquidity and farm kinds (``add_liquidity``, ``remove_liquidity``, ``stake``,
+``unstake``, ``harvest``) always stay on the sender's shard (the calls must: LP shares
+and stakes live next to the pool), on a pool of that shard drawn uniformly (a farmed
+one for farm calls). The workload keeps, per sender and pool, the LP shares and the
+stake it expects the sender to hold if its calls succeed, and sends what makes the
+requested call possible first: an ``add_liquidity`` before a stake or a removal
+without enough shares, a ``stake`` before a harvest or an unstake without a stake.
+A sender with no such pool on its shard sends a transfer instead.
 """
 
 from __future__ import annotations
@@ -17,9 +26,14 @@ from dataclasses import dataclass
 
 from scripts.cli.load.accounts import Universe
 
-KINDS = ("transfer", "swap")
+KINDS = ("transfer", "swap", "add_liquidity", "remove_liquidity", "stake", "unstake", "harvest")
+LIQUIDITY_KINDS = frozenset(("add_liquidity", "remove_liquidity"))
+FARM_KINDS = frozenset(("stake", "unstake", "harvest"))
 TRANSFER_AMOUNT = (1, 1_000)
 SWAP_AMOUNT = (1_000, 10_000)  # small against 10^15 reserves, large enough not to round to 0
+DEPOSIT_AMOUNT = (1_000, 10_000)  # of each asset: mints about as many shares at 1:1
+DEPOSIT_SHARES_EXPECTED = 500  # counted per deposit: safe while the price is within 2x
+SHARES_MOVED = (1, 100)  # shares staked, unstaked or removed per call
 
 
 class WorkloadError(ValueError):
@@ -74,7 +88,7 @@ class Intent:
 
     seq: int
     sender: int  # position in Universe.senders
-    kind: str  # "transfer" | "swap"
+    kind: str  # one of KINDS
     target: bytes  # recipient or pool address
     asset: int
     amount: int
@@ -121,11 +135,52 @@ class Workload:
             raise WorkloadError("--cross-shard needs at least 2 shards")
         if "swap" in self._kinds and not any(universe.pools.values()):
             raise WorkloadError("--mix has swaps but the genesis has no pool")
+        if LIQUIDITY_KINDS & set(self._kinds) and not any(universe.pools.values()):
+            raise WorkloadError("--mix has liquidity calls but the genesis has no pool")
+        if FARM_KINDS & set(self._kinds) and not any(
+                pool.farmed for pools in universe.pools.values() for pool in pools):
+            raise WorkloadError("--mix has farm calls but the genesis has no farm")
+        # Expected LP shares and stake per (sender position, pool), if calls succeed.
+        self._free: dict[tuple[int, bytes], int] = {}
+        self._staked: dict[tuple[int, bytes], int] = {}
 
     def _kind(self) -> str:
         x = self._rng.random() * self._kind_cumulative[-1]
         return self._kinds[min(len(self._kinds) - 1,
                                bisect.bisect_right(self._kind_cumulative, x))]
+
+    def _pool_call(self, kind: str, position: int) -> Intent | None:
+        """A liquidity or farm call of the sender at ``position`` on a pool of its shard
+        (or what must come before it); None when its shard has no suitable pool."""
+        rng = self._rng
+        shard = self.universe.senders[position].shard
+        pools = [p for p in self.universe.pools[shard] if kind in LIQUIDITY_KINDS or p.farmed]
+        if not pools:
+            return None
+        pool = pools[rng.randrange(len(pools))]
+        entry = (position, pool.address)
+        free, staked = self._free.get(entry, 0), self._staked.get(entry, 0)
+        low, high = SHARES_MOVED
+        if kind in ("harvest", "unstake") and staked < high:
+            kind = "stake"
+        if kind in ("stake", "remove_liquidity") and free < high:
+            kind = "add_liquidity"
+        amount = 0
+        if kind == "add_liquidity":
+            amount = rng.randint(*DEPOSIT_AMOUNT)
+            free += DEPOSIT_SHARES_EXPECTED
+        elif kind == "stake":
+            amount = rng.randint(low, high)
+            free, staked = free - amount, staked + amount
+        elif kind == "unstake":
+            amount = rng.randint(low, high)
+            free, staked = free + amount, staked - amount
+        elif kind == "remove_liquidity":
+            amount = rng.randint(low, high)
+            free -= amount
+        self._free[entry], self._staked[entry] = free, staked
+        return Intent(self._seq, position, kind, pool.address, pool.assets[0], amount,
+                      shard, shard)
 
     def next(self) -> Intent:
         """The next transaction of the stream."""
@@ -133,6 +188,12 @@ class Workload:
         position = self._seq % len(universe.senders)
         sender = universe.senders[position]
         kind = self._kind()
+        if kind in LIQUIDITY_KINDS or kind in FARM_KINDS:
+            pool_call = self._pool_call(kind, position)
+            if pool_call is not None:
+                self._seq += 1
+                return pool_call
+            kind = "transfer"
         crosses = rng.random() < self.spec.cross_shard
         dst = sender.shard
         if crosses:

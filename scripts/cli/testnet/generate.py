@@ -55,6 +55,11 @@ ASSETS = ("COIN", "USD", "ETH")
 ACCOUNT_BALANCE = 1_000_000_000_000
 POOL_RESERVE = 1_000_000_000_000_000
 POOLS = (("COIN-USD", ("COIN", "USD")), ("ETH-USD", ("ETH", "USD")), ("COIN-ETH", ("COIN", "ETH")))
+# A farm on each of POOLS (sharding/farms.py): COIN rewards for staked LP shares,
+# funded at genesis (10^6 blocks of rewards each).
+FARM_REWARD_ASSET = "COIN"
+FARM_REWARD_PER_BLOCK = 1_000_000_000
+FARM_BUDGET = 1_000_000_000_000_000
 # Lending (issue 18): a market per asset on shard 0, priced in USD by the TWAP of
 # pools placed on that shard; shallow on purpose (one account's swaps move them:
 # the price-shock workload).
@@ -86,7 +91,8 @@ class TestnetSpec:
             raise ValueError("--validators must be 3f+1 with f >= 1 (4, 7, 10, ...)")
         if self.accounts < 1:
             raise ValueError("--accounts must be >= 1")
-        if self.accounts * ACCOUNT_BALANCE + POOL_RESERVE * 2 >= 2**64:
+        if (self.accounts * ACCOUNT_BALANCE + POOL_RESERVE * 2 + FARM_BUDGET * len(POOLS)
+                >= 2**64):
             raise ValueError("--accounts too large: total supply must fit in a u64")
 
 
@@ -184,6 +190,9 @@ def genesis_document(spec: TestnetSpec, nodes: list[NodeEntry]) -> dict[str, Any
                       "balances": {name: ACCOUNT_BALANCE for name in ASSETS}}],
         "pools": [{"name": name, "assets": list(pair), "reserves": [POOL_RESERVE, POOL_RESERVE]}
                   for name, pair in POOLS] + lending_pools(spec.shards),
+        "farms": [{"pool": name, "reward_asset": FARM_REWARD_ASSET,
+                   "reward_per_block": FARM_REWARD_PER_BLOCK, "budget": FARM_BUDGET}
+                  for name, _ in POOLS],
         "lending_shard": LENDING_SHARD,
         "lending_quote": LENDING_QUOTE,
         "markets": lending_markets(spec.shards),
