@@ -73,7 +73,7 @@ def test_the_stream_executes_every_kind_successfully_and_keeps_the_audit() -> No
         # Blocks of 20 at heights 1, 3, 5...: farms accrue between them.
         for start in range(0, len(items), 20):
             chunk = items[start:start + 20]
-            block, result, rejected = build_block(
+            _, result, rejected = build_block(
                 states[shard], [decode_tx(raw) for _, raw in chunk], [],
                 height=1 + start // 10, view=0, prev_hash=GENESIS_PREV_HASH,
                 time_ms=1 + start, proposer=0)
