@@ -78,6 +78,14 @@ def _schemas() -> dict[str, Any]:
         "Account": _obj(["address", "shard", "nonce", "balances", "height"], {
             "address": _HASH, "shard": _INT, "nonce": _INT, "balances": _COUNTS,
             "height": _INT,
+            "liquidity": {
+                "type": "object",
+                "description": "per pool name, when the account holds LP shares or a "
+                               "farm stake there (pending_reward: at `height`)",
+                "additionalProperties": _obj(["lp_shares", "staked"], {
+                    "lp_shares": _INT, "staked": _INT, "pending_reward": _INT,
+                    "reward_asset": _STR}),
+            },
         }),
         "Lending": _obj(["address", "shard", "height", "lending_address", "quote",
                          "positions", "collateral_value", "debt_value", "health_factor",
