@@ -9,8 +9,13 @@ processes started once, before timing). Figures are medians; tx/s = txs / time.
 
 Workloads: ``transfers`` (recipients uniform over the N accounts, 10% to the other
 shard), ``swaps20`` (the same with 20% swaps over 3 pools on shard 0), ``zipf``
-(senders and recipients drawn Zipf(1.2) over the N accounts). With 2 accounts
-every transaction conflicts; with 10,000 almost none do.
+(senders and recipients drawn Zipf(1.2) over the N accounts), ``swaps_hot`` (every
+transaction a swap on one pool: every transaction conflicts whatever N). With 2
+accounts every transaction conflicts; with 10,000 almost none do.
+
+``--optimistic`` runs every block in the optimistic mode (Block-STM, issue 18:
+``ParallelExecutor(optimistic="always")``, never overlapped); its rows add the
+worker rounds, aborts and re-executions per block.
 
 The py-evm baseline executes the same number of plain value transfers (signed
 legacy transactions, 100 senders, Berlin rules, sender recovery included) with
@@ -53,7 +58,7 @@ SHARD = 0
 NUM_SHARDS = 2
 SEED = "bench-executor"
 ACCOUNTS = (2, 10, 100, 1_000, 10_000)
-WORKLOADS = ("transfers", "swaps20", "zipf")
+WORKLOADS = ("transfers", "swaps20", "zipf", "swaps_hot")
 WORKERS = (1, 2, 4)
 CROSS_SHARE = 0.1
 SWAP_SHARE = 0.2
@@ -111,7 +116,10 @@ def make_block(setup: Setup, workload: str, txs_count: int, rng: random.Random) 
         nonce = nonces.get(sender.public_key, 0)
         nonces[sender.public_key] = nonce + 1
         call: Transfer | Swap
-        if workload == "swaps20" and rng.random() < SWAP_SHARE:
+        if workload == "swaps_hot":
+            pool, asset_a, asset_b = setup.pools[0]
+            call = Swap(pool, rng.choice((asset_a, asset_b)), rng.randint(1, 1000), 0)
+        elif workload == "swaps20" and rng.random() < SWAP_SHARE:
             pool, asset_a, asset_b = rng.choice(setup.pools)
             call = Swap(pool, rng.choice((asset_a, asset_b)), rng.randint(1, 1000), 0)
         elif rng.random() < CROSS_SHARE:
@@ -239,6 +247,9 @@ def block_rows(txs: int, seq: list[float], par: dict[int, list[float]],
             "components": s.components,
             "largest_component_share": s.largest_component_share,
             "reexecutions": s.reexecutions,
+            "rounds": s.rounds,
+            "aborts": s.aborts,
+            "abort_keys": [list(k) for k in s.abort_keys],
             "hot_keys": [list(k) for k in s.hot_keys],
             "seq_cpu_ms": round(statistics.median(cpu["seq"]) * 1e3, 1),
             "par_main_cpu_ms": round(statistics.median(cpu["main"][workers]) * 1e3, 1),
@@ -314,11 +325,14 @@ def bench_pyevm(txs_count: int, reps: int) -> dict[str, Any]:
 
 def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
                  workloads: tuple[str, ...], txs: int, reps: int, seed: int,
-                 log: Callable[[str], None], partitioned: bool) -> list[dict[str, Any]]:
+                 log: Callable[[str], None], partitioned: bool,
+                 optimistic: bool = False) -> list[dict[str, Any]]:
     """One row per (workload, accounts, workers), and the unsigned transfers at the
     largest account count."""
     # The node's choice (overlapped with up to two workers), or always partitioned.
     overlap: dict[str, Any] = {"overlap_workers_max": 0} if partitioned else {}
+    if optimistic:  # Block-STM for every block (issue 18)
+        overlap = {"overlap_workers_max": 0, "optimistic": "always"}
     executors = {w: ParallelExecutor(r, **overlap) for w, r in runners.items()}
     rows: list[dict[str, Any]] = []
     for count in accounts:
@@ -344,7 +358,7 @@ def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
 
 def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[int, ...],
         txs: int, reps: int, seed: int, pyevm_reps: int, log: Callable[[str], None],
-        partitioned: bool = False) -> dict[str, Any]:
+        partitioned: bool = False, optimistic: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()
     capacity_before = measure_capacity()
     log(f"CPU capacity: {capacity_before:.2f} cores (two spin loops vs one)")
@@ -354,7 +368,8 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
         log(f"Ed25519 verify/s: one thread {gil['one_thread']:,.0f}, two threads "
             f"{gil['two_threads']:,.0f}, {gil['process_workers']} processes "
             f"{gil['processes']:,.0f}")
-        rows = measure_grid(runners, accounts, workloads, txs, reps, seed, log, partitioned)
+        rows = measure_grid(runners, accounts, workloads, txs, reps, seed, log, partitioned,
+                            optimistic)
     finally:
         for runner in runners.values():
             runner.close()
@@ -377,7 +392,8 @@ def run(accounts: tuple[int, ...], workloads: tuple[str, ...], workers: tuple[in
         "ed25519_verify_per_s": gil,
         "params": {"txs_per_block": txs, "reps": reps, "seed": seed, "accounts": accounts,
                    "workloads": workloads, "workers": workers,
-                   "strategy": "partitioned" if partitioned else "auto"},
+                   "strategy": ("optimistic" if optimistic
+                                else "partitioned" if partitioned else "auto")},
         "rows": rows,
     }
 
@@ -399,6 +415,7 @@ def make_table(result: dict[str, Any]) -> Table:
     table.add_column("comps", justify="right")
     table.add_column("largest", justify="right")
     table.add_column("mode per w", justify="left")
+    table.add_column("aborts/rounds per w", justify="left")
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in result["rows"]:
         groups.setdefault((row["workload"], row["accounts"]), []).append(row)
@@ -406,7 +423,7 @@ def make_table(result: dict[str, Any]) -> Table:
         if workload == "pyevm_transfer":
             tps = rows[0]["seq_tps"]
             cells = [f"{tps:,.0f}" if tps else rows[0].get("error", "n/a")]
-            table.add_row(workload, str(accounts), *cells, *[""] * (2 * len(workers) + 3))
+            table.add_row(workload, str(accounts), *cells, *[""] * (2 * len(workers) + 4))
             continue
         by_workers = {r["workers"]: r for r in rows}
         seq_tps = statistics.median(r["seq_tps"] for r in rows)
@@ -415,9 +432,11 @@ def make_table(result: dict[str, Any]) -> Table:
             r = by_workers.get(w)
             cells += ["", ""] if r is None else [f"{r['par_tps']:,.0f}", f"{r['speedup']:.2f}"]
         modes = "/".join(by_workers[w]["mode"] for w in workers if w in by_workers)
+        aborts = " ".join(f"{by_workers[w]['aborts']}/{by_workers[w]['rounds']}"
+                          for w in workers if w in by_workers)
         table.add_row(workload, f"{accounts:,}", f"{seq_tps:,.0f}", *cells,
                       str(rows[0]["components"]), f"{rows[0]['largest_component_share']:.2f}",
-                      modes)
+                      modes, aborts)
     return table
 
 
@@ -462,10 +481,13 @@ def pyevm_comparison(result: dict[str, Any]) -> str:
 @click.option("--partitioned", is_flag=True,
               help="Always conflict-partitioned execution (default: overlapped with <= 2 "
                    "workers, as the node runs).")
+@click.option("--optimistic", is_flag=True,
+              help="Always the optimistic mode (Block-STM, issue 18), never overlapped.")
 @click.option("--out", "out_path", default="bench-results/executor.json", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="JSON output file.")
 def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs: int,
-                   reps: int, seed: int, partitioned: bool, out_path: Path) -> None:
+                   reps: int, seed: int, partitioned: bool, optimistic: bool,
+                   out_path: Path) -> None:
     """Sequential vs parallel executor tx/s on 2,000-tx blocks, and a py-evm baseline."""
     console = Console(width=max(Console().width, 150))
     if quick:
@@ -481,7 +503,9 @@ def bench_executor(quick: bool, accounts: str, workloads: str, workers: str, txs
         pyevm_reps = 3
     if txs < 1 or reps < 1 or min(grid[0]) < 1 or min(grid[2]) < 1:
         raise click.BadParameter("--txs, --reps, --accounts and --workers must be >= 1")
-    result = run(*grid, txs, reps, seed, pyevm_reps, console.print, partitioned)
+    if partitioned and optimistic:
+        raise click.BadParameter("--partitioned and --optimistic exclude each other")
+    result = run(*grid, txs, reps, seed, pyevm_reps, console.print, partitioned, optimistic)
     console.print(make_table(result))
     console.print(pyevm_comparison(result))
     report(console, [], out_path, to_json_rows(result))

@@ -26,12 +26,20 @@ from sharding.executor import (
 )
 from sharding.parallel.jobs import Job, JobResult, JobRunner, RunnerFailed
 from sharding.parallel.merge import (
+    Body,
     begin,
     collect_state_leaves,
     collect_tx_leaves,
     finish,
     fold,
     verdict,
+)
+from sharding.parallel.mvmemory import MVMemory
+from sharding.parallel.optimistic import (
+    ROUND_TASKS_MIN,
+    ROUNDS_MAX,
+    OptimisticReport,
+    run_optimistic,
 )
 from sharding.parallel.plan import Plan, compute_assignment, compute_plan, make_jobs
 from sharding.parallel.pump import SignaturePump
@@ -60,6 +68,11 @@ OVERLAP_WORKERS_MAX = 2
 # Of the signatures, queued (one chunk per worker) before the spec starts: the spec
 # takes ~a third of the block's CPU, so the workers are still busy when it ends.
 OVERLAP_EARLY_SHARE = 0.7
+# Which blocks run the optimistic mode (Block-STM, ``optimistic.py``) instead of
+# the partitioned one: "auto", those holding a transaction that cannot declare its
+# keys; "always", every block that would run partitioned (and, when forced, also
+# those that would run overlapped): tests and benches of the mode on any call.
+OPTIMISTIC_MODES = ("auto", "always")
 
 
 class ParallelExecutor:
@@ -74,8 +87,16 @@ class ParallelExecutor:
         parallel_unsigned: bool = False,
         overlap_workers_max: int = OVERLAP_WORKERS_MAX,
         on_stats: StatsSink | None = None,
+        optimistic: str = "auto",
+        optimistic_rounds_max: int = ROUNDS_MAX,
+        optimistic_round_tasks_min: int = ROUND_TASKS_MIN,
     ) -> None:
+        if optimistic not in OPTIMISTIC_MODES:
+            raise ValueError(f"optimistic must be one of {OPTIMISTIC_MODES}")
         self.runner = runner
+        self.optimistic = optimistic
+        self.optimistic_rounds_max = optimistic_rounds_max
+        self.optimistic_round_tasks_min = optimistic_round_tasks_min
         self.parallel_txs_min = parallel_txs_min
         self.parallel_unsigned = parallel_unsigned
         self.overlap_workers_max = overlap_workers_max
@@ -138,7 +159,8 @@ class ParallelExecutor:
             return result
         params = get_shard_params(state, header.height)
         check_block_shape(block, params)
-        if verify_signatures and self.workers <= self.overlap_workers_max:
+        if (verify_signatures and self.workers <= self.overlap_workers_max
+                and self.optimistic != "always"):
             return self._apply_overlapped(state, block, params)
         try:
             body = begin(state, block.inbound, header.height)
@@ -157,6 +179,8 @@ class ParallelExecutor:
         try:
             pump.feed_all(-(-int(pump.chunks_left * EARLY_SIGNATURE_SHARE) // workers))
             plan = compute_plan(txs, params.shard, params.num_shards)
+            if self._is_optimistic(plan):
+                return self._apply_optimistic(body, block, plan, pump)
             assignment = compute_assignment(plan, workers, [])
             for worker, job in enumerate(
                     make_jobs(params, body.view, txs, plan, assignment, leaves=True)):
@@ -187,6 +211,55 @@ class ParallelExecutor:
         self._report(compute_stats("apply", header.height, len(txs), "parallel", workers,
                                    plan, body.reexecutions))
         return merged
+
+    def _apply_optimistic(self, body: Body, block: Block, plan: Plan,
+                          pump: SignaturePump) -> BlockResult:
+        """A replica's block in the optimistic mode; the signature checks queued on
+        ``pump`` run between and beside the rounds. (Inside the caller's ``try``.)"""
+        header = block.header
+        invalid: InvalidBlock | None = None
+        merged: BlockResult | None = None
+        report = OptimisticReport()
+        try:
+            report = self._run_optimistic(body, block.txs, plan, set(), pump, None)
+            merged = finish(body, block.inbound)
+        except InvalidBlock as exc:
+            invalid = exc
+        merged = verdict(pump.drain(), invalid, merged)
+        check_header_roots(header, merged)
+        self._report(compute_stats("apply", header.height, len(block.txs), "optimistic",
+                                   self.workers, plan, report.reexecutions, optimistic=report))
+        return merged
+
+    def _is_optimistic(self, plan: Plan) -> bool:
+        return self.optimistic == "always" or bool(plan.undeclared)
+
+    def _run_optimistic(self, body: Body, txs: Sequence[SignedTx], plan: Plan,
+                        known_bad: set[int], pump: SignaturePump,
+                        rejected: list[Rejected] | None) -> OptimisticReport:
+        """Block-STM over the workers (``optimistic.py``), then the spec's fold of
+        the committed results; with ``rejected`` None the first invalid
+        transaction raises ``InvalidBlock`` as in the spec."""
+
+        def run_round(jobs: Sequence[Job]) -> list[JobResult]:
+            for worker, job in enumerate(jobs):
+                pump.add_execution(worker, job)
+            results = []
+            for _ in jobs:
+                done = pump.next_execution(QUEUE_DEPTH_MERGING)
+                if done is None:
+                    raise RunnerFailed("an execution result is missing")
+                results.append(done[1])
+            return results
+
+        results, report = run_optimistic(
+            body.params, MVMemory(body.view), txs, plan.declared(), known_bad, self.workers,
+            run_round, stop_at_invalid=rejected is None, rounds_max=self.optimistic_rounds_max,
+            round_tasks_min=self.optimistic_round_tasks_min,
+        )
+        escaped = -1 if len(results) == len(txs) else len(results)
+        fold(body, txs, [JobResult([], results, escaped)], known_bad, rejected)
+        return report
 
     def _apply_overlapped(self, state: State, block: Block, params: ShardParams) -> BlockResult:
         """The spec without signature checks here, the signature checks on the
@@ -267,6 +340,7 @@ class ParallelExecutor:
         body = begin(state, selected, height)
         rejected: list[Rejected] = []
         plan: Plan | None = None
+        report: OptimisticReport | None = None
         consumed: list[SignedTx] = []
         used = 0
         try:
@@ -277,6 +351,13 @@ class ParallelExecutor:
                 if verify_signatures:
                     pump = SignaturePump(self.runner, params, window, range(len(window)))
                     known_bad = set(pump.drain())
+                if self._is_optimistic(plan):
+                    pump = SignaturePump(self.runner, params, window, range(0))
+                    report = _add_reports(report, self._run_optimistic(
+                        body, window, plan, known_bad, pump, rejected))
+                    used = self.workers
+                    window = list(islice(pending, txs_max - len(body.included)))
+                    continue
                 assignment = compute_assignment(plan, self.workers, [])
                 jobs = make_jobs(params, body.view, window, plan, assignment, known_bad)
                 used = max(used, sum(1 for e, _ in assignment if e))
@@ -299,8 +380,10 @@ class ParallelExecutor:
             receipts_root=result.receipts_root, state_root=result.state_root,
             evidence_root=EMPTY_EVIDENCE_ROOT,
         )
-        self._report(compute_stats("propose", height, len(body.included), "parallel", used,
-                                   plan, body.reexecutions))
+        reexecutions = body.reexecutions + (0 if report is None else report.reexecutions)
+        self._report(compute_stats("propose", height, len(body.included),
+                                   "parallel" if report is None else "optimistic", used, plan,
+                                   reexecutions, optimistic=report))
         return Block(header=header, txs=body.included, inbound=selected), result, rejected
 
     def _build_sequential(
@@ -328,6 +411,18 @@ class ParallelExecutor:
         self._report(compute_stats("propose", height, len(built[0].txs), "sequential", 1,
                                    plan, fallback=fallback))
         return built
+
+
+def _add_reports(total: OptimisticReport | None, more: OptimisticReport) -> OptimisticReport:
+    """Two proposal windows' reports as one."""
+    if total is None:
+        return more
+    keys = dict(total.abort_keys)
+    for key, n in more.abort_keys.items():
+        keys[key] = keys.get(key, 0) + n
+    return OptimisticReport(total.rounds + more.rounds, total.incarnations + more.incarnations,
+                            total.aborts + more.aborts, total.reexecutions + more.reexecutions,
+                            total.run_here + more.run_here, keys)
 
 
 def _chain(first: Sequence[SignedTx], rest: Iterator[SignedTx]) -> Iterator[SignedTx]:

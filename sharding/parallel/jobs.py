@@ -13,6 +13,43 @@ from sharding.receipts import Receipt
 from sharding.tx import SignedTx
 
 
+class TxResult(msgspec.Struct, array_like=True, frozen=True):
+    index: int
+    invalid: str  # the InvalidTx reason, "" when the transaction may be in a block
+    detail: str
+    outcome: TxOutcome | None
+    receipts: list[Receipt]  # unstamped, in emission order
+    writes: list[tuple[bytes, bytes | None]]  # in first-write order
+
+
+class Task(msgspec.Struct, array_like=True, frozen=True):
+    """Optimistic mode (``optimistic.py``): run one incarnation of transaction
+    ``index`` over ``snapshot``: per key the value this transaction would see in the
+    multi-version memory when the job was made, with that value's version (writer
+    index, -1 for the block's base; writer incarnation, -1 for an ESTIMATE: the
+    writer was aborted, reading it is a dependency)."""
+
+    index: int
+    incarnation: int
+    tx: SignedTx
+    bad: bool  # signature known bad (proposer)
+    snapshot: list[tuple[bytes, bytes | None, int, int]]  # key, value, writer, incarnation
+
+
+class TaskResult(msgspec.Struct, array_like=True, frozen=True):
+    """One incarnation's outcome: ``status`` 0 ran (``result``), 1 read a key the
+    snapshot lacks (``key``), 2 read an ESTIMATE (``key``), 3 raised something
+    else (the caller runs it itself, as the spec would). ``reads``: the version of
+    each key read (writer index, -1 base; writer incarnation)."""
+
+    index: int
+    incarnation: int
+    status: int
+    key: bytes
+    reads: list[tuple[bytes, int, int]]
+    result: TxResult | None
+
+
 class Job(msgspec.Struct, array_like=True, frozen=True):
     """Check the signatures of the transactions flagged ``verify``; run those
     flagged ``execute`` in order over ``snapshot`` (their declared keys)."""
@@ -30,15 +67,9 @@ class Job(msgspec.Struct, array_like=True, frozen=True):
     # transaction (tx root) and each final write's bucket and entry (state root).
     leaves: bool = False
     height: int = 0  # the block's (``ShardParams.height``: farms accrue per block)
-
-
-class TxResult(msgspec.Struct, array_like=True, frozen=True):
-    index: int
-    invalid: str  # the InvalidTx reason, "" when the transaction may be in a block
-    detail: str
-    outcome: TxOutcome | None
-    receipts: list[Receipt]  # unstamped, in emission order
-    writes: list[tuple[bytes, bytes | None]]  # in first-write order
+    # Optimistic mode: incarnations to run in index order (each sees the writes of
+    # the job's earlier tasks); the fields above are then empty.
+    tasks: list[Task] = []
 
 
 class JobResult(msgspec.Struct, array_like=True, frozen=True):
@@ -49,6 +80,7 @@ class JobResult(msgspec.Struct, array_like=True, frozen=True):
     # executed transaction, and ``state.compute_leaves`` of the job's final writes.
     tx_leaves: list[tuple[int, bytes]] = []
     state_leaves: list[tuple[bytes, bytes | None, int, bytes]] = []
+    tasks: list[TaskResult] = []  # one per ``Job.tasks``
 
 
 class JobRunner(Protocol):

@@ -4,7 +4,7 @@ their assignment to workers, and the jobs that carry them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sharding.accounts import shard_of
 from sharding.parallel.jobs import Job
@@ -18,11 +18,26 @@ EXECUTION_COST = 0.3  # ... and of executing one transaction in a job (measured)
 HOT_KEYS_MAX = 3
 
 
+# The planner's stand-in key of a transaction that cannot declare its accesses
+# (``declared_access`` returns None): it shares this key with every other, so in
+# the partitioned mode such transactions are serialised with everything (a job
+# without their keys escapes at them and this process runs the spec from there).
+# The executor runs blocks holding one in the optimistic mode instead.
+UNDECLARED = b""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     components: list[list[int]]  # indices into the transactions, each in block order
     hot_keys: list[tuple[bytes, int]]  # the most shared keys and their transaction counts
     keys: list[frozenset[bytes]]  # declared reads | writes per transaction
+    # Indices whose call cannot declare its accesses (``planned_keys`` None).
+    undeclared: list[int] = field(default_factory=list)
+
+    def declared(self) -> list[frozenset[bytes] | None]:
+        """Per transaction its declared keys, None where it has none."""
+        missing = set(self.undeclared)
+        return [None if i in missing else keys for i, keys in enumerate(self.keys)]
 
 
 # Which addresses live on this shard, remembered across blocks (the same accounts
@@ -43,12 +58,13 @@ def is_local(address: bytes, shard: int, num_shards: int) -> bool:
     return local
 
 
-def planned_keys(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes]:
+def planned_keys(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes] | None:
     """``declared_access``'s reads | writes for a transaction whose sender lives on
     ``shard``, with one (memoised) shard lookup instead of two: a sender elsewhere
     makes the transaction invalid before it reads anything, so its keys only steer
     the partition. Correctness never rests on these keys: a job checks that each
-    transaction stays inside the job's keys (``worker.run_job``)."""
+    transaction stays inside the job's keys (``worker.run_job``). None: the call
+    cannot declare its keys (known only while it runs)."""
     sender = tx.body.sender
     call = tx.body.call
     if isinstance(call, Transfer):
@@ -60,7 +76,10 @@ def planned_keys(tx: SignedTx, shard: int, num_shards: int) -> frozenset[bytes]:
             # The pool's price oracle (``T``) is written with it (issue 18).
             return frozenset((account_key(sender), pool_key(call.pool), oracle_key(call.pool)))
         return frozenset((account_key(sender),))
-    reads, writes = declared_access(tx, num_shards)
+    access = declared_access(tx, num_shards)
+    if access is None:
+        return None
+    reads, writes = access
     return reads | writes
 
 
@@ -77,9 +96,16 @@ def compute_plan(txs: Sequence[SignedTx], shard: int, num_shards: int) -> Plan:
     owner: dict[bytes, int] = {}
     counts: dict[bytes, int] = {}
     keys: list[frozenset[bytes]] = []
+    undeclared: list[int] = []
     for index, tx in enumerate(txs):
-        touched = planned_keys(tx, shard, num_shards)
-        keys.append(touched)
+        planned = planned_keys(tx, shard, num_shards)
+        if planned is None:
+            undeclared.append(index)
+            keys.append(frozenset())
+            touched: Iterable[bytes] = (UNDECLARED,)
+        else:
+            keys.append(planned)
+            touched = planned
         for key in touched:
             first = owner.setdefault(key, index)
             if first != index:
@@ -88,11 +114,17 @@ def compute_plan(txs: Sequence[SignedTx], shard: int, num_shards: int) -> Plan:
                 if a != b:
                     parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = {}
+    if undeclared:  # conflicts with everything
+        for index in range(len(txs)):
+            a, b = find(undeclared[0]), find(index)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
     for index in range(len(txs)):
         groups.setdefault(find(index), []).append(index)
     # Ties go to the key declared first (the order of first declaration).
+    counts.pop(UNDECLARED, None)
     hot = sorted(counts.items(), key=lambda item: (-item[1], owner[item[0]]))[:HOT_KEYS_MAX]
-    return Plan(list(groups.values()), hot, keys)
+    return Plan(list(groups.values()), hot, keys, undeclared)
 
 
 def compute_assignment(

@@ -4,10 +4,13 @@ Pure: the process pool calls it in another process."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from consensus.kernel.codec import encode
 from sharding.executor import TxOutcome, process_tx
 from sharding.merkle import compute_leaf_hash
-from sharding.parallel.jobs import Job, JobResult, TxResult
+from sharding.parallel.jobs import Job, JobResult, Task, TaskResult, TxResult
+from sharding.parallel.mvmemory import ESTIMATE, Version
 from sharding.receipts import Receipt
 from sharding.records import ShardParams
 from sharding.state import Overlay, compute_leaves
@@ -55,6 +58,8 @@ def run_job(job: Job) -> JobResult:
         if execute
     ] if job.leaves else []
     params = ShardParams(job.chain_id, job.shard, job.num_shards, job.height)
+    if job.tasks:
+        return JobResult(bad, [], -1, tasks=run_tasks(params, job.tasks))
     snapshot = dict(job.snapshot)
     footprint = snapshot.keys()
     batch = Overlay(SnapshotReader(snapshot))
@@ -99,3 +104,68 @@ def process_tx_known_signature(
         raise InvalidTx("signature does not verify", reason="bad_signature")
     return process_tx(view, params, tx, verify_signature=False)
 
+
+RAN, MISSING, BLOCKED, RAISED = 0, 1, 2, 3  # TaskResult.status
+
+
+# ---------------------------------------------------------------------------
+# Optimistic mode (``optimistic.py``): one job of incarnations
+
+
+class _Stop(Exception):
+    """An incarnation read a key its snapshot lacks or an ESTIMATE (not a
+    ShardnetError: no program may catch it)."""
+
+    def __init__(self, status: int, key: bytes) -> None:
+        super().__init__(key.hex())
+        self.status, self.key = status, key
+
+
+class _TaskReader:
+    """A task's snapshot under the writes of the job's earlier tasks; records the
+    version of every key read."""
+
+    __slots__ = ("local", "reads", "snapshot")
+
+    def __init__(self, snapshot: dict[bytes, tuple[bytes | None, int, int]],
+                 local: dict[bytes, tuple[bytes | None, int, int]]) -> None:
+        self.snapshot, self.local = snapshot, local
+        self.reads: dict[bytes, Version] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        seen = self.snapshot.get(key)
+        mine = self.local.get(key)
+        if mine is not None and (seen is None or mine[1] >= seen[1]):
+            seen = mine
+        if seen is None:
+            raise _Stop(MISSING, key)
+        value, writer, incarnation = seen
+        if incarnation == ESTIMATE:
+            raise _Stop(BLOCKED, key)
+        self.reads.setdefault(key, (writer, incarnation))
+        return value
+
+
+def run_tasks(params: ShardParams, tasks: Sequence[Task]) -> list[TaskResult]:
+    """A worker's optimistic job: each incarnation in index order over its snapshot
+    and the writes of the job's earlier incarnations."""
+    local: dict[bytes, tuple[bytes | None, int, int]] = {}
+    results: list[TaskResult] = []
+    for task in tasks:
+        reader = _TaskReader({key: (value, writer, incarnation)
+                              for key, value, writer, incarnation in task.snapshot}, local)
+        view = Overlay(reader)
+        try:
+            result = run_tx(view, params, task.tx, task.index, task.bad)
+        except _Stop as stop:
+            results.append(TaskResult(task.index, task.incarnation, stop.status, stop.key,
+                                      [], None))
+            continue
+        except Exception:  # anything the spec must raise itself: run it in the caller
+            results.append(TaskResult(task.index, task.incarnation, RAISED, b"", [], None))
+            continue
+        for key, value in result.writes:
+            local[key] = (value, task.index, task.incarnation)
+        results.append(TaskResult(task.index, task.incarnation, RAN, b"",
+                                  [(key, w, i) for key, (w, i) in reader.reads.items()], result))
+    return results
