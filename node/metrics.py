@@ -134,6 +134,10 @@ class NodeMetrics:
         self.executor_reexecutions = Counter("shardnet_executor_reexecutions_total",
                                              "Transactions re-executed after a conflict",
                                              registry=r)
+        self.executor_aborts = Counter("shardnet_executor_aborts_total",
+                                       "Aborted incarnations of the optimistic mode (failed "
+                                       "validations, reads of a missing key or an ESTIMATE)",
+                                       registry=r)
 
         self.store_bytes = Gauge("shardnet_store_bytes",
                                  "Disk use of the node's store: the SQLite database and its "

@@ -393,6 +393,7 @@ class Node:
         self.metrics.executor_components.set(stats.components)
         self.metrics.executor_largest_component_share.set(stats.largest_component_share)
         self.metrics.executor_reexecutions.inc(stats.reexecutions)
+        self.metrics.executor_aborts.inc(stats.aborts)
         self.log.info("block.executed", height=stats.height, **stats.as_log_fields())
 
     def _on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:

@@ -260,6 +260,26 @@ def test_a_task_stops_on_a_missing_key_and_on_an_estimate() -> None:
     assert (to_key, 7, 1) in results[1].reads
 
 
+def test_node_exports_aborts_and_abort_keys() -> None:
+    from types import SimpleNamespace
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from node.main import Node
+    from node.metrics import NodeMetrics
+    from sharding.parallel import ExecutionStats
+
+    node = SimpleNamespace(metrics=NodeMetrics(), log=structlog.get_logger())
+    stats = ExecutionStats("apply", 3, 100, "optimistic", 2, 1, 1.0, 60, (), "", 2, 55,
+                           (("70ab", 50),))
+    with capture_logs() as logs:
+        Node._on_executed(node, stats)  # type: ignore[arg-type]
+    assert logs[0]["mode"] == "optimistic" and logs[0]["aborts"] == 55
+    assert logs[0]["rounds"] == 2 and logs[0]["abort_keys"] == [["70ab", 50]]
+    assert "shardnet_executor_aborts_total 55.0" in node.metrics.render().decode()
+
+
 # ---------------------------------------------------------------------------
 # Worker processes
 
