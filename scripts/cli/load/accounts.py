@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from scripts.cli.load.lending import LendingInfo
 from sharding.accounts import derive_account, program_address, shard_of
 from sharding.genesis import Genesis
 
@@ -46,6 +47,7 @@ class Universe:
     senders: tuple[Sender, ...]
     recipients: dict[int, tuple[bytes, ...]]  # shard -> addresses
     pools: dict[int, tuple[PoolInfo, ...]]  # shard -> pools
+    lending: LendingInfo | None = None  # the genesis's markets (issue 18)
 
 
 def account_group(genesis: Genesis, seed: str | None, count: int | None) -> tuple[str, int]:
@@ -91,7 +93,24 @@ def build_universe(genesis: Genesis, seed: str, count: int, senders: int) -> Uni
                      (pool.asset_a, pool.asset_b), pool.name in farmed))
     return Universe(seed, num_shards, tuple(sorted(genesis.assets.values())), tuple(chosen),
                     {s: tuple(v) for s, v in recipients.items()},
-                    {s: tuple(v) for s, v in pools.items()})
+                    {s: tuple(v) for s, v in pools.items()}, get_lending_info(genesis))
+
+
+def get_lending_info(genesis: Genesis) -> LendingInfo | None:
+    """The markets, their shard and quote, and the collateral the load supplies: the
+    first market asset with a price pool (None without markets or without one)."""
+    lending = genesis.lending
+    if lending is None:
+        return None
+    priced = [m for m in lending.markets if m.price_pool]
+    if not priced:
+        return None
+    pool = next(p for p in genesis.pools if p.address == priced[0].price_pool)
+    reserves = (pool.reserve_a, pool.reserve_b)
+    mine = 0 if pool.asset_a == priced[0].asset else 1
+    return LendingInfo(lending.address, lending.shard, lending.quote,
+                       tuple(m.asset for m in lending.markets), priced[0].asset,
+                       pool.address, reserves[mine], reserves[1 - mine])
 
 
 @dataclass(slots=True)

@@ -16,14 +16,19 @@ from dataclasses import dataclass
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
+from scripts.cli.load.lending import unpack_liquidate
 from scripts.cli.load.workload import Intent
 from sharding.accounts import derive_account
 from sharding.tx import (
     AddLiquidity,
+    Borrow,
     Call,
     Harvest,
+    Liquidate,
     RemoveLiquidity,
+    Repay,
     Stake,
+    Supply,
     Swap,
     Transfer,
     TxBody,
@@ -58,6 +63,19 @@ def make_call(kind: str, target: bytes, asset: int, amount: int) -> Call:
         return Unstake(target, amount)
     if kind == "harvest":
         return Harvest(target)
+    # Lending (scripts/cli/load/lending.py): ``target`` is the market address (for
+    # liquidate followed by the borrower's); a shock is a swap.
+    if kind == "supply":
+        return Supply(target, asset, amount)
+    if kind == "borrow":
+        return Borrow(target, asset, amount)
+    if kind == "repay":
+        return Repay(target, asset, amount)
+    if kind == "liquidate":
+        debt, collateral = unpack_liquidate(asset)
+        return Liquidate(target[:32], target[32:], debt, amount, collateral)
+    if kind == "shock":
+        return Swap(target, asset, amount, 0)
     return Transfer(target, asset, amount)
 
 

@@ -25,8 +25,11 @@ import random
 from dataclasses import dataclass
 
 from scripts.cli.load.accounts import Universe
+from scripts.cli.load.lending import LENDING_KINDS, PRICE_SHOCK_MIX, LendingPlanner
 
-KINDS = ("transfer", "swap", "add_liquidity", "remove_liquidity", "stake", "unstake", "harvest")
+KINDS = ("transfer", "swap", "add_liquidity", "remove_liquidity", "stake", "unstake", "harvest",
+         "supply", "borrow", "repay", "liquidate", "shock")
+MIX_PRESETS = {"price-shock": PRICE_SHOCK_MIX}  # issue 18: scripts/cli/load/lending.py
 LIQUIDITY_KINDS = frozenset(("add_liquidity", "remove_liquidity"))
 FARM_KINDS = frozenset(("stake", "unstake", "harvest"))
 TRANSFER_AMOUNT = (1, 1_000)
@@ -41,7 +44,9 @@ class WorkloadError(ValueError):
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """``transfer=70,swap=30`` -> shares summing to 1."""
+    """``transfer=70,swap=30`` -> shares summing to 1; a preset name (``price-shock``)
+    stands for its mix."""
+    text = MIX_PRESETS.get(text.strip(), text)
     weights: dict[str, float] = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
@@ -102,7 +107,7 @@ class Intent:
         output (or refund) is credited at home."""
         if self.src_shard == self.dst_shard:
             return 0
-        return 1 if self.kind == "transfer" else 2
+        return 1 if self.kind in ("transfer", "supply") else 2
 
 
 class _Picker:
@@ -140,6 +145,10 @@ class Workload:
         if FARM_KINDS & set(self._kinds) and not any(
                 pool.farmed for pools in universe.pools.values() for pool in pools):
             raise WorkloadError("--mix has farm calls but the genesis has no farm")
+        if LENDING_KINDS & set(self._kinds) and universe.lending is None:
+            raise WorkloadError("--mix has lending calls but the genesis has no markets")
+        self._lending = (LendingPlanner(universe.lending, self._rng)
+                         if universe.lending is not None else None)
         # Expected LP shares and stake per (sender position, pool), if calls succeed.
         self._free: dict[tuple[int, bytes], int] = {}
         self._staked: dict[tuple[int, bytes], int] = {}
@@ -188,6 +197,12 @@ class Workload:
         position = self._seq % len(universe.senders)
         sender = universe.senders[position]
         kind = self._kind()
+        if kind in LENDING_KINDS and self._lending is not None:
+            made = self._lending.next(kind, sender.address, sender.shard)
+            dst = self._lending.info.shard if made.crosses else sender.shard
+            self._seq += 1
+            return Intent(self._seq - 1, position, made.kind, made.target, made.asset,
+                          made.amount, sender.shard, dst)
         if kind in LIQUIDITY_KINDS or kind in FARM_KINDS:
             pool_call = self._pool_call(kind, position)
             if pool_call is not None:
