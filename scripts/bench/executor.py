@@ -10,8 +10,12 @@ processes started once, before timing). Figures are medians; tx/s = txs / time.
 Workloads: ``transfers`` (recipients uniform over the N accounts, 10% to the other
 shard), ``swaps20`` (the same with 20% swaps over 3 pools on shard 0), ``zipf``
 (senders and recipients drawn Zipf(1.2) over the N accounts), ``swaps_hot`` (every
-transaction a swap on one pool: every transaction conflicts whatever N). With 2
-accounts every transaction conflicts; with 10,000 almost none do.
+transaction a swap on one pool: every transaction conflicts whatever N), ``farms``
+(the transfers with 20% farm calls, harvest/stake/unstake, on the shard's farm: low
+contention) and ``farms_hot`` (every transaction a farm call on that farm: the farm's
+accumulator is every call's common key). Farm workloads start from a state where
+every sender holds LP shares of the 3 pools and has staked half of those of the
+farmed one (issue 18). With 2 accounts every transaction conflicts; with 10,000 almost none do.
 
 ``--optimistic`` runs every block in the optimistic mode (Block-STM, issue 18:
 ``ParallelExecutor(optimistic="always")``, never overlapped); its rows add the
@@ -51,14 +55,28 @@ from sharding.block import GENESIS_PREV_HASH, Block
 from sharding.executor import BlockResult, apply_block, build_block
 from sharding.genesis import genesis_state, load_genesis, make_genesis_dict
 from sharding.parallel import ParallelExecutor
-from sharding.state import State
-from sharding.tx import Swap, Transfer, TxBody, sign_tx
+from sharding.programs import CallContext, process_call
+from sharding.records import get_shard_params
+from sharding.state import Overlay, State
+from sharding.tx import (
+    AddLiquidity,
+    Call,
+    Harvest,
+    Stake,
+    Swap,
+    Transfer,
+    TxBody,
+    Unstake,
+    sign_tx,
+)
 
 SHARD = 0
 NUM_SHARDS = 2
 SEED = "bench-executor"
 ACCOUNTS = (2, 10, 100, 1_000, 10_000)
-WORKLOADS = ("transfers", "swaps20", "zipf", "swaps_hot")
+WORKLOADS = ("transfers", "swaps20", "zipf", "swaps_hot", "farms", "farms_hot")
+FARM_WORKLOADS = ("farms", "farms_hot")
+FARM_SHARE = 0.2
 WORKERS = (1, 2, 4)
 CROSS_SHARE = 0.1
 SWAP_SHARE = 0.2
@@ -89,11 +107,36 @@ def make_setup(accounts: int) -> Setup:
     genesis = load_genesis(make_genesis_dict(
         num_shards=NUM_SHARDS, validators_per_shard=1, seed=SEED, accounts=index,
         balance=10**12, pool_reserve=10**14, pools_per_shard=3,
-        assets=("COIN", "USD", "ETH", "BTC"),
+        assets=("COIN", "USD", "ETH", "BTC"), farm_budget=10**15,
     ))
     pools = [(p.address, p.asset_a, p.asset_b) for p in genesis.pools
              if shard_of(p.address, NUM_SHARDS) == SHARD]
     return Setup(genesis_state(genesis, SHARD), genesis.chain_id, local, remote, pools)
+
+
+def make_farm_setup(setup: Setup) -> Setup:
+    """``setup`` with every sender holding LP shares of each local pool, half of them
+    staked in its farm (at height 0: a block at height 1 accrues one block). Only the
+    first pool of a shard has a farm in ``make_genesis_dict``: stakes go there."""
+    view = Overlay(setup.state)
+    params = get_shard_params(setup.state, 0)
+    for key in setup.local:
+        ctx = CallContext(params, bytes(32), key.public_key)
+        for pool, _, _ in setup.pools:
+            process_call(view, ctx, AddLiquidity(pool, 100_000, 100_000, 0))
+        process_call(view, ctx, Stake(setup.pools[0][0], 50_000))
+    state = State.from_items(setup.state.items())
+    state.apply_writes(view.writes)
+    return Setup(state, setup.chain_id, setup.local, setup.remote, setup.pools)
+
+
+def make_farm_call(pool: bytes, rng: random.Random) -> Call:
+    roll = rng.random()
+    if roll < 0.5:
+        return Harvest(pool)
+    if roll < 0.75:
+        return Stake(pool, rng.randint(1, 1_000))
+    return Unstake(pool, rng.randint(1, 1_000))
 
 
 def zipf_weights(n: int) -> list[float]:
@@ -115,8 +158,10 @@ def make_block(setup: Setup, workload: str, txs_count: int, rng: random.Random) 
         sender = pick()
         nonce = nonces.get(sender.public_key, 0)
         nonces[sender.public_key] = nonce + 1
-        call: Transfer | Swap
-        if workload == "swaps_hot":
+        call: Call
+        if workload == "farms_hot" or (workload == "farms" and rng.random() < FARM_SHARE):
+            call = make_farm_call(setup.pools[0][0], rng)
+        elif workload == "swaps_hot":
             pool, asset_a, asset_b = setup.pools[0]
             call = Swap(pool, rng.choice((asset_a, asset_b)), rng.randint(1, 1000), 0)
         elif workload == "swaps20" and rng.random() < SWAP_SHARE:
@@ -336,8 +381,10 @@ def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
     executors = {w: ParallelExecutor(r, **overlap) for w, r in runners.items()}
     rows: list[dict[str, Any]] = []
     for count in accounts:
-        setup = make_setup(count)
+        base = make_setup(count)
+        staked = make_farm_setup(base) if set(workloads) & set(FARM_WORKLOADS) else base
         for workload in workloads:
+            setup = staked if workload in FARM_WORKLOADS else base
             block = make_block(setup, workload, txs, random.Random(seed))
             measured = bench_block(setup, block, executors, reps, verify=True)
             load = round(os.getloadavg()[0], 2)
@@ -347,6 +394,7 @@ def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
             log(f"{workload:>10} {count:>6} accounts: seq {best['seq_tps']:,.0f} tx/s, "
                 f"best x{best['speedup']:.2f} with {best['workers']} workers")
         if count == max(accounts):
+            setup = base
             block = make_block(setup, "transfers", txs, random.Random(seed))
             unsigned = {w: ParallelExecutor(r, parallel_unsigned=True, **overlap)
                         for w, r in runners.items()}
