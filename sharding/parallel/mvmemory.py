@@ -13,7 +13,7 @@ depends on a transaction that will run again.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 
 from sharding.state import StateReader
 
@@ -41,19 +41,14 @@ class MVMemory:
             self._base_values[key] = self.base.get(key)
         return self._base_values[key]
 
-    def read(self, key: bytes, index: int, skip: Container[int] = ()
-             ) -> tuple[Version, bytes | None]:
+    def read(self, key: bytes, index: int) -> tuple[Version, bytes | None]:
         """What transaction ``index`` reads: (version, value); the version's
-        incarnation is ``ESTIMATE`` when its writer was aborted. Writers in ``skip``
-        (about to run again) are passed over: what is read below them."""
+        incarnation is ``ESTIMATE`` when its writer was aborted."""
         writers = self._writers.get(key)
         if writers:
             position = bisect_left(writers, index)
-            while position:
+            if position:
                 writer = writers[position - 1]
-                if writer in skip:
-                    position -= 1
-                    continue
                 incarnation, value = self._values[(key, writer)]
                 return (writer, incarnation), value
         return BASE, self.read_base(key)
@@ -78,6 +73,12 @@ class MVMemory:
                 writers = self._writers[key]
                 writers.pop(bisect_left(writers, index))
         self._written[index] = new
+
+    def clear(self, index: int) -> None:
+        """Remove the writes of ``index`` (it is about to run again: what a reader
+        sees meanwhile is what lies below it, and a reader of its old writes fails
+        validation whatever the new incarnation writes)."""
+        self.record(index, 0, ())
 
     def mark_estimates(self, index: int) -> None:
         """Abort: the writes of ``index``'s incarnation become ESTIMATEs."""

@@ -166,28 +166,27 @@ class Scheduler:
             min(jobs, key=len).extend(component)
         return [sorted(job) for job in jobs if job]
 
-    def _snapshot(self, index: int, running: set[int]
-                  ) -> list[tuple[bytes, bytes | None, int, int]]:
-        """The values ``index`` would read now, passing over the writes of the
-        incarnations ``running`` in this round (they run again: a job's earlier
-        task supplies its fresh write, and a key it no longer writes is read
-        below it)."""
+    def _snapshot(self, index: int) -> list[tuple[bytes, bytes | None, int, int]]:
+        """The values ``index`` would read now (the writes of this round's
+        incarnations were cleared: a job's earlier task supplies its fresh write,
+        and a key it no longer writes is read below it)."""
         snapshot = []
         for key in sorted(self.hints[index]):
-            (writer, incarnation), value = self.memory.read(key, index, running)
+            (writer, incarnation), value = self.memory.read(key, index)
             snapshot.append((key, value, writer, incarnation))
         return snapshot
 
     def _round(self, tasks: list[int]) -> None:
         params = self.params
         jobs = []
-        running = set(tasks)
+        for i in tasks:
+            self.memory.clear(i)
         for group in self._groups(tasks):
             job_tasks = []
             for i in group:
                 self.incarnation[i] += 1
                 job_tasks.append(Task(i, self.incarnation[i], self.txs[i], i in self.known_bad,
-                                      self._snapshot(i, running)))
+                                      self._snapshot(i)))
             jobs.append(Job(params.chain_id, params.shard, params.num_shards, [], [], [], [], [],
                             [], height=params.height, tasks=job_tasks))
         self.report.rounds += 1
