@@ -258,7 +258,8 @@ def document(*, body_bytes_max: int, batch_txs_max: int, seq_max: int, shard_id_
             "200": _json(_ref("Lending"), "the account's supply shares and debts (interest "
                          "and TWAP prices as of the next block), health factor, markets"),
             "400": malformed,
-            "404": _error("`no_lending`: this shard runs no lending markets")},
+            "404": _error("`no_lending`: this shard runs no lending markets"),
+            "409": _error("`overflow`: a market can no longer accrue interest")},
             parameters=[address]),
         "/v1/accounts/{address}/txs": _get("getAccountTxs",
                                            "An account's transactions, newest first", {

@@ -39,7 +39,7 @@ from sharding.executor import Rejected, TxOutcome
 from sharding.genesis import Genesis
 from sharding.ledger import Committed, Ledger
 from sharding.receipts import RECEIPT_KINDS, Receipt
-from sharding.records import get_out_seq
+from sharding.records import CallFailed, get_out_seq
 from sharding.tx import tx_hash
 
 REJECTED_REMEMBERED_MAX = 100_000
@@ -280,7 +280,10 @@ class NodeService:
     def lending(self, address: bytes) -> dict[str, Any]:
         """``GET /v1/lending/{address}`` (issue 18): the position, health factor and
         markets; 404 ``no_lending`` on a shard without the lending program."""
-        report = self.ledger.lending(address)
+        try:
+            report = self.ledger.lending(address)
+        except CallFailed as exc:  # a market that can no longer accrue (overflow)
+            raise ApiError(409, exc.reason, str(exc)) from None
         if report is None:
             raise ApiError(404, "no_lending", f"shard {self.ledger.shard} runs no lending "
                            "markets")

@@ -61,6 +61,7 @@ from sharding.state import Overlay, StateReader, StateView
 
 WAD = 10**18
 INDEX_ONE = encode_int(WAD)
+INDEX_MAX = 2**255
 INFINITE = 2**512  # the value of a debt that has no price: never covered
 
 
@@ -170,6 +171,10 @@ def compute_accrued(market: Market, height: int) -> Market:
     check_u64(borrows, reserves)
     index = decode_int(market.borrow_index)
     new_index = index + compute_ceil_div(index * factor, WAD)
+    # Verify the index still fits its 32 bytes (a market left at its maximum rate for
+    # thousands of blocks; debts would have overflowed first while anything is borrowed).
+    if new_index >= INDEX_MAX:
+        raise CallFailed("borrow index would exceed 2**255", reason="overflow")
     return msgspec.structs.replace(
         market, borrows=borrows, reserves=reserves, borrow_index=encode_int(new_index),
         last_height=height,

@@ -479,3 +479,13 @@ def test_position_report_shows_debts_values_and_the_health_factor() -> None:
     assert 1.07 < report["health_factor"] <= 75_000 / 70_000  # type: ignore[operator]
     assert report["collateral_value"] == 75_000 and report["debt_value"] >= 70_000  # type: ignore[operator]
     assert get_position_report(chain.states[1], alice.public_key, 1) is None
+
+
+def test_a_borrow_index_that_would_overflow_its_bytes_fails_the_call() -> None:
+    market = get_market(Chain().states[0], USD)
+    assert market is not None
+    huge = msgspec.structs.replace(
+        market, borrow_index=(2**255 - 2**200).to_bytes(32, "big"), base_rate=WAD // 100)
+    with pytest.raises(CallFailed) as info:
+        compute_accrued(huge, 10)
+    assert info.value.reason == "overflow"
