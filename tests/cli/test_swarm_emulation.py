@@ -44,7 +44,10 @@ def test_stack_pins_validator_i_of_every_shard_to_the_slot_i_label() -> None:
             f"node.labels.shardnet.slot{node.index} == true"]
         assert deploy["restart_policy"]["condition"] == "none"
         assert services[node.name]["volumes"] == [f"{node.name}-data:/data"]
-        assert services[node.name]["healthcheck"]["test"][0] == "CMD"
+        # Alive, not ready: Swarm puts a task in the overlay's DNS only once healthy, and
+        # readiness (/v1/health) needs the peers found through that DNS.
+        check = services[node.name]["healthcheck"]
+        assert "/v1/status" in check["test"][-1] and check["start_period"] == "300s"
 
 
 def test_stack_publishes_through_ingress_or_in_host_mode() -> None:
@@ -54,6 +57,9 @@ def test_stack_publishes_through_ingress_or_in_host_mode() -> None:
         ports = [services[n.name]["ports"][0] for n in nodes]
         assert [p["published"] for p in ports] == list(range(8000, 8000 + len(nodes)))
         assert {p["mode"] for p in ports} == {mode} and {p["target"] for p in ports} == {8000}
+        # Host mode: names resolve to task addresses (a virtual IP needs IPVS too).
+        assert {services[n.name]["deploy"].get("endpoint_mode") for n in nodes} == {
+            "dnsrr" if mode == "host" else None}
     with pytest.raises(ValueError, match="publish mode"):
         render_compose(SPEC, nodes, swarm=True, publish="mesh")
 

@@ -42,6 +42,12 @@ HEALTHCHECK = (
     "urllib.request.urlopen('http://127.0.0.1:%s/v1/health' % os.environ['API_PORT'], "
     "timeout=2)\"]"
 )
+# Swarm's: alive (GET /v1/status answers), not ready. Swarm adds a task to the overlay's
+# DNS only once it is healthy, and a node is ready (/v1/health) only with a quorum of its
+# peers connected, which it finds by those DNS names: readiness would never come. Swarm
+# also kills an unhealthy task (exit 137), so the check is lenient: a node on a saturated
+# machine (the probe is a Python process) is killed only after minutes without an answer.
+SWARM_HEALTHCHECK = HEALTHCHECK.replace("/v1/health", "/v1/status")
 
 
 def _logging(indent: str) -> list[str]:
@@ -120,11 +126,10 @@ def _header(spec: TestnetSpec, swarm: bool, restart: str) -> list[str]:
         *_logging("  "),
         "  networks: [" + NETWORK + "]",
         "  healthcheck:",
-        HEALTHCHECK,
-        "    interval: 2s",
-        "    timeout: 3s",
-        "    retries: 3",
-        "    start_period: 60s",
+        *([SWARM_HEALTHCHECK, "    interval: 10s", "    timeout: 30s", "    retries: 6",
+           "    start_period: 300s"] if swarm else
+          [HEALTHCHECK, "    interval: 2s", "    timeout: 3s", "    retries: 3",
+           "    start_period: 60s"]),
         "",
         "services:",
     ]
@@ -181,7 +186,9 @@ def _emulation(emulation: Emulation | None) -> list[str]:
 def _swarm_node_service(spec: TestnetSpec, node: NodeEntry, k: int, restart: str,
                         publish: str) -> list[str]:
     """A node service of the stack: placed by its validator index (``SLOT_LABEL``), its
-    API port published through the ingress mesh or in host mode."""
+    API port published through the ingress mesh or in host mode. In host mode its name
+    resolves to the task's address (``dnsrr``): a virtual IP is balanced with IPVS, which
+    a machine without the ingress mesh lacks too."""
     label = SLOT_LABEL.format(index=node.index)
     return [
         f"  {node.name}:",
@@ -190,6 +197,7 @@ def _swarm_node_service(spec: TestnetSpec, node: NodeEntry, k: int, restart: str
         "    deploy:",
         "      restart_policy:",
         f"        condition: {_SWARM_CONDITION[restart]}",
+        *(["      endpoint_mode: dnsrr"] if publish == "host" else []),
         "      placement:",
         f"        constraints: [\"node.labels.{label} == true\"]",
         "    environment:",

@@ -179,10 +179,12 @@ class Task:
     error: str
 
 
-def tasks(stack: str) -> list[Task]:
-    """The stack's current tasks (not the history of replaced ones)."""
-    done = docker("stack", "ps", stack, "--no-trunc", "--filter", "desired-state=running",
-                  "--format", "{{json .}}", check=False)
+def tasks(stack: str, current: bool = True) -> list[Task]:
+    """The stack's current tasks, or with ``current`` False also the ended ones (newest
+    first within a service)."""
+    filters = ["--filter", "desired-state=running"] if current else []
+    done = docker("stack", "ps", stack, "--no-trunc", *filters, "--format", "{{json .}}",
+                  check=False)
     if done.returncode != 0:
         return []
     found = []
@@ -205,15 +207,31 @@ def services(stack: str) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in done.stdout.splitlines() if " " in line)
 
 
-def wait_running(stack: str, nodes: Sequence[NodeEntry], timeout_s: float) -> list[str]:
-    """Wait until every node service runs one task; the names that do not."""
+def wait_running(stack: str, nodes: Sequence[NodeEntry], timeout_s: float
+                 ) -> dict[str, str]:
+    """Wait until every node service runs one task. The services that do not, each with
+    why: as soon as one has no task left to run (it ended and its restart policy does not
+    start another), else at the deadline."""
     wanted = {f"{stack}_{n.name}" for n in nodes}
     deadline = time.monotonic() + timeout_s
     while True:
-        running = {t.service for t in tasks(stack) if t.state.startswith("Running")}
+        every = tasks(stack, current=False)
+        running = {t.service for t in every if t.desired == "Running"
+                   and t.state.startswith("Running")}
+        pending = {t.service for t in every if t.desired == "Running"}
+        ended = {}
+        for task in every:  # newest first: the first ended task of a service says why
+            if task.service in wanted - pending and task.service not in ended:
+                ended[task.service] = f"ended: {task.state}" + (
+                    f" ({task.error})" if task.error else "")
+        if ended:
+            return ended
         missing = sorted(wanted - running)
-        if not missing or time.monotonic() > deadline:
-            return missing
+        if not missing:
+            return {}
+        if time.monotonic() > deadline:
+            states = {t.service: t.state for t in every if t.desired == "Running"}
+            return {m: states.get(m, "no task") for m in missing}
         time.sleep(POLL_S)
 
 

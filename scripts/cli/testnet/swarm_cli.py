@@ -101,11 +101,10 @@ def up(root: Path, stack: str, publish: str, label: bool, timeout_s: float,
             f"{len(nodes)} nodes")
         missing = sw.wait_running(stack, nodes, timeout_s)
         if missing:
-            errors = {t.service: t.error or t.state for t in sw.tasks(stack)
-                      if t.service in missing}
-            raise CheckFailed(f"not running after {timeout_s:g} s: "
-                              + "; ".join(f"{m}: {errors.get(m, 'no task')}" for m in missing)
-                              + f" (`docker stack ps {stack} --no-trunc`)")
+            raise CheckFailed(f"{len(missing)} nodes not running: "
+                              + "; ".join(f"{m}: {why}" for m, why in sorted(missing.items()))
+                              + f" (`docker stack ps {stack} --no-trunc`, `docker service "
+                              f"logs {stack}_shard0-node0`)")
         rows = _node_rows(stack, nodes, deadline=started + timeout_s)
     except sw.SwarmError as error:
         _fail(error)
