@@ -86,6 +86,7 @@ class ConsensusSection(_Section):
     sync_batch_blocks_max: Positive = 64
     proposal_time_ahead_max_ms: Positive = defaults.CONSENSUS_PROPOSAL_TIME_AHEAD_MAX_MS
     inbox_bytes_max: Positive = defaults.CONSENSUS_INBOX_BYTES_MAX
+    pipeline_depth: Positive = defaults.CONSENSUS_PIPELINE_DEPTH  # heights in flight
 
 
 class RelaySection(_Section):
@@ -185,6 +186,10 @@ def _check_together(config: NodeConfig) -> None:
         raise ConfigError(
             f"$.consensus.inbox_bytes_max: {consensus.inbox_bytes_max} is below one p2p frame "
             f"(p2p.frame_bytes_max {p2p.frame_bytes_max})")
+    if consensus.pipeline_depth > consensus.checkpoint_interval:
+        raise ConfigError(
+            f"$.consensus.pipeline_depth: {consensus.pipeline_depth} is above "
+            f"checkpoint_interval ({consensus.checkpoint_interval})")
 
 
 def load_config(home: str | Path) -> NodeConfig:

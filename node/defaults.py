@@ -45,6 +45,10 @@ CONSENSUS_BLOCK_TXS_MAX = 2_000
 CONSENSUS_CHECKPOINT_INTERVAL_BLOCKS = 16
 CONSENSUS_REQUEST_TIMEOUT_MS = 4_000
 CONSENSUS_VIEW_CHANGE_TIMEOUT_MS = 4_000
+# [consensus]: heights in flight at once (issue 16; docs/CONSENSUS.md "Pipelining"): 1
+# runs one height at a time; D > 1 pre-prepares and prepares up to D heights past the
+# committed one, each executed on the block in flight below. 1..checkpoint_interval.
+CONSENSUS_PIPELINE_DEPTH = 1
 
 # [consensus]: a fresh proposal's header time may be at most this far past a replica's
 # wall clock (docs/PROTOCOL.md section 3, "Header rules"; geth allows 15 s too).

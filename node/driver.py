@@ -73,6 +73,8 @@ from node.wire import CHANNEL_CONSENSUS
 from sharding.executor import Rejected
 from sharding.inbound import InboundPool
 from sharding.ledger import Committed, Ledger, Proposal
+from sharding.records import get_in_cursor, get_nonce
+from sharding.state import StateReader
 
 META_REPLICA = "replica"
 EVENT_QUEUE_MAX = 100_000
@@ -354,6 +356,7 @@ class ConsensusDriver:
             self.ledger.execute, action.payload, action.block_hash, action.height, action.view,
             now_ms=self.clock.wall_ms() if fresh else None,
             time_ahead_max_ms=self.config.consensus.proposal_time_ahead_max_ms,
+            parent=action.parent,
         ))
         self.metrics.block_execution.observe(time.perf_counter() - started)
         if reason:
@@ -412,19 +415,41 @@ class ConsensusDriver:
         # Inbound receipts and their evidence ride in the same block: leave them room.
         tx_bytes_max = consensus.block_bytes_max - min(
             consensus.block_inbound_max * INBOUND_RECEIPT_BYTES_MAX, consensus.block_bytes_max // 2)
-        ready = self.mempool.ready(consensus.block_txs_max, tx_bytes_max)
+        height, view = wanted
+        # The block to build on: the committed tip, or (pipelining) our own block in
+        # flight at height - 1; nonces and inbound cursors are read on it, so the
+        # transactions and receipts of the blocks in flight are not offered again.
+        parent = self.replica.chain_parent(height)
+        if parent is None:
+            return
+        loop = asyncio.get_running_loop()
+        on: StateReader | None = self.ledger.state
+        if parent != self.ledger.tip_hash:
+            on = await loop.run_in_executor(self._pool, self.ledger.state_on, parent)
+        if on is None or self.replica.wants_proposal() != wanted:
+            return
+        state: StateReader = on
+
+        def nonce_of(address: bytes) -> int:
+            return get_nonce(state, address)
+
+        def cursor_of(src_shard: int) -> int:
+            return get_in_cursor(state, src_shard)
+
+        ready = self.mempool.ready(consensus.block_txs_max, tx_bytes_max, nonce_of)
         if not batch_due(len(ready), inbound_ready, consensus.block_txs_max,
                          waited_ms, consensus.block_interval_ms):
             if waited_ms >= consensus.block_interval_ms:
                 self._idle_since_ms = self.clock.monotonic_ms()
             return
-        inbound = self.inbound.select(self.ledger.in_cursor, consensus.block_inbound_max)
+        inbound = self.inbound.select(cursor_of, consensus.block_inbound_max)
         if not ready and not inbound:
+            # (Pipelining: what is pending is all in the blocks in flight.) Until news
+            # arrives, the interval is no reason to wake.
+            self._idle_since_ms = self.clock.monotonic_ms()
             return
-        height, view = wanted
         self._proposing = True
         try:
-            loop = asyncio.get_running_loop()
             proposal: Proposal = await loop.run_in_executor(
                 self._pool, lambda: self.ledger.propose(
                     [item.tx for item in ready], inbound, height=height, view=view,
@@ -432,7 +457,7 @@ class ConsensusDriver:
                     # The ledger makes it max(tip time + 1, this): times increase
                     # even if our clock steps back.
                     time_ms=self.clock.wall_ms(), proposer=self.replica.me,
-                    txs_max=consensus.block_txs_max,
+                    txs_max=consensus.block_txs_max, parent=parent,
                 ))
         finally:
             self._proposing = False
@@ -447,6 +472,9 @@ class ConsensusDriver:
                       inbound=len(proposal.block.inbound),
                       txs=[o.tx_hash.hex() for o in proposal.result.outcomes])
         self._proposal_wanted = None
+        # The batch interval counts from the last block proposed or committed: with
+        # pipelining the next proposal does not wait for this one's commit.
+        self._last_block_ms = self.clock.monotonic_ms()
         await self._step(ProposalReady(height, view, proposal.payload, proposal.block_hash))
 
     # -- block sync (node/sync.py) ---------------------------------------------------

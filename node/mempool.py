@@ -260,13 +260,17 @@ class Mempool:
         if promoted and self.on_runnable is not None:
             self.on_runnable(promoted)
 
-    def ready(self, txs_max: int, bytes_max: int) -> list[PendingTx]:
+    def ready(self, txs_max: int, bytes_max: int,
+              nonce_of: Callable[[bytes], int] | None = None) -> list[PendingTx]:
         """Executable transactions for a block: per sender a gap-free nonce run
-        from the committed nonce; senders interleaved round-robin in arrival order."""
+        from the committed nonce; senders interleaved round-robin in arrival order.
+        ``nonce_of`` (pipelining): each sender's next nonce on the block the proposal
+        builds on, so the transactions of the blocks in flight are not offered again."""
         runs: list[list[PendingTx]] = []
+        next_nonce = self._committed_nonce if nonce_of is None else nonce_of
         for address, sender in self._by_sender.items():
             queue = sender.txs
-            nonce = self._committed_nonce(address)
+            nonce = next_nonce(address)
             run: list[PendingTx] = []
             while nonce in queue:
                 run.append(queue[nonce])

@@ -205,6 +205,7 @@ class Node:
             request_timeout_ms=consensus.request_timeout_ms,
             view_change_timeout_ms=consensus.view_change_timeout_ms,
             message_bytes_max=consensus.block_bytes_max + 64 * 1024,
+            pipeline_depth=consensus.pipeline_depth,
         )
         return Replica(config, self.key, verify_signature, persisted,
                        now_ms=self.clock.monotonic_ms())

@@ -4,7 +4,12 @@ Consensus hands the replica opaque block bytes; this module decodes them, checks
 what the ledger decides (hash, height, parent, proposer and time (``header_rules``),
 inbound evidence, roots), and keeps
 each block's execution result until the block commits, so a replica executes a
-block once. It also keeps the audit's running totals (per-asset balances and pool
+block once. Pipelining (issue 16): a block may also be executed or proposed on an
+uncommitted parent this ledger executed ok (``parent``), over a ``SpeculativeState``
+(the committed state with the write sets of the blocks in flight below); its result is
+kept under (block hash, parent hash) and reused at commit only when that parent is
+then the committed tip; a block that loses its height drops its descendants.
+It also keeps the audit's running totals (per-asset balances and pool
 reserves at the committed height), updated from each commit's write set.
 All methods are synchronous and CPU-bound: the node runs them on its ledger
 worker thread, one at a time, never on the event loop; the multi-shard simulator
@@ -16,8 +21,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from consensus.certificate import Verifier, primary_of
 from consensus.kernel.codec import decode, encode
@@ -63,7 +68,7 @@ from sharding.records import (
     get_received,
     get_sent,
 )
-from sharding.state import State
+from sharding.state import SpeculativeState, State, StateReader
 from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
 
 SPECULATIVE_RESULTS_MAX = 16
@@ -188,6 +193,17 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True)
+class _Executed:
+    """A block this ledger executed ok on ``parent`` (the committed tip then, or a block
+    in flight below it), kept until it commits or loses its height."""
+
+    height: int
+    block: Block
+    result: BlockResult
+    parent: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Committed:
     height: int
     block: Block
@@ -213,7 +229,8 @@ class Ledger:
               "a ledger opened above genesis needs its tip's time_ms")
         self.tip_time_ms = genesis.genesis_time_ms if tip_time_ms is None else tip_time_ms
         self.block_bytes_max = block_bytes_max
-        self._speculative: dict[bytes, tuple[int, Block, BlockResult]] = {}
+        # (block hash, parent hash) -> what executing it there gave.
+        self._speculative: dict[tuple[bytes, bytes], _Executed] = {}
         self.verified = VerifiedTxs()
         self.validators = Validators(
             genesis.chain_id,
@@ -295,6 +312,48 @@ class Ledger:
     def in_cursor(self, src_shard: int) -> int:
         return get_in_cursor(self.state, src_shard)
 
+    # -- the chain in flight (pipelining) ----------------------------------------
+
+    def _executed(self, digest: bytes) -> _Executed | None:
+        """The block ``digest`` executed ok on a chain that reaches the committed tip."""
+        for (block, _), entry in self._speculative.items():
+            if block == digest and (entry.parent == self.tip_hash
+                                    or self._executed(entry.parent) is not None):
+                return entry
+        return None
+
+    def _view_on(self, parent: bytes) -> tuple[StateReader, int, int] | None:
+        """(state, height, header time) of ``parent``: the committed tip, or a block in
+        flight that this ledger executed ok on a chain reaching the tip; None if not."""
+        if parent in (b"", self.tip_hash):
+            return self.state, self.height, self.tip_time_ms
+        chain: list[_Executed] = []
+        digest = parent
+        while digest != self.tip_hash:
+            entry = self._executed(digest)
+            if entry is None:
+                return None
+            chain.append(entry)
+            digest = entry.parent
+        writes: dict[bytes, bytes | None] = {}
+        for entry in reversed(chain):
+            writes.update(entry.result.writes)
+        top = chain[0]
+        return SpeculativeState(self.state, writes), top.height, top.block.header.time_ms
+
+    def state_on(self, parent: bytes) -> StateReader | None:
+        """The state after ``parent`` (the tip, or a block in flight executed ok here)."""
+        view = self._view_on(parent)
+        return None if view is None else view[0]
+
+    def nonce_on(self, parent: bytes, sender: bytes) -> int:
+        """``sender``'s next nonce after ``parent`` (the committed one if unknown)."""
+        return get_nonce(self.state_on(parent) or self.state, sender)
+
+    def in_cursor_on(self, parent: bytes, src_shard: int) -> int:
+        """The inbound cursor from ``src_shard`` after ``parent`` (committed if unknown)."""
+        return get_in_cursor(self.state_on(parent) or self.state, src_shard)
+
     def audit_totals(self) -> dict[str, Any]:
         """This shard's part of the audit (PROTOCOL.md section 6) at the committed tip:
         O(assets + channels), from the running totals and the channel counters.
@@ -346,44 +405,54 @@ class Ledger:
 
     def propose(self, txs: list[SignedTx], inbound: list[ProvenReceipt], *, height: int,
                 view: int, time_ms: int, proposer: int, txs_max: int,
-                tx_hashes: list[bytes] | None = None) -> Proposal:
+                tx_hashes: list[bytes] | None = None, parent: bytes = b"") -> Proposal:
         """Build the next block from mempool candidates and proven inbound receipts (the
         pool's gap-free selection), with the receipts' evidence attached.
 
         ``proposer`` must be the primary of ``view``; the header's time is ``time_ms``
         (the primary's clock) or, if that is not after the tip's time, the tip's + 1.
         ``tx_hashes``: the candidates' hashes (the mempool's keys), to look the
-        verified signatures up without hashing each candidate again."""
-        check(height == self.height + 1, f"proposal for {height} on tip {self.height}")
+        verified signatures up without hashing each candidate again.
+        ``parent``: the block to build on (pipelining: the primary's own block in flight
+        at ``height - 1``, executed ok here); empty for the committed tip."""
+        on = self._view_on(parent)
+        check(on is not None, f"proposal on unknown parent {parent.hex()}")
+        assert on is not None
+        state, parent_height, parent_time_ms = on
+        check(height == parent_height + 1, f"proposal for {height} on {parent_height}")
         check(proposer == self._primary(view), f"proposer {proposer} in view {view}")
-        time_ms = next_time_ms(self.tip_time_ms, time_ms)
+        prev_hash = self.tip_hash if parent in (b"", self.tip_hash) else parent
+        time_ms = next_time_ms(parent_time_ms, time_ms)
         # Verify every candidate's signature (cached or now); forged ones never get in.
         forged = self._check_unverified(txs, tx_hashes)
         candidates = [tx for tx in txs if id(tx) not in forged]
         refused = ""
         try:
-            block, result, rejected = self._build(candidates, inbound, height, view, time_ms,
-                                                  proposer, txs_max)
+            block, result, rejected = self._build(state, prev_hash, candidates, inbound, height,
+                                                  view, time_ms, proposer, txs_max)
         except InvalidBlock as exc:
             # Only a receipt the source shard should never have certified gets here (a
             # credit past u64): propose without inbound receipts, say why.
             if not inbound:
                 raise
             refused = f"{exc.reason}: {exc.detail}"
-            block, result, rejected = self._build(candidates, [], height, view, time_ms,
-                                                  proposer, txs_max)
+            block, result, rejected = self._build(state, prev_hash, candidates, [], height,
+                                                  view, time_ms, proposer, txs_max)
         rejected = [*rejected, *(Rejected(tx, "bad_signature") for tx in txs
                                  if id(tx) in forged)]
         digest = block_hash(block)
-        self._remember(digest, height, block, result)
+        self._remember(digest, prev_hash, height, block, result)
         return Proposal(block, encode(block), digest, result, rejected, refused)
 
-    def _build(self, txs: list[SignedTx], inbound: list[ProvenReceipt], height: int, view: int,
+    def _build(self, state: StateReader, prev_hash: bytes, txs: list[SignedTx],
+               inbound: list[ProvenReceipt], height: int, view: int,
                time_ms: int, proposer: int, txs_max: int
                ) -> tuple[Block, BlockResult, list[Rejected]]:
+        # A SpeculativeState offers what the executors use of a State (get, overlay,
+        # prepare): they read and prepare, never apply.
         block, result, rejected = self._build_block(
-            self.state, txs, [item.receipt for item in inbound], height=height, view=view,
-            prev_hash=self.tip_hash, time_ms=time_ms, proposer=proposer, txs_max=txs_max,
+            cast(State, state), txs, [item.receipt for item in inbound], height=height,
+            view=view, prev_hash=prev_hash, time_ms=time_ms, proposer=proposer, txs_max=txs_max,
             verify_signatures=False, receipts_max=max(len(inbound), 1),
         )
         if block.inbound:
@@ -393,21 +462,26 @@ class Ledger:
     def _primary(self, view: int) -> int:
         return primary_of(view, len(self.genesis.validators[self.shard]))
 
-    def _check_header(self, block: Block) -> None:
-        """Proposer and time (deterministic; ``InvalidBlock`` with the reason)."""
+    def _check_header(self, block: Block, previous_ms: int | None = None) -> None:
+        """Proposer and time after ``previous_ms`` (the parent's; default the tip's)
+        (deterministic; ``InvalidBlock`` with the reason)."""
         check_header_fields(block.header, validators=len(self.genesis.validators[self.shard]),
-                            previous_ms=self.tip_time_ms)
+                            previous_ms=self.tip_time_ms if previous_ms is None else previous_ms)
 
     # -- validating a pre-prepare --------------------------------------------------
 
     def execute(self, payload: bytes, expected_hash: bytes, height: int, view: int,
-                *, now_ms: int | None = None, time_ahead_max_ms: int = 0) -> str:
+                *, now_ms: int | None = None, time_ahead_max_ms: int = 0,
+                parent: bytes = b"") -> str:
         """Execute a proposed block speculatively; return "" when it is valid, else why not.
 
         ``now_ms`` is the replica's wall clock when the block is a fresh proposal (the
         node's driver passes it for a PRE-PREPARE): the header's time may then be at
         most ``time_ahead_max_ms`` past it. None (a certified block being synced or
-        replayed) skips that check: validity never depends on when a block is replayed."""
+        replayed) skips that check: validity never depends on when a block is replayed.
+        ``parent`` (pipelining): the block in flight at ``height - 1`` to execute on, which
+        this ledger must have executed ok on a chain reaching its tip (else
+        ``unknown_parent``); empty means the committed tip."""
         try:
             block = decode_block(payload, self.block_bytes_max)
         except DecodeError as exc:
@@ -417,23 +491,29 @@ class Ledger:
         # Verify the payload is the block the PRE-PREPARE names.
         if digest != expected_hash:
             return "block_hash_mismatch"
-        # Verify the block extends our committed tip at the agreed height.
-        if header.height != height or height != self.height + 1:
-            return f"wrong_height: header {header.height}, slot {height}, tip {self.height}"
-        if header.prev_hash != self.tip_hash:
+        # Verify the block extends its parent (our committed tip, or a block in flight
+        # we executed ok on a chain reaching it) at the agreed height.
+        on = self._view_on(parent)
+        if on is None:
+            return f"unknown_parent: {parent.hex()}"
+        state, parent_height, parent_time_ms = on
+        if header.height != height or height != parent_height + 1:
+            return f"wrong_height: header {header.height}, slot {height}, tip {parent_height}"
+        prev_hash = self.tip_hash if parent in (b"", self.tip_hash) else parent
+        if header.prev_hash != prev_hash:
             return "wrong_prev_hash"
         # Verify the header's view is not from the future.
         if header.view > view:
             return "header_view_ahead"
         try:
             # Verify the proposer is the view's primary and the time increases.
-            self._check_header(block)
+            self._check_header(block, parent_time_ms)
             # A fresh proposal: verify its time is not far ahead of our clock.
             if now_ms is not None:
                 check_time_not_ahead(header, now_ms=now_ms, ahead_max_ms=time_ahead_max_ms)
         except InvalidBlock as exc:
             return f"{exc.reason}: {exc.detail}"
-        if digest in self._speculative:
+        if (digest, prev_hash) in self._speculative:
             return ""
         # Verify every transaction's signature (cached from admission, or now).
         if self._check_unverified(list(block.txs)):
@@ -441,12 +521,12 @@ class Ledger:
         try:
             # Verify every inbound receipt is proven by a certified source block.
             check_block_evidence(block, self.validators, self.verified_sources)
-            result = self._apply_block(self.state, block, verify_signatures=False)
+            result = self._apply_block(cast(State, state), block, verify_signatures=False)
         except InvalidBlock as exc:
             return f"{exc.reason}: {exc.detail}"
         except Exception as exc:  # an untrusted payload can only be invalid, never a crash
             return f"execution_error: {type(exc).__name__}: {exc}"
-        self._remember(digest, height, block, result)
+        self._remember(digest, prev_hash, height, block, result)
         return ""
 
     # -- committing ---------------------------------------------------------------------
@@ -454,9 +534,18 @@ class Ledger:
     def commit(self, payload: bytes, digest: bytes, height: int) -> Committed:
         """Apply a committed block (executing it now if it was not executed before)."""
         check(height == self.height + 1, f"commit of {height} on tip {self.height}")
-        cached = self._speculative.pop(digest, None)
-        if cached is not None and cached[2].prepared.version == self.state.version:
-            _, block, result = cached
+        cached = self._speculative.pop((digest, self.tip_hash), None)
+        if cached is not None and cached.result.prepared.version == self.state.version:
+            block, result = cached.block, cached.result
+        elif cached is not None:
+            # Executed on a parent that has committed since: the write set stands (it
+            # was computed on exactly this state); only the root's nodes are prepared
+            # again, on the committed state, and must give the header's root.
+            block = cached.block
+            prepared = self.state.prepare(cached.result.writes)
+            check(prepared.root == block.header.state_root,
+                  "state root of a pipelined block differs on its committed parent")
+            result = replace(cached.result, prepared=prepared)
         else:
             block = decode_block(payload, self.block_bytes_max)
             check(block_hash(block) == digest, "committed payload does not hash to its digest")
@@ -478,13 +567,25 @@ class Ledger:
         self.height = height
         self.tip_hash = digest
         self.tip_time_ms = block.header.time_ms
-        self._speculative.clear()
+        self._prune()
         return Committed(height, block, digest, result)
 
-    def _remember(self, digest: bytes, height: int, block: Block, result: BlockResult) -> None:
+    def _prune(self) -> None:
+        """Keep only results on the new tip's chain: a block that lost its height (a
+        view change committed another) invalidates everything executed on it."""
+        alive = {self.tip_hash}
+        kept: dict[tuple[bytes, bytes], _Executed] = {}
+        for key, entry in sorted(self._speculative.items(), key=lambda item: item[1].height):
+            if entry.height > self.height and entry.parent in alive:
+                kept[key] = entry
+                alive.add(key[0])
+        self._speculative = kept
+
+    def _remember(self, digest: bytes, parent: bytes, height: int, block: Block,
+                  result: BlockResult) -> None:
         if len(self._speculative) >= SPECULATIVE_RESULTS_MAX:
             self._speculative.pop(next(iter(self._speculative)))
-        self._speculative[digest] = (height, block, result)
+        self._speculative[(digest, parent)] = _Executed(height, block, result, parent)
 
 
 __all__ = ["Committed", "InvalidTx", "Ledger", "Proposal", "check_tx_nonce"]

@@ -283,3 +283,39 @@ class Overlay:
         else:
             raise TypeError(f"cannot commit into {type(base).__name__}")
         self.writes = {}
+
+
+class SpeculativeState:
+    """The committed state with the write sets of uncommitted blocks on top (consensus
+    pipelining, issue 16): what a block at committed + 2 executes and is proposed on.
+
+    Reads see ``writes`` (the merged write sets of the blocks in flight below, ``None``
+    deleted) over ``base``. ``prepare`` computes the root over base + ``writes`` + the
+    block's own writes, so a block's state root is the one it will have once its
+    parents commit; the ``PreparedWrites`` it returns holds only the block's own writes
+    and version -1: it can never be applied (``State.apply_prepared`` checks the
+    version), the ledger prepares the write set again on the committed parent."""
+
+    __slots__ = ("base", "writes")
+
+    def __init__(self, base: State, writes: Writes) -> None:
+        self.base = base
+        self.writes = writes
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.base.get(key)
+
+    @property
+    def version(self) -> int:
+        return -1
+
+    def overlay(self) -> Overlay:
+        return Overlay(self)
+
+    def prepare(self, writes: Writes, leaves: Leaves | None = None) -> PreparedWrites:
+        merged = dict(self.writes)
+        merged.update(writes)
+        prepared = self.base.prepare(merged, leaves)
+        return PreparedWrites(-1, dict(writes), prepared.buckets, prepared.nodes)

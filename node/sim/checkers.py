@@ -43,7 +43,7 @@ from sharding.records import (
     get_received,
     get_sent,
 )
-from sharding.state import State
+from sharding.state import State, StateReader
 
 
 def compute_holdings(state: State) -> tuple[dict[int, int], dict[int, int]]:
@@ -98,23 +98,25 @@ class CrossShardChecker:
     # -- per commit -----------------------------------------------------------------------
 
     def on_block(self, shard: int, index: int, height: int, digest: bytes, block: Block,
-                 receipts: Sequence[Receipt], cert: CommitCertificate, ledger: Ledger,
-                 honest: bool) -> None:
-        """A commit as a node's store holds it: the block and the receipts it emitted."""
+                 receipts: Sequence[Receipt], cert: CommitCertificate, state: StateReader,
+                 state_root: bytes, honest: bool) -> None:
+        """A commit as a node's store holds it: the block, the receipts it emitted and
+        the node's state at that height (``state``, ``state_root``: the store's, since
+        the ledger may already have applied the next height, issue 16)."""
         node = f"{shard}/{index}"
         if honest:
-            self.pbft[shard].on_commit(index, height, digest, cert, ledger.state.root)
+            self.pbft[shard].on_commit(index, height, digest, cert, state_root)
         if height == len(self.cursors[shard]):
             self._record(shard, height, block, receipts)
         cursors = self.cursors[shard][height]
         out_seqs = self.out_seqs[shard][height]
         for other in cursors:
             # Verify the ledger's channel counters are the receipts counted so far.
-            if other != shard and get_in_cursor(ledger.state, other) != cursors[other]:
+            if other != shard and get_in_cursor(state, other) != cursors[other]:
                 self._fail(f"node {node}: in_cursor[{other}] = "
-                           f"{get_in_cursor(ledger.state, other)} after {cursors[other]} "
+                           f"{get_in_cursor(state, other)} after {cursors[other]} "
                            f"receipts applied at height {height}")
-            if other != shard and get_out_seq(ledger.state, other) != out_seqs[other]:
+            if other != shard and get_out_seq(state, other) != out_seqs[other]:
                 self._fail(f"node {node}: out_seq[{other}] differs from the receipts emitted")
 
     def _record(self, shard: int, height: int, block: Block, receipts: Sequence[Receipt]

@@ -204,6 +204,8 @@ class NetworkSimConfig:
     submit_to: NodeId | None = None
     block_interval_ms: int = ConsensusSection().block_interval_ms
     request_timeout_ms: int = ConsensusSection().request_timeout_ms
+    pipeline_depth: int = ConsensusSection().pipeline_depth  # consensus.pipeline_depth
+    block_txs_max: int = ConsensusSection().block_txs_max
     command: str = "shardnet simulate --network"
 
     def cli_args(self) -> str:
@@ -220,6 +222,8 @@ class NetworkSimConfig:
             args += f" --crash {shard}/{index}:{at_ms}:{down_ms}"
         if self.partitions:
             args += " (and the test's explicit partitions)"
+        if self.pipeline_depth != ConsensusSection().pipeline_depth:
+            args += f" --pipeline-depth {self.pipeline_depth}"
         if self.submit_to is not None:
             args += f" (and every submission to {self.submit_to[0]}/{self.submit_to[1]})"
         return args
@@ -474,7 +478,9 @@ class NetworkSimulation:
             node=NodeSection(shard=shard, index=index),
             consensus=ConsensusSection(block_interval_ms=c.block_interval_ms,
                                        request_timeout_ms=c.request_timeout_ms,
-                                       view_change_timeout_ms=c.request_timeout_ms),
+                                       view_change_timeout_ms=c.request_timeout_ms,
+                                       pipeline_depth=c.pipeline_depth,
+                                       block_txs_max=c.block_txs_max),
             executor=ExecutorSection(workers=1))
         key = cast(KeyPair, self.world.signers[shard][index])
         store = old.store.reopen() if old is not None else ObservedStore(
@@ -520,8 +526,14 @@ class NetworkSimulation:
         self.trace.update(b"%d %d %d %d " % (self.now_ms, shard, index, commit.height)
                           + commit.block_hash)
         first = commit.height == len(self.checker.cursors[shard])
+        # The store's state at this height: the ledger may be a height further already
+        # (the driver applies the next commit while this one is written, issue 16).
+        store = member.node.store
+        assert isinstance(store, MemoryStore)
+        root = (ledger.state.root if ledger.height == commit.height
+                else block.header.state_root)
         self.checker.on_block(shard, index, commit.height, commit.block_hash, block, receipts,
-                              cert, ledger, True)
+                              cert, store.state, root, True)
         if first:
             self.committed_txs.update(tx_hash(tx) for tx in block.txs)
             self.checker.check_conservation(self._leaders(),
