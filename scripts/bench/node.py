@@ -24,7 +24,7 @@ from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import KeyPair
-from node.defaults import CONSENSUS_BLOCK_TXS_MAX
+from node.defaults import CONSENSUS_BLOCK_TXS_MAX, CONSENSUS_PIPELINE_DEPTH
 from scripts.bench.common import (
     cores,
     local_testnet,
@@ -160,12 +160,19 @@ def node_metrics(url: str) -> dict[str, float]:
 
 
 def run_once(raws: list[bytes], hashes: list[str], senders: int, batch: int, block_txs: int,
-             rate: float) -> dict[str, Any]:
+             rate: float, pipeline_depth: int = CONSENSUS_PIPELINE_DEPTH,
+             base_port: int = 27600) -> dict[str, Any]:
     """One load run on a fresh 1 x 4 testnet of local processes, stopped after."""
-    spec = TestnetSpec(shards=1, validators=4, accounts=max(senders * 3, 1000), base_port=27600)
-    with local_testnet(spec, lambda text: text.replace(
-            f"block_txs_max = {CONSENSUS_BLOCK_TXS_MAX}", f"block_txs_max = {block_txs}")
-            ) as (_, nodes):
+    spec = TestnetSpec(shards=1, validators=4, accounts=max(senders * 3, 1000),
+                       base_port=base_port)
+
+    def edit(text: str) -> str:
+        text = text.replace(f"block_txs_max = {CONSENSUS_BLOCK_TXS_MAX}",
+                            f"block_txs_max = {block_txs}")
+        return text.replace(f"pipeline_depth = {CONSENSUS_PIPELINE_DEPTH}",
+                            f"pipeline_depth = {pipeline_depth}")
+
+    with local_testnet(spec, edit) as (_, nodes):
         urls = [node.api_url for node in nodes]
         row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
         row["p2p"] = node_metrics(urls[1])
@@ -217,8 +224,12 @@ def make_table(summary: dict[str, Any]) -> Table:
 @click.option("--rate", type=float, default=0.0, show_default=True,
               help="Offered load in tx/s (0: as fast as the nodes accept).")
 @click.option("--quick", is_flag=True, help="One run of 2,000 transactions.")
+@click.option("--pipeline-depth", type=click.IntRange(1, 16), default=CONSENSUS_PIPELINE_DEPTH,
+              show_default=True, help="consensus.pipeline_depth (heights in flight).")
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=27600, show_default=True,
+              help="First port of the local testnet (API and p2p ports follow it).")
 def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, out: Path,
-               rate: float, quick: bool) -> None:
+               rate: float, quick: bool, pipeline_depth: int, base_port: int) -> None:
     """Single-shard, 4-validator committed TPS and submit-to-commit latency."""
     if quick:
         txs, runs = 2_000, 1
@@ -229,7 +240,7 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
     raws, hashes = sign_load(txs, senders, 1)
     rows: list[dict[str, Any]] = []
     for run in range(runs):
-        row = run_once(raws, hashes, senders, batch, block_txs, rate)
+        row = run_once(raws, hashes, senders, batch, block_txs, rate, pipeline_depth, base_port)
         row["run"] = run
         rows.append(row)
         console.print(f"run {run}: {row.get('tps')} TPS, p50 {row.get('latency_p50_ms')} ms, "
@@ -238,7 +249,7 @@ def bench_node(txs: int, senders: int, batch: int, runs: int, block_txs: int, ou
     # two (the harder ceiling to reach).
     verify_after = measure_verify_per_s()
     params = {"txs_per_run": txs, "senders": senders, "batch": batch, "runs": runs,
-              "offered_rate": rate or "unbounded"}
+              "offered_rate": rate or "unbounded", "pipeline_depth": pipeline_depth}
     summary = summarize(rows, params, verify_before, verify_after)
     ceiling = cores() * max(verify_before, verify_after) / 4
     console.print(f"Ed25519 verify after the runs: {verify_after:,.0f}/s; crypto ceiling of a "
