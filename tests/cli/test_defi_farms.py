@@ -69,3 +69,22 @@ def test_a_bad_pool_address_is_a_one_line_usage_error() -> None:
 def test_a_negative_share_count_is_a_usage_error() -> None:
     result = run("tx", "unstake", "--pool", "COIN-USD", "--shares", "-1", *OFFLINE)
     assert result.exit_code == exits.USAGE
+
+
+def test_testnet_init_writes_a_farm_on_every_default_pool() -> None:
+    from scripts.cli.testnet.generate import (
+        FARM_BUDGET,
+        POOLS,
+        TestnetSpec,
+        genesis_document,
+        node_entries,
+    )
+    from sharding.genesis import load_genesis, total_supply
+
+    spec = TestnetSpec(shards=2)
+    genesis = load_genesis(genesis_document(spec, node_entries(spec)))
+    assert [farm.pool for farm in genesis.farms] == [name for name, _ in POOLS]
+    coin = genesis.assets["COIN"]
+    assert all(farm.reward_asset == coin and farm.budget == FARM_BUDGET
+               for farm in genesis.farms)
+    assert total_supply(genesis)[coin] >= len(POOLS) * FARM_BUDGET
