@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from consensus.kernel.codec import U64_MAX
 from consensus.kernel.crypto import KeyPair
-from sharding.audit import get_shard_totals
-from sharding.executor import process_tx
+from sharding.audit import compute_audit, get_shard_totals
+from sharding.executor import commit_block_result, process_tx
 from sharding.farms import (
     ACC_SCALE,
     Farm,
@@ -28,9 +28,16 @@ from sharding.farms import (
     make_farm,
     stake_key,
 )
-from sharding.genesis import GenesisError, genesis_state, load_genesis, make_genesis_dict
+from sharding.genesis import (
+    GenesisError,
+    genesis_state,
+    load_genesis,
+    make_genesis_dict,
+    total_supply,
+)
 from sharding.ledger import Ledger
 from sharding.programs import CallContext, declared_access, process_call
+from sharding.receipts import Receipt
 from sharding.records import (
     CallFailed,
     account_key,
@@ -50,7 +57,10 @@ from sharding.tx import (
     Harvest,
     InvalidTx,
     RemoveLiquidity,
+    SignedTx,
     Stake,
+    Swap,
+    Transfer,
     Unstake,
     check_tx_stateless,
 )
@@ -61,6 +71,7 @@ from tests.support.ledger import (
     get_keys,
     get_pool_on,
     make_tx,
+    propose,
 )
 
 GENESIS = get_farm_genesis()
@@ -389,3 +400,67 @@ def test_ledger_running_totals_count_farm_holdings() -> None:
     recount = get_shard_totals(ledger.state)
     assert ledger.reserves == dict(recount.reserves)
     assert ledger.balances == dict(recount.balances)
+
+
+# ---------------------------------------------------------------------------
+# Two shards: the audit (balances + reserves + farm holdings + in flight = supply)
+
+
+@st.composite
+def two_shard_mixes(draw: st.DrawFn) -> list[list[tuple[int, str, int, int]]]:
+    """Per block: (shard, kind, sender, amount) rows; kinds mix cross-shard transfers
+    and swaps with liquidity and farm calls."""
+    kinds = st.sampled_from(("transfer", "swap", "add", "remove", "stake", "unstake",
+                             "harvest", "harvest"))
+    row = st.tuples(st.integers(0, 1), kinds, st.integers(0, 2), st.integers(1, 40_000))
+    return draw(st.lists(st.lists(row, max_size=8), min_size=1, max_size=6))
+
+
+@settings(max_examples=40, deadline=None)
+@given(blocks=two_shard_mixes())
+def test_two_shard_audit_holds_with_farms(blocks: list[list[tuple[int, str, int, int]]]) -> None:
+    states = {shard: genesis_state(GENESIS, shard) for shard in (0, 1)}
+    supply = total_supply(GENESIS)
+    keys = {shard: get_keys(shard)[:3] for shard in (0, 1)}
+    pools = {shard: get_pool_on(shard).address for shard in (0, 1)}
+    nonces: dict[bytes, int] = {}
+    emitted: list[Receipt] = []
+    pending: dict[int, list[Receipt]] = {0: [], 1: []}
+    for number, rows in enumerate([*blocks, [], []]):
+        height = 1 + 3 * number
+        txs: dict[int, list[SignedTx]] = {0: [], 1: []}
+        for shard, kind, sender, amount in rows:
+            key = keys[shard][sender]
+            call: Call
+            if kind == "transfer":
+                call = Transfer(keys[1 - shard][sender].public_key, 0, amount)
+            elif kind == "swap":
+                call = Swap(pools[1 - shard], 0, amount, 0)
+            else:
+                call = make_shard_call(kind, pools[shard], amount)
+            txs[shard].append(make_tx(key, nonces.get(key.public_key, 0), call))
+            nonces[key.public_key] = nonces.get(key.public_key, 0) + 1
+        for shard in (0, 1):
+            block, result, rejected = propose(states[shard], txs[shard], pending[shard], height)
+            assert not rejected
+            commit_block_result(states[shard], result)
+            emitted.extend(result.receipts)
+            applied = {(r.src_shard, r.seq) for r in block.inbound}
+            pending[shard] = [r for r in pending[shard] if (r.src_shard, r.seq) not in applied]
+            for receipt in result.receipts:
+                pending[receipt.dst_shard].append(receipt)
+            audit = compute_audit(states, emitted, supply)
+            assert audit.ok, audit
+    assert compute_audit(states, emitted, supply).in_flight_receipts == 0
+
+
+def make_shard_call(kind: str, pool: bytes, amount: int) -> Call:
+    if kind == "add":
+        return AddLiquidity(pool, amount, amount, 0)
+    if kind == "remove":
+        return RemoveLiquidity(pool, amount, 0, 0)
+    if kind == "stake":
+        return Stake(pool, amount)
+    if kind == "unstake":
+        return Unstake(pool, amount)
+    return Harvest(pool)
