@@ -218,7 +218,8 @@ def network_summary(results: Sequence[NetworkSimResult], wall_s: float) -> dict[
 @click.option("--soak", type=click.IntRange(1), default=1, show_default=True,
               help="Make runs N times longer.")
 @click.option("--pipeline-depth", type=click.IntRange(1, 4), default=1, show_default=True,
-              help="One shard: heights in agreement at once (ReplicaConfig.pipeline_depth; "
+              help="Heights in agreement at once (ReplicaConfig.pipeline_depth; the network "
+                   "simulator: the nodes' consensus.pipeline_depth; "
                    "docs/CONSENSUS.md, Pipelining).")
 @click.option("--real-signatures", is_flag=True,
               help="One shard: Ed25519 instead of the fast test signer (the network "
@@ -257,14 +258,14 @@ def simulate(
 ) -> None:
     """Drive the real PBFT replicas (one shard), or whole networks of production nodes
     (--shards N), through seeded faults; check safety, conservation and liveness."""
-    if (network or shards > 1) and pipeline_depth > 1:
-        raise click.UsageError("--pipeline-depth: the single-shard PBFT simulator only")
     if network or shards > 1:
         if real_signatures:
             raise click.UsageError("--real-signatures: the network simulator always signs "
                                    "with Ed25519")
         try:
             options = parse_network_options(byzantine, link_faults, crashes)
+            if pipeline_depth > 1:  # the nodes' consensus.pipeline_depth
+                options["pipeline_depth"] = pipeline_depth
             run_network(seeds, start, shards, replicas, txs, soak, _names(faults), options,
                         verbose, as_json, json_out)
         except ValueError as exc:  # an unknown kind or mode, a malformed or crowded placement
