@@ -94,7 +94,10 @@ def _apply_profile(ctx: click.Context, path: Path | None) -> None:
 @click.option("--duration", type=Duration(), default=None,
               help="Length of the sending phase [default: the rate schedule's, else 10s].")
 @click.option("--max-txs", type=click.IntRange(min=1), default=None)
-@click.option("--mix", default="transfer=80,swap=20")
+@click.option("--mix", default="transfer=80,swap=20", show_default=True,
+              help="KIND=WEIGHT,...; kinds: transfer, swap, add_liquidity, "
+                   "remove_liquidity, stake, unstake, harvest (liquidity and farm calls "
+                   "on a pool of the sender's shard, a deposit before a stake).")
 @click.option("--cross-shard", type=click.FloatRange(0, 1), default=0.0,
               help="Share of transactions whose recipient or pool is on another shard.")
 @click.option("--hot", default="uniform", help="Target popularity: uniform or zipf:S.")
