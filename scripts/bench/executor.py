@@ -15,7 +15,12 @@ transaction a swap on one pool: every transaction conflicts whatever N), ``farms
 contention) and ``farms_hot`` (every transaction a farm call on that farm: the farm's
 accumulator is every call's common key). Farm workloads start from a state where
 every sender holds LP shares of the 3 pools and has staked half of those of the
-farmed one (issue 18). With 2 accounts every transaction conflicts; with 10,000 almost none do.
+farmed one (issue 18). ``lending`` (the transfers with 20% lending calls: supplies,
+borrows, repayments, withdrawals, liquidations of healthy positions) and
+``lending_hot`` (every transaction a lending call: all read the same markets; the
+borrows, withdrawals and liquidations declare no keys, so both run in the optimistic
+mode) start from a state where every sender has supplied USD and COIN and borrowed
+some COIN. With 2 accounts every transaction conflicts; with 10,000 almost none do.
 
 ``--optimistic`` runs every block in the optimistic mode (Block-STM, issue 18:
 ``ParallelExecutor(optimistic="always")``, never overlapped); its rows add the
@@ -60,13 +65,18 @@ from sharding.records import get_shard_params
 from sharding.state import Overlay, State
 from sharding.tx import (
     AddLiquidity,
+    Borrow,
     Call,
     Harvest,
+    Liquidate,
+    Repay,
     Stake,
+    Supply,
     Swap,
     Transfer,
     TxBody,
     Unstake,
+    Withdraw,
     sign_tx,
 )
 
@@ -74,8 +84,11 @@ SHARD = 0
 NUM_SHARDS = 2
 SEED = "bench-executor"
 ACCOUNTS = (2, 10, 100, 1_000, 10_000)
-WORKLOADS = ("transfers", "swaps20", "zipf", "swaps_hot", "farms", "farms_hot")
+WORKLOADS = ("transfers", "swaps20", "zipf", "swaps_hot", "farms", "farms_hot", "lending",
+             "lending_hot")
 FARM_WORKLOADS = ("farms", "farms_hot")
+LENDING_WORKLOADS = ("lending", "lending_hot")
+LENDING_SHARE = 0.2
 FARM_SHARE = 0.2
 WORKERS = (1, 2, 4)
 CROSS_SHARE = 0.1
@@ -91,6 +104,7 @@ class Setup:
     local: list[KeyPair]
     remote: list[bytes]
     pools: list[tuple[bytes, int, int]]
+    market: bytes = b""  # the lending program (shard 0 of the genesis: issue 18)
 
 
 def make_setup(accounts: int) -> Setup:
@@ -107,11 +121,45 @@ def make_setup(accounts: int) -> Setup:
     genesis = load_genesis(make_genesis_dict(
         num_shards=NUM_SHARDS, validators_per_shard=1, seed=SEED, accounts=index,
         balance=10**12, pool_reserve=10**14, pools_per_shard=3,
-        assets=("COIN", "USD", "ETH", "BTC"), farm_budget=10**15,
+        assets=("COIN", "USD", "ETH", "BTC"), farm_budget=10**15, markets=True,
     ))
     pools = [(p.address, p.asset_a, p.asset_b) for p in genesis.pools
              if shard_of(p.address, NUM_SHARDS) == SHARD]
-    return Setup(genesis_state(genesis, SHARD), genesis.chain_id, local, remote, pools)
+    market = genesis.lending.address if genesis.lending is not None else b""
+    return Setup(genesis_state(genesis, SHARD), genesis.chain_id, local, remote, pools, market)
+
+
+def make_lending_setup(setup: Setup) -> Setup:
+    """``setup`` where every sender has supplied USD (collateral) and COIN (the cash
+    others borrow) and borrowed some COIN, at height 1 (prices exist from the first
+    block on; the benchmark's block, also at height 1, accrues nothing more: issue 18)."""
+    view = Overlay(setup.state)
+    params = get_shard_params(setup.state, 1)
+    for key in setup.local:
+        ctx = CallContext(params, bytes(32), key.public_key)
+        process_call(view, ctx, Supply(setup.market, 1, 10**9))
+        process_call(view, ctx, Supply(setup.market, 0, 10**9))
+        process_call(view, ctx, Borrow(setup.market, 0, 10**6))
+    state = State.from_items(setup.state.items())
+    state.apply_writes(view.writes)
+    return Setup(state, setup.chain_id, setup.local, setup.remote, setup.pools, setup.market)
+
+
+def make_lending_call(setup: Setup, rng: random.Random) -> Call:
+    """Supplies and repayments (declared keys), borrows, withdrawals and liquidations
+    (declared None: the optimistic mode runs the block); the liquidations of healthy
+    positions fail ``healthy`` after reading every market of the borrower."""
+    roll = rng.random()
+    if roll < 0.3:
+        return Supply(setup.market, 1, rng.randint(1_000, 10_000))
+    if roll < 0.6:
+        return Borrow(setup.market, 0, rng.randint(1, 1_000))
+    if roll < 0.8:
+        return Repay(setup.market, 0, rng.randint(1, 1_000))
+    if roll < 0.9:
+        return Withdraw(setup.market, 1, rng.randint(1, 1_000))
+    borrower = setup.local[rng.randrange(len(setup.local))]
+    return Liquidate(setup.market, borrower.public_key, 0, rng.randint(1, 1_000), 1)
 
 
 def make_farm_setup(setup: Setup) -> Setup:
@@ -159,7 +207,10 @@ def make_block(setup: Setup, workload: str, txs_count: int, rng: random.Random) 
         nonce = nonces.get(sender.public_key, 0)
         nonces[sender.public_key] = nonce + 1
         call: Call
-        if workload == "farms_hot" or (workload == "farms" and rng.random() < FARM_SHARE):
+        if workload == "lending_hot" or (workload == "lending" and
+                                         rng.random() < LENDING_SHARE):
+            call = make_lending_call(setup, rng)
+        elif workload == "farms_hot" or (workload == "farms" and rng.random() < FARM_SHARE):
             call = make_farm_call(setup.pools[0][0], rng)
         elif workload == "swaps_hot":
             pool, asset_a, asset_b = setup.pools[0]
@@ -383,8 +434,10 @@ def measure_grid(runners: dict[int, ProcessRunner], accounts: tuple[int, ...],
     for count in accounts:
         base = make_setup(count)
         staked = make_farm_setup(base) if set(workloads) & set(FARM_WORKLOADS) else base
+        lent = make_lending_setup(base) if set(workloads) & set(LENDING_WORKLOADS) else base
         for workload in workloads:
-            setup = staked if workload in FARM_WORKLOADS else base
+            setup = (staked if workload in FARM_WORKLOADS else
+                     lent if workload in LENDING_WORKLOADS else base)
             block = make_block(setup, workload, txs, random.Random(seed))
             measured = bench_block(setup, block, executors, reps, verify=True)
             load = round(os.getloadavg()[0], 2)
@@ -506,6 +559,8 @@ def pyevm_comparison(result: dict[str, Any]) -> str:
     if pyevm_row["seq_tps"] is None:
         return f"[yellow]{pyevm_row['error']}[/yellow]"
     transfers = [r for r in result["rows"] if r["workload"] == "transfers"]
+    if not transfers:
+        return "no transfers row: py-evm is compared with the transfers workload"
     seq = statistics.median(r["seq_tps"] for r in transfers)
     txs = result["params"]["txs_per_block"]
     seq_cpu = statistics.median(txs / r["seq_cpu_ms"] * 1e3 for r in transfers)
