@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 import msgspec
 import pytest
@@ -21,16 +22,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sharding.parallel.plan as parallel_plan
+from consensus.kernel.crypto import KeyPair
 from node.executor_pool import ProcessRunner
+from sharding.block import GENESIS_PREV_HASH
 from sharding.executor import apply_block, build_block
-from sharding.parallel import InlineRunner, JobRunner, ParallelExecutor
+from sharding.parallel import ExecutionStats, InlineRunner, JobRunner, ParallelExecutor
 from sharding.parallel.jobs import Task
 from sharding.parallel.mvmemory import BASE, ESTIMATE, MVMemory
 from sharding.parallel.worker import BLOCKED, MISSING, RAN, run_tasks
 from sharding.programs import declared_access
 from sharding.records import account_key, get_shard_params, pool_key
 from sharding.state import State
-from sharding.tx import AddLiquidity, RemoveLiquidity, SignedTx, Swap, Transfer
+from sharding.tx import (
+    AddLiquidity,
+    Borrow,
+    Call,
+    Liquidate,
+    RemoveLiquidity,
+    Repay,
+    SignedTx,
+    Supply,
+    Swap,
+    Transfer,
+    Withdraw,
+)
+from tests.sharding.test_lending import COIN, LOCAL, MARKET, POOLS, USD, Chain, make_borrower
 from tests.sharding.test_parallel_executor import (
     KEYS,
     POOL,
@@ -311,3 +327,74 @@ def test_optimistic_equals_sequential_in_worker_processes(pool: ProcessRunner) -
     assert executor.last_stats is not None and executor.last_stats.aborts > 0
     assert_same_result(apply_block(state, block, verify_signatures=False),
                        executor.apply_block(state, block, verify_signatures=False))
+
+
+# ---------------------------------------------------------------------------
+# Lending calls (declared None: known only while they run)
+
+
+@lru_cache(maxsize=1)
+def lending_chain() -> tuple[Chain, KeyPair]:
+    """Shard 0 of the lending genesis after a supply and a borrow (not mutated)."""
+    chain = Chain()
+    return chain, make_borrower(chain)
+
+
+@settings(max_examples=20)
+@given(data=st.data())
+def test_lending_blocks_run_optimistic_and_equal_the_spec(data: st.DataObject) -> None:
+    """After a supply and a borrow, a block of swaps that move the price, supplies,
+    borrows, repayments, withdrawals and liquidations (of the borrower, at random
+    amounts): the optimistic mode (auto: the lending calls declare None; and
+    forced) gives the spec's block, result and rejections, proposing and applying."""
+    chain, alice = lending_chain()
+    state = chain.states[0]
+    nonces = dict(chain.nonces)
+    height = chain.height + data.draw(st.integers(1, 300), label="blocks later")
+    calls: list[tuple[int, Call]] = []
+    for _ in range(data.draw(st.integers(1, 30), label="txs")):
+        who = data.draw(st.integers(1, 7), label="sender")
+        amount = data.draw(st.sampled_from((1, 500, 20_000, 300_000)), label="amount")
+        asset = data.draw(st.sampled_from((COIN, USD)), label="asset")
+        kind = data.draw(st.sampled_from(("swap", "supply", "borrow", "repay", "withdraw",
+                                          "liquidate", "transfer")), label="kind")
+        choices: dict[str, Call] = {
+            "swap": Swap(POOLS[USD], asset, amount, 0),
+            "supply": Supply(MARKET, asset, amount),
+            "borrow": Borrow(MARKET, asset, amount),
+            "repay": Repay(MARKET, asset, amount),
+            "withdraw": Withdraw(MARKET, asset, amount),
+            "liquidate": Liquidate(MARKET, alice.public_key, COIN, amount, USD),
+            "transfer": Transfer(LOCAL[0].public_key, asset, amount),
+        }
+        calls.append((who, choices[kind]))
+    txs = []
+    for who, call in calls:
+        sender = LOCAL[who]
+        nonce = nonces.get(sender.public_key, 0)
+        nonces[sender.public_key] = nonce + 1
+        txs.append(make_tx(sender, nonce, call))
+    spec_block, spec, rejected = build_block(
+        state, txs, [], height=height, view=0, prev_hash=GENESIS_PREV_HASH, time_ms=height,
+        proposer=0)
+    for mode in ("auto", "always"):
+        modes: list[str] = []
+
+        def sink(stats: ExecutionStats, modes: list[str] = modes) -> None:
+            modes.append(stats.mode)
+
+        executor = ParallelExecutor(InlineRunner(2), parallel_txs_min=0, parallel_unsigned=True,
+                                    overlap_workers_max=0, optimistic=mode,
+                                    optimistic_round_tasks_min=0,
+                                    on_stats=sink)
+        block, result, other_rejected = executor.build_block(
+            state, txs, [], height=height, view=0, prev_hash=GENESIS_PREV_HASH,
+            time_ms=height, proposer=0)
+        assert block == spec_block
+        assert_same_result(spec, result)
+        assert [(r.tx, r.reason) for r in other_rejected] == [(r.tx, r.reason) for r in rejected]
+        if spec_block.txs:
+            assert_same_result(spec, executor.apply_block(state, spec_block))
+        undeclared = any(not isinstance(tx.body.call, (Swap, Transfer, Supply, Repay))
+                         for tx in txs)
+        assert ("optimistic" in modes) == (undeclared or mode == "always")
