@@ -22,6 +22,7 @@ import click
 from click.core import ParameterSource
 
 from scripts.cli.exits import CheckFailed, UsageFailure
+from scripts.cli.params import json_option, out_option
 
 DEFAULT_COSTS = Path(__file__).resolve().parents[1] / "project" / "costs.json"
 TOLERANCE = 0.25
@@ -201,9 +202,8 @@ def write_out(out: Path | None, data: Any) -> None:
 @click.option("--quick", is_flag=True, help="--validate: one bench node run, short steps.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
               show_default=True, help="--validate: first port of the testnets.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Also write the JSON here.")
+@json_option()
+@out_option("Also write the JSON result to this file.")
 @click.pass_context
 def project(ctx: click.Context, shards: tuple[int, ...], validators: tuple[int, ...],
             cores: tuple[int, ...], cross: tuple[float, ...], network_path: Path | None,
@@ -257,9 +257,8 @@ def msgspec_builtins(value: Any) -> Any:
 @click.option("--quick", is_flag=True, help="Shorter windows: a rough figure in ~1 minute.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
               show_default=True, help="First port of the 1 x 4 calibration testnet.")
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_COSTS,
-              show_default=True, help="Where to write the costs (JSON).")
-@click.option("--json", "as_json", is_flag=True, help="Print the costs as JSON.")
+@out_option("Where to write the costs (JSON).", default=DEFAULT_COSTS)
+@json_option()
 def calibrate_command(quick: bool, base_port: int, out: Path, as_json: bool) -> None:
     """Measure the per-transaction, per-block and per-message costs on this machine
     (process CPU time; a 1 x 4 testnet of local processes) and write them as JSON."""

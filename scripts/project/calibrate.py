@@ -187,13 +187,21 @@ def fit(idle: Window, loaded: list[Window], validators: int) -> dict[str, float]
             "p2p_bytes_per_block": bytes_block}
 
 
+BURST_TXS = 4000  # the unbounded window: blocks fill (few blocks per transaction)
+
+
+def window_txs(rate: float, seconds: float) -> int:
+    """Transactions of a window: ``rate`` x ``seconds``, or a burst (rate 0: at once)."""
+    return int(rate * seconds) if rate > 0 else BURST_TXS
+
+
 def measure_testnet(base_port: int, rates: tuple[float, ...], seconds: float,
                     idle_s: float, log: Any) -> dict[str, Any]:
     from scripts.bench.node import run_load, sign_load
 
     senders = 500
     spec = TestnetSpec(shards=1, validators=4, accounts=1500, base_port=base_port)
-    total = int(sum(rate * seconds for rate in rates)) + 2000
+    total = sum(window_txs(rate, seconds) for rate in rates) + 2000
     raws, hashes = sign_load(total, senders, 1)
     with local_testnet(spec) as (root, nodes):
         urls = [node.api_url for node in nodes]
@@ -218,9 +226,10 @@ def measure_testnet(base_port: int, rates: tuple[float, ...], seconds: float,
         log(f"idle: {sum(idle.cpu_s) / idle.wall_s:.0%} of a core for 4 nodes")
         loaded = []
         for rate in rates:
-            window = measure_window(pids, urls, load(int(rate * seconds), rate))
+            window = measure_window(pids, urls, load(window_txs(rate, seconds), rate))
             loaded.append(window)
-            log(f"{rate:,.0f} tx/s: {window.txs} txs, {window.blocks:.0f} blocks, "
+            what = f"{rate:,.0f} tx/s" if rate else "burst"
+            log(f"{what}: {window.txs} txs, {window.blocks:.0f} blocks, "
                 f"{window.wall_s:.1f} s, nodes {sum(window.cpu_s):.2f} CPU s, "
                 f"loader {window.loader_cpu_s:.2f} CPU s")
     fitted: dict[str, Any] = dict(fit(idle, loaded, 4))
@@ -281,8 +290,10 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
     log("PBFT step: " + ", ".join(f"n={m.replicas} {m.step_us:.0f} µs x "
                                   f"{m.messages_per_commit:.0f} msgs/commit" for m in consensus))
     sizes = wire_sizes()
-    rates = (300.0, 1500.0)
-    testnet = measure_testnet(base_port, rates, 3.0 if quick else 6.0, 2.0 if quick else 4.0,
+    # Few transactions per block (a paced 100 tx/s: a block per interval), then many
+    # (a burst: full blocks): the fit separates per-block from per-transaction CPU.
+    rates = (100.0, 0.0)
+    testnet = measure_testnet(base_port, rates, 4.0 if quick else 8.0, 2.0 if quick else 4.0,
                               log)
     foreign = measure_announcements(base_port + 50, 300.0, 3.0 if quick else 6.0,
                                     2.0 if quick else 4.0, log)

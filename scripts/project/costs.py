@@ -12,8 +12,9 @@ Two sources:
   2,000-transaction block (``bench ledger``); CPU per PBFT message handled and messages
   per commit (``bench consensus``); wire sizes of a transaction, a receipt, a vote.
 * a real 1 x 4 testnet of local processes (``bench node``'s loader, pre-signed
-  transfers): the CPU of every node process tree over an idle window and two paced
-  windows, fitted to ``cpu = idle x time + per_tx x txs + per_block x blocks`` per node;
+  transfers): the CPU of every node process tree over an idle window, a window paced at
+  100 tx/s (small blocks) and a burst (full blocks), fitted to
+  ``cpu = idle x time + per_tx x txs + per_block x blocks`` per node;
   the p2p bytes each node sent per transaction and per block; the loader's CPU per
   transaction. What the per-transaction node CPU holds beyond the in-process parts is
   ``shell_tx_us`` (HTTP decoding, mempool, forwarding, p2p framing and encryption, the

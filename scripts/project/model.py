@@ -10,31 +10,38 @@ Two machine models:
 Per validator and per transaction its shard originates (µs of CPU):
 
     parallel = verify + execution + storage + x (execution + storage)
-               + bundles per block x (2f+1) verify / b   (receipt certificates)
-    serial   = state_root + shell_tx + x (state_root + shell_tx) + per_block / b
-    per_block = PBFT steps (messages(R) x step) + shell_block
-                + (S - 1) x foreign_block     (every other shard's announcements)
+    serial   = state_root + shell_tx + x (state_root + shell_tx)
+
+and per cycle (each shard cuts one block per cycle):
+
+    serial_block   = PBFT steps (messages(R) x step) + shell_block
+                     + (S - 1) x foreign_block            (every other shard's announcement)
+    parallel_block = bundles x (2f+1) verify             (receipt certificates)
 
 A receipt applied at its destination is charged what a transaction costs without its
 signature. ``serial`` runs under the node process's GIL (Python: the event loop,
 admission bookkeeping, the ledger's state root, consensus); signature checks release
 the GIL (threads), execution runs in worker processes and SQLite writes on their
-own thread, so ``parallel`` spreads over the cores. Per shard:
+own thread, so ``parallel`` spreads over the cores. A shard offered L tx/s cuts a block
+every cycle, the longest of:
 
-    cpu bound    TPS = (cores - idle) / (serial + parallel)
-    GIL bound    TPS = (1 - idle) / serial
-    bandwidth    TPS = bandwidth / bytes the busiest validator (the primary, a relayer)
-                 sends per transaction
-    rounds bound TPS = block_txs_max x depth / round(block_txs_max)
-    round(b)     = delays x latency + b x tx_bytes x (R - 1) / bandwidth
-                   + b x (2 (execution + state_root) + storage)
+    interval     block_interval_ms / pipeline depth
+    rounds       round(b) / depth,  round(b) = delays x latency
+                 + b x tx_bytes x (R - 1) / bandwidth + b x (2 (execution + state_root)
+                 + storage)   (the primary builds, the replicas execute, all commit)
+    gil          serial_block / (1 - idle - L x serial)
+    cpu          (serial_block + parallel_block) / (cores - idle - L x (serial + parallel))
 
+with b = L x cycle. The shard's highest rate is the highest L for which b stays within
+``block_txs_max`` and the busiest validator's bytes (the primary's blocks and forwards,
+measured at n = 4 and scaled with its R - 1 peers; a relayer's receipts to the R
+validators of their destination) fit the link; what sets the cycle there binds.
 (``delays``, the one-way network delays of a commit, comes from the simulated network:
-``structure.py``.) Shards are independent but for receipts, which the per-transaction
-costs carry, so the network's TPS is S x the shard's. Latencies at an offered load:
-the simulated light-load latency at the deployment's link latency, plus the round's
-transfer and processing time of the block that load makes, inflated by 1 / (1 - u) at
-CPU utilisation u.
+``structure.py``.) Shards are independent but for receipts and announcements, which the
+costs above carry, so the network's TPS is S x the shard's. Latency at an offered load:
+the simulated light-load latency at the link latency plus the block's processing; when
+CPU paces the cuts, a transaction waits up to a cycle for its cut and a cycle for its
+processing (median 1.5 cycles plus the network delays).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from scripts.project.network import Link, NetworkModel
 from scripts.project.structure import Structure
 
 US = 1e-6
+FIXED_POINT_ROUNDS = 30  # block size <-> cycle: converges in a few rounds
+BISECTIONS = 50  # of the rate: 10^7 tx/s down to well under 0.01 tx/s
 
 
 @dataclass(frozen=True)
@@ -140,56 +149,115 @@ def _cycle_ms(costs: Costs, network: NetworkModel, link: Link, structure: Struct
                ) / network.pipeline_depth
 
 
-def shard_bounds(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-                 block_txs: float) -> dict[str, float]:
-    """Per shard, the TPS each resource allows at blocks of ``block_txs``."""
-    serial, parallel = split(per_tx_parts(costs, config, block_txs))
-    idle = costs.idle_cpu_share
+def per_tx_us(costs: Costs, config: Config) -> tuple[float, float]:
+    """(serial, parallel) µs per validator per originated transaction, without the
+    per-block work (see ``per_block_us``)."""
+    parts = per_tx_parts(costs, config, 1.0)
+    for per_block in ("receipt_certificates", "consensus", "shell_block", "announcements"):
+        parts[per_block] = 0.0
+    return split(parts)
+
+
+def per_block_us(costs: Costs, config: Config, block_txs: float) -> tuple[float, float]:
+    """(serial, parallel) µs per validator per cycle, in which every shard cuts a block:
+    its own block's PBFT steps and shell, every other shard's announcement, and (with
+    cross-shard traffic) a bundle certificate from each other shard."""
+    step_us, messages = costs.message(config.validators)
+    s = config.shards
+    serial = step_us * messages + costs.shell_block_us + (s - 1) * costs.foreign_block_us
+    bundles = min(s - 1, config.cross * block_txs) if s > 1 else 0.0
+    parallel = bundles * (2 * fault_tolerance(config.validators) + 1) * costs.verify_us
+    return serial, parallel
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """One shard of the deployment at an offered rate."""
+
+    feasible: bool
+    block_txs: float
+    cycle_ms: float
+    pace: str  # what sets the cycle: interval, rounds, gil or cpu
+    median_ms: float
+    finality_ms: float
+    utilisation: float  # of the busier of the GIL and the cores
+
+
+def shard_state(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
+                rate: float) -> ShardState:
+    """A shard offered ``rate`` tx/s. A block is cut every block interval, or later when
+    the round takes longer, or when a validator's GIL or cores need longer for the
+    per-block work beside the transactions' (the batching loop waits: fewer, bigger
+    blocks). Infeasible when blocks would outgrow ``block_txs_max`` or a link its
+    bandwidth."""
     link = network.network
-    full = _cycle_ms(costs, network, link, structure, config, network.block_txs_max)
-    return {
-        "cpu": max(0.0, config.cores - idle) / ((serial + parallel) * US),
-        "gil": max(0.0, 1.0 - idle) / (serial * US),
-        "bandwidth": link.bytes_per_s / bytes_per_tx(costs, config, block_txs),
-        "rounds": network.block_txs_max * 1000 / full,
-    }
+    serial_tx, parallel_tx = per_tx_us(costs, config)
+    idle = costs.idle_cpu_share
+    spare_gil = 1.0 - idle - rate * serial_tx * US
+    spare_cpu = config.cores - idle - rate * (serial_tx + parallel_tx) * US
+    if spare_gil <= 0 or spare_cpu <= 0:
+        return ShardState(False, math.inf, math.inf, "cpu", math.inf, math.inf, math.inf)
+    block, cycle, pace = 1.0, float(network.block_interval_ms), "interval"
+    for _ in range(FIXED_POINT_ROUNDS):
+        serial_b, parallel_b = per_block_us(costs, config, block)
+        paces = {"interval": network.block_interval_ms / network.pipeline_depth,
+                 "rounds": round_ms(costs, link, structure, config, block)
+                 / network.pipeline_depth,
+                 "gil": serial_b * US * 1000 / spare_gil,
+                 "cpu": (serial_b + parallel_b) * US * 1000 / spare_cpu}
+        pace = max(paces, key=lambda k: paces[k])
+        cycle = paces[pace]
+        block = _block_size(network, rate, cycle)
+    if rate * cycle / 1000 > network.block_txs_max * 1.0001:
+        return ShardState(False, block, cycle, pace, math.inf, math.inf, math.inf)
+    bytes_per_s = rate * bytes_per_tx(costs, config, block)
+    if bytes_per_s > link.bytes_per_s:
+        return ShardState(False, block, cycle, "bandwidth", math.inf, math.inf, math.inf)
+    serial_b, parallel_b = per_block_us(costs, config, block)
+    per_cycle = 1000 / cycle
+    utilisation = max((rate * serial_tx * US + serial_b * US * per_cycle) / (1 - idle),
+                      (rate * (serial_tx + parallel_tx) * US
+                       + (serial_b + parallel_b) * US * per_cycle) / (config.cores - idle))
+    delays_ms = structure.commit_delays * link.latency_ms
+    processing = round_ms(costs, link, structure, config, block) - delays_ms
+    if pace in ("gil", "cpu"):  # a transaction waits for a cut, then for the processing
+        median = max(structure.commit_ms(link.latency_ms) + processing,
+                     delays_ms + 1.5 * cycle)
+    else:
+        median = structure.commit_ms(link.latency_ms) + processing
+    # finality: the source's commit, the relay, the destination's next cut and round
+    finality = median + (structure.finality_ms(link.latency_ms)
+                         - structure.commit_ms(link.latency_ms)) + processing
+    return ShardState(True, block, cycle, pace, median, finality, utilisation)
 
 
 def project(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
             load_share: float = 0.5) -> Projection:
-    """Each validator on its own machine: the highest TPS, its binding resource, and the
-    latencies at ``load_share`` of it."""
-    block = float(network.block_txs_max)
-    link = network.network
-    bounds = shard_bounds(costs, network, structure, config, block)
-    for _ in range(50):  # the block size at the highest rate depends on that rate
-        bounds = shard_bounds(costs, network, structure, config, block)
-        cycle = _cycle_ms(costs, network, link, structure, config, block)
-        block = _block_size(network, min(bounds.values()), cycle)
-    shard_tps = min(bounds.values())
-    binding = min(bounds, key=lambda k: bounds[k])
-    load = shard_tps * load_share
-    commit, final, utilisation = latencies(costs, network, structure, config, load, bounds)
-    return Projection(config, shard_tps * config.shards, binding, bounds, block,
-                      load * config.shards, commit, final, utilisation,
-                      per_tx_parts(costs, config, block))
-
-
-def latencies(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-              shard_load: float, bounds: dict[str, float]) -> tuple[float, float, float]:
-    """(median commit ms, median finality ms, CPU utilisation) at ``shard_load`` tx/s."""
-    link = network.network
-    block = 1.0
-    for _ in range(50):
-        block = _block_size(network, shard_load,
-                            _cycle_ms(costs, network, link, structure, config, block))
-    utilisation = shard_load / min(bounds["cpu"], bounds["gil"])
-    if utilisation >= 1:
-        return math.inf, math.inf, utilisation
-    extra = (round_ms(costs, link, structure, config, block)
-             - structure.commit_delays * link.latency_ms) / (1 - utilisation)
-    return (structure.commit_ms(link.latency_ms) + extra,
-            structure.finality_ms(link.latency_ms) + 2 * extra, utilisation)
+    """Each validator on its own machine: the highest TPS (the highest per-shard rate
+    that stays feasible, times S), what binds it, and the latencies at ``load_share``
+    of it."""
+    low, high = 0.0, 10_000_000.0
+    for _ in range(BISECTIONS):
+        rate = (low + high) / 2
+        if shard_state(costs, network, structure, config, rate).feasible:
+            low = rate
+        else:
+            high = rate
+    top = shard_state(costs, network, structure, config, low)
+    beyond = shard_state(costs, network, structure, config, low * 1.001 + 0.01)
+    binding = beyond.pace if not beyond.feasible and beyond.pace == "bandwidth" else top.pace
+    if binding == "interval":  # blocks full at the interval: the block size caps it
+        binding = "block size"
+    at = shard_state(costs, network, structure, config, low * load_share)
+    serial_tx, parallel_tx = per_tx_us(costs, config)
+    bounds = {"gil": (1 - costs.idle_cpu_share) / (serial_tx * US),
+              "cpu": (config.cores - costs.idle_cpu_share) / ((serial_tx + parallel_tx) * US),
+              "bandwidth": network.network.bytes_per_s / bytes_per_tx(costs, config,
+                                                                       top.block_txs),
+              "highest": low}
+    return Projection(config, low * config.shards, binding, bounds, top.block_txs,
+                      low * load_share * config.shards, at.median_ms, at.finality_ms,
+                      at.utilisation, per_tx_parts(costs, config, top.block_txs))
 
 
 # -- the validation: everything on one machine ----------------------------------------------
@@ -199,26 +267,71 @@ def latencies(costs: Costs, network: NetworkModel, structure: Structure, config:
 class SharedPrediction:
     config: Config
     tps: float  # the testnet's highest TPS (the loader's CPU included)
-    block_txs: float
+    block_txs: float  # per shard, at ``tps``
+    cycle_ms: float  # between two blocks of a shard, at ``tps``
     cpu_us_per_tx: float  # all nodes and the loader
-    fixed_cores: float  # idle + per-block CPU of all nodes at that rate, in cores
+    cpu_us_per_cycle: float  # the nodes' per-block work for one block of every shard
     commit_ms: float  # median submit-to-commit at half of ``tps``
 
 
-def shared_cpu(costs: Costs, config: Config, loader_us: float, block_txs: float,
-               cycle_ms: float) -> tuple[float, float]:
-    """(µs of CPU per transaction on the machine, cores the nodes take whatever the
-    load: idle plus per-block work at one block per ``cycle_ms`` per shard)."""
-    parts = per_tx_parts(costs, config, block_txs)
+def shared_cpu(costs: Costs, config: Config, loader_us: float) -> tuple[float, float, float]:
+    """(µs of CPU per transaction on the machine, all nodes and the loader; µs of CPU of
+    all nodes per cycle, in which every shard cuts one block; cores the idle nodes take)."""
+    parts = per_tx_parts(costs, config, 1.0)
     per_tx = config.validators * (sum(parts.values()) - parts["consensus"]
-                                  - parts["shell_block"] - parts["announcements"]) + loader_us
+                                  - parts["shell_block"] - parts["announcements"]
+                                  - parts["receipt_certificates"]) + loader_us
     step_us, messages = costs.message(config.validators)
     nodes = config.shards * config.validators
-    # every node: its own shard's blocks (PBFT steps, shell) and every other shard's
+    # every node: its own shard's block (PBFT steps, shell) and every other shard's
     per_node_block_us = (step_us * messages + costs.shell_block_us
                          + (config.shards - 1) * costs.foreign_block_us)
-    fixed = nodes * (costs.idle_cpu_share + per_node_block_us * US * 1000 / cycle_ms)
-    return per_tx, fixed
+    per_cycle = nodes * per_node_block_us
+    if config.shards > 1 and config.cross > 0:  # one bundle per block and destination
+        per_cycle += (config.shards * (config.shards - 1) * config.validators
+                      * (2 * fault_tolerance(config.validators) + 1) * costs.verify_us)
+    return per_tx, per_cycle, nodes * costs.idle_cpu_share
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """The shared machine at an offered rate."""
+
+    feasible: bool
+    block_txs: float
+    cycle_ms: float
+    median_ms: float
+    p99_ms: float
+
+
+def shared_state(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
+                 loader_us: float, rate: float) -> SharedState:
+    """Blocks are cut every block interval, or later when the round takes longer, or when
+    the machine needs longer to do the per-block work of every shard beside the
+    transactions' (the batching loop waits for the CPU: fewer, bigger blocks). When CPU
+    sets the pace, a transaction waits up to a cycle to be cut and a cycle to be
+    processed; otherwise the light-load latency of the simulated network plus the
+    block's processing on the shared cores."""
+    per_tx, per_cycle, idle = shared_cpu(costs, config, loader_us)
+    spare = config.cores - idle - rate * per_tx * US  # cores left for per-block work
+    if spare <= 0:
+        return SharedState(False, math.inf, math.inf, math.inf, math.inf)
+    link, slowdown = network.local, _slowdown(config)
+    cpu_cycle_ms = per_cycle * US / spare * 1000
+    block, cycle = 1.0, float(network.block_interval_ms)
+    for _ in range(FIXED_POINT_ROUNDS):
+        cycle = max(_cycle_ms(costs, network, link, structure, config, block, slowdown),
+                    cpu_cycle_ms)
+        block = _block_size(network, rate / config.shards, cycle)
+    if block >= network.block_txs_max and rate / config.shards * cycle / 1000 > block:
+        return SharedState(False, block, cycle, math.inf, math.inf)  # blocks cannot keep up
+    delays_ms = structure.commit_delays * link.latency_ms
+    processing = round_ms(costs, link, structure, config, block, slowdown) - delays_ms
+    light = structure.commit_ms(link.latency_ms) + processing
+    if cpu_cycle_ms >= network.block_interval_ms:
+        return SharedState(True, block, cycle, max(light, delays_ms + 1.5 * cycle),
+                           delays_ms + 2 * cycle + processing)
+    return SharedState(True, block, cycle, light, delays_ms + cycle + 2 * processing)
 
 
 def project_shared(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
@@ -226,64 +339,25 @@ def project_shared(costs: Costs, network: NetworkModel, structure: Structure, co
                    ) -> SharedPrediction:
     """The local testnet: S x R nodes and the loader on ``config.cores`` cores.
 
-    ``saturate`` (``bench node``: everything submitted at once): blocks fill to
-    ``block_txs_max``, one every ``block_txs_max / TPS``, and the machine's CPU is the
-    limit. Otherwise (``bench e2e``'s find-max: the highest offered rate whose p99
-    commit stays under ``p99_limit_ms``): the highest rate at which the CPU keeps up
-    and the p99 (a whole cycle of waiting, the network delays and twice the median's
-    processing share) fits the limit.
+    ``saturate`` (``bench node``: everything submitted at once): the highest rate the
+    machine keeps up with, whatever the latency. Otherwise (``bench e2e``'s find-max):
+    the highest rate whose p99 commit stays under ``p99_limit_ms``.
     """
-    if saturate:
-        block = float(network.block_txs_max)
-        tps, per_tx, fixed = 1.0, 0.0, 0.0
-        for _ in range(50):
-            cycle = max(float(network.block_interval_ms), block / tps * 1000)
-            per_tx, fixed = shared_cpu(costs, config, loader_us, block, cycle)
-            tps = max(0.01, config.cores - fixed) / (per_tx * US)
-        return SharedPrediction(config, tps, block, per_tx, fixed,
-                                _shared_commit(costs, network, structure, config, loader_us,
-                                               tps * 0.5)[0])
     low, high = 0.0, 1_000_000.0
-    for _ in range(60):
+    for _ in range(BISECTIONS):
         rate = (low + high) / 2
-        _, p99, utilisation = _shared_commit(costs, network, structure, config, loader_us,
-                                             rate)
-        if utilisation < 1 and p99 <= p99_limit_ms:
+        state = shared_state(costs, network, structure, config, loader_us, rate)
+        if state.feasible and (saturate or state.p99_ms <= p99_limit_ms):
             low = rate
         else:
             high = rate
-    block, cycle = _shared_block(costs, network, structure, config, low)
-    per_tx, fixed = shared_cpu(costs, config, loader_us, block, cycle)
-    commit = _shared_commit(costs, network, structure, config, loader_us, low * 0.5)[0]
-    return SharedPrediction(config, low, block, per_tx, fixed, commit)
+    state = shared_state(costs, network, structure, config, loader_us, low)
+    per_tx, per_cycle, _ = shared_cpu(costs, config, loader_us)
+    half = shared_state(costs, network, structure, config, loader_us, low / 2)
+    return SharedPrediction(config, low, state.block_txs, state.cycle_ms, per_tx, per_cycle,
+                            half.median_ms)
 
 
 def _slowdown(config: Config) -> float:
     """Nodes per core: a block's processing on a machine all nodes share."""
     return max(1.0, config.shards * config.validators / config.cores)
-
-
-def _shared_block(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-                  rate: float) -> tuple[float, float]:
-    block, cycle = 1.0, float(network.block_interval_ms)
-    for _ in range(50):
-        cycle = _cycle_ms(costs, network, network.local, structure, config, block,
-                          _slowdown(config))
-        block = _block_size(network, rate / config.shards, cycle)
-    return block, cycle
-
-
-def _shared_commit(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-                   loader_us: float, rate: float) -> tuple[float, float, float]:
-    """(median commit ms, p99 commit ms, CPU utilisation) of the shared machine."""
-    block, cycle = _shared_block(costs, network, structure, config, rate)
-    per_tx, fixed = shared_cpu(costs, config, loader_us, block, cycle)
-    utilisation = (rate * per_tx * US + fixed) / config.cores
-    if utilisation >= 1:
-        return math.inf, math.inf, utilisation
-    link = network.local
-    processing = (round_ms(costs, link, structure, config, block, _slowdown(config))
-                  - structure.commit_delays * link.latency_ms) / (1 - utilisation)
-    median = structure.commit_ms(link.latency_ms) + processing
-    return (median, cycle + structure.commit_delays * link.latency_ms + 2 * processing,
-            utilisation)
