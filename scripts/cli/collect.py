@@ -3,7 +3,7 @@
 A ``.tar.gz`` with, per node, the end of its log (at most ``--log-mib`` MiB), its
 ``config.toml``, and snapshots of ``/metrics``, ``/v1/status`` and ``/v1/health`` (a node
 that does not answer is noted in ``summary.json``, not fatal); the testnet's genesis and
-manifest; and the last load report (``--report``, else the newest ``report.json`` under the
+manifest; and the last load report (``--load-report``, else the newest ``report.json`` under the
 testnet folder: ``shardnet load --report DIR`` writes one). A compose testnet
 (``--compose``) gives its compose file and ``docker logs`` instead.
 
@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from scripts.cli.exits import UsageFailure
-from scripts.cli.params import json_option, out_option, testnet_option
+from scripts.cli.params import AliasedOption, json_option, out_option, testnet_option
 
 SNAPSHOT_TIMEOUT_S = 3.0
 LOG_MIB_DEFAULT = 8
@@ -168,7 +168,8 @@ def collect_compose(archive: Archive, path: Path, log_bytes: int) -> list[dict[s
 @testnet_option(default=None, help="A local testnet folder [default: testnets/default].")
 @click.option("--compose", "compose", type=click.Path(path_type=Path), default=None,
               help="A compose project instead: its docker-compose.yml or the folder of it.")
-@click.option("--report", "report", type=click.Path(exists=True, path_type=Path),
+@click.option("--load-report", "report", cls=AliasedOption, hidden_aliases=("--report",),
+              type=click.Path(exists=True, path_type=Path), metavar="PATH",
               default=None, help="The load report to include (report.json or the folder "
               "`shardnet load --report` wrote) [default: the newest under the testnet "
               "folder].")

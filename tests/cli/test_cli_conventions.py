@@ -340,3 +340,16 @@ def test_every_json_command_is_run_here_or_excused() -> None:
         if path in NOT_REPORTING or any(path[:len(p)] == p for p in JSON_ELSEWHERE):
             continue
         assert path in JSON_RUN, f"shardnet {cmd_id(path)} --json is not parsed by a test"
+
+
+def test_an_integer_account_seed_for_load_hints_at_rng_seed() -> None:
+    """``load --seed`` is the account seed; an integer there (the old spelling of the
+    run's seed) is named as such instead of only "no funded accounts"."""
+    from scripts.cli.load.accounts import account_group
+    from tests.support.ledger import get_genesis
+
+    with pytest.raises(ValueError, match="random seed is --rng-seed N"):
+        account_group(get_genesis(), "5", None)
+    with pytest.raises(ValueError) as not_digits:
+        account_group(get_genesis(), "nobody", None)
+    assert "--rng-seed" not in str(not_digits.value)

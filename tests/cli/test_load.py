@@ -325,10 +325,10 @@ def test_discovery_falls_back_to_the_genesis_address_and_reports_bad_targets(
     with pytest.raises(TargetError, match="no node answers /v1/network"):
         discover_urls(["http://127.0.0.1:9"])
     code, _, output = run_load("--url", "http://127.0.0.1:9")
-    assert code == 1 and "Error: no node answers /v1/network" in output
+    assert code == 3 and "Error: no node answers /v1/network" in output  # exits.UNREACHABLE
     assert "Traceback" not in output
     code, _, output = run_load("--testnet", str(tmp_path / "none"))
-    assert code == 1 and "not found" in output
+    assert code == 2 and "not found" in output  # exits.USAGE
 
 
 def test_profile_file_supplies_options_and_the_command_line_wins(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def shardnet(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[st
 
 def control(root: Path, verb: str, node: str, *extra: str) -> dict[str, Any]:
     """Run a verb with --json; it must succeed with one JSON object."""
-    done = shardnet("testnet", verb, node, "--dir", str(root), "--json", *extra)
+    done = shardnet("testnet", verb, node, "--testnet", str(root), "--json", *extra)
     assert done.returncode == 0, done.stderr + done.stdout
     result: dict[str, Any] = json.loads(done.stdout)
     assert result["ok"] and result["action"] == verb and result["backend"] == "local"
@@ -74,11 +74,11 @@ def net(tmp_path: Path) -> Iterator[Net]:
                                     base_port=free_base_port(8)), root)
     testnet = TestnetDir(root)
     try:
-        up = shardnet("testnet", "up", "--dir", str(root))
+        up = shardnet("testnet", "up", "--testnet", str(root))
         assert up.returncode == 0, up.stderr + up.stdout
         yield Net(root, manifest)
     finally:
-        shardnet("testnet", "down", "--dir", str(root))
+        shardnet("testnet", "down", "--testnet", str(root))
         for node in manifest.nodes:  # should `down` itself have failed
             stop_node(testnet, node.name, timeout_s=10)
 
@@ -93,7 +93,7 @@ def test_pause_then_resume_a_node_and_commits_continue(net: Net) -> None:
     assert url_status(net.url["shard0-node1"], timeout_s=1.0) is None
     # Pausing again changes nothing; `status` shows it paused.
     assert control(net.root, "pause", "0/1")["changed"] is False
-    status = shardnet("testnet", "status", "--dir", str(net.root))
+    status = shardnet("testnet", "status", "--testnet", str(net.root))
     assert status.returncode == 0
     assert "paused" in next(line for line in status.stdout.splitlines() if "shard0-node1" in line)
 
@@ -127,9 +127,9 @@ def test_stop_start_restart_a_node(net: Net) -> None:
     assert stopped["pid"] == first_pid and gone(first_pid)
     assert running_pid(net.dir, name) is None and not net.dir.pid_file(name).exists()
     # Stopping a stopped node is a no-op; pausing it is an error naming the fix.
-    again = shardnet("testnet", "stop", name, "--dir", str(net.root))
+    again = shardnet("testnet", "stop", name, "--testnet", str(net.root))
     assert again.returncode == 0 and "already stopped" in again.stdout
-    refused = shardnet("testnet", "pause", name, "--dir", str(net.root))
+    refused = shardnet("testnet", "pause", name, "--testnet", str(net.root))
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert f"{name} is not running" in refused.stderr and "testnet start" in refused.stderr
 
@@ -159,25 +159,25 @@ def test_unknown_node_is_a_one_line_error(tmp_path: Path) -> None:
     root = tmp_path / "net"
     generate(TestnetSpec(shards=1, validators=4, accounts=10), root)
     for verb in ("pause", "stop", "start", "restart", "resume", "kill"):
-        done = shardnet("testnet", verb, "shard7-node0", "--dir", str(root))
-        assert done.returncode == 1, (verb, done.stderr)
+        done = shardnet("testnet", verb, "shard7-node0", "--testnet", str(root))
+        assert done.returncode == 2, (verb, done.stderr)  # exits.USAGE
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert done.stderr.startswith("Error: unknown node 'shard7-node0': valid names are "
                                       "shard0-node0, shard0-node1, shard0-node2, shard0-node3")
-    as_json = shardnet("testnet", "pause", "9/9", "--dir", str(root), "--json")
-    assert as_json.returncode == 1
+    as_json = shardnet("testnet", "pause", "9/9", "--testnet", str(root), "--json")
+    assert as_json.returncode == 2
     answer = json.loads(as_json.stdout)
     assert answer["ok"] is False and answer["error"].startswith("unknown node '9/9'")
     # Nothing was started by the refusals.
     assert not any((root / "run").glob("*.pid"))
 
-    missing = shardnet("testnet", "pause", "shard0-node0", "--dir", str(tmp_path / "nowhere"))
-    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    missing = shardnet("testnet", "pause", "shard0-node0", "--testnet", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1  # exits.USAGE
     assert "testnet.json not found" in missing.stderr and "testnet init" in missing.stderr
 
-    local_cut = shardnet("testnet", "disconnect", "shard0-node0", "--dir", str(root))
+    local_cut = shardnet("testnet", "disconnect", "shard0-node0", "--testnet", str(root))
     assert local_cut.returncode == 1 and local_cut.stderr.count("\n") == 1
     assert "--compose" in local_cut.stderr
 
-    not_running = shardnet("testnet", "resume", "shard0-node0", "--dir", str(root))
+    not_running = shardnet("testnet", "resume", "shard0-node0", "--testnet", str(root))
     assert not_running.returncode == 1 and "shard0-node0 is not running" in not_running.stderr

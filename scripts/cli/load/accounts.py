@@ -58,8 +58,10 @@ def account_group(genesis: Genesis, seed: str | None, count: int | None) -> tupl
     chosen_seed = seed if seed is not None else genesis.accounts[0].seed
     chosen_count = count if count is not None else (group.count if group else 0)
     if chosen_count <= 0:
+        hint = (" (--seed is the account seed; a run's random seed is --rng-seed N)"
+                if chosen_seed.isdigit() else "")
         raise ValueError(f"seed {chosen_seed!r} has no funded accounts in the genesis: "
-                         "give --accounts N")
+                         f"give --accounts N{hint}")
     return chosen_seed, chosen_count
 
 
