@@ -39,6 +39,7 @@ from sharding.parallel.optimistic import (
     ROUND_TASKS_MIN,
     ROUNDS_MAX,
     OptimisticReport,
+    Scheduler,
     run_optimistic,
 )
 from sharding.parallel.plan import Plan, compute_assignment, compute_plan, make_jobs
@@ -221,8 +222,14 @@ class ParallelExecutor:
         merged: BlockResult | None = None
         report = OptimisticReport()
         try:
-            report = self._run_optimistic(body, block.txs, plan, set(), pump, None)
-            merged = finish(body, block.inbound)
+            scheduler = self._run_optimistic(body, block.txs, plan, set(), pump, None,
+                                             leaves=True)
+            report = scheduler.report
+            count = len(block.txs)
+            leaves = scheduler.tx_leaves
+            tx_leaves = ([leaves[i] for i in range(count)]
+                         if all(i in leaves for i in range(count)) else None)
+            merged = finish(body, block.inbound, tx_leaves, scheduler.state_leaves)
         except InvalidBlock as exc:
             invalid = exc
         merged = verdict(pump.drain(), invalid, merged)
@@ -236,7 +243,7 @@ class ParallelExecutor:
 
     def _run_optimistic(self, body: Body, txs: Sequence[SignedTx], plan: Plan,
                         known_bad: set[int], pump: SignaturePump,
-                        rejected: list[Rejected] | None) -> OptimisticReport:
+                        rejected: list[Rejected] | None, *, leaves: bool = False) -> Scheduler:
         """Block-STM over the workers (``optimistic.py``), then the spec's fold of
         the committed results; with ``rejected`` None the first invalid
         transaction raises ``InvalidBlock`` as in the spec."""
@@ -252,14 +259,15 @@ class ParallelExecutor:
                 results.append(done[1])
             return results
 
-        results, report = run_optimistic(
+        scheduler = run_optimistic(
             body.params, MVMemory(body.view), txs, plan.declared(), known_bad, self.workers,
             run_round, stop_at_invalid=rejected is None, rounds_max=self.optimistic_rounds_max,
-            round_tasks_min=self.optimistic_round_tasks_min,
+            round_tasks_min=self.optimistic_round_tasks_min, leaves=leaves,
         )
+        results = scheduler.committed
         escaped = -1 if len(results) == len(txs) else len(results)
         fold(body, txs, [JobResult([], results, escaped)], known_bad, rejected)
-        return report
+        return scheduler
 
     def _apply_overlapped(self, state: State, block: Block, params: ShardParams) -> BlockResult:
         """The spec without signature checks here, the signature checks on the
@@ -354,7 +362,7 @@ class ParallelExecutor:
                 if self._is_optimistic(plan):
                     pump = SignaturePump(self.runner, params, window, range(0))
                     report = _add_reports(report, self._run_optimistic(
-                        body, window, plan, known_bad, pump, rejected))
+                        body, window, plan, known_bad, pump, rejected).report)
                     used = self.workers
                     window = list(islice(pending, txs_max - len(body.included)))
                     continue

@@ -48,7 +48,7 @@ from sharding.parallel.jobs import Job, JobResult, Task, TaskResult, TxResult
 from sharding.parallel.mvmemory import ESTIMATE, ExactReader, MVMemory
 from sharding.parallel.worker import RAN, run_tx
 from sharding.records import ShardParams, account_key
-from sharding.state import Overlay
+from sharding.state import Leaf, Overlay
 from sharding.tx import SignedTx
 
 ROUNDS_MAX = 3  # worker rounds per block before this process finishes it
@@ -97,12 +97,18 @@ class Scheduler:
     def __init__(self, params: ShardParams, memory: MVMemory, txs: Sequence[SignedTx],
                  hints: Sequence[set[bytes]], known_bad: set[int], workers: int,
                  run_round: RoundRunner, *, stop_at_invalid: bool,
-                 rounds_max: int = ROUNDS_MAX, round_tasks_min: int = ROUND_TASKS_MIN) -> None:
+                 rounds_max: int = ROUNDS_MAX, round_tasks_min: int = ROUND_TASKS_MIN,
+                 leaves: bool = False) -> None:
         self.params, self.memory, self.txs = params, memory, txs
         self.hints = [set(h) for h in hints]
         self.known_bad, self.workers, self.run_round = known_bad, workers, run_round
         self.stop_at_invalid = stop_at_invalid
         self.rounds_max, self.round_tasks_min = rounds_max, round_tasks_min
+        self.leaves = leaves
+        # With ``leaves``: the workers' tree leaves (tx root) and per-key state
+        # leaves (state root), the later rounds' over the earlier ones.
+        self.tx_leaves: dict[int, bytes] = {}
+        self.state_leaves: dict[bytes, Leaf] = {}
         count = len(txs)
         self.incarnation = [-1] * count
         self.reads: list[list[tuple[bytes, int, int]] | None] = [None] * count
@@ -110,6 +116,7 @@ class Scheduler:
         self.ran_here = [False] * count  # exact: final once its turn comes
         self.commit = 0
         self.report = OptimisticReport()
+        self.committed: list[TxResult] = []  # ``run``'s result
 
     # -- rounds
 
@@ -188,13 +195,16 @@ class Scheduler:
                 job_tasks.append(Task(i, self.incarnation[i], self.txs[i], i in self.known_bad,
                                       self._snapshot(i)))
             jobs.append(Job(params.chain_id, params.shard, params.num_shards, [], [], [], [], [],
-                            [], height=params.height, tasks=job_tasks))
+                            [], leaves=self.leaves, height=params.height, tasks=job_tasks))
         self.report.rounds += 1
         self.report.incarnations += len(tasks)
         self.report.reexecutions += sum(1 for i in tasks if self.incarnation[i] > 0)
         for job_result in self.run_round(jobs):
             for done in job_result.tasks:
                 self._take(done)
+            self.tx_leaves.update(job_result.tx_leaves)
+            for key, value, bucket, entry in job_result.state_leaves:
+                self.state_leaves[key] = (value, bucket, entry)
 
     def _take(self, done: TaskResult) -> None:
         i = done.index
@@ -278,10 +288,13 @@ def run_optimistic(params: ShardParams, memory: MVMemory, txs: Sequence[SignedTx
                    declared: Sequence[frozenset[bytes] | None], known_bad: set[int],
                    workers: int, run_round: RoundRunner, *, stop_at_invalid: bool,
                    rounds_max: int = ROUNDS_MAX, round_tasks_min: int = ROUND_TASKS_MIN,
-                   ) -> tuple[list[TxResult], OptimisticReport]:
-    """The committed results in block order (see ``Scheduler``) and the report."""
+                   leaves: bool = False) -> Scheduler:
+    """The block's scheduler after ``run``: ``results`` (committed, in block
+    order; see ``Scheduler``), ``report`` and, with ``leaves``, the workers'
+    leaves."""
     hints = [hint_keys(tx, keys, params) for tx, keys in zip(txs, declared, strict=True)]
     scheduler = Scheduler(params, memory, txs, hints, known_bad, workers, run_round,
                           stop_at_invalid=stop_at_invalid, rounds_max=rounds_max,
-                          round_tasks_min=round_tasks_min)
-    return scheduler.run(), scheduler.report
+                          round_tasks_min=round_tasks_min, leaves=leaves)
+    scheduler.committed = scheduler.run()
+    return scheduler

@@ -59,7 +59,7 @@ def run_job(job: Job) -> JobResult:
     ] if job.leaves else []
     params = ShardParams(job.chain_id, job.shard, job.num_shards, job.height)
     if job.tasks:
-        return JobResult(bad, [], -1, tasks=run_tasks(params, job.tasks))
+        return run_task_job(params, job, bad)
     snapshot = dict(job.snapshot)
     footprint = snapshot.keys()
     batch = Overlay(SnapshotReader(snapshot))
@@ -146,10 +146,28 @@ class _TaskReader:
         return value
 
 
-def run_tasks(params: ShardParams, tasks: Sequence[Task]) -> list[TaskResult]:
-    """A worker's optimistic job: each incarnation in index order over its snapshot
-    and the writes of the job's earlier incarnations."""
+def run_task_job(params: ShardParams, job: Job, bad: list[int]) -> JobResult:
+    """``run_tasks``; with ``Job.leaves`` also the tree leaf of each transaction that
+    ran and ``compute_leaves`` of the job's last write per key (the caller uses a
+    leaf only where its value is the block's final one)."""
     local: dict[bytes, tuple[bytes | None, int, int]] = {}
+    results = run_tasks(params, job.tasks, local)
+    if not job.leaves:
+        return JobResult(bad, [], -1, tasks=results)
+    tx_leaves = [(task.index, compute_leaf_hash(encode(task.tx)))
+                 for task, result in zip(job.tasks, results, strict=True) if result.status == RAN]
+    state_leaves = compute_leaves({key: value for key, (value, _, _) in local.items()})
+    return JobResult(bad, [], -1, tx_leaves, state_leaves, results)
+
+
+def run_tasks(params: ShardParams, tasks: Sequence[Task],
+              local: dict[bytes, tuple[bytes | None, int, int]] | None = None
+              ) -> list[TaskResult]:
+    """A worker's optimistic job: each incarnation in index order over its snapshot
+    and the writes of the job's earlier incarnations (``local``: key -> the last
+    such write, its writer and incarnation)."""
+    if local is None:
+        local = {}
     results: list[TaskResult] = []
     for task in tasks:
         reader = _TaskReader({key: (value, writer, incarnation)
