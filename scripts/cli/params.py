@@ -76,23 +76,23 @@ URLS_HELP = ("A node's API URL (repeatable); the rest is found by GET /v1/networ
 
 
 class AliasedOption(click.Option):
-    """An option with old spellings (``hidden_aliases``) that still parse but do not
-    show in ``--help``."""
+    """An option with old spellings (``hidden_aliases``) that still parse but show in
+    neither ``--help`` nor shell completion (they are given to the parser only)."""
 
     def __init__(self, param_decls: Sequence[str], *, hidden_aliases: Sequence[str] = (),
                  **kwargs: Any) -> None:
         self.hidden_aliases = tuple(hidden_aliases)
-        super().__init__([*param_decls, *self.hidden_aliases], **kwargs)
+        super().__init__(param_decls, **kwargs)
 
     @property
     def visible_opts(self) -> list[str]:
-        return [name for name in self.opts if name not in self.hidden_aliases]
+        return list(self.opts)
 
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
         shown = self.opts
-        self.opts = self.visible_opts
+        self.opts = [*shown, *self.hidden_aliases]
         try:
-            return super().get_help_record(ctx)
+            super().add_to_parser(parser, ctx)
         finally:
             self.opts = shown
 

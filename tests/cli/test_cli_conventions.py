@@ -195,6 +195,11 @@ def test_completion_completes_visible_commands_only() -> None:
         "COMP_CWORD": "2"})
     words = {line.split(",", 1)[1] for line in result.stdout.splitlines() if "," in line}
     assert words == {"disconnect", "down"}, result.stdout
+    options = CliRunner().invoke(main, [], prog_name="shardnet", env={
+        "_SHARDNET_COMPLETE": "bash_complete",
+        "COMP_WORDS": "shardnet testnet status --", "COMP_CWORD": "3"})
+    offered = {line.split(",", 1)[1] for line in options.stdout.splitlines() if "," in line}
+    assert "--testnet" in offered and "--dir" not in offered, offered
 
 
 def test_every_reporting_command_has_json() -> None:
