@@ -375,7 +375,9 @@ def test_planned_keys_are_the_declared_keys_of_local_senders(case: Case) -> None
     for tx in case.txs:
         if shard_of(tx.body.sender, 2) != 0:
             continue
-        reads, writes = declared_access(tx, 2)
+        access = declared_access(tx, 2)
+        assert access is not None  # these blocks hold no call that declares None
+        reads, writes = access
         assert parallel_plan.planned_keys(tx, 0, 2) == reads | writes
         assert parallel_plan.planned_keys(tx, 0, 2) == reads | writes  # memoised
 
