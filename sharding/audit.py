@@ -5,11 +5,11 @@ genesis supply. "Reserves" are what programs hold: pool reserves and the reward
 asset each farm holds (its unallocated budget plus rewards allocated and not yet
 paid: ``Farm.rewards``), and each lending market's cash (``Market.cash``: what
 suppliers put in minus what borrowers and withdrawals took out; borrowed tokens
-are in balances, so debts are not counted). In flight on the channel A->B is what A has ever sent to B minus
-what B has ever applied from A: per asset ``sent`` (A's state) minus ``received``
-(B's state), and in receipts ``out_seq[B]`` (A) minus ``in_cursor[A]`` (B). Every
-receipt kind carries the amount it will credit (a SWAP carries its input), so
-each counts once.
+are in balances, so debts are not counted). In flight on the channel A->B is what A
+has ever sent to B minus what B has ever applied from A: per asset ``sent`` (A's
+state) minus ``received`` (B's state), and in receipts ``out_seq[B]`` (A) minus
+``in_cursor[A]`` (B). Every receipt kind carries the amount it will credit (a SWAP
+carries its input; a WITHDRAW request carries none), so each counts once.
 
 Two entry points: ``compute_totals_audit`` over each shard's totals and channel
 counters (what ``GET /v1/audit`` reports, ``get_shard_totals_from_json``), and
@@ -32,11 +32,11 @@ from sharding.records import (
     KEY_FARM,
     KEY_IN_CURSOR,
     KEY_MARKET,
-    MARKET_KEY_BYTES,
     KEY_OUT_SEQ,
     KEY_POOL,
     KEY_RECEIVED,
     KEY_SENT,
+    MARKET_KEY_BYTES,
     META_SHARD,
     Account,
     Market,

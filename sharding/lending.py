@@ -42,7 +42,7 @@ from consensus.kernel.codec import U64_MAX, decode, encode
 from consensus.kernel.limits import RECORD_BYTES_MAX
 from sharding.accounts import shard_of
 from sharding.oracle import Q64, Price, decode_int, encode_int, get_twap
-from sharding.receipts import SUPPLY, Receipt, get_refund
+from sharding.receipts import CREDIT, SUPPLY, WITHDRAW, Receipt, get_refund
 from sharding.records import (
     CallFailed,
     Holding,
@@ -315,6 +315,15 @@ def process_market_repay(view: StateView, params: ShardParams, address: bytes, o
 
 def process_withdraw(view: StateView, params: ShardParams, sender: bytes, address: bytes,
                      asset: int, amount: int) -> None:
+    """Withdraw on the lending shard: burn the shares, credit the sender."""
+    process_market_withdraw(view, params, sender, address, asset, amount)
+    process_credit(view, sender, asset, amount)
+
+
+def process_market_withdraw(view: StateView, params: ShardParams, sender: bytes,
+                            address: bytes, asset: int, amount: int) -> None:
+    """Burn the shares ``amount`` is worth and take it from the market's cash; the
+    position must stay healthy. The caller credits ``amount`` (here or by receipt)."""
     config = get_config_for(view, address)
     market = get_accrued_market(view, asset, params.height)
     position = get_position(view, sender)
@@ -335,7 +344,6 @@ def process_withdraw(view: StateView, params: ShardParams, sender: bytes, addres
         market, cash=market.cash - amount, shares=market.shares - burnt))
     put_position(view, sender, compute_with_holding(
         position, msgspec.structs.replace(holding, shares=holding.shares - burnt)))
-    process_credit(view, sender, asset, amount)
     check_healthy(view, config, sender, params.height)
 
 
@@ -427,18 +435,25 @@ def process_liquidate(view: StateView, params: ShardParams, sender: bytes, addre
 # Supply and repay: local, or a receipt to the lending shard
 
 
-def process_supply_or_repay(view: StateView, params: ShardParams, origin: bytes, sender: bytes,
+def process_lending_request(view: StateView, params: ShardParams, origin: bytes, sender: bytes,
                             kind: int, address: bytes, asset: int, amount: int,
                             outbox: list[Receipt]) -> None:
-    """Local: debit and apply (a repayment debits only what it repays). Remote: debit
-    ``amount`` and send a SUPPLY or REPAY receipt to the lending shard."""
+    """Supply, repay or withdraw. Local: apply (a repayment debits only what it repays).
+    Remote: debit ``amount`` and send a SUPPLY or REPAY receipt to the lending shard,
+    or, for a withdrawal, a WITHDRAW receipt asking for ``amount`` (carrying none)."""
     dst = shard_of(address, params.num_shards)
     if dst != params.shard:
-        process_debit(view, sender, asset, amount)
+        withdraw = kind == WITHDRAW
+        if not withdraw:
+            process_debit(view, sender, asset, amount)
         outbox.append(Receipt(
             src_shard=params.shard, dst_shard=dst, seq=0, kind=kind, origin=origin,
-            sender=sender, recipient=sender, asset=asset, amount=amount, pool=address,
+            sender=sender, recipient=sender, asset=asset, amount=0 if withdraw else amount,
+            pool=address, min_out=amount if withdraw else 0,
         ))
+        return
+    if kind == WITHDRAW:
+        process_withdraw(view, params, sender, address, asset, amount)
         return
     if kind == SUPPLY:
         process_debit(view, sender, asset, amount)
@@ -452,9 +467,26 @@ def process_receipt_lending(view: StateView, params: ShardParams, receipt: Recei
                             outbox: list[Receipt],
                             credit_home: Callable[[StateView, Receipt], None]) -> str:
     """SUPPLY / REPAY from another shard: apply, or refund the whole amount (REFUND with
-    the reason); a repayment above the debt refunds the excess. Returns the error."""
+    the reason); a repayment above the debt refunds the excess. WITHDRAW: withdraw for
+    the account (which must live on the receipt's source shard) and send what was
+    withdrawn home as a CREDIT; nothing comes back when it fails. Returns the error."""
     attempt = Overlay(view)
     refund: Receipt | None = None
+    if receipt.kind == WITHDRAW:
+        try:
+            # Verify the request comes from the owner's own shard.
+            if shard_of(receipt.recipient, params.num_shards) != receipt.src_shard:
+                raise CallFailed("the owner lives on another shard", reason="wrong_owner")
+            process_market_withdraw(attempt, params, receipt.recipient, receipt.pool,
+                                    receipt.asset, receipt.min_out)
+        except CallFailed as exc:
+            return exc.reason
+        attempt.commit()
+        credit_home(view, Receipt(
+            src_shard=params.shard, dst_shard=receipt.src_shard, seq=0, kind=CREDIT,
+            origin=receipt.origin, sender=receipt.sender, recipient=receipt.recipient,
+            asset=receipt.asset, amount=receipt.min_out))
+        return ""
     try:
         if receipt.kind == SUPPLY:
             process_market_supply(attempt, params, receipt.pool, receipt.recipient,

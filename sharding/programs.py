@@ -26,10 +26,9 @@ from sharding.accounts import shard_of
 from sharding.farms import farm_key, process_harvest, process_stake, process_unstake, stake_key
 from sharding.lending import (
     process_borrow,
+    process_lending_request,
     process_liquidate,
     process_receipt_lending,
-    process_supply_or_repay,
-    process_withdraw,
 )
 from sharding.oracle import process_oracle_touch
 from sharding.receipts import (
@@ -39,6 +38,7 @@ from sharding.receipts import (
     SUPPLY,
     SWAP,
     SWAP_OUTPUT,
+    WITHDRAW,
     Receipt,
     ReceiptOverflow,
     get_refund,
@@ -67,17 +67,17 @@ from sharding.tx import (
     AddLiquidity,
     Borrow,
     Call,
-    Liquidate,
-    Repay,
-    Supply,
-    Withdraw,
     Harvest,
+    Liquidate,
     RemoveLiquidity,
+    Repay,
     SignedTx,
     Stake,
+    Supply,
     Swap,
     Transfer,
     Unstake,
+    Withdraw,
 )
 
 FEE_NUMERATOR = 997
@@ -288,12 +288,11 @@ def process_lending_call(
 ) -> None:
     """The lending program (sharding/lending.py)."""
     params, sender = ctx.params, ctx.sender
-    if isinstance(call, (Supply, Repay)):
-        kind = SUPPLY if isinstance(call, Supply) else REPAY
-        process_supply_or_repay(view, params, ctx.origin, sender, kind, call.market, call.asset,
-                                call.amount, ctx.outbox)
-    elif isinstance(call, Withdraw):
-        process_withdraw(view, params, sender, call.market, call.asset, call.amount)
+    if isinstance(call, (Supply, Repay, Withdraw)):
+        kind = (SUPPLY if isinstance(call, Supply) else REPAY if isinstance(call, Repay)
+                else WITHDRAW)
+        process_lending_request(view, params, ctx.origin, sender, kind, call.market,
+                                call.asset, call.amount, ctx.outbox)
     elif isinstance(call, Borrow):
         process_borrow(view, params, sender, call.market, call.asset, call.amount)
     else:
@@ -386,7 +385,7 @@ def process_receipt(
     if receipt.kind in CREDIT_KINDS:
         process_receipt_credit(view, params, receipt)
         return ""
-    if receipt.kind in (SUPPLY, REPAY):
+    if receipt.kind in (SUPPLY, REPAY, WITHDRAW):
         return process_receipt_lending(
             view, params, receipt, outbox,
             lambda target, credit: process_credit_home(target, params, credit, outbox),
@@ -420,6 +419,8 @@ def declared_access(
     elif isinstance(call, Swap):
         if shard_of(call.pool, num_shards) == home:
             keys.update((pool_key(call.pool), oracle_key(call.pool)))
+    elif isinstance(call, Withdraw) and shard_of(call.market, num_shards) != home:
+        pass  # a WITHDRAW receipt: the sender's account only (its nonce)
     elif isinstance(call, (Withdraw, Borrow, Liquidate)):
         return None
     elif isinstance(call, (Supply, Repay)):

@@ -10,7 +10,11 @@ and emits a receipt for B. Kinds:
 - ``SWAP_OUTPUT`` and ``REFUND`` credit ``recipient`` like ``CREDIT``;
 - ``SUPPLY`` and ``REPAY`` (lending, issue 18): supply ``amount`` of ``asset`` to the
   lending program at ``pool`` for ``recipient``, or repay ``recipient``'s debt; a
-  failure (or a repayment's excess over the debt) comes back as ``REFUND``.
+  failure (or a repayment's excess over the debt) comes back as ``REFUND``;
+- ``WITHDRAW`` (lending): ``recipient`` (an account of the source shard) asks the
+  lending program at ``pool`` for ``min_out`` of ``asset`` from its supply; it carries
+  no amount (``amount`` 0) and comes back as a ``CREDIT`` of what was withdrawn, or
+  not at all when it fails (the outcome says why).
 
 Every receipt carries ``origin``, the hash of the transaction that caused it,
 so a transaction's receipts can be followed transitively. Sequence numbers are
@@ -47,10 +51,12 @@ SWAP_OUTPUT = 2
 REFUND = 3
 SUPPLY = 4
 REPAY = 5
+WITHDRAW = 6
 RECEIPT_KINDS = {CREDIT: "credit", SWAP: "swap", SWAP_OUTPUT: "swap_output", REFUND: "refund",
-                 SUPPLY: "supply", REPAY: "repay"}
+                 SUPPLY: "supply", REPAY: "repay", WITHDRAW: "withdraw"}
 CREDIT_KINDS = frozenset({CREDIT, SWAP_OUTPUT, REFUND})
-PROGRAM_KINDS = frozenset({SWAP, SUPPLY, REPAY})  # receipts that call a program at ``pool``
+# Receipts that call a program at ``pool``.
+PROGRAM_KINDS = frozenset({SWAP, SUPPLY, REPAY, WITHDRAW})
 
 ERROR_CHARS_MAX = 64
 SHARD_MAX = 2**16 - 1
@@ -72,14 +78,14 @@ class Receipt(WireStruct, frozen=True):
     src_shard: ShardId
     dst_shard: ShardId
     seq: U64  # 1, 2, ... per (src, dst) channel
-    kind: Annotated[int, msgspec.Meta(ge=0, le=5)]
+    kind: Annotated[int, msgspec.Meta(ge=0, le=6)]
     origin: Hash32  # hash of the transaction that caused it
     sender: Address  # the account whose call emitted the chain of receipts
     recipient: Address  # the account credited (for SWAP: where the output goes)
     asset: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
     amount: U64
     pool: OptionalAddress = b""  # SWAP (the pool), SUPPLY and REPAY (the lending program)
-    min_out: U64 = 0  # SWAP only
+    min_out: U64 = 0  # SWAP; WITHDRAW: the amount asked
     error: Annotated[str, msgspec.Meta(max_length=ERROR_CHARS_MAX)] = ""  # REFUND only
 
 
@@ -112,6 +118,7 @@ def is_well_formed_receipt(receipt: Receipt) -> bool:
         and len(receipt.sender) == ADDRESS_BYTES
         and len(receipt.recipient) == ADDRESS_BYTES
         and len(receipt.pool) == (ADDRESS_BYTES if receipt.kind in PROGRAM_KINDS else 0)
+        and (receipt.kind != WITHDRAW or receipt.amount == 0)
         and receipt.src_shard != receipt.dst_shard
     )
 

@@ -85,9 +85,9 @@ class RemoveLiquidity(WireStruct, frozen=True, tag=3):
 
 
 # -- lending (issue 18, engineer L; sharding/lending.py). ``market`` is the lending
-# program's address (genesis: ``lending_shard``). Supply and repay may come from any
-# shard (receipts SUPPLY / REPAY); withdraw, borrow and liquidate must be sent from
-# the lending shard (``check_tx_stateless``: ``market_not_local``).
+# program's address (genesis: ``lending_shard``). Supply, repay and withdraw may come
+# from any shard (receipts SUPPLY / REPAY / WITHDRAW); borrow and liquidate must be
+# sent from the lending shard (``check_tx_stateless``: ``market_not_local``).
 
 
 class Supply(WireStruct, frozen=True, tag=4):
@@ -130,7 +130,7 @@ class Liquidate(WireStruct, frozen=True, tag=8):
 
 
 LENDING_CALLS = (Supply, Withdraw, Borrow, Repay, Liquidate)
-LOCAL_LENDING_CALLS = (Withdraw, Borrow, Liquidate)
+LOCAL_LENDING_CALLS = (Borrow, Liquidate)
 
 
 # -- farms (issue 18, engineer F; sharding/farms.py). ``pool`` names the farm: one per
@@ -296,11 +296,11 @@ def check_tx_stateless(
     ):
         raise InvalidTx("liquidity and farm calls must be on the pool's shard",
                         reason="pool_not_local")
-    # Verify withdraw, borrow and liquidate are sent from the lending shard.
+    # Verify borrow and liquidate are sent from the lending shard.
     if isinstance(body.call, LOCAL_LENDING_CALLS) and (
         shard_of(body.call.market, num_shards) != shard
     ):
-        raise InvalidTx("withdraw, borrow and liquidate must be on the lending shard",
+        raise InvalidTx("borrow and liquidate must be sent from the lending shard",
                         reason="market_not_local")
     # Verify no address is a key anyone can sign for (small order or non-canonical).
     if not all(map(is_acceptable_public_key, (body.sender, *get_call_addresses(body.call)))):

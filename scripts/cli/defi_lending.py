@@ -3,9 +3,10 @@ and the lending part of ``shardnet account``.
 
 The lending program's address (``--market``) defaults to the one a node of the
 lending shard reports (``GET /v1/lending/{address}``: every shard is asked until one
-runs the markets). Supply and repay may be sent from any shard (they travel as
-receipts); withdraw, borrow and liquidate only from the lending shard (a node of
-another shard refuses them: ``market_not_local``). Registered on the ``tx`` group by
+runs the markets). Supply, repay and withdraw may be sent from any shard (they travel as
+receipts; a withdrawal from another shard is a request answered by a credit);
+borrow and liquidate only from the lending shard (a node of another shard refuses
+them: ``market_not_local``). Registered on the ``tx`` group by
 one import line in scripts/cli/wallet.py.
 """
 
@@ -87,7 +88,8 @@ def supply(asset: str, amount: int, market: str | None, **options: Any) -> None:
 @market_option
 @with_sender
 def withdraw(asset: str, amount: int, market: str | None, **options: Any) -> None:
-    """Withdraw AMOUNT of ASSET (lending shard only; the position must stay healthy)."""
+    """Withdraw AMOUNT of ASSET (from any shard: a request by receipt answered by a credit;
+    the position must stay healthy)."""
     _send(lambda m: Withdraw(m, _asset(asset), amount), market, options)
 
 

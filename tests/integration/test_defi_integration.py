@@ -2,8 +2,9 @@
 
 Transfers and swaps in both directions, liquidity and a farm (stake, harvest), lending
 (supply from both shards, one by receipt; a cross-shard repayment without a debt
-refunded; a borrow near the limit; swaps that crash the collateral's price pool; once
-the TWAP follows, a liquidation that succeeds), then ``shardnet audit --wait`` passes:
+refunded; a cross-shard withdrawal; a borrow near the limit; swaps that crash the
+collateral's price pool; once the TWAP follows, a liquidation that succeeds), then
+``shardnet audit --wait`` passes:
 supply = balances + pool reserves + market cash + farm holdings + in flight, per asset.
 """
 
@@ -33,6 +34,7 @@ from sharding.tx import (
     Swap,
     Transfer,
     TxBody,
+    Withdraw,
     sign_tx,
     tx_hash,
 )
@@ -147,9 +149,12 @@ def test_all_programs_then_the_audit_passes(net: LocalTestnet) -> None:
 
     # 2. A borrow near the limit (collateral factor 0.75 at the genesis price 1); the
     # farmers harvest what their stake earned since the last block.
-    second = sender.batch(net, [(borrower, Borrow(market, USD, 7 * 10**8)), *harvests])
-    wait_until(settled(net, second), 20, "the borrow and the harvests final")
+    second = sender.batch(net, [(borrower, Borrow(market, USD, 7 * 10**8)),
+                                (remote, Withdraw(market, USD, 4 * 10**8)), *harvests])
+    wait_until(settled(net, second), 20, "the borrow, the withdrawal and the harvests final")
     assert {status_of(net, h)["status"] for h in second} == {"finalized"}
+    # The remote withdrawal went by a WITHDRAW request and came home as a credit.
+    assert lending(net, remote.public_key)["positions"][0]["supplied"] == 6 * 10**8
     assert lending(net, borrower.public_key)["liquidatable"] is False
 
     # 3. Price shock: COIN dumped into its price pool; the TWAP follows within 2N blocks.

@@ -38,7 +38,15 @@ from sharding.lending import (
 )
 from sharding.oracle import Q64, get_twap
 from sharding.programs import declared_access
-from sharding.receipts import REFUND, REPAY, SUPPLY, Receipt
+from sharding.receipts import (
+    CREDIT,
+    REFUND,
+    REPAY,
+    SUPPLY,
+    WITHDRAW,
+    Receipt,
+    is_well_formed_receipt,
+)
 from sharding.records import (
     CallFailed,
     Holding,
@@ -297,12 +305,48 @@ def test_calls_to_a_wrong_market_address_or_asset_fail() -> None:
     assert chain.fails(0, LOCAL[0], Withdraw(MARKET, 7, 10)) == "no_market"
 
 
-def test_borrow_from_another_shard_is_invalid() -> None:
+def test_borrow_and_liquidate_from_another_shard_are_invalid() -> None:
     chain = Chain()
     _, rejected = chain.block(1, [(REMOTE[0], Borrow(MARKET, COIN, 10))])
     assert rejected == ["market_not_local"]
-    _, rejected = chain.block(1, [(REMOTE[0], Withdraw(MARKET, COIN, 10))])
+    _, rejected = chain.block(1, [(REMOTE[0], Liquidate(MARKET, LOCAL[0].public_key, COIN,
+                                                        10, USD))])
     assert rejected == ["market_not_local"]
+
+
+def test_cross_shard_withdraw_asks_by_receipt_and_is_credited_home() -> None:
+    chain = Chain()
+    dave = REMOTE[0]
+    chain.ok(1, dave, Supply(MARKET, USD, 50_000))
+    chain.block(0, [])
+    chain.ok(1, dave, Withdraw(MARKET, USD, 20_000))
+    [request] = chain.pending[0]
+    assert (request.kind, request.amount, request.min_out) == (WITHDRAW, 0, 20_000)
+    chain.block(0, [])
+    [credit] = chain.pending[1]
+    assert (credit.kind, credit.amount, credit.recipient) == (CREDIT, 20_000, dave.public_key)
+    chain.block(1, [])
+    assert chain.balance(dave, USD) == BALANCE - 30_000
+    assert chain.position(dave, USD).shares == 30_000
+    # More than its supply: the request fails on the lending shard, nothing comes back.
+    chain.ok(1, dave, Withdraw(MARKET, USD, 40_000))
+    chain.block(0, [])
+    assert not chain.pending[1]
+    assert chain.position(dave, USD).shares == 30_000
+    chain.audit_ok()
+
+
+def test_withdraw_requests_for_another_shards_account_or_with_an_amount_are_refused() -> None:
+    chain = Chain()
+    alice = make_borrower(chain)  # lives on shard 0
+    forged = Receipt(src_shard=1, dst_shard=0, seq=1, kind=WITHDRAW, origin=b"\x02" * 32,
+                     sender=alice.public_key, recipient=alice.public_key, asset=USD, amount=0,
+                     pool=MARKET, min_out=1_000)
+    _, result, _ = build_block(chain.states[0], [], [forged], height=chain.height + 1, view=0,
+                               prev_hash=GENESIS_PREV_HASH, time_ms=1, proposer=0)
+    assert result.inbound_outcomes[0].error == "wrong_owner"
+    assert not result.receipts
+    assert not is_well_formed_receipt(msgspec.structs.replace(forged, amount=5))
 
 
 def test_cross_shard_supply_and_repay_arrive_as_receipts_with_refunds() -> None:
@@ -391,7 +435,8 @@ def test_interest_accrual_never_decreases_debt(
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["supply", "withdraw", "borrow", "repay", "liquidate", "liquidate",
-                         "swap", "swap", "shock", "remote_supply", "remote_repay"]),
+                         "swap", "swap", "shock", "remote_supply", "remote_repay",
+                         "remote_withdraw"]),
         st.integers(0, 5),  # account
         st.sampled_from([COIN, USD, ETH]),
         st.integers(1, 400_000),
@@ -446,7 +491,12 @@ def test_conservation_over_random_lending_mixes(ops: list[tuple[str, int, int, i
             continue
         else:
             key, shard = REMOTE[who % len(REMOTE)], 1
-            call = (Supply if kind == "remote_supply" else Repay)(MARKET, asset, amount)
+            if kind == "remote_supply":
+                call = Supply(MARKET, asset, amount)
+            elif kind == "remote_repay":
+                call = Repay(MARKET, asset, amount)
+            else:
+                call = Withdraw(MARKET, asset, amount // 4)
         tx_height = chain.height + 1 + skip
         access = declared_access(chain.tx(key, call), 2)
         chain.nonces[key.public_key] -= 1
