@@ -98,7 +98,12 @@ def measure_e2e(base_port: int, quick: bool, log: Log) -> dict[str, Any]:
     step_s, drain_s = (3.0, 10.0) if quick else (8.0, 20.0)
     result, half, step = run_testnet(base_port, lambda network: measure_network(
         network, console, 500.0, Limits(p99_ms=1000.0), step_s, drain_s))
+    generator = step.get("generator", {})
+    sent = max(1, int(step.get("offered") or 0))
     return {"max_tps": result["max_tps"], "half_load_tps": half,
+            # the load generator's CPU per transaction (engine and signing workers), as
+            # its own report measured it at half load: an input, like the CPU received
+            "generator_us_per_tx": round(1e6 * float(generator.get("cpu_s") or 0) / sent, 1),
             "commit_p50_ms": step["latency_ms"]["commit"]["p50"],
             "commit_p99_ms": step["latency_ms"]["commit"]["p99"],
             "step_s": step_s}
@@ -115,11 +120,13 @@ def compare(name: str, predicted: float, measured: float) -> dict[str, Any]:
 
 
 def predictions(costs: Costs, network: NetworkModel, effective: dict[str, float],
-                structure: Structure) -> dict[str, Any]:
-    """The shared-machine model's figures for what ``run_validation`` measures."""
+                structure: Structure, generator_us: float | None = None) -> dict[str, Any]:
+    """The shared-machine model's figures for what ``run_validation`` measures; the
+    load generator's CPU per transaction is ``generator_us`` when measured, else a
+    signature and an HTTP share."""
     node = project_shared(costs, network, structure, Config(1, 4, effective["1x4"], 0.0),
                           costs.loader_submit_us, saturate=True)
-    generator_us = costs.sign_us + costs.loader_submit_us
+    generator_us = generator_us or costs.sign_us + costs.loader_submit_us
     e2e = {f"{x:g}": project_shared(costs, network, structure,
                                     Config(2, 4, effective["2x4"], x),
                                     generator_us, saturate=False, p99_limit_ms=1000.0)
@@ -185,7 +192,8 @@ def judge(recorded: dict[str, Any]) -> dict[str, Any]:
     node, e2e = recorded["measured"]["node"], recorded["measured"]["e2e"]
     available = {"1x4": node["cores_received_median"],
                  "2x4": recorded["effective_cores"]["2x4"]}
-    predicted = predictions(costs, network, available, structure)
+    predicted = predictions(costs, network, available, structure,
+                            e2e.get("generator_us_per_tx"))
     comparisons = [compare("1x4 bench node TPS", predicted["node"].tps, node["tps_median"])]
     e2e_rows = [
         compare("2x4 bench e2e max TPS, 0% cross", predicted["e2e"]["0"].tps,
