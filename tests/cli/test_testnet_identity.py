@@ -31,7 +31,7 @@ from tests.support.node import free_base_port
 
 
 def init(root: Path, *args: str) -> Manifest:
-    result = CliRunner().invoke(net_cli, ["init", "--dir", str(root), "--shards", "1",
+    result = CliRunner().invoke(net_cli, ["init", "--testnet", str(root), "--shards", "1",
                                           "--accounts", "10", *args])
     assert result.exit_code == 0, result.output
     manifest = TestnetDir(root).load_manifest()

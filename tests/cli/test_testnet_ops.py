@@ -64,7 +64,7 @@ def test_restart_policy_defaults_to_no_and_is_chosen_at_init(tmp_path: Path) -> 
         render_compose(spec, nodes, restart="unless-stopped")
 
     root = tmp_path / "net"
-    done = shardnet("testnet", "init", "--dir", str(root), "--shards", "1", "--accounts", "4",
+    done = shardnet("testnet", "init", "--testnet", str(root), "--shards", "1", "--accounts", "4",
                     "--restart", "on-failure")
     assert done.returncode == 0, done.stderr
     compose = (root / "docker-compose.yml").read_text()
@@ -74,7 +74,7 @@ def test_restart_policy_defaults_to_no_and_is_chosen_at_init(tmp_path: Path) -> 
     manifest = json.loads((root / "testnet.json").read_text())
     assert f'SHARDNET_SALT: "{manifest["salt"]}"' in compose
     assert "shard0-node3:" in compose and "shard1-node0:" not in compose
-    bad = shardnet("testnet", "init", "--dir", str(tmp_path / "other"), "--restart", "maybe")
+    bad = shardnet("testnet", "init", "--testnet", str(tmp_path / "other"), "--restart", "maybe")
     assert bad.returncode == 2
 
 
@@ -93,11 +93,11 @@ def net(tmp_path: Path) -> Iterator[Net]:
         shards=1, validators=4, accounts=20, base_port=free_base_port(8), faults=True)), root)
     testnet = TestnetDir(root)
     try:
-        up = shardnet("testnet", "up", "--dir", str(root))
+        up = shardnet("testnet", "up", "--testnet", str(root))
         assert up.returncode == 0, up.stderr + up.stdout
         yield Net(root, manifest)
     finally:
-        shardnet("testnet", "down", "--dir", str(root))
+        shardnet("testnet", "down", "--testnet", str(root))
         for node in manifest.nodes:  # should `down` itself have failed
             stop_node(testnet, node.name, timeout_s=10)
 
@@ -124,18 +124,18 @@ def test_init_force_reset_and_collect_on_a_running_testnet(net: Net) -> None:
 
     # init --force while the nodes run: one line, exit 1, nothing touched.
     before = (net.root / "testnet.json").read_bytes()
-    forced = shardnet("testnet", "init", "--dir", str(net.root), "--force")
+    forced = shardnet("testnet", "init", "--testnet", str(net.root), "--force")
     assert forced.returncode == CHECK_FAILED
     assert forced.stderr.count("\n") == 1 and "are running" in forced.stderr
     assert (net.root / "testnet.json").read_bytes() == before
-    refused = shardnet("testnet", "reset", "--dir", str(net.root))
+    refused = shardnet("testnet", "reset", "--testnet", str(net.root))
     assert refused.returncode == CHECK_FAILED and "are running" in refused.stderr
 
     # collect: every node's log, config and snapshots; no keys, no salt.
     (net.root / "reports" / "run1").mkdir(parents=True)
     (net.root / "reports" / "run1" / "report.json").write_text('{"txs": 3}')
     net.dir.home("shard0-node3").joinpath("data").mkdir(exist_ok=True)
-    assert shardnet("testnet", "stop", "shard0-node3", "--dir", str(net.root)).returncode == 0
+    assert shardnet("testnet", "stop", "shard0-node3", "--testnet", str(net.root)).returncode == 0
     out = net.root.parent / "bug.tar.gz"
     done = shardnet("collect", "--testnet", str(net.root), "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
@@ -168,9 +168,9 @@ def test_init_force_reset_and_collect_on_a_running_testnet(net: Net) -> None:
         assert len(private) >= 32 and private.encode() not in everything
 
     # reset after down: the chain state goes, the topology stays.
-    assert shardnet("testnet", "down", "--dir", str(net.root)).returncode == 0
+    assert shardnet("testnet", "down", "--testnet", str(net.root)).returncode == 0
     config_before = (net.dir.home("shard0-node0") / "config.toml").read_bytes()
-    reset = shardnet("testnet", "reset", "--dir", str(net.root))
+    reset = shardnet("testnet", "reset", "--testnet", str(net.root))
     assert reset.returncode == 0, reset.stderr
     assert (net.root / "testnet.json").read_bytes() == before
     for node in net.manifest.nodes:
@@ -178,7 +178,7 @@ def test_init_force_reset_and_collect_on_a_running_testnet(net: Net) -> None:
         assert not (home / "data").exists()
         assert (home / "node_key.json").exists() and (home / "genesis.json").exists()
     assert (net.dir.home("shard0-node0") / "config.toml").read_bytes() == config_before
-    up = shardnet("testnet", "up", "--dir", str(net.root))
+    up = shardnet("testnet", "up", "--testnet", str(net.root))
     assert up.returncode == 0, up.stderr
     wait_until(lambda: health(url)[1].get("shard_peers", 0) >= 2, 60, "peers again")
     assert health(url)[1]["height"] == 0  # the chain starts over

@@ -152,7 +152,7 @@ def test_default_command_runs_a_node_that_is_unhealthy_alone(image: str, tmp_pat
     (GET /v1/health) says 503, no_peers (the compose test sees a whole shard turn healthy)."""
     init = subprocess.run(
         [sys.executable, "-m", "scripts.cli", "testnet", "init", "--shards", "1",
-         "--validators", "4", "--accounts", "4", "--dir", str(tmp_path / "tn")],
+         "--validators", "4", "--accounts", "4", "--testnet", str(tmp_path / "tn")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert init.returncode == 0, init.stderr

@@ -74,7 +74,7 @@ def test_load_with_cross_shard_traffic_and_a_node_killed_mid_run(tmp_path: Path)
         for name in ("report.json", "timeseries.csv", "report.html"):
             assert (out / name).stat().st_size > 0
 
-        thin = subprocess.run([SHARDNET, "testnet", "load", "--dir", str(net.root), "--txs",
+        thin = subprocess.run([SHARDNET, "testnet", "load", "--testnet", str(net.root), "--txs",
                                "150", "--quiet", "--cross-shard", "0.2"],
                               capture_output=True, text=True, timeout=180)
         assert thin.returncode == 0, thin.stderr[-3000:]

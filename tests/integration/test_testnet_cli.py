@@ -45,7 +45,7 @@ def test_generated_genesis_and_configs_load(tmp_path: Path) -> None:
 
 
 def test_generator_rejects_validator_count_that_is_not_3f_plus_1(tmp_path: Path) -> None:
-    result = shardnet("testnet", "init", "--dir", str(tmp_path / "t"), "--validators", "5")
+    result = shardnet("testnet", "init", "--testnet", str(tmp_path / "t"), "--validators", "5")
     assert result.returncode != 0 and "3f+1" in result.stderr
 
 
@@ -92,11 +92,11 @@ def test_compose_files_pass_validation(tmp_path: Path) -> None:
 def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
     root = tmp_path / "net"
     base = free_base_port(16)
-    assert shardnet("testnet", "init", "--dir", str(root), "--accounts", "100",
+    assert shardnet("testnet", "init", "--testnet", str(root), "--accounts", "100",
                     "--base-port", str(base)).returncode == 0
     testnet = TestnetDir(root)
     try:
-        up = shardnet("testnet", "up", "--dir", str(root))
+        up = shardnet("testnet", "up", "--testnet", str(root))
         assert up.returncode == 0, up.stderr + up.stdout
         assert "API endpoints" in up.stdout and f"127.0.0.1:{base + 1}" in up.stdout
         recipient = json.loads(shardnet("keys", "--index", "7").stdout)["address"]
@@ -112,7 +112,7 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         wait_until(lambda: int(call("GET", f"{other_url}/v1/status")["shard_tips"].get(
             str(outcome["shard"]), 0)) >= outcome["height"], 30,
             "the other shard learning the certified tip over gossip")
-        status = shardnet("testnet", "status", "--dir", str(root))
+        status = shardnet("testnet", "status", "--testnet", str(root))
         assert status.returncode == 0 and "shard0-node0" in status.stdout
         shard = outcome["shard"]
         every_replica = {f"shard{shard}-node{i}" for i in range(4)}
@@ -191,8 +191,8 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
             assert waited.stderr.count("\n") == 1 and "Traceback" not in waited.stderr
         sender = json.loads(shardnet("keys", "--index", "0").stdout)["address"]
         before = json.loads(shardnet("account", sender, "--testnet", str(root)).stdout)
-        assert shardnet("testnet", "down", "--dir", str(root)).returncode == 0
-        assert shardnet("testnet", "up", "--dir", str(root)).returncode == 0
+        assert shardnet("testnet", "down", "--testnet", str(root)).returncode == 0
+        assert shardnet("testnet", "up", "--testnet", str(root)).returncode == 0
         after = json.loads(shardnet("account", sender, "--testnet", str(root)).stdout)
         assert after["nonce"] == before["nonce"] == 2
         assert after["balances"] == before["balances"]
