@@ -80,7 +80,7 @@ class TestnetDir:
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{self.manifest_path} not found: run `shardnet testnet init --testnet {self.root}`"
-                " (or give --testnet DIR)"
+                " (or give --testnet DIR, or --url URL for a network without a folder)"
             ) from None
 
     def write_manifest(self, manifest: Manifest) -> None:
