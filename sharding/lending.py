@@ -469,7 +469,8 @@ def process_receipt_lending(view: StateView, params: ShardParams, receipt: Recei
     """SUPPLY / REPAY from another shard: apply, or refund the whole amount (REFUND with
     the reason); a repayment above the debt refunds the excess. WITHDRAW: withdraw for
     the account (which must live on the receipt's source shard) and send what was
-    withdrawn home as a CREDIT; nothing comes back when it fails. Returns the error."""
+    withdrawn home as a CREDIT, or a REFUND of nothing naming the reason. Returns the
+    error."""
     attempt = Overlay(view)
     refund: Receipt | None = None
     if receipt.kind == WITHDRAW:
@@ -480,6 +481,8 @@ def process_receipt_lending(view: StateView, params: ShardParams, receipt: Recei
             process_market_withdraw(attempt, params, receipt.recipient, receipt.pool,
                                     receipt.asset, receipt.min_out)
         except CallFailed as exc:
+            # A REFUND of nothing says why, on the account's shard (like a swap's).
+            credit_home(view, get_refund(receipt, params.shard, exc.reason))
             return exc.reason
         attempt.commit()
         credit_home(view, Receipt(

@@ -14,7 +14,7 @@ and emits a receipt for B. Kinds:
 - ``WITHDRAW`` (lending): ``recipient`` (an account of the source shard) asks the
   lending program at ``pool`` for ``min_out`` of ``asset`` from its supply; it carries
   no amount (``amount`` 0) and comes back as a ``CREDIT`` of what was withdrawn, or
-  not at all when it fails (the outcome says why).
+  as a ``REFUND`` of nothing whose ``error`` says why it failed.
 
 Every receipt carries ``origin``, the hash of the transaction that caused it,
 so a transaction's receipts can be followed transitively. Sequence numbers are

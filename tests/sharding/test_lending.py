@@ -328,11 +328,15 @@ def test_cross_shard_withdraw_asks_by_receipt_and_is_credited_home() -> None:
     chain.block(1, [])
     assert chain.balance(dave, USD) == BALANCE - 30_000
     assert chain.position(dave, USD).shares == 30_000
-    # More than its supply: the request fails on the lending shard, nothing comes back.
+    # More than its supply: the request fails on the lending shard; a REFUND of nothing
+    # says why on dave's shard.
     chain.ok(1, dave, Withdraw(MARKET, USD, 40_000))
     chain.block(0, [])
-    assert not chain.pending[1]
+    [refund] = chain.pending[1]
+    assert (refund.kind, refund.amount, refund.error) == (REFUND, 0, "insufficient_shares")
+    chain.block(1, [])
     assert chain.position(dave, USD).shares == 30_000
+    assert chain.balance(dave, USD) == BALANCE - 30_000
     chain.audit_ok()
 
 
