@@ -88,7 +88,7 @@ def hot_pool_txs(count: int, seed: int) -> list[SignedTx]:
 
 
 @pytest.mark.parametrize(("workers", "rounds_max"), [(1, 3), (2, 3), (4, 3), (2, 1), (3, 0)])
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(case=cases(), inject=st.integers(0, 1_000))
 def test_optimistic_equals_sequential_inline(workers: int, rounds_max: int, case: Case,
                                              inject: int) -> None:
@@ -327,6 +327,21 @@ def test_optimistic_equals_sequential_in_worker_processes(pool: ProcessRunner) -
     assert executor.last_stats is not None and executor.last_stats.aborts > 0
     assert_same_result(apply_block(state, block, verify_signatures=False),
                        executor.apply_block(state, block, verify_signatures=False))
+
+
+def test_a_killed_worker_mid_block_falls_back_to_the_spec(pool: ProcessRunner) -> None:
+    import os
+
+    executor = optimistic(pool)
+    state = fresh_state()
+    block, spec, _ = propose_with(build_block, state, Case(hot_pool_txs(60, 3), []))
+    victim = pool.pids[1]
+    os.kill(victim, 9)
+    assert_same_result(spec, executor.apply_block(state, block))
+    assert executor.last_stats is not None and executor.last_stats.fallback == "RunnerFailed"
+    assert victim not in pool.pids
+    assert_same_result(spec, executor.apply_block(state, block))
+    assert executor.last_stats.mode == "optimistic"
 
 
 # ---------------------------------------------------------------------------
