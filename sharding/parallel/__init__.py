@@ -42,6 +42,11 @@ process pool is not here (this package is pure): ``JobRunner`` is what runs jobs
 ``node.executor_pool`` provides one with worker processes, ``InlineRunner`` runs
 them in this process (tests, and a reference for the pool).
 
+Blocks holding a call that cannot declare its keys (``declared_access`` None), or
+every block with ``optimistic="always"``, run the *optimistic mode* instead
+(``optimistic``: Block-STM in rounds over the workers, this process owning the
+multi-version memory of ``mvmemory``; see docs/EXECUTOR.md).
+
 Modules, one job each: ``jobs`` (what a worker receives and returns, and the
 ``JobRunner`` interface), ``worker`` (``run_job``: a worker's whole task),
 ``runners`` (``InlineRunner``), ``plan`` (components, assignment, building jobs),
