@@ -469,6 +469,7 @@ class ConsensusDriver:
                            detail=proposal.inbound_refused[:200], height=height)
         self.log.info("block.proposed", height=height, view=view,
                       block=proposal.block_hash.hex(), txs_count=len(proposal.block.txs),
+                      on_tip=parent == self.ledger.tip_hash,
                       inbound=len(proposal.block.inbound),
                       txs=[o.tx_hash.hex() for o in proposal.result.outcomes])
         self._proposal_wanted = None

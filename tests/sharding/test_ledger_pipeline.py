@@ -167,7 +167,7 @@ specs = st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2), st.integers(1,
                  min_size=0, max_size=6)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(specs, min_size=1, max_size=5))
 def test_pipelined_equals_sequential(blocks: list[list[tuple[int, int, int]]]) -> None:
     """Random blocks of transfers, cross-shard transfers and swaps: proposed each on

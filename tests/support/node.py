@@ -66,11 +66,12 @@ class LocalTestnet:
 
 @contextmanager
 def local_testnet(tmp_path: Path, *, shards: int = 1, start_shards: tuple[int, ...] = (0,),
-                  accounts: int = 200, timeout_s: float = 60.0, fresh: bool = False
+                  accounts: int = 200, timeout_s: float = 60.0, fresh: bool = False,
+                  edit_config: Callable[[str], str] | None = None
                   ) -> Iterator[LocalTestnet]:
     """Generate a testnet and start the nodes of ``start_shards``; stop every node after.
     Seed-only keys and chain ``CHAIN_ID``, or with ``fresh`` a random chain id and salt,
-    as ``shardnet testnet init`` makes."""
+    as ``shardnet testnet init`` makes. ``edit_config`` rewrites each config.toml."""
     base = free_base_port(2 * 4 * shards)
     root = tmp_path / "testnet"
     spec = TestnetSpec(shards=shards, validators=4, accounts=accounts, base_port=base)
@@ -79,6 +80,9 @@ def local_testnet(tmp_path: Path, *, shards: int = 1, start_shards: tuple[int, .
     try:
         nodes = [n for n in manifest.nodes if n.shard in start_shards]
         for node in nodes:
+            if edit_config is not None:
+                config = net.dir.home(node.name) / "config.toml"
+                config.write_text(edit_config(config.read_text()))
             net.start(node.name)
         missing = wait_healthy(nodes, timeout_s)
         if missing:
