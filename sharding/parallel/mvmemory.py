@@ -56,6 +56,23 @@ class MVMemory:
     def version(self, key: bytes, index: int) -> Version:
         return self.read(key, index)[0]
 
+    def changed(self, index: int, reads: Iterable[tuple[bytes, int, int]]) -> list[bytes]:
+        """The keys of ``reads`` (key, writer, incarnation) whose version for
+        ``index`` is no longer the one read, or is an ESTIMATE (validation)."""
+        writers_of, values = self._writers, self._values
+        changed = []
+        for key, writer, incarnation in reads:
+            writers = writers_of.get(key)
+            position = bisect_left(writers, index) if writers else 0
+            if position:
+                current = writers[position - 1]  # type: ignore[index]
+                if (current != writer or incarnation == ESTIMATE
+                        or values[(key, current)][0] != incarnation):
+                    changed.append(key)
+            elif writer != BASE_WRITER:
+                changed.append(key)
+        return changed
+
     def record(self, index: int, incarnation: int,
                writes: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Install an incarnation's write set; keys its previous incarnation wrote and

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from sharding.accounts import shard_of
 from sharding.parallel.jobs import Job, JobResult, Task, TaskResult, TxResult
-from sharding.parallel.mvmemory import ESTIMATE, ExactReader, MVMemory
+from sharding.parallel.mvmemory import ExactReader, MVMemory
 from sharding.parallel.worker import RAN, run_tx
 from sharding.records import ShardParams, account_key
 from sharding.state import Leaf, Overlay
@@ -213,11 +213,7 @@ class Scheduler:
         if done.status == RAN and done.result is not None:
             self.memory.record(i, done.incarnation, done.result.writes)
             self.results[i] = done.result
-            self.reads[i] = done.reads
-            for key, _, _ in done.reads:
-                self.hints[i].add(key)
-            for key, _ in done.result.writes:
-                self.hints[i].add(key)
+            self.reads[i] = done.reads  # its keys join the hints if it aborts
             return
         # Stopped: a dependency (a key it lacked, an ESTIMATE) or something only the
         # spec may raise. Its previous writes, if any, stay ESTIMATEs.
@@ -233,13 +229,7 @@ class Scheduler:
         reads = self.reads[index]
         if reads is None:
             return [b""]
-        version = self.memory.version
-        changed = []
-        for key, writer, incarnation in reads:
-            current = version(key, index)
-            if current != (writer, incarnation) or current[1] == ESTIMATE:
-                changed.append(key)
-        return changed
+        return self.memory.changed(index, reads)
 
     def _validate(self, *, finish: bool) -> None:
         """Validate every uncommitted incarnation in order; commit the valid prefix.
@@ -265,6 +255,10 @@ class Scheduler:
         for key in keys:
             if key:
                 self.report.abort_keys[key] = self.report.abort_keys.get(key, 0) + 1
+        hints = self.hints[index]
+        for key, _, _ in self.reads[index] or ():
+            hints.add(key)
+        hints.update(self.memory.written(index))
         self.memory.mark_estimates(index)
         self.results[index] = None
         self.reads[index] = None
