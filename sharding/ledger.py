@@ -339,7 +339,8 @@ class Ledger:
         for entry in reversed(chain):
             writes.update(entry.result.writes)
         top = chain[0]
-        return SpeculativeState(self.state, writes), top.height, top.block.header.time_ms
+        return (SpeculativeState(self.state, writes, len(chain)), top.height,
+                top.block.header.time_ms)
 
     def state_on(self, parent: bytes) -> StateReader | None:
         """The state after ``parent`` (the tip, or a block in flight executed ok here)."""
@@ -538,9 +539,11 @@ class Ledger:
         if cached is not None and cached.result.prepared.version == self.state.version:
             block, result = cached.block, cached.result
         elif cached is not None:
-            # Executed on a parent that has committed since: the write set stands (it
-            # was computed on exactly this state); only the root's nodes are prepared
-            # again, on the committed state, and must give the header's root.
+            # (Pipelining: a result on a parent that committed since carries the prepared
+            # root for this version and was taken above.) Executed on this tip but
+            # prepared for another version: the write set stands (computed on exactly
+            # this state); the root's nodes are prepared again and must give the
+            # header's root.
             block = cached.block
             prepared = self.state.prepare(cached.result.writes)
             check(prepared.root == block.header.state_root,

@@ -289,18 +289,23 @@ class SpeculativeState:
     """The committed state with the write sets of uncommitted blocks on top (consensus
     pipelining, issue 16): what a block at committed + 2 executes and is proposed on.
 
-    Reads see ``writes`` (the merged write sets of the blocks in flight below, ``None``
-    deleted) over ``base``. ``prepare`` computes the root over base + ``writes`` + the
-    block's own writes, so a block's state root is the one it will have once its
-    parents commit; the ``PreparedWrites`` it returns holds only the block's own writes
-    and version -1: it can never be applied (``State.apply_prepared`` checks the
-    version), the ledger prepares the write set again on the committed parent."""
+    Reads see ``writes`` (the merged write sets of the ``parents`` blocks in flight
+    below, ``None`` deleted) over ``base``. ``prepare`` computes the root over base +
+    ``writes`` + the block's own writes, so a block's state root is the one it will have
+    once its parents commit. The ``PreparedWrites`` it returns holds the block's own
+    writes with the buckets and tree nodes of the merged set, for the version ``base``
+    has once its ``parents`` commits are applied: applied then (the parents' writes are
+    in the state already, the buckets and nodes are the final ones), it gives the same
+    state as preparing the block's writes again; at any other version
+    ``State.apply_prepared`` refuses it. The ledger drops a result whose parent lost."""
 
-    __slots__ = ("base", "writes")
+    __slots__ = ("base", "parents", "writes")
 
-    def __init__(self, base: State, writes: Writes) -> None:
+    def __init__(self, base: State, writes: Writes, parents: int) -> None:
+        check(parents >= 1, "a speculative state has at least one parent in flight")
         self.base = base
         self.writes = writes
+        self.parents = parents
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
@@ -309,7 +314,8 @@ class SpeculativeState:
 
     @property
     def version(self) -> int:
-        return -1
+        """The base's version once the parents are committed."""
+        return self.base.version + self.parents
 
     def overlay(self) -> Overlay:
         return Overlay(self)
@@ -318,4 +324,4 @@ class SpeculativeState:
         merged = dict(self.writes)
         merged.update(writes)
         prepared = self.base.prepare(merged, leaves)
-        return PreparedWrites(-1, dict(writes), prepared.buckets, prepared.nodes)
+        return PreparedWrites(self.version, dict(writes), prepared.buckets, prepared.nodes)

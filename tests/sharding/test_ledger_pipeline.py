@@ -17,6 +17,7 @@ from consensus.kernel.errors import ShardnetError
 from sharding.ledger import Ledger, Proposal
 from sharding.parallel import InlineRunner, ParallelExecutor
 from sharding.records import get_nonce
+from sharding.state import SpeculativeState, State
 from sharding.tx import SignedTx, Swap, Transfer
 from tests.support.ledger import get_genesis, get_keys, get_pool_on, make_tx
 
@@ -158,9 +159,36 @@ def test_a_result_on_a_parent_is_reused_only_once_that_parent_is_the_tip() -> No
     # The parent is now the tip: asked on the tip, the child's result is found, not redone.
     assert (p2.block_hash, p1.block_hash) in replica._speculative
     assert replica.execute(p2.payload, p2.block_hash, 2, 0) == ""
+    executed = replica._speculative[(p2.block_hash, p1.block_hash)].result
     committed = replica.commit(p2.payload, p2.block_hash, 2)
-    assert committed.result.prepared.version >= 0
+    assert committed.result is executed  # its prepared root applied as it was
     assert replica.state.root == p2.block.header.state_root
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=3), st.none() | st.binary(max_size=4),
+                       max_size=12),
+       st.dictionaries(st.binary(min_size=1, max_size=3), st.none() | st.binary(max_size=4),
+                       max_size=12))
+def test_a_speculative_prepare_applies_after_its_parent_like_a_fresh_one(
+        parent: dict[bytes, bytes | None], child: dict[bytes, bytes | None]) -> None:
+    """The child's writes prepared over committed + the parent's writes, applied once the
+    parent's are: the same state and root as applying both in turn; refused before."""
+    base = State.from_items([(b"a", b"1"), (b"b", b"2"), (b"\x00", b"3")])
+    prepared = SpeculativeState(base, parent, 1).prepare(child)
+    sequential = State.from_items(base.items())
+    sequential.apply_writes(parent)
+    sequential.apply_writes(child)
+    try:
+        base.apply_prepared(prepared)
+    except ShardnetError:
+        pass
+    else:
+        raise AssertionError("a speculative prepare applied before its parent")
+    base.apply_writes(parent)
+    base.apply_prepared(prepared)
+    assert base.root == sequential.root == prepared.root
+    assert list(base.items()) == list(sequential.items())
 
 
 specs = st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2), st.integers(1, 2_000)),
