@@ -66,8 +66,33 @@ from sharding.crossshard import Validators, compute_bundles, verify_bundle
 from sharding.genesis import Genesis, load_genesis, make_genesis_dict
 from sharding.ledger import Ledger
 from sharding.merkle import EMPTY_ROOT
-from sharding.receipts import CREDIT, REFUND, SWAP, Receipt, compute_receipts_root
-from sharding.tx import AddLiquidity, Call, RemoveLiquidity, Swap, Transfer, TxBody, sign_tx
+from sharding.receipts import (
+    CREDIT,
+    REFUND,
+    REPAY,
+    SUPPLY,
+    SWAP,
+    WITHDRAW,
+    Receipt,
+    compute_receipts_root,
+)
+from sharding.tx import (
+    AddLiquidity,
+    Borrow,
+    Call,
+    Harvest,
+    Liquidate,
+    RemoveLiquidity,
+    Repay,
+    Stake,
+    Supply,
+    Swap,
+    Transfer,
+    TxBody,
+    Unstake,
+    Withdraw,
+    sign_tx,
+)
 
 CHAIN = "shardnet-local"
 SHARDS = 2
@@ -128,8 +153,13 @@ def get_corpus() -> Corpus:
     validators = Validators(CHAIN, [[v.public_key for v in vs] for vs in genesis.validators])
     alice, bob = derive_account("load", 0), derive_account("load", 1)
     pool = genesis.pools[0].address
+    market = bytes(range(32))
+    # One call of every kind (tags 0-11), so every variant's decoding is a mutation seed.
     calls: list[Call] = [Transfer(bob.public_key, 0, 100), Swap(pool, 1, 50, 1),
-             AddLiquidity(pool, 10, 20, 1), RemoveLiquidity(pool, 5, 1, 1)]
+             AddLiquidity(pool, 10, 20, 1), RemoveLiquidity(pool, 5, 1, 1),
+             Supply(market, 0, 1000), Withdraw(market, 0, 10), Borrow(market, 1, 20),
+             Repay(market, 1, 5), Liquidate(market, bob.public_key, 1, 5, 0),
+             Stake(pool, 10), Harvest(pool), Unstake(pool, 4)]
     signed = [sign_tx(alice, TxBody(CHAIN, alice.public_key, n, call))
               for n, call in enumerate(calls)]
     txs = [encode(tx) for tx in signed]
@@ -140,6 +170,12 @@ def get_corpus() -> Corpus:
                 pool, 1),
         Receipt(0, DST_SHARD, 3, REFUND, bytes(32), alice.public_key, alice.public_key, 0, 7,
                 error="slippage"),
+        Receipt(0, DST_SHARD, 4, SUPPLY, bytes(32), alice.public_key, alice.public_key, 0, 9,
+                market),
+        Receipt(0, DST_SHARD, 5, REPAY, bytes(32), alice.public_key, alice.public_key, 1, 3,
+                market),
+        Receipt(0, DST_SHARD, 6, WITHDRAW, bytes(32), alice.public_key, alice.public_key, 0, 0,
+                market, 4),
     ]
     header = BlockHeader(0, 1, 0, GENESIS_PREV_HASH, 1000, 0, compute_tx_root(signed), EMPTY_ROOT,
                          compute_receipts_root(receipts), bytes(32), EMPTY_EVIDENCE_ROOT)
