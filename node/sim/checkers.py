@@ -30,12 +30,17 @@ from consensus.kernel.codec import decode, encode
 from consensus.kernel.limits import RECORD_BYTES_MAX
 from consensus.sim.checkers import Checker
 from sharding.block import Block
+from sharding.farms import Farm
 from sharding.ledger import Ledger
 from sharding.receipts import Receipt
 from sharding.records import (
     KEY_ACCOUNT,
+    KEY_FARM,
+    KEY_MARKET,
     KEY_POOL,
+    MARKET_KEY_BYTES,
     Account,
+    Market,
     Pool,
     get_balance,
     get_in_cursor,
@@ -47,7 +52,8 @@ from sharding.state import State, StateReader
 
 
 def compute_holdings(state: State) -> tuple[dict[int, int], dict[int, int]]:
-    """(balances, pool reserves) per asset, read from every record of ``state``."""
+    """(balances, reserves) per asset, read from every record of ``state``; reserves are
+    what programs hold: pool reserves, farms' unpaid reward budgets, markets' cash."""
     balances: dict[int, int] = {}
     reserves: dict[int, int] = {}
     for key, value in state.items():
@@ -58,6 +64,12 @@ def compute_holdings(state: State) -> tuple[dict[int, int], dict[int, int]]:
             pool = decode(value, Pool, RECORD_BYTES_MAX)
             reserves[pool.asset_a] = reserves.get(pool.asset_a, 0) + pool.reserve_a
             reserves[pool.asset_b] = reserves.get(pool.asset_b, 0) + pool.reserve_b
+        elif key[:1] == KEY_FARM:
+            farm = decode(value, Farm, RECORD_BYTES_MAX)
+            reserves[farm.reward_asset] = reserves.get(farm.reward_asset, 0) + farm.rewards
+        elif key[:1] == KEY_MARKET and len(key) == MARKET_KEY_BYTES:
+            market = decode(value, Market, RECORD_BYTES_MAX)
+            reserves[market.asset] = reserves.get(market.asset, 0) + market.cash
     return balances, reserves
 
 
