@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import msgspec
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from node.api import build_app
