@@ -195,7 +195,11 @@ fetch_image_debs() {
     command -v apt-get >/dev/null || { log "no apt-get here: the image build asks apt's index"; return; }
     version=$(apt-cache policy iproute2 | awk '/Candidate:/ { print $2 }')
     if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-        log "apt knows no iproute2 (apt-get update?): the image build asks apt's index"; return
+        "${SUDO[@]}" apt-get update -qq >/dev/null 2>&1 || true
+        version=$(apt-cache policy iproute2 | awk '/Candidate:/ { print $2 }')
+    fi
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+        log "apt knows no iproute2: the image build asks apt's index (offline: no tc)"; return
     fi
     if [ -f "$IMAGE_DEBS/.stamp" ] && [ "$(cat "$IMAGE_DEBS/.stamp")" = "$version" ]; then
         log "imagedebs/: iproute2 $version present, reused"; return
