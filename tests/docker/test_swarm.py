@@ -6,7 +6,8 @@ or when the engine is already in a swarm this test did not create: that one is l
 alone), the folder's stack deployed (placement labels set, the publish mode chosen: host
 mode where the ingress mesh cannot work), a bounded load with cross-shard traffic run as
 a one-off job inside the overlay network, the audit, then ``swarm down`` (stack, network
-and volumes gone) and ``docker swarm leave --force``, always, also on failure.
+and volumes gone) and ``docker swarm leave --force`` (and the docker_gwbridge network it
+made), always, also on failure.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def swarm_testnet(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     if state != "inactive":
         pytest.skip(f"Swarm test skipped: this engine is already in a swarm (state {state}) "
                     "that the test did not create; it is left alone")
+    # Swarm makes the bridge docker_gwbridge for its tasks and keeps it after `leave`.
+    had_gwbridge = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$"
+                               ).stdout.strip())
     init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
     if init.returncode != 0:
         lines = (init.stderr or init.stdout).strip().splitlines()
@@ -65,6 +69,8 @@ def swarm_testnet(tmp_path: Path) -> Iterator[tuple[Path, str]]:
                      timeout=180)
         finally:
             docker("swarm", "leave", "--force", check=False, timeout=120)
+            if not had_gwbridge:
+                docker("network", "rm", "docker_gwbridge", check=False)
 
 
 def _json(done: subprocess.CompletedProcess[str]) -> Any:
