@@ -87,6 +87,7 @@ class ConsensusSection(_Section):
     proposal_time_ahead_max_ms: Positive = defaults.CONSENSUS_PROPOSAL_TIME_AHEAD_MAX_MS
     inbox_bytes_max: Positive = defaults.CONSENSUS_INBOX_BYTES_MAX
     pipeline_depth: Positive = defaults.CONSENSUS_PIPELINE_DEPTH  # heights in flight
+    overlap_storage: bool = defaults.CONSENSUS_OVERLAP_STORAGE  # commit writes in background
 
 
 class RelaySection(_Section):

@@ -5,8 +5,10 @@ The only place that awaits around consensus. Follows the ordering contract of
 a ``CommitBlock`` is written together with that ``Persist`` in one storage
 transaction. Ledger work runs on the ledger thread, never on the loop.
 
-Storage overlaps the next height (issue 16): a ``CommitBlock`` is applied to the ledger
-at once (the next height executes on it), while its storage transaction (block,
+Storage may overlap the next height (issue 16, ``consensus.overlap_storage``; off by
+default: measured slower on CPython, see docs/BENCHMARKS.md "Pipelining in the node"):
+a ``CommitBlock`` is applied to the ledger at once (the next height executes on it),
+while its storage transaction (block,
 certificate, state writes and the ``Persist`` of the same step) and then the
 announcements (``on_committed``: API status, events, receipts to relay, gossip) run on
 one FIFO writer behind the previous ones, so blocks reach the store in height order and
@@ -312,6 +314,9 @@ class ConsensusDriver:
                 bundled = persist if last else None
                 before = self._persisted
                 write = await self._commit(action, bundled)
+                if not self.config.consensus.overlap_storage:
+                    await asyncio.shield(write)  # stored before anything else (default)
+                    self._check_writes()
                 if bundled is not None:
                     persisted = True
                     if needs_durable(before, bundled.state):
