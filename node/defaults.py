@@ -50,8 +50,8 @@ CONSENSUS_VIEW_CHANGE_TIMEOUT_MS = 4_000
 # committed one, each executed on the block in flight below. 1..checkpoint_interval.
 CONSENSUS_PIPELINE_DEPTH = 1
 # [consensus]: write a committed block to the store while the next height proceeds
-# (issue 16, part A). Off: measured 15-30 % fewer TPS on CPython (the SQLite writer
-# thread and the ledger thread contend for the GIL, and votes wait for that write).
+# (issue 16, part A). Off: no gain measured on the 2-core machine, medians lower with it
+# on (not resolved by the runs; docs/BENCHMARKS.md "Pipelining in the node").
 CONSENSUS_OVERLAP_STORAGE = False
 
 # [consensus]: a fresh proposal's header time may be at most this far past a replica's

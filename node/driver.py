@@ -6,7 +6,7 @@ a ``CommitBlock`` is written together with that ``Persist`` in one storage
 transaction. Ledger work runs on the ledger thread, never on the loop.
 
 Storage may overlap the next height (issue 16, ``consensus.overlap_storage``; off by
-default: measured slower on CPython, see docs/BENCHMARKS.md "Pipelining in the node"):
+default: no gain measured, see docs/BENCHMARKS.md "Pipelining in the node"):
 a ``CommitBlock`` is applied to the ledger at once (the next height executes on it),
 while its storage transaction (block,
 certificate, state writes and the ``Persist`` of the same step) and then the

@@ -1,5 +1,5 @@
 """Issue 16, deliverable 1, part A: a commit's storage write may overlap the next
-height (``consensus.overlap_storage``; off by default, measured slower on CPython).
+height (``consensus.overlap_storage``; off by default, no gain measured).
 
 With it on, the driver applies a committed block to the ledger at once and queues its storage
 write (FIFO, height order); the announcements (``on_committed``: API status, events,
