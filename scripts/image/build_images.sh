@@ -49,6 +49,8 @@ done
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build_images.sh: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/image/debs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 now() { date +%s.%N; }
 declare -A seconds=()
 declare -A how=()
@@ -204,18 +206,7 @@ fetch_image_debs() {
     if [ -f "$IMAGE_DEBS/.stamp" ] && [ "$(cat "$IMAGE_DEBS/.stamp")" = "$version" ]; then
         log "imagedebs/: iproute2 $version present, reused"; return
     fi
-    rm -rf "$IMAGE_DEBS"
-    mkdir -p "$IMAGE_DEBS"
-    mapfile -t packages < <(apt-cache depends --recurse --no-recommends --no-suggests \
-        --no-conflicts --no-breaks --no-replaces --no-enhances iproute2 \
-        | grep -E '^[a-z0-9]' | sort -u)
-    (cd "$IMAGE_DEBS" && apt-get download -qq "${packages[@]}" >/dev/null) \
-        || die "apt-get download of iproute2 and its dependencies failed (mirror reachable?)"
-    for deb in "$IMAGE_DEBS"/*.deb; do
-        dpkg-deb -f "$deb"
-        printf 'Filename: ./%s\nSize: %s\nSHA256: %s\n\n' "$(basename "$deb")" \
-            "$(stat -c %s "$deb")" "$(sha256sum "$deb" | cut -d' ' -f1)"
-    done >"$IMAGE_DEBS/Packages"
+    download_debs iproute2 "$IMAGE_DEBS"
     echo "$version" >"$IMAGE_DEBS/.stamp"
     log "imagedebs/: iproute2 $version and its dependencies, $(ls "$IMAGE_DEBS"/*.deb | wc -l) packages"
 }

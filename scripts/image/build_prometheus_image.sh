@@ -39,6 +39,8 @@ done
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build_prometheus_image.sh: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/image/debs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 
 docker info >/dev/null 2>&1 || die "docker info failed: is the Docker engine running?"
 if ! docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
@@ -59,20 +61,7 @@ if [ "$refresh_debs" = 0 ] && [ -f "$DEBS/.stamp" ] && [ "$(cat "$DEBS/.stamp")"
     log "prometheus $version debs present in $DEBS: reused"
 else
     log "downloading prometheus $version and its dependencies into $DEBS"
-    rm -rf "$DEBS"
-    mkdir -p "$DEBS"
-    # Real packages only (virtual ones print as <name>; their providers are listed too).
-    mapfile -t packages < <(apt-cache depends --recurse --no-recommends --no-suggests \
-        --no-conflicts --no-breaks --no-replaces --no-enhances prometheus \
-        | grep -E '^[a-z0-9]' | sort -u)
-    (cd "$DEBS" && apt-get download -qq "${packages[@]}" >/dev/null) \
-        || die "apt-get download failed (mirror reachable?)"
-    # The flat repository's index: each package's control fields plus where and what.
-    for deb in "$DEBS"/*.deb; do
-        dpkg-deb -f "$deb"
-        printf 'Filename: ./%s\nSize: %s\nSHA256: %s\n\n' "$(basename "$deb")" \
-            "$(stat -c %s "$deb")" "$(sha256sum "$deb" | cut -d' ' -f1)"
-    done >"$DEBS/Packages"
+    download_debs prometheus "$DEBS"
     echo "$version" >"$DEBS/.stamp"
 fi
 log "$(ls "$DEBS"/*.deb | wc -l) packages, $(du -sh "$DEBS" | cut -f1)"
