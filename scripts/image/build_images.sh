@@ -50,7 +50,7 @@ done
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build_images.sh: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/image/debs.sh
-. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
+. "$ROOT/scripts/image/debs.sh"
 now() { date +%s.%N; }
 declare -A seconds=()
 declare -A how=()

@@ -40,7 +40,7 @@ done
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build_prometheus_image.sh: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/image/debs.sh
-. "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
+. "$ROOT/scripts/image/debs.sh"
 
 docker info >/dev/null 2>&1 || die "docker info failed: is the Docker engine running?"
 if ! docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
