@@ -42,7 +42,7 @@ for arg in "$@"; do
         --rebuild-base) rebuild_base=1 ;;
         --no-cache) build_cache=(--no-cache) ;;
         --base-only) base_only=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$ROOT/scripts/image/build_images.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_images.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done

@@ -32,7 +32,7 @@ for arg in "$@"; do
     case $arg in
         --refresh-debs) refresh_debs=1 ;;
         --no-cache) build_cache=(--no-cache) ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$ROOT/scripts/image/build_prometheus_image.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_prometheus_image.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
