@@ -113,12 +113,14 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def metrics(url: str) -> dict[str, float]:
-    """Blocks committed and p2p bytes sent, from a node's ``/metrics``."""
+    """Blocks committed, receipts applied and p2p bytes sent, from a node's ``/metrics``."""
     text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    out = {"blocks": 0.0, "sent_bytes": 0.0}
+    out = {"blocks": 0.0, "sent_bytes": 0.0, "receipts_applied": 0.0}
     for line in text.splitlines():
         if line.startswith("shardnet_blocks_committed_total"):
             out["blocks"] = float(line.rpartition(" ")[2])
+        elif line.startswith("shardnet_receipts_applied_total"):
+            out["receipts_applied"] += float(line.rpartition(" ")[2])
         elif line.startswith("shardnet_p2p_bytes_total") and 'direction="out"' in line:
             out["sent_bytes"] += float(line.rpartition(" ")[2])
     return out
@@ -279,6 +281,101 @@ def measure_announcements(base_port: int, rate: float, seconds: float, idle_s: f
                          "cpu_s": [round(c, 3) for c in w.cpu_s]} for w in (idle, loaded)]}
 
 
+def sign_transfers(count: int, senders: int, to_shard: int, num_shards: int,
+                   ) -> tuple[list[bytes], list[str]]:
+    """``count`` pre-signed transfers from ``senders`` funded accounts of shard 0 to funded
+    accounts of ``to_shard`` (0: local transactions; 1: each with a receipt for shard 1)."""
+    from sharding.accounts import derive_account, shard_of
+    from sharding.tx import tx_hash
+
+    by_shard: dict[int, list[KeyPair]] = {0: [], to_shard: []}
+    index = 0
+    while len(by_shard[0]) < senders or len(by_shard[to_shard]) < senders:
+        key = derive_account("shardnet", index)
+        by_shard.setdefault(shard_of(key.public_key, num_shards), []).append(key)
+        index += 1
+    keys, recipients = by_shard[0][:senders], by_shard[to_shard][:senders]
+    raws, hashes = [], []
+    for i in range(count):
+        sender, recipient = keys[i % senders], recipients[(i + 1) % senders]
+        tx = sign_tx(sender, TxBody("shardnet-local", sender.public_key, i // senders,
+                                    Transfer(recipient.public_key, 0, 1)))
+        raws.append(encode(tx))
+        hashes.append(tx_hash(tx).hex())
+    return raws, hashes
+
+
+def wait_receipts(urls: list[str], target: float, timeout_s: float) -> bool:
+    """Until every node at ``urls`` has applied ``target`` receipts in all (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(metrics(url)["receipts_applied"] >= target for url in urls):
+            return True
+        time.sleep(0.1)  # polling a condition, with a deadline
+    return False
+
+
+def measure_cross(base_port: int, rate: float, seconds: float, log: Any) -> dict[str, Any]:
+    """Node CPU per cross-shard transaction beyond a local one, at the source and at the
+    destination: a 2 x 4 testnet, the same paced load on shard 0 twice, local transfers
+    (shard 0 to shard 0), then cross-shard only (shard 0 to shard 1, until every shard-1
+    node applied the receipts); per shard, the CPU of every node's process tree. The
+    difference per transaction holds the receipt bundles, their relaying, the
+    certificate and proof checks and the apply at the destination, finality tracking."""
+    from scripts.bench.node import run_load
+
+    spec = TestnetSpec(shards=2, validators=4, accounts=3000, base_port=base_port)
+    count, senders = int(rate * seconds), 500
+    warm = 500
+    local_raws, local_hashes = sign_transfers(count + warm, senders, 0, 2)
+    # nonces: the cross window's senders continue after the local window's
+    cross_raws, cross_hashes = sign_transfers(2 * (count + warm), senders, 1, 2)
+    cross_raws, cross_hashes = cross_raws[count + warm:], cross_hashes[count + warm:]
+    with local_testnet(spec) as (root, nodes):
+        zero = [n for n in nodes if n.shard == 0]
+        one = [n for n in nodes if n.shard == 1]
+        urls0, urls1 = [n.api_url for n in zero], [n.api_url for n in one]
+        pids = node_pids(zero, root) + node_pids(one, root)
+        asyncio.run(run_load(urls0, local_raws[:warm], local_hashes[:warm], 100, 60.0, 0))
+
+        def local() -> int:
+            asyncio.run(run_load(urls0, local_raws[warm:], local_hashes[warm:], 100, 60.0,
+                                 rate))
+            return count
+
+        local_window = measure_window(pids, urls0, local)
+        # warm the cross path (receipt relays, the destination's proof checks) first
+        applied = metrics(urls1[0])["receipts_applied"]
+        asyncio.run(run_load(urls0, cross_raws[:warm], cross_hashes[:warm], 100, 60.0, 0))
+        if not wait_receipts(urls1, applied + warm, 60.0):
+            raise RuntimeError("calibration: the warm-up's receipts were not applied")
+        applied += warm
+
+        def cross() -> int:
+            asyncio.run(run_load(urls0, cross_raws[warm:], cross_hashes[warm:], 100, 60.0,
+                                 rate))
+            if not wait_receipts(urls1, applied + count, 60.0):
+                raise RuntimeError("calibration: cross-shard receipts were not applied")
+            return count
+
+        cross_window = measure_window(pids, urls0, cross)
+    per_tx = {}
+    for name, part in (("source", slice(0, 4)), ("destination", slice(4, 8))):
+        # per node: the windows carry the same transactions at the same pace (the cross
+        # one ends when the receipts are applied: its few more idle ms are charged too)
+        extra = sum(cross_window.cpu_s[part]) - sum(local_window.cpu_s[part])
+        per_tx[name] = max(0.0, extra / count / 4 * 1e6)
+    log(f"2 x 4, {rate:.0f} tx/s from shard 0: local {sum(local_window.cpu_s):.2f} CPU s in "
+        f"{local_window.wall_s:.1f} s, cross-shard {sum(cross_window.cpu_s):.2f} CPU s in "
+        f"{cross_window.wall_s:.1f} s; per node and cross-shard tx beyond a local one: "
+        f"source {per_tx['source']:.0f} µs, destination {per_tx['destination']:.0f} µs")
+    return {"cross_source_us": per_tx["source"], "cross_destination_us": per_tx["destination"],
+            "rate": rate,
+            "windows": [{"kind": kind, "wall_s": round(w.wall_s, 3), "txs": w.txs,
+                         "blocks": w.blocks, "cpu_s": [round(c, 3) for c in w.cpu_s]}
+                        for kind, w in (("local", local_window), ("cross", cross_window))]}
+
+
 def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
     load_before = os.getloadavg()
     seconds = 0.5 if quick else 2.0
@@ -297,6 +394,7 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
                               log)
     foreign = measure_announcements(base_port + 50, 300.0, 3.0 if quick else 6.0,
                                     2.0 if quick else 4.0, log)
+    cross = measure_cross(base_port + 100, 200.0, 3.0 if quick else 6.0, log)
     in_process = verify_us + ledger["execution"] + ledger["state_root"] + \
         ledger["storage_commit"]
     step_us, messages = consensus[0].step_us, consensus[0].messages_per_commit / 4
@@ -316,6 +414,8 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
                     "rates": list(rates), **testnet},
         "announcements": {"topology": "2 x 4 local processes, load on shard 0 only",
                           **foreign},
+        "cross_shard": {"topology": "2 x 4 local processes, paced load from shard 0: "
+                                    "local, then cross-shard only", **cross},
     }
     return Costs(
         format=COSTS_FORMAT, verify_us=verify_us, sign_us=sign_us,
@@ -325,6 +425,8 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
         certificate_bytes_per_signer=sizes["certificate_bytes_per_signer"],
         shell_tx_us=shell_tx, shell_block_us=shell_block,
         foreign_block_us=foreign["foreign_block_us"],
+        cross_source_us=cross["cross_source_us"],
+        cross_destination_us=cross["cross_destination_us"],
         idle_cpu_share=testnet["idle_cpu_share"], loader_submit_us=testnet["loader_submit_us"],
         p2p_bytes_per_tx=testnet["p2p_bytes_per_tx"],
         p2p_bytes_per_block=testnet["p2p_bytes_per_block"], measured=measured)

@@ -23,6 +23,11 @@ Two sources:
 * a real 2 x 4 testnet with load on shard 0 only: the CPU shard 1's nodes spend per
   shard-0 block (``foreign_block_us``: the gossiped announcement, its certificate
   checked, and its forwarding), which every node pays for every block of every shard.
+* a real 2 x 4 testnet, the same paced load from shard 0 twice, local transfers then
+  cross-shard only: per node, the CPU a cross-shard transaction costs beyond a local one
+  at its source (receipts, bundles, relaying, finality tracking) and at its destination
+  (the pulled or pushed bundle, its certificate and proofs checked, the receipt applied):
+  ``cross_source_us``, ``cross_destination_us``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-COSTS_FORMAT = 1
+COSTS_FORMAT = 2  # 2: the measured cross-shard costs
 
 Us = Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
 Bytes = Annotated[float, msgspec.Meta(ge=0, le=1 << 30)]
@@ -67,6 +72,9 @@ class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shell_tx_us: Us  # node CPU per tx beyond verify + execution + root + storage
     shell_block_us: Us  # node CPU per block beyond the PBFT steps
     foreign_block_us: Us  # node CPU per block of another shard (its gossiped announcement)
+    # from the 2 x 4 testnet: node CPU per cross-shard tx beyond a local tx, per node
+    cross_source_us: Us  # at each validator of the source shard
+    cross_destination_us: Us  # at each validator of the destination shard
     idle_cpu_share: Annotated[float, msgspec.Meta(ge=0, le=4)]  # node CPU / wall, no load
     loader_submit_us: Us  # loader CPU per pre-signed tx (HTTP batches)
     p2p_bytes_per_tx: Bytes  # sent by the busiest node (the primary), n = 4

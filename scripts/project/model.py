@@ -11,6 +11,8 @@ Per validator and per transaction its shard originates (µs of CPU):
 
     parallel = verify + execution + storage + x (execution + storage)
     serial   = state_root + shell_tx + x (state_root + shell_tx)
+               + x (cross_source + cross_destination - execution - storage
+                    - state_root - shell_tx)     (the measured cross-shard surplus)
 
 and per cycle (each shard cuts one block per cycle):
 
@@ -100,6 +102,11 @@ def per_tx_parts(costs: Costs, config: Config, block_txs: float) -> dict[str, fl
         "consensus": step_us * messages / b,
         "shell_block": costs.shell_block_us / b,
         "announcements": (s - 1) * costs.foreign_block_us / b,
+        # measured beyond a local tx at source and destination, less the destination's
+        # apply charged above (by symmetry a validator receives as many as it sends)
+        "cross_shard": x * max(0.0, costs.cross_source_us + costs.cross_destination_us
+                               - costs.execution_us - costs.storage_us
+                               - costs.state_root_us - costs.shell_tx_us),
     }
 
 

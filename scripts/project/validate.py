@@ -97,26 +97,52 @@ def measure_e2e(base_port: int, quick: bool, log: Log) -> dict[str, Any]:
     from scripts.bench.e2e import VALIDATORS, measure_network
     from scripts.cli.load.findmax import Limits
     from scripts.cli.load.targets import network_from_testnet
-    from scripts.project.calibrate import tree_cpu_s
+    from scripts.project.calibrate import node_pids, tree_cpu_s
 
     console = Console(quiet=log is None)
-    step_s, drain_s = (3.0, 10.0) if quick else (8.0, 20.0)
+    step_s, drain_s, start = (3.0, 10.0, 500.0) if quick else (8.0, 20.0, 500.0)
     spec = TestnetSpec(shards=2, validators=VALIDATORS, accounts=1000, base_port=base_port)
-    with local_testnet(spec) as (root, _):
-        cpu, wall = tree_cpu_s(os.getpid()), time.perf_counter()
-        result, half, step = measure_network(network_from_testnet(root), console, 500.0,
+    with local_testnet(spec) as (root, nodes):
+        pids = node_pids(nodes, root)
+        cpu, wall = own_tree_cpu_s(), time.perf_counter()
+        nodes_cpu = sum(tree_cpu_s(pid) for pid in pids)
+        result, half, step = measure_network(network_from_testnet(root), console, start,
                                              Limits(p99_ms=1000.0), step_s, drain_s)
-        received = (tree_cpu_s(os.getpid()) - cpu) / (time.perf_counter() - wall)
-    generator = step.get("generator", {})
-    sent = max(1, int(step.get("offered") or 0))
+        total = own_tree_cpu_s() - cpu
+        generator_cpu = total - (sum(tree_cpu_s(pid) for pid in pids) - nodes_cpu)
+        received = total / (time.perf_counter() - wall)
+    # the load generator's CPU per transaction over every step at the find-max's rates:
+    # this process (engine: HTTP, event streams) and its signing workers, i.e. the whole
+    # tree but the nodes. (Its step reports count the signing workers only.) The
+    # warm-up sends start / 2 tx/s for 2 s.
+    sent = start + sum(int(row["sent"]) for found in result["find_max"].values()
+                       for row in found["steps"]) + int(step.get("sent") or 0)
+    if log:
+        log(f"2x4 load generator: {generator_cpu:.1f} CPU s for {sent} txs: "
+            f"{1e6 * generator_cpu / max(1, sent):.0f} µs per tx")
     return {"max_tps": result["max_tps"], "half_load_tps": half,
-            # the load generator's CPU per transaction (engine and signing workers), as
-            # its own report measured it at half load: an input, like the CPU received
-            "generator_us_per_tx": round(1e6 * float(generator.get("cpu_s") or 0) / sent, 1),
+            "generator_us_per_tx": round(1e6 * generator_cpu / max(1, sent), 1),
+            "generator_signing_us_per_tx_half_load": round(
+                1e6 * float(step.get("generator", {}).get("signing_cpu_s") or 0)
+                / max(1, int(step.get("sent") or 0)), 1),
             "cores_received": round(received, 3),
             "commit_p50_ms": step["latency_ms"]["commit"]["p50"],
             "commit_p99_ms": step["latency_ms"]["commit"]["p99"],
             "step_s": step_s}
+
+
+def own_tree_cpu_s() -> float:
+    """This process's CPU, its live descendants' and its reaped children's (the load
+    generator's signing workers have exited by the time the find-max returns)."""
+    import psutil
+
+    from scripts.project.calibrate import tree_cpu_s
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    live = sum(tree_cpu_s(child.pid) for child in me.children())
+    return float(times.user + times.system + times.children_user + times.children_system
+                 + live)
 
 
 def compare(name: str, predicted: float, measured: float) -> dict[str, Any]:
@@ -178,10 +204,12 @@ def run_validation(costs: Costs | None, network: NetworkModel, base_port: int, q
 
 
 def overloaded(recorded: dict[str, Any]) -> bool:
-    """Other users kept more runnable work than twice the cores (load average before or
-    after): a p99 limit of 1 s then measures the scheduler more than the testnet."""
+    """Other users kept more runnable work than twice the cores before the runs (the
+    1-minute load average then): a p99 limit of 1 s then measures the scheduler more
+    than the testnet. The load after is not judged: 8 nodes and the loader on 2 cores
+    raise it to ~10 by themselves."""
     limit = OVERLOAD_PER_CORE * float(recorded["cores"])
-    return bool(max(recorded["load_average_before"][0], recorded["load_average_after"][0]) > limit)
+    return bool(recorded["load_average_before"][0] > limit)
 
 
 def judge(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from scripts.project.validate import TOLERANCE, judge, overloaded
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "project_validation.json"
+QUIET = DATA / "project_validation_quiet.json"
 STRUCTURE = Structure(commit_delays=5.0, commit_base_ms=120.0, finality_delays=7.0,
                       finality_base_ms=350.0)
 
@@ -71,6 +72,46 @@ def test_an_overloaded_machine_leaves_the_2x4_find_max_ungated() -> None:
     assert any("overloaded" in c["name"] for c in judged["informative"])
     data["load_average_before"][0] = data["load_average_after"][0] = 1.0
     assert len(judge(data)["comparisons"]) == 3
+
+
+def test_the_load_the_benchmarks_cause_does_not_ungate_them() -> None:
+    """8 nodes and the loader on 2 cores raise the load average to ~10 by themselves:
+    the gate judges the machine by the load before the runs."""
+    data = recorded()
+    data["load_average_before"][0], data["load_average_after"][0] = 0.3, 10.2
+    assert not overloaded(data)
+    assert len(judge(data)["comparisons"]) == 3
+    data["load_average_before"][0] = 2 * data["cores"] + 1
+    assert overloaded(data)
+
+
+def test_the_quiet_run_is_gated_and_its_1x4_holds() -> None:
+    """The run on a quiet machine (load 0.6 before, 9.5 after: the benchmarks' own):
+    the 2 x 4 rows are gated, 1 x 4 holds, and the 2 x 4 find-max is off (the open item
+    of docs/SCALING.md): the recorded judgement is reproduced exactly."""
+    data: dict[str, Any] = json.loads(QUIET.read_text())
+    assert not overloaded(data)
+    judged = judge(data)
+    assert [c["name"] for c in judged["comparisons"]] == [
+        "1x4 bench node TPS", "2x4 bench e2e max TPS, 0% cross",
+        "2x4 bench e2e max TPS, 20% cross"]
+    assert judged["comparisons"][0]["ok"]
+    assert judged["comparisons"] == data["comparisons"]
+    assert not judged["ok"]
+
+
+def test_the_measured_cross_shard_cost_lowers_only_the_cross_shard_prediction() -> None:
+    data: dict[str, Any] = json.loads(QUIET.read_text())
+    before = judge(data)["predicted"]["e2e"]
+    data["costs"]["cross_destination_us"] += 1000
+    after = judge(data)["predicted"]["e2e"]
+    assert after["0"]["tps"] == before["0"]["tps"]
+    assert after["0.2"]["tps"] < 0.9 * before["0.2"]["tps"]
+    c = costs()
+    cheap = msgspec.structs.replace(c, cross_source_us=0.0, cross_destination_us=0.0)
+    config = Config(16, 4, 8, 0.3)
+    assert project_one(c, network(), STRUCTURE, config).tps < project_one(
+        cheap, network(), STRUCTURE, config).tps
 
 
 def test_the_recorded_run_fails_when_the_costs_are_off() -> None:
@@ -162,6 +203,11 @@ def test_a_bad_costs_file_is_refused_with_why(tmp_path: Path) -> None:
     data["verify_us"] = -3
     path.write_text(json.dumps(data))
     with pytest.raises(CostsError, match=r"\$\.verify_us"):
+        load_costs(path)
+    data["verify_us"] = 118.0
+    del data["cross_destination_us"]  # a costs file from before the cross-shard figures
+    path.write_text(json.dumps(data))
+    with pytest.raises(CostsError, match="cross_destination_us"):
         load_costs(path)
     path.write_text("{")
     with pytest.raises(CostsError, match="not JSON"):
