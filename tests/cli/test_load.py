@@ -401,3 +401,29 @@ def test_events_503_retry_after_is_honoured_not_hammered() -> None:
     assert refused[3] - refused[0] < 0.9 <= refused[4] - refused[3]
     assert report["errors"].get("events_http_503") == 6
     assert report["sent"] == report["committed"] == 50
+
+
+def test_each_find_max_step_reports_its_own_generator_cpu_not_the_shared_signers_total(
+        ) -> None:
+    """The steps of a find-max (and bench e2e's half-load step) share one signer: a step's
+    report counts the signing CPU spent during that step (it counted everything the signer
+    had done since it started, overstating bench e2e's generator share)."""
+    from scripts.bench.e2e import engine_factory
+    from scripts.cli.load.findmax import run_step
+    from scripts.cli.load.signer import Signer
+
+    with fake_node() as node:
+        network = discover_urls([node.url])
+        universe = build_universe(network.genesis, "shardnet", 100, 16)
+        signer = Signer(network.chain_id, "shardnet", [s.index for s in universe.senders], 1)
+        try:
+            make = engine_factory(network, universe, signer, 0.0, 1.0, 5.0)
+            first = run_step(make(200, 0))
+            spent_before = signer.worker_cpu_s
+            second = run_step(make(200, 1))
+            total = signer.worker_cpu_s
+        finally:
+            signer.close()
+    assert first["sent"] == second["sent"] == 200 and spent_before > 0
+    assert second["generator"]["signing_cpu_s"] == pytest.approx(total - spent_before, abs=0.011)
+    assert second["generator"]["signing_cpu_s"] < round(total, 2)

@@ -26,8 +26,11 @@ if TYPE_CHECKING:  # without importing aiohttp for the pure parts
 HASHES_LISTED_MAX = 20
 
 
-def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float
-                 ) -> dict[str, Any]:
+def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float,
+                 signing_cpu_s: float | None = None) -> dict[str, Any]:
+    """``cpu_s``: this process's CPU during the run; ``signing_cpu_s``: the signing
+    workers' during the run (default: all the signer has used, for a signer made for
+    this one run)."""
     tracker, state, network = engine.tracker, engine.state, engine.network
     records = [r for r in tracker.records.values() if r.submitted_s is not None]
     counts = tracker.counts()
@@ -50,7 +53,8 @@ def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float
                                                and r.submitted_s is not None)},
         }
     hops = {name: summarize(values) for name, values in hop_latencies(records).items()}
-    generator_cpu = cpu_s + engine.signer.worker_cpu_s
+    signing_cpu = engine.signer.worker_cpu_s if signing_cpu_s is None else signing_cpu_s
+    generator_cpu = cpu_s + signing_cpu
     tps = counts["committed"] / span if counts["committed"] else 0.0
     return {
         "sent": counts["sent"], "committed": counts["committed"],
@@ -71,7 +75,7 @@ def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float
         "markers": list(state.markers),
         "generator": {
             "cpu_s": round(generator_cpu, 2),
-            "signing_cpu_s": round(engine.signer.worker_cpu_s, 2),
+            "signing_cpu_s": round(signing_cpu, 2),
             "sign_workers": engine.signer.workers,
             "cpu_share_of_one_core": round(generator_cpu / max(1e-9, state.ended_s or 1), 3),
             "cpu_share_per_1000_tps": round(generator_cpu / max(1e-9, state.ended_s or 1)
