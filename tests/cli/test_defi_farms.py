@@ -4,13 +4,10 @@ each signs the call it names, fully offline with ``--raw --nonce --chain-id``.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from scripts.cli import exits
-from scripts.cli.main import main
 from sharding.accounts import program_address
 from sharding.tx import (
     AddLiquidity,
@@ -22,20 +19,13 @@ from sharding.tx import (
     decode_tx,
     verify_tx_signature,
 )
+from tests.support.cli import offline_wallet, run  # noqa: F401 (the fixture)
 
 POOL = program_address("COIN-USD")
 OFFLINE = ("--raw", "--nonce", "4", "--chain-id", "c", "--json")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHARDNET_KEYSTORE", str(tmp_path / "keystore"))
-    monkeypatch.delenv("SHARDNET_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+pytestmark = pytest.mark.usefixtures("offline_wallet")
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,10 @@ no node answering for the market address exits 3."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from scripts.cli import exits
-from scripts.cli.main import main
 from sharding.accounts import derive_account
 from sharding.genesis import lending_address
 from sharding.tx import (
@@ -24,21 +21,14 @@ from sharding.tx import (
     decode_tx,
     verify_tx_signature,
 )
+from tests.support.cli import offline_wallet, run  # noqa: F401 (the fixture)
 
 MARKET = lending_address(0, 2)
 BORROWER = derive_account("shardnet", 5).public_key
 OFFLINE = ("--market", MARKET.hex(), "--raw", "--nonce", "4", "--chain-id", "c", "--json")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHARDNET_KEYSTORE", str(tmp_path / "keystore"))
-    monkeypatch.delenv("SHARDNET_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+pytestmark = pytest.mark.usefixtures("offline_wallet")
 
 
 @pytest.mark.parametrize(
