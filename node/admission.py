@@ -4,7 +4,9 @@ Admission decodes and checks a transaction (shard, amounts, Ed25519 signature) o
 the admission pool, off the event loop, then whether its sender can pay against the
 committed state (``check_tx_payable``: ``unfunded_sender``, ``insufficient_balance``;
 advisory, the state moves: the proposer and the replicas apply the same rule to the
-block), then offers it to the mempool (nonce window, capacity, the gapped share).
+block), then offers it to the mempool (nonce window, capacity, the gapped share). What
+the mempool cannot take (``Mempool.room``, less the batches being checked) is refused
+``mempool_full`` before any of that, and a full pool is logged once per batch.
 Transactions a client submitted are then forwarded once runnable: a gapped one (its
 nonce ahead of its sender's next) waits here until the mempool reports it runnable,
 and is never forwarded if it leaves the pool before. Forwarded transactions are
@@ -44,7 +46,7 @@ from consensus.kernel.errors import DecodeError, ShardnetError
 from node import defaults
 from node.drops import DropLog
 from node.errors import SubmitResult
-from node.mempool import DuplicateTx, Mempool, MempoolError, PendingTx, Removed
+from node.mempool import DuplicateTx, Mempool, MempoolError, MempoolFull, PendingTx, Removed
 from node.metrics import NodeMetrics
 from node.parts import Clock, InlineExecutor
 from node.verify_pool import VerifyPool, resolve_verify_threads
@@ -200,16 +202,59 @@ class Admission:
         self._send_to = send_to
         self._shard_peers = shard_peers
         self._peers_seen: frozenset[int] = frozenset()
+        # Transactions and bytes of the batches being checked right now (room in the
+        # mempool they may take once checked).
+        self._checking_txs = 0
+        self._checking_bytes = 0
+
+    # -- room ----------------------------------------------------------------------
+
+    def _fitting(self, raw_txs: list[bytes]) -> int:
+        """How many of ``raw_txs`` (a prefix) may be checked: at most what the mempool
+        could still take (``Mempool.room``) less what the batches being checked right
+        now may take. The rest are refused ``mempool_full`` before they are decoded or
+        their signatures verified (issue 16: under overload every refused transaction
+        was verified first)."""
+        places, room = self.mempool.room()
+        places -= self._checking_txs
+        room -= self._checking_bytes
+        size = 0
+        for count, raw in enumerate(raw_txs):
+            size += len(raw)
+            if count >= places or size > room:
+                return count
+        return len(raw_txs)
+
+    async def _check(self, raw_txs: list[bytes]) -> list[Checked]:
+        """``admit_batch`` on the admission pool for the transactions that may fit; a
+        ``MempoolFull`` for the others (no hash: they were not decoded)."""
+        count = self._fitting(raw_txs)
+        checked: list[Checked] = []
+        if count:
+            size = sum(len(raw) for raw in raw_txs[:count])
+            self._checking_txs += count
+            self._checking_bytes += size
+            try:
+                checked = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, admit_batch, self.ledger, raw_txs[:count],
+                    self.verify_pool.verify_many, self.mempool.__contains__)
+            finally:
+                self._checking_txs -= count
+                self._checking_bytes -= size
+        if count < len(raw_txs):
+            full = MempoolFull(f"mempool holds {len(self.mempool)} txs, "
+                               f"{self.mempool.size_bytes} bytes (refused before its checks)")
+            checked.extend([(None, None, full)] * (len(raw_txs) - count))
+        return checked
 
     # -- from clients --------------------------------------------------------------
 
     async def submit(self, raw_txs: list[bytes]) -> list[SubmitResult]:
-        """One result per transaction; the accepted ones are forwarded."""
-        loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
-                                             self.verify_pool.verify_many,
-                                             self.mempool.__contains__)
+        """One result per transaction; the accepted ones are forwarded. A full pool is
+        logged once per batch (``mempool.full``, ``count`` refused)."""
+        checked = await self._check(raw_txs)
         results: list[SubmitResult] = []
+        full = 0
         accepted_hashes: list[str] = []
         now = self.clock.monotonic_ms()
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
@@ -233,10 +278,13 @@ class Admission:
             self.metrics.txs_received.labels(result=error.reason).inc()
             results.append(SubmitResult(digest, False, error.reason, error.detail))
             if error.reason == "mempool_full":
-                self.log.warning("mempool.full", txs=len(self.mempool))
+                full += 1
             else:
                 self.log.info("tx.rejected", tx=digest.hex() if digest else None,
                               error=error.reason, detail=error.detail[:200])
+        if full:
+            self.log.warning("mempool.full", count=full, txs=len(self.mempool),
+                             bytes=self.mempool.size_bytes)
         if accepted_hashes:
             self.log.info("tx.received", txs=accepted_hashes, count=len(accepted_hashes))
             self._schedule_forward()
@@ -257,12 +305,10 @@ class Admission:
         task.add_done_callback(self._background.discard)
 
     async def _admit_forwarded(self, raw_txs: list[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        # A transaction the pool holds is refused by hash before its checks (a peer
-        # forwarding it again, or sending the pool after a reconnect).
-        checked = await loop.run_in_executor(self._pool, admit_batch, self.ledger, raw_txs,
-                                             self.verify_pool.verify_many,
-                                             self.mempool.__contains__)
+        # What cannot fit is refused before its checks, and a transaction the pool
+        # holds by hash right after decoding (a peer forwarding it again, or sending
+        # the pool after a reconnect).
+        checked = await self._check(raw_txs)
         now = self.clock.monotonic_ms()
         added = 0
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):

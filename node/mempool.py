@@ -125,6 +125,13 @@ class Mempool:
     def is_gapped(self, tx_hash: bytes) -> bool:
         return tx_hash in self._gapped
 
+    def room(self) -> tuple[int, int]:
+        """At most how many more transactions and bytes the pool could take: its free
+        places, counting gapped transactions as free (a runnable transaction evicts
+        them). Admission refuses what cannot fit before checking it."""
+        return (self.txs_max - len(self._by_hash) + len(self._gapped),
+                self.bytes_max - self.size_bytes + self._gapped_bytes)
+
     def add(self, item: PendingTx) -> list[Removed]:
         """Admit ``item`` or raise a typed ``MempoolError`` with the reason; return the
         gapped transactions evicted to make room for it (also reported by ``expire``)."""
