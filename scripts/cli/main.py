@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "completion": "scripts.cli.completion:completion",
     "node": "node.main:node_command",
     "testnet": "scripts.cli.testnet.cli:testnet",
-    "keys": "scripts.cli.wallet:keys",
+    "keys": "scripts.cli.keys:keys",
     "account": "scripts.cli.wallet:account",
     "tx": "scripts.cli.wallet:tx",
     "block": "scripts.cli.explorer:block",
