@@ -130,6 +130,20 @@ class FaultsSection(_Section):
     port: Port = 0
 
 
+class NetEmulationSection(_Section):
+    """Emulating separate machines on one (docs/NODE.md, "Network emulation"): a one-way
+    delay added to, and a rate cap on, what this node sends its peers (messages,
+    heartbeats, requests and their answers, gossip; not the HTTP API). ``mode``:
+    ``off`` (the default: nothing built), ``userspace`` (the node's p2p layer holds
+    each message until due, node/p2p/shaping.py), ``netem`` (the kernel does it, a
+    container's qdisc: the node adds nothing). ``testnet init --latency --bandwidth``
+    writes it; in a container the entry point decides between netem and userspace."""
+
+    mode: Literal["off", "userspace", "netem"] = "off"
+    latency_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    bandwidth_bits_per_s: Annotated[int, msgspec.Meta(ge=0, le=100_000_000_000)] = 0
+
+
 class NodeConfig(_Section):
     node: NodeSection
     p2p: P2PSection = msgspec.field(default_factory=P2PSection)
@@ -140,6 +154,7 @@ class NodeConfig(_Section):
     executor: ExecutorSection = msgspec.field(default_factory=ExecutorSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
     faults: FaultsSection = msgspec.field(default_factory=FaultsSection)
+    net_emulation: NetEmulationSection = msgspec.field(default_factory=NetEmulationSection)
     home: str = ""
 
     def path(self, relative: str) -> Path:
@@ -187,6 +202,14 @@ def _check_together(config: NodeConfig) -> None:
         raise ConfigError(
             f"$.consensus.inbox_bytes_max: {consensus.inbox_bytes_max} is below one p2p frame "
             f"(p2p.frame_bytes_max {p2p.frame_bytes_max})")
+    emulation = config.net_emulation
+    if 0 < emulation.bandwidth_bits_per_s < 8_000:
+        raise ConfigError(f"$.net_emulation.bandwidth_bits_per_s: "
+                          f"{emulation.bandwidth_bits_per_s} is below 8000 (0: no cap)")
+    if 2 * emulation.latency_ms >= 5 * p2p.heartbeat_interval_ms:
+        raise ConfigError(
+            f"$.net_emulation.latency_ms: a round trip of 2 x {emulation.latency_ms} ms "
+            f"reaches the heartbeat timeout (5 x p2p.heartbeat_interval_ms)")
     if consensus.pipeline_depth > consensus.checkpoint_interval:
         raise ConfigError(
             f"$.consensus.pipeline_depth: {consensus.pipeline_depth} is above "

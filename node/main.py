@@ -68,7 +68,18 @@ def p2p_config(config: NodeConfig, genesis: Genesis, key: KeyPair) -> P2PConfig:
         dial_backoff_max_s=p2p.dial_backoff_max_ms / 1000,
         frame_bytes_max=p2p.frame_bytes_max,
         accept_unknown_peers=p2p.accept_unknown_peers,
+        **emulated_network(config),
     )
+
+
+def emulated_network(config: NodeConfig) -> dict[str, Any]:
+    """The p2p layer's userspace emulation settings (``[net_emulation]``): none unless
+    its mode is ``userspace`` (``netem``: the kernel already delays our packets)."""
+    emulation = config.net_emulation
+    if emulation.mode != "userspace":
+        return {}
+    return {"emulated_latency_s": emulation.latency_ms / 1000,
+            "emulated_rate_bit": emulation.bandwidth_bits_per_s}
 
 
 async def build_production_parts(config: NodeConfig, genesis: Genesis, key: KeyPair

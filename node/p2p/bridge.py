@@ -26,6 +26,7 @@ from structlog.typing import FilteringBoundLogger
 
 from node.p2p.config import P2PConfig, P2PError, P2PStats
 from node.p2p.drops import DropLog
+from node.p2p.shaping import LinkShaper
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -299,6 +300,8 @@ class Shared:
     drop: DropLog
     log: FilteringBoundLogger
     thread: TrioThread
+    # Userspace network emulation (node.p2p.shaping); None: off, nothing delayed.
+    shaper: LinkShaper | None = None
 
 
 class Part:
@@ -310,6 +313,7 @@ class Part:
         self._drop = shared.drop
         self._log = shared.log
         self._thread = shared.thread
+        self._shaper = shared.shaper
 
 
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:

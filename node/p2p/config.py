@@ -153,6 +153,10 @@ class P2PConfig:
     gossip_degree_high: int = 6
     # py-yamux sends a window update after every read unless this is off (P2P-NOTES).
     yamux_release_on_read: bool = False
+    # Userspace network emulation (node.p2p.shaping): a one-way delay added to, and a
+    # rate cap (bits/s) on, what we send to peers. 0: off (the default: nothing built).
+    emulated_latency_s: float = 0.0
+    emulated_rate_bit: int = 0
 
     def __post_init__(self) -> None:
         if len(self.private_key_seed) != 32:
@@ -201,6 +205,10 @@ class P2PConfig:
             raise P2PConfigError("must be < 1 MiB", reason="gossip_message_bytes_max")
         if not self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
             raise P2PConfigError("need low <= degree <= high", reason="gossip_degree")
+        if not 0 <= self.emulated_latency_s <= 10.0:
+            raise P2PConfigError("must be in 0..10 s", reason="emulated_latency_s")
+        if self.emulated_rate_bit and not 8_000 <= self.emulated_rate_bit <= 100 * 10**9:
+            raise P2PConfigError("must be 0 or 8 kbit/s..100 gbit/s", reason="emulated_rate_bit")
         own = peer_id_from_seed(self.private_key_seed)
         seen: set[str] = set()
         for spec in self.peers:

@@ -43,6 +43,7 @@ from libp2p.pubsub.utils import maybe_consume_signed_record
 from node.p2p.api import GossipHandler, GossipValidator
 from node.p2p.bridge import InboundGossip, Inbox, Part, Shared
 from node.p2p.gate import PeerGate
+from node.p2p.shaping import LinkShaper, wait_s
 
 GOSSIP_HEARTBEAT_INITIAL_DELAY_S = 0.1
 
@@ -55,14 +56,18 @@ class CountingRpcQueue(RpcQueue):
     refused RPCs (py-libp2p only logs them at DEBUG)."""
 
     depth = 32
+    shaper: LinkShaper | None = None  # per queue, under network emulation (its sender)
 
     def __init__(
         self, max_size: int | None = None, max_message_size: int = DefaultMaxMessageSize
     ) -> None:
         super().__init__(max_size or CountingRpcQueue.depth, max_message_size)
+        self.dues: dict[int, float] = {}  # id(rpc) -> when it reaches the peer
 
     def push(self, rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
         ok = super().push(rpc, priority)
+        if ok and self.shaper is not None:
+            self.dues[id(rpc)] = self.shaper.due(rpc.ByteSize())
         if not ok and not self.closed:
             global _drops
             with _lock:
@@ -125,10 +130,31 @@ class BridgedPubsub(Pubsub):
         deliver: Callable[[rpc_pb2.Message], None],
         msg_id_constructor: Callable[[rpc_pb2.Message], bytes],
         admit: Callable[[str, str], bool] = lambda peer, where: True,
+        shaper: LinkShaper | None = None,
     ) -> None:
         super().__init__(host, router, msg_id_constructor=msg_id_constructor)
         self._deliver = deliver
         self._admit = admit
+        self._shaper = shaper
+
+    async def handle_sending_messages(self, peer_id: ID, stream: INetStream,
+                                      queue: RpcQueue) -> None:
+        """Under userspace network emulation, py-libp2p's per-peer sending loop with
+        each RPC held until due (pushed before this task started: not held)."""
+        shaper = self._shaper
+        if shaper is None or not isinstance(queue, CountingRpcQueue):
+            await super().handle_sending_messages(peer_id, stream, queue)
+            return
+        queue.shaper = shaper
+        try:
+            while (rpc := await queue.pop()) is not None:
+                due = queue.dues.pop(id(rpc), None)
+                if due is not None:
+                    await trio.sleep(wait_s(due))
+                if not await self.write_msg(stream, rpc):
+                    return
+        except Exception:
+            self._handle_dead_peer(peer_id)
 
     async def stream_handler(self, stream: INetStream) -> None:
         if self._admit(stream.muxed_conn.peer_id.to_base58(), "gossip_stream"):
@@ -203,7 +229,7 @@ class Gossip(Part):
         )
         self.pubsub = BridgedPubsub(
             host, router, deliver=self._on_gossip, msg_id_constructor=gossip_message_id,
-            admit=self._gate.admit,
+            admit=self._gate.admit, shaper=self._shaper,
         )
         return self.pubsub, router
 

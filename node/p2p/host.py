@@ -15,6 +15,9 @@ trio loop (:mod:`node.p2p.bridge`); nothing outside ``node/p2p/`` knows trio.
   (``/shardnet/req/1.0.0``), for block sync.
 * ``publish``/``subscribe``: gossipsub (:mod:`node.p2p.gossip`). Gossip is never the
   only path for anything correctness needs.
+* ``emulated_latency_s`` / ``emulated_rate_bit`` in the config: userspace network
+  emulation (:mod:`node.p2p.shaping`), a one-way delay and a rate cap on everything
+  sent to peers; off (the default) builds none of it.
 * ``set_link_filter``: injected per-link delay, loss and partition for tests
   (:mod:`node.p2p.linkfaults`); None (the default) costs one attribute check.
 * Only the configured peers are served, on every stream of every protocol
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable
@@ -79,6 +83,8 @@ from node.p2p.gossip import Gossip, rpc_queue_drops
 from node.p2p.inbound import Inbound
 from node.p2p.linkfaults import LinkHook
 from node.p2p.sessions import MSG_PROTOCOL, REQ_PROTOCOL, Sessions
+from node.p2p.shaped_queue import ShapedOutQueue
+from node.p2p.shaping import shaper_of
 
 __all__ = ["MSG_PROTOCOL", "REQ_PROTOCOL", "P2PHost"]
 
@@ -103,8 +109,10 @@ class P2PHost:
         self._thread = TrioThread(self._log)
         self._inbox = Inbox(config.inbound_queue_max, self._dispatch,
                             config.inbound_queue_bytes_max)
-        shared = Shared(config, self.stats, self._drop, self._log, self._thread)
-        self._sessions = Sessions(shared)
+        self.shaper = shaper_of(config.emulated_latency_s, config.emulated_rate_bit)
+        shared = Shared(config, self.stats, self._drop, self._log, self._thread, self.shaper)
+        self._sessions = Sessions(shared, None if self.shaper is None else functools.partial(
+            ShapedOutQueue, shaper=self.shaper))
         self._gate = PeerGate(shared, frozenset({*self._sessions.known, self.peer_id}))
         self._inbound = Inbound(shared, self._inbox, self._gate, self._sessions.heard)
         self._gossip = Gossip(shared, self._inbox, self.peer_id, self._gate)
@@ -131,6 +139,9 @@ class P2PHost:
             await self.stop()
             raise P2PError("p2p host did not start in time", reason="startup_timeout") from error
         self._log.info("p2p.started", listen=self.listen_addrs, peers=len(self._sessions.known))
+        if self.shaper is not None:
+            self._log.info("net.emulation.applied", method="userspace", applied=True,
+                           **self.shaper.describe())
 
     async def wait_ended(self) -> None:
         """Return when the p2p thread has ended (after ``stop``, or a crash)."""

@@ -51,7 +51,8 @@ from node.p2p.framing import (
     encode_resp,
 )
 from node.p2p.gate import REQUESTS_IN_FLIGHT_FULL, PeerGate, RequestSlots, stream_peer
-from node.p2p.sessions import READ_BYTES, reset
+from node.p2p.sessions import PINGS_PENDING_MAX, READ_BYTES, reset
+from node.p2p.shaping import DelayLine, wait_s
 
 TOO_MANY_STREAMS = "too_many_streams"
 NO_HANDLER_ANSWER = b"no request handler"
@@ -100,7 +101,14 @@ class Inbound(Part):
             return
         self._msg_streams[peer] = open_streams + 1
         try:
-            await self._read_msg_stream(peer, stream)
+            if self._shaper is None:
+                await self._read_msg_stream(peer, stream)
+            else:  # userspace network emulation: PONGs leave when due, from their task
+                async with trio.open_nursery() as nursery:
+                    pongs = DelayLine(self._shaper, PINGS_PENDING_MAX)
+                    nursery.start_soon(pongs.run, stream.write, self.config.write_timeout_s)
+                    await self._read_msg_stream(peer, stream, pongs)
+                    nursery.cancel_scope.cancel()
         finally:
             left = self._msg_streams[peer] - 1
             if left:
@@ -108,7 +116,8 @@ class Inbound(Part):
             else:
                 del self._msg_streams[peer]
 
-    async def _read_msg_stream(self, peer: str, stream: INetStream) -> None:
+    async def _read_msg_stream(self, peer: str, stream: INetStream,
+                               pongs: DelayLine | None = None) -> None:
         cfg = self.config
         stats = self._stats
         decoder = FrameDecoder(cfg.frame_bytes_max, MSG_KINDS)
@@ -130,7 +139,9 @@ class Inbound(Part):
                             stats.msgs_received[item.channel] += 1
                             stats.bytes_received[item.channel] += len(item.data)
                     await self._deliver(peer, items)
-                if pings:
+                if pings and pongs is not None:
+                    pongs.put(b"".join(pings))
+                elif pings:
                     with trio.move_on_after(cfg.write_timeout_s) as scope:
                         await stream.write(b"".join(pings))
                     if scope.cancelled_caught:
@@ -204,6 +215,8 @@ class Inbound(Part):
                 if len(answer.payload) + RESP_LENGTH_EXTRA > cfg.frame_bytes_max:
                     self._log.error("p2p.response_too_large", peer=peer, size=len(answer.payload))
                     answer = Answer(RESP_ERROR, TOO_LARGE_ANSWER)
+                if self._shaper is not None:  # userspace network emulation
+                    await trio.sleep(wait_s(self._shaper.due(len(answer.payload))))
                 await stream.write(encode_resp(answer.status, answer.payload))
                 await stream.close()
             with self._stats.lock:

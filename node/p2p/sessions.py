@@ -53,6 +53,7 @@ from node.p2p.framing import (
     encode_ping,
     encode_req,
 )
+from node.p2p.shaping import wait_s
 
 MSG_PROTOCOL = TProtocol("/shardnet/msg/1.0.0")
 REQ_PROTOCOL = TProtocol("/shardnet/req/1.0.0")
@@ -215,6 +216,9 @@ class OutQueue:
         return ready
 
 
+NewQueue = Callable[[int, int, SendBudget], OutQueue]
+
+
 class _Session:
     """State shared by the tasks of one outbound message stream."""
 
@@ -228,13 +232,14 @@ class Sessions(Part):
     """The configured peers: their send queues (filled from the asyncio side), the
     supervised stream to each (trio side), and requests to any peer."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, new_queue: NewQueue | None = None) -> None:
         super().__init__(shared)
         config = shared.config
         self.known: dict[str, PeerSpec] = {spec.id: spec for spec in config.peers}
         self.budget = SendBudget(config.send_queues_bytes_max)
+        new_queue = new_queue or OutQueue  # a ShapedOutQueue under network emulation
         self._queues: dict[str, OutQueue] = {
-            pid: OutQueue(config.send_queue_frames_max, config.send_queue_bytes_max, self.budget)
+            pid: new_queue(config.send_queue_frames_max, config.send_queue_bytes_max, self.budget)
             for pid in self.known
         }
         self._connected: frozenset[str] = frozenset()
@@ -423,7 +428,7 @@ class Sessions(Part):
         stats = self._stats
         while True:
             batch = queue.take(cfg.write_batch_bytes_max)
-            if isinstance(batch, trio.Event):
+            if not isinstance(batch, WriteBatch):  # empty, or (emulation) not due yet
                 await batch.wait()
                 continue
             frames, channels = batch
@@ -519,6 +524,8 @@ class Sessions(Part):
         stream = await host.new_stream(ID.from_base58(peer), [REQ_PROTOCOL])
         failed = True
         try:
+            if self._shaper is not None:  # userspace network emulation
+                await trio.sleep(wait_s(self._shaper.due(len(data))))
             await stream.write(encode_req(data))
             decoder = FrameDecoder(self.config.frame_bytes_max, RESP_KINDS)
             while True:
