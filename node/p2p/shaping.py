@@ -32,10 +32,6 @@ from typing import NamedTuple
 
 import trio
 
-DELAY_MS_MAX = 10_000
-RATE_BIT_MIN = 8_000
-RATE_BIT_MAX = 100_000_000_000
-
 
 def burst_bytes_of(rate_bit: int) -> int:
     """The bucket: 10 ms of the rate, at least 16 KiB (tbf's sizing in the containers)."""

@@ -193,7 +193,8 @@ def test_compose_file_limits_cpus_and_asks_the_entry_point_for_the_qdisc() -> No
         render_compose(SPEC, node_entries(SPEC), swarm=True, emulation=emulation)
 
 
-def test_init_writes_the_emulation_into_the_compose_file_only(tmp_path: Path) -> None:
+def test_init_writes_the_emulation_into_the_compose_file_and_the_local_configs(
+        tmp_path: Path) -> None:
     from scripts.cli.testnet.cli import testnet
 
     root = tmp_path / "net"
@@ -205,6 +206,16 @@ def test_init_writes_the_emulation_into_the_compose_file_only(tmp_path: Path) ->
     assert compose["shard0-node3"]["cpus"] == 0.5
     assert compose["shard0-node3"]["environment"][em.DELAY_ENV] == "20"
     assert "cpus" not in (root / "docker-stack.yml").read_text()
+    # Local processes: each node delays its own p2p traffic (the CPU limit is compose's).
+    from node.config import load_config
+
+    local = load_config(root / "nodes" / "shard0-node3").net_emulation
+    assert (local.mode, local.latency_ms, local.bandwidth_bits_per_s) == (
+        "userspace", 20, 10**9)
+    plain = tmp_path / "plain"
+    assert CliRunner().invoke(testnet, ["init", "--dir", str(plain), "--shards", "1",
+                                        "--accounts", "10"]).exit_code == 0
+    assert load_config(plain / "nodes" / "shard0-node0").net_emulation.mode == "off"
     bad = CliRunner().invoke(testnet, ["init", "--dir", str(tmp_path / "bad"),
                                        "--latency", "20us"])
     assert bad.exit_code == 2 and "--latency" in bad.output
@@ -243,6 +254,9 @@ def test_entry_point_installs_netem_with_delay_and_rate() -> None:
     assert tc.calls == [["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay",
                          "20ms", "limit", str(em.QUEUE_PACKETS), "rate", "1000000000bit"]]
     assert outcome["applied"] and [e["event"] for e in logs] == ["net.emulation.applied"]
+    assert logs[0]["method"] == "netem"
+    assert em.userspace_part(em.Emulation(delay_ms=20, rate_bit=10**9), outcome) == (
+        em.Emulation())  # the kernel does it all: the node adds nothing
 
 
 def test_kernel_without_netem_says_so_and_still_limits_the_rate_with_tbf() -> None:
@@ -251,16 +265,25 @@ def test_kernel_without_netem_says_so_and_still_limits_the_rate_with_tbf() -> No
     assert tc.calls[1][6:10] == ["tbf", "rate", "100000000bit", "burst"]
     assert outcome["applied"] and outcome["reason"] == "no_netem"
     assert outcome["delay_ms"] is None
-    assert [(e["event"], e.get("reason")) for e in logs] == [
-        ("net.emulation.failed", "no_netem"), ("net.emulation.applied", "no_netem")]
+    assert [(e["event"], e.get("reason"), e["method"]) for e in logs] == [
+        ("net.emulation.failed", "no_netem", "netem"),
+        ("net.emulation.applied", "no_netem", "tbf")]
+    # The delay falls back to the node (userspace); the rate stays with tbf.
+    assert em.userspace_part(em.Emulation(delay_ms=20, rate_bit=10**8), outcome) == (
+        em.Emulation(delay_ms=20))
     delay_only, logs = _apply(em.Emulation(delay_ms=20), FakeTc(netem=False))
     assert not delay_only["applied"] and delay_only["reason"] == "no_netem"
+    assert em.userspace_part(em.Emulation(delay_ms=20), delay_only) == em.Emulation(
+        delay_ms=20)
 
 
 def test_without_net_admin_the_failure_is_logged_not_raised() -> None:
     outcome, logs = _apply(em.Emulation(rate_bit=10**9), FakeTc(permitted=False))
     assert not outcome["applied"] and outcome["reason"] == "not_permitted"
     assert logs[-1]["event"] == "net.emulation.failed"
+    # Nothing installed: the node shapes its own traffic.
+    assert em.userspace_part(em.Emulation(rate_bit=10**9), outcome) == em.Emulation(
+        rate_bit=10**9)
 
 
 def test_image_without_tc_is_reported() -> None:
@@ -281,3 +304,31 @@ def test_tbf_bucket_covers_ten_ms_of_the_rate() -> None:
     assert em.tbf_burst_bytes(10**9) == 1_250_000
     assert em.tbf_burst_bytes(10**6) == 16 * 1024
     assert re.fullmatch(r"\d+", str(em.tbf_burst_bytes(123_456_789)))
+
+
+@pytest.mark.parametrize(("netem", "mode", "latency_ms", "rate_bit"), [
+    (False, "userspace", 20, 0),  # no netem qdisc: tbf limits the rate, the node delays
+    (True, "netem", 20, 10**8),  # the kernel does both: the node adds nothing
+])
+def test_container_entry_point_hands_what_the_kernel_cannot_do_to_the_node(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, netem: bool, mode: str,
+        latency_ms: int, rate_bit: int) -> None:
+    import os
+
+    from node.config import load_config
+    from scripts.cli.testnet import cli
+
+    tc = FakeTc(netem=netem)
+    monkeypatch.setattr(cli, "apply_emulation", lambda asked, log: em.apply(
+        asked, log, run=tc, devices=["eth0"]))
+    monkeypatch.setattr(cli, "drop_privileges", lambda: None)  # no `shardnet` user here
+    exec_args: list[Any] = []
+    monkeypatch.setattr(os, "execvp", lambda *args: exec_args.append(args))
+    env = {"SHARDNET_NODE": "shard0-node1", "SHARDNET_SHARDS": "1", "SHARDNET_ACCOUNTS": "10",
+           em.DELAY_ENV: "20", em.RATE_ENV: str(10**8)}
+    done = CliRunner().invoke(cli.testnet, ["docker-node", "--data", str(tmp_path)], env=env)
+    assert done.exit_code == 0, done.output
+    emulation = load_config(tmp_path / "testnet" / "nodes" / "shard0-node1").net_emulation
+    assert (emulation.mode, emulation.latency_ms, emulation.bandwidth_bits_per_s) == (
+        mode, latency_ms, rate_bit)
+    assert exec_args and exec_args[0][0] == "shardnet"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -22,6 +23,8 @@ from scripts.cli.testnet.emulation import (
     emulation_of,
     emulation_param,
     entry_logger,
+    userspace_part,
+    userspace_settings,
 )
 from scripts.cli.testnet.emulation import apply as apply_emulation
 from scripts.cli.testnet.emulation import from_env as emulation_from_env
@@ -72,11 +75,12 @@ def testnet() -> None:
 @click.option("--cpus-per-node", type=float, default=None, callback=emulation_param,
               help="Emulate separate machines: each compose node limited to X CPUs.")
 @click.option("--latency", default=None, callback=emulation_param,
-              help="Emulate separate machines: one-way delay added to every compose node's "
-              "traffic (tc netem), e.g. 20ms.")
+              help="Emulate separate machines: one-way delay added to every node's p2p "
+              "traffic, e.g. 20ms (compose: tc netem, else the node itself; local "
+              "processes: the node itself).")
 @click.option("--bandwidth", default=None, callback=emulation_param,
-              help="Emulate separate machines: each compose node's network rate (tc), e.g. "
-              "1gbit.")
+              help="Emulate separate machines: each node's network rate, e.g. 1gbit "
+              "(compose: tc, else the node itself; local processes: the node itself).")
 @click.option("--restart", type=click.Choice(RESTART_POLICIES), default="no",
               show_default=True,
               help="Restart policy of the node containers in the generated compose files. "
@@ -96,7 +100,8 @@ def init(shards: int, validators: int, root: Path, accounts: int, seed: str, bas
 
         shutil.rmtree(root)
     try:
-        spec = TestnetSpec(shards, validators, accounts, seed, base_port, faults=faults)
+        spec = TestnetSpec(shards, validators, accounts, seed, base_port, faults=faults,
+                           **userspace_settings(Emulation(delay_ms=latency, rate_bit=bandwidth)))
         spec = spec if deterministic_keys else fresh_identity(spec)
         manifest = generate(spec, root)
     except ValueError as exc:
@@ -133,8 +138,6 @@ def _write_compose_files(spec: TestnetSpec, root: Path, restart: str,
                          emulation: Emulation | None = None) -> None:
     """The folder's compose files again, with another restart policy or (the compose
     file) emulating separate machines."""
-    from dataclasses import replace
-
     from scripts.cli.testnet.compose_file import render_compose
     from scripts.cli.testnet.generate import node_entries
     from scripts.cli.testnet.layout import write_private
@@ -336,13 +339,19 @@ def docker_node(data: Path) -> None:
         raise UsageFailure("SHARDNET_NODE is not set (e.g. shard0-node0)")
     # Emulating a separate machine (testnet init --latency/--bandwidth): the qdisc
     # first, as root with NET_ADMIN, then the image's unprivileged user for the rest.
+    # What the kernel cannot apply (no netem, no tc), the node does in userspace.
     try:
-        apply_emulation(emulation_from_env(os.environ), entry_logger())
+        asked = emulation_from_env(os.environ)
+        outcome = apply_emulation(asked, entry_logger())
     except EmulationError as exc:
         raise UsageFailure(str(exc)) from None
     drop_privileges()
     root = data / "testnet"
-    generate(_spec_from_env(), root, only=name)
+    fallback = userspace_part(asked, outcome)
+    net = (userspace_settings(fallback) if fallback.shapes_network else
+           {"net_mode": "netem", "net_latency_ms": asked.delay_ms or 0,
+            "net_rate_bit": asked.rate_bit or 0} if asked.shapes_network else {})
+    generate(replace(_spec_from_env(), **net), root, only=name)
     home = TestnetDir(root).home(name)
     os.execvp("shardnet", ["shardnet", "node", "--home", str(home)])
 

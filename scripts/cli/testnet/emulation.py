@@ -8,10 +8,14 @@ and ``SHARDNET_NET_RATE_BIT``; the container starts as root with ``NET_ADMIN`` o
 one of them is set, ``docker-node`` installs the qdisc (``apply``) and drops to the
 image's unprivileged ``shardnet`` user before it runs the node. Every outcome is one
 structlog event: ``net.emulation.applied``, or ``net.emulation.failed`` with a reason
-(``no_tc``: iproute2 missing; ``no_netem``: the kernel has no netem qdisc, so no delay
-can be added, while the rate still is, with tbf; ``not_permitted``: no ``NET_ADMIN``;
-``tc_failed``). A delay on every interface of each container doubles in a round trip
-between two containers: ``--latency 20ms`` adds about 40 ms of RTT.
+(``no_tc``: iproute2 missing; ``no_netem``: the kernel has no netem qdisc, so the
+kernel adds no delay, while it still limits the rate, with tbf; ``not_permitted``: no
+``NET_ADMIN``; ``tc_failed``), each with the ``method`` tried (``netem``, ``tbf``).
+What the kernel did not apply, the node does in userspace (:func:`userspace_part`:
+``[net_emulation] mode = "userspace"`` in its config, node/p2p/shaping.py), and logs
+``net.emulation.applied`` with ``method: "userspace"`` once its p2p layer runs. A delay
+on every interface of each container doubles in a round trip between two containers:
+``--latency 20ms`` adds about 40 ms of RTT (so does the userspace delay).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 DELAY_ENV = "SHARDNET_NET_DELAY_MS"
 RATE_ENV = "SHARDNET_NET_RATE_BIT"
-DELAY_MS_MAX = 10_000
+DELAY_MS_MAX = 2_000  # a round trip of 4 s stays below the p2p heartbeat timeout (5 s)
 RATE_BIT_MIN = 8_000  # 8 kbit/s
 RATE_BIT_MAX = 100_000_000_000  # 100 gbit/s
 CPUS_MAX = 1024.0
@@ -207,13 +211,17 @@ def apply(emulation: Emulation, log: Any, run: Run = _run,
     outcome: dict[str, Any] = {"interfaces": devices, "delay_ms": emulation.delay_ms,
                                "rate_bit": emulation.rate_bit}
     netem = True
+
+    def method() -> str:
+        return "netem" if netem and emulation.delay_ms is not None else "tbf"
+
     for device in devices:
         commands = qdisc_commands(device, emulation, netem)
         for command in commands:
             try:
                 done = run(command)
             except FileNotFoundError:
-                log.error("net.emulation.failed", reason="no_tc", **outcome,
+                log.error("net.emulation.failed", reason="no_tc", method=method(), **outcome,
                           detail="tc not found: the image lacks iproute2")
                 return {**outcome, "applied": False, "reason": "no_tc"}
             if done.returncode == 0:
@@ -221,10 +229,11 @@ def apply(emulation: Emulation, log: Any, run: Run = _run,
             reason = _reason(done.stderr)
             if reason == "no_netem" and netem:
                 # No delay possible on this kernel; the rate alone with tbf.
-                log.error("net.emulation.failed", reason="no_netem", **outcome,
+                log.error("net.emulation.failed", reason="no_netem", method="netem",
+                          **outcome,
                           detail="the kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): "
-                          "no latency added" + ("; rate limited with tbf"
-                                                if emulation.rate_bit else ""))
+                          "the node adds the delay in userspace" + (
+                              "; rate limited with tbf" if emulation.rate_bit else ""))
                 netem = False
                 outcome["delay_ms"] = None
                 retry = qdisc_commands(device, emulation, netem=False)
@@ -234,12 +243,36 @@ def apply(emulation: Emulation, log: Any, run: Run = _run,
                 if done.returncode == 0:
                     continue
                 reason = _reason(done.stderr)
-            log.error("net.emulation.failed", reason=reason, **outcome,
+            log.error("net.emulation.failed", reason=reason, method=method(), **outcome,
                       command=" ".join(command), detail=done.stderr.strip()[-300:])
             return {**outcome, "applied": False, "reason": reason}
     result = {**outcome, "applied": True, **({} if netem else {"reason": "no_netem"})}
-    log.info("net.emulation.applied", **result)
+    log.info("net.emulation.applied", method=method(), **result)
     return result
+
+
+def userspace_settings(emulation: Emulation) -> dict[str, Any]:
+    """The ``TestnetSpec`` fields that make each node emulate ``emulation`` itself
+    (``[net_emulation] mode = "userspace"``); none when it shapes nothing."""
+    if not emulation.shapes_network:
+        return {}
+    return {"net_mode": "userspace", "net_latency_ms": emulation.delay_ms or 0,
+            "net_rate_bit": emulation.rate_bit or 0}
+
+
+def userspace_part(asked: Emulation, outcome: dict[str, Any]) -> Emulation:
+    """What the node itself must emulate: the part of ``asked`` the kernel did not
+    apply (``outcome`` of :func:`apply`): the delay when there is no netem, all of it
+    when tc failed or is missing."""
+    if not asked.shapes_network:
+        return Emulation()
+    if not outcome.get("applied"):
+        if outcome.get("reason") == "no_netem":  # delay only asked; nothing installed
+            return Emulation(delay_ms=asked.delay_ms)
+        return Emulation(delay_ms=asked.delay_ms, rate_bit=asked.rate_bit)
+    if outcome.get("reason") == "no_netem":  # the rate with tbf; the delay is ours
+        return Emulation(delay_ms=asked.delay_ms)
+    return Emulation()
 
 
 def drop_privileges(user: str = RUN_USER) -> None:

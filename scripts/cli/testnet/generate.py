@@ -83,6 +83,12 @@ class TestnetSpec:
     # Chaos testnets only (`testnet init --faults`): each node's config gets
     # `[faults] enabled = true`, its fault endpoint on 127.0.0.1 (docs/NODE.md).
     faults: bool = False
+    # `testnet init --latency --bandwidth` (issue 19): each node's `[net_emulation]`.
+    # "userspace": the node delays its own p2p traffic (local processes; a container
+    # whose kernel has no netem); "netem": the container's qdisc does (docker-node).
+    net_mode: str = "off"
+    net_latency_ms: int = 0
+    net_rate_bit: int = 0
 
     def check(self) -> None:
         if self.shards < 1:
@@ -211,6 +217,8 @@ def node_config(spec: TestnetSpec, node: NodeEntry, nodes: list[NodeEntry]) -> N
         f'[api]\nhost = "{listen}"\nport = {node.api_port}\n'
         f'advertise_urls = {json.dumps(advertise)}\n'
         + ('[faults]\nenabled = true\n' if spec.faults else '')
+        + (f'[net_emulation]\nmode = "{spec.net_mode}"\nlatency_ms = {spec.net_latency_ms}\n'
+           f'bandwidth_bits_per_s = {spec.net_rate_bit}\n' if spec.net_mode != "off" else '')
     )
     return parse_config(text)
 
