@@ -7,8 +7,11 @@ are RFC 6962's Merkle leaf and node prefixes; every other tag is above them.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import Protocol, cast
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -113,14 +116,8 @@ def is_acceptable_public_key(key: bytes) -> bool:
     return y < _FIELD_P and y not in SMALL_ORDER_Y
 
 
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is a valid Ed25519 signature; never raises on bad input.
-
-    The rule is docs/PROTOCOL.md section 1, "Signature validity": OpenSSL's RFC 8032
-    check (cofactorless ``[S]B == R + [k]A``, S < L, R compared as encoded), and small-order
-    and non-canonical keys (``is_acceptable_public_key``) never verify.
-    tests/consensus/test_signature_vectors.py holds it to the published vectors.
-    """
+def verify_signature_cryptography(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """``verify_signature`` through OpenSSL (the ``cryptography`` package): the pure path."""
     if len(public_key) != PUBKEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     if not is_acceptable_public_key(bytes(public_key)):
@@ -140,6 +137,72 @@ VerifyMany = Callable[[Sequence[SignatureCheck]], list[bool]]
 ``verify_signature`` on it (the node's thread pool is one: node/verify_pool.py)."""
 
 
+class NativeVerifier(Protocol):
+    """The compiled extension ``shardnet_ed25519`` (native/ed25519/src/lib.rs)."""
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool: ...
+    def verify_many(self, checks: Iterable[SignatureCheck]) -> list[bool]: ...
+    def is_acceptable_public_key(self, public_key: bytes) -> bool: ...
+
+
+VERIFY_BACKEND_ENV = "SHARDNET_VERIFY_BACKEND"
+"""``cryptography`` forces the pure path; ``native`` requires the extension (an import
+error otherwise); unset or ``auto``: the extension when it imports."""
+BACKEND_NATIVE = "ed25519-dalek"
+BACKEND_CRYPTOGRAPHY = "cryptography"
+
+
+def load_native(choice: str | None = None) -> NativeVerifier | None:
+    """The extension, or None for the pure path (``choice``: the env var's values)."""
+    choice = (os.environ.get(VERIFY_BACKEND_ENV, "auto") if choice is None else choice).lower()
+    if choice not in ("auto", "", "native", BACKEND_NATIVE, BACKEND_CRYPTOGRAPHY):
+        raise ValueError(f"{VERIFY_BACKEND_ENV}={choice!r}: use auto, native or cryptography")
+    if choice == BACKEND_CRYPTOGRAPHY:
+        return None
+    try:
+        return cast(NativeVerifier, importlib.import_module("shardnet_ed25519"))
+    except ImportError:
+        if choice in ("native", BACKEND_NATIVE):
+            raise
+        return None
+
+
+_native = load_native()
+VERIFY_BACKEND = BACKEND_NATIVE if _native is not None else BACKEND_CRYPTOGRAPHY
+"""Which path ``verify_signature`` takes in this process, chosen once at import."""
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is a valid Ed25519 signature; never raises on bad input.
+
+    The rule is docs/PROTOCOL.md section 1, "Signature validity": OpenSSL's RFC 8032
+    check (cofactorless ``[S]B == R + [k]A``, S < L, R compared as encoded), and small-order
+    and non-canonical keys (``is_acceptable_public_key``) never verify. Two paths follow
+    it (``VERIFY_BACKEND``): the compiled extension (ed25519-dalek's cofactorless
+    ``verify``) when it imports, ``verify_signature_cryptography`` (OpenSSL) otherwise.
+    tests/consensus/test_signature_vectors.py and test_signature_backends.py hold both to
+    the published vectors and to each other.
+    """
+    if _native is not None:
+        try:
+            return _native.verify(public_key, message, signature)
+        except TypeError:  # a bytes-like the extension does not take (memoryview)
+            return _native.verify(bytes(public_key), bytes(message), bytes(signature))
+    return verify_signature_cryptography(public_key, message, signature)
+
+
 def verify_signatures(checks: Iterable[SignatureCheck]) -> list[bool]:
-    """``verify_signature`` on each check, in order: the single-threaded ``VerifyMany``."""
-    return [verify_signature(key, message, signature) for key, message, signature in checks]
+    """``verify_signature`` on each check, in order: the single-threaded ``VerifyMany``.
+
+    With the extension, one call that releases the GIL for the whole list (so the
+    verify pool's threads run in parallel on it, as they do in OpenSSL).
+    """
+    if _native is not None:
+        checks = list(checks)
+        try:
+            return _native.verify_many(checks)
+        except TypeError:
+            return [verify_signature(key, message, signature)
+                    for key, message, signature in checks]
+    return [verify_signature_cryptography(key, message, signature)
+            for key, message, signature in checks]
