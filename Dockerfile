@@ -17,6 +17,8 @@ FROM ${PYTHON_IMAGE} AS build
 # Without a wheelhouse, some dependencies (fastecdsa, via libp2p) have no wheel on the index
 # and compile here: a C compiler and the GMP headers for this stage only (the final image
 # needs only libgmp10, which every Debian base has), and Python's headers if missing.
+# The compiled Ed25519 verifier (native/ed25519) is installed when the wheelhouse has its
+# wheel (build_images.sh builds it on the host with cargo); without it, the pure path.
 # pip and setuptools leave the virtualenv afterwards: not needed at run time.
 COPY pyproject.toml wheelhouse* /build/wheels/
 RUN set -eu; \
@@ -34,6 +36,13 @@ RUN set -eu; \
         python -c "import os, sysconfig; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" \
             || apt-get install -y -qq --no-install-recommends python3-dev >/dev/null; \
         /opt/venv/bin/pip install -r /build/requirements.txt; \
+    fi; \
+    if ls /build/wheels/shardnet_ed25519-*.whl >/dev/null 2>&1; then \
+        /opt/venv/bin/pip install --no-index --no-deps /build/wheels/shardnet_ed25519-*.whl \
+            && /opt/venv/bin/python -c "import shardnet_ed25519" \
+            || echo "WARNING: shardnet_ed25519 not installed: signatures verified with cryptography"; \
+    else \
+        echo "no shardnet_ed25519 wheel: signatures verified with cryptography (OpenSSL)"; \
     fi; \
     /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
     echo /opt/shardnet >/opt/venv/lib/python3.11/site-packages/shardnet-app.pth

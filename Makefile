@@ -7,11 +7,28 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo down demo-docker down-docker test lint venv clean
 
-$(STAMP): pyproject.toml
+NATIVE := native/ed25519
+
+$(STAMP): pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/src/lib.rs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(MAKE) --no-print-directory native
 	@touch $(STAMP)
+
+# The compiled Ed25519 verifier (native/ed25519, docs/PROTOCOL.md "Signature validity"):
+# needs cargo (~/.cargo/bin is looked in too) and crates.io the first time. Without it the
+# nodes verify with `cryptography` (OpenSSL), the same rule: a notice, not a failure.
+.PHONY: native
+native:
+	@PATH="$$PATH:$$HOME/.cargo/bin"; \
+	if command -v cargo >/dev/null \
+	    && $(BIN)/python -m pip install --quiet ./$(NATIVE) >$(VENV)/native-ed25519.log 2>&1; then \
+	    echo "shardnet_ed25519 built: signatures verified with ed25519-dalek"; \
+	else \
+	    $(BIN)/python -m pip uninstall --quiet --yes shardnet-ed25519 >/dev/null 2>&1; \
+	    echo "notice: shardnet_ed25519 not built (cargo missing or build failed, see $(VENV)/native-ed25519.log): signatures verified with cryptography (OpenSSL)"; \
+	fi
 
 venv: $(STAMP)
 
@@ -62,7 +79,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(NATIVE)/target
 
 # Docker image without registry or index access: base stand-in (debootstrap) when
 # python:3.11-slim cannot be pulled, host-built wheelhouse/, `docker build --network none`.

@@ -7,7 +7,8 @@
 #      the mirror taken from this machine's apt sources. The stand-in's root file system is
 #      cached as a tarball, so a later run only re-imports it.
 #   2. wheelhouse/: wheels of the project's dependencies and its build backend, built on
-#      the host with the project virtualenv's pip (reused while pyproject.toml is unchanged).
+#      the host with the project virtualenv's pip (reused while pyproject.toml is unchanged),
+#      and of the compiled Ed25519 verifier native/ed25519 when cargo is here (optional).
 #   3. docker build --network none -t shardnet:latest . (the Dockerfile installs from the
 #      wheelhouse with --no-index; without a wheelhouse the same Dockerfile uses the index),
 #      with iproute2 from imagedebs/: .debs the host's apt downloads (step 2b).
@@ -42,7 +43,7 @@ for arg in "$@"; do
         --rebuild-base) rebuild_base=1 ;;
         --no-cache) build_cache=(--no-cache) ;;
         --base-only) base_only=1 ;;
-        -h|--help) sed -n '2,22p' "$ROOT/scripts/image/build_images.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$ROOT/scripts/image/build_images.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_images.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -181,10 +182,34 @@ print(json.dumps([p["project"]["dependencies"], p["build-system"]["requires"]]))
             . 'setuptools>=77' wheel
         echo "$want" >"$WHEELHOUSE/.shardnet-stamp"
     fi
+    build_native_wheel
     seconds[wheels]=$(elapsed "$t0")
     local local_built
     local_built=$(cd "$WHEELHOUSE" && ls ./*-linux_*.whl 2>/dev/null | xargs -r -n1 basename | tr '\n' ' ')
     log "wheelhouse: $(ls "$WHEELHOUSE"/*.whl | wc -l) wheels in ${seconds[wheels]} s${local_built:+; built here from sdists: $local_built}"
+}
+
+# The compiled Ed25519 verifier (native/ed25519): its wheel, built on the host with cargo
+# (crates from crates.io), joins the wheelhouse; reused while its sources are unchanged.
+# No cargo or a failed build: no wheel, and the image verifies with cryptography.
+build_native_wheel() {
+    local want
+    want=$(cat native/ed25519/Cargo.toml native/ed25519/Cargo.lock native/ed25519/pyproject.toml \
+        native/ed25519/src/*.rs | sha256sum | cut -c1-64)
+    if ls "$WHEELHOUSE"/shardnet_ed25519-*.whl >/dev/null 2>&1 \
+        && [ "$(cat "$WHEELHOUSE/.ed25519-stamp" 2>/dev/null)" = "$want" ]; then
+        log "wheelhouse: shardnet_ed25519 wheel current, reused"; return
+    fi
+    mkdir -p "$CACHE_DIR"
+    rm -f "$WHEELHOUSE"/shardnet_ed25519-*.whl "$WHEELHOUSE/.ed25519-stamp"
+    if PATH="$PATH:$HOME/.cargo/bin" command -v cargo >/dev/null \
+        && PATH="$PATH:$HOME/.cargo/bin" "$PIP" wheel --quiet --disable-pip-version-check \
+            --no-deps --wheel-dir "$WHEELHOUSE" ./native/ed25519 >"$CACHE_DIR/native-ed25519.log" 2>&1; then
+        echo "$want" >"$WHEELHOUSE/.ed25519-stamp"
+        log "wheelhouse: built $(cd "$WHEELHOUSE" && ls shardnet_ed25519-*.whl)"
+    else
+        log "notice: no shardnet_ed25519 wheel (cargo missing or build failed: $CACHE_DIR/native-ed25519.log); the image verifies with cryptography"
+    fi
 }
 
 # --- 2b. .debs for the image ------------------------------------------------------------
@@ -278,6 +303,8 @@ for dist in distributions():
 print("\n".join(bad) or "ok", file=sys.stderr if bad else sys.stdout)
 sys.exit(1 if bad else 0)
 ' >/dev/null || die "the image's compiled dependencies do not all load (glibc/libraries?)"
+    log "the image verifies signatures with: $(docker run --rm --network none --entrypoint python \
+        "$IMAGE" -c 'from consensus.kernel.crypto import VERIFY_BACKEND; print(VERIFY_BACKEND)')"
     seconds[smoke]=$(elapsed "$t0")
     log "smoke check passed in ${seconds[smoke]} s (CLI, every compiled extension loads, requirements consistent)"
 }

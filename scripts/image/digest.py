@@ -16,7 +16,9 @@ from pathlib import Path
 
 LABEL = "org.shardnet.source-digest"
 ROOT = Path(__file__).resolve().parents[2]
-FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
+FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md",
+         # the compiled Ed25519 verifier, shipped as a wheel built from these
+         "native/ed25519/Cargo.toml", "native/ed25519/Cargo.lock", "native/ed25519/src/lib.rs")
 PACKAGES = ("consensus", "sharding", "node", "scripts")
 
 

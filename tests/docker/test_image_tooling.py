@@ -151,6 +151,9 @@ def test_source_digest_follows_the_image_sources(tmp_path: Path) -> None:
     assert image_digest.source_digest(tmp_path) == first
     write(tmp_path, "scripts/cli/main.py", "b")
     assert image_digest.source_digest(tmp_path) != first
+    second = image_digest.source_digest(tmp_path)
+    write(tmp_path, "native/ed25519/src/lib.rs", "the compiled verifier's wheel")
+    assert image_digest.source_digest(tmp_path) != second
 
 
 def test_dockerfile_contract() -> None:
