@@ -221,6 +221,12 @@ class P2PCollector:
         # rate(shardnet_p2p_writes_total), not an average kept as a gauge.
         yield GaugeMetricFamily("shardnet_p2p_send_queue_frames", "Frames queued to send",
                                 value=stats.get("send_queue_frames", 0))
+        rtt = GaugeMetricFamily("shardnet_p2p_heartbeat_rtt_seconds",
+                                "Last heartbeat round trip (PING to PONG) per peer",
+                                labels=["peer"])
+        for peer, rtt_ms in stats.get("heartbeat_rtt_ms", {}).items():
+            rtt.add_metric([peer], rtt_ms / 1000)
+        yield rtt
 
     def describe(self) -> list[Metric]:
         return []

@@ -21,6 +21,7 @@ def test_p2p_stream_messages_are_one_family_with_both_directions() -> None:
 
     stats = {"msgs_sent": {1: 5, 2: 3}, "msgs_received": {1: 4}, "drops": {"oversized": 2},
              "frames_per_write_avg": 1.5, "send_queue_frames": 0,
+             "heartbeat_rtt_ms": {"peerA": 41.5},
              **{key: 1 for key in ("writes", "frames_written", "reconnects", "dial_failures",
                                     "heartbeat_misses", "write_timeouts", "requests_served",
                                     "gossip_published", "gossip_received")}}
@@ -32,3 +33,5 @@ def test_p2p_stream_messages_are_one_family_with_both_directions() -> None:
     samples = {(s.labels["direction"], s.labels["channel"]): s.value
                for s in families["shardnet_p2p_stream_messages"].samples}
     assert samples == {("out", "1"): 5, ("out", "2"): 3, ("in", "1"): 4}
+    (rtt,) = families["shardnet_p2p_heartbeat_rtt_seconds"].samples
+    assert rtt.labels == {"peer": "peerA"} and rtt.value == 0.0415
