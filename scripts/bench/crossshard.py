@@ -35,6 +35,7 @@ from scripts.bench.common import (
     result_table,
     watch_blocks,
 )
+from scripts.cli.testnet.emulation import emulation_param
 from scripts.cli.testnet.generate import TestnetSpec
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import running_pid
@@ -176,9 +177,14 @@ def explain_failure(root: Path, nodes: list[NodeEntry], error: Exception) -> str
     return f"a node did not answer: {error}"
 
 
-def run_once(stream: Stream, rate: float, base_port: int) -> dict[str, Any]:
-    """The stream on a fresh 2 x 4 testnet of local processes, stopped after."""
-    spec = TestnetSpec(shards=SHARDS, validators=4, accounts=1000, base_port=base_port)
+def run_once(stream: Stream, rate: float, base_port: int, latency_ms: int = 0
+             ) -> dict[str, Any]:
+    """The stream on a fresh 2 x 4 testnet of local processes, stopped after; with
+    ``latency_ms``, each node adds that one-way delay to its p2p traffic (userspace
+    network emulation, as ``testnet init --latency``)."""
+    spec = TestnetSpec(shards=SHARDS, validators=4, accounts=1000, base_port=base_port,
+                       net_mode="userspace" if latency_ms else "off",
+                       net_latency_ms=latency_ms)
     with local_testnet(spec) as (root, nodes):
         urls = {s: [n.api_url for n in nodes if n.shard == s] for s in range(SHARDS)}
         try:
@@ -194,7 +200,9 @@ def make_table(summary: dict[str, Any]) -> Table:
                                   ("cross-shard: submit -> commit on source", "cross_commit"),
                                   ("cross-shard: submit -> finalized", "cross_final"))]
     title = (f"shardnet bench crossshard: 2 x 4, {summary['rate']:g} tx/s offered, "
-             f"{summary['cross']:.0%} cross-shard (medians of {summary['runs']} runs)")
+             f"{summary['cross']:.0%} cross-shard"
+             + (f", +{summary['latency_ms']} ms one-way" if summary.get("latency_ms") else "")
+             + f" (medians of {summary['runs']} runs)")
     return result_table(title, ("latency", "p50 ms", "p99 ms"), rows, left=1)
 
 
@@ -210,8 +218,11 @@ def make_table(summary: dict[str, Any]) -> Table:
 @click.option("--out", type=click.Path(path_type=Path),
               default=Path("bench-results/crossshard.json"), show_default=True)
 @click.option("--quick", is_flag=True, help="One run of 5 s.")
+@click.option("--latency", default=None, callback=emulation_param,
+              help="Emulate separate machines: a one-way delay each node adds to its p2p "
+              "traffic, e.g. 20ms (as `testnet init --latency`).")
 def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int, runs: int,
-                     base_port: int, out: Path, quick: bool) -> None:
+                     base_port: int, out: Path, quick: bool, latency: int | None) -> None:
     """2 x 4 local testnet: cross-shard finality beside intra-shard commit latency."""
     if quick:
         runs, duration_s = 1, 5.0
@@ -219,7 +230,7 @@ def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int,
     stream = sign_stream(int(rate * duration_s), senders, cross, random.Random(7))
     rows = []
     for run in range(runs):
-        row = run_once(stream, rate, base_port)
+        row = run_once(stream, rate, base_port, latency or 0)
         row["run"] = run
         rows.append(row)
         console.print(f"run {run}: local p99 {row['local_commit_p99_ms']} ms, cross-shard "
@@ -229,6 +240,7 @@ def bench_crossshard(rate: float, duration_s: float, cross: float, senders: int,
     median = {k: statistics.median(r[k] for r in rows) for k in keys}
     summary = {"machine": machine_line(),
                "topology": "2 shards x 4 validators, local processes", "rate": rate,
-               "duration_s": duration_s, "cross": cross, "runs": runs, "median": median,
+               "duration_s": duration_s, "cross": cross, "runs": runs,
+               "latency_ms": latency or 0, "median": median,
                "rows": rows}
     report(console, [make_table(summary)], out, summary)
