@@ -1,6 +1,8 @@
 """Ed25519 verification on the cores the node is given (issue 16, deliverable 3).
 
-OpenSSL releases the GIL while it verifies (the ``cryptography`` package), so threads
+Both signature paths release the GIL while they verify (``crypto.VERIFY_BACKEND``: the
+compiled extension ``shardnet_ed25519`` once per chunk, for the whole chunk, through
+``verify_signatures``; OpenSSL in ``cryptography`` once per signature), so threads
 verify in parallel: a batch of signatures is cut into contiguous chunks, one per
 thread, and the verdicts come back in the order of the checks. Each verdict is
 ``verify_signature``'s (docs/PROTOCOL.md section 1, "Signature validity"): the pool
