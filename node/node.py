@@ -47,6 +47,7 @@ from node.relay import ReceiptRelay, RelaySettings
 from node.service import NodeService, check_announcement
 from node.sync import SyncCheck, SyncClient, SyncLimits, SyncServer
 from node.wire import (
+    CHANNEL_ANNOUNCE,
     CHANNEL_CONSENSUS,
     CHANNEL_RECEIPTS,
     CHANNEL_TXS,
@@ -367,6 +368,12 @@ class Node:
             # make them acceptable.
             running.relay.on_bundle(peer, data)
             return
+        if channel == CHANNEL_ANNOUNCE:
+            # From other shards' proposers; the certificate makes one acceptable.
+            reason = running.service.on_announcement(data)
+            if reason:
+                self.drop("announce", reason, peer=peer)
+            return
         index = self._peer_index.get(peer)
         if index is None:
             self.drop("p2p", "not_shard_peer", peer=peer)
@@ -402,12 +409,20 @@ class Node:
         running.service.on_committed(committed, certificate)
         running.relay.on_committed(committed, encode(certificate))
         self.metrics.peers.set(len(self.p2p.connected_peers()))
-        # One announcement per block, from its proposer: gossip costs tens of ms of CPU
-        # per message across the network, and certificates differ between replicas.
+        running.service.note_own_tip(committed.height)
+        # One announcement per block, from its proposer (certificates differ between
+        # replicas), straight to every node of the other shards over the message
+        # streams: gossip cost ~50 ms of CPU per message across an 8-node network and
+        # reached our own shard too, which has no use for it (BENCHMARKS.md,
+        # "Announcements over streams").
         if committed.block.header.proposer == self.config.node.index:
-            with contextlib.suppress(ShardnetError, ValueError):
-                self.p2p.publish(TOPIC_BLOCKS,
-                                 running.service.announcement(committed, certificate))
+            self._announce(running.service.announcement(committed, certificate))
+
+    def _announce(self, data: bytes) -> None:
+        own = self.config.node.shard
+        for shard, index in self._validator_peer:
+            if shard != own:
+                self._send_to(shard, index, CHANNEL_ANNOUNCE, data)
 
     def _valid_announcement(self, origin: str, data: bytes) -> bool:
         """The gossip validator (runs in the p2p thread): what fails is neither
@@ -415,7 +430,8 @@ class Node:
         return not check_announcement(self.genesis, data)[0]
 
     def _on_block_announcement(self, origin: str, data: bytes) -> None:
-        """Other shards' certified tips (the cross-shard relay builds on these)."""
+        """An announcement gossiped on ``TOPIC_BLOCKS`` (nothing publishes there since
+        announcements moved to ``CHANNEL_ANNOUNCE``; still checked the same way)."""
         self.metrics.p2p_messages.labels(direction="in", channel="gossip").inc()
         reason = self.running.service.on_announcement(data)
         if reason:

@@ -10,9 +10,10 @@
   loop (certificate against the source shard's genesis validators, header hash,
   every proof); refusals are logged (``receipt.refused``) and counted by reason.
   Proven receipts enter the ``InboundPool``.
-- **Pull.** A gap in the pool, or a source shard whose gossiped tip moved on, or a
-  quiet period: ask one node of the source shard (rotating) for the channel's
-  receipts after what we hold. The source answers with bundles built from its
+- **Pull.** A gap in the pool, or receipts a source shard announced (``out_seqs`` of
+  its block announcements) still missing at the next poll, when a push would long
+  have arrived, or a quiet period: ask one node of the source shard (rotating) for
+  the channel's receipts after what we hold. The source answers with bundles built from its
   committed blocks: the same answer serves ``GET /v1/receipts``.
 """
 
@@ -95,7 +96,8 @@ class ReceiptRelay:
         self._sizes = [len(keys) for keys in ledger.validators.keys]
         self._sources = [s for s in range(len(self._sizes)) if s != self.shard]
         self._next_peer = {src: self.index % self._sizes[src] for src in self._sources}
-        self._polled_tip = {src: 0 for src in self._sources}
+        self._announced = {src: 0 for src in self._sources}  # out_seq hints, to us
+        self._owed = {src: 0 for src in self._sources}  # the hint seen at the last poll
         self._polled_ms = {src: 0 for src in self._sources}
         self._out_seq_hints = {src: 0 for src in self._sources}  # from pull answers
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -262,17 +264,26 @@ class ReceiptRelay:
                 if wanted is not None:
                     await self._pull(src, *wanted)
 
+    def note_announced(self, src: int, out_seq: int) -> None:
+        """A certified announcement of ``src`` says its channel to us reached
+        ``out_seq`` (the sender's hint: too high costs a pull, too low waits for the
+        idle poll, as a withheld announcement would)."""
+        if src in self._announced and out_seq > self._announced[src]:
+            self._announced[src] = out_seq
+
     def _wanted(self, src: int) -> tuple[int, int, bool] | None:
-        """(first, last, is_gap) to ask ``src`` for now, or None."""
+        """(first, last, is_gap) to ask ``src`` for now, or None. Announced receipts
+        are owed a pull only when still missing one poll after their announcement (a
+        push arrives within tens of ms): each poll remembers the hint it saw."""
         cursor = self.ledger.in_cursor(src)
         gap = self.pool.get_gaps(self.ledger.in_cursor).get(src)
+        owed, self._owed[src] = self._owed[src], self._announced[src]
         if gap is not None:
             return gap[0], gap[1], True
         now = self.clock.wall_ms()
-        tip = self.shard_tips.get(src, 0)
-        moved = tip > self._polled_tip[src]
+        missing = owed > max(cursor, self.pool.known_seq(src))
         quiet = now - self._polled_ms[src] >= self.settings.idle_poll_ms
-        if not (moved or quiet):
+        if not (missing or quiet):
             return None
         first = self.pool.get_run_end(src, cursor) + 1
         return first, first + self.settings.serve_receipts_max - 1, False
@@ -280,7 +291,6 @@ class ReceiptRelay:
     async def _pull(self, src: int, first: int, last: int, is_gap: bool) -> None:
         peer = self._next_peer[src]
         self._next_peer[src] = (peer + 1) % self._sizes[src]
-        self._polled_tip[src] = self.shard_tips.get(src, 0)
         self._polled_ms[src] = self.clock.wall_ms()
         request = encode(ReceiptsRequest(self.shard, first, last))
         try:

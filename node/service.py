@@ -2,7 +2,7 @@
 
 Submitted transactions go to admission (``node/admission.py``); this is the
 commit bookkeeping (mempool, metrics, logs, ``/v1/events``), the shard tips that
-gossiped announcements report, and the answers of the HTTP API (``node/api.py``
+announcements report, and the answers of the HTTP API (``node/api.py``
 types against ``NodeServiceAPI``). A simulator submits through it too.
 """
 
@@ -59,9 +59,10 @@ SUBSCRIBER_QUEUE_MAX = 256  # events a /v1/events subscriber may fall behind, th
 
 
 def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnouncement | None]:
-    """Verify a gossiped block announcement's header and certificate against genesis:
+    """Verify a block announcement's header and certificate against genesis:
     ("", the announcement) or (the reason, None). Pure: also the gossip validator,
-    run in the p2p thread so the mesh does not relay what fails."""
+    run in the p2p thread so the mesh does not relay what fails. ``out_seqs`` is a
+    hint, not covered by the certificate: only its length is checked."""
     try:
         note = decode(data, BlockAnnouncement, 256 * 1024)
         header = decode(note.header, BlockHeader, 4096)
@@ -70,6 +71,8 @@ def check_announcement(genesis: Genesis, data: bytes) -> tuple[str, BlockAnnounc
         return exc.reason, None
     if not 0 <= note.shard < genesis.num_shards or header.shard != note.shard:
         return "wrong_shard", None
+    if len(note.out_seqs) not in (0, genesis.num_shards):
+        return "malformed", None
     if block_hash(header) != note.block_hash or header.height != note.height:
         return "bad_header", None
     validators = [v.public_key for v in genesis.validators[note.shard]]
@@ -223,17 +226,33 @@ class NodeService:
         self.events.publish(event)
 
     def announcement(self, committed: Committed, certificate: CommitCertificate) -> bytes:
-        return encode(BlockAnnouncement(self.ledger.shard, committed.height,
+        """This node's announcement of a block it proposed. ``out_seqs`` reads the
+        committed state, which may already be past this block: a hint at most ahead."""
+        shard, state = self.ledger.shard, self.ledger.state
+        out_seqs = tuple(0 if dst == shard else get_out_seq(state, dst)
+                         for dst in range(self.ledger.genesis.num_shards))
+        return encode(BlockAnnouncement(shard, committed.height,
                                         committed.block_hash, encode(committed.block.header),
-                                        encode(certificate)))
+                                        encode(certificate), out_seqs))
 
     def on_announcement(self, data: bytes) -> str:
-        """A gossiped commit of another shard: verify it, then record that shard's tip.
-        Returns "" or the reason for dropping."""
+        """A commit of another shard: verify it, then record that shard's tip and hand
+        the relay its hint. Returns "" or the reason for dropping."""
         reason, note = check_announcement(self.ledger.genesis, data)
-        if note is not None and note.height > self.shard_tips.get(note.shard, 0):
+        if note is None:
+            return reason
+        if note.height > self.shard_tips.get(note.shard, 0):
             self.shard_tips[note.shard] = note.height
-        return reason
+        own = self.ledger.shard
+        if note.out_seqs and note.shard != own:
+            self.relay.note_announced(note.shard, note.out_seqs[own])
+        return ""
+
+    def note_own_tip(self, height: int) -> None:
+        """Our shard's entry of ``shard_tips`` (announcements go to other shards only)."""
+        own = self.ledger.shard
+        if height > self.shard_tips.get(own, 0):
+            self.shard_tips[own] = height
 
     # -- API answers -------------------------------------------------------------------
 

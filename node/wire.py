@@ -12,8 +12,9 @@ from consensus.kernel.codec import WireStruct, decode, encode
 CHANNEL_CONSENSUS = 1
 CHANNEL_TXS = 2
 CHANNEL_RECEIPTS = 3  # receipt bundles pushed by a source shard's relayers
+CHANNEL_ANNOUNCE = 4  # block announcements, from a block's proposer to other shards' nodes
 
-TOPIC_BLOCKS = "shardnet/blocks/1"
+TOPIC_BLOCKS = "shardnet/blocks/1"  # subscribed and validated; nothing published on it
 
 TX_BATCH_TXS_MAX = 4096
 STATUS_SEQS_MAX = 64
@@ -90,14 +91,18 @@ class SyncResponse(WireStruct, frozen=True):
 
 
 class BlockAnnouncement(WireStruct, frozen=True):
-    """Gossiped to every node after a commit: enough to know a shard's tip and fetch
-    its receipts; the body travels over streams (block sync)."""
+    """Sent by a block's proposer to every node of the other shards after a commit
+    (``CHANNEL_ANNOUNCE``): enough to know a shard's tip and fetch its receipts; the
+    body travels over streams (block sync). ``out_seqs[d]``: the last receipt sequence
+    of channel (shard -> d) the sender had committed, a hint that tells the relay of
+    shard d whether a pull is owed (not covered by the certificate; empty: no hint)."""
 
     shard: int
     height: int
     block_hash: bytes
     header: bytes
     certificate: bytes
+    out_seqs: tuple[Seq, ...] = ()
 
 
 def encode_tx_batch(raw_txs: list[bytes]) -> bytes:

@@ -111,7 +111,7 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         other_url = next(n.api_url for n in testnet.load_manifest().nodes if n.name == other)
         wait_until(lambda: int(call("GET", f"{other_url}/v1/status")["shard_tips"].get(
             str(outcome["shard"]), 0)) >= outcome["height"], 30,
-            "the other shard learning the certified tip over gossip")
+            "the other shard learning the certified tip from the announcement")
         status = shardnet("testnet", "status", "--testnet", str(root))
         assert status.returncode == 0 and "shard0-node0" in status.stdout
         shard = outcome["shard"]

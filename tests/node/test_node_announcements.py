@@ -50,12 +50,14 @@ def service(tmp_path: Path) -> NodeService:
     metrics, log = NodeMetrics(), structlog.get_logger()
     replica = SimpleNamespace(me=0, view=0, primary=lambda: 0)  # for status()
     no_driver: Any = SimpleNamespace(wake=lambda: None, replica=replica, view_changes=0)
-    no_relay: Any = SimpleNamespace()
+    hints: list[tuple[int, int]] = []
+    no_relay: Any = SimpleNamespace(hints=hints,
+                                    note_announced=lambda src, seq: hints.append((src, seq)))
     return NodeService(
         name="shard0-node0", config=parse_config("[node]\nshard = 0\nindex = 0\n", tmp_path),
         ledger=ledger, mempool=mempool, store=store, metrics=metrics, log=log,
         admission_pool=ThreadPoolExecutor(1), ledger_pool=ThreadPoolExecutor(1),
-        forward=lambda batch: None, peers_connected=lambda: 0,
+        forward=lambda channel, data: None, peers_connected=lambda: 0,
         finality=Finality(shard=0, index=0, validators_per_shard=[4, 4], store=store,
                           request=no_peers),
         driver=no_driver, relay=no_relay, shard_tips={}, clock=SystemClock(),
@@ -64,7 +66,7 @@ def service(tmp_path: Path) -> NodeService:
 
 
 def announcement(height: int, signers: list[int], *, shard: int = 1,
-                 wrong_key: bool = False) -> bytes:
+                 wrong_key: bool = False, out_seqs: tuple[int, ...] = ()) -> bytes:
     header = BlockHeader(shard, height, 0, GENESIS_PREV_HASH, 0, 0, *(b"\x00" * 32,) * 5)
     digest = block_hash(header)
     vote = vote_digest(CHAIN, shard, 0, height, digest, PHASE_COMMIT)
@@ -74,7 +76,8 @@ def announcement(height: int, signers: list[int], *, shard: int = 1,
         for i in signers
     )
     cert = CommitCertificate(shard, 0, height, digest, signatures)
-    return encode(BlockAnnouncement(shard, height, digest, encode(header), encode(cert)))
+    return encode(BlockAnnouncement(shard, height, digest, encode(header), encode(cert),
+                                    out_seqs))
 
 
 def test_certified_announcement_records_the_shard_tip(service: NodeService) -> None:
@@ -113,3 +116,31 @@ def test_the_gossip_validator_refuses_what_the_handler_would_drop(
                 announcement(5, [0, 1, 2], shard=7), b"\x93garbage"):
         assert not Node._valid_announcement(node, "peer", bad)
         assert service.on_announcement(bad) != ""
+
+
+def test_an_announcement_hands_the_relay_its_out_seq_hint_for_our_shard(
+        service: NodeService) -> None:
+    """``out_seqs[our shard]`` of a certified announcement of another shard reaches the
+    relay (which pulls what a push did not bring); our own shard's never does."""
+    relay: Any = service.relay
+    assert service.on_announcement(announcement(5, [0, 1, 3], out_seqs=(7, 0))) == ""
+    assert relay.hints == [(1, 7)]
+    assert service.on_announcement(announcement(6, [0, 1, 3], shard=0, out_seqs=(0, 9))) == ""
+    assert relay.hints == [(1, 7)]
+    assert service.shard_tips == {1: 5, 0: 6}
+
+
+def test_an_announcement_with_the_wrong_number_of_out_seqs_is_dropped(
+        service: NodeService) -> None:
+    relay: Any = service.relay
+    assert service.on_announcement(announcement(5, [0, 1, 3], out_seqs=(7,))) == "malformed"
+    assert service.on_announcement(announcement(5, [0, 1, 3], out_seqs=(7, 0, 0))) == \
+        "malformed"
+    assert relay.hints == [] and service.shard_tips == {}
+
+
+def test_a_refused_announcement_gives_the_relay_no_hint(service: NodeService) -> None:
+    relay: Any = service.relay
+    assert service.on_announcement(announcement(5, [0, 1], out_seqs=(7, 0))) == \
+        "bad_certificate"
+    assert relay.hints == []
