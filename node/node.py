@@ -20,7 +20,7 @@ from aiohttp import web
 
 from consensus.certificate import CommitCertificate
 from consensus.kernel.codec import decode, encode
-from consensus.kernel.crypto import KeyPair, verify_signature
+from consensus.kernel.crypto import VERIFY_BACKEND, KeyPair, verify_signature
 from consensus.kernel.errors import ShardnetError
 from consensus.kernel.limits import REQUEST_BYTES_MAX
 from consensus.replica import Replica
@@ -245,7 +245,8 @@ class Node:
                        "relay": asyncio.ensure_future(running.relay.run())}
         listen = getattr(p2p, "listen_addrs", [])  # the libp2p host's; not in P2PAPI
         self.log.info("node.started", height=ledger.height, view=replica.view,
-                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid())
+                      api=self.api_url, p2p=listen, peer_id=p2p.peer_id, pid=os.getpid(),
+                      verify_backend=VERIFY_BACKEND)
 
     def _assemble(self, ledger: Ledger, persisted: PersistentState | None) -> Running:
         """The node's own pieces, wired to each other and to the parts."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from consensus.kernel.crypto import VERIFY_BACKEND
 from scripts.cli.client import ApiFailure, call
 from tests.support.node import (
     LocalTestnet,
@@ -113,9 +114,11 @@ def run_garbage_client(*args: str) -> dict[str, list[bool]]:
 def test_garbage_on_p2p_stream_is_dropped_and_counted(shard: LocalTestnet) -> None:
     node = shard.node("shard0-node3")
     status = shard.status(node.name)
-    peer_id = next(line for line in shard.log_text(node.name).splitlines()
-                   if '"node.started"' in line)
-    peer_id = json.loads(peer_id)["peer_id"]
+    started = json.loads(next(line for line in shard.log_text(node.name).splitlines()
+                              if '"node.started"' in line))
+    # the signature path the node chose (same virtualenv and environment as this test)
+    assert started["verify_backend"] == VERIFY_BACKEND
+    peer_id = started["peer_id"]
     target = f"/ip4/127.0.0.1/tcp/{node.p2p_port}/p2p/{peer_id}"
     garbage = ["ff" * 64, "00000005" + "ab" * 5]
     # From a genesis validator (of shard 1, not running): the frames are read and refused.
