@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from consensus.kernel.crypto import SignatureCheck, verify_signatures
+from consensus.kernel.crypto import SignatureCheck, VerifyMany, verify_signatures
 from node.executor_pool import available_cores
 
 VERIFY_PARALLEL_MIN = 32  # signatures: fewer are verified on the caller's thread
@@ -46,24 +46,28 @@ def chunk_bounds(count: int, chunks: int) -> list[tuple[int, int]]:
 class VerifyPool:
     """``verify_many`` over ``threads`` threads (one thread: no pool, the caller's)."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, verify: VerifyMany | None = None) -> None:
+        """``verify``: what checks a chunk; None: ``verify_signatures`` (the path
+        ``VERIFY_BACKEND`` names; the bench passes the pure path to compare)."""
         if threads < 1:
             raise ValueError(f"verify_threads must be at least 1, not {threads}")
         self.threads = threads
+        self._verify = verify
         self._pool = (ThreadPoolExecutor(threads, thread_name_prefix="verify")
                       if threads > 1 else None)
 
     def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
         """One verdict per check, in order, each ``verify_signature``'s."""
         pool = self._pool
+        verify = self._verify or verify_signatures
         if pool is None or len(checks) < VERIFY_PARALLEL_MIN:
-            return verify_signatures(checks)
+            return verify(checks)
         chunks = min(self.threads, len(checks) // (VERIFY_PARALLEL_MIN // 2))
         try:
-            futures = [pool.submit(verify_signatures, checks[start:stop])
+            futures = [pool.submit(verify, checks[start:stop])
                        for start, stop in chunk_bounds(len(checks), chunks)]
         except RuntimeError:  # closed while the node stops: verify here
-            return verify_signatures(checks)
+            return verify(checks)
         verdicts: list[bool] = []
         for future in futures:
             verdicts.extend(future.result())

@@ -23,7 +23,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from consensus.kernel.crypto import KeyPair, verify_signature
+from consensus.kernel.crypto import (
+    BACKEND_CRYPTOGRAPHY,
+    VERIFY_BACKEND,
+    KeyPair,
+    verify_signature,
+    verify_signature_cryptography,
+)
 from scripts.cli.params import json_stdout
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
@@ -74,17 +80,30 @@ def cpu_seconds(pid: int) -> float:
     return process_cpu_seconds(pid)
 
 
-def measure_verify_per_s(seconds: float = 1.0) -> float:
-    """Ed25519 verifications per second on one core: the unit of the crypto ceiling."""
+def measure_verify_per_s(seconds: float = 1.0,
+                         verify: Callable[[bytes, bytes, bytes], bool] = verify_signature,
+                         ) -> float:
+    """Ed25519 verifications per second on one core: the unit of the crypto ceiling.
+    ``verify``: the path this process (and the nodes it starts) uses, unless told."""
     key = KeyPair.derive("bench", 0)
     message = b"x" * 120
     signature = key.sign(message)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for _ in range(200):
-            verify_signature(key.public_key, message, signature)
+            verify(key.public_key, message, signature)
         count += 200
     return count / (time.perf_counter() - started)
+
+
+def measure_verify_rates(seconds: float = 1.0) -> dict[str, float]:
+    """``measure_verify_per_s`` for the path in use (``VERIFY_BACKEND``, the nodes' too:
+    same virtualenv and environment) and for the pure ``cryptography`` one, keyed by
+    backend name (one entry when the pure path is the one in use)."""
+    rates = {VERIFY_BACKEND: measure_verify_per_s(seconds)}
+    if VERIFY_BACKEND != BACKEND_CRYPTOGRAPHY:
+        rates[BACKEND_CRYPTOGRAPHY] = measure_verify_per_s(seconds, verify_signature_cryptography)
+    return rates
 
 
 def result_table(

@@ -5,8 +5,10 @@ sustainable TPS with ``shardnet load``'s ``--find-max`` at 0% and 20% cross-shar
 traffic, then runs half of the 0% figure with 20% cross-shard traffic for the
 latencies. The Ed25519 single-core verification rate is measured in the same run
 (before and after; the better one counts), and the throughput is compared with
-the crypto ceiling ``cores / (validators_per_shard x verify_time)``. Everything runs
-on this machine: the 8 nodes and the generator share its cores.
+the crypto ceiling ``cores / (validators_per_shard x verify_time)``, with the verify
+path the nodes use (``VERIFY_BACKEND``, named in the output) and, when that is the
+compiled extension, with OpenSSL's too. Everything runs on this machine: the 8 nodes and
+the generator share its cores.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from consensus.kernel.crypto import BACKEND_CRYPTOGRAPHY, VERIFY_BACKEND
 from scripts.bench.common import (
     cores,
     local_testnet,
     machine_line,
-    measure_verify_per_s,
+    measure_verify_rates,
     report,
     result_table,
 )
@@ -91,16 +94,23 @@ def run_testnet(base_port: int, measure: Callable[[Network], Any]) -> Any:
         return measure(network_from_testnet(root))
 
 
-def summary(result: dict[str, Any], verify_per_s: float, half: float, step: dict[str, Any],
+def summary(result: dict[str, Any], rates: dict[str, float], half: float, step: dict[str, Any],
             ) -> dict[str, Any]:
-    """The JSON's figures beside ``max_tps`` and ``find_max``."""
+    """The JSON's figures beside ``max_tps`` and ``find_max``; ``rates``: one core's
+    verify/s per backend (``measure_verify_rates``), the nodes' path first."""
+    verify_per_s = rates[VERIFY_BACKEND]
     ceiling = cores() * verify_per_s / VALIDATORS
+    openssl = cores() * rates[BACKEND_CRYPTOGRAPHY] / VALIDATORS
     latency = step["latency_ms"]
     return {
         "machine": machine_line(),
         "topology": "2 shards x 4 validators, local processes, generator on the same machine",
-        "cores": cores(), "verify_per_s": round(verify_per_s), "ceiling_tps": round(ceiling),
+        "cores": cores(), "verify_backend": VERIFY_BACKEND,
+        "verify_per_s": round(verify_per_s), "ceiling_tps": round(ceiling),
         "ratio": round(result["max_tps"]["0"] / ceiling, 3),
+        "verify_per_s_cryptography": round(rates[BACKEND_CRYPTOGRAPHY]),
+        "ceiling_tps_cryptography": round(openssl),
+        "ratio_cryptography": round(result["max_tps"]["0"] / openssl, 3),
         "cross_over_local": round(result["max_tps"]["0.2"] / max(1e-9, result["max_tps"]["0"]),
                                   3),
         "half_load_tps": round(half, 1), "p99_ms": latency["commit"]["p99"],
@@ -113,16 +123,25 @@ def summary(result: dict[str, Any], verify_per_s: float, half: float, step: dict
 
 def make_table(result: dict[str, Any], quick: bool) -> Table:
     half, kind = result["half_load_tps"], "quick" if quick else "full"
-    rows = [("Ed25519 verify / s (one core)", f"{result['verify_per_s']:,.0f}"),
-            ("crypto ceiling: cores / (4 x verify time)", f"{result['ceiling_tps']:,.0f} tx/s"),
+    backend = result["verify_backend"]
+    rows = [(f"Ed25519 verify / s (one core, {backend}: the nodes' path)",
+             f"{result['verify_per_s']:,.0f}"),
+            (f"crypto ceiling: cores / (4 x verify time), {backend}",
+             f"{result['ceiling_tps']:,.0f} tx/s"),
             ("max sustainable, 0% cross-shard", f"{result['max_tps']['0']:,.0f} tx/s"),
             ("max sustainable, 20% cross-shard", f"{result['max_tps']['0.2']:,.0f} tx/s"),
-            ("ratio to the ceiling (0%)", f"{result['ratio']:.2f}"),
+            (f"ratio to the {backend} ceiling (0%)", f"{result['ratio']:.2f}"),
             ("20% / 0% cross-shard", f"{result['cross_over_local']:.2f}"),
             (f"at half load ({half:,.0f} tx/s, 20% cross): commit p50 / p99",
              f"{result['p50_ms']} / {result['p99_ms']} ms"),
             ("  cross-shard finality p50 / p99",
              f"{result['finality_p50_ms']} / {result['finality_p99_ms']} ms")]
+    if backend != BACKEND_CRYPTOGRAPHY:
+        rows[2:2] = [("  OpenSSL (cryptography) verify / s, its ceiling",
+                      f"{result['verify_per_s_cryptography']:,.0f}, "
+                      f"{result['ceiling_tps_cryptography']:,.0f} tx/s")]
+        rows.insert(6, ("ratio to the OpenSSL ceiling (0%)",
+                        f"{result['ratio_cryptography']:.2f}"))
     title = f"shardnet bench e2e: 2 x 4, {result['cores']} cores ({kind})"
     return result_table(title, ("measure", "value"), rows, left=1)
 
@@ -145,12 +164,15 @@ def bench_e2e(quick: bool, step_s: float, start_rate: float, p99_ms: float, base
     if quick:
         step_s = min(step_s, 3.0)
     drain_s = 10.0 if quick else 20.0
-    verify_before = measure_verify_per_s(0.5 if quick else 1.0)
-    console.print(f"Ed25519 verify: {verify_before:,.0f}/s on one core")
+    verify_before = measure_verify_rates(0.5 if quick else 1.0)
+    console.print("Ed25519 verify, one core: " + ", ".join(
+        f"{name} {rate:,.0f}/s" for name, rate in verify_before.items())
+        + f"; the nodes verify with {VERIFY_BACKEND}")
     limits = Limits(p99_ms=p99_ms)
     result, half, step = run_testnet(base_port, lambda network: measure_network(
         network, console, start_rate, limits, step_s, drain_s))
-    verify_after = measure_verify_per_s(0.5 if quick else 1.0)
-    result.update(summary(result, max(verify_before, verify_after), half, step))
+    verify_after = measure_verify_rates(0.5 if quick else 1.0)
+    result.update(summary(result, {name: max(rate, verify_after[name])
+                                   for name, rate in verify_before.items()}, half, step))
     result.update({"limits": {"p99_ms": p99_ms, "step_s": step_s}, "quick": quick})
     report(console, [make_table(result, quick)], out, result)

@@ -7,9 +7,12 @@ goes hits both alike): ``verify_signatures`` on the calling thread, ``VerifyPool
 ``verify_many`` on the same checks, the same chunks on N processes (no GIL: the
 parallelism the machine gives right now, the reference for the threads' ratio), and the
 call site itself, ``admit_batch`` (decode, stateless checks, signatures, payability)
-with one thread and with N. Medians of the rounds, the ratio N / 1, CPU microseconds per
-signature, and the load average before and after (the machine may be shared). Prints a
-table and writes JSON.
+with one thread and with N. The path in use is ``VERIFY_BACKEND`` (the compiled
+extension when it imports; ``SHARDNET_VERIFY_BACKEND=cryptography`` forces OpenSSL);
+when it is the extension, OpenSSL's ``verify_many`` on 1 and N threads is measured in
+the same rounds too, and the CPU per signature of the two compared. Medians of the
+rounds, the ratio N / 1, CPU microseconds per signature, and the load average before
+and after (the machine may be shared). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ import click
 from rich.console import Console
 
 from consensus.kernel.codec import encode
-from consensus.kernel.crypto import KeyPair, SignatureCheck, verify_signatures
+from consensus.kernel.crypto import (
+    BACKEND_CRYPTOGRAPHY,
+    VERIFY_BACKEND,
+    KeyPair,
+    SignatureCheck,
+    verify_signatures,
+    verify_signatures_cryptography,
+)
 from node.admission import admit_batch
 from node.verify_pool import VerifyPool, chunk_bounds, resolve_verify_threads
 from scripts.bench.common import machine_facts, report, result_table
@@ -38,6 +48,7 @@ from sharding.tx import Transfer, TxBody, sign_tx
 
 SEED = "bench-verify"
 PATHS = ("verify_1", "verify_n", "processes_n", "admit_1", "admit_n")
+OPENSSL_PATHS = ("openssl_1", "openssl_n")  # when VERIFY_BACKEND is the extension
 
 
 def make_checks(count: int, keys: int = 64) -> list[SignatureCheck]:
@@ -80,13 +91,15 @@ def measure(signatures: int, threads: int, rounds: int) -> dict[str, Any]:
     checks = make_checks(signatures)
     new_ledger, raws = make_admission(signatures)
     pool = VerifyPool(threads)
+    openssl_pool = VerifyPool(threads, verify_signatures_cryptography)
+    paths = PATHS + (OPENSSL_PATHS if VERIFY_BACKEND != BACKEND_CRYPTOGRAPHY else ())
     processes = ProcessPoolExecutor(threads)
     chunks = [checks[start:stop] for start, stop in chunk_bounds(signatures, threads)]
 
     def in_processes() -> list[bool]:
         return [v for verdicts in processes.map(verify_signatures, chunks) for v in verdicts]
-    samples: dict[str, list[float]] = {name: [] for name in PATHS}
-    cpu: dict[str, list[float]] = {name: [] for name in PATHS}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
     try:
         assert pool.verify_many(checks) == verify_signatures(checks) == [True] * signatures
         assert in_processes() == [True] * signatures  # (starts the processes)
@@ -98,14 +111,31 @@ def measure(signatures: int, threads: int, rounds: int) -> dict[str, Any]:
                 # A fresh ledger each time: its verified cache would skip the signatures.
                 "admit_1": lambda: admit_batch(new_ledger(), raws, verify_signatures),
                 "admit_n": lambda: admit_batch(new_ledger(), raws, pool.verify_many),
+                "openssl_1": lambda: verify_signatures_cryptography(checks),
+                "openssl_n": lambda: openssl_pool.verify_many(checks),
             }
-            for name, run in runs.items():
+            for name in paths:
+                run = runs[name]
                 samples[name].append(signatures / timed(run, cpu[name]))
     finally:
         pool.close()
+        openssl_pool.close()
         processes.shutdown()
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    cpu_us = {name: statistics.median(values) * 1e6 / signatures
+              for name, values in cpu.items() if name != "processes_n"}
+    compare = {}
+    if "openssl_1" in medians:
+        assert openssl_pool.verify_many(checks) == verify_signatures_cryptography(checks)
+        compare = {
+            "openssl_ratio": medians["openssl_n"] / medians["openssl_1"],
+            # OpenSSL's CPU per signature over the extension's, one thread and N
+            "cpu_speedup_1": cpu_us["openssl_1"] / cpu_us["verify_1"],
+            "cpu_speedup_n": cpu_us["openssl_n"] / cpu_us["verify_n"],
+            "rate_speedup_n": medians["verify_n"] / medians["openssl_n"],
+        }
     return {
+        "backend": VERIFY_BACKEND,
         "signatures": signatures,
         "threads": threads,
         "rounds": rounds,
@@ -114,11 +144,11 @@ def measure(signatures: int, threads: int, rounds: int) -> dict[str, Any]:
         # CPU microseconds per signature (all threads): equal for 1 and N threads means
         # the threads add no work, so N free cores give N times the rate.
         # (not for the processes: their CPU is not this process's)
-        "cpu_us_per_signature": {name: statistics.median(values) * 1e6 / signatures
-                                 for name, values in cpu.items() if name != "processes_n"},
+        "cpu_us_per_signature": cpu_us,
         "verify_ratio": medians["verify_n"] / medians["verify_1"],
         "processes_ratio": medians["processes_n"] / medians["verify_1"],
         "admit_ratio": medians["admit_n"] / medians["admit_1"],
+        **compare,
     }
 
 
@@ -138,13 +168,19 @@ def bench_verify(signatures: int, threads: int, rounds: int, json_out: Path) -> 
     result["load_average_after"] = os.getloadavg()
     result["machine"] = machine_facts()
     per_s, cpu_us = result["per_s"], result["cpu_us_per_signature"]
+    backend = result["backend"]
+    rows = [(f"verify_many ({backend})", f"{per_s['verify_1']:,.0f}", f"{per_s['verify_n']:,.0f}",
+             f"{result['verify_ratio']:.2f}x", f"{cpu_us['verify_1']:.1f}",
+             f"{cpu_us['verify_n']:.1f}")]
+    if "openssl_1" in per_s:
+        rows.append(("verify_many (cryptography, OpenSSL)", f"{per_s['openssl_1']:,.0f}",
+                     f"{per_s['openssl_n']:,.0f}", f"{result['openssl_ratio']:.2f}x",
+                     f"{cpu_us['openssl_1']:.1f}", f"{cpu_us['openssl_n']:.1f}"))
     table = result_table(
         f"Ed25519 verification, batches of {signatures:,} (median of {rounds} rounds, "
-        f"load {load_before[0]:.1f})",
+        f"load {load_before[0]:.1f}); the nodes' path: {backend}",
         ("path", "1 thread /s", f"{threads} threads /s", "ratio", "CPU us/sig 1", "CPU us/sig N"),
-        [("verify_many", f"{per_s['verify_1']:,.0f}", f"{per_s['verify_n']:,.0f}",
-          f"{result['verify_ratio']:.2f}x", f"{cpu_us['verify_1']:.0f}",
-          f"{cpu_us['verify_n']:.0f}"),
+        [*rows,
          ("verify, N processes", f"{per_s['verify_1']:,.0f}", f"{per_s['processes_n']:,.0f}",
           f"{result['processes_ratio']:.2f}x", f"{cpu_us['verify_1']:.0f}", "-"),
          ("admit_batch", f"{per_s['admit_1']:,.0f}", f"{per_s['admit_n']:,.0f}",
@@ -152,4 +188,9 @@ def bench_verify(signatures: int, threads: int, rounds: int, json_out: Path) -> 
           f"{cpu_us['admit_n']:.0f}")],
         left=1,
     )
-    report(Console(), [table], json_out, result)
+    console = Console()
+    if "cpu_speedup_1" in result:
+        console.print(f"{backend} over OpenSSL: {result['cpu_speedup_1']:.2f}x less CPU per "
+                      f"signature on 1 thread, {result['cpu_speedup_n']:.2f}x on {threads}; "
+                      f"{result['rate_speedup_n']:.2f}x the rate on {threads} threads")
+    report(console, [table], json_out, result)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from consensus.kernel.crypto import BACKEND_CRYPTOGRAPHY, VERIFY_BACKEND
 from scripts.cli.main import main
 
 
@@ -23,4 +24,9 @@ def test_bench_node_quick_commits_the_whole_load_and_writes_json(tmp_path: Path)
     assert row["tps"] > 0 and 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
     assert data["crypto_ceiling_tps"] > 0
     assert data["verify_per_s"] == max(data["verify_per_s_before"], data["verify_per_s_after"])
+    # the ceiling names the nodes' verify path; with the extension, OpenSSL's is given too
+    assert data["verify_backend"] == VERIFY_BACKEND
+    assert set(data["ceilings"]) == {VERIFY_BACKEND, BACKEND_CRYPTOGRAPHY}
+    assert data["ceilings"][VERIFY_BACKEND]["crypto_ceiling_tps"] == data["crypto_ceiling_tps"]
+    assert f"with {VERIFY_BACKEND} (the nodes' path)" in result.output
     assert row["p2p"]["shardnet_blocks_committed_total"] >= 1
