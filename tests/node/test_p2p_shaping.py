@@ -204,3 +204,36 @@ async def test_the_rate_cap_paces_a_bulk_transfer() -> None:
     expected = 8 * total / rate_bit - burst  # 1.5 s less the bucket's 10 ms
     # Not faster than the rate; slower only by the machine's own cost (loaded: generous).
     assert expected * 0.95 <= elapsed <= expected * 3
+
+
+# ------------------------------------------------------------------ the config
+
+NODE = '[node]\nshard = 0\nindex = 0\n'
+
+
+def test_net_emulation_config_reaches_the_p2p_layer_only_in_userspace_mode() -> None:
+    from node.config import parse_config
+    from node.main import emulated_network
+
+    assert parse_config(NODE).net_emulation.mode == "off"
+    assert emulated_network(parse_config(NODE)) == {}
+    userspace = parse_config(NODE + '[net_emulation]\nmode = "userspace"\nlatency_ms = 20\n'
+                             'bandwidth_bits_per_s = 1000000\n')
+    assert emulated_network(userspace) == {"emulated_latency_s": 0.02,
+                                           "emulated_rate_bit": 1_000_000}
+    netem = parse_config(NODE + '[net_emulation]\nmode = "netem"\nlatency_ms = 20\n')
+    assert emulated_network(netem) == {}  # the kernel delays: the node adds nothing
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ('mode = "tc"\n', "mode"),
+    ("latency_ms = -1\n", "latency_ms"),
+    ("latency_ms = 2500\n", "heartbeat timeout"),
+    ("bandwidth_bits_per_s = 100\n", "below 8000"),
+])
+def test_bad_net_emulation_config_is_refused_naming_the_key(section: str, error: str) -> None:
+    from node.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="net_emulation") as refused:
+        parse_config(NODE + "[net_emulation]\n" + section)
+    assert error in str(refused.value)
