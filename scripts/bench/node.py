@@ -30,6 +30,7 @@ from consensus.kernel.crypto import VERIFY_BACKEND, KeyPair
 from node.defaults import CONSENSUS_BLOCK_TXS_MAX, CONSENSUS_PIPELINE_DEPTH
 from scripts.bench.common import (
     cores,
+    cpu_seconds,
     local_testnet,
     machine_line,
     measure_verify_rates,
@@ -37,7 +38,9 @@ from scripts.bench.common import (
     result_table,
     watch_blocks,
 )
+from scripts.cli.testnet.control import NodeProcesses
 from scripts.cli.testnet.generate import TestnetSpec
+from scripts.cli.testnet.layout import TestnetDir
 from sharding.accounts import derive_account, shard_of
 from sharding.tx import Transfer, TxBody, sign_tx, tx_hash
 
@@ -175,9 +178,18 @@ def run_once(raws: list[bytes], hashes: list[str], senders: int, batch: int, blo
         return text.replace(f"pipeline_depth = {CONSENSUS_PIPELINE_DEPTH}",
                             f"pipeline_depth = {pipeline_depth}")
 
-    with local_testnet(spec, edit) as (_, nodes):
+    with local_testnet(spec, edit) as (root, nodes):
         urls = [node.api_url for node in nodes]
+        processes = NodeProcesses(TestnetDir(root))
+        pids = [pid for node in nodes if (pid := processes.pid(node.name)) is not None]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         row = asyncio.run(run_load(urls, raws, hashes, batch, timeout_s=120, rate=rate))
+        # The 4 nodes' CPU (user + system) over the load: per transaction, a figure that
+        # holds on a shared machine where the TPS swings with others' work.
+        nodes_cpu_s = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+        row["nodes_cpu_s"] = round(nodes_cpu_s, 2)
+        if row.get("committed"):
+            row["nodes_cpu_ms_per_tx"] = round(1000 * nodes_cpu_s / row["committed"], 3)
         row["p2p"] = node_metrics(urls[1])
         return row
 
@@ -209,6 +221,7 @@ def summarize(rows: list[dict[str, Any]], params: dict[str, Any],
         "tps_median": tps,
         "latency_p50_ms_median": median("latency_p50_ms"),
         "latency_p99_ms_median": median("latency_p99_ms"),
+        "nodes_cpu_ms_per_tx_median": median("nodes_cpu_ms_per_tx"),
         "rows": rows,
     }
 
@@ -217,12 +230,13 @@ def make_table(summary: dict[str, Any]) -> Table:
     rows: list[tuple[object, ...]] = [
         (row["run"], row.get("txs", summary["txs_per_run"]), row.get("committed"),
          row.get("tps"), row.get("latency_p50_ms"), row.get("latency_p99_ms"),
-         row.get("retries_503"))
+         row.get("retries_503"), row.get("nodes_cpu_ms_per_tx"))
         for row in summary["rows"]]
     rows.append(("median", "", "", summary["tps_median"], summary["latency_p50_ms_median"],
-                 summary["latency_p99_ms_median"], ""))
+                 summary["latency_p99_ms_median"], "", summary["nodes_cpu_ms_per_tx_median"]))
     return result_table("shardnet bench node: 1 shard x 4 validators, local processes",
-                        ("run", "txs", "committed", "TPS", "p50 ms", "p99 ms", "503 retries"),
+                        ("run", "txs", "committed", "TPS", "p50 ms", "p99 ms", "503 retries",
+                         "nodes CPU ms/tx"),
                         rows)
 
 
