@@ -446,7 +446,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("status-response", "a receipt status answer (node/wire.py ReceiptStatusResponse)",
            byte_inputs(lambda c: c.status_responses, ReceiptStatusResponse),
            _decoding(ReceiptStatusResponse, STATUS_RESPONSE_BYTES_MAX)),
-    Target("announcement", "a gossiped block announcement (node/service.py "
+    Target("announcement", "a block announcement (node/service.py "
            "check_announcement)", byte_inputs(lambda c: c.announcements, BlockAnnouncement),
            check_announcement_target),
     Target("api-body", "a POST /v1/txs body (node/api.py _read_raw_txs: msgpack or JSON), "
