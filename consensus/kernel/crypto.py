@@ -161,9 +161,10 @@ def load_native(choice: str | None = None) -> NativeVerifier | None:
         return None
     try:
         return cast(NativeVerifier, importlib.import_module("shardnet_ed25519"))
-    except ImportError:
+    except ImportError as error:
         if choice in ("native", BACKEND_NATIVE):
-            raise
+            raise ImportError(f"{VERIFY_BACKEND_ENV}={choice} but shardnet_ed25519 does not "
+                              f"import ({error}); make venv builds it with cargo") from error
         return None
 
 
