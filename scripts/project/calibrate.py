@@ -1,9 +1,12 @@
 """``shardnet project calibrate``: measure the projection's cost inputs on this machine.
 
 See ``scripts/project/costs.py`` for what each figure is. The in-process parts reuse the
-benchmarks' code (``bench ledger``, ``bench consensus``); the testnet part starts a 1 x 4
-testnet of local processes (``bench node``'s loader and pre-signed transfers) and reads
-every node's process tree CPU (psutil) and ``/metrics``.
+benchmarks' code (``bench ledger``, ``bench consensus``); the testnet parts start
+testnets of local processes (1 x 4 with ``bench node``'s loader and pre-signed
+transfers, a burst and a paced window; 1 x 4 and 2 x 4 at paced rates; 2 x 4 local
+against cross-shard) and read every node's process tree CPU (psutil) and
+``/metrics``. Re-runnable: ``shardnet project calibrate`` writes the whole costs file
+again from this machine (after a change to the node, on a quiet machine).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psutil
 
 from consensus.certificate import CommitCertificate, IndexedSignature
@@ -24,13 +28,17 @@ from consensus.kernel.crypto import KeyPair, verify_signature
 from scripts.bench.common import local_testnet, machine_facts
 from scripts.cli.testnet.generate import TestnetSpec
 from scripts.cli.testnet.layout import NodeEntry
-from scripts.project.costs import COSTS_FORMAT, Costs, MessageCost
+from scripts.project.costs import COSTS_FORMAT, Costs, MessageCost, PacedCost
 from sharding.block import ReceiptProof
 from sharding.merkle import InclusionProof
 from sharding.receipts import Receipt
 from sharding.tx import Transfer, TxBody, sign_tx
 
 PROOF_DEPTH = 11  # a receipt's Merkle path in a block of ~2,000 receipts
+# The paced calibration's offered rates (all shards together), per shard count: the
+# find-max's steps on this machine fall in 150-900 tx/s
+PACED_RATES: dict[int, tuple[float, ...]] = {1: (100.0, 200.0, 300.0),
+                                              2: (200.0, 400.0, 600.0)}
 
 
 def cpu_per_call_us(call: Any, seconds: float) -> float:
@@ -244,57 +252,21 @@ def measure_testnet(base_port: int, rates: tuple[float, ...], seconds: float,
     return fitted
 
 
-def measure_announcements(base_port: int, rate: float, seconds: float, idle_s: float,
-                          log: Any) -> dict[str, Any]:
-    """Per node, CPU per block of another shard (gossiped announcements, each with its
-    commit certificate checked): a 2 x 4 testnet, load on shard 0 only, the CPU of
-    shard 1's nodes over an idle window and a loaded one."""
-    from scripts.bench.node import run_load, sign_load
-
-    spec = TestnetSpec(shards=2, validators=4, accounts=3000, base_port=base_port)
-    count = int(rate * seconds)
-    raws, hashes = sign_load(count + 1000, 500, 2)  # senders and recipients of shard 0
-    with local_testnet(spec) as (root, nodes):
-        zero = [n for n in nodes if n.shard == 0]
-        one = [n for n in nodes if n.shard == 1]
-        urls = [n.api_url for n in zero]
-        pids = node_pids(one, root)
-        asyncio.run(run_load(urls, raws[:1000], hashes[:1000], 100, 60.0, 0))  # warm-up
-
-        def rest() -> int:
-            time.sleep(idle_s)
-            return 0
-
-        def work() -> int:
-            asyncio.run(run_load(urls, raws[1000:], hashes[1000:], 100, 60.0, rate))
-            return count
-
-        idle = measure_window(pids, urls, rest)
-        loaded = measure_window(pids, urls, work)
-    idle_share = sum(idle.cpu_s) / 4 / idle.wall_s
-    extra = sum(loaded.cpu_s) / 4 - idle_share * loaded.wall_s
-    per_block = max(0.0, extra / max(1.0, loaded.blocks))
-    log(f"2 x 4, load on shard 0: {loaded.blocks:.0f} blocks in {loaded.wall_s:.1f} s; a "
-        f"shard-1 node spends {per_block * 1e6:.0f} µs per shard-0 block")
-    return {"foreign_block_us": per_block * 1e6, "idle_cpu_share": idle_share,
-            "windows": [{"wall_s": round(w.wall_s, 3), "txs": w.txs, "blocks": w.blocks,
-                         "cpu_s": [round(c, 3) for c in w.cpu_s]} for w in (idle, loaded)]}
-
-
 def sign_transfers(count: int, senders: int, to_shard: int, num_shards: int,
-                   ) -> tuple[list[bytes], list[str]]:
-    """``count`` pre-signed transfers from ``senders`` funded accounts of shard 0 to funded
-    accounts of ``to_shard`` (0: local transactions; 1: each with a receipt for shard 1)."""
+                   from_shard: int = 0) -> tuple[list[bytes], list[str]]:
+    """``count`` pre-signed transfers from ``senders`` funded accounts of ``from_shard``
+    to funded accounts of ``to_shard`` (the same: local transactions; another: each with
+    a receipt for it)."""
     from sharding.accounts import derive_account, shard_of
     from sharding.tx import tx_hash
 
-    by_shard: dict[int, list[KeyPair]] = {0: [], to_shard: []}
+    by_shard: dict[int, list[KeyPair]] = {from_shard: [], to_shard: []}
     index = 0
-    while len(by_shard[0]) < senders or len(by_shard[to_shard]) < senders:
+    while len(by_shard[from_shard]) < senders or len(by_shard[to_shard]) < senders:
         key = derive_account("shardnet", index)
         by_shard.setdefault(shard_of(key.public_key, num_shards), []).append(key)
         index += 1
-    keys, recipients = by_shard[0][:senders], by_shard[to_shard][:senders]
+    keys, recipients = by_shard[from_shard][:senders], by_shard[to_shard][:senders]
     raws, hashes = [], []
     for i in range(count):
         sender, recipient = keys[i % senders], recipients[(i + 1) % senders]
@@ -315,65 +287,186 @@ def wait_receipts(urls: list[str], target: float, timeout_s: float) -> bool:
     return False
 
 
-def measure_cross(base_port: int, rate: float, seconds: float, log: Any) -> dict[str, Any]:
+def sign_sequence(segments: list[tuple[int, int]], senders: int, num_shards: int,
+                  ) -> list[tuple[list[bytes], list[str]]]:
+    """Per segment (count, to_shard), pre-signed transfers from the same ``senders``
+    accounts of shard 0, the nonces running on across the segments (so local and
+    cross-shard windows can alternate)."""
+    total = sum(count for count, _ in segments)
+    targets = sorted({to for _, to in segments})
+    signed = {to: sign_transfers(total, senders, to, num_shards) for to in targets}
+    out, at = [], 0
+    for count, to in segments:  # transaction i has nonce i // senders in every list
+        raws, hashes = signed[to]
+        out.append((raws[at:at + count], hashes[at:at + count]))
+        at += count
+    return out
+
+
+def measure_cross(base_port: int, rate: float, seconds: float, reps: int, log: Any,
+                  ) -> dict[str, Any]:
     """Node CPU per cross-shard transaction beyond a local one, at the source and at the
-    destination: a 2 x 4 testnet, the same paced load on shard 0 twice, local transfers
-    (shard 0 to shard 0), then cross-shard only (shard 0 to shard 1, until every shard-1
-    node applied the receipts); per shard, the CPU of every node's process tree. The
-    difference per transaction holds the receipt bundles, their relaying, the
-    certificate and proof checks and the apply at the destination, finality tracking."""
+    destination: a 2 x 4 testnet, the same paced load on shard 0 alternately local
+    transfers (shard 0 to shard 0) and cross-shard only (shard 0 to shard 1, the window
+    ending when every shard-1 node applied the receipts), ``reps`` pairs; per shard, the
+    CPU of every node's process tree; per pair the difference per transaction, the
+    median over the pairs. The difference holds the receipt bundles, their relaying,
+    the certificate and proof checks and the apply at the destination, finality
+    tracking."""
     from scripts.bench.node import run_load
 
     spec = TestnetSpec(shards=2, validators=4, accounts=3000, base_port=base_port)
-    count, senders = int(rate * seconds), 500
-    warm = 500
-    local_raws, local_hashes = sign_transfers(count + warm, senders, 0, 2)
-    # nonces: the cross window's senders continue after the local window's
-    cross_raws, cross_hashes = sign_transfers(2 * (count + warm), senders, 1, 2)
-    cross_raws, cross_hashes = cross_raws[count + warm:], cross_hashes[count + warm:]
+    count, senders, warm = int(rate * seconds), 500, 500
+    plan = [(warm, 0), (warm, 1)] + [(count, to) for _ in range(reps) for to in (0, 1)]
+    signed = sign_sequence(plan, senders, 2)
     with local_testnet(spec) as (root, nodes):
         zero = [n for n in nodes if n.shard == 0]
         one = [n for n in nodes if n.shard == 1]
         urls0, urls1 = [n.api_url for n in zero], [n.api_url for n in one]
         pids = node_pids(zero, root) + node_pids(one, root)
-        asyncio.run(run_load(urls0, local_raws[:warm], local_hashes[:warm], 100, 60.0, 0))
-
-        def local() -> int:
-            asyncio.run(run_load(urls0, local_raws[warm:], local_hashes[warm:], 100, 60.0,
-                                 rate))
-            return count
-
-        local_window = measure_window(pids, urls0, local)
-        # warm the cross path (receipt relays, the destination's proof checks) first
         applied = metrics(urls1[0])["receipts_applied"]
-        asyncio.run(run_load(urls0, cross_raws[:warm], cross_hashes[:warm], 100, 60.0, 0))
-        if not wait_receipts(urls1, applied + warm, 60.0):
-            raise RuntimeError("calibration: the warm-up's receipts were not applied")
-        applied += warm
 
-        def cross() -> int:
-            asyncio.run(run_load(urls0, cross_raws[warm:], cross_hashes[warm:], 100, 60.0,
-                                 rate))
-            if not wait_receipts(urls1, applied + count, 60.0):
-                raise RuntimeError("calibration: cross-shard receipts were not applied")
-            return count
+        def send(index: int, paced: float) -> int:
+            nonlocal applied
+            raws, hashes = signed[index]
+            asyncio.run(run_load(urls0, raws, hashes, max(1, round(paced / 25)) if paced
+                                 else 100, 60.0, paced))
+            if plan[index][1] == 1:
+                applied += len(raws)
+                if not wait_receipts(urls1, applied, 60.0):
+                    raise RuntimeError("calibration: cross-shard receipts were not applied")
+            return len(raws)
 
-        cross_window = measure_window(pids, urls0, cross)
-    per_tx = {}
+        send(0, 0.0)  # warm-up, then the cross path (relays, the destination's checks)
+        send(1, 0.0)
+        windows: list[tuple[str, Window]] = []
+        for index in range(2, len(plan)):
+            kind = "cross" if plan[index][1] == 1 else "local"
+            windows.append((kind, measure_window(pids, urls0,
+                                                 lambda i=index: send(i, rate))))
+    pairs = [(windows[i][1], windows[i + 1][1]) for i in range(0, len(windows), 2)]
+    per_tx: dict[str, float] = {}
     for name, part in (("source", slice(0, 4)), ("destination", slice(4, 8))):
         # per node: the windows carry the same transactions at the same pace (the cross
         # one ends when the receipts are applied: its few more idle ms are charged too)
-        extra = sum(cross_window.cpu_s[part]) - sum(local_window.cpu_s[part])
-        per_tx[name] = max(0.0, extra / count / 4 * 1e6)
-    log(f"2 x 4, {rate:.0f} tx/s from shard 0: local {sum(local_window.cpu_s):.2f} CPU s in "
-        f"{local_window.wall_s:.1f} s, cross-shard {sum(cross_window.cpu_s):.2f} CPU s in "
-        f"{cross_window.wall_s:.1f} s; per node and cross-shard tx beyond a local one: "
-        f"source {per_tx['source']:.0f} µs, destination {per_tx['destination']:.0f} µs")
+        per_tx[name] = max(0.0, statistics.median(
+            (sum(cross.cpu_s[part]) - sum(local.cpu_s[part])) / count / 4 * 1e6
+            for local, cross in pairs))
+    log(f"2 x 4, {rate:.0f} tx/s from shard 0, {reps} x ({seconds:g} s local, {seconds:g} s "
+        f"cross-shard): per node and cross-shard tx beyond a local one (median): source "
+        f"{per_tx['source']:.0f} µs, destination {per_tx['destination']:.0f} µs")
     return {"cross_source_us": per_tx["source"], "cross_destination_us": per_tx["destination"],
             "rate": rate,
             "windows": [{"kind": kind, "wall_s": round(w.wall_s, 3), "txs": w.txs,
                          "blocks": w.blocks, "cpu_s": [round(c, 3) for c in w.cpu_s]}
-                        for kind, w in (("local", local_window), ("cross", cross_window))]}
+                        for kind, w in windows]}
+
+
+def _two_terms(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """(a, b) minimising the squared error of ``z = a x + b y`` over ``rows`` (x, y, z)."""
+    sxx = sum(x * x for x, _, _ in rows)
+    sxy = sum(x * y for x, y, _ in rows)
+    syy = sum(y * y for _, y, _ in rows)
+    sxz = sum(x * z for x, _, z in rows)
+    syz = sum(y * z for _, y, z in rows)
+    det = sxx * syy - sxy * sxy
+    if det <= 1e-12 * max(1.0, sxx * syy):
+        raise RuntimeError("calibration: the paced windows do not separate per-block "
+                           "from per-transaction CPU (their rates and block rates are "
+                           "proportional)")
+    return (syy * sxz - sxy * syz) / det, (sxx * syz - sxy * sxz) / det
+
+
+def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds: float,
+                  reps: int, idle_s: float, log: Any) -> dict[str, Any]:
+    """A node's CPU at paced rates, as ``bench e2e``'s find-max steps offer them: an
+    ``shards`` x 4 testnet, local transfers paced at ``rate`` tx/s into every shard (each
+    shard ``rate`` / ``shards``), in windows of ``seconds``, each rate ``reps`` times
+    (interleaved, so drift in the machine spreads over the rates), and an idle window.
+    Per window, every node's process tree CPU over the wall time; per rate, the median
+    over the windows of the nodes' mean CPU share, their shard's rate and its blocks per
+    second; fitted to ``share = idle + per_cycle x blocks/s + per_tx x shard rate``,
+    by least squares over the rates (the cycle: every shard cuts a block; per node, the
+    work of its own shard's block and of the other shards' announcements). Paced
+    blocks are cut every interval at these rates (blocks/s nearly constant), so the
+    per-cycle term is the fixed cost at the paced block rate and the per-transaction
+    term the slope in the rate; on a loaded machine the cycles stretch and both vary.
+    The windows are recorded beside the fit."""
+    from scripts.bench.node import run_load
+
+    spec = TestnetSpec(shards=shards, validators=4, accounts=1500 * shards, base_port=base_port)
+    per_window = [max(1, int(rate / shards * seconds)) for rate in rates]
+    warm = 300
+    total = warm + reps * sum(per_window)
+    signed = [sign_transfers(total, 300, shard, shards, from_shard=shard)
+              for shard in range(shards)]
+    with local_testnet(spec) as (root, nodes):
+        by_shard = [[n for n in nodes if n.shard == shard] for shard in range(shards)]
+        urls = [[n.api_url for n in group] for group in by_shard]
+        pids = [pid for group in by_shard for pid in node_pids(group, root)]
+        probe = [group[1] for group in urls]  # one node per shard: its blocks
+        offset = [0] * shards
+
+        def send(count: int, rate: float) -> int:
+            """``count`` transfers into every shard at ``rate`` / shards each."""
+            async def every_shard() -> None:
+                shard_rate = rate / shards
+                batch = max(1, round(shard_rate / 25))  # ~25 submissions a second
+                await asyncio.gather(*(
+                    run_load(urls[s], signed[s][0][offset[s]:offset[s] + count],
+                             signed[s][1][offset[s]:offset[s] + count], batch, 60.0,
+                             shard_rate) for s in range(shards)))
+            asyncio.run(every_shard())
+            for s in range(shards):
+                offset[s] += count
+            return count * shards
+
+        send(warm, 0.0)  # warm-up: first blocks, caches, connections, workers
+
+        def rest() -> int:
+            time.sleep(idle_s)  # nothing offered: what the nodes spend on their own
+            return 0
+
+        idle = measure_window(pids, urls[0], rest)
+        idle_share = sum(idle.cpu_s) / len(pids) / idle.wall_s
+        windows: list[dict[str, Any]] = []
+        for _ in range(reps):
+            for rate, count in zip(rates, per_window, strict=True):
+                before = [metrics(url)["blocks"] for url in probe]
+                window = measure_window(pids, urls[0], lambda c=count, r=rate: send(c, r))
+                blocks = [metrics(url)["blocks"] - b for url, b in zip(probe, before,
+                                                                        strict=True)]
+                windows.append({"rate": rate, "wall_s": round(window.wall_s, 3),
+                                "txs_per_shard": count, "blocks_per_shard": blocks,
+                                "cpu_s": [round(c, 3) for c in window.cpu_s]})
+    points = []
+    for rate in rates:
+        mine = [w for w in windows if w["rate"] == rate]
+        share = statistics.median(sum(w["cpu_s"]) / len(pids) / w["wall_s"] for w in mine)
+        shard_rate = statistics.median(w["txs_per_shard"] / w["wall_s"] for w in mine)
+        bps = statistics.median(statistics.mean(w["blocks_per_shard"]) / w["wall_s"]
+                                for w in mine)
+        points.append({"rate": rate, "shard_rate": shard_rate, "node_cpu_share": share,
+                       "blocks_per_s": bps})
+    per_cycle, per_tx = _two_terms([(p["blocks_per_s"], p["shard_rate"],
+                                     p["node_cpu_share"] - idle_share) for p in points])
+    if per_cycle < 0 or per_tx < 0:  # noise: all of it on the other term
+        rows = [(p["blocks_per_s"], p["shard_rate"], p["node_cpu_share"] - idle_share)
+                for p in points]
+        if per_cycle < 0:
+            per_cycle, per_tx = 0.0, sum(z for _, _, z in rows) / sum(y for _, y, _ in rows)
+        else:
+            per_cycle, per_tx = sum(z for _, _, z in rows) / sum(x for x, _, _ in rows), 0.0
+    slope, per_cycle_us = max(0.0, per_tx), max(0.0, per_cycle) * 1e6
+    bps = statistics.median(p["blocks_per_s"] for p in points)
+    log(f"{shards} x 4 paced ({', '.join(f'{r:g}' for r in rates)} tx/s, {reps} x "
+        f"{seconds:g} s): per node {slope * 1e6:.0f} µs per tx, {per_cycle_us:.0f} µs per "
+        f"cycle ({bps:.1f} blocks/s per shard), idle {idle_share:.1%} of a core")
+    return {"shards": shards, "validators": 4, "tx_us": slope * 1e6,
+            "cycle_us": per_cycle_us, "idle_cpu_share": idle_share, "blocks_per_s": bps,
+            "points": points, "idle_window": {"wall_s": round(idle.wall_s, 3),
+                                              "cpu_s": [round(c, 3) for c in idle.cpu_s]},
+            "windows": windows}
 
 
 def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
@@ -392,9 +485,15 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
     rates = (100.0, 0.0)
     testnet = measure_testnet(base_port, rates, 4.0 if quick else 8.0, 2.0 if quick else 4.0,
                               log)
-    foreign = measure_announcements(base_port + 50, 300.0, 3.0 if quick else 6.0,
-                                    2.0 if quick else 4.0, log)
-    cross = measure_cross(base_port + 100, 200.0, 3.0 if quick else 6.0, log)
+    # the find-max's paced steps: 1 x 4 and 2 x 4, per node per tx and per cycle
+    seconds, reps = (5.0, 2) if quick else (10.0, 3)
+    paced_one = measure_paced(base_port + 50, 1, PACED_RATES[1], seconds, reps, seconds, log)
+    paced_two = measure_paced(base_port + 100, 2, PACED_RATES[2], seconds, reps, seconds, log)
+    foreign_us = max(0.0, paced_two["cycle_us"] - paced_one["cycle_us"])
+    log(f"a block of another shard costs a node {foreign_us:.0f} µs (the 2 x 4 cycle less "
+        "the 1 x 4 one, paced)")
+    cross = measure_cross(base_port + 150, 200.0, 4.0 if quick else 10.0, 1 if quick else 3,
+                          log)
     in_process = verify_us + ledger["execution"] + ledger["state_root"] + \
         ledger["storage_commit"]
     step_us, messages = consensus[0].step_us, consensus[0].messages_per_commit / 4
@@ -412,8 +511,10 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
         "ledger_signature_us": ledger["signature"],
         "testnet": {"topology": "1 x 4 local processes, bench node loader (pre-signed)",
                     "rates": list(rates), **testnet},
-        "announcements": {"topology": "2 x 4 local processes, load on shard 0 only",
-                          **foreign},
+        "paced": {"topology": "1 x 4 and 2 x 4 local processes, local transfers paced "
+                              "into every shard", "rates": {str(k): list(v) for k, v in
+                                                            PACED_RATES.items()},
+                  "window_s": seconds, "reps": reps},
         "cross_shard": {"topology": "2 x 4 local processes, paced load from shard 0: "
                                     "local, then cross-shard only", **cross},
     }
@@ -424,9 +525,11 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
         tx_bytes=sizes["tx_bytes"], receipt_bytes=sizes["receipt_bytes"],
         certificate_bytes_per_signer=sizes["certificate_bytes_per_signer"],
         shell_tx_us=shell_tx, shell_block_us=shell_block,
-        foreign_block_us=foreign["foreign_block_us"],
+        foreign_block_us=foreign_us,
         cross_source_us=cross["cross_source_us"],
         cross_destination_us=cross["cross_destination_us"],
         idle_cpu_share=testnet["idle_cpu_share"], loader_submit_us=testnet["loader_submit_us"],
         p2p_bytes_per_tx=testnet["p2p_bytes_per_tx"],
-        p2p_bytes_per_block=testnet["p2p_bytes_per_block"], measured=measured)
+        p2p_bytes_per_block=testnet["p2p_bytes_per_block"],
+        paced=[msgspec.convert(row, type=PacedCost) for row in (paced_one, paced_two)],
+        measured=measured)

@@ -28,6 +28,10 @@ Two sources:
   at its source (receipts, bundles, relaying, finality tracking) and at its destination
   (the pulled or pushed bundle, its certificate and proofs checked, the receipt applied):
   ``cross_source_us``, ``cross_destination_us``.
+* real 1 x 4 and 2 x 4 testnets at paced rates (local transfers into every shard, as
+  ``bench e2e``'s find-max steps offer them; windows of >= 10 s, medians of >= 3): per
+  node, CPU per transaction and per cycle (``paced``); the 2 x 4 cycle less the 1 x 4
+  one is ``foreign_block_us`` (format 3).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-COSTS_FORMAT = 2  # 2: the measured cross-shard costs
+COSTS_FORMAT = 3  # 2: the measured cross-shard costs; 3: the paced testnet costs
+FORMATS_READ = (2, 3)  # a format-2 file (no paced costs) is still judged as recorded
 
 Us = Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
 Bytes = Annotated[float, msgspec.Meta(ge=0, le=1 << 30)]
@@ -54,10 +59,25 @@ class MessageCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     messages_per_commit: Annotated[float, msgspec.Meta(ge=0, le=1e6)]  # all replicas
 
 
+class PacedCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A node of a shards x validators testnet on this machine at paced rates (the
+    find-max's steps): its CPU share = idle + cycle x blocks/s + tx x its shard's rate."""
+
+    shards: Annotated[int, msgspec.Meta(ge=1, le=64)]
+    validators: Annotated[int, msgspec.Meta(ge=4, le=1000)]
+    tx_us: Us  # node CPU per transaction of its shard
+    cycle_us: Us  # node CPU per cycle (its shard's block, the other shards' announcements)
+    idle_cpu_share: Annotated[float, msgspec.Meta(ge=0, le=4)]
+    blocks_per_s: Annotated[float, msgspec.Meta(ge=0, le=10_000)]  # per shard, measured
+    points: list[dict[str, float]] = []  # per rate: medians of the windows
+    idle_window: dict[str, Any] = {}
+    windows: list[dict[str, Any]] = []
+
+
 class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per validator unless the name says otherwise; µs of CPU, bytes."""
 
-    format: Annotated[int, msgspec.Meta(ge=COSTS_FORMAT, le=COSTS_FORMAT)]
+    format: Annotated[int, msgspec.Meta(ge=FORMATS_READ[0], le=COSTS_FORMAT)]
     # in-process
     verify_us: Us  # one Ed25519 verification, one core
     sign_us: Us  # one Ed25519 signature (the load generator's)
@@ -71,7 +91,10 @@ class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # from the 1 x 4 testnet
     shell_tx_us: Us  # node CPU per tx beyond verify + execution + root + storage
     shell_block_us: Us  # node CPU per block beyond the PBFT steps
-    foreign_block_us: Us  # node CPU per block of another shard (its gossiped announcement)
+    # node CPU per block of another shard (its gossiped announcement, relay, events):
+    # format 3, the paced 2 x 4 cycle less the paced 1 x 4 one; format 2, shard 1's
+    # nodes with load on shard 0 only
+    foreign_block_us: Us
     # from the 2 x 4 testnet: node CPU per cross-shard tx beyond a local tx, per node
     cross_source_us: Us  # at each validator of the source shard
     cross_destination_us: Us  # at each validator of the destination shard
@@ -79,8 +102,18 @@ class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     loader_submit_us: Us  # loader CPU per pre-signed tx (HTTP batches)
     p2p_bytes_per_tx: Bytes  # sent by the busiest node (the primary), n = 4
     p2p_bytes_per_block: Bytes  # sent by the busiest node, n = 4
+    # format 3: the paced testnets (1 x 4 and 2 x 4), what the shared-machine model of
+    # the find-max uses for their configurations
+    paced: list[PacedCost] = []
     # what was measured where (not used by the model)
     measured: dict[str, Any] = {}
+
+    def paced_for(self, shards: int, validators: int) -> PacedCost | None:
+        """The paced costs measured for this testnet shape, if any."""
+        for row in self.paced:
+            if row.shards == shards and row.validators == validators:
+                return row
+        return None
 
     def message(self, replicas: int) -> tuple[float, float]:
         """(CPU µs per message, messages per commit per replica) at ``replicas``:
@@ -109,6 +142,8 @@ def decode_costs(data: bytes, where: str = "costs") -> Costs:
         raise CostsError(f"{where}: not JSON: {exc}") from None
     if not costs.consensus:
         raise CostsError(f"{where}: `$.consensus` is empty (one entry per measured n)")
+    if costs.format >= 3 and (costs.paced_for(1, 4) is None or costs.paced_for(2, 4) is None):
+        raise CostsError(f"{where}: `$.paced` needs the 1 x 4 and 2 x 4 rows (format 3)")
     return costs
 
 

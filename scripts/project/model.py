@@ -44,11 +44,27 @@ costs above carry, so the network's TPS is S x the shard's. Latency at an offere
 the simulated light-load latency at the link latency plus the block's processing; when
 CPU paces the cuts, a transaction waits up to a cycle for its cut and a cycle for its
 processing (median 1.5 cycles plus the network delays).
+
+The shared machine (``project_shared``, the validation's find-max): with the costs a
+paced testnet of the same shape measured here (``costs.paced``: per node, CPU per
+transaction of its shard and per cycle, in which its shard cuts a block and it checks
+every other shard's announcement), the cores received bound
+
+    S R idle + S R cycle_us x 1000 / cycle_ms + (R (tx_us + cross) + loader) x rate
+
+so the cycle stretches (bigger blocks) once the per-transaction work leaves less than
+the per-cycle work needs at the block interval; the throughput limit is where no cycle
+is long enough. The latency limit is where a step's p99 (a cycle waiting for the cut,
+a cycle of processing behind the other nodes' work, the commit round's network delays)
+passes ``p99_limit_ms``; the find-max's prediction is the lesser, and ``binding`` says
+which. A saturating burst (``bench node``) fills blocks: the composed costs (the 1 x 4
+burst-and-paced fit) are used there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scripts.project.costs import Costs
@@ -273,31 +289,56 @@ def project(costs: Costs, network: NetworkModel, structure: Structure, config: C
 @dataclass(frozen=True)
 class SharedPrediction:
     config: Config
-    tps: float  # the testnet's highest TPS (the loader's CPU included)
+    tps: float  # the testnet's highest TPS: the least of the two limits below
     block_txs: float  # per shard, at ``tps``
     cycle_ms: float  # between two blocks of a shard, at ``tps``
     cpu_us_per_tx: float  # all nodes and the loader
     cpu_us_per_cycle: float  # the nodes' per-block work for one block of every shard
     commit_ms: float  # median submit-to-commit at half of ``tps``
+    throughput_tps: float = 0.0  # the highest rate the cores keep up with
+    latency_tps: float = 0.0  # the highest rate whose p99 fits (saturate: = throughput)
+    binding: str = "cpu"  # which sets ``tps``: cpu, latency or block size
+    costs_from: str = "composed"  # "paced S x R": the paced testnet's costs; else composed
+    p99_ms: float = 0.0  # at ``tps``
 
 
-def shared_cpu(costs: Costs, config: Config, loader_us: float) -> tuple[float, float, float]:
+def shared_cpu(costs: Costs, config: Config, loader_us: float, paced: bool = True,
+               ) -> tuple[float, float, float]:
     """(µs of CPU per transaction on the machine, all nodes and the loader; µs of CPU of
-    all nodes per cycle, in which every shard cuts one block; cores the idle nodes take)."""
+    all nodes per cycle, in which every shard cuts one block; cores the idle nodes take).
+
+    ``paced`` and with the paced costs of this testnet's shape (``costs.paced``, format
+    3; for the find-max's paced steps, not for a saturating burst), each node
+    is charged what it was measured to spend at paced rates on this machine: per
+    transaction of its shard ``tx_us`` and per cycle ``cycle_us`` (its shard's block,
+    every other shard's announcement), plus, per cross-shard transaction, the receipt
+    and the measured surplus; the CPU budget is then
+
+        S R idle + S R cycle_us x cycles/s + (R (tx_us + cross) + loader) x rate
+            <= cores received.
+
+    Otherwise the per-operation costs composed as the deployment model does."""
+    nodes = config.shards * config.validators
+    bundles = 0.0
+    if config.shards > 1 and config.cross > 0:  # one bundle per block and destination
+        bundles = (config.shards * (config.shards - 1) * config.validators
+                   * (2 * fault_tolerance(config.validators) + 1) * costs.verify_us)
+    measured = costs.paced_for(config.shards, config.validators) if paced else None
+    if measured is not None:
+        parts = per_tx_parts(costs, config, 1.0)
+        cross = parts["cross_shard"] + config.cross * (
+            costs.execution_us + costs.storage_us + costs.state_root_us + costs.shell_tx_us)
+        per_tx = config.validators * (measured.tx_us + cross) + loader_us
+        return per_tx, nodes * measured.cycle_us + bundles, nodes * measured.idle_cpu_share
     parts = per_tx_parts(costs, config, 1.0)
     per_tx = config.validators * (sum(parts.values()) - parts["consensus"]
                                   - parts["shell_block"] - parts["announcements"]
                                   - parts["receipt_certificates"]) + loader_us
     step_us, messages = costs.message(config.validators)
-    nodes = config.shards * config.validators
     # every node: its own shard's block (PBFT steps, shell) and every other shard's
     per_node_block_us = (step_us * messages + costs.shell_block_us
                          + (config.shards - 1) * costs.foreign_block_us)
-    per_cycle = nodes * per_node_block_us
-    if config.shards > 1 and config.cross > 0:  # one bundle per block and destination
-        per_cycle += (config.shards * (config.shards - 1) * config.validators
-                      * (2 * fault_tolerance(config.validators) + 1) * costs.verify_us)
-    return per_tx, per_cycle, nodes * costs.idle_cpu_share
+    return per_tx, nodes * per_node_block_us + bundles, nodes * costs.idle_cpu_share
 
 
 @dataclass(frozen=True)
@@ -312,14 +353,14 @@ class SharedState:
 
 
 def shared_state(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-                 loader_us: float, rate: float) -> SharedState:
+                 loader_us: float, rate: float, paced: bool = True) -> SharedState:
     """Blocks are cut every block interval, or later when the round takes longer, or when
     the machine needs longer to do the per-block work of every shard beside the
     transactions' (the batching loop waits for the CPU: fewer, bigger blocks). When CPU
     sets the pace, a transaction waits up to a cycle to be cut and a cycle to be
     processed; otherwise the light-load latency of the simulated network plus the
     block's processing on the shared cores."""
-    per_tx, per_cycle, idle = shared_cpu(costs, config, loader_us)
+    per_tx, per_cycle, idle = shared_cpu(costs, config, loader_us, paced)
     spare = config.cores - idle - rate * per_tx * US  # cores left for per-block work
     if spare <= 0:
         return SharedState(False, math.inf, math.inf, math.inf, math.inf)
@@ -341,28 +382,52 @@ def shared_state(costs: Costs, network: NetworkModel, structure: Structure, conf
     return SharedState(True, block, cycle, light, delays_ms + cycle + 2 * processing)
 
 
+def _highest(ok: Callable[[float], bool]) -> float:
+    low, high = 0.0, 1_000_000.0
+    for _ in range(BISECTIONS):
+        rate = (low + high) / 2
+        if ok(rate):
+            low = rate
+        else:
+            high = rate
+    return low
+
+
 def project_shared(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
                    loader_us: float, saturate: bool, p99_limit_ms: float = 1000.0,
                    ) -> SharedPrediction:
     """The local testnet: S x R nodes and the loader on ``config.cores`` cores.
 
-    ``saturate`` (``bench node``: everything submitted at once): the highest rate the
-    machine keeps up with, whatever the latency. Otherwise (``bench e2e``'s find-max):
-    the highest rate whose p99 commit stays under ``p99_limit_ms``.
+    Two limits. Throughput: the highest rate the cores keep up with (the per-cycle work
+    stretches the cycle as the per-transaction work leaves fewer cores for it; blocks
+    grow until ``block_txs_max``). Latency: the highest rate whose p99 commit (a cycle
+    waiting for the cut, the commit round, the block's processing on the shared cores)
+    stays under ``p99_limit_ms``. ``saturate`` (``bench node``: everything submitted
+    at once) is the throughput limit; otherwise (``bench e2e``'s find-max, whose steps
+    pass only under the p99 limit) the lesser of the two, and ``binding`` says which.
     """
-    low, high = 0.0, 1_000_000.0
-    for _ in range(BISECTIONS):
-        rate = (low + high) / 2
-        state = shared_state(costs, network, structure, config, loader_us, rate)
-        if state.feasible and (saturate or state.p99_ms <= p99_limit_ms):
-            low = rate
-        else:
-            high = rate
-    state = shared_state(costs, network, structure, config, loader_us, low)
-    per_tx, per_cycle, _ = shared_cpu(costs, config, loader_us)
-    half = shared_state(costs, network, structure, config, loader_us, low / 2)
-    return SharedPrediction(config, low, state.block_txs, state.cycle_ms, per_tx, per_cycle,
-                            half.median_ms)
+    def state(rate: float) -> SharedState:
+        return shared_state(costs, network, structure, config, loader_us, rate,
+                            paced=not saturate)
+
+    throughput = _highest(lambda rate: state(rate).feasible)
+    latency = throughput if saturate else _highest(
+        lambda rate: state(rate).feasible and state(rate).p99_ms <= p99_limit_ms)
+    low = min(throughput, latency)
+    top = state(low)
+    if not saturate and latency < throughput * 0.999:
+        binding = "latency"
+    elif top.block_txs >= network.block_txs_max * 0.999:
+        binding = "block size"
+    else:
+        binding = "cpu"
+    per_tx, per_cycle, _ = shared_cpu(costs, config, loader_us, paced=not saturate)
+    half = state(low / 2)
+    paced = None if saturate else costs.paced_for(config.shards, config.validators)
+    return SharedPrediction(config, low, top.block_txs, top.cycle_ms, per_tx, per_cycle,
+                            half.median_ms, throughput, latency, binding,
+                            f"paced {config.shards} x {config.validators}" if paced
+                            else "composed", top.p99_ms)
 
 
 def _slowdown(config: Config) -> float:

@@ -264,7 +264,9 @@ def _prediction(p: Any) -> dict[str, Any]:
     return {"tps": round(p.tps, 1), "block_txs": round(p.block_txs, 1),
             "cycle_ms": round(p.cycle_ms, 1), "cpu_us_per_tx": round(p.cpu_us_per_tx, 1),
             "cpu_us_per_cycle": round(p.cpu_us_per_cycle, 1),
-            "commit_ms_half_load": round(p.commit_ms, 1)}
+            "commit_ms_half_load": round(p.commit_ms, 1),
+            "throughput_tps": round(p.throughput_tps, 1), "latency_tps": round(p.latency_tps, 1),
+            "binding": p.binding, "costs_from": p.costs_from, "p99_ms": round(p.p99_ms, 1)}
 
 
 def print_validation(result: dict[str, Any]) -> None:
@@ -281,6 +283,12 @@ def print_validation(result: dict[str, Any]) -> None:
             for c in result["comparisons"]]
     rows += [(c["name"] + " (not gated)", f"{c['predicted']:,.0f}", f"{c['measured']:,.0f}",
               f"{c['error']:+.0%}", "") for c in result["informative"]]
-    Console(width=max(Console().width, 110)).print(result_table(
+    console = Console(width=max(Console().width, 110))
+    console.print(result_table(
         title, ("measure", "predicted", "measured", "error", f"within {TOLERANCE:.0%}"),
         rows, left=1))
+    for x, p in result["predicted"]["e2e"].items():
+        if "binding" in p:
+            console.print(f"2x4 model at {float(x):.0%} cross-shard ({p['costs_from']} costs): "
+                          f"throughput limit {p['throughput_tps']:,.0f} tx/s, p99 limit "
+                          f"{p['latency_tps']:,.0f} tx/s: {p['binding']} binds")

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.cli.project import project
-from scripts.project.costs import Costs, CostsError, decode_costs, load_costs
-from scripts.project.model import Config, shard_state
+from scripts.project.calibrate import _two_terms, sign_sequence
+from scripts.project.costs import Costs, CostsError, PacedCost, decode_costs, load_costs
+from scripts.project.model import Config, per_block_us, project_shared, shard_state, shared_cpu
 from scripts.project.model import project as project_one
 from scripts.project.network import DEFAULT_NETWORK, NetworkError, NetworkModel, load_network
 from scripts.project.structure import Structure, measure_structure
@@ -172,6 +173,127 @@ def test_more_cross_shard_traffic_costs_throughput_and_latency_grows_with_distan
     near = project_one(c, network(network={"latency_ms": 5}), STRUCTURE, Config(16, 4, 8, 0.1))
     far = project_one(c, network(network={"latency_ms": 80}), STRUCTURE, Config(16, 4, 8, 0.1))
     assert far.commit_ms > near.commit_ms and far.finality_ms > near.finality_ms
+
+
+# -- the paced testnet costs and the find-max's two limits ------------------------------
+
+
+def paced_costs(cycle_us: float = 60_000.0, tx_us: float = 340.0) -> Costs:
+    """The recorded costs with paced rows (format 3) for 1 x 4 and 2 x 4."""
+    rows = [PacedCost(1, 4, 280.0, 20_000.0, 0.0125, 5.0),
+            PacedCost(2, 4, tx_us, cycle_us, 0.03, 5.0)]
+    return msgspec.structs.replace(costs(), format=3, paced=rows)
+
+
+def test_the_paced_costs_are_what_the_shared_model_charges_2x4() -> None:
+    """With a paced 2 x 4 row, each of the 8 nodes is charged its measured CPU per
+    transaction of its shard and per cycle; the burst (bench node) keeps the composed
+    costs; a shape without a paced row keeps them too."""
+    c = paced_costs()
+    per_tx, per_cycle, idle = shared_cpu(c, Config(2, 4, 2.0, 0.0), 50.0)
+    assert per_tx == pytest.approx(4 * 340.0 + 50.0)
+    assert per_cycle == pytest.approx(8 * 60_000.0)
+    assert idle == pytest.approx(8 * 0.03)
+    composed = shared_cpu(costs(), Config(2, 4, 2.0, 0.0), 50.0)
+    assert shared_cpu(c, Config(2, 4, 2.0, 0.0), 50.0, paced=False) == composed
+    assert shared_cpu(c, Config(3, 4, 2.0, 0.0), 50.0) == shared_cpu(
+        costs(), Config(3, 4, 2.0, 0.0), 50.0)
+    # cross-shard: the receipt and the measured surplus on top of the paced local cost
+    cross = shared_cpu(c, Config(2, 4, 2.0, 0.2), 50.0)
+    assert cross[0] > per_tx and cross[1] > per_cycle  # bundles' certificates
+
+
+def test_the_find_max_is_the_lesser_of_the_throughput_and_p99_limits() -> None:
+    """A heavy per-cycle cost stretches the block cycle long before the cores run out:
+    the p99 limit binds; bench node (saturating) is the throughput limit."""
+    n = network()
+    heavy = paced_costs(cycle_us=90_000.0)
+    p = project_shared(heavy, n, STRUCTURE, Config(2, 4, 1.9, 0.0), 370.0, saturate=False)
+    assert p.binding == "latency" and p.latency_tps < p.throughput_tps
+    assert p.tps == pytest.approx(p.latency_tps) and p.p99_ms <= 1000.0
+    assert p.costs_from == "paced 2 x 4"
+    loose = project_shared(heavy, n, STRUCTURE, Config(2, 4, 1.9, 0.0), 370.0,
+                           saturate=False, p99_limit_ms=60_000.0)
+    assert loose.tps > p.tps and loose.binding != "latency"
+    burst = project_shared(heavy, n, STRUCTURE, Config(1, 4, 1.9, 0.0), 14.0, saturate=True)
+    assert burst.binding in ("cpu", "block size") and burst.costs_from == "composed"
+    assert burst.tps == pytest.approx(burst.throughput_tps)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cycle=st.floats(0, 200_000), tx=st.floats(50, 2000), cores=st.floats(0.5, 8),
+       cross=st.sampled_from([0.0, 0.2, 0.5]), loader=st.floats(0, 1000))
+def test_the_p99_limit_never_exceeds_the_throughput_limit(cycle: float, tx: float,
+                                                          cores: float, cross: float,
+                                                          loader: float) -> None:
+    p = project_shared(paced_costs(cycle, tx), network(), STRUCTURE,
+                       Config(2, 4, cores, cross), loader, saturate=False)
+    assert p.latency_tps <= p.throughput_tps * 1.0001 + 0.01
+    assert p.tps == pytest.approx(min(p.latency_tps, p.throughput_tps), abs=0.01)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cycle=st.floats(0, 200_000), more=st.floats(1, 100_000), tx=st.floats(50, 2000))
+def test_a_costlier_cycle_or_transaction_never_raises_the_2x4_prediction(
+        cycle: float, more: float, tx: float) -> None:
+    n, config = network(), Config(2, 4, 1.9, 0.0)
+    base = project_shared(paced_costs(cycle, tx), n, STRUCTURE, config, 370.0, False)
+    assert project_shared(paced_costs(cycle + more, tx), n, STRUCTURE, config, 370.0,
+                          False).tps <= base.tps + 0.01
+    assert project_shared(paced_costs(cycle, tx + more / 100), n, STRUCTURE, config, 370.0,
+                          False).tps <= base.tps + 0.01
+
+
+@settings(max_examples=20, deadline=None)
+@given(shards=st.integers(1, 63), validators=st.sampled_from([4, 7]),
+       foreign=st.floats(0, 50_000), cross=st.sampled_from([0.0, 0.1, 0.3]))
+def test_more_shards_never_raise_a_nodes_per_tx_budget(shards: int, validators: int,
+                                                       foreign: float, cross: float) -> None:
+    """Every node checks every other shard's announcement: one shard more never lowers a
+    node's per-block work nor raises the rate a shard sustains (deployment model)."""
+    c = msgspec.structs.replace(costs(), foreign_block_us=foreign)
+    n = network()
+    fewer, more = Config(shards, validators, 4, cross), Config(shards + 1, validators, 4, cross)
+    assert per_block_us(c, more, 100.0)[0] >= per_block_us(c, fewer, 100.0)[0]
+    assert project_one(c, n, STRUCTURE, more).bounds["highest"] <= project_one(
+        c, n, STRUCTURE, fewer).bounds["highest"] * 1.0001 + 0.01
+
+
+def test_the_calibration_fit_separates_per_cycle_from_per_tx() -> None:
+    """``share - idle = cycle x blocks/s + tx x rate``: exact on exact points, refused
+    when the windows cannot separate the two (rates proportional to block rates)."""
+    rows = [(bps, rate, 0.06 * bps + 340e-6 * rate)
+            for bps, rate in ((5.0, 100.0), (4.8, 200.0), (4.5, 300.0))]
+    cycle, tx = _two_terms(rows)
+    assert cycle == pytest.approx(0.06) and tx == pytest.approx(340e-6)
+    with pytest.raises(RuntimeError, match="do not separate"):
+        _two_terms([(1.0, 100.0, 0.1), (2.0, 200.0, 0.2)])
+
+
+def test_alternating_windows_keep_each_senders_nonces_in_order() -> None:
+    """The cross-shard calibration alternates local and cross-shard windows from the
+    same senders: across the segments each sender's nonces run 0, 1, 2, ..."""
+    from sharding.tx import decode_tx
+
+    segments = sign_sequence([(4, 0), (4, 1), (4, 0)], 2, 2)
+    assert [len(raws) for raws, _ in segments] == [4, 4, 4]
+    seen: dict[bytes, list[int]] = {}
+    for raws, _ in segments:
+        for raw in raws:
+            tx = decode_tx(raw)
+            seen.setdefault(tx.body.sender, []).append(tx.body.nonce)
+    assert all(nonces == list(range(6)) for nonces in seen.values()) and len(seen) == 2
+
+
+def test_a_format_3_costs_file_needs_the_paced_rows(tmp_path: Path) -> None:
+    data = msgspec.to_builtins(paced_costs())
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(data))
+    assert load_costs(path).paced_for(2, 4) is not None
+    data["paced"] = data["paced"][:1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(CostsError, match="1 x 4 and 2 x 4"):
+        load_costs(path)
 
 
 # -- inputs -----------------------------------------------------------------------------
