@@ -17,6 +17,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use pyo3::prelude::*;
 
 /// p = 2^255 - 19, little endian.
+#[rustfmt::skip]
 const FIELD_P: [u8; 32] = [
     0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
@@ -24,6 +25,7 @@ const FIELD_P: [u8; 32] = [
 
 /// The y coordinates (little endian, canonical) of the 8 points of small order:
 /// crypto.py's `SMALL_ORDER_Y` (libsodium's blacklist, canonical entries only).
+#[rustfmt::skip]
 const SMALL_ORDER_Y: [[u8; 32]; 5] = [
     [0; 32], // (+-1, 0), order 4
     [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // identity
@@ -51,8 +53,7 @@ fn is_acceptable(key: &[u8; 32]) -> bool {
 }
 
 fn check(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let (Ok(key), Ok(signature)) =
-        (<&[u8; 32]>::try_from(key), <&[u8; 64]>::try_from(signature))
+    let (Ok(key), Ok(signature)) = (<&[u8; 32]>::try_from(key), <&[u8; 64]>::try_from(signature))
     else {
         return false;
     };
@@ -64,14 +65,17 @@ fn check(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
         return false;
     };
     // verify refuses S >= L (no "legacy_compatibility") and compares R as encoded
-    verifying_key.verify(message, &Signature::from_bytes(signature)).is_ok()
+    verifying_key
+        .verify(message, &Signature::from_bytes(signature))
+        .is_ok()
 }
 
 /// True when `signature` is valid for `message` under `public_key`; false for any
-/// wrong length. Holds the GIL (one signature: releasing it costs more than it gives).
+/// wrong length. Verifies with the GIL released (the bytes are borrowed from immutable
+/// `bytes` objects the caller holds, or copied from a `bytearray`).
 #[pyfunction]
-fn verify(public_key: Cow<[u8]>, message: Cow<[u8]>, signature: Cow<[u8]>) -> bool {
-    check(&public_key, &message, &signature)
+fn verify(py: Python<'_>, public_key: Cow<[u8]>, message: Cow<[u8]>, signature: Cow<[u8]>) -> bool {
+    py.allow_threads(|| check(&public_key, &message, &signature))
 }
 
 /// `verify` on each `(public_key, message, signature)` of an iterable, in order. The
