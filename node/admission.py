@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -71,6 +72,9 @@ TX_BATCH_ITEM_OVERHEAD_BYTES = 8  # msgpack bin header of one transaction in a b
 REFORWARD_TXS_PER_ROUND_MAX = 4 * TX_BATCH_TXS_MAX
 RECONNECT_RESEND_TXS_MAX = 4 * TX_BATCH_TXS_MAX
 RECONNECT_RESEND_BYTES_MAX = 8 * defaults.MIB
+# Forwarding again waits for the pool's backlog to drain (``Admission._backlog_ms``) at
+# most this long: a forward lost while the pool is this deep is repeated this late.
+REFORWARD_BACKLOG_MAX_MS = 60_000
 
 Checked = tuple[SignedTx | None, bytes | None, ShardnetError | None]
 
@@ -161,7 +165,8 @@ class Admission:
                  verify_threads: int = 1,
                  reforward_after_ms: int = defaults.MEMPOOL_REFORWARD_AFTER_MS,
                  send_to: Callable[[int, int, bytes], bool] | None = None,
-                 shard_peers: Callable[[], frozenset[int]] | None = None) -> None:
+                 shard_peers: Callable[[], frozenset[int]] | None = None,
+                 drain_tps: Callable[[], float] | None = None) -> None:
         """``forward(channel, data)`` sends to every other validator of the shard;
         ``on_added`` runs after transactions entered the mempool. A peer's batch may
         be ``peer_batch_bytes_max`` bytes (the API's body limit); batches sent are at
@@ -172,7 +177,9 @@ class Admission:
         ``reforward_after_ms`` after it arrived is forwarded again (``resend``);
         ``send_to(index, channel, data)`` sends to one validator of the shard and
         ``shard_peers()`` tells which are connected (both or neither: without them a
-        reconnected peer is not sent the pool)."""
+        reconnected peer is not sent the pool). ``drain_tps()`` (the recent commit rate)
+        defers forwarding again while a transaction is younger than the time the pool
+        takes to drain at that rate (``_backlog_ms``)."""
         self.ledger = ledger
         self.verify_pool = VerifyPool(
             1 if isinstance(pool, InlineExecutor) else resolve_verify_threads(verify_threads))
@@ -202,6 +209,7 @@ class Admission:
         self._send_to = send_to
         self._shard_peers = shard_peers
         self._peers_seen: frozenset[int] = frozenset()
+        self._drain_tps = drain_tps
         # Transactions and bytes of the batches being checked right now (room in the
         # mempool they may take once checked).
         self._checking_txs = 0
@@ -254,7 +262,7 @@ class Admission:
         logged once per batch (``mempool.full``, ``count`` refused)."""
         checked = await self._check(raw_txs)
         results: list[SubmitResult] = []
-        full = 0
+        counts: Counter[str] = Counter()  # by result: the counter is moved once per batch
         accepted_hashes: list[str] = []
         now = self.clock.monotonic_ms()
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
@@ -271,18 +279,18 @@ class Admission:
                     self._route(raw, digest, promoted_from)
                     self._resend_later(digest, now, self.reforward_after_ms)
                     self._report_evicted(evicted)
-                    self.metrics.txs_received.labels(result="accepted").inc()
+                    counts["accepted"] += 1
                     continue
             if error is None:  # unreachable: admit_batch returns a tx or an error
                 error = ShardnetError("admission failed", reason="internal")
-            self.metrics.txs_received.labels(result=error.reason).inc()
+            counts[error.reason] += 1
             results.append(SubmitResult(digest, False, error.reason, error.detail))
-            if error.reason == "mempool_full":
-                full += 1
-            else:
+            if error.reason != "mempool_full":
                 self.log.info("tx.rejected", tx=digest.hex() if digest else None,
                               error=error.reason, detail=error.detail[:200])
-        if full:
+        for result, count in counts.items():
+            self.metrics.txs_received.labels(result=result).inc(count)
+        if full := counts["mempool_full"]:
             self.log.warning("mempool.full", count=full, txs=len(self.mempool),
                              bytes=self.mempool.size_bytes)
         if accepted_hashes:
@@ -310,10 +318,10 @@ class Admission:
         # the pool after a reconnect).
         checked = await self._check(raw_txs)
         now = self.clock.monotonic_ms()
-        added = 0
+        counts: Counter[str] = Counter()  # by result: the counter is moved once per batch
         for raw, (tx, digest, error) in zip(raw_txs, checked, strict=True):
             if isinstance(error, MempoolError):
-                self.metrics.peer_txs.labels(result=error.reason).inc()
+                counts[error.reason] += 1
                 continue
             if error is not None or tx is None or digest is None:
                 self.drop.count("peer_tx", error.reason if error else "?")
@@ -321,14 +329,15 @@ class Admission:
             try:
                 self._report_evicted(self.mempool.add(
                     PendingTx(digest, tx.body.sender, tx.body.nonce, len(raw), now, tx)))
-                added += 1
             except MempoolError as exc:
                 # Mostly expected (a copy of what a block already committed): counted, not
                 # logged per transaction.
-                self.metrics.peer_txs.labels(result=exc.reason).inc()
+                counts[exc.reason] += 1
                 continue
-            self.metrics.peer_txs.labels(result="accepted").inc()
-        if added:
+            counts["accepted"] += 1
+        for result, count in counts.items():
+            self.metrics.peer_txs.labels(result=result).inc(count)
+        if counts["accepted"]:
             self._on_added()
 
     # -- the mempool's hooks -------------------------------------------------------
@@ -416,6 +425,22 @@ class Admission:
 
     # -- forwarding again ----------------------------------------------------------
 
+    def _backlog_ms(self) -> int:
+        """How long the pool takes to drain at the recent commit rate (``drain_tps``),
+        at most ``REFORWARD_BACKLOG_MAX_MS``; 0 when nothing commits. A
+        transaction waiting its turn behind the pool was not lost: forwarding it again
+        waits until it is older than ``reforward_after_ms`` plus this (issue 16: a
+        20,000-transaction burst was forwarded again 25,500 times while it drained,
+        each copy decoded and hashed by 3 peers that held it). When nothing commits (a
+        partition, a cut-off primary) a lost forward is the likely reason a
+        transaction waits, and nothing is deferred."""
+        if self._drain_tps is None or not len(self.mempool):
+            return 0
+        tps = self._drain_tps()
+        if tps <= 0:
+            return 0
+        return min(int(len(self.mempool) * 1000 / tps), REFORWARD_BACKLOG_MAX_MS)
+
     def _resend_later(self, digest: bytes, now_ms: int, interval_ms: int) -> None:
         due = now_ms + interval_ms
         self._resend_at[digest] = due
@@ -427,10 +452,14 @@ class Admission:
         arrival, then twice as long after each time (at most
         ``MEMPOOL_REFORWARD_INTERVAL_MAX_MS``), until the transaction leaves the pool. A
         gapped one is not sent (it goes once runnable) and is looked at again after the
-        same interval. Then a shard peer that connected since the last call is sent the
-        pool's runnable transactions. Returns how many were queued to forward again."""
+        same interval; nor is one waiting its turn behind the pool, younger than
+        ``reforward_after_ms`` plus the time the pool takes to drain (``_backlog_ms``):
+        it is looked at again when it is that old. Then a shard peer that connected
+        since the last call is sent the pool's runnable transactions. Returns how many
+        were queued to forward again."""
         heap = self._resend_heap
         due_items: list[PendingTx] = []
+        backlog_ms = self._backlog_ms()
         while heap and heap[0][0] <= now_ms and len(due_items) < REFORWARD_TXS_PER_ROUND_MAX:
             due, digest, interval = heapq.heappop(heap)
             if self._resend_at.get(digest) != due:
@@ -440,6 +469,10 @@ class Admission:
                 del self._resend_at[digest]
                 continue
             if not self.mempool.is_gapped(digest):
+                if now_ms - item.arrival_ms < self.reforward_after_ms + backlog_ms:
+                    # Waiting its turn behind the pool: looked at again once that old.
+                    self._resend_later(digest, item.arrival_ms + backlog_ms, interval)
+                    continue
                 due_items.append(item)
                 interval = min(2 * interval, defaults.MEMPOOL_REFORWARD_INTERVAL_MAX_MS)
             self._resend_later(digest, now_ms, interval)

@@ -73,6 +73,7 @@ from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless,
 
 SPECULATIVE_RESULTS_MAX = 16
 VERIFIED_TXS_MAX = 200_000
+NONCES_REMEMBERED_MAX = 200_000  # senders whose committed nonce is remembered (per version)
 # How long a verifier waits for each other thread verifying the same signatures.
 CLAIM_WAIT_S = 30.0
 
@@ -238,6 +239,10 @@ class Ledger:
             verify,
         )
         self.verified_sources = VerifiedSources()
+        # ``committed_nonce``'s answers for one version of one state.
+        self._nonces: dict[bytes, int] = {}
+        self._nonces_of: State | None = None
+        self._nonces_version = -1
         # The audit's running totals at the committed height (one pass now, then deltas).
         self.balances, self.reserves = compute_state_totals(self.state)
         # The parallel executor (issue 7) gives the spec's results; None runs the spec.
@@ -282,7 +287,22 @@ class Ledger:
                 if not verified}
 
     def committed_nonce(self, sender: bytes) -> int:
-        return get_nonce(self.state, sender)
+        """The sender's next nonce on the committed state. Remembered until the state
+        moves (a commit bumps its version after writing): the mempool asks for each
+        transaction it takes and for every sender it holds (``ready``, ``expire``), on
+        the event loop, and each answer used to decode the sender's account record."""
+        state = self.state
+        version = state.version
+        if self._nonces_of is not state or self._nonces_version != version:
+            self._nonces = {}
+            self._nonces_of, self._nonces_version = state, version
+        nonces = self._nonces
+        nonce = nonces.get(sender)
+        if nonce is None:
+            if len(nonces) >= NONCES_REMEMBERED_MAX:
+                nonces.clear()
+            nonce = nonces[sender] = get_nonce(state, sender)
+        return nonce
 
     def account(self, address: bytes) -> dict[str, Any]:
         account = get_account(self.state, address)
