@@ -111,6 +111,7 @@ class NodeService:
         # (the mempool may drop them as nonce_used once the ledger's nonce moved).
         self._storing: dict[bytes, int] = {}
         self._committed_window: deque[tuple[int, int]] = deque()
+        self._applied_window: deque[tuple[int, int]] = deque()  # (ms, txs) applied
         self.events = EventHub(SUBSCRIBER_QUEUE_MAX, self._subscriber_dropped)
         self.shard_tips = shard_tips
         self.finality = finality
@@ -124,7 +125,7 @@ class NodeService:
             frame_bytes_max=config.p2p.frame_bytes_max,
             verify_threads=config.executor.verify_threads,
             reforward_after_ms=config.mempool.reforward_after_ms,
-            send_to=send_to, shard_peers=shard_peers)
+            send_to=send_to, shard_peers=shard_peers, drain_tps=self.drain_tps)
 
     # -- admission -----------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class NodeService:
         """A committed block is applied to the ledger; its storage write is queued."""
         for outcome in committed.result.outcomes:
             self._storing[outcome.tx_hash] = committed.height
+        self._applied_window.append((self.clock.monotonic_ms(), len(committed.result.outcomes)))
 
     def on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
         """A committed block is stored: report it (status, events, metrics)."""
@@ -395,6 +397,17 @@ class NodeService:
             self._committed_window.popleft()
         span_ms = min(TPS_WINDOW_MS, max(1, now - self.started_ms))
         return round(sum(n for _, n in self._committed_window) * 1000 / span_ms, 1)
+
+    def drain_tps(self) -> float:
+        """Transactions applied per second over the last ``TPS_WINDOW_MS``: the rate the
+        mempool drains at (applied, not stored: ``recent_tps`` lags the storage writes),
+        for admission's forwarding again."""
+        now = self.clock.monotonic_ms()
+        window = self._applied_window
+        while window and now - window[0][0] > TPS_WINDOW_MS:
+            window.popleft()
+        span_ms = min(TPS_WINDOW_MS, max(1, now - self.started_ms))
+        return sum(n for _, n in window) * 1000 / span_ms
 
     def status(self) -> dict[str, Any]:
         replica = self.driver.replica
