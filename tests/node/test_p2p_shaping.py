@@ -17,7 +17,7 @@ from node.p2p.config import P2PConfig, PeerSpec, peer_id_from_seed
 from node.p2p.host import P2PHost
 from node.p2p.sessions import OutQueue, WriteBatch
 from node.p2p.shaped_queue import ShapedOutQueue
-from node.p2p.shaping import Due, LinkShaper, shaper_of
+from node.p2p.shaping import DelayLine, Due, LinkShaper, shaper_of
 from tests.support.p2p import seed, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -100,6 +100,12 @@ def test_the_shaped_queue_keeps_the_batch_bound_and_the_queue_bounds() -> None:
     assert isinstance(first, WriteBatch) and len(first.frames) == 2
     second = queue.take(150)
     assert isinstance(second, WriteBatch) and len(second.frames) == 1 and not queue.dues
+
+
+def test_the_pong_delay_line_is_bounded_against_a_ping_flood() -> None:
+    line = DelayLine(LinkShaper(0.05), items_max=4)
+    assert [line.put(b"pong") for _ in range(6)] == [True] * 4 + [False] * 2
+    assert len(line.items) == 4
 
 
 # ------------------------------------------------------------ real hosts
