@@ -62,6 +62,7 @@ from sharding.tx import (
     check_tx_stateless,
     compute_signing_message,
     decode_tx,
+    raw_tx_hash,
     tx_hash,
 )
 
@@ -90,22 +91,24 @@ def admit_batch(ledger: Ledger, raws: list[bytes],
     node/verify_pool.py): decode, the stateless checks but the signature, then the
     signatures not already verified, then whether the sender can pay. A transaction
     whose hash ``known`` reports (the mempool holds it: a peer's forward repeated) is a
-    ``DuplicateTx`` right after decoding, before any other work."""
+    ``DuplicateTx`` before any other work, decoding included: the hash is read off the
+    bytes (``raw_tx_hash``), and for a transaction that decodes it is its hash."""
     chain_id, shard, num_shards = ledger.genesis.chain_id, ledger.shard, ledger.genesis.num_shards
     decoded: list[SignedTx | ShardnetError] = []
     digests: list[bytes] = []  # b"": did not decode
     for raw in raws:
+        digest = raw_tx_hash(raw)
+        if digest is not None and known is not None and known(digest):
+            digests.append(digest)
+            decoded.append(DuplicateTx("transaction already pending"))
+            continue
         try:
             tx = decode_tx(raw)
         except ShardnetError as exc:
             decoded.append(exc)
             digests.append(b"")
             continue
-        digest = tx_hash(tx)
-        digests.append(digest)
-        if known is not None and known(digest):
-            decoded.append(DuplicateTx("transaction already pending"))
-            continue
+        digests.append(tx_hash(tx) if digest is None else digest)
         try:
             check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
         except ShardnetError as exc:
@@ -217,43 +220,55 @@ class Admission:
 
     # -- room ----------------------------------------------------------------------
 
-    def _fitting(self, raw_txs: list[bytes]) -> int:
-        """How many of ``raw_txs`` (a prefix) may be checked: at most what the mempool
-        could still take (``Mempool.room``) less what the batches being checked right
-        now may take. The rest are refused ``mempool_full`` before they are decoded or
-        their signatures verified (issue 16: under overload every refused transaction
-        was verified first)."""
+    def _fitting(self, raw_txs: list[bytes]) -> list[bool]:
+        """Which of ``raw_txs`` may be checked: in order, as many as the mempool could
+        still take (``Mempool.room``) less what the batches being checked right now may
+        take; a copy of a transaction the pool holds takes no room (checked: it is a
+        duplicate before decoding). The others are refused ``mempool_full`` before they
+        are decoded or their signatures verified (issue 16: under overload every
+        refused transaction was verified first)."""
         places, room = self.mempool.room()
         places -= self._checking_txs
         room -= self._checking_bytes
-        size = 0
-        for count, raw in enumerate(raw_txs):
-            size += len(raw)
-            if count >= places or size > room:
-                return count
-        return len(raw_txs)
+        if len(raw_txs) <= places and sum(map(len, raw_txs)) <= room:
+            return [True] * len(raw_txs)
+        fits: list[bool] = []
+        for raw in raw_txs:
+            digest = raw_tx_hash(raw)
+            if digest is not None and digest in self.mempool:
+                fits.append(True)
+            elif places > 0 and len(raw) <= room:
+                fits.append(True)
+                places -= 1
+                room -= len(raw)
+            else:
+                fits.append(False)
+        return fits
 
     async def _check(self, raw_txs: list[bytes]) -> list[Checked]:
         """``admit_batch`` on the admission pool for the transactions that may fit; a
-        ``MempoolFull`` for the others (no hash: they were not decoded)."""
-        count = self._fitting(raw_txs)
+        ``MempoolFull`` for the others (no hash in their results: not decoded)."""
+        fits = self._fitting(raw_txs)
+        chosen = raw_txs if all(fits) else [raw for raw, ok in zip(raw_txs, fits, strict=True)
+                                            if ok]
         checked: list[Checked] = []
-        if count:
-            size = sum(len(raw) for raw in raw_txs[:count])
+        if chosen:
+            count, size = len(chosen), sum(map(len, chosen))  # held copies too: an upper bound
             self._checking_txs += count
             self._checking_bytes += size
             try:
                 checked = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, admit_batch, self.ledger, raw_txs[:count],
+                    self._pool, admit_batch, self.ledger, chosen,
                     self.verify_pool.verify_many, self.mempool.__contains__)
             finally:
                 self._checking_txs -= count
                 self._checking_bytes -= size
-        if count < len(raw_txs):
-            full = MempoolFull(f"mempool holds {len(self.mempool)} txs, "
-                               f"{self.mempool.size_bytes} bytes (refused before its checks)")
-            checked.extend([(None, None, full)] * (len(raw_txs) - count))
-        return checked
+        if len(chosen) == len(raw_txs):
+            return checked
+        full = MempoolFull(f"mempool holds {len(self.mempool)} txs, "
+                           f"{self.mempool.size_bytes} bytes (refused before its checks)")
+        results = iter(checked)
+        return [next(results) if ok else (None, None, full) for ok in fits]
 
     # -- from clients --------------------------------------------------------------
 

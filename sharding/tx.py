@@ -193,6 +193,25 @@ def tx_hash(tx: SignedTx) -> bytes:
     return tagged_hash(TAG_TX, encode(tx.body))
 
 
+_SIGNED_TX_HEAD = 0x92  # msgpack: an array of two, [body, signature]
+_SIGNATURE_HEAD = bytes((0xC4, 64))  # msgpack: bin 8 of 64 bytes
+_SIGNATURE_TAIL_BYTES = 2 + 64
+
+
+def raw_tx_hash(raw: bytes) -> bytes | None:
+    """``tx_hash`` read off an encoded transaction, without decoding it: the body's
+    encoding is the bytes between the array header and the signature. None when
+    ``raw`` is not so shaped. Equal to ``tx_hash(decode_tx(raw))`` whenever ``raw``
+    decodes (decoding is canonical: the bytes are the encoding). For bytes that do not
+    decode it is a hash of some bytes, which names a transaction only if they are that
+    transaction's body encoding (SHA-256): so a hash found in the mempool means the
+    transaction is held, whether or not the rest decodes."""
+    if (len(raw) <= _SIGNATURE_TAIL_BYTES + 1 or raw[0] != _SIGNED_TX_HEAD
+            or raw[-_SIGNATURE_TAIL_BYTES:-64] != _SIGNATURE_HEAD):
+        return None
+    return tagged_hash(TAG_TX, raw[1:-_SIGNATURE_TAIL_BYTES])
+
+
 def sign_tx(keypair: KeyPair, body: TxBody) -> SignedTx:
     if keypair.public_key != body.sender:
         raise ValueError("the key pair does not belong to the sender")

@@ -20,13 +20,14 @@ from structlog.testing import capture_logs
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import SignatureCheck, verify_signatures
+from node import admission as admission_module
 from node.admission import Admission
 from node.drops import DropLog
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.parts import SystemClock
 from sharding.ledger import Ledger
-from sharding.tx import SignedTx, Transfer
+from sharding.tx import SignedTx, Transfer, decode_tx
 from tests.support.ledger import get_genesis, get_keys, make_tx
 
 KEYS = get_keys(0)
@@ -130,3 +131,26 @@ async def test_gapped_txs_count_as_room_for_a_runnable_one(harness: Harness) -> 
     assert harness.mempool.gapped_count == 2
     assert await harness.submit(pay(4, 0)) == [""]
     assert harness.mempool.gapped_count == 1 and len(harness.mempool) == POOL_TXS
+
+
+async def test_a_held_tx_forwarded_again_is_refused_without_decoding(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash is read off the bytes (``raw_tx_hash``): a copy of a transaction the
+    pool holds is a duplicate before it is decoded (forwarding again sends each one
+    to three peers that mostly hold it), and takes no room: the pool has two places
+    left and three arrive, two of them held."""
+    held = [pay(k, 0) for k in range(2)]
+    assert await harness.submit(*held) == ["", ""]
+    decoded: list[bytes] = []
+    real = decode_tx
+
+    def counting(raw: bytes) -> SignedTx:
+        decoded.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(admission_module, "decode_tx", counting)
+    new = pay(2, 0)
+    await harness.admission._admit_forwarded([encode(tx) for tx in (*held, new)])
+    assert decoded == [encode(new)]
+    assert harness.metric('shardnet_peer_txs_total{result="duplicate"} 2.0')
+    assert harness.metric('shardnet_peer_txs_total{result="accepted"} 1.0')
