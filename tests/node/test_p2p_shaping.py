@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -111,7 +112,21 @@ def test_the_pong_delay_line_is_bounded_against_a_ping_flood() -> None:
 # ------------------------------------------------------------ real hosts
 
 
+def free_base(start: int, count: int) -> int:
+    """The first ``count`` ports from ``start`` (within this file's block) all free now."""
+    for base in range(start, BASE_PORT + 100 - count, count):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} free ports from {start}")
+
+
 def shaped_configs(n: int, base_port: int, **overrides: object) -> list[P2PConfig]:
+    base_port = free_base(base_port, n)
     ids = [peer_id_from_seed(seed(i)) for i in range(n)]
     return [P2PConfig(
         private_key_seed=seed(i), listen_host="127.0.0.1", listen_port=base_port + i,
