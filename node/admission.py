@@ -13,7 +13,7 @@ and is never forwarded if it leaves the pool before. Forwarded transactions are
 collected for ``FORWARD_INTERVAL_S`` and sent as ``TxBatch``es on channel 2, bounded
 by count and by bytes. A peer admits a batch the same way (signatures included, so
 block validation finds them verified) and does not forward it again; a transaction it
-already holds is recognised by its hash right after decoding, before any other check.
+already holds is recognised by its hash, read off its bytes before decoding.
 
 A forward can be lost (a partition, a peer restarting), so it is not sent only once
 (issue 15: the transactions a cut-off node took, or those the replicas took while the
