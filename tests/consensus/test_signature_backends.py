@@ -293,7 +293,9 @@ def test_verify_many_releases_the_gil_while_it_verifies() -> None:
 # -- the fallback ------------------------------------------------------------------
 
 def test_backend_is_chosen_once_and_named() -> None:
-    expected = crypto.BACKEND_NATIVE if NATIVE is not None else crypto.BACKEND_CRYPTOGRAPHY
+    """The module's choice is the environment's (``SHARDNET_VERIFY_BACKEND``) choice."""
+    chosen = load_native()
+    expected = crypto.BACKEND_NATIVE if chosen is not None else crypto.BACKEND_CRYPTOGRAPHY
     assert expected == crypto.VERIFY_BACKEND
 
 
