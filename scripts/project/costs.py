@@ -69,6 +69,8 @@ class PacedCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cycle_us: Us  # node CPU per cycle (its shard's block, the other shards' announcements)
     idle_cpu_share: Annotated[float, msgspec.Meta(ge=0, le=4)]
     blocks_per_s: Annotated[float, msgspec.Meta(ge=0, le=10_000)]  # per shard, measured
+    starved: bool = False  # far fewer blocks than the interval cuts: a loaded machine
+    load_average: list[float] = []  # when measured
     points: list[dict[str, float]] = []  # per rate: medians of the windows
     idle_window: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []

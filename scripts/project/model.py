@@ -426,8 +426,9 @@ def project_shared(costs: Costs, network: NetworkModel, structure: Structure, co
     paced = None if saturate else costs.paced_for(config.shards, config.validators)
     return SharedPrediction(config, low, top.block_txs, top.cycle_ms, per_tx, per_cycle,
                             half.median_ms, throughput, latency, binding,
-                            f"paced {config.shards} x {config.validators}" if paced
-                            else "composed", top.p99_ms)
+                            (f"paced {config.shards} x {config.validators}"
+                             + (" (starved: a loaded machine)" if paced.starved else ""))
+                            if paced else "composed", top.p99_ms)
 
 
 def _slowdown(config: Config) -> float:

@@ -25,6 +25,7 @@ from scripts.project.validate import TOLERANCE, judge, overloaded
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "project_validation.json"
 QUIET = DATA / "project_validation_quiet.json"
+PACED_LOADED = DATA / "project_validation_paced_loaded.json"
 STRUCTURE = Structure(commit_delays=5.0, commit_base_ms=120.0, finality_delays=7.0,
                       finality_base_ms=350.0)
 
@@ -99,6 +100,28 @@ def test_the_quiet_run_is_gated_and_its_1x4_holds() -> None:
     assert judged["comparisons"][0]["ok"]
     assert judged["comparisons"] == data["comparisons"]
     assert not judged["ok"]
+
+
+def test_the_paced_run_on_a_loaded_machine_is_judged_as_recorded() -> None:
+    """The first run with the paced costs (format 3; 2026-12-01 19:26 UTC, load 30.7
+    before): 1 x 4 holds (+8 %); the 2 x 4 rows are ungated (overloaded) and the model,
+    on the paced 2 x 4 costs the same run measured, says the p99 limit binds. The
+    recorded judgement is reproduced exactly."""
+    data: dict[str, Any] = json.loads(PACED_LOADED.read_text())
+    assert data["costs"]["format"] == 3 and overloaded(data)
+    judged = judge(data)
+    assert judged["comparisons"] == data["comparisons"]
+    assert judged["informative"] == data["informative"]
+    assert [c["name"] for c in judged["comparisons"]] == ["1x4 bench node TPS"]
+    assert abs(judged["comparisons"][0]["error"]) <= TOLERANCE and judged["ok"]
+    for x in ("0", "0.2"):
+        e2e = judged["predicted"]["e2e"][x]
+        assert e2e["costs_from"] == "paced 2 x 4" and e2e["binding"] == "latency"
+        assert e2e["latency_tps"] <= e2e["throughput_tps"]
+    # the paced per-cycle cost is what sets the p99 limit: a tenth of it, and the model
+    # finds a rate whose p99 fits on the same cores
+    data["costs"]["paced"][1]["cycle_us"] /= 10
+    assert judge(data)["predicted"]["e2e"]["0"]["tps"] > 0
 
 
 def test_the_measured_cross_shard_cost_lowers_only_the_cross_shard_prediction() -> None:
