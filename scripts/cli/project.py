@@ -201,7 +201,8 @@ def write_out(out: Path | None, data: Any) -> None:
                    f"beyond {TOLERANCE:.0%}).")
 @click.option("--quick", is_flag=True, help="--validate: one bench node run, short steps.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
-              show_default=True, help="--validate: first port of the testnets.")
+              show_default=True, help="--validate: first port of the testnets (they "
+                                      "use the next 370).")
 @json_option()
 @out_option("Also write the JSON result to this file.")
 @click.pass_context
@@ -256,12 +257,14 @@ def msgspec_builtins(value: Any) -> Any:
 @project.command("calibrate")
 @click.option("--quick", is_flag=True, help="Shorter windows: a rough figure in ~1 minute.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
-              show_default=True, help="First port of the 1 x 4 calibration testnet.")
+              show_default=True, help="First port of the calibration testnets (they use "
+                                      "the next 170).")
 @out_option("Where to write the costs (JSON).", default=DEFAULT_COSTS)
 @json_option()
 def calibrate_command(quick: bool, base_port: int, out: Path, as_json: bool) -> None:
     """Measure the per-transaction, per-block and per-message costs on this machine
-    (process CPU time; a 1 x 4 testnet of local processes) and write them as JSON."""
+    (process CPU time; 1 x 4 and 2 x 4 testnets of local processes, bursts and paced
+    windows) and write them as JSON: re-run after a change to the node."""
     from scripts.project.calibrate import calibrate
     from scripts.project.costs import encode_costs
 
