@@ -303,6 +303,11 @@ class ReceiptRelay:
             self.log.debug("receipt.pull_failed", src_shard=src, peer_index=peer, reason=reason)
             return
         self._out_seq_hints[src] = response.out_seq
+        # An announced hint the source's own answer does not back is dropped: a made-up
+        # out_seq cannot keep this node pulling every poll (a later announcement of a
+        # real one raises it again).
+        self._announced[src] = min(self._announced[src], response.out_seq)
+        self._owed[src] = min(self._owed[src], response.out_seq)
         if response.bundles:
             result = await self._receive(response.bundles, f"{src}/{peer}", via="pull")
             if is_gap and result.added:

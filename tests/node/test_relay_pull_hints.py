@@ -5,14 +5,17 @@ node whatever the traffic, issue 16)."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import structlog
 
+from consensus.kernel.codec import encode
 from node.drops import DropLog
 from node.metrics import NodeMetrics
 from node.relay import ReceiptRelay, RelaySettings
+from node.wire import ReceiptsResponse
 
 
 class Clock:
@@ -110,3 +113,29 @@ def test_a_gap_is_pulled_at_once() -> None:
     polled(relay)
     pool.gap = (1, 3)
     assert relay._wanted(1) == (1, 3, True)
+
+
+def test_a_hint_the_sources_answer_does_not_back_stops_the_pulls() -> None:
+    """A byzantine proposer's made-up ``out_seqs`` costs one pull, not one per poll for
+    ever: the source's answer (``out_seq``) lowers the hint."""
+    clock, pool = Clock(), Pool()
+    pulls: list[bytes] = []
+
+    async def answer(shard: int, index: int, data: bytes, timeout_s: float) -> bytes:
+        pulls.append(data)
+        return encode(ReceiptsResponse([], 3))
+
+    relay = make_relay(clock, pool, [3])
+    relay._request = answer
+    polled(relay)
+    relay.note_announced(1, 2**40)
+    clock.now += 500
+    assert relay._wanted(1) is None
+    clock.now += 500
+    wanted = relay._wanted(1)
+    assert wanted is not None
+    asyncio.run(relay._pull(1, *wanted))
+    assert len(pulls) == 1 and relay._announced[1] == 3
+    for _ in range(3):
+        clock.now += 500
+        assert relay._wanted(1) is None
