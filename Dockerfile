@@ -40,7 +40,9 @@ RUN set -eu; \
     if ls /build/wheels/shardnet_ed25519-*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-index --no-deps /build/wheels/shardnet_ed25519-*.whl \
             && /opt/venv/bin/python -c "import shardnet_ed25519" \
-            || echo "WARNING: shardnet_ed25519 not installed: signatures verified with cryptography"; \
+            || { echo "WARNING: shardnet_ed25519 does not load here (built on a newer glibc?):" \
+                     "signatures verified with cryptography"; \
+                 /opt/venv/bin/pip uninstall --quiet --yes shardnet-ed25519 || true; }; \
     else \
         echo "no shardnet_ed25519 wheel: signatures verified with cryptography (OpenSSL)"; \
     fi; \
