@@ -110,6 +110,9 @@ class NodeService:
         # queued (node/driver.py): "pending" until stored, never "rejected" meanwhile
         # (the mempool may drop them as nonce_used once the ledger's nonce moved).
         self._storing: dict[bytes, int] = {}
+        # ... and when each of them reached this node's pool, for the commit latency
+        # (the pool may have dropped it by the time the block is stored).
+        self._arrived_ms: dict[bytes, int] = {}
         self._committed_window: deque[tuple[int, int]] = deque()
         self._applied_window: deque[tuple[int, int]] = deque()  # (ms, txs) applied
         self.events = EventHub(SUBSCRIBER_QUEUE_MAX, self._subscriber_dropped)
@@ -146,16 +149,23 @@ class NodeService:
     async def _housekeeping(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            expired = self.mempool.expire(self.clock.monotonic_ms(),
+            self.housekeeping_pass()
+
+    def housekeeping_pass(self) -> None:
+        """One pass: expire and report what the pool drops, refresh the gauges."""
+        removed_now = self.mempool.expire(self.clock.monotonic_ms(),
                                           self.config.mempool.gapped_ttl_ms)
-            for removed in expired:
-                self._remember_rejected(removed.tx.tx_hash, removed.reason,
-                                        REMOVAL_DETAILS.get(removed.reason, removed.reason))
-            if expired:
-                self.log.info("mempool.expired", count=len(expired),
-                              txs=[r.tx.tx_hash.hex() for r in expired])
-            self.metrics.peers.set(self._peers_connected())
-            self._mempool_changed()
+        # A transaction of a block applied but not yet stored leaves the pool as
+        # nonce_used: committed, reported by block.committed, never "expired".
+        expired = [r for r in removed_now if r.tx.tx_hash not in self._storing]
+        for removed in expired:
+            self._remember_rejected(removed.tx.tx_hash, removed.reason,
+                                    REMOVAL_DETAILS.get(removed.reason, removed.reason))
+        if expired:
+            self.log.info("mempool.expired", count=len(expired),
+                          txs=[r.tx.tx_hash.hex() for r in expired])
+        self.metrics.peers.set(self._peers_connected())
+        self._mempool_changed()
 
     def _mempool_changed(self) -> None:
         self.metrics.mempool_txs.set(len(self.mempool))
@@ -182,6 +192,9 @@ class NodeService:
         """A committed block is applied to the ledger; its storage write is queued."""
         for outcome in committed.result.outcomes:
             self._storing[outcome.tx_hash] = committed.height
+            pending = self.mempool.get(outcome.tx_hash)
+            if pending is not None:
+                self._arrived_ms[outcome.tx_hash] = pending.arrival_ms
         self._applied_window.append((self.clock.monotonic_ms(), len(committed.result.outcomes)))
 
     def on_committed(self, committed: Committed, certificate: CommitCertificate) -> None:
@@ -190,9 +203,12 @@ class NodeService:
         result = committed.result
         hashes = [o.tx_hash for o in result.outcomes]
         for digest in hashes:
-            pending = self.mempool.get(digest)
-            if pending is not None:
-                self.metrics.commit_latency.observe((now - pending.arrival_ms) / 1000)
+            arrived_ms = self._arrived_ms.pop(digest, None)
+            if arrived_ms is None:
+                pending = self.mempool.get(digest)
+                arrived_ms = None if pending is None else pending.arrival_ms
+            if arrived_ms is not None:
+                self.metrics.commit_latency.observe((now - arrived_ms) / 1000)
         for removed in self.mempool.remove_committed(hashes):
             self._remember_rejected(removed.tx.tx_hash, removed.reason,
                                     REMOVAL_DETAILS.get(removed.reason, removed.reason))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from consensus.certificate import (
     PHASE_COMMIT,
@@ -259,3 +260,35 @@ async def test_a_transaction_applied_but_not_stored_is_pending_never_rejected(
         committed.block, committed.result, encode(cert)))
     service.on_committed(committed, cert)
     assert (await service.tx_status(digest) or {})["status"] in ("committed", "finalized")
+
+
+async def test_housekeeping_between_apply_and_store_reports_no_expiry_and_keeps_latency(
+        tmp_path: Path) -> None:
+    """A housekeeping pass that finds an applied block's transaction (the ledger's nonce
+    moved, the block not stored yet) drops it as ``nonce_used`` without logging it as
+    ``mempool.expired``, and its commit latency is still observed once it is stored."""
+    health = HealthHarness(tmp_path)
+    service, ledger, mempool = health.service, health.ledger, health.mempool
+    await open_state(service.store, ledger.genesis, 0)
+    sender = derive_account(DEFAULT_SEED, 0)
+    tx = make_tx(sender, 0, Transfer(sender.public_key, 0, 1))
+    digest = tx_hash(tx)
+    mempool.add(PendingTx(tx_hash=digest, sender=sender.public_key, nonce=0,
+                          size_bytes=len(encode(tx)), arrival_ms=health.clock.now, tx=tx))
+    proposal = ledger.propose([tx], [], height=1, view=0, time_ms=WALL_MS, proposer=0,
+                              txs_max=10)
+    committed = ledger.commit(proposal.payload, proposal.block_hash, 1)
+    service.on_applied(committed)
+    latency = service.metrics.commit_latency
+    before = latency.collect()[0].samples
+    count_before = next(s.value for s in before if s.name.endswith("_count"))
+    with capture_logs() as logs:
+        service.housekeeping_pass()
+    assert digest not in mempool  # dropped as nonce_used ...
+    assert not [e for e in logs if e["event"] == "mempool.expired"]  # ... not "expired"
+    cert = cert_at(ledger.genesis, 1, proposal.block_hash)
+    await service.store.commit_block(compute_block_commit(
+        committed.block, committed.result, encode(cert)))
+    service.on_committed(committed, cert)
+    after = latency.collect()[0].samples
+    assert next(s.value for s in after if s.name.endswith("_count")) == count_before + 1
