@@ -6,10 +6,14 @@ later, by the PBFT round's one-way delays, than the same testnet without it.
 The measure is what the nodes report: ``shardnet_commit_latency_seconds`` (admission at
 a node to its block's commit there), its mean over every node. A transaction sent to a
 backup crosses 4 one-way delays before its commit (forwarded to the primary,
-PRE-PREPARE, PREPARE, COMMIT), one sent to the primary 3: with a transaction per node
-per round the mean adds at least 3.75 x 50 ms. The runs alternate (off, on, three times)
-so that the machine's load hits both alike; the least mean of each kind is compared
-(load only ever adds).
+PRE-PREPARE, PREPARE, COMMIT), one sent to the primary 3; but each node's clock starts
+when the transaction reaches its own pool (a forwarded copy one delay late), and part of
+the added rounds overlaps the wait for the block interval that the runs without delay
+spend idle, so the mean adds less: measured +119 ms (2.4 delays) on a quiet machine,
+3.4-10.3 delays under load. The test asserts at least 2 delays (without the emulation
+the difference is ~0) and at most 20 (a delay, not a stall). The runs alternate (off,
+on, three times) so that the machine's load hits both alike; the least mean of each
+kind is compared (load only ever adds).
 """
 
 from __future__ import annotations
@@ -116,8 +120,8 @@ def test_a_50ms_one_way_delay_adds_the_pbft_rounds_delays_to_the_commit(
         on.append(measure(tmp_path / f"on{run}", LATENCY_MS))
     added_ms = (min(on) - min(off)) * 1000
     print(f"commit latency mean: off {off}, on {on}: added {added_ms:.0f} ms")
-    # At least 3.75 delays (the primary's own transactions need 3, the forwarded 4);
-    # more when a forward arrives after the primary proposed and waits for the next
-    # block (measured: 6-10 delays, docs/BENCHMARKS.md "Network emulation").
-    assert added_ms >= 3 * LATENCY_MS, (off, on)
+    # At least 2 delays (see the module docstring: the rounds' 3-4 delays partly overlap
+    # the block interval's wait); more when a forward arrives after the primary proposed
+    # and waits for the next block (docs/BENCHMARKS.md "Network emulation").
+    assert added_ms >= 2 * LATENCY_MS, (off, on)
     assert added_ms <= 20 * LATENCY_MS, (off, on)  # the delay, not a stall
