@@ -24,21 +24,11 @@ from node.metrics import NodeMetrics
 from node.wire import decode_tx_batch
 from sharding.ledger import Ledger
 from sharding.tx import SignedTx, Transfer
+from tests.node.test_admission_reforward import HandClock
 from tests.support.ledger import get_genesis, get_keys, make_tx
 
 KEYS = get_keys(0)
 AFTER_MS = 1_000
-
-
-class HandClock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def monotonic_ms(self) -> int:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return self.now
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -233,12 +234,9 @@ def test_only_a_persist_recording_a_vote_view_or_prepared_certificate_holds_send
     assert not needs_durable(with_prepared, commit_only)
 
 
-async def test_a_transaction_applied_but_not_stored_is_pending_never_rejected(
-        tmp_path: Path) -> None:
-    """Between the ledger applying a block and its write (``on_applied`` ..
-    ``on_committed``), the mempool may drop the block's transactions as ``nonce_used``
-    (a housekeeping pass, a proposal's rejections): ``/v1/txs/{hash}`` answers pending
-    until the block is stored, then committed; never rejected."""
+async def applied_not_stored(tmp_path: Path) -> tuple[HealthHarness, bytes, Proposal, Any]:
+    """A node whose pool held one transfer, now in a block applied to the ledger
+    (``on_applied``) whose storage write has not happened yet."""
     health = HealthHarness(tmp_path)
     service, ledger, mempool = health.service, health.ledger, health.mempool
     await open_state(service.store, ledger.genesis, 0)  # initializes the store
@@ -251,6 +249,18 @@ async def test_a_transaction_applied_but_not_stored_is_pending_never_rejected(
                               txs_max=10)
     committed = ledger.commit(proposal.payload, proposal.block_hash, 1)
     service.on_applied(committed)
+    return health, digest, proposal, committed
+
+
+async def test_a_transaction_applied_but_not_stored_is_pending_never_rejected(
+        tmp_path: Path) -> None:
+    """Between the ledger applying a block and its write (``on_applied`` ..
+    ``on_committed``), the mempool may drop the block's transactions as ``nonce_used``
+    (a housekeeping pass, a proposal's rejections): ``/v1/txs/{hash}`` answers pending
+    until the block is stored, then committed; never rejected."""
+    health, digest, proposal, committed = await applied_not_stored(tmp_path)
+    service, ledger, mempool = health.service, health.ledger, health.mempool
+    sender = derive_account(DEFAULT_SEED, 0)
     for removed in mempool.remove_stale([sender.public_key]):  # what expire() does
         service._remember_rejected(removed.tx.tx_hash, removed.reason, "")
     assert digest not in mempool
@@ -267,18 +277,8 @@ async def test_housekeeping_between_apply_and_store_reports_no_expiry_and_keeps_
     """A housekeeping pass that finds an applied block's transaction (the ledger's nonce
     moved, the block not stored yet) drops it as ``nonce_used`` without logging it as
     ``mempool.expired``, and its commit latency is still observed once it is stored."""
-    health = HealthHarness(tmp_path)
+    health, digest, proposal, committed = await applied_not_stored(tmp_path)
     service, ledger, mempool = health.service, health.ledger, health.mempool
-    await open_state(service.store, ledger.genesis, 0)
-    sender = derive_account(DEFAULT_SEED, 0)
-    tx = make_tx(sender, 0, Transfer(sender.public_key, 0, 1))
-    digest = tx_hash(tx)
-    mempool.add(PendingTx(tx_hash=digest, sender=sender.public_key, nonce=0,
-                          size_bytes=len(encode(tx)), arrival_ms=health.clock.now, tx=tx))
-    proposal = ledger.propose([tx], [], height=1, view=0, time_ms=WALL_MS, proposer=0,
-                              txs_max=10)
-    committed = ledger.commit(proposal.payload, proposal.block_hash, 1)
-    service.on_applied(committed)
     latency = service.metrics.commit_latency
     before = latency.collect()[0].samples
     count_before = next(s.value for s in before if s.name.endswith("_count"))
