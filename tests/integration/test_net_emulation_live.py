@@ -19,7 +19,6 @@ kind is compared (load only ever adds).
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,31 +29,18 @@ import pytest
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.layout import TestnetDir
 from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
-from tests.support.node import signed_transfers, submit, tx_state, wait_until
+from tests.support.node import free_base_port, signed_transfers, submit, tx_state, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 PAIRS = 3  # alternating runs without and with the delay
 LATENCY_MS = 50
 ROUNDS = 12  # of 4 transfers, one per node
-PORTS = range(33200, 33800, 20)  # this file's testnets: 8 ports each
-
-
-def free_base(count: int = 8) -> int:
-    for base in PORTS:
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports in 33200-33799")
 
 
 @contextmanager
 def running_testnet(root: Path, latency_ms: int) -> Iterator[list[str]]:
     """A running 1 x 4 testnet; the nodes' API URLs. Every node stopped after."""
-    spec = TestnetSpec(shards=1, validators=4, accounts=200, base_port=free_base(),
+    spec = TestnetSpec(shards=1, validators=4, accounts=200, base_port=free_base_port(8),
                        net_mode="userspace" if latency_ms else "off",
                        net_latency_ms=latency_ms)
     manifest = generate(spec, root)

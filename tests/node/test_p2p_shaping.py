@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -19,10 +18,10 @@ from node.p2p.host import P2PHost
 from node.p2p.sessions import OutQueue, WriteBatch
 from node.p2p.shaped_queue import ShapedOutQueue
 from node.p2p.shaping import DelayLine, Due, LinkShaper, shaper_of
+from scripts.cli.params import free_base_port
 from tests.support.p2p import seed, wait_for
 
 pytestmark = pytest.mark.timeout(90)
-BASE_PORT = 33100  # this file's hosts: 33100-33199
 
 
 class Clock:
@@ -112,21 +111,8 @@ def test_the_pong_delay_line_is_bounded_against_a_ping_flood() -> None:
 # ------------------------------------------------------------ real hosts
 
 
-def free_base(start: int, count: int) -> int:
-    """The first ``count`` ports from ``start`` (within this file's block) all free now."""
-    for base in range(start, BASE_PORT + 100 - count, count):
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} free ports from {start}")
-
-
-def shaped_configs(n: int, base_port: int, **overrides: object) -> list[P2PConfig]:
-    base_port = free_base(base_port, n)
+def shaped_configs(n: int, **overrides: object) -> list[P2PConfig]:
+    base_port = free_base_port(n)
     ids = [peer_id_from_seed(seed(i)) for i in range(n)]
     return [P2PConfig(
         private_key_seed=seed(i), listen_host="127.0.0.1", listen_port=base_port + i,
@@ -150,7 +136,7 @@ async def running(configs: list[P2PConfig]) -> AsyncIterator[list[P2PHost]]:
 
 
 async def test_off_the_hosts_use_the_plain_queue() -> None:
-    (config,) = shaped_configs(1, BASE_PORT + 90)
+    (config,) = shaped_configs(1)
     host = P2PHost(config)
     assert host.shaper is None
     assert all(type(q) is OutQueue for q in host._sessions._queues.values())
@@ -158,7 +144,7 @@ async def test_off_the_hosts_use_the_plain_queue() -> None:
 
 async def test_every_message_arrives_no_earlier_than_the_latency_in_order() -> None:
     latency = 0.05
-    async with running(shaped_configs(3, BASE_PORT, emulated_latency_s=latency)) as hosts:
+    async with running(shaped_configs(3, emulated_latency_s=latency)) as hosts:
         a, b, c = hosts
         arrived: dict[str, list[tuple[float, int]]] = {b.peer_id: [], c.peer_id: []}
         def recorder(into: list[tuple[float, int]]) -> Callable[[str, int, bytes], None]:
@@ -183,7 +169,7 @@ async def test_every_message_arrives_no_earlier_than_the_latency_in_order() -> N
 
 async def test_requests_and_gossip_are_delayed_too() -> None:
     latency = 0.2  # above what gossip takes undelayed on a loaded machine (50-80 ms seen)
-    configs = shaped_configs(3, BASE_PORT + 10, emulated_latency_s=latency,
+    configs = shaped_configs(3, emulated_latency_s=latency,
                              gossip_topics=("blocks",))
     async with running(configs) as (a, b, c):
         async def echo(peer: str, data: bytes) -> bytes:
@@ -213,7 +199,7 @@ async def test_requests_and_gossip_are_delayed_too() -> None:
 async def test_the_rate_cap_paces_a_bulk_transfer() -> None:
     rate_bit = 8_000_000  # 1 MB/s
     total, size = 1_500_000, 50_000
-    async with running(shaped_configs(2, BASE_PORT + 20, emulated_rate_bit=rate_bit)) as (a, b):
+    async with running(shaped_configs(2, emulated_rate_bit=rate_bit)) as (a, b):
         received: list[float] = []
         b.on_message(lambda peer, channel, data: received.append(time.monotonic()))
         started = time.monotonic()
