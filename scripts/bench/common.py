@@ -33,7 +33,7 @@ from consensus.kernel.crypto import (
 from scripts.cli.params import json_stdout
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.layout import NodeEntry, TestnetDir
-from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
+from scripts.cli.testnet.processes import running_pid, start_node, stop_node, wait_healthy
 
 
 def cores() -> int:
@@ -156,6 +156,28 @@ async def watch_blocks(session: aiohttp.ClientSession, url: str,
                 return
 
 
+def why_not_answering(testnet: TestnetDir, name: str) -> str:
+    """What a node that never answered /v1/status was doing: running or exited, and the
+    last event of its log (a failed start says why there, e.g. a port taken)."""
+    state = "running" if running_pid(testnet, name) is not None else "exited"
+    try:
+        with testnet.log(name).open("rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - 8192))
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return f"{state}, no log"
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            detail = entry.get("error") or entry.get("reason") or ""
+            return f"{state}, last log event {entry.get('event')!r} {detail}".rstrip()
+    return f"{state}, last log line {lines[-1][:200]!r}" if lines else f"{state}, empty log"
+
+
 @contextlib.contextmanager
 def local_testnet(
     spec: TestnetSpec, edit_config: Callable[[str], str] | None = None
@@ -174,7 +196,9 @@ def local_testnet(
                 start_node(testnet, node.name)
             missing = wait_healthy(nodes, 60)
             if missing:
-                raise click.ClickException(f"nodes not healthy: {missing}")
+                reasons = "; ".join(f"{name}: {why_not_answering(testnet, name)}"
+                                    for name in missing)
+                raise click.ClickException(f"nodes not healthy within 60 s: {reasons}")
             yield root, nodes
         finally:
             for node in nodes:

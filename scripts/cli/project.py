@@ -27,6 +27,11 @@ from scripts.cli.params import json_option, out_option
 DEFAULT_COSTS = Path(__file__).resolve().parents[1] / "project" / "costs.json"
 TOLERANCE = 0.25
 
+# The testnets of --validate and calibrate take ports from here (up to 370): below the
+# kernel's ephemeral range (Linux: 32768-60999), where other processes' outgoing
+# connections can hold any port at any moment and a node would fail to bind.
+PROJECT_BASE_PORT = 29000
+
 
 class IntList(click.ParamType):  # type: ignore[type-arg]
     """``8,16,32``: positive integers."""
@@ -200,7 +205,7 @@ def write_out(out: Path | None, data: Any) -> None:
                    "(2 x 4) here and compare them with the shared-machine model (exit 1 "
                    f"beyond {TOLERANCE:.0%}).")
 @click.option("--quick", is_flag=True, help="--validate: one bench node run, short steps.")
-@click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=PROJECT_BASE_PORT,
               show_default=True, help="--validate: first port of the testnets (they "
                                       "use the next 370).")
 @json_option()
@@ -256,7 +261,7 @@ def msgspec_builtins(value: Any) -> Any:
 
 @project.command("calibrate")
 @click.option("--quick", is_flag=True, help="Shorter windows: a rough figure in ~1 minute.")
-@click.option("--base-port", type=click.IntRange(1024, 65000), default=35000,
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=PROJECT_BASE_PORT,
               show_default=True, help="First port of the calibration testnets (they use "
                                       "the next 170).")
 @out_option("Where to write the costs (JSON).", default=DEFAULT_COSTS)
