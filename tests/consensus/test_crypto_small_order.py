@@ -1,7 +1,7 @@
 """Small-order and non-canonical Ed25519 keys (issue 14, finding 5: keys anyone can spend from).
 
 The blacklist in ``consensus.kernel.crypto`` is checked here against the curve itself,
-with a small pure-Python Edwards arithmetic that lives only in this test.
+with a small pure-Python Edwards arithmetic (tests/support/edwards25519.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from consensus.kernel.crypto import (
     is_acceptable_public_key,
     verify_signature,
 )
+from tests.support.edwards25519 import IDENTITY, D, P, Point, add
 
-P = 2**255 - 19
-D = -121665 * pow(121666, P - 2, P) % P
 SQRT_M1 = pow(2, (P - 1) // 4, P)
-IDENTITY = (0, 1)
-Point = tuple[int, int]
 
 # The encodings of libsodium's ge25519_has_small_order blacklist (its y values,
 # the last two non-canonical: p and p + 1).
@@ -33,15 +30,6 @@ LIBSODIUM_Y = (
     P,
     P + 1,
 )
-
-
-def add(a: Point, b: Point) -> Point:
-    """Twisted Edwards addition on -x^2 + y^2 = 1 + d x^2 y^2 (complete for edwards25519)."""
-    (x1, y1), (x2, y2) = a, b
-    t = D * x1 * x2 * y1 * y2 % P
-    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, P - 2, P) % P
-    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P
-    return x3, y3
 
 
 def times(k: int, point: Point) -> Point:

@@ -34,12 +34,10 @@ from consensus.kernel.crypto import (
     verify_signatures,
 )
 from tests.consensus.test_signature_vectors import speccheck_cases, wycheproof_tests
+from tests.support.edwards25519 import D, L, P, Point, add, mul
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = Path(__file__).parent / "vectors"
-P = 2**255 - 19
-L = 2**252 + 27742317777372353535851937790883648493
-D = -121665 * pow(121666, P - 2, P) % P
 
 try:
     NATIVE = load_native("native")
@@ -49,27 +47,6 @@ needs_native = pytest.mark.skipif(NATIVE is None, reason="shardnet_ed25519 not i
 
 
 # -- a little edwards25519, enough to craft points and signatures -------------------
-
-Point = tuple[int, int]  # affine (x, y)
-
-
-def add(p1: Point, p2: Point) -> Point:
-    (x1, y1), (x2, y2) = p1, p2
-    t = D * x1 * x2 * y1 * y2 % P
-    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P
-    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P
-    return x3, y3
-
-
-def mul(k: int, point: Point) -> Point:
-    out: Point = (0, 1)
-    while k:
-        if k & 1:
-            out = add(out, point)
-        point = add(point, point)
-        k >>= 1
-    return out
-
 
 def decode(data: bytes) -> Point | None:
     y = int.from_bytes(data, "little") & ~(1 << 255)
