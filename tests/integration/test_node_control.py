@@ -94,7 +94,8 @@ def test_pause_then_resume_a_node_and_commits_continue(net: Net) -> None:
     # Pausing again changes nothing; `status` shows it paused.
     assert control(net.root, "pause", "0/1")["changed"] is False
     status = shardnet("testnet", "status", "--testnet", str(net.root))
-    assert status.returncode == 0
+    assert status.returncode == 1  # exits.CHECK_FAILED: a node does not answer
+    assert "1 of 4 nodes do not answer: shard0-node1" in status.stderr
     assert "paused" in next(line for line in status.stdout.splitlines() if "shard0-node1" in line)
 
     # f = 1: the three others commit without it.

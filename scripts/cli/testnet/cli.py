@@ -243,7 +243,11 @@ def down(root: Path, as_json: bool) -> None:
              "state and status (null: no answer).")
 def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
            as_json: bool) -> None:
-    """A table of every node: shard, view, primary, height, mempool, peers, TPS."""
+    """A table of every node: shard, view, primary, height, mempool, peers, TPS.
+
+    Exits 0 when every node answers, 1 when some do not (stopped, paused, crashed or
+    hung: each named in one line on stderr), 3 when none does; with --watch, as the
+    last refresh found them."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -262,6 +266,8 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
         nodes = [NodeTarget(n.name, n.shard, n.index, n.api_url.rstrip("/"))
                  for n in manifest.nodes]
 
+    silent: list[str] = []  # the nodes that did not answer at the last look
+
     def snapshot() -> dict[str, object]:
         rows = []
         for node in nodes:
@@ -271,6 +277,7 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
                          "state": (local.state(node.name) if local is not None else
                                    ("running" if found is not None else None)),
                          "status": found})
+        silent[:] = [str(row["name"]) for row in rows if row["status"] is None]
         return {"chain_id": chain_id, "source": source, "nodes": rows}
 
     if as_json:
@@ -280,10 +287,12 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
                 click.echo(json.dumps(snapshot(), indent=None if watch else 2))
                 refreshes += 1
                 if not watch or (count and refreshes >= count):
-                    return
+                    break
                 time.sleep(1.0)
         except KeyboardInterrupt:
-            return
+            pass
+        _status_exit(silent, len(nodes))
+        return
 
     def table() -> Table:
         grid = Table(title=f"shardnet {chain_id}: {source}")
@@ -291,10 +300,12 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
                        "peers", "tps", "view changes"):
             grid.add_column(column, justify="right" if column != "node" else "left",
                             no_wrap=True)
+        silent.clear()
         for node in nodes:
             found = url_status(node.url)
             pid = local.pid(node.name) if local is not None else None
             if found is None:
+                silent.append(node.name)
                 state = local.state(node.name) if local is not None else None
                 down = {None: "no answer", "stopped": "down", "paused": "paused"}.get(state, "?")
                 grid.add_row(node.name, str(node.shard), str(pid or "-"), down, *["-"] * 6)
@@ -308,6 +319,7 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
     console = Console(width=max(Console().width, 110))
     if not watch:
         console.print(table())
+        _status_exit(silent, len(nodes))
         return
     refreshes = 0
     with Live(table(), console=console, refresh_per_second=2) as live:
@@ -318,6 +330,20 @@ def status(root: Path | None, urls: tuple[str, ...], watch: bool, count: int,
                 refreshes += 1
         except KeyboardInterrupt:
             pass
+    _status_exit(silent, len(nodes))
+
+
+def _status_exit(silent: list[str], total: int) -> None:
+    """``testnet status``'s exit: 0 all answer, 1 some do not, 3 none does (exits.py),
+    so a script can wait on ``shardnet testnet status`` as on a health check."""
+    if not silent:
+        return
+    if len(silent) == total:
+        raise Unreachable(f"none of the {total} nodes answers: start the testnet with "
+                          "`shardnet testnet up` (or check --testnet / --url)")
+    raise CheckFailed(f"{len(silent)} of {total} nodes do not answer: {', '.join(silent)} "
+                      "(`shardnet testnet start NODE` or `resume NODE`; `shardnet logs "
+                      "--node NODE`)")
 
 
 testnet.add_command(load_command)
