@@ -469,7 +469,8 @@ class Admission:
         gapped one is not sent (it goes once runnable) and is looked at again after the
         same interval; nor is one waiting its turn behind the pool, younger than
         ``reforward_after_ms`` plus the time the pool takes to drain (``_backlog_ms``):
-        it is looked at again when it is that old. Then a shard peer that connected
+        it is looked at again when it is that old, at the earliest
+        ``reforward_after_ms`` later (the estimate moves). Then a shard peer that connected
         since the last call is sent the pool's runnable transactions. Returns how many
         were queued to forward again."""
         heap = self._resend_heap
@@ -485,8 +486,13 @@ class Admission:
                 continue
             if not self.mempool.is_gapped(digest):
                 if now_ms - item.arrival_ms < self.reforward_after_ms + backlog_ms:
-                    # Waiting its turn behind the pool: looked at again once that old.
-                    self._resend_later(digest, item.arrival_ms + backlog_ms, interval)
+                    # Waiting its turn behind the pool: looked at again once that old,
+                    # and not before ``reforward_after_ms`` from now (a backlog estimate
+                    # that grows about as fast as time passes made every deferred entry
+                    # due again at each pass: 4 % of a node's busy samples, issue 16).
+                    self._resend_later(digest, max(item.arrival_ms + backlog_ms,
+                                                   now_ms + self.reforward_after_ms - interval),
+                                       interval)
                     continue
                 due_items.append(item)
                 interval = min(2 * interval, defaults.MEMPOOL_REFORWARD_INTERVAL_MAX_MS)

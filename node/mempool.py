@@ -256,6 +256,11 @@ class Mempool:
         while end in sender.txs:
             end += 1
         sender.end = end
+        if not sender.gapped and len(sender.txs) == end - base:
+            # Every pending nonce is in the run and none was gapped: nothing to mark or
+            # promote (the common case after a commit; the loop below made this pass
+            # O(sender's pending) per commit, 2 % of a node's busy samples under a burst).
+            return
         promoted: list[PendingTx] = []
         for nonce in sorted(sender.txs):
             item = sender.txs[nonce]

@@ -115,3 +115,22 @@ async def test_the_deferral_is_capped(harness: Harness) -> None:
     # Then the doubling intervals as ever (2 s after).
     assert await harness.resend_at(due + 2 * AFTER_MS - 1) == []
     assert len(await harness.resend_at(due + 2 * AFTER_MS)) == 100
+
+
+async def test_a_deferred_tx_is_looked_at_again_no_sooner_than_reforward_after(
+        harness: Harness) -> None:
+    """The backlog estimate moves with the commit rate: an entry deferred when it came due
+    is looked at again ``reforward_after_ms`` later at the earliest, not at every pass
+    (with an estimate growing about as fast as time passes, every deferred entry came
+    due again at each 250 ms pass: 4 % of a node's busy samples under a burst)."""
+    txs = [pay(k % 4, k // 4) for k in range(100)]
+    await harness.submit(*txs)
+    await harness.forwarded()
+    harness.tps[0] = 20.0  # 5 s to drain: due at 1 s + 5 s
+    assert await harness.resend_at(AFTER_MS) == []
+    harness.tps[0] = 19.0  # now 5,263 ms: old enough at 6,263, but looked at from 7,000
+    assert await harness.resend_at(AFTER_MS + 5_000) == []
+    assert min(due for due, _, _ in harness.admission._resend_heap) == 2 * AFTER_MS + 5_000
+    assert await harness.resend_at(AFTER_MS + 5_263) == []
+    assert await harness.resend_at(2 * AFTER_MS + 4_999) == []
+    assert sorted(await harness.resend_at(2 * AFTER_MS + 5_000)) == sorted(map(encode, txs))

@@ -269,7 +269,10 @@ def test_gapped_bookkeeping_matches_a_recount(ops: list[tuple[str, bytes, int]])
     committed: dict[bytes, int] = {}
     pool = gapped_pool(committed, txs_max=12, bytes_max=1_100, gapped_txs_max=4,
                        gapped_sender_txs_max=2)
+    reported: set[bytes] = set()
+    pool.on_runnable = lambda items: reported.update(t.tx_hash for t in items)
     for op, who, nonce in ops:
+        gapped_before = set(pool._gapped)
         if op == "add":
             with contextlib.suppress(MempoolFull, DuplicateTx, NonceOutOfWindow):
                 pool.add(tx(who, committed.get(who, 0) + nonce % 5))
@@ -302,3 +305,6 @@ def test_gapped_bookkeeping_matches_a_recount(ops: list[tuple[str, bytes, int]])
         assert queued == set(pool._by_hash)
         assert all(q.gapped == sum(t.tx_hash in pool._gapped for t in q.txs.values())
                    for q in pool._by_sender.values())
+        # Every gapped transaction still pooled and no longer gapped was reported
+        # runnable (the mempool's ``on_runnable``: admission forwards it then).
+        assert {h for h in gapped_before if h in pool and h not in pool._gapped} <= reported
