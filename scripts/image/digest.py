@@ -20,6 +20,11 @@ FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md",
          # the compiled Ed25519 verifier, shipped as a wheel built from these
          "native/ed25519/Cargo.toml", "native/ed25519/Cargo.lock", "native/ed25519/src/lib.rs")
 PACKAGES = ("consensus", "sharding", "node", "scripts")
+# The image holds what the project's wheel ships: the packages' .py files (pyproject.toml
+# declares no package data, tests/docker/test_image_tooling.py keeps it so). Other files
+# there (scripts/project/costs.json, network.toml) are not in the image: editing them
+# must not rebuild it. The build scripts of scripts/image/ count, as the Dockerfile does.
+BUILD_SCRIPTS = "scripts/image"
 
 
 def image_sources(root: Path = ROOT) -> list[Path]:
@@ -29,7 +34,9 @@ def image_sources(root: Path = ROOT) -> list[Path]:
         paths += sorted(
             path
             for path in (root / package).rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+            if path.is_file() and "__pycache__" not in path.parts
+            and (path.suffix == ".py"
+                 or path.relative_to(root).as_posix().startswith(BUILD_SCRIPTS + "/"))
         )
     return paths
 

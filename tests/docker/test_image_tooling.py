@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,7 +101,7 @@ def test_this_machines_mirror_is_found() -> None:
 
 
 @pytest.fixture
-def fresh_compose_choice():
+def fresh_compose_choice() -> Iterator[None]:
     compose.compose_command.cache_clear()
     yield
     compose.compose_command.cache_clear()
@@ -154,6 +156,23 @@ def test_source_digest_follows_the_image_sources(tmp_path: Path) -> None:
     second = image_digest.source_digest(tmp_path)
     write(tmp_path, "native/ed25519/src/lib.rs", "the compiled verifier's wheel")
     assert image_digest.source_digest(tmp_path) != second
+    # A package's data file is not in the wheel, so not in the image: no rebuild for it.
+    third = image_digest.source_digest(tmp_path)
+    write(tmp_path, "scripts/project/costs.json", "{}")
+    assert image_digest.source_digest(tmp_path) == third
+    # The build scripts decide how the image is built: they count.
+    write(tmp_path, "scripts/image/build_images.sh", "#!/bin/sh")
+    assert image_digest.source_digest(tmp_path) != third
+
+
+def test_the_wheel_ships_only_python_files_as_the_digest_assumes() -> None:
+    """The digest leaves the packages' other files out because the wheel (the image's
+    /opt/shardnet) does not ship them: no package data, no MANIFEST.in, no SCM plugin."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = project.get("tool", {}).get("setuptools", {})
+    assert not {"package-data", "include-package-data", "data-files"} & set(setuptools)
+    assert not (REPO / "MANIFEST.in").exists()
+    assert not any("scm" in req for req in project["build-system"]["requires"])
 
 
 def test_dockerfile_contract() -> None:
