@@ -204,7 +204,11 @@ def write_out(out: Path | None, data: Any) -> None:
               help="Calibrate (unless --costs is given), run bench node (1 x 4) and bench e2e "
                    "(2 x 4) here and compare them with the shared-machine model (exit 1 "
                    f"beyond {TOLERANCE:.0%}).")
-@click.option("--quick", is_flag=True, help="--validate: one bench node run, short steps.")
+@click.option("--quick", is_flag=True, help="--validate: one bench node run, one bench e2e "
+                                           "find-max, short steps.")
+@click.option("--e2e-runs", type=click.IntRange(1, 9), default=None,
+              help="--validate: bench e2e find-max runs, each on a fresh 2 x 4 testnet; the "
+                   "median is compared  [default: 3, 1 with --quick]")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=PROJECT_BASE_PORT,
               show_default=True, help="--validate: first port of the testnets (they "
                                       "use the next 370).")
@@ -214,7 +218,7 @@ def write_out(out: Path | None, data: Any) -> None:
 def project(ctx: click.Context, shards: tuple[int, ...], validators: tuple[int, ...],
             cores: tuple[int, ...], cross: tuple[float, ...], network_path: Path | None,
             costs_path: Path, target: float, load_share: float, validate: bool, quick: bool,
-            base_port: int, as_json: bool, out: Path | None) -> None:
+            e2e_runs: int | None, base_port: int, as_json: bool, out: Path | None) -> None:
     """Project TPS, latencies and the binding resource of sharded deployments from costs
     measured here; --validate checks the model against this machine's testnets."""
     if ctx.invoked_subcommand is not None:
@@ -227,7 +231,8 @@ def project(ctx: click.Context, shards: tuple[int, ...], validators: tuple[int, 
         explicit = ctx.get_parameter_source("costs_path") is not ParameterSource.DEFAULT
         try:
             result = run_validation(read_costs(costs_path) if explicit else None, network,
-                                    base_port, quick, log=None if as_json else click.echo)
+                                    base_port, quick, log=None if as_json else click.echo,
+                                    e2e_runs=e2e_runs)
         except (OSError, RuntimeError) as exc:
             raise CheckFailed(f"validation could not measure: {exc}") from None
         if as_json:

@@ -12,6 +12,7 @@ again from this machine (after a change to the node, on a quiet machine).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -380,6 +381,22 @@ def _two_terms(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
     return (syy * sxz - sxy * syz) / det, (sxx * syz - sxy * sxz) / det
 
 
+def window_latency(summaries: list[dict[str, Any]], count: int) -> dict[str, Any]:
+    """A paced window's submit-to-commit latency from each shard's ``run_load`` summary:
+    per shard p50 and p99, and the window's (the median over the shards: the step's
+    p99 over all its transactions lies between the shards' when they carry equal
+    loads); None when a shard did not commit all ``count`` transactions (a window that
+    did not keep up: its percentiles would leave the slowest out)."""
+    p50 = [s.get("latency_p50_ms") for s in summaries]
+    p99 = [s.get("latency_p99_ms") for s in summaries]
+    complete = bool(summaries) and all(s.get("committed") == count for s in summaries)
+    return {"p50_ms_per_shard": p50, "p99_ms_per_shard": p99,
+            "commit_p50_ms": statistics.median(float(v) for v in p50 if v is not None)
+            if complete else None,
+            "commit_p99_ms": statistics.median(float(v) for v in p99 if v is not None)
+            if complete else None}
+
+
 def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds: float,
                   reps: int, idle_s: float, log: Any) -> dict[str, Any]:
     """A node's CPU at paced rates, as ``bench e2e``'s find-max steps offer them: an
@@ -410,16 +427,19 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
         probe = [group[1] for group in urls]  # one node per shard: its blocks
         offset = [0] * shards
 
+        summaries: list[dict[str, Any]] = []  # the last send's, per shard
+
         def send(count: int, rate: float) -> int:
-            """``count`` transfers into every shard at ``rate`` / shards each."""
-            async def every_shard() -> None:
+            """``count`` transfers into every shard at ``rate`` / shards each; each
+            shard's submit-to-commit latencies in ``summaries``."""
+            async def every_shard() -> list[dict[str, Any]]:
                 shard_rate = rate / shards
                 batch = max(1, round(shard_rate / 25))  # ~25 submissions a second
-                await asyncio.gather(*(
+                return list(await asyncio.gather(*(
                     run_load(urls[s], signed[s][0][offset[s]:offset[s] + count],
                              signed[s][1][offset[s]:offset[s] + count], batch, 60.0,
-                             shard_rate) for s in range(shards)))
-            asyncio.run(every_shard())
+                             shard_rate) for s in range(shards))))
+            summaries[:] = asyncio.run(every_shard())
             for s in range(shards):
                 offset[s] += count
             return count * shards
@@ -441,7 +461,8 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
                                                                         strict=True)]
                 windows.append({"rate": rate, "wall_s": round(window.wall_s, 3),
                                 "txs_per_shard": count, "blocks_per_shard": blocks,
-                                "cpu_s": [round(c, 3) for c in window.cpu_s]})
+                                "cpu_s": [round(c, 3) for c in window.cpu_s],
+                                **window_latency(summaries, count)})
     points = []
     for rate in rates:
         mine = [w for w in windows if w["rate"] == rate]
@@ -449,8 +470,13 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
         shard_rate = statistics.median(w["txs_per_shard"] / w["wall_s"] for w in mine)
         bps = statistics.median(statistics.mean(w["blocks_per_shard"]) / w["wall_s"]
                                 for w in mine)
-        points.append({"rate": rate, "shard_rate": shard_rate, "node_cpu_share": share,
-                       "blocks_per_s": bps})
+        point = {"rate": rate, "shard_rate": shard_rate, "node_cpu_share": share,
+                 "blocks_per_s": bps}
+        for key in ("commit_p50_ms", "commit_p99_ms"):  # median over the windows
+            seen = [w[key] for w in mine if w.get(key) is not None]
+            if len(seen) == len(mine):
+                point[key] = statistics.median(seen)
+        points.append(point)
     per_cycle, per_tx = _two_terms([(p["blocks_per_s"], p["shard_rate"],
                                      p["node_cpu_share"] - idle_share) for p in points])
     if per_cycle < 0 or per_tx < 0:  # noise: all of it on the other term
@@ -473,7 +499,11 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
     log(f"{shards} x 4 paced ({', '.join(f'{r:g}' for r in rates)} tx/s, {reps} x "
         f"{seconds:g} s): per node {slope * 1e6:.0f} µs per tx, {per_cycle_us:.0f} µs per "
         f"cycle ({bps:.1f} blocks/s per shard), idle {idle_share:.1%} of a core")
+    log(f"{shards} x 4 paced submit-to-commit p50 / p99 (median of the windows): "
+        + ", ".join(f"{p['rate']:g} tx/s {p.get('commit_p50_ms', math.nan):.0f} / "
+                    f"{p.get('commit_p99_ms', math.nan):.0f} ms" for p in points))
     return {"shards": shards, "validators": 4, "tx_us": slope * 1e6,
+            "cores": float(len(os.sched_getaffinity(0))),
             "cycle_us": per_cycle_us, "idle_cpu_share": idle_share, "blocks_per_s": bps,
             "starved": starved, "load_average": [round(x, 2) for x in os.getloadavg()],
             "points": points, "idle_window": {"wall_s": round(idle.wall_s, 3),

@@ -31,7 +31,10 @@ Two sources:
 * real 1 x 4 and 2 x 4 testnets at paced rates (local transfers into every shard, as
   ``bench e2e``'s find-max steps offer them; windows of >= 10 s, medians of >= 3): per
   node, CPU per transaction and per cycle (``paced``); the 2 x 4 cycle less the 1 x 4
-  one is ``foreign_block_us`` (format 3).
+  one is ``foreign_block_us`` (format 3). Each window's submit-to-commit p50 and p99
+  (the paced rows' ``points``, with the machine's ``cores``) is what the shared-machine
+  model's latency floor is calibrated on (still format 3: files without them are read,
+  and their model has no floor term).
 """
 
 from __future__ import annotations
@@ -71,7 +74,13 @@ class PacedCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     blocks_per_s: Annotated[float, msgspec.Meta(ge=0, le=10_000)]  # per shard, measured
     starved: bool = False  # far fewer blocks than the interval cuts: a loaded machine
     load_average: list[float] = []  # when measured
-    points: list[dict[str, float]] = []  # per rate: medians of the windows
+    # the machine's cores when measured (0: not recorded, files before the latency floor)
+    cores: Annotated[float, msgspec.Meta(ge=0, le=4096)] = 0.0
+    # per rate: medians of the windows (rate, shard_rate, node_cpu_share, blocks_per_s;
+    # since the latency floor also commit_p50_ms and commit_p99_ms: submit-to-commit of
+    # the paced windows, what ``model.latency_floor`` calibrates on; absent in older
+    # files, whose model then has no floor term)
+    points: list[dict[str, float]] = []
     idle_window: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []
 

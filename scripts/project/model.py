@@ -286,6 +286,29 @@ def project(costs: Costs, network: NetworkModel, structure: Structure, config: C
 # -- the validation: everything on one machine ----------------------------------------------
 
 
+FLOOR_STEP = 0.10  # the sensitivity: the floor 10 % higher and lower
+# A prediction that moves more than this for +-10 % of the floor is ill-conditioned: a
+# 10 % error in a p99 (less than its run-to-run noise) would by itself use up the
+# validation's tolerance (25 %).
+ILL_CONDITIONED = 0.25
+
+
+@dataclass(frozen=True)
+class LatencyFloor:
+    """The measured p99 term of the shared machine (see the module doc): at the
+    calibration's lowest paced rate, the measured p99 less the structural p99 at that
+    rate on the calibration's cores. ``points``: every paced rate's (rate, measured
+    p99, structural p99); the residuals at the higher rates are not used, they check the
+    structural formula's growth with the rate (reported beside the prediction)."""
+
+    ms: float  # the floor added to the structural p99 (>= 0)
+    points: tuple[tuple[float, float, float], ...]  # (rate, measured p99, structural p99)
+
+    @property
+    def residuals(self) -> tuple[float, ...]:
+        return tuple(measured - structural for _, measured, structural in self.points)
+
+
 @dataclass(frozen=True)
 class SharedPrediction:
     config: Config
@@ -300,6 +323,13 @@ class SharedPrediction:
     binding: str = "cpu"  # which sets ``tps``: cpu, latency or block size
     costs_from: str = "composed"  # "paced S x R": the paced testnet's costs; else composed
     p99_ms: float = 0.0  # at ``tps``
+    p99_half_ms: float = 0.0  # p99 submit-to-commit at half of ``tps``
+    floor: LatencyFloor | None = None  # the measured p99 term (None: not calibrated)
+    # the sensitivity to the floor: ``tps`` with the floor 10 % higher and 10 % lower
+    tps_floor_high: float = 0.0
+    tps_floor_low: float = 0.0
+    sensitivity: float = 0.0  # the larger relative move of ``tps`` for +-10 % of the floor
+    ill_conditioned: bool = False  # sensitivity > ILL_CONDITIONED: a range, not a number
 
 
 def shared_cpu(costs: Costs, config: Config, loader_us: float, paced: bool = True,
@@ -353,13 +383,15 @@ class SharedState:
 
 
 def shared_state(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
-                 loader_us: float, rate: float, paced: bool = True) -> SharedState:
+                 loader_us: float, rate: float, paced: bool = True, floor_ms: float = 0.0,
+                 ) -> SharedState:
     """Blocks are cut every block interval, or later when the round takes longer, or when
     the machine needs longer to do the per-block work of every shard beside the
     transactions' (the batching loop waits for the CPU: fewer, bigger blocks). When CPU
     sets the pace, a transaction waits up to a cycle to be cut and a cycle to be
     processed; otherwise the light-load latency of the simulated network plus the
-    block's processing on the shared cores."""
+    block's processing on the shared cores. The p99 is that structural figure plus
+    ``floor_ms`` (the measured term: ``latency_floor``)."""
     per_tx, per_cycle, idle = shared_cpu(costs, config, loader_us, paced)
     spare = config.cores - idle - rate * per_tx * US  # cores left for per-block work
     if spare <= 0:
@@ -378,8 +410,9 @@ def shared_state(costs: Costs, network: NetworkModel, structure: Structure, conf
     light = structure.commit_ms(link.latency_ms) + processing
     if cpu_cycle_ms >= network.block_interval_ms:
         return SharedState(True, block, cycle, max(light, delays_ms + 1.5 * cycle),
-                           delays_ms + 2 * cycle + processing)
-    return SharedState(True, block, cycle, light, delays_ms + cycle + 2 * processing)
+                           delays_ms + 2 * cycle + processing + floor_ms)
+    return SharedState(True, block, cycle, light,
+                       delays_ms + cycle + 2 * processing + floor_ms)
 
 
 def _highest(ok: Callable[[float], bool]) -> float:
@@ -393,26 +426,66 @@ def _highest(ok: Callable[[float], bool]) -> float:
     return low
 
 
+def latency_floor(costs: Costs, network: NetworkModel, structure: Structure,
+                  shards: int, validators: int) -> LatencyFloor | None:
+    """The measured p99 term for a paced ``shards`` x ``validators`` testnet, from the
+    calibration's own paced windows (never from a validation run): at each paced rate,
+    the p99 submit-to-commit measured and the structural p99 the model gives that rate
+    on the calibration's cores with the calibration's loader; the floor is the residual
+    at the lowest rate (0 when negative: the structural formula already covers it),
+    where the blocks are smallest and the least of the residual is the structural
+    formula's growth with the rate. None when the costs have no measured p99 for this
+    shape (files from before it, or a shape not calibrated paced)."""
+    paced = costs.paced_for(shards, validators)
+    if paced is None or paced.cores <= 0:
+        return None
+    config = Config(shards, validators, paced.cores, 0.0)
+    points = []
+    for point in paced.points:
+        if "commit_p99_ms" not in point:
+            continue
+        structural = shared_state(costs, network, structure, config, costs.loader_submit_us,
+                                  point["rate"]).p99_ms
+        if math.isfinite(structural):  # a rate the model says cannot be kept up is no floor
+            points.append((point["rate"], point["commit_p99_ms"], structural))
+    if not points:
+        return None
+    points.sort()
+    _, measured, structural = points[0]
+    return LatencyFloor(max(0.0, measured - structural), tuple(points))
+
+
 def project_shared(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
                    loader_us: float, saturate: bool, p99_limit_ms: float = 1000.0,
-                   ) -> SharedPrediction:
+                   floor_ms: float | None = None) -> SharedPrediction:
     """The local testnet: S x R nodes and the loader on ``config.cores`` cores.
 
     Two limits. Throughput: the highest rate the cores keep up with (the per-cycle work
     stretches the cycle as the per-transaction work leaves fewer cores for it; blocks
     grow until ``block_txs_max``). Latency: the highest rate whose p99 commit (a cycle
-    waiting for the cut, the commit round, the block's processing on the shared cores)
-    stays under ``p99_limit_ms``. ``saturate`` (``bench node``: everything submitted
-    at once) is the throughput limit; otherwise (``bench e2e``'s find-max, whose steps
-    pass only under the p99 limit) the lesser of the two, and ``binding`` says which.
+    waiting for the cut, the commit round, the block's processing on the shared cores,
+    and the measured floor) stays under ``p99_limit_ms``. ``saturate`` (``bench node``:
+    everything submitted at once) is the throughput limit; otherwise (``bench e2e``'s
+    find-max, whose steps pass only under the p99 limit) the lesser of the two, and
+    ``binding`` says which. ``floor_ms`` None: the calibrated floor (``latency_floor``),
+    none when not calibrated; a number: that floor (the sensitivity's +-10 %, tests).
+    The prediction is ill-conditioned when +-10 % of the floor moves it by more than
+    ``ILL_CONDITIONED``.
     """
-    def state(rate: float) -> SharedState:
+    floor = None if saturate else latency_floor(costs, network, structure, config.shards,
+                                                config.validators)
+    base_floor = (floor.ms if floor else 0.0) if floor_ms is None else floor_ms
+
+    def state(rate: float, scale: float = 1.0) -> SharedState:
         return shared_state(costs, network, structure, config, loader_us, rate,
-                            paced=not saturate)
+                            paced=not saturate, floor_ms=base_floor * scale)
+
+    def latency_limit(scale: float) -> float:
+        return _highest(lambda rate: state(rate, scale).feasible
+                        and state(rate, scale).p99_ms <= p99_limit_ms)
 
     throughput = _highest(lambda rate: state(rate).feasible)
-    latency = throughput if saturate else _highest(
-        lambda rate: state(rate).feasible and state(rate).p99_ms <= p99_limit_ms)
+    latency = throughput if saturate else latency_limit(1.0)
     low = min(throughput, latency)
     top = state(low)
     if not saturate and latency < throughput * 0.999:
@@ -424,11 +497,20 @@ def project_shared(costs: Costs, network: NetworkModel, structure: Structure, co
     per_tx, per_cycle, _ = shared_cpu(costs, config, loader_us, paced=not saturate)
     half = state(low / 2)
     paced = None if saturate else costs.paced_for(config.shards, config.validators)
+    high_floor = low_floor = low
+    if not saturate and base_floor > 0:
+        high_floor = min(throughput, latency_limit(1 + FLOOR_STEP))
+        low_floor = min(throughput, latency_limit(1 - FLOOR_STEP))
+    moves = [abs(high_floor - low), abs(low_floor - low)]
+    sensitivity = (max(moves) / low if low > 0 else (math.inf if max(moves) > 0 else 0.0))
     return SharedPrediction(config, low, top.block_txs, top.cycle_ms, per_tx, per_cycle,
                             half.median_ms, throughput, latency, binding,
                             (f"paced {config.shards} x {config.validators}"
                              + (" (starved: a loaded machine)" if paced.starved else ""))
-                            if paced else "composed", top.p99_ms)
+                            if paced else "composed", top.p99_ms, half.p99_ms,
+                            floor if floor_ms is None else LatencyFloor(floor_ms, ()),
+                            high_floor, low_floor,
+                            sensitivity, sensitivity > ILL_CONDITIONED)
 
 
 def _slowdown(config: Config) -> float:

@@ -14,13 +14,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.cli.project import project
-from scripts.project.calibrate import _two_terms, sign_sequence
+from scripts.project.calibrate import _two_terms, sign_sequence, window_latency
 from scripts.project.costs import Costs, CostsError, PacedCost, decode_costs, load_costs
-from scripts.project.model import Config, per_block_us, project_shared, shard_state, shared_cpu
+from scripts.project.model import (
+    Config,
+    latency_floor,
+    per_block_us,
+    project_shared,
+    shard_state,
+    shared_cpu,
+    shared_state,
+)
 from scripts.project.model import project as project_one
 from scripts.project.network import DEFAULT_NETWORK, NetworkError, NetworkModel, load_network
 from scripts.project.structure import Structure, measure_structure
-from scripts.project.validate import TOLERANCE, judge, overloaded
+from scripts.project.validate import TOLERANCE, aggregate_e2e, judge, overloaded
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "project_validation.json"
@@ -297,6 +305,138 @@ def test_more_shards_never_raise_a_nodes_per_tx_budget(shards: int, validators: 
     assert per_block_us(c, more, 100.0)[0] >= per_block_us(c, fewer, 100.0)[0]
     assert project_one(c, n, STRUCTURE, more).bounds["highest"] <= project_one(
         c, n, STRUCTURE, fewer).bounds["highest"] * 1.0001 + 0.01
+
+
+# -- the measured p99 floor and the repeated find-max ------------------------------------
+
+
+CALIBRATED_RATES = (400.0, 1000.0, 1600.0)
+
+
+def floor_costs(p99_ms: tuple[float, ...] = (700.0, 800.0, 1000.0), cores: float = 2.0,
+                cycle_us: float = 36_000.0, tx_us: float = 240.0) -> Costs:
+    """Paced costs whose 2 x 4 row carries the calibration's measured p99 per rate."""
+    c = paced_costs(cycle_us, tx_us)
+    points = [{"rate": rate, "shard_rate": rate / 2, "node_cpu_share": 0.3,
+               "blocks_per_s": 3.0, "commit_p50_ms": p99 / 2, "commit_p99_ms": p99}
+              for rate, p99 in zip(CALIBRATED_RATES, p99_ms, strict=True)]
+    two = msgspec.structs.replace(c.paced[1], cores=cores, points=points)
+    return msgspec.structs.replace(c, paced=[c.paced[0], two])
+
+
+def test_the_floor_is_the_calibrations_lowest_rate_residual() -> None:
+    """The floor is the measured p99 at the calibration's lowest paced rate less the
+    structural p99 the model gives that rate on the calibration's cores: a measured p99
+    100 ms higher there raises it by 100 ms; the higher rates' residuals are reported,
+    not used; files without measured p99 (the committed format-3 ones) have no floor and
+    predict as before."""
+    n, config = network(), Config(2, 4, 2.0, 0.0)
+    c = floor_costs()
+    floor = latency_floor(c, n, STRUCTURE, 2, 4)
+    assert floor is not None and len(floor.points) == 3
+    structural = shared_state(c, n, STRUCTURE, config, c.loader_submit_us, 400.0).p99_ms
+    assert floor.ms == pytest.approx(700.0 - structural)
+    higher = latency_floor(floor_costs((800.0, 800.0, 1000.0)), n, STRUCTURE, 2, 4)
+    assert higher is not None and higher.ms == pytest.approx(floor.ms + 100.0)
+    others = latency_floor(floor_costs((700.0, 5000.0, 9000.0)), n, STRUCTURE, 2, 4)
+    assert others is not None and others.ms == pytest.approx(floor.ms)
+    assert latency_floor(floor_costs((10.0, 800.0, 1000.0)), n, STRUCTURE, 2, 4).ms == 0.0  # type: ignore[union-attr]
+    assert latency_floor(floor_costs(cores=0.0), n, STRUCTURE, 2, 4) is None
+    plain = paced_costs(36_000.0, 240.0)
+    assert latency_floor(plain, n, STRUCTURE, 2, 4) is None
+    assert project_shared(plain, n, STRUCTURE, config, 143.0, False).floor is None
+    assert project_shared(plain, n, STRUCTURE, config, 143.0, False).tps == pytest.approx(
+        project_shared(plain, n, STRUCTURE, config, 143.0, False, floor_ms=0.0).tps)
+    # the floor lowers the p99 limit: the calibrated prediction is below the structural one
+    with_floor = project_shared(c, n, STRUCTURE, config, 143.0, False)
+    assert with_floor.floor == floor and with_floor.binding == "latency"
+    assert with_floor.tps < project_shared(c, n, STRUCTURE, config, 143.0, False,
+                                           floor_ms=0.0).tps
+    assert with_floor.p99_ms <= 1000.0 and with_floor.p99_half_ms > floor.ms
+
+
+def test_a_floor_near_the_limit_makes_the_prediction_ill_conditioned() -> None:
+    """A floor that leaves little of the 1 s for the structural p99: 10 % of it moves the
+    predicted maximum by more than the tolerance, and the model says so with the range;
+    a small floor keeps a precise number."""
+    n, config = network(), Config(2, 4, 2.0, 0.0)
+    small = project_shared(floor_costs((500.0, 800.0, 1000.0)), n, STRUCTURE, config,
+                           143.0, False)
+    assert not small.ill_conditioned and small.sensitivity < 0.25
+    assert small.tps_floor_high <= small.tps <= small.tps_floor_low
+    near = project_shared(floor_costs((1200.0, 1300.0, 1400.0)), n, STRUCTURE, config,
+                          143.0, False)
+    assert near.floor is not None and near.floor.ms > 700
+    assert near.ill_conditioned and near.sensitivity > 0.25
+    assert near.tps_floor_high < near.tps_floor_low
+
+
+@settings(max_examples=25, deadline=None)
+@given(floor=st.floats(0, 2000), more=st.floats(0, 1000), cycle=st.floats(0, 120_000),
+       cores=st.floats(0.5, 8), cross=st.sampled_from([0.0, 0.2]))
+def test_a_higher_floor_never_raises_the_prediction_nor_passes_the_throughput_limit(
+        floor: float, more: float, cycle: float, cores: float, cross: float) -> None:
+    n, c, config = network(), paced_costs(cycle, 240.0), Config(2, 4, cores, cross)
+    base = project_shared(c, n, STRUCTURE, config, 143.0, False, floor_ms=floor)
+    higher = project_shared(c, n, STRUCTURE, config, 143.0, False, floor_ms=floor + more)
+    assert higher.tps <= base.tps + 0.01
+    for p in (base, higher):
+        assert p.latency_tps <= p.throughput_tps * 1.0001 + 0.01
+        assert p.tps_floor_high <= p.tps + 0.01 and p.tps <= p.tps_floor_low + 0.01
+
+
+def test_an_ill_conditioned_2x4_row_is_reported_with_its_range_not_gated() -> None:
+    """The recorded quiet run judged with a calibrated floor: near the limit, the 2 x 4
+    rows leave the gate for the informative list, named ill-conditioned with the range
+    +-10 % of the floor gives; a small floor keeps them gated, range beside. The p99 at
+    half load (the floor's own check on the validation run) is reported."""
+    data: dict[str, Any] = json.loads(PACED_LOW.read_text())
+    points = data["costs"]["paced"][1]["points"]
+    data["costs"]["paced"][1]["cores"] = 2.0
+    for point in points:  # a floor of ~780 ms: +-10 % moves the maximum 0-340 tx/s
+        point["commit_p99_ms"] = 1000.0
+    judged = judge(data)
+    assert [c["name"] for c in judged["comparisons"]] == ["1x4 bench node TPS"]
+    ill = [c for c in judged["informative"] if "ill-conditioned" in c["name"]]
+    assert len(ill) == 2 and all(len(c["floor_range"]) == 2 for c in ill)
+    assert judged["predicted"]["e2e"]["0"]["ill_conditioned"]
+    assert any(c["name"] == "2x4 commit p99 at half load (ms)" for c in judged["informative"])
+    for point in points:
+        point["commit_p99_ms"] = 300.0
+    judged = judge(data)
+    assert len(judged["comparisons"]) == 3 and "ill-conditioned" not in str(judged["comparisons"])
+    low, high = judged["comparisons"][1]["floor_range"]
+    assert low <= judged["comparisons"][1]["predicted"] <= high
+    assert not judged["predicted"]["e2e"]["0"]["ill_conditioned"]
+
+
+def test_the_find_max_runs_are_compared_by_their_median_with_the_spread() -> None:
+    def run(zero: float, twenty: float, cores: float) -> dict[str, Any]:
+        return {"max_tps": {"0": zero, "0.2": twenty}, "cores_received": cores,
+                "generator_us_per_tx": 150.0, "commit_p50_ms": 300.0,
+                "commit_p99_ms": 900.0, "half_load_tps": zero / 2, "step_s": 8.0}
+
+    three = aggregate_e2e([run(1812.0, 1122.0, 1.7), run(1056.0, 819.0, 1.9),
+                           run(552.0, 426.0, 2.0)])
+    assert three["max_tps"] == {"0": 1056.0, "0.2": 819.0}
+    assert three["max_tps_runs"]["0"] == [1812.0, 1056.0, 552.0]
+    assert three["spread"]["0"] == pytest.approx((1812 - 552) / 1056, abs=0.001)
+    assert three["cores_received"] == 1.9 and len(three["runs"]) == 3
+    one = aggregate_e2e([run(263.0, 110.0, 1.8)])
+    assert one["max_tps"]["0"] == 263.0 and one["spread"]["0"] == 0.0
+    zero = aggregate_e2e([run(0.0, 0.0, 1.0), run(0.0, 0.0, 1.0), run(300.0, 0.0, 1.0)])
+    assert zero["max_tps"]["0"] == 0.0 and zero["spread"]["0"] is None
+    assert zero["spread"]["0.2"] == 0.0
+
+
+def test_a_paced_windows_latency_is_the_shards_median_and_complete_only() -> None:
+    full = [{"committed": 100, "latency_p50_ms": 200.0, "latency_p99_ms": 900.0},
+            {"committed": 100, "latency_p50_ms": 300.0, "latency_p99_ms": 1100.0}]
+    got = window_latency(full, 100)
+    assert got["commit_p99_ms"] == 1000.0 and got["commit_p50_ms"] == 250.0
+    assert got["p99_ms_per_shard"] == [900.0, 1100.0]
+    short = [full[0], {"committed": 90, "latency_p50_ms": 300.0, "latency_p99_ms": 800.0}]
+    assert window_latency(short, 100)["commit_p99_ms"] is None
 
 
 def test_the_calibration_fit_separates_per_cycle_from_per_tx() -> None:
