@@ -23,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from consensus.kernel.codec import WireStruct
+import msgspec
+
+from consensus.kernel.codec import WireStruct, encode
 from consensus.kernel.errors import ShardnetError
 from sharding.accounts import shard_of
 from sharding.block import (
@@ -33,6 +35,7 @@ from sharding.block import (
     compute_inbound_root,
     compute_tx_root,
 )
+from sharding.merkle import compute_leaf_hash, compute_root_of_leaf_hashes
 from sharding.programs import CallContext, process_call, process_receipt
 from sharding.receipts import (
     CREDIT_KINDS,
@@ -60,6 +63,8 @@ from sharding.tx import (
     check_tx_nonce,
     check_tx_payable,
     check_tx_stateless,
+    raw_tx_hash,
+    stateless_passed,
     tx_hash,
     verify_tx_signature,
 )
@@ -226,19 +231,30 @@ def process_cursors(view: StateView, cursors: dict[int, int], inbound: Sequence[
 
 
 def process_tx(
-    view: StateView, params: ShardParams, tx: SignedTx, *, verify_signature: bool = True
+    view: StateView, params: ShardParams, tx: SignedTx, *, verify_signature: bool = True,
+    digest: bytes | None = None,
 ) -> tuple[TxOutcome, list[Receipt]]:
     """Run one transaction: raise ``InvalidTx`` (and write nothing) when it may not
     be in a block (a sender that cannot pay included: ``unfunded_sender``,
     ``insufficient_balance``); otherwise consume its nonce and run its call, which
-    either succeeds or leaves no trace but the nonce."""
-    check_tx_stateless(
-        tx, params.chain_id, params.shard, params.num_shards, verify_signatures=verify_signature
-    )
+    either succeeds or leaves no trace but the nonce.
+
+    ``digest``: ``tx_hash(tx)`` when the caller has it (``_execute`` reads it off the
+    encoding it needs for the tx root); with it and the signature already checked, the
+    stateless checks are skipped for a transaction that passed them before in this
+    process (``sharding.tx.stateless_passed``: admission checked it)."""
+    if digest is not None and not verify_signature:
+        stateless_passed.check(tx, digest, params.chain_id, params.shard, params.num_shards)
+    else:
+        check_tx_stateless(
+            tx, params.chain_id, params.shard, params.num_shards,
+            verify_signatures=verify_signature,
+        )
     check_tx_nonce(view, tx)
     check_tx_payable(view, tx)
     process_nonce_increment(view, tx.body.sender)
-    digest = tx_hash(tx)
+    if digest is None:
+        digest = tx_hash(tx)
     ctx = CallContext(params, digest, tx.body.sender)
     attempt = Overlay(view)
     try:
@@ -269,9 +285,16 @@ def _execute(
     inbound_outcomes, outbox = process_inbound(view, params, inbound)
     included: list[SignedTx] = []
     outcomes: list[TxOutcome] = []
+    leaves: list[bytes | None] = []  # the included transactions' tx-root leaf hashes
     for index, tx in enumerate(txs):
+        # One encoding per transaction gives its hash and its tx-root leaf (the body's
+        # encoding sits inside the transaction's: ``raw_tx_hash``); was: the body
+        # encoded and hashed here, the transaction encoded again for the root.
+        raw = _encoded(tx)
+        digest = raw_tx_hash(raw) if raw is not None else None
         try:
-            outcome, emitted = process_tx(view, params, tx, verify_signature=verify_signatures)
+            outcome, emitted = process_tx(view, params, tx, verify_signature=verify_signatures,
+                                          digest=digest)
         except InvalidTx as exc:
             if rejected is None:
                 raise InvalidBlock(
@@ -285,8 +308,19 @@ def _execute(
         included.append(tx)
         outcomes.append(outcome)
         outbox.extend(emitted)
+        leaves.append(compute_leaf_hash(raw) if raw is not None else None)
+    known = [leaf for leaf in leaves if leaf is not None]
     return included, finish_block(state, view, included, inbound, outcomes, inbound_outcomes,
-                                  outbox)
+                                  outbox, known if len(known) == len(leaves) else None)
+
+
+def _encoded(tx: SignedTx) -> bytes | None:
+    """``encode(tx)``, or None for a transaction built in Python that does not encode
+    (its checks refuse it: ``is_well_formed``; the tx root then encodes it as before)."""
+    try:
+        return encode(tx)
+    except (msgspec.MsgspecError, OverflowError, TypeError, ValueError):
+        return None
 
 
 def process_inbound(
@@ -313,14 +347,18 @@ def finish_block(
     outcomes: list[TxOutcome],
     inbound_outcomes: list[ReceiptOutcome],
     outbox: list[Receipt],
+    tx_leaves: Sequence[bytes] | None = None,
 ) -> BlockResult:
-    """Stamp the outgoing receipts and compute the roots of an executed body."""
+    """Stamp the outgoing receipts and compute the roots of an executed body.
+    ``tx_leaves``: the included transactions' leaf hashes, when the caller has them
+    (``compute_leaf_hash(encode(tx))`` each, in order)."""
     receipts = process_stamp_receipts(view, outbox)
     prepared = state.prepare(view.writes)
     return BlockResult(
         state_root=prepared.root,
         receipts_root=compute_receipts_root(receipts),
-        tx_root=compute_tx_root(included),
+        tx_root=(compute_tx_root(included) if tx_leaves is None
+                 else compute_root_of_leaf_hashes(tx_leaves)),
         inbound_root=compute_inbound_root(inbound),
         receipts=receipts,
         outcomes=outcomes,

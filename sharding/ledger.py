@@ -69,7 +69,15 @@ from sharding.records import (
     get_sent,
 )
 from sharding.state import SpeculativeState, State, StateReader
-from sharding.tx import InvalidTx, SignedTx, check_tx_nonce, check_tx_stateless, decode_tx, tx_hash
+from sharding.tx import (
+    InvalidTx,
+    SignedTx,
+    check_tx_nonce,
+    check_tx_stateless,
+    decode_tx,
+    stateless_passed,
+    tx_hash,
+)
 
 SPECULATIVE_RESULTS_MAX = 16
 VERIFIED_TXS_MAX = 200_000
@@ -256,14 +264,18 @@ class Ledger:
     def admit(self, raw: bytes) -> SignedTx:
         """Decode and check a submitted transaction; raise ``ShardnetError`` with a reason."""
         tx = decode_tx(raw)
+        digest = tx_hash(tx)
         # A copy that arrives after its block was validated (a peer's forwarded batch
         # racing the PRE-PREPARE: 5-10 % of a replica's transactions under load) is
         # not verified twice.
-        known = tx in self.verified
+        known = self.verified.holds(tx, digest)
         check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards,
                            verify_signatures=not known)
+        # Passed: its block skips these checks (``stateless_passed``).
+        stateless_passed.check(tx, digest, self.genesis.chain_id, self.shard,
+                               self.genesis.num_shards)
         if not known:
-            self.verified.add(tx)
+            self.verified.add(tx, digest)
         return tx
 
     def _check_unverified(self, txs: list[SignedTx],

@@ -11,6 +11,8 @@ and ``check_tx_payable`` (the sender can pay what the call spends: PROTOCOL.md s
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Annotated
 
 import msgspec
@@ -327,6 +329,53 @@ def check_tx_stateless(
     # Verify the sender signed the body.
     if verify_signatures and not verify_tx_signature(tx):
         raise InvalidTx("signature does not verify", reason="bad_signature")
+
+
+STATELESS_PASSED_MAX = 100_000  # transactions remembered as passing (~20 MB at most)
+
+
+class StatelessPassed:
+    """Transactions that passed ``check_tx_stateless`` (the signature aside) for a given
+    (chain, shard, shard count): the checks are a pure function of the signed bytes and
+    those three, so one that passed once passes again. Keyed by ``tx_hash`` and the
+    signature bytes, which together fix the encoding (the body's hash and the
+    signature: a hit is the same signed bytes). Bounded (oldest out); shared by the
+    admission and ledger threads, hence the lock. Only a pass is remembered: a failure
+    is checked again and raises with its own reason, so outcomes never depend on it."""
+
+    def __init__(self, capacity: int = STATELESS_PASSED_MAX) -> None:
+        self.capacity = capacity
+        self._passed: OrderedDict[tuple[bytes, str, int, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, tx: SignedTx, digest: bytes, chain_id: str, shard: int,
+              num_shards: int) -> None:
+        """``check_tx_stateless(..., verify_signatures=False)``, skipped for a transaction
+        that passed before; ``digest`` must be ``tx_hash(tx)``."""
+        if type(tx.signature) is not bytes:  # built in Python: checked every time
+            check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
+            return
+        key = (digest + tx.signature, chain_id, shard, num_shards)
+        with self._lock:
+            if key in self._passed:
+                return
+        check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
+        with self._lock:
+            self._passed[key] = None
+            if len(self._passed) > self.capacity:
+                self._passed.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._passed.clear()
+
+    def __len__(self) -> int:
+        return len(self._passed)
+
+
+# One per process: admission fills it, block building and validation (the proposer's
+# candidates, a replica's PRE-PREPARE, a synced block) find what admission checked.
+stateless_passed = StatelessPassed()
 
 
 def check_tx_nonce(state_view: StateReader, tx: SignedTx) -> None:
