@@ -1,8 +1,9 @@
 """``shardnet bench node``: committed TPS and submit-to-commit latency of a real shard.
 
 Starts a local 1-shard testnet of 4 validator processes (or uses ``--testnet``),
-pre-signs transfers from many accounts, submits them over HTTP in batches
-(honouring 503 Retry-After), and watches commits on one node's ``/v1/events``.
+pre-signs transfers from many accounts, submits them over HTTP in batches of msgpack
+(``application/msgpack``, as ``shardnet load`` does; honouring 503 Retry-After), and
+watches commits on one node's ``/v1/events``.
 Ed25519 verification speed is measured in the same run, for the crypto ceiling
 ``cores / (4 x verify time)`` of a 4-validator shard: with the verify path the nodes use
 (``VERIFY_BACKEND``, named in the output; ``SHARDNET_VERIFY_BACKEND=cryptography``
@@ -22,11 +23,13 @@ from typing import Any
 
 import aiohttp
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from consensus.kernel.codec import encode
 from consensus.kernel.crypto import VERIFY_BACKEND, KeyPair
+from node.api import MSGPACK
 from node.defaults import CONSENSUS_BLOCK_TXS_MAX, CONSENSUS_PIPELINE_DEPTH
 from scripts.bench.common import (
     cores,
@@ -132,9 +135,12 @@ async def submit_chunks(session: aiohttp.ClientSession, url: str,
             now = time.perf_counter()
             for _, digest in pending:
                 submitted_at.setdefault(digest, now)
-            body = {"txs": [raw.hex() for raw, _ in pending]}
-            async with session.post(f"{url}/v1/txs", json=body) as response:
-                answer = await response.json()
+            # msgpack, as a real client (``shardnet load``) sends: the node reads the
+            # raw transactions without JSON or hex (JSON hex before 2026-12-01 22:20 UTC).
+            body = msgspec.msgpack.encode([raw for raw, _ in pending])
+            async with session.post(f"{url}/v1/txs", data=body,
+                                    headers={"Content-Type": MSGPACK}) as response:
+                answer = await response.json(content_type=None)
                 retry_after = response.headers.get("Retry-After")
             results = answer.get("results", [answer])
             again = [item for item, result in zip(pending, results, strict=True)
