@@ -54,11 +54,49 @@ every other shard's announcement), the cores received bound
 
 so the cycle stretches (bigger blocks) once the per-transaction work leaves less than
 the per-cycle work needs at the block interval; the throughput limit is where no cycle
-is long enough. The latency limit is where a step's p99 (a cycle waiting for the cut,
-a cycle of processing behind the other nodes' work, the commit round's network delays)
-passes ``p99_limit_ms``; the find-max's prediction is the lesser, and ``binding`` says
-which. A saturating burst (``bench node``) fills blocks: the composed costs (the 1 x 4
-burst-and-paced fit) are used there.
+is long enough. The latency limit is where a step's p99 passes ``p99_limit_ms``; the
+find-max's prediction is the lesser, and ``binding`` says which. A saturating burst
+(``bench node``) fills blocks: the composed costs (the 1 x 4 burst-and-paced fit) are
+used there.
+
+The p99 of a paced step at ``rate`` on the shared machine:
+
+    p99(rate) = structural(rate) + floor
+    structural = delays + 2 cycle + processing     (CPU paces the cuts)
+               = delays + cycle + processing + max(processing, cpu_cycle)
+                                                   (the interval does)
+    floor      = p99_cal(r0) - structural_cal(r0)
+
+``structural`` is what the cycle explains: a cycle waiting for the cut, the commit
+round's network delays, the block's processing, and its wait behind the other nodes'
+per-cycle work: a whole cycle when CPU paces the cuts, else the time the cores left
+by the transactions need for that work (``cpu_cycle``, which reaches the interval
+where CPU starts to pace: the p99 is continuous in the rate; before 2026-12-01 22:30
+the interval's case was the processing twice, and the p99 jumped by a cycle there,
+which pinned the p99 limit at the jump whatever the floor). It has no scheduling: 8 node processes
+and the loader on 2 cores, each node's per-cycle work arriving in bursts at the same
+cut, a commit path that crosses 4 processes' event loops 3 times, each hop waiting in
+the run queue behind the others' bursts (and GC, SQLite's synchronous commits). On
+this machine that tail is a floor: the measured p99 of a paced 2 x 4 testnet was
+0.9-1.5 s at every step from 100 to 500 tx/s (`bench e2e --quick`, 22:00 UTC) where the
+structural p99 is 0.2-0.45 s, so it is measured, not derived: ``floor`` is the
+calibration's own paced windows' p99 (``costs.paced``'s points, median of the windows)
+at its lowest rate ``r0`` less the structural p99 the model gives that rate on the
+calibration's cores with the calibration's loader (``latency_floor``; 0 when
+negative; never from a validation run). The lowest rate because the floor is what is
+left at small blocks, where the structural part is the least and least uncertain; the
+residuals at the calibration's higher rates are reported beside it, as a check of the
+structural part's growth with the rate, not used. The floor is constant in the rate:
+one measured term, not a curve fitted through the calibration's points.
+
+When the floor is near the limit, the predicted maximum is the rate at which a small
+structural p99 still fits beside it, and it moves by a factor for a small change of
+the floor (which moves by more than that between runs: the find-max's measured
+maximum did, 552-1,812 tx/s on one quiet day). So the prediction carries its
+sensitivity: the maximum with the floor 10 % higher and 10 % lower; when either moves
+it by more than ``ILL_CONDITIONED`` (25 %, the validation's tolerance), the prediction
+is ill-conditioned: a range, not a number (``--validate`` reports it and does not gate
+it). Cost files without the measured p99 (before it) have no floor term.
 """
 
 from __future__ import annotations
@@ -411,8 +449,12 @@ def shared_state(costs: Costs, network: NetworkModel, structure: Structure, conf
     if cpu_cycle_ms >= network.block_interval_ms:
         return SharedState(True, block, cycle, max(light, delays_ms + 1.5 * cycle),
                            delays_ms + 2 * cycle + processing + floor_ms)
+    # below the CPU's pace the block's processing still waits behind the other nodes'
+    # per-cycle work, which takes the cores ``cpu_cycle_ms`` of every cycle: continuous
+    # with the CPU-paced p99 where ``cpu_cycle_ms`` reaches the interval
     return SharedState(True, block, cycle, light,
-                       delays_ms + cycle + 2 * processing + floor_ms)
+                       delays_ms + cycle + processing + max(processing, cpu_cycle_ms)
+                       + floor_ms)
 
 
 def _highest(ok: Callable[[float], bool]) -> float:
