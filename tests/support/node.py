@@ -10,7 +10,7 @@ from typing import Any
 
 from consensus.kernel.codec import encode
 from scripts.cli.client import ApiFailure, call
-from scripts.cli.params import free_base_port  # re-exported: tests import it from here
+from scripts.cli.params import free_base_port as free_base_port  # re-exported for tests
 from scripts.cli.testnet.generate import TestnetSpec, fresh_identity, generate
 from scripts.cli.testnet.layout import Manifest, NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import kill_node, start_node, stop_node, wait_healthy
