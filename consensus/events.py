@@ -21,7 +21,9 @@ class MessageReceived:
 class Tick:
     """Time advanced. ``oldest_pending_ms`` is when the oldest transaction or inbound
     receipt still waiting in the shell's pool arrived (None when the pool is empty):
-    pending work that sees no commit within the request timeout starts a view change."""
+    when that time has not moved on (the work was not served) within the request
+    timeout, commits of other work notwithstanding, a view change starts. Only a shell
+    whose pool is empty may pass None: None restarts the request timer."""
 
     now_ms: int
     oldest_pending_ms: int | None = None

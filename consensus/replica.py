@@ -395,7 +395,9 @@ class Replica(ReplicaBase):
         self._dirty = True
         if self.prepared is not None and self.prepared.height <= h:
             self.prepared, self.prepared_payload = None, b""
-        self.progress_since_ms = self.now_ms
+        # No restart of the request timer here: only serving the oldest pending work
+        # restarts it (``_watch_pending``), so a primary committing other work while
+        # it leaves one request out is still replaced (PROTOCOL.md 4.6).
         self.slot_since_ms = None
         self.consecutive_vc = 0
         self.committed_in_view = True
@@ -410,7 +412,9 @@ class Replica(ReplicaBase):
                                                              "new_view_timeout"):
             # The stall we timed out on resolved (also after our new-view timer took
             # the view change further alone: issue 15); stay (passively) in our view.
+            # The request timer starts again: suspect again a full timeout later.
             self.vc_target, self.vc_deadline, self.my_vc = None, None, None
+            self._restart_request_timer()
             self._check_join()
         if self.sync_target <= h:
             self.sync_target, self.sync_deadline, self.sync_peers = 0, None, ()
@@ -598,7 +602,7 @@ class Replica(ReplicaBase):
         self.view, self.vc_target, self.vc_deadline, self.my_vc = w, None, None, None
         self.new_view_msg = data
         self.committed_in_view = False
-        self.progress_since_ms = self.now_ms
+        self._restart_request_timer()
         self.slot_since_ms = None
         self.requested = None
         self._dirty = True
@@ -621,7 +625,7 @@ class Replica(ReplicaBase):
     # ----------------------------------------------------------------- time, sync
     def _on_tick(self, ev: Tick) -> None:
         self.now_ms = max(self.now_ms, ev.now_ms)
-        self.oldest_pending_ms = ev.oldest_pending_ms
+        self._watch_pending(ev.oldest_pending_ms)
         now = self.now_ms
         if self.vc_target is not None:
             if self.vc_deadline is not None and now >= self.vc_deadline:

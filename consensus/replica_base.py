@@ -89,9 +89,15 @@ class ReplicaBase:
         self.new_view_msg: bytes | None = None
         self.committed_in_view = False
         self.consecutive_vc = 1 if self.vc_target is not None else 0
-        self.progress_since_ms = now_ms
         self.slot_since_ms: int | None = None
+        # The request timer (PROTOCOL.md 4.6): the oldest pending work the shell
+        # reported, the latest such time the timer watched since it last started, and
+        # when it last started. Only that oldest time moving forward (the work it
+        # watched was served) restarts it, not any commit: a primary that commits
+        # other work while leaving the oldest request out is still replaced.
         self.oldest_pending_ms: int | None = None
+        self.request_watch_ms: int | None = None
+        self.request_since_ms = now_ms
         self.vc_deadline: int | None = (
             now_ms + config.view_change_timeout_ms if self.vc_target is not None else None
         )
@@ -209,13 +215,42 @@ class ReplicaBase:
         return 1 << max(0, min(exponent, self.cfg.backoff_exponent_max))
 
     def _progress_deadline(self) -> int | None:
+        """When this replica suspects the primary (``request_timeout``): a slot whose
+        PRE-PREPARE has not committed, or the oldest pending work not served, for the
+        request timeout (doubled per view change since the last commit)."""
         if self.vc_target is not None:
             return None
-        pending = [t for t in (self.oldest_pending_ms, self.slot_since_ms) if t is not None]
-        if not pending:
+        starts = []
+        if self.slot_since_ms is not None:
+            starts.append(self.slot_since_ms)
+        if self.oldest_pending_ms is not None:
+            starts.append(max(self.oldest_pending_ms, self.request_since_ms))
+        if not starts:
             return None
-        start = max(min(pending), self.progress_since_ms)
-        return start + self.cfg.request_timeout_ms * self._backoff(self.consecutive_vc)
+        return min(starts) + self.cfg.request_timeout_ms * self._backoff(self.consecutive_vc)
+
+    def _watch_pending(self, oldest_ms: int | None) -> None:
+        """The shell's oldest pending time, from a ``Tick``. An empty pool idles the
+        request timer (it counts from now, or from the work's arrival if later); the
+        timer restarts when the oldest time moved past the one it watched (that work
+        was served: it left the pool). An older time (a transaction that became
+        runnable behind a commit) keeps the running timer: no one can restart it by
+        making older work runnable, only by serving the oldest."""
+        watched = self.request_watch_ms
+        if oldest_ms is None:
+            self.request_watch_ms = None
+            self.request_since_ms = self.now_ms
+        elif watched is None or oldest_ms > watched:
+            if watched is not None:
+                self.request_since_ms = self.now_ms
+            self.request_watch_ms = oldest_ms
+        self.oldest_pending_ms = oldest_ms
+
+    def _restart_request_timer(self) -> None:
+        """A new view (or a view change given up because the view progresses): the
+        oldest pending work gets a full request timeout from now."""
+        self.request_since_ms = self.now_ms
+        self.request_watch_ms = self.oldest_pending_ms
 
     def _broadcast(self, data: bytes) -> None:
         self._sends.append(Broadcast(data))

@@ -107,6 +107,9 @@ class SimConfig:
     faults: tuple[str, ...] | None = None  # None: chosen from the seed
     load_ms: int | None = None  # ops arrive within this window; None: the fault phase
     pipeline_depth: int = 1  # ReplicaConfig.pipeline_depth of every replica
+    # Replica 0 (view 0's primary) censors: its blocks leave out one op drawn from the
+    # seed (it reports the rest as its pending work); it is the run's byzantine replica.
+    censor: bool = False
     command: str = "shardnet simulate"
 
 
@@ -125,6 +128,12 @@ class SimResult:
     sim_ms: int
     repro: str
     last_commit_ms: int = 0
+    # censor runs: the op left out, when it arrived, and when (in which view) the
+    # first honest replica committed it (None: never)
+    censored_op: int | None = None
+    censored_arrival_ms: int | None = None
+    censored_commit_ms: int | None = None
+    censored_commit_view: int | None = None
 
     def describe(self) -> str:
         status = "ok" if self.ok else "FAILED"
@@ -183,6 +192,15 @@ class Simulation:
         self.max_view = 0
         self.injected: list[int] = []
         self.nodes = [self._new_node(i, None) for i in range(n)]
+        self.censored: int | None = None
+        self.censored_arrival: int | None = None
+        self.censored_commit: tuple[int, int] | None = None  # (time, view)
+        if config.censor:
+            # The censor is the run's one byzantine replica (the seed's own byzantine
+            # kinds are off); its op is drawn apart, so the seed's draws stay the same.
+            self.kinds -= {"equivocate", "forge", "stale_prepared"}
+            self.nodes[0].byzantine = "censor"
+            self.censored = random.Random(f"censor-{config.seed}").randint(1, config.ops)
         byzantine_kinds = sorted(self.kinds & {"equivocate", "forge", "stale_prepared"})
         if byzantine_kinds and self.f > 0:
             # Up to f byzantine replicas, each an equivocator or a forger.
@@ -292,6 +310,8 @@ class Simulation:
         self.last_commit_ms = self.now
         for op in ops:
             node.mempool.pop(op, None)
+        if node.byzantine is None and self.censored in ops and self.censored_commit is None:
+            self.censored_commit = (self.now, action.view)
         if node.byzantine is None:
             self.checker.on_commit(
                 node.index,
@@ -330,14 +350,23 @@ class Simulation:
         delay = self.rng.randint(5, 40)
         self._push(self.now + delay, "event", (node.index, SyncResult(tuple(blocks))))
 
+    def _pending(self, node: Node) -> dict[int, int]:
+        """The node's pool as its shell reports and proposes it (a censor hides the op
+        it censors, from its blocks and from its own request timer)."""
+        if node.byzantine == "censor" and self.censored in node.mempool:
+            return {op: t for op, t in node.mempool.items() if op != self.censored}
+        return node.mempool
+
     def _shell_tick(self, node: Node) -> None:
-        oldest = min(node.mempool.values()) if node.mempool else None
+        pool = self._pending(node)
+        oldest = min(pool.values()) if pool else None
         self._step(node, Tick(self.now, oldest))
 
     def _maybe_propose(self, node: Node) -> None:
         """The batch policy (consensus/batching.py) over the simulated mempool."""
         wanted = node.replica.wants_proposal()
-        if wanted is None or not node.mempool or not node.alive:
+        pool = self._pending(node)
+        if wanted is None or not pool or not node.alive:
             node.want_since = None if wanted is None else node.want_since
             return
         if node.want_since is None:
@@ -346,12 +375,12 @@ class Simulation:
         parent = node.replica.chain_parent(height)
         # Ops already in the blocks in flight below (pipelining) are not pending here.
         in_flight = node.ledger.chain_ops(parent, height)
-        pending = [op for op in node.mempool if op not in in_flight]
+        pending = [op for op in pool if op not in in_flight]
         if not pending:
             return
         if batch_due(len(pending), False, self.cfg.batch_ops_max,
                      self.now - node.want_since, self.cfg.block_interval_ms):
-            ops = sorted(pending, key=lambda op: (node.mempool[op], op))
+            ops = sorted(pending, key=lambda op: (pool[op], op))
             payload, block_hash = node.ledger.build(
                 height, view, node.index, ops[: self.cfg.batch_ops_max], parent
             )
@@ -490,6 +519,9 @@ class Simulation:
             repro += " --real-signatures"
         if c.pipeline_depth > 1:
             repro += f" --pipeline-depth {c.pipeline_depth}"
+        if c.censor:
+            repro += " --censor"
+        commit = self.censored_commit
         return SimResult(
             seed=c.seed,
             ok=self.checker.ok,
@@ -504,6 +536,10 @@ class Simulation:
             sim_ms=self.now,
             repro=repro,
             last_commit_ms=self.last_commit_ms,
+            censored_op=self.censored,
+            censored_arrival_ms=self.censored_arrival,
+            censored_commit_ms=commit[0] if commit is not None else None,
+            censored_commit_view=commit[1] if commit is not None else None,
         )
 
     def _converged(self) -> bool:
@@ -537,6 +573,8 @@ class Simulation:
 
     def _on_op(self, op: int) -> None:
         self.injected.append(op)
+        if op == self.censored:
+            self.censored_arrival = self.now
         for node in self.nodes:
             if node.alive and op not in node.ledger.committed_ops:
                 node.mempool.setdefault(op, self.now)

@@ -51,7 +51,7 @@ BYZANTINE_MODES = ("equivocate", "withhold_votes", "wrong_roots", "forge_receipt
 
 def run_many(seeds: int, start: int, replicas: int, real: bool, soak: int, verbose: bool,
              faults: tuple[str, ...] | None = None, pipeline_depth: int = 1,
-             ) -> tuple[list[SimResult], float, float]:
+             censor: bool = False) -> tuple[list[SimResult], float, float]:
     """The single-shard PBFT simulator over ``seeds`` seeds."""
     results = []
     wall, cpu = time.perf_counter(), time.process_time()
@@ -59,7 +59,7 @@ def run_many(seeds: int, start: int, replicas: int, real: bool, soak: int, verbo
     for seed in range(start, start + seeds):
         config = SimConfig(seed=seed, replicas=replicas, real_signatures=real,
                            fault_ms=base.fault_ms * soak, ops=base.ops * soak, faults=faults,
-                           pipeline_depth=pipeline_depth)
+                           pipeline_depth=pipeline_depth, censor=censor)
         result = Simulation(config).run()
         if faults is not None:
             result.repro += f" --faults {','.join(faults) or 'none'}"
@@ -90,6 +90,24 @@ def summarize(results: Sequence[SimResult], wall_s: float, cpu_s: float) -> dict
         "messages": sum(r.messages for r in results),
         "faults": dict(sorted(faults.items())),
         "dropped": dict(sorted(dropped.items())),
+        **({"censored": censored_summary(results)} if any(
+            r.censored_op is not None for r in results) else {}),
+    }
+
+
+def censored_summary(results: Sequence[SimResult]) -> dict[str, object]:
+    """``--censor`` runs: how many censored ops committed, how many in a later view
+    than the censor's (after a view change), and how long each waited."""
+    runs = [r for r in results if r.censored_op is not None]
+    waits = sorted(r.censored_commit_ms - r.censored_arrival_ms for r in runs
+                   if r.censored_commit_ms is not None and r.censored_arrival_ms is not None)
+    return {
+        "runs": len(runs),
+        "committed": len(waits),
+        "after_view_change": sum(1 for r in runs if r.censored_commit_view),
+        "wait_ms_median": waits[len(waits) // 2] if waits else None,
+        "wait_ms_p99": waits[min(len(waits) - 1, len(waits) * 99 // 100)] if waits else None,
+        "wait_ms_max": waits[-1] if waits else None,
     }
 
 
@@ -236,6 +254,9 @@ def network_summary(results: Sequence[NetworkSimResult], wall_s: float) -> dict[
                    "(repeatable); RULE: partition, delay=MS, loss=P, peers=S/I+S/I.")
 @click.option("--crash", "crashes", multiple=True, metavar="SHARD/INDEX:AT_MS:DOWN_MS",
               help="Network: a node crashes at AT_MS and restarts DOWN_MS later (repeatable).")
+@click.option("--censor", is_flag=True,
+              help="One shard: view 0's primary censors one op per seed (leaves it out of "
+                   "its blocks); the summary's 'censored' row says when each committed.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every seed, not only failures.")
 @out_option("Also write the summary (JSON) to this file.", name="json_out")
 def simulate(
@@ -253,12 +274,16 @@ def simulate(
     byzantine: tuple[str, ...],
     link_faults: tuple[str, ...],
     crashes: tuple[str, ...],
+    censor: bool,
     verbose: bool,
     json_out: Path | None,
 ) -> None:
     """Drive the real PBFT replicas (one shard), or whole networks of production nodes
     (--shards N), through seeded faults; check safety, conservation and liveness."""
     if network or shards > 1:
+        if censor:
+            raise click.UsageError("--censor: the one-shard PBFT simulator only (drop "
+                                   "--shards/--network)")
         if real_signatures:
             raise click.UsageError("--real-signatures: the network simulator always signs "
                                    "with Ed25519")
@@ -276,7 +301,7 @@ def simulate(
                                "simulator (--shards 2 or more, or --network)")
     try:
         results, wall_s, cpu_s = run_many(seeds, start, replicas, real_signatures, soak,
-                                          verbose, _names(faults), pipeline_depth)
+                                          verbose, _names(faults), pipeline_depth, censor)
     except ValueError as exc:  # a fault kind the simulator does not know
         raise click.UsageError(str(exc)) from None
     summary = summarize(results, wall_s, cpu_s)
@@ -284,8 +309,9 @@ def simulate(
         click.echo(json.dumps(summary, indent=2))
     else:
         for key in ("seeds", "failed", "wall_s", "seeds_per_min", "commits", "view_changes",
-                    "faults"):
-            click.echo(f"{key:>14}: {summary[key]}")
+                    "faults", "censored"):
+            if key in summary:
+                click.echo(f"{key:>14}: {summary[key]}")
     _write(json_out, summary)
     if summary["failed"]:
         raise SystemExit(1)
