@@ -340,7 +340,8 @@ class StatelessPassed:
     those three, so one that passed once passes again. Keyed by ``tx_hash`` and the
     signature bytes, which together fix the encoding (the body's hash and the
     signature: a hit is the same signed bytes). Bounded (oldest out); shared by the
-    admission and ledger threads, hence the lock. Only a pass is remembered: a failure
+    admission and ledger threads: the look-up (the hot path, once per transaction of
+    a block) is one dict operation, adding takes the lock. Only a pass is remembered: a failure
     is checked again and raises with its own reason, so outcomes never depend on it."""
 
     def __init__(self, capacity: int = STATELESS_PASSED_MAX) -> None:
@@ -356,9 +357,8 @@ class StatelessPassed:
             check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
             return
         key = (digest + tx.signature, chain_id, shard, num_shards)
-        with self._lock:
-            if key in self._passed:
-                return
+        if key in self._passed:  # one C-level look-up under the GIL: no lock needed
+            return
         check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
         with self._lock:
             self._passed[key] = None
