@@ -145,6 +145,7 @@ class ConsensusDriver:
         self._deadline_ms = self.clock.monotonic_ms()
         self._proposal_wanted: tuple[int, int] | None = None
         self._last_block_ms = self.clock.monotonic_ms()
+        self._proposed_height = 0  # the height of this node's last proposal
         self._proposing = False
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -381,7 +382,13 @@ class ConsensusDriver:
         )
         if self._on_applied is not None:
             self._on_applied(committed)
-        self._last_block_ms = self.clock.monotonic_ms()
+        # The batch interval counts from this node's last proposal when it proposed the
+        # block just committed (issue 16: a round longer than the interval is followed
+        # by the next proposal at once, not by another interval of idle waiting, so the
+        # cycle is max(round, interval), not round + interval); from the commit of a
+        # block proposed by another primary otherwise (after a view change).
+        if action.height != self._proposed_height:
+            self._last_block_ms = self.clock.monotonic_ms()
         if self._proposal_wanted is not None and self._proposal_wanted[0] <= action.height:
             self._proposal_wanted = None
         # Back-pressure: at most one commit's write waits while the next one applies.
@@ -478,9 +485,11 @@ class ConsensusDriver:
                       inbound=len(proposal.block.inbound),
                       txs=[o.tx_hash.hex() for o in proposal.result.outcomes])
         self._proposal_wanted = None
-        # The batch interval counts from the last block proposed or committed: with
-        # pipelining the next proposal does not wait for this one's commit.
+        # The batch interval counts from the last block proposed (or committed, when
+        # another primary proposed it): the next proposal does not wait an interval
+        # after this one's commit, nor, with pipelining, for this one's commit at all.
         self._last_block_ms = self.clock.monotonic_ms()
+        self._proposed_height = height
         await self._step(ProposalReady(height, view, proposal.payload, proposal.block_hash))
 
     # -- block sync (node/sync.py) ---------------------------------------------------
