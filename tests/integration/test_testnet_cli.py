@@ -22,9 +22,8 @@ from scripts.cli.testnet.generate import (
     validator_key,
 )
 from scripts.cli.testnet.layout import TestnetDir
-from scripts.cli.testnet.processes import stop_node
 from sharding.genesis import load_genesis
-from tests.support.node import free_base_port, wait_until
+from tests.support.node import free_base_port, stop_nodes, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,11 +171,12 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         (back,) = [c for c in report["channels"] if c["src"] != shard]
         assert back["receipts_in_flight"] == 0 and not any(back["in_flight"].values())
         # Receipts apply in channel order, so what is in flight is a suffix of what was sent.
-        sent = [1234, 77] if first_crossed else [77]
+        crossing = [1234, 77] if first_crossed else [77]
         flying = channel["receipts_in_flight"]
-        assert report["receipts_in_flight"] == flying and 0 <= flying <= len(sent)
+        assert report["receipts_in_flight"] == flying and 0 <= flying <= len(crossing)
         coin = next(row for row in report["assets"] if row["asset"] == "COIN")
-        assert coin["in_flight"] == channel["in_flight"]["COIN"] == sum(sent[len(sent) - flying:])
+        assert coin["in_flight"] == channel["in_flight"]["COIN"] == sum(
+            crossing[len(crossing) - flying:])
         # --wait: quiescence once the receipt is applied (exit 0, nothing in flight), or
         # one line naming what still moves (exit 2) while nothing delivers it.
         waited = shardnet("audit", "--testnet", str(root), "--wait", "5", "--json")
@@ -197,8 +197,8 @@ def test_up_submit_status_trace_down_and_up_keeps_state(tmp_path: Path) -> None:
         assert after["nonce"] == before["nonce"] == 2
         assert after["balances"] == before["balances"]
     finally:
-        for node in testnet.load_manifest().nodes:
-            stop_node(testnet, node.name, timeout_s=10)
+        stop_nodes(testnet, [node.name for node in testnet.load_manifest().nodes],
+                   timeout_s=10)
 
 
 @pytest.mark.integration
