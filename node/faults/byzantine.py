@@ -27,6 +27,11 @@ replica and the ledger (neither knows about it). Each act is logged
   (``fabricate.py``: built on the committed state with the executor's own steps,
   every root matching, re-hashed and signed properly); the other slots are honest.
 
+- ``censor``: as primary, the sender of the first transaction this node is asked to
+  put in a block once in this mode is censored from then on: every block it proposes
+  leaves that sender's transactions out (the rest is proposed honestly, every root
+  right). The replicas' request timer replaces it (PROTOCOL.md 4, "View change").
+
 ``invalid_blocks`` keeps the digests of the invalid blocks sent (``wrong_roots``,
 ``fabricate_inbound``) with what each is: no honest replica may vote for one.
 """
@@ -45,6 +50,7 @@ from consensus.kernel.errors import DecodeError
 from consensus.messages import PrePrepare, Vote, decode_message, payload_digest
 from node.faults.fabricate import get_proven_inbound, make_bad_block
 from node.faults.state import (
+    CENSOR,
     DUPLICATE_RECEIPTS,
     EQUIVOCATE,
     FABRICATE_INBOUND,
@@ -58,7 +64,8 @@ from node.wire import ReceiptsResponse, SyncedBlockWire, SyncResponse
 from sharding.block import Block, block_hash, decode_block
 from sharding.crossshard import ProvenReceipt, ReceiptBundle, decode_bundle
 from sharding.inbound import InboundPool
-from sharding.ledger import Ledger
+from sharding.ledger import Ledger, Proposal
+from sharding.tx import SignedTx
 
 CONSENSUS_MODES = frozenset({EQUIVOCATE, WITHHOLD_VOTES, WRONG_ROOTS, FABRICATE_INBOUND})
 RELAY_MODES = frozenset({FORGE_RECEIPTS, DUPLICATE_RECEIPTS})
@@ -96,12 +103,34 @@ class Byzantine:
         self._ledger: Ledger | None = None
         self._pool: InboundPool | None = None
         self._validators_per_shard: list[int] = []
+        self.censored: bytes | None = None  # ``censor``: the sender left out
 
     def attach(self, ledger: Ledger, pool: InboundPool) -> None:
         """The node's ledger and inbound pool (read only), for ``fabricate_inbound``."""
         self._ledger = ledger
         self._pool = pool
         self._validators_per_shard = [len(keys) for keys in ledger.validators.keys]
+        honest_propose = ledger.propose
+
+        def propose(txs: list[SignedTx], inbound: list[ProvenReceipt], **fields: Any
+                    ) -> Proposal:
+            if self.state.byzantine == CENSOR:
+                txs, fields["tx_hashes"] = self._censor(txs, fields.get("tx_hashes"))
+            return honest_propose(txs, inbound, **fields)
+
+        ledger.propose = propose  # type: ignore[method-assign]
+
+    def _censor(self, txs: list[SignedTx], hashes: list[bytes] | None
+                ) -> tuple[list[SignedTx], list[bytes] | None]:
+        """``txs`` (and their hashes) without the censored sender's; the first sender
+        offered becomes the censored one."""
+        if self.censored is None and txs:
+            self.censored = txs[0].body.sender
+        keep = [i for i, tx in enumerate(txs) if tx.body.sender != self.censored]
+        if len(keep) < len(txs):
+            self._act(CENSOR, sender=(self.censored or b"").hex(), left_out=len(txs) - len(keep),
+                      proposed=len(keep))
+        return [txs[i] for i in keep], None if hashes is None else [hashes[i] for i in keep]
 
     @property
     def mode(self) -> str:

@@ -46,7 +46,7 @@ NETWORK_TXS = 40  # client transactions per seed of the whole-network simulator
 NETWORK_FAULT_KINDS = ("drop", "delay", "duplicate", "reorder", "partition", "commit_loss",
                        "crash", "byzantine_primary", "forged_bundles")
 BYZANTINE_MODES = ("equivocate", "withhold_votes", "wrong_roots", "forge_receipts",
-                   "duplicate_receipts", "tamper_sync", "fabricate_inbound")
+                   "duplicate_receipts", "tamper_sync", "fabricate_inbound", "censor")
 
 
 def run_many(seeds: int, start: int, replicas: int, real: bool, soak: int, verbose: bool,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from node.faults.fabricate import VARIANTS
 from node.faults.state import (
+    CENSOR,
     DUPLICATE_RECEIPTS,
     EQUIVOCATE,
     FABRICATE_INBOUND,
@@ -60,6 +61,19 @@ def test_a_primary_proposing_wrong_state_roots_is_replaced() -> None:
     rejected = counter(sim, 0, 1, "shardnet_blocks_rejected_total",
                        {"reason": "state_root_mismatch"})
     assert rejected >= 1
+
+
+def test_a_censoring_primary_is_replaced_and_every_transaction_commits() -> None:
+    """The primary leaves one sender's transactions out of every block (it keeps
+    committing the rest, and empty blocks): the replicas' request timer runs out since
+    the oldest pending work is never served, and the next primary commits them (``run``
+    checks every transaction committed once). With any commit restarting the timer, the
+    censored transactions never committed."""
+    sim, result = run(byzantine=((0, 0, CENSOR),))  # index 0 leads view 0
+    assert result.byzantine_acts[CENSOR] > 0
+    assert result.view_changes > 0
+    byzantine = sim.members[(0, 0)].node.byzantine
+    assert byzantine is not None and byzantine.censored is not None
 
 
 def test_a_primary_fabricating_inbound_receipts_is_refused_and_replaced() -> None:
