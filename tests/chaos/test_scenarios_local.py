@@ -31,7 +31,7 @@ from scripts.cli.load.targets import network_from_testnet
 from scripts.cli.testnet.control import LocalNodes
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.processes import wait_healthy
-from tests.support.node import free_base_port
+from tests.support.node import free_base_port, stop_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -52,8 +52,7 @@ def started_testnet(scenario: Scenario, tmp_path: Path) -> Iterator[LocalNodes]:
         assert not missing, f"not healthy: {missing}"
         yield nodes
     finally:
-        for name in nodes.names():
-            nodes.terminate(name, timeout_s=10)
+        stop_nodes(nodes.dir, nodes.names(), timeout_s=10)
 
 
 def run(name: str, tmp_path: Path, seed: int = 1) -> dict[str, Any]:

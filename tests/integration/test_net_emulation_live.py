@@ -28,8 +28,15 @@ import pytest
 
 from scripts.cli.testnet.generate import TestnetSpec, generate
 from scripts.cli.testnet.layout import TestnetDir
-from scripts.cli.testnet.processes import start_node, stop_node, wait_healthy
-from tests.support.node import free_base_port, signed_transfers, submit, tx_state, wait_until
+from scripts.cli.testnet.processes import start_node, wait_healthy
+from tests.support.node import (
+    free_base_port,
+    signed_transfers,
+    stop_nodes,
+    submit,
+    tx_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(900)
 PAIRS = 3  # alternating runs without and with the delay
@@ -52,8 +59,7 @@ def running_testnet(root: Path, latency_ms: int) -> Iterator[list[str]]:
         assert not missing, f"not healthy: {missing}"
         yield [node.api_url.rstrip("/") for node in manifest.nodes]
     finally:
-        for node in manifest.nodes:
-            stop_node(folder, node.name, timeout_s=10)
+        stop_nodes(folder, [node.name for node in manifest.nodes], timeout_s=10)
 
 
 def metrics(url: str) -> str:
