@@ -408,4 +408,17 @@ def print_validation(result: dict[str, Any]) -> None:
                           + ", ".join(f"{v:,.0f}" for v in values)
                           + f" tx/s; median {e2e['max_tps'][x]:,.0f}, spread "
                           + (f"{spread:.0%}" if spread is not None else "unbounded")
-                          + " of the median")
+                          + " of the median" + _steps_p99(e2e["runs"], x))
+
+
+def _steps_p99(runs: list[dict[str, Any]], x: str) -> str:
+    """The measured p99 curve in one phrase: the least and the most of every step's p99
+    over the runs, and over which rates (the validation side of the floor)."""
+    steps = [step for run in runs for step in run.get("steps", {}).get(x, [])
+             if step.get("p99_ms") is not None]
+    if not steps:
+        return ""
+    p99 = [float(step["p99_ms"]) for step in steps]
+    rates = [float(step["rate"]) for step in steps]
+    return (f"; the steps' p99 {min(p99):,.0f}-{max(p99):,.0f} ms at {min(rates):,.0f}-"
+            f"{max(rates):,.0f} tx/s ({len(steps)} steps)")

@@ -28,7 +28,13 @@ from scripts.project.model import (
 from scripts.project.model import project as project_one
 from scripts.project.network import DEFAULT_NETWORK, NetworkError, NetworkModel, load_network
 from scripts.project.structure import Structure, measure_structure
-from scripts.project.validate import TOLERANCE, aggregate_e2e, judge, overloaded
+from scripts.project.validate import (
+    TOLERANCE,
+    aggregate_e2e,
+    judge,
+    overloaded,
+    print_validation,
+)
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "project_validation.json"
@@ -482,6 +488,16 @@ def test_the_run_with_the_floor_is_judged_as_recorded() -> None:
     plain = judge(data)["predicted"]["e2e"]["0"]
     assert "floor_ms" not in plain and plain["throughput_tps"] == zero["throughput_tps"]
     assert plain["p99_ms"] == pytest.approx(zero["p99_ms"] - zero["floor_ms"], abs=0.2)
+
+
+def test_the_validation_prints_the_runs_the_spread_and_the_floor(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    print_validation(json.loads(FLOOR_LOADED.read_text()))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 run(s): 0, 82, 263 tx/s; median 82, spread 322% of the median" in out
+    assert "spread unbounded" in out  # 20 %: median 0, one run passed a step
+    assert "the steps' p99 644-2,855 ms at 16-500 tx/s" in out
+    assert "p99 floor 2,529 ms" in out and "ILL-CONDITIONED" not in out
 
 
 def test_the_calibration_fit_separates_per_cycle_from_per_tx() -> None:
