@@ -331,7 +331,7 @@ def check_tx_stateless(
         raise InvalidTx("signature does not verify", reason="bad_signature")
 
 
-STATELESS_PASSED_MAX = 100_000  # transactions remembered as passing (~20 MB at most)
+STATELESS_PASSED_MAX = 100_000  # transactions remembered as passing (~31 MB when full)
 
 
 class StatelessPassed:
