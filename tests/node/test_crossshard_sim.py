@@ -85,7 +85,10 @@ def test_honest_replicas_refuse_a_byzantine_primarys_receipts_and_everything_fin
     refusals: Counter[str] = Counter()
     sent: Counter[str] = Counter()
     view_changes = 0
-    for seed in range(400_000, 400_012):
+    # Seeds whose drawn slots cover every variant (the set moves with the node's
+    # timing: the batch interval counted from the proposal, issue 16, left 'gap' out
+    # of 400,000-400,011; it is in 400,013 and 400,015).
+    for seed in range(400_004, 400_016):
         result, sim = byzantine_run(seed)
         check_all([result])
         assert result.txs == 24
