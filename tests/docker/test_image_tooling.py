@@ -191,3 +191,69 @@ def test_dockerfile_contract() -> None:
     ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert {".git", ".venv", "tests"} <= set(ignored)
     assert not {"wheelhouse", "wheelhouse/"} & set(ignored), "the build copies wheelhouse/"
+
+
+# -- the suite's background image build (tests/support/docker.py, tests/conftest.py) ----
+
+
+@pytest.fixture
+def fake_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """build_images.sh replaced by a script that appends a line to ``builds``; the image
+    is current once that file exists; no background build left from the session."""
+    from tests.support import docker as support
+
+    builds = tmp_path / "builds"
+    monkeypatch.setattr(support, "docker_unavailable_reason", lambda: None)
+    monkeypatch.setattr(support, "image_current", lambda image=support.IMAGE: builds.exists())
+    monkeypatch.setattr(support, "_forced", lambda: False)
+    for name, value in (("process", None), ("log", None), ("returncode", None)):
+        monkeypatch.setattr(support._Background, name, value)
+    yield builds
+    support.stop_background_build()
+
+
+def test_background_build_is_waited_for_and_not_repeated(
+        monkeypatch: pytest.MonkeyPatch, fake_build: Path) -> None:
+    from tests.support import docker as support
+
+    monkeypatch.setattr(support, "_build_command", lambda image: (
+        ["bash", "-c", f"sleep 0.3; echo built >> {fake_build}"], {}))
+    assert support.start_background_build() is True
+    assert support.start_background_build() is False  # one per session
+    assert not fake_build.exists()  # still building: ensure_image must wait for it
+    assert support.ensure_image() == support.IMAGE
+    assert support._Background.process is not None
+    assert support._Background.process.poll() == 0  # ensure_image waited for it ...
+    assert fake_build.read_text() == "built\n"  # ... and did not build a second time
+
+
+def test_failed_background_build_runs_again_and_is_reported(
+        monkeypatch: pytest.MonkeyPatch, fake_build: Path) -> None:
+    from tests.support import docker as support
+
+    monkeypatch.setattr(support, "_build_command", lambda image: (
+        ["bash", "-c", f"echo attempt >> {fake_build}.tries; echo broken base; exit 3"], {}))
+    assert support.start_background_build() is True
+    with pytest.raises(pytest.fail.Exception, match=r"failed \(3\):\nbroken base"):
+        support.ensure_image()
+    assert Path(f"{fake_build}.tries").read_text() == "attempt\nattempt\n"
+
+
+def test_docker_tests_are_ordered_last_keeping_each_groups_order() -> None:
+    from tests import conftest
+
+    class Item:
+        def __init__(self, name: str, docker: bool) -> None:
+            self.name, self.docker = name, docker
+
+        def get_closest_marker(self, name: str) -> object | None:
+            return object() if name == "docker" and self.docker else None
+
+    class Config:
+        class option:  # pytest's attribute name
+            collectonly = True  # collection only: no build started
+
+    items = [Item("a", False), Item("d1", True), Item("b", False), Item("d2", True),
+             Item("c", False)]
+    conftest.pytest_collection_modifyitems(Config(), items)  # type: ignore[arg-type]
+    assert [item.name for item in items] == ["a", "b", "c", "d1", "d2"]

@@ -5,6 +5,10 @@ Docker tests are marked ``@pytest.mark.docker``; they skip with a visible reason
 ``scripts/image/build_images.sh`` when it is missing or was built from other sources than the
 tree's (label ``org.shardnet.source-digest``), so a current image costs nothing.
 ``SHARDNET_REBUILD_IMAGE=1`` forces the build.
+
+A suite run that collects Docker tests starts that build at once in the background
+(``start_background_build``, from tests/conftest.py, which also runs the Docker tests
+last): the image builds while the other tests run, and ``ensure_image()`` waits for it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,21 +71,93 @@ def inspect_image(image: str = IMAGE) -> dict[str, Any] | None:
     return info
 
 
-def ensure_image(image: str = IMAGE) -> str:
-    """The image, built first when missing or older than the tree's sources."""
+def image_current(image: str = IMAGE) -> bool:
+    """The image exists and was built from the tree's sources."""
     info = inspect_image(image)
     labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-    current = labels.get(LABEL) == source_digest()
-    if info is not None and current and os.environ.get("SHARDNET_REBUILD_IMAGE") != "1":
+    return info is not None and labels.get(LABEL) == source_digest()
+
+
+def _forced() -> bool:
+    return os.environ.get("SHARDNET_REBUILD_IMAGE") == "1"
+
+
+def _build_command(image: str) -> tuple[list[str], dict[str, str]]:
+    return (["bash", str(REPO / "scripts" / "image" / "build_images.sh")],
+            {**os.environ, "SHARDNET_IMAGE": image})
+
+
+class _Background:
+    """The one build this test session started in the background, if any."""
+
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    image: str = IMAGE
+    returncode: int | None = None
+
+
+def start_background_build(image: str = IMAGE) -> bool:
+    """Start scripts/image/build_images.sh now, detached from the tests, when Docker works
+    and the image is missing, stale or forced; True if it was started. Its output goes
+    to a temporary log; ``ensure_image(image)`` waits for it."""
+    if _Background.process is not None or docker_unavailable_reason() is not None:
+        return False
+    if image_current(image) and not _forced():
+        return False
+    command, env = _build_command(image)
+    with tempfile.NamedTemporaryFile(prefix="shardnet-image-build-", suffix=".log",
+                                     delete=False) as log:
+        _Background.process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        _Background.log = Path(log.name)
+    _Background.image = image
+    return True
+
+
+def stop_background_build() -> None:
+    """End of the session: stop a background build nobody waited for (its process group:
+    the script and its docker client); remove its log."""
+    process = _Background.process
+    if process is not None and process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    if _Background.log is not None:
+        _Background.log.unlink(missing_ok=True)
+
+
+def _wait_background_build(image: str) -> int | None:
+    """The exit status of this session's background build of ``image`` (waited for,
+    bounded), or None when there was none."""
+    process = _Background.process
+    if process is None or _Background.image != image:
+        return None
+    if _Background.returncode is None:
+        try:
+            _Background.returncode = process.wait(timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stop_background_build()
+            pytest.fail(f"the background image build did not finish within {BUILD_TIMEOUT_S} s")
+    return _Background.returncode
+
+
+def ensure_image(image: str = IMAGE) -> str:
+    """The image, built first when missing or older than the tree's sources (or, with
+    SHARDNET_REBUILD_IMAGE=1, once per session). A build this session started in the
+    background is waited for; should it have failed, the build runs again here and its
+    failure is reported."""
+    built_here = _wait_background_build(image) == 0
+    if image_current(image) and (built_here or not _forced()):
         return image
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "image" / "build_images.sh")],
-        cwd=REPO,
-        env={**os.environ, "SHARDNET_IMAGE": image},
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
+    command, env = _build_command(image)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=BUILD_TIMEOUT_S)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         pytest.fail(f"scripts/image/build_images.sh failed ({result.returncode}):\n{tail}")
