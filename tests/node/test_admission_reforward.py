@@ -7,7 +7,7 @@ forwarding and sends to one peer are captured, not sent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -194,7 +194,7 @@ async def test_a_forward_of_a_tx_already_pending_is_refused_by_hash_before_its_c
     broken = SignedTx(tx.body, bytes(64))
     checked: list[int] = []
 
-    def verify_many(checks: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    def verify_many(checks: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
         checked.append(len(checks))
         return [True] * len(checks)
 
