@@ -275,7 +275,13 @@ class Mempool:
     def ready(self, txs_max: int, bytes_max: int,
               nonce_of: Callable[[bytes], int] | None = None) -> list[PendingTx]:
         """Executable transactions for a block: per sender a gap-free nonce run
-        from the committed nonce; senders interleaved round-robin in arrival order.
+        from the committed nonce; senders interleaved round-robin, the sender whose
+        next transaction arrived first first. So the oldest executable transaction is
+        always taken (the request timer restarts only when that oldest work is served:
+        PROTOCOL.md 4), also with more senders waiting than a block holds; ordered by
+        when a sender's run began (the pool's insertion order, as before), a sender
+        that always had something waiting kept its place ahead of later ones and more
+        than ``txs_max`` such senders starved the rest.
         ``nonce_of`` (pipelining): each sender's next nonce on the block the proposal
         builds on, so the transactions of the blocks in flight are not offered again."""
         runs: list[list[PendingTx]] = []
@@ -289,6 +295,7 @@ class Mempool:
                 nonce += 1
             if run:
                 runs.append(run)
+        runs.sort(key=lambda run: run[0].arrival_ms)  # stable: ties keep the pool's order
         selected: list[PendingTx] = []
         size = 0
         depth = 0

@@ -33,6 +33,54 @@ def test_ready_returns_gap_free_runs_interleaved_by_sender() -> None:
     assert [(t.sender, t.nonce) for t in ready] == [(b"a", 0), (b"b", 0), (b"a", 1)]
 
 
+def commit(pool: Mempool, nonces: dict[bytes, int], block: list[PendingTx]) -> None:
+    for item in block:
+        nonces[item.sender] = item.nonce + 1
+    pool.remove_committed(item.tx_hash for item in block)
+
+
+def test_a_later_sender_is_served_before_busy_senders_that_were_there_first() -> None:
+    """More senders waiting than a block holds: the sender whose next transaction is
+    the oldest goes first, not the ones that kept the pool's earlier places."""
+    nonces: dict[bytes, int] = {}
+    pool = make_pool(nonces, txs_max=1_000)
+    for nonce in range(5):
+        for name in (b"a", b"b"):
+            pool.add(tx(name, nonce, arrival=10 * nonce))
+    pool.add(tx(b"c", 0, arrival=5))  # after a's and b's first, before their second
+    first = pool.ready(2, 10_000)
+    assert [(t.sender, t.nonce) for t in first] == [(b"a", 0), (b"b", 0)]
+    commit(pool, nonces, first)
+    second = pool.ready(2, 10_000)
+    assert (second[0].sender, second[0].nonce) == (b"c", 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 4)), min_size=1, max_size=60),
+       st.integers(1, 8))
+def test_every_block_takes_the_oldest_executable_transaction(
+        arrivals: list[tuple[int, int]], block_txs: int) -> None:
+    """The property the request timer relies on (PROTOCOL.md 4): while work waits, each
+    block an honest primary builds holds the oldest executable transaction, so the
+    oldest pending time moves forward block by block."""
+    nonces: dict[bytes, int] = {}
+    pool = make_pool(nonces, txs_max=1_000, nonce_window=1_000, sender_txs_max=1_000,
+                     bytes_max=1_000_000)
+    clock = 0
+    added: dict[bytes, int] = {}
+    for index, (gap, count) in enumerate(arrivals):
+        clock += gap
+        name = bytes([index % 7 + 1]) * 4
+        for _ in range(count):
+            pool.add(tx(name, added.get(name, 0), arrival=clock))
+            added[name] = added.get(name, 0) + 1
+    while len(pool):
+        oldest = pool.oldest_ready_arrival_ms()
+        block = pool.ready(block_txs, 1_000_000)
+        assert block and block[0].arrival_ms == oldest
+        commit(pool, nonces, block)
+
+
 def test_full_pool_rejects_with_mempool_full() -> None:
     pool = make_pool(txs_max=2)
     pool.add(tx(b"a", 0))
