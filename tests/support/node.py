@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from consensus.kernel.codec import encode
 from scripts.cli.client import ApiFailure, call
 from scripts.cli.params import free_base_port as free_base_port  # re-exported for tests
+from scripts.cli.testnet.control import NodeProcesses
 from scripts.cli.testnet.generate import TestnetSpec, fresh_identity, generate
 from scripts.cli.testnet.layout import Manifest, NodeEntry, TestnetDir
 from scripts.cli.testnet.processes import (
@@ -40,12 +40,7 @@ def stop_nodes(testnet: TestnetDir, names: Iterable[str], timeout_s: float = 10.
     its own thread, so a testnet stops in about the time of its slowest node rather than
     the sum of them all. Every node is attempted; the first error is raised after."""
     names = list(names)
-    if not names:
-        return
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        futures = [pool.submit(stop_node, testnet, name, timeout_s) for name in names]
-    for future in futures:
-        future.result()
+    NodeProcesses(testnet).terminate_all(names, timeout_s)
     left = [name for name in names if running_pid(testnet, name) is not None]
     assert not left, f"nodes still running after the stop: {left}"
 

@@ -226,7 +226,7 @@ def up(root: Path, timeout_s: float, as_json: bool) -> None:
 def down(root: Path, as_json: bool) -> None:
     """Stop every node (SIGTERM, then SIGKILL after a grace period). State is kept."""
     nodes = _local_nodes(root)
-    stopped = [name for name in nodes.names() if nodes.terminate(name)]
+    stopped = nodes.terminate_all(nodes.names())
     if as_json:
         click.echo(json.dumps({"testnet": str(root), "stopped": stopped}))
         return
