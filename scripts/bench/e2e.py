@@ -32,7 +32,7 @@ from scripts.bench.common import (
 )
 from scripts.cli.load.accounts import Universe, build_universe
 from scripts.cli.load.engine import Engine, RunConfig
-from scripts.cli.load.findmax import Limits, find_max, run_step
+from scripts.cli.load.findmax import Limits, find_max, run_step, step_seconds
 from scripts.cli.load.rate import RateSchedule
 from scripts.cli.load.signer import Signer
 from scripts.cli.load.targets import Network, network_from_testnet
@@ -49,7 +49,8 @@ def engine_factory(network: Network, universe: Universe, signer: Signer, cross: 
                    step_s: float, drain_s: float) -> Callable[[float, int], Engine]:
     def make(rate: float, step: int) -> Engine:
         workload = Workload(WorkloadSpec(parse_mix(MIX), cross, None, 100 + step), universe)
-        config = RunConfig(schedule=RateSchedule.parse(f"{rate:.3f}"), duration_s=step_s,
+        config = RunConfig(schedule=RateSchedule.parse(f"{rate:.3f}"),
+                           duration_s=step_seconds(rate, step_s),
                            drain_s=drain_s, batch_txs_max=200)
         return Engine(network, universe, workload, signer, config)
 

@@ -30,7 +30,7 @@ from scripts.cli.load.accounts import Universe, account_group, build_universe
 from scripts.cli.load.compare import compare_command
 from scripts.cli.load.end_audit import conservation_audit
 from scripts.cli.load.engine import Engine, RunConfig
-from scripts.cli.load.findmax import Limits, find_max
+from scripts.cli.load.findmax import Limits, find_max, step_seconds
 from scripts.cli.load.progress import Progress
 from scripts.cli.load.rate import RateError, RateSchedule, describe, parse_duration
 from scripts.cli.load.report import (
@@ -223,7 +223,8 @@ def _find_max(network: Network, universe: Universe, signer: Signer, config: RunC
         workload = Workload(WorkloadSpec(mix, opts["cross_shard"], hot,
                                          opts["rng_seed"] + step), universe)
         step_config = dataclasses.replace(config, schedule=RateSchedule.parse(f"{rate:.3f}"),
-                                          duration_s=step_s, max_txs=None)
+                                          duration_s=step_seconds(rate, step_s),
+                                          max_txs=None)
         return Engine(network, universe, workload, signer, step_config)
 
     try:

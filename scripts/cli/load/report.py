@@ -3,7 +3,9 @@ k6-style thresholds (``p99<1000ms``, ``rejected<1%``, ``finality.p99<2.5s``,
 ``tps>500``, ``lost==0``).
 
 ``tps_committed`` is the transactions committed over the span from the first
-submission to the last commit; ``duration_s`` is the span of the sending phase.
+submission to the last commit; ``tps_commit_rate`` the rate while commits happened
+(``stats.commit_rate``: not diluted by the latency); ``duration_s`` is the span of the
+sending phase.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scripts.cli.load.stats import summarize
+from scripts.cli.load.stats import commit_rate, summarize
 from scripts.cli.load.tracker import hop_latencies
 
 if TYPE_CHECKING:  # without importing aiohttp for the pure parts
@@ -56,6 +58,7 @@ def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float,
     signing_cpu = engine.signer.worker_cpu_s if signing_cpu_s is None else signing_cpu_s
     generator_cpu = cpu_s + signing_cpu
     tps = counts["committed"] / span if counts["committed"] else 0.0
+    rate = commit_rate(r.committed_s for r in records if r.committed_s is not None)
     return {
         "sent": counts["sent"], "committed": counts["committed"],
         "finalized": counts["finalized"], "failed": counts["failed"],
@@ -69,6 +72,7 @@ def build_report(engine: Engine, *, settings: Mapping[str, Any], cpu_s: float,
         "duration_s": round(duration, 3),
         "tps_offered": round(state.offered / duration, 1) if duration else 0.0,
         "tps_committed": round(tps, 1),
+        "tps_commit_rate": None if rate is None else round(rate, 1),
         "latency_ms": {"commit": summarize(commit_ms), "finality": summarize(finality_ms),
                        "finality_hops": hops},
         "by_shard": by_shard,
