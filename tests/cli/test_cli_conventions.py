@@ -281,7 +281,11 @@ def test_json_offline(tmp_path: Path) -> None:
     made_net = json_run(("testnet", "init"), "--testnet", str(root), "--shards", "1",
                         "--base-port", str(free_base_port(8)))
     assert made_net["nodes"] == [f"shard0-node{i}" for i in range(4)]
-    status = json_run(("testnet", "status"), "--testnet", str(root))
+    # No node answers: the JSON document still, then exit 3 (unreachable) and one line.
+    JSON_RUN.add(("testnet", "status"))
+    offline = run("testnet", "status", "--testnet", str(root), "--json")
+    assert offline.exit_code == exits.UNREACHABLE, offline.output
+    status = json.loads(offline.stdout)
     assert [node["status"] for node in status["nodes"]] == [None] * 4
     assert json_run(("testnet", "down"), "--testnet", str(root))["stopped"] == []
     assert json_run(("testnet", "reset"), "--testnet", str(root))["cleared"] == []
