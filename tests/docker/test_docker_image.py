@@ -182,10 +182,15 @@ def test_default_command_runs_a_node_that_is_unhealthy_alone(image: str, tmp_pat
             assert status == "unhealthy", (
                 f"{status}: {_health(container_id)}\n{logs.stdout}{logs.stderr}"
             )
+            # Two failed checks may come before the API listens (a refused connection,
+            # start-up takes 2-4 s here): wait (bounded) for the node's own answer.
             probe = ["python", "-c", "import urllib.request as u, urllib.error as e\n"
                      f"try: u.urlopen('http://127.0.0.1:{api_port}/v1/health', timeout=5)\n"
                      "except e.HTTPError as x: print(x.code, x.read().decode())"]
-            answer = docker("exec", container_id, *probe).stdout
+            deadline = time.monotonic() + HEALTH_TIMEOUT_S
+            while not (answer := docker("exec", container_id, *probe, check=False).stdout):
+                assert time.monotonic() < deadline, f"no answer on {api_port}: {logs.stdout}"
+                time.sleep(0.5)
             assert answer.startswith("503 ") and "no_peers" in answer, answer
             listing = docker("exec", container_id, "ls", "/data/data").stdout.split()
             assert any(name.endswith(".sqlite") for name in listing), listing
