@@ -269,13 +269,14 @@ class Ledger:
         # racing the PRE-PREPARE: 5-10 % of a replica's transactions under load) is
         # not verified twice.
         known = self.verified.holds(tx, digest)
-        check_tx_stateless(tx, self.genesis.chain_id, self.shard, self.genesis.num_shards,
-                           verify_signatures=not known)
+        params = (self.genesis.chain_id, self.shard, self.genesis.num_shards)
+        if known:
+            stateless_passed.check(tx, digest, *params)
+            return tx
+        check_tx_stateless(tx, *params, verify_signatures=True)
         # Passed: its block skips these checks (``stateless_passed``).
-        stateless_passed.check(tx, digest, self.genesis.chain_id, self.shard,
-                               self.genesis.num_shards)
-        if not known:
-            self.verified.add(tx, digest)
+        stateless_passed.remember(tx, digest, *params)
+        self.verified.add(tx, digest)
         return tx
 
     def _check_unverified(self, txs: list[SignedTx],

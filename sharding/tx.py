@@ -360,6 +360,16 @@ class StatelessPassed:
         if key in self._passed:  # one C-level look-up under the GIL: no lock needed
             return
         check_tx_stateless(tx, chain_id, shard, num_shards, verify_signatures=False)
+        self._add(key)
+
+    def remember(self, tx: SignedTx, digest: bytes, chain_id: str, shard: int,
+                 num_shards: int) -> None:
+        """Record that ``tx`` has just passed ``check_tx_stateless`` (the caller ran it,
+        with its signature): a caller that checks anyway does not check twice."""
+        if type(tx.signature) is bytes:
+            self._add((digest + tx.signature, chain_id, shard, num_shards))
+
+    def _add(self, key: tuple[bytes, str, int, int]) -> None:
         with self._lock:
             self._passed[key] = None
             if len(self._passed) > self.capacity:
