@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ PROOF_DEPTH = 11  # a receipt's Merkle path in a block of ~2,000 receipts
 PACED_RATES: dict[int, tuple[float, ...]] = {1: (200.0, 500.0, 800.0),
                                               2: (400.0, 1000.0, 1600.0)}
 PACED_BLOCKS_PER_S = 5.0  # the node's 200 ms block interval
+# The 2 x 4 calibration's mixed window (rate in all, cross-shard share): the lowest paced
+# rate with the share of the find-max's cross-shard steps (`bench e2e`: 0 % and 20 %);
+# its p99 calibrates the shared model's cross-shard latency term
+PACED_CROSS = (400.0, 0.2)
 
 
 def cpu_per_call_us(call: Any, seconds: float) -> float:
@@ -257,28 +262,44 @@ def measure_testnet(base_port: int, rates: tuple[float, ...], seconds: float,
 
 
 def sign_transfers(count: int, senders: int, to_shard: int, num_shards: int,
-                   from_shard: int = 0) -> tuple[list[bytes], list[str]]:
+                   from_shard: int = 0, route: Callable[[int], int] | None = None,
+                   ) -> tuple[list[bytes], list[str]]:
     """``count`` pre-signed transfers from ``senders`` funded accounts of ``from_shard``
     to funded accounts of ``to_shard`` (the same: local transactions; another: each with
-    a receipt for it)."""
+    a receipt for it); ``route``: transaction i goes to shard ``route(i)`` instead (a
+    mix of local and cross-shard transfers; the senders and nonces are the same)."""
     from sharding.accounts import derive_account, shard_of
     from sharding.tx import tx_hash
 
-    by_shard: dict[int, list[KeyPair]] = {from_shard: [], to_shard: []}
+    destination = route or (lambda _: to_shard)
+    needed = {from_shard, *(destination(i) for i in range(count))}
+    by_shard: dict[int, list[KeyPair]] = {shard: [] for shard in needed}
     index = 0
-    while len(by_shard[from_shard]) < senders or len(by_shard[to_shard]) < senders:
+    while any(len(by_shard[shard]) < senders for shard in needed):
         key = derive_account("shardnet", index)
         by_shard.setdefault(shard_of(key.public_key, num_shards), []).append(key)
         index += 1
-    keys, recipients = by_shard[from_shard][:senders], by_shard[to_shard][:senders]
+    keys = by_shard[from_shard][:senders]
     raws, hashes = [], []
     for i in range(count):
-        sender, recipient = keys[i % senders], recipients[(i + 1) % senders]
+        sender = keys[i % senders]
+        recipient = by_shard[destination(i)][(i + 1) % senders]
         tx = sign_tx(sender, TxBody("shardnet-local", sender.public_key, i // senders,
                                     Transfer(recipient.public_key, 0, 1)))
         raws.append(encode(tx))
         hashes.append(tx_hash(tx).hex())
     return raws, hashes
+
+
+def mixed_route(shard: int, shards: int, warm: int, local: int, mixed: int, every: int,
+                ) -> Callable[[int], int]:
+    """Where transaction i of ``shard``'s paced sequence goes: ``warm`` local transfers,
+    then reps of ``local`` local ones and a mixed window of ``mixed``, in which every
+    ``every``-th (its first included) goes to the next shard."""
+    def to(i: int) -> int:
+        at = (i - warm) % (local + mixed) - local if i >= warm else -1
+        return (shard + 1) % shards if at >= 0 and at % every == 0 else shard
+    return to
 
 
 def wait_receipts(urls: list[str], target: float, timeout_s: float) -> bool:
@@ -398,7 +419,8 @@ def window_latency(summaries: list[dict[str, Any]], count: int) -> dict[str, Any
 
 
 def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds: float,
-                  reps: int, idle_s: float, log: Any) -> dict[str, Any]:
+                  reps: int, idle_s: float, log: Any,
+                  cross: tuple[float, float] | None = None) -> dict[str, Any]:
     """A node's CPU at paced rates, as ``bench e2e``'s find-max steps offer them: an
     ``shards`` x 4 testnet, local transfers paced at ``rate`` tx/s into every shard (each
     shard ``rate`` / ``shards``), in windows of ``seconds``, each rate ``reps`` times
@@ -411,14 +433,29 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
     blocks are cut every interval at these rates (blocks/s nearly constant), so the
     per-cycle term is the fixed cost at the paced block rate and the per-transaction
     term the slope in the rate; on a loaded machine the cycles stretch and both vary.
-    The windows are recorded beside the fit."""
+    The windows are recorded beside the fit.
+
+    ``cross`` (rate, share), with more than one shard: each rep also offers one window
+    at that rate in which every ``1 / share``-th transfer of each shard goes to the
+    next shard (a receipt for it), as the find-max's cross-shard steps mix them; its
+    submit-to-commit p50 and p99 are the ``cross_points`` (what the shared model's
+    cross-shard latency term is calibrated on: ``model.latency_floor``). Not in the CPU
+    fit (the fit is of local transfers; ``measure_cross`` measures what a receipt
+    costs); after each such window the receipts are awaited (every node applied them),
+    outside any window, so the next window does not carry their work."""
     from scripts.bench.node import run_load
 
     spec = TestnetSpec(shards=shards, validators=4, accounts=1500 * shards, base_port=base_port)
     per_window = [max(1, int(rate / shards * seconds)) for rate in rates]
     warm = 300
-    total = warm + reps * sum(per_window)
-    signed = [sign_transfers(total, 300, shard, shards, from_shard=shard)
+    mixed = cross if cross is not None and shards > 1 else None
+    cross_count = max(1, int(mixed[0] / shards * seconds)) if mixed else 0
+    every = max(1, round(1 / mixed[1])) if mixed else 0
+    total = warm + reps * (sum(per_window) + cross_count)
+
+    signed = [sign_transfers(total, 300, shard, shards, from_shard=shard,
+                             route=mixed_route(shard, shards, warm, sum(per_window),
+                                               cross_count, every) if mixed else None)
               for shard in range(shards)]
     with local_testnet(spec) as (root, nodes):
         by_shard = [[n for n in nodes if n.shard == shard] for shard in range(shards)]
@@ -453,30 +490,30 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
         idle = measure_window(pids, urls[0], rest)
         idle_share = sum(idle.cpu_s) / len(pids) / idle.wall_s
         windows: list[dict[str, Any]] = []
+        mixed_windows: list[dict[str, Any]] = []
+        receipts = 0  # each shard's nodes apply every ``every``-th of the other's
         for _ in range(reps):
-            for rate, count in zip(rates, per_window, strict=True):
+            plan = [(rate, count, windows) for rate, count in zip(rates, per_window,
+                                                                  strict=True)]
+            if mixed:
+                plan.append((mixed[0], cross_count, mixed_windows))
+            for rate, count, into in plan:
                 before = [metrics(url)["blocks"] for url in probe]
                 window = measure_window(pids, urls[0], lambda c=count, r=rate: send(c, r))
                 blocks = [metrics(url)["blocks"] - b for url, b in zip(probe, before,
                                                                         strict=True)]
-                windows.append({"rate": rate, "wall_s": round(window.wall_s, 3),
-                                "txs_per_shard": count, "blocks_per_shard": blocks,
-                                "cpu_s": [round(c, 3) for c in window.cpu_s],
-                                **window_latency(summaries, count)})
-    points = []
-    for rate in rates:
-        mine = [w for w in windows if w["rate"] == rate]
-        share = statistics.median(sum(w["cpu_s"]) / len(pids) / w["wall_s"] for w in mine)
-        shard_rate = statistics.median(w["txs_per_shard"] / w["wall_s"] for w in mine)
-        bps = statistics.median(statistics.mean(w["blocks_per_shard"]) / w["wall_s"]
-                                for w in mine)
-        point = {"rate": rate, "shard_rate": shard_rate, "node_cpu_share": share,
-                 "blocks_per_s": bps}
-        for key in ("commit_p50_ms", "commit_p99_ms"):  # median over the windows
-            seen = [w[key] for w in mine if w.get(key) is not None]
-            if len(seen) == len(mine):
-                point[key] = statistics.median(seen)
-        points.append(point)
+                into.append({"rate": rate, "wall_s": round(window.wall_s, 3),
+                             "txs_per_shard": count, "blocks_per_shard": blocks,
+                             "cpu_s": [round(c, 3) for c in window.cpu_s],
+                             **window_latency(summaries, count)})
+                if into is mixed_windows:
+                    receipts += len(range(0, count, every))
+                    if not all(wait_receipts(group, receipts, 60.0) for group in urls):
+                        raise RuntimeError("calibration: the mixed window's cross-shard "
+                                           "receipts were not applied within 60 s")
+    points = rate_points(windows, rates, len(pids))
+    cross_points = [dict(point, cross=mixed[1]) for point in
+                    rate_points(mixed_windows, (mixed[0],), len(pids))] if mixed else []
     per_cycle, per_tx = _two_terms([(p["blocks_per_s"], p["shard_rate"],
                                      p["node_cpu_share"] - idle_share) for p in points])
     if per_cycle < 0 or per_tx < 0:  # noise: all of it on the other term
@@ -502,13 +539,41 @@ def measure_paced(base_port: int, shards: int, rates: tuple[float, ...], seconds
     log(f"{shards} x 4 paced submit-to-commit p50 / p99 (median of the windows): "
         + ", ".join(f"{p['rate']:g} tx/s {p.get('commit_p50_ms', math.nan):.0f} / "
                     f"{p.get('commit_p99_ms', math.nan):.0f} ms" for p in points))
+    for p in cross_points:
+        log(f"{shards} x 4 paced with {p['cross']:.0%} cross-shard, {p['rate']:g} tx/s: "
+            f"submit-to-commit p50 / p99 {p.get('commit_p50_ms', math.nan):.0f} / "
+            f"{p.get('commit_p99_ms', math.nan):.0f} ms (median of the windows)")
     return {"shards": shards, "validators": 4, "tx_us": slope * 1e6,
             "cores": float(len(os.sched_getaffinity(0))),
             "cycle_us": per_cycle_us, "idle_cpu_share": idle_share, "blocks_per_s": bps,
             "starved": starved, "load_average": [round(x, 2) for x in os.getloadavg()],
             "points": points, "idle_window": {"wall_s": round(idle.wall_s, 3),
                                               "cpu_s": [round(c, 3) for c in idle.cpu_s]},
-            "windows": windows}
+            "windows": windows,
+            **({"cross_points": cross_points, "cross_windows": mixed_windows} if mixed
+               else {})}
+
+
+def rate_points(windows: list[dict[str, Any]], rates: tuple[float, ...], nodes: int,
+                ) -> list[dict[str, float]]:
+    """Per rate, the medians of its windows: the nodes' mean CPU share, the shard's
+    rate, its blocks per second, and the submit-to-commit p50 and p99 when every
+    window has them (each window complete: ``window_latency``)."""
+    points = []
+    for rate in rates:
+        mine = [w for w in windows if w["rate"] == rate]
+        share = statistics.median(sum(w["cpu_s"]) / nodes / w["wall_s"] for w in mine)
+        shard_rate = statistics.median(w["txs_per_shard"] / w["wall_s"] for w in mine)
+        bps = statistics.median(statistics.mean(w["blocks_per_shard"]) / w["wall_s"]
+                                for w in mine)
+        point = {"rate": rate, "shard_rate": shard_rate, "node_cpu_share": share,
+                 "blocks_per_s": bps}
+        for key in ("commit_p50_ms", "commit_p99_ms"):  # median over the windows
+            seen = [w[key] for w in mine if w.get(key) is not None]
+            if len(seen) == len(mine):
+                point[key] = statistics.median(seen)
+        points.append(point)
+    return points
 
 
 def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
@@ -530,7 +595,8 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
     # the find-max's paced steps: 1 x 4 and 2 x 4, per node per tx and per cycle
     seconds, reps = (5.0, 2) if quick else (10.0, 3)
     paced_one = measure_paced(base_port + 50, 1, PACED_RATES[1], seconds, reps, seconds, log)
-    paced_two = measure_paced(base_port + 100, 2, PACED_RATES[2], seconds, reps, seconds, log)
+    paced_two = measure_paced(base_port + 100, 2, PACED_RATES[2], seconds, reps, seconds, log,
+                              cross=PACED_CROSS)
     foreign_us = max(0.0, paced_two["cycle_us"] - paced_one["cycle_us"])
     log(f"a block of another shard costs a node {foreign_us:.0f} µs (the 2 x 4 cycle less "
         "the 1 x 4 one, paced)")
@@ -556,7 +622,8 @@ def calibrate(base_port: int, quick: bool, log: Any) -> Costs:
         "paced": {"topology": "1 x 4 and 2 x 4 local processes, local transfers paced "
                               "into every shard", "rates": {str(k): list(v) for k, v in
                                                             PACED_RATES.items()},
-                  "window_s": seconds, "reps": reps},
+                  "window_s": seconds, "reps": reps,
+                  "mixed_2x4": {"rate": PACED_CROSS[0], "cross": PACED_CROSS[1]}},
         "cross_shard": {"topology": "2 x 4 local processes, paced load from shard 0: "
                                     "local, then cross-shard only", **cross},
     }

@@ -34,7 +34,10 @@ Two sources:
   one is ``foreign_block_us`` (format 3). Each window's submit-to-commit p50 and p99
   (the paced rows' ``points``, with the machine's ``cores``) is what the shared-machine
   model's latency floor is calibrated on (still format 3: files without them are read,
-  and their model has no floor term).
+  and their model has no floor term). The 2 x 4 run also offers a mixed window per rep
+  (400 tx/s, every fifth transfer to the other shard): its p99 (``cross_points``)
+  calibrates the floor's cross-shard term (files without it: the same floor at every
+  share).
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ class PacedCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     points: list[dict[str, float]] = []
     idle_window: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []
+    # since the cross-shard latency term (2 x 4 only): the mixed windows' medians at one
+    # rate, local transfers with a share ``cross`` to the next shard (rate, cross,
+    # shard_rate, node_cpu_share, blocks_per_s, commit_p50_ms, commit_p99_ms): what
+    # ``model.latency_floor`` calibrates the cross-shard term on; absent in older files,
+    # whose floor is then the same at every share
+    cross_points: list[dict[str, float]] = []
+    cross_windows: list[dict[str, Any]] = []
 
 
 class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

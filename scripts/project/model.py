@@ -65,7 +65,9 @@ The p99 of a paced step at ``rate`` on the shared machine:
     structural = delays + 2 cycle + processing     (CPU paces the cuts)
                = delays + cycle + processing + max(processing, cpu_cycle)
                                                    (the interval does)
-    floor      = p99_cal(r0) - structural_cal(r0)
+    floor      = p99_cal(r0) - structural_cal(r0)                  (0 % cross-shard)
+    floor(x)   = floor + (p99_mix(r0, x_c) - structural_cal(r0, x_c) - floor) x / x_c
+                                         (cross-shard share x; the mixed window at x_c)
 
 ``structural`` is what the cycle explains: a cycle waiting for the cut, the commit
 round's network delays, the block's processing, and its wait behind the other nodes'
@@ -339,8 +341,12 @@ class LatencyFloor:
     p99, structural p99); the residuals at the higher rates are not used, they check the
     structural formula's growth with the rate (reported beside the prediction)."""
 
-    ms: float  # the floor added to the structural p99 (>= 0)
+    ms: float  # the floor added to the structural p99 (>= 0), at ``cross``
     points: tuple[tuple[float, float, float], ...]  # (rate, measured p99, structural p99)
+    cross: float = 0.0  # the cross-shard share ``ms`` is for
+    local_ms: float = 0.0  # the floor at 0 % cross-shard (= ms when cross is 0)
+    # the calibration's mixed window: (rate, share, measured p99, structural p99)
+    cross_point: tuple[float, float, float, float] | None = None
 
     @property
     def residuals(self) -> tuple[float, ...]:
@@ -469,7 +475,7 @@ def _highest(ok: Callable[[float], bool]) -> float:
 
 
 def latency_floor(costs: Costs, network: NetworkModel, structure: Structure,
-                  shards: int, validators: int) -> LatencyFloor | None:
+                  shards: int, validators: int, cross: float = 0.0) -> LatencyFloor | None:
     """The measured p99 term for a paced ``shards`` x ``validators`` testnet, from the
     calibration's own paced windows (never from a validation run): at each paced rate,
     the p99 submit-to-commit measured and the structural p99 the model gives that rate
@@ -477,7 +483,17 @@ def latency_floor(costs: Costs, network: NetworkModel, structure: Structure,
     at the lowest rate (0 when negative: the structural formula already covers it),
     where the blocks are smallest and the least of the residual is the structural
     formula's growth with the rate. None when the costs have no measured p99 for this
-    shape (files from before it, or a shape not calibrated paced)."""
+    shape (files from before it, or a shape not calibrated paced).
+
+    ``cross`` > 0: cross-shard traffic raises the p99 beyond the CPU the model charges
+    for it (receipts, bundles and relays arrive in bursts at every cut of the other
+    shard, and a block applying inbound receipts takes longer), so the calibration's
+    mixed window (``cross_points``: its lowest rate, a share x_c of transfers to the
+    other shard) gives a second residual the same way, with the structural p99 of that
+    share; the floor at ``cross`` is the line through the two, (0, local) and
+    (x_c, mixed), at ``cross`` (0 when negative). One measured point per term, as for
+    the local floor: not a curve fitted through the validation. Files without the
+    mixed window: the local floor at every share."""
     paced = costs.paced_for(shards, validators)
     if paced is None or paced.cores <= 0:
         return None
@@ -494,7 +510,20 @@ def latency_floor(costs: Costs, network: NetworkModel, structure: Structure,
         return None
     points.sort()
     _, measured, structural = points[0]
-    return LatencyFloor(max(0.0, measured - structural), tuple(points))
+    local = max(0.0, measured - structural)
+    mixed = sorted((p["rate"], p["cross"], p["commit_p99_ms"]) for p in paced.cross_points
+                   if "commit_p99_ms" in p and p.get("cross", 0.0) > 0)
+    if cross <= 0 or not mixed:
+        return LatencyFloor(local, tuple(points), 0.0, local)
+    rate, share, p99 = mixed[0]
+    at_share = shared_state(costs, network, structure, Config(shards, validators, paced.cores,
+                                                              share),
+                            costs.loader_submit_us, rate).p99_ms
+    if not math.isfinite(at_share):  # the model cannot keep the window's rate up
+        return LatencyFloor(local, tuple(points), 0.0, local)
+    residual = max(0.0, p99 - at_share)
+    return LatencyFloor(max(0.0, local + (residual - local) * cross / share), tuple(points),
+                        cross, local, (rate, share, p99, at_share))
 
 
 def project_shared(costs: Costs, network: NetworkModel, structure: Structure, config: Config,
@@ -515,7 +544,7 @@ def project_shared(costs: Costs, network: NetworkModel, structure: Structure, co
     ``ILL_CONDITIONED``.
     """
     floor = None if saturate else latency_floor(costs, network, structure, config.shards,
-                                                config.validators)
+                                                config.validators, config.cross)
     base_floor = (floor.ms if floor else 0.0) if floor_ms is None else floor_ms
 
     def state(rate: float, scale: float = 1.0) -> SharedState:

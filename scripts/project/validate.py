@@ -358,6 +358,12 @@ def _prediction(p: Any) -> dict[str, Any]:
             **({} if p.floor is None else {
                 "p99_half_load_ms": round(p.p99_half_ms, 1),
                 "floor_ms": round(p.floor.ms, 1),
+                **({} if p.floor.cross_point is None else {
+                    "floor_local_ms": round(p.floor.local_ms, 1),
+                    "floor_cross_point": {
+                        "rate": p.floor.cross_point[0], "cross": p.floor.cross_point[1],
+                        "measured_p99_ms": round(p.floor.cross_point[2], 1),
+                        "structural_p99_ms": round(p.floor.cross_point[3], 1)}}),
                 "floor_points": [{"rate": rate, "measured_p99_ms": round(measured, 1),
                                   "structural_p99_ms": round(structural, 1)}
                                  for rate, measured, structural in p.floor.points],
@@ -396,7 +402,7 @@ def print_validation(result: dict[str, Any]) -> None:
                 f"  p99 floor {p['floor_ms']:,.0f} ms (calibration: " + ", ".join(
                     f"{f['rate']:,.0f} tx/s measured {f['measured_p99_ms']:,.0f} ms, "
                     f"structural {f['structural_p99_ms']:,.0f}" for f in p["floor_points"])
-                + f"); floor +10 %: {p['tps_floor_plus_10pct']:,.0f} tx/s, -10 %: "
+                + _cross_term(p) + f"); floor +10 %: {p['tps_floor_plus_10pct']:,.0f} tx/s, -10 %: "
                 f"{p['tps_floor_minus_10pct']:,.0f} tx/s"
                 + (": ILL-CONDITIONED, a range, not a number" if p["ill_conditioned"]
                    else ""))
@@ -409,6 +415,16 @@ def print_validation(result: dict[str, Any]) -> None:
                           + f" tx/s; median {e2e['max_tps'][x]:,.0f}, spread "
                           + (f"{spread:.0%}" if spread is not None else "unbounded")
                           + " of the median" + _steps_p99(e2e["runs"], x))
+
+
+def _cross_term(p: dict[str, Any]) -> str:
+    """The floor's cross-shard term in one phrase (empty without the mixed window)."""
+    point = p.get("floor_cross_point")
+    if point is None:
+        return ""
+    return (f"; at {point['cross']:.0%} cross-shard, {point['rate']:,.0f} tx/s measured "
+            f"{point['measured_p99_ms']:,.0f} ms, structural "
+            f"{point['structural_p99_ms']:,.0f}; local floor {p['floor_local_ms']:,.0f} ms")
 
 
 def _steps_p99(runs: list[dict[str, Any]], x: str) -> str:

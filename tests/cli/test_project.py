@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.cli.project import project
-from scripts.project.calibrate import _two_terms, sign_sequence, window_latency
+from scripts.project.calibrate import (
+    _two_terms,
+    mixed_route,
+    sign_sequence,
+    sign_transfers,
+    window_latency,
+)
 from scripts.project.costs import Costs, CostsError, PacedCost, decode_costs, load_costs
 from scripts.project.model import (
     Config,
@@ -449,6 +455,78 @@ def test_a_paced_windows_latency_is_the_shards_median_and_complete_only() -> Non
     assert got["p99_ms_per_shard"] == [900.0, 1100.0]
     short = [full[0], {"committed": 90, "latency_p50_ms": 300.0, "latency_p99_ms": 800.0}]
     assert window_latency(short, 100)["commit_p99_ms"] is None
+
+
+def with_mixed(c: Costs, p99_ms: float, rate: float = 400.0, cross: float = 0.2) -> Costs:
+    """``c`` whose 2 x 4 row carries the calibration's mixed window (``cross_points``)."""
+    point = {"rate": rate, "cross": cross, "shard_rate": rate / 2, "node_cpu_share": 0.3,
+             "blocks_per_s": 3.0, "commit_p50_ms": p99_ms / 2, "commit_p99_ms": p99_ms}
+    two = msgspec.structs.replace(c.paced[1], cross_points=[point])
+    return msgspec.structs.replace(c, paced=[c.paced[0], two])
+
+
+def test_the_cross_shard_floor_is_the_line_through_the_local_and_mixed_residuals() -> None:
+    """At a cross-shard share x the floor is the local floor plus the mixed window's
+    residual beyond it, scaled by x / x_c: the mixed window's own residual at its share,
+    halfway at half of it, the local floor at 0 %; costs without the mixed window keep
+    the local floor at every share (the committed files predict as before)."""
+    n, c = network(), floor_costs()
+    local = latency_floor(c, n, STRUCTURE, 2, 4)
+    assert local is not None and local.cross_point is None
+    mixed = with_mixed(c, 1100.0)
+    structural = shared_state(mixed, n, STRUCTURE, Config(2, 4, 2.0, 0.2),
+                              mixed.loader_submit_us, 400.0).p99_ms
+    at = latency_floor(mixed, n, STRUCTURE, 2, 4, 0.2)
+    assert at is not None and at.cross_point == (400.0, 0.2, 1100.0, structural)
+    assert at.ms == pytest.approx(1100.0 - structural) and at.local_ms == local.ms
+    half = latency_floor(mixed, n, STRUCTURE, 2, 4, 0.1)
+    assert half is not None and half.ms == pytest.approx((local.ms + at.ms) / 2)
+    assert latency_floor(mixed, n, STRUCTURE, 2, 4, 0.0) == local  # 0 %: the local floor
+    assert latency_floor(c, n, STRUCTURE, 2, 4, 0.2) == local  # no mixed window
+    # a mixed window the structure explains better than the local one: the floor falls
+    # toward 0 with the share, never below
+    low = latency_floor(with_mixed(c, 10.0), n, STRUCTURE, 2, 4, 0.4)
+    assert low is not None and low.ms == 0.0
+
+
+def test_a_slower_mixed_window_lowers_only_the_cross_shard_prediction() -> None:
+    """The mixed window's p99 is the 20 % row's term alone: a higher one lowers the
+    20 % find-max prediction, never the 0 % one, and is reported with the row."""
+    n = network()
+    c = floor_costs((500.0, 800.0, 1000.0))
+    quick, slow = with_mixed(c, 700.0), with_mixed(c, 900.0)
+    zero = Config(2, 4, 2.0, 0.0)
+    twenty = Config(2, 4, 2.0, 0.2)
+    assert project_shared(quick, n, STRUCTURE, zero, 143.0, False).tps == pytest.approx(
+        project_shared(slow, n, STRUCTURE, zero, 143.0, False).tps)
+    fast_p = project_shared(quick, n, STRUCTURE, twenty, 143.0, False)
+    slow_p = project_shared(slow, n, STRUCTURE, twenty, 143.0, False)
+    assert slow_p.floor is not None and fast_p.floor is not None
+    assert slow_p.floor.ms == pytest.approx(fast_p.floor.ms + 200.0)
+    assert slow_p.tps < fast_p.tps
+
+
+def test_the_mixed_windows_send_every_fifth_transfer_of_a_rep_to_the_next_shard() -> None:
+    """The calibration's paced sequence per shard: warm-up and local windows stay in the
+    shard; in each rep's mixed window every fifth transfer (its first included) goes to
+    the next shard, with the sender and nonce the local sequence has at that index (so the
+    windows can follow each other on one account set)."""
+    from consensus.kernel.codec import decode
+    from sharding.accounts import shard_of
+    from sharding.tx import SignedTx, Transfer
+
+    route = mixed_route(1, 2, warm=3, local=6, mixed=10, every=5)
+    expected = [i for i in range(3 + 2 * 16) if i >= 3 and (i - 3) % 16 >= 6
+                and ((i - 3) % 16 - 6) % 5 == 0]
+    assert [i for i in range(3 + 2 * 16) if route(i) == 0] == expected == [9, 14, 25, 30]
+    raws, _ = sign_transfers(35, 4, 1, 2, from_shard=1, route=route)
+    plain, _ = sign_transfers(35, 4, 1, 2, from_shard=1)
+    for i, (raw, local) in enumerate(zip(raws, plain, strict=True)):
+        tx, same = decode(raw, SignedTx, 1 << 16), decode(local, SignedTx, 1 << 16)
+        assert (tx.body.sender, tx.body.nonce) == (same.body.sender, same.body.nonce)
+        assert shard_of(tx.body.sender, 2) == 1
+        assert isinstance(tx.body.call, Transfer)
+        assert shard_of(tx.body.call.to, 2) == (0 if i in expected else 1)
 
 
 FLOOR_LOADED = DATA / "project_validation_floor_loaded.json"
