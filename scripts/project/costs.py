@@ -20,18 +20,19 @@ Two sources:
   ``shell_tx_us`` (HTTP decoding, mempool, forwarding, p2p framing and encryption, the
   event loop); beyond the PBFT steps per block, ``shell_block_us`` (block
   announcements, events, the p2p thread's framing of votes).
-* a real 2 x 4 testnet with load on shard 0 only: the CPU shard 1's nodes spend per
-  shard-0 block (``foreign_block_us``: the gossiped announcement, its certificate
-  checked, and its forwarding), which every node pays for every block of every shard.
 * a real 2 x 4 testnet, the same paced load from shard 0 twice, local transfers then
   cross-shard only: per node, the CPU a cross-shard transaction costs beyond a local one
   at its source (receipts, bundles, relaying, finality tracking) and at its destination
   (the pulled or pushed bundle, its certificate and proofs checked, the receipt applied):
-  ``cross_source_us``, ``cross_destination_us``.
+  ``cross_source_us``, ``cross_destination_us``. In its local windows shard 0 alone has
+  load: the CPU shard 1's nodes spend beyond their idle share per shard-0 block is
+  ``foreign_block_us`` (the gossiped announcement, its certificate checked, its
+  forwarding), which every node pays for every block of every other shard (format 2
+  measured it the same way; format-3 files before 2026-12-02 hold the paced 2 x 4
+  cycle less the 1 x 4 one instead).
 * real 1 x 4 and 2 x 4 testnets at paced rates (local transfers into every shard, as
   ``bench e2e``'s find-max steps offer them; windows of >= 10 s, medians of >= 3): per
-  node, CPU per transaction and per cycle (``paced``); the 2 x 4 cycle less the 1 x 4
-  one is ``foreign_block_us`` (format 3). Each window's submit-to-commit p50 and p99
+  node, CPU per transaction and per cycle (``paced``). Each window's submit-to-commit p50 and p99
   (the paced rows' ``points``, with the machine's ``cores``) is what the shared-machine
   model's latency floor is calibrated on (still format 3: files without them are read,
   and their model has no floor term). The 2 x 4 run also offers a mixed window per rep
@@ -113,8 +114,8 @@ class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shell_tx_us: Us  # node CPU per tx beyond verify + execution + root + storage
     shell_block_us: Us  # node CPU per block beyond the PBFT steps
     # node CPU per block of another shard (its gossiped announcement, relay, events):
-    # format 3, the paced 2 x 4 cycle less the paced 1 x 4 one; format 2, shard 1's
-    # nodes with load on shard 0 only
+    # shard 1's nodes with load on shard 0 only (format 2, and format 3 since
+    # 2026-12-02; format-3 files before: the paced 2 x 4 cycle less the 1 x 4 one)
     foreign_block_us: Us
     # from the 2 x 4 testnet: node CPU per cross-shard tx beyond a local tx, per node
     cross_source_us: Us  # at each validator of the source shard

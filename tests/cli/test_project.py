@@ -722,3 +722,22 @@ def test_the_quiet_run_with_the_floor_is_judged_as_recorded() -> None:
     assert errors["2x4 bench e2e max TPS, 20% cross (median of 3)"] > TOLERANCE
     assert not judged["ok"]
     assert data["measured"]["e2e"]["spread"]["0"] < 0.25
+
+
+def test_a_foreign_block_costs_what_the_unloaded_shards_nodes_spend_per_block() -> None:
+    """The cross-shard run's local windows: shard 1 (nodes 4-7) has no load of its own;
+    its CPU beyond the idle share, per node and shard-0 block, median over the windows;
+    the cross windows and a window without blocks are not used."""
+    from scripts.project.calibrate import foreign_block_us
+
+    def window(kind: str, shard_one_cpu: float, blocks: int) -> dict[str, Any]:
+        return {"kind": kind, "wall_s": 10.0, "txs": 2000, "blocks": blocks,
+                "cpu_s": [3.0] * 4 + [shard_one_cpu] * 4}
+
+    # per node 0.45 CPU s in 10 s at 2.5 % idle: 0.2 s over 50 blocks = 4,000 µs
+    windows = [window("local", 0.45, 50), window("cross", 3.0, 50),
+               window("local", 0.35, 50), window("local", 0.55, 50),
+               window("local", 9.0, 0)]
+    assert foreign_block_us(windows, 0.025) == pytest.approx(4000.0)
+    assert foreign_block_us(windows[1:2], 0.025) == 0.0  # no local window
+    assert foreign_block_us([window("local", 0.1, 50)], 0.025) == 0.0  # below idle: 0
