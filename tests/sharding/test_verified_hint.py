@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sharding.executor as executor_module
-import sharding.ledger as ledger_module
 import sharding.tx as tx_module
+import sharding.verified as verified_module
 from consensus.kernel.codec import encode
 from consensus.kernel.errors import ShardnetError
 from sharding.block import block_hash, decode_block
-from sharding.ledger import Ledger, VerifiedTxs
+from sharding.ledger import Ledger
 from sharding.tx import SignedTx, Transfer, tx_hash
+from sharding.verified import VerifiedTxs
 from tests.support.ledger import get_genesis, get_keys, make_tx
 
 KEYS = get_keys(0)
@@ -173,7 +174,7 @@ def test_admission_and_block_validation_racing_verify_each_signature_once(
     """The forwarded batch and the PRE-PREPARE with the same transactions arrive
     together: the second verifier waits for the first one's verdicts instead of
     verifying the same signatures again (it did: a whole block twice per replica)."""
-    monkeypatch.setattr(ledger_module, "threading",
+    monkeypatch.setattr(verified_module, "threading",
                         SimpleNamespace(Event=_WaitSeen, Lock=threading.Lock))
     _WaitSeen.waiting.clear()
     cache = VerifiedTxs()
