@@ -1,9 +1,12 @@
-"""Deterministic fault simulator for the PBFT replica (STYLE.md: VOPR, FoundationDB).
+"""Deterministic fault simulator for the PBFT replica (STYLE.md: VOPR, FoundationDB):
+the event loop and the run.
 
 One seed fixes everything: which faults are on, the network's drops, delays,
 duplicates and partitions, crashes and restarts from persisted state, up to f
 byzantine replicas (equivocating primaries, or replicas sending forged, stale and
-garbage messages and serving forged certificates) and the client load. The real
+garbage messages and serving forged certificates) and the client load. The faults
+are ``faults.py``'s (what a seed turns on, what byzantine replicas do) over
+``network.py``'s ``FaultyNetwork``; the checkers are ``checkers.py``'s. The real
 ``Replica`` runs unchanged; a small shell per node plays the role of ``node/``: it
 carries out actions, runs the batch policy and serves block sync from peers' stored
 blocks. The ledger is ``doubles.TestLedger``.
@@ -34,16 +37,7 @@ from consensus.actions import (
     ViewInstalled,
 )
 from consensus.batching import batch_due
-from consensus.certificate import (
-    PHASE_COMMIT,
-    PHASE_PREPARE,
-    CommitCertificate,
-    IndexedSignature,
-    PreparedCertificate,
-    pre_prepare_digest,
-    sorted_signatures,
-    vote_digest,
-)
+from consensus.certificate import PreparedCertificate
 from consensus.events import (
     BlockExecuted,
     Event,
@@ -53,40 +47,16 @@ from consensus.events import (
     SyncResult,
     Tick,
 )
-from consensus.kernel.codec import encode
-from consensus.kernel.errors import DecodeError, InvariantViolation
-from consensus.kernel.limits import MESSAGE_BYTES_MAX
-from consensus.messages import (
-    CertNotice,
-    PrePrepare,
-    ViewChange,
-    Vote,
-    decode_message,
-    payload_digest,
-    signing_digest,
-)
+from consensus.kernel.errors import InvariantViolation
 from consensus.replica import Replica
 from consensus.sim.checkers import Checker
 from consensus.sim.doubles import TestLedger, make_keys
-from consensus.sim.network import FaultyNetwork, is_commit_news
+from consensus.sim.faults import Byzantine, draw_kinds, make_network, place_byzantine
 from consensus.state import PersistentState, ReplicaConfig, Signer
 
-FAULT_KINDS = (
-    "drop",
-    "delay",
-    "duplicate",
-    "reorder",
-    "partition",
-    "commit_loss",
-    "crash",
-    "equivocate",
-    "forge",
-)
-# Drawn only at pipeline_depth > 1 (depth-1 seeds keep their draws): a byzantine
-# replica that puts a stale prepared certificate (a block prepared at h+1 on a block
-# at h that then lost) into its VIEW-CHANGEs.
-PIPELINE_FAULT_KINDS = ("stale_prepared",)
 CHAIN_ID = "shardnet-sim"
+
+
 @dataclass(frozen=True)
 class SimConfig:
     seed: int = 0
@@ -174,15 +144,8 @@ class Simulation:
         self.f = (n - 1) // 3
         self.signers, self.verify = make_keys(n, f"sim-{config.seed}", config.real_signatures)
         self.validators = tuple(s.public_key for s in self.signers)
-        if config.faults is None:
-            self.kinds = {k for k in FAULT_KINDS if rng.random() < 0.45}
-        else:
-            self.kinds = set(config.faults)
-        if config.pipeline_depth > 1 and config.faults is None and rng.random() < 0.45:
-            self.kinds.add("stale_prepared")
-        drop_p = rng.choice([0.02, 0.1, 0.25]) if "drop" in self.kinds else 0.0
-        dup_p = rng.choice([0.05, 0.2]) if "duplicate" in self.kinds else 0.0
-        self.net = FaultyNetwork(rng, self.kinds, config.latency_ms, drop_p, dup_p, is_commit_news)
+        self.kinds = draw_kinds(rng, config.faults, config.pipeline_depth)
+        self.net = make_network(rng, self.kinds, config.latency_ms)
         self.faults = self.net.faults
         self.checker = Checker(CHAIN_ID, 0, self.validators, self.verify)
         self.dropped: Counter[str] = Counter()
@@ -192,20 +155,11 @@ class Simulation:
         self.max_view = 0
         self.injected: list[int] = []
         self.nodes = [self._new_node(i, None) for i in range(n)]
-        self.censored: int | None = None
+        self.censored = place_byzantine(rng, self.nodes, self.kinds, self.f, config.censor,
+                                        config.seed, config.ops)
         self.censored_arrival: int | None = None
         self.censored_commit: tuple[int, int] | None = None  # (time, view)
-        if config.censor:
-            # The censor is the run's one byzantine replica (the seed's own byzantine
-            # kinds are off); its op is drawn apart, so the seed's draws stay the same.
-            self.kinds -= {"equivocate", "forge", "stale_prepared"}
-            self.nodes[0].byzantine = "censor"
-            self.censored = random.Random(f"censor-{config.seed}").randint(1, config.ops)
-        byzantine_kinds = sorted(self.kinds & {"equivocate", "forge", "stale_prepared"})
-        if byzantine_kinds and self.f > 0:
-            # Up to f byzantine replicas, each an equivocator or a forger.
-            for index in rng.sample(range(n), rng.randint(1, self.f)):
-                self.nodes[index].byzantine = rng.choice(byzantine_kinds)
+        self.byzantine = Byzantine(rng, self.faults, CHAIN_ID, n, self.censored)
         self._schedule_faults()
 
     @property
@@ -268,8 +222,7 @@ class Simulation:
             self.checker.violations.append(f"node {node.index}: invariant: {exc}")
             node.alive = False
             return
-        if node.byzantine == "stale_prepared":
-            self._collect_prepared(node)
+        self.byzantine.stepped(node)
         self._apply(node, actions)
         if not isinstance(event, ProposalReady):
             self._maybe_propose(node)
@@ -328,11 +281,8 @@ class Simulation:
             if dst == node.index:
                 continue
             self.messages += 1
-            data = action.data
-            if node.byzantine == "equivocate" and isinstance(action, Broadcast):
-                data = self._equivocate(node, dst, data)
-            elif node.byzantine == "stale_prepared":
-                data = self._stale_view_change(node, data)
+            data = self.byzantine.outgoing(node, dst, action.data,
+                                           isinstance(action, Broadcast))
             self._send(node.index, dst, data)
 
     def _serve_sync(self, node: Node, req: RequestSync) -> None:
@@ -343,29 +293,19 @@ class Simulation:
             if h > len(peer.ledger.blocks):
                 break
             payload, block_hash, cert = peer.ledger.blocks[h - 1]
-            if peer.byzantine == "forge" and self.rng.random() < 0.5:
-                cert = _forge_cert(cert, self.rng)
-                self.faults["forged_sync"] += 1
-            blocks.append(SyncedBlock(h, payload, block_hash, cert))
+            blocks.append(SyncedBlock(h, payload, block_hash, self.byzantine.served(peer, cert)))
         delay = self.rng.randint(5, 40)
         self._push(self.now + delay, "event", (node.index, SyncResult(tuple(blocks))))
 
-    def _pending(self, node: Node) -> dict[int, int]:
-        """The node's pool as its shell reports and proposes it (a censor hides the op
-        it censors, from its blocks and from its own request timer)."""
-        if node.byzantine == "censor" and self.censored in node.mempool:
-            return {op: t for op, t in node.mempool.items() if op != self.censored}
-        return node.mempool
-
     def _shell_tick(self, node: Node) -> None:
-        pool = self._pending(node)
+        pool = self.byzantine.pending(node)
         oldest = min(pool.values()) if pool else None
         self._step(node, Tick(self.now, oldest))
 
     def _maybe_propose(self, node: Node) -> None:
         """The batch policy (consensus/batching.py) over the simulated mempool."""
         wanted = node.replica.wants_proposal()
-        pool = self._pending(node)
+        pool = self.byzantine.pending(node)
         if wanted is None or not pool or not node.alive:
             node.want_since = None if wanted is None else node.want_since
             return
@@ -386,107 +326,6 @@ class Simulation:
             )
             node.want_since = None
             self._step(node, ProposalReady(height, view, payload, block_hash))
-
-    # ------------------------------------------------------------------ byzantine
-    def _equivocate(self, node: Node, dst: int, data: bytes) -> bytes:
-        """Send the odd-numbered peers a different, validly signed block."""
-        if dst % 2 == 0:
-            return data
-        try:
-            msg = decode_message(data, MESSAGE_BYTES_MAX)
-        except DecodeError:
-            return data
-        if not isinstance(msg, PrePrepare):
-            return data
-        alt_ops = [10_000_000 + msg.height * 100 + msg.view]
-        parent = node.replica.chain_parent(msg.height)
-        try:
-            payload, block_hash = node.ledger.build(
-                msg.height, msg.view, node.index, alt_ops, parent
-            )
-        except InvariantViolation:
-            return data  # a PRE-PREPARE of a height no longer in flight here
-        node.ledger.speculative.pop(block_hash, None)
-        ph = payload_digest(payload)
-        digest = pre_prepare_digest(CHAIN_ID, 0, msg.view, msg.height, block_hash, ph)
-        alt = PrePrepare(
-            0, msg.view, msg.height, block_hash, ph, node.index, node.signer.sign(digest),
-            payload, msg.prev_cert,
-        )  # fmt: skip
-        self.faults["equivocate"] += 1
-        return encode(alt)
-
-    def _collect_prepared(self, node: Node) -> None:
-        """Keep every prepared certificate this replica's votes show (any view)."""
-        r = node.replica
-        for (phase, view, height), box in r.votes.items():
-            pp = r.pre_prepares.get((view, height))
-            if phase != PHASE_PREPARE or pp is None:
-                continue
-            held = node.stale.setdefault(height, {})
-            if pp.block_hash in held and held[pp.block_hash][0].view >= view:
-                continue
-            prepares = {s: sig for s, (d, sig) in box.items()
-                        if d == pp.block_hash and s != r.primary(view)}
-            if len(prepares) >= r.cfg.quorum - 1:
-                cert = PreparedCertificate(view, height, pp.block_hash, pp.payload_hash,
-                                           pp.signature, sorted_signatures(prepares))
-                held[pp.block_hash] = (cert, pp.payload)
-
-    def _stale_view_change(self, node: Node, data: bytes) -> bytes:
-        """Replace the prepared certificate of a VIEW-CHANGE by another real one held
-        for the same height (another block, any earlier view), re-signed."""
-        try:
-            vc = decode_message(data, MESSAGE_BYTES_MAX)
-        except DecodeError:
-            return data
-        if not isinstance(vc, ViewChange):
-            return data
-        height = (vc.last_commit.height if vc.last_commit is not None else 0) + 1
-        mine = vc.prepared.block_hash if vc.prepared is not None else None
-        others = [held for d, held in sorted(node.stale.get(height, {}).items())
-                  if d != mine and held[0].view < vc.new_view]
-        if not others:
-            return data
-        cert, payload = max(others, key=lambda held: held[0].view)
-        unsigned = ViewChange(0, vc.new_view, vc.sender, vc.checkpoint, vc.last_commit, cert,
-                              b"")
-        sig = node.signer.sign(signing_digest(CHAIN_ID, unsigned))
-        self.faults["stale_prepared"] += 1
-        return encode(ViewChange(0, vc.new_view, vc.sender, vc.checkpoint, vc.last_commit,
-                                 cert, sig, payload))
-
-    def _forge(self, node: Node) -> None:
-        rng, n, r = self.rng, self.cfg.replicas, node.replica
-        kind = rng.choice(["garbage", "wrong_sender", "bogus_vote", "stale_replay", "bad_cert"])
-        self.faults[f"forge_{kind}"] += 1
-        dst = rng.choice([i for i in range(n) if i != node.index])
-        h = r.committed_height + 1
-        if kind == "garbage":
-            data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80)))
-        elif kind == "wrong_sender":
-            # Half claim another validator (the transport knows better), half carry
-            # our own index with a signature that does not verify.
-            victim = rng.choice([i for i in range(n) if i != node.index] + [node.index] * n)
-            data = encode(Vote(0, PHASE_COMMIT, r.view, h, rng.randbytes(32), victim, b"\x01" * 64))
-        elif kind == "bogus_vote":
-            phase = rng.choice([PHASE_PREPARE, PHASE_COMMIT])
-            bogus = rng.randbytes(32)
-            sig = node.signer.sign(vote_digest(CHAIN_ID, 0, r.view, h, bogus, phase))
-            data = encode(Vote(0, phase, r.view, h, bogus, node.index, sig))
-        elif kind == "stale_replay" and node.seen:
-            data = rng.choice(node.seen)
-        else:
-            cert = r.last_cert
-            if cert is None:
-                return
-            fake = _forge_cert(
-                CommitCertificate(0, cert.view, h, rng.randbytes(32), cert.signatures), rng
-            )
-            unsigned = CertNotice(0, node.index, fake, b"")
-            sig = node.signer.sign(signing_digest(CHAIN_ID, unsigned))
-            data = encode(CertNotice(0, node.index, fake, sig))
-        self._send(node.index, dst, data)
 
     # ------------------------------------------------------------------ run
     def run(self) -> SimResult:
@@ -554,8 +393,7 @@ class Simulation:
         node = self.nodes[dst]
         if not node.alive:
             return
-        if node.byzantine == "forge" and len(node.seen) < 64:
-            node.seen.append(payload)
+        self.byzantine.received(node, payload)
         self._step(node, MessageReceived(payload, src))
 
     def _on_tick(self, index: int) -> None:
@@ -564,8 +402,9 @@ class Simulation:
         if not node.alive:
             return
         self._shell_tick(node)
-        if node.byzantine == "forge" and self.rng.random() < 0.3:
-            self._forge(node)
+        forged = self.byzantine.ticked(node)
+        if forged is not None:
+            self._send(node.index, *forged)
 
     def _on_event(self, data: tuple[int, Event]) -> None:
         index, event = data
@@ -631,17 +470,6 @@ class Simulation:
         "restart": _on_restart,
         "heal": _on_heal,
     }
-
-
-def _forge_cert(cert: CommitCertificate, rng: random.Random) -> CommitCertificate:
-    sigs = list(cert.signatures)
-    if sigs and rng.random() < 0.5:
-        first = sigs[0]
-        sigs[0] = IndexedSignature(first.index, bytes(64))
-        return CommitCertificate(cert.shard, cert.view, cert.height, cert.block_hash, tuple(sigs))
-    return CommitCertificate(
-        cert.shard, cert.view, cert.height, cert.block_hash, tuple(sigs[: len(sigs) - 1])
-    )
 
 
 def run_seed(seed: int, **overrides: Any) -> SimResult:

@@ -17,7 +17,8 @@ import pytest
 from consensus.certificate import CommitCertificate
 from consensus.sim.checkers import Checker
 from consensus.sim.doubles import make_keys
-from consensus.sim.simulator import FAULT_KINDS, SimResult, run_seed
+from consensus.sim.faults import FAULT_KINDS
+from consensus.sim.simulator import SimResult, run_seed
 
 FAST_SEEDS = 1000
 CHUNK = 100
