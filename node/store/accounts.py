@@ -13,6 +13,7 @@ page is ``cursor < before`` in descending order, at most ``ACCOUNT_TXS_PAGE_MAX`
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 
 from node.store.checks import StoreLimits, check_limit
@@ -76,11 +77,12 @@ def memory_page(entries: Iterable[AccountTxRecord], address: bytes, before: int,
     return found[: page_limit(limit)]
 
 
-async def insert_account_txs(db: Db, commit: BlockCommit) -> None:
-    rows = [(e.address, cursor_of(commit.height, e.ordinal), e.tx_hash, e.role)
-            for e in commit.account_txs]
-    await db.execute_many(
-        "INSERT INTO account_txs (address, cursor, tx_hash, role) VALUES (?, ?, ?, ?)", rows
+def insert_account_txs(conn: sqlite3.Connection, commit: BlockCommit) -> None:
+    """Synchronous: on the connection's thread, inside the commit's transaction."""
+    conn.executemany(
+        "INSERT INTO account_txs (address, cursor, tx_hash, role) VALUES (?, ?, ?, ?)",
+        [(e.address, cursor_of(commit.height, e.ordinal), e.tx_hash, e.role)
+         for e in commit.account_txs],
     )
 
 

@@ -1,5 +1,6 @@
 """The ``blocks`` and ``txs`` tables: committed blocks with their certificates, and
-where each transaction is and how it ended. Rows in, records out."""
+where each transaction is and how it ended. Rows in (synchronous, on the
+connection's thread inside the commit's transaction), records out."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ from node.store.records import BlockCommit, StoredBlock, TxRecord
 _BLOCK = "SELECT height, hash, block, certificate FROM blocks"
 
 
-async def insert_block(db: Db, commit: BlockCommit) -> None:
-    await db.execute(
+def insert_block(conn: sqlite3.Connection, commit: BlockCommit) -> None:
+    conn.execute(
         "INSERT INTO blocks (height, hash, block, certificate) VALUES (?, ?, ?, ?)",
         (commit.height, commit.block_hash, commit.block, commit.certificate),
     )
 
 
-async def insert_txs(db: Db, commit: BlockCommit) -> None:
-    rows = [(t.tx_hash, t.height, t.position, t.outcome) for t in commit.txs]
-    await db.execute_many(
-        "INSERT INTO txs (hash, height, position, outcome) VALUES (?, ?, ?, ?)", rows
+def insert_txs(conn: sqlite3.Connection, commit: BlockCommit) -> None:
+    conn.executemany(
+        "INSERT INTO txs (hash, height, position, outcome) VALUES (?, ?, ?, ?)",
+        [(t.tx_hash, t.height, t.position, t.outcome) for t in commit.txs],
     )
 
 

@@ -32,7 +32,6 @@ class StoreLimits:
     range_bytes_max: int = 64 * 1024 * 1024
     range_receipts_max: int = 10_000
     state_page_items: int = 50_000
-    sql_batch_rows: int = 10_000
 
 
 def check_genesis(stored: bytes | None, genesis_hash: bytes) -> bool:

@@ -1,36 +1,34 @@
-"""One SQLite connection through aiosqlite: reads, batched writes, the transaction
+"""One SQLite connection through aiosqlite: reads, ``run`` (a synchronous function
+on the connection's own thread, in one hop: how every write runs), the transaction
 every write runs in, and the file lock that keeps a second store off the file.
 
-No table is named here; the table modules (blocks, receipts, state, meta) hold the SQL.
+No table is named here; the table modules (blocks, receipts, state, meta, accounts)
+hold the SQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import TypeVar
 
 import aiosqlite
 
 from node.store.errors import DuplicateEntry, StoreClosed, StoreError, StoreLocked
 
-Row = tuple[object, ...]
-
-
-class Body(Protocol):
-    async def __call__(self) -> None: ...
+T = TypeVar("T")
 
 
 class Db:
-    """The connection and the batch size of ``execute_many``; closed once."""
+    """The connection; closed once."""
 
-    def __init__(self, conn: aiosqlite.Connection, batch_rows: int) -> None:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn: aiosqlite.Connection | None = conn
-        self._batch_rows = batch_rows
 
     @property
     def closed(self) -> bool:
@@ -50,11 +48,6 @@ class Db:
     async def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         await self.conn.execute(sql, params)
 
-    async def execute_many(self, sql: str, rows: Sequence[Row]) -> None:
-        """``executemany`` in batches of ``batch_rows`` rows."""
-        for i in range(0, len(rows), self._batch_rows):
-            await self.conn.executemany(sql, rows[i : i + self._batch_rows])
-
     async def one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
         async with self.conn.execute(sql, params) as cursor:
             row: sqlite3.Row | None = await cursor.fetchone()
@@ -70,23 +63,56 @@ class Db:
         """A cursor to iterate with ``async for`` (rows fetched as they are read)."""
         return self.conn.execute(sql, params)
 
-    async def transaction(self, body: Body) -> None:
-        """Run ``body`` in one ``BEGIN IMMEDIATE`` .. ``COMMIT``. Any failure, the task
-        being cancelled included, rolls it all back; SQLite's errors become ours."""
-        conn = self.conn
-        await conn.execute("BEGIN IMMEDIATE")
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the connection's own thread: ONE hop there and back,
+        however many statements ``fn`` runs (each ``await`` of aiosqlite is a hop, and
+        with eight node processes on two cores each hop waits for a core).
+
+        A thread cannot be interrupted: if the awaiting task is cancelled while ``fn``
+        is queued or running, ``fn`` still runs to its end (a transaction in it commits
+        or rolls back whole), and ``run`` waits for that end before it raises
+        ``CancelledError``, so the caller's lock and memory never run ahead of the file.
+        """
+        job = asyncio.ensure_future(_on_thread(self.conn, fn))
         try:
-            await body()
-            await conn.execute("COMMIT")
-        except BaseException as exc:
-            # Also on cancellation: never leave the connection inside a transaction.
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise DuplicateEntry(str(exc)) from exc
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(str(exc)) from exc
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            while not job.done():
+                try:
+                    await asyncio.wait((job,))
+                except asyncio.CancelledError:
+                    continue  # cancelled again: the thread is still in ``fn``
+            if not job.cancelled():
+                job.exception()  # retrieved: the caller asked to stop, not for ``fn``'s error
             raise
+
+
+async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    # aiosqlite (0.22, pinned < 0.23 in pyproject.toml) has no public "run this function
+    # on the connection's thread"; ``Connection._execute(fn)`` queues ``fn`` to that
+    # thread and awaits its result, and ``Connection._conn`` is the ``sqlite3.Connection``
+    # it owns. This is the one place the store reaches them; a future aiosqlite without
+    # them fails tests/node/test_store.py::test_db_run_is_one_call_on_the_connection_thread.
+    result: T = await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-untyped-call]
+    return result
+
+
+def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """``body`` in one ``BEGIN IMMEDIATE`` .. ``COMMIT``, synchronously: call it inside
+    ``Db.run``. Any failure in it rolls it all back; SQLite's errors become ours."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:  # never leave the connection inside a transaction
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise DuplicateEntry(str(exc)) from exc
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(str(exc)) from exc
+        raise
+    return result
 
 
 def lock_file(path: Path) -> int:

@@ -1,23 +1,27 @@
 """The ``meta`` table: the genesis hash and the consensus metadata (view, votes,
-checkpoints, a prepared block) the replica persists before acting on it."""
+checkpoints, a prepared block) the replica persists before acting on it.
+
+``write_metadata`` and ``metadata`` are synchronous: they run on the connection's
+thread (``Db.run``), ``metadata`` also inside a commit (its genesis check)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 
 from node.store.db import Db
 
 
-async def write_metadata(db: Db, items: Mapping[str, bytes]) -> None:
-    await db.execute_many(
+def write_metadata(conn: sqlite3.Connection, items: Mapping[str, bytes]) -> None:
+    conn.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         list(items.items()),
     )
 
 
-async def get_metadata(db: Db, key: str) -> bytes | None:
-    row = await db.one("SELECT value FROM meta WHERE key = ?", (key,))
+def metadata(conn: sqlite3.Connection, key: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else bytes(row[0])
 
 

@@ -1,6 +1,7 @@
 """The ``receipts`` table (outgoing cross-shard receipts by destination and
 sequence, by height and by origin) and the ``inbound`` table (receipts this shard
-applied, by origin). Rows in, records out."""
+applied, by origin). Rows in (synchronous, on the connection's thread inside the
+commit's transaction), records out."""
 
 from __future__ import annotations
 
@@ -13,20 +14,19 @@ from node.store.records import BlockCommit, InboundRecord, ReceiptRecord
 _RECEIPT = "SELECT dst_shard, seq, receipt, height, origin FROM receipts"
 
 
-async def insert_receipts(db: Db, commit: BlockCommit) -> None:
+def insert_receipts(conn: sqlite3.Connection, commit: BlockCommit) -> None:
     """The commit's outgoing receipts, stored with the block's height."""
-    rows = [(r.dst_shard, r.seq, commit.height, r.receipt, r.origin) for r in commit.receipts]
-    await db.execute_many(
+    conn.executemany(
         "INSERT INTO receipts (dst_shard, seq, height, receipt, origin) VALUES (?, ?, ?, ?, ?)",
-        rows,
+        [(r.dst_shard, r.seq, commit.height, r.receipt, r.origin) for r in commit.receipts],
     )
 
 
-async def insert_inbound(db: Db, commit: BlockCommit) -> None:
+def insert_inbound(conn: sqlite3.Connection, commit: BlockCommit) -> None:
     """The commit's applied inbound receipts, stored with the block's height."""
-    rows = [(r.src_shard, r.seq, r.origin, commit.height) for r in commit.inbound]
-    await db.execute_many(
-        "INSERT INTO inbound (src_shard, seq, origin, height) VALUES (?, ?, ?, ?)", rows
+    conn.executemany(
+        "INSERT INTO inbound (src_shard, seq, origin, height) VALUES (?, ?, ?, ?)",
+        [(r.src_shard, r.seq, r.origin, commit.height) for r in commit.inbound],
     )
 
 

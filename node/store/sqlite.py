@@ -4,8 +4,10 @@
 transaction (ARCHITECTURE.md, PROTOCOL.md section 4): after ``kill -9`` at any
 moment a reopened store holds a prefix of the committed chain whose last block,
 state items and metadata belong together, so the node restarts at that block and
-syncs the rest from its peers. Durability choice (``synchronous=FULL`` by
-default) and measurements: docs/STORAGE.md.
+syncs the rest from its peers. Every write (``commit_block``, ``put_metadata``,
+``initialize``) is one synchronous function run on the connection's thread in one
+hop (``Db.run``): its checks, the transaction and every statement in it. Durability
+choice (``synchronous=FULL`` by default) and measurements: docs/STORAGE.md.
 
 This class composes the parts: the connection and file lock (``db``), the schema
 (``schema``), one module per table (``blocks``, ``receipts``, ``state``, ``meta``)
@@ -30,7 +32,7 @@ from node.store.checks import (
     check_limit,
     check_metadata,
 )
-from node.store.db import Body, Db, lock_file, unlock_file
+from node.store.db import Db, lock_file, transaction, unlock_file
 from node.store.errors import NotInitialized, StoreClosed, StoreError
 from node.store.records import (
     META_GENESIS_HASH,
@@ -59,7 +61,7 @@ class Store:
         synchronous: Synchronous,
         lock_fd: int,
     ) -> None:
-        self._db = Db(db, limits.sql_batch_rows)
+        self._db = Db(db)
         # The read connection (``_setup`` opens it): what peers and clients fetch
         # (blocks for sync, txs, receipts) is read there, without ``_lock``, so a
         # large or slow read never holds up a commit (WAL: readers and the writer do
@@ -115,7 +117,7 @@ class Store:
             reader = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path} for reading: {exc}") from exc
-        self._reader = Db(reader, self.limits.sql_batch_rows)
+        self._reader = Db(reader)
         try:
             await self._reader.execute("PRAGMA query_only=1")
             await self._reader.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
@@ -151,55 +153,49 @@ class Store:
     async def initialize(
         self, genesis_hash: bytes, state_items: Sequence[tuple[bytes, bytes]]
     ) -> bool:
-        async with self._lock:
-            stored = await meta.get_metadata(self._db, META_GENESIS_HASH)
-            if check_genesis(stored, genesis_hash):
+        limits = self.limits
+        writes: list[StateWrite] = list(state_items)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if check_genesis(meta.metadata(conn, META_GENESIS_HASH), genesis_hash):
                 return False
-            check_limit("genesis state items", len(state_items), self.limits.state_writes_max)
-            writes: list[StateWrite] = list(state_items)
-            await self._transaction(writes, {META_GENESIS_HASH: genesis_hash})
+            check_limit("genesis state items", len(writes), limits.state_writes_max)
+            transaction(conn, lambda c: _write_state_and_metadata(
+                c, writes, {META_GENESIS_HASH: genesis_hash}))
             return True
+
+        async with self._lock:
+            return await self._db.run(work)
 
     async def commit_block(self, commit: BlockCommit) -> None:
         async with self._lock:
-            db = self._db
-            if await meta.get_metadata(db, META_GENESIS_HASH) is None:
-                raise NotInitialized("commit_block before initialize()")
-            check_commit(commit, self._latest_height, self.limits)
-            accounts.check_account_txs(commit, self.limits)
+            latest, limits = self._latest_height, self.limits
+            committed = False
 
-            async def rows() -> None:
-                await blocks.insert_block(db, commit)
-                await receipts.insert_receipts(db, commit)
-                await receipts.insert_inbound(db, commit)
-                await blocks.insert_txs(db, commit)
-                await accounts.insert_account_txs(db, commit)
+            def work(conn: sqlite3.Connection) -> None:
+                nonlocal committed
+                if meta.metadata(conn, META_GENESIS_HASH) is None:
+                    raise NotInitialized("commit_block before initialize()")
+                check_commit(commit, latest, limits)
+                accounts.check_account_txs(commit, limits)
+                transaction(conn, lambda c: _write_block(c, commit))
+                committed = True
 
-            await self._transaction(commit.state_writes, commit.metadata, rows)
-            self._latest_height = commit.height
+            try:
+                await self._db.run(work)
+            finally:
+                # ``run`` ends only after ``work`` has, cancelled or not: when the
+                # transaction committed, memory follows the file, even if this task
+                # was cancelled meanwhile (it still raises ``CancelledError``).
+                if committed:
+                    self._latest_height = commit.height
 
     async def put_metadata(self, items: Mapping[str, bytes]) -> None:
         """Persist consensus metadata alone (a view change, a vote) before acting on it."""
         check_metadata(items, self.limits)
         async with self._lock:
-            await self._transaction((), items)
-
-    async def _transaction(
-        self,
-        state_writes: Sequence[StateWrite],
-        metadata: Mapping[str, bytes],
-        rows: Body | None = None,
-    ) -> None:
-        """``rows``, then the state and metadata writes, in one SQL transaction."""
-        db = self._db
-
-        async def body() -> None:
-            if rows is not None:
-                await rows()
-            await state.write_state(db, state_writes)
-            await meta.write_metadata(db, metadata)
-
-        await db.transaction(body)
+            await self._db.run(
+                lambda conn: transaction(conn, lambda c: meta.write_metadata(c, items)))
 
     # -- reads -------------------------------------------------------------------
 
@@ -208,7 +204,7 @@ class Store:
 
     async def get_metadata(self, key: str) -> bytes | None:
         async with self._lock:
-            return await meta.get_metadata(self._db, key)
+            return await self._db.run(lambda conn: meta.metadata(conn, key))
 
     async def get_all_metadata(self) -> dict[str, bytes]:
         async with self._lock:
@@ -277,3 +273,21 @@ class Store:
             row = await self._db.one("PRAGMA integrity_check")
         return "" if row is None else str(row[0])
 
+
+# The writes, synchronous: they run on the connection's thread, inside ``transaction``.
+
+
+def _write_block(conn: sqlite3.Connection, commit: BlockCommit) -> None:
+    blocks.insert_block(conn, commit)
+    receipts.insert_receipts(conn, commit)
+    receipts.insert_inbound(conn, commit)
+    blocks.insert_txs(conn, commit)
+    accounts.insert_account_txs(conn, commit)
+    _write_state_and_metadata(conn, commit.state_writes, commit.metadata)
+
+
+def _write_state_and_metadata(
+    conn: sqlite3.Connection, writes: Sequence[StateWrite], metadata: Mapping[str, bytes]
+) -> None:
+    state.write_state(conn, writes)
+    meta.write_metadata(conn, metadata)

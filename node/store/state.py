@@ -1,7 +1,9 @@
-"""The ``state`` table: the shard state, key -> value, as of the last stored block."""
+"""The ``state`` table: the shard state, key -> value, as of the last stored block.
+Writes are synchronous (on the connection's thread, inside a transaction); reads async."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from node.store.checks import StoreLimits, page_items
@@ -9,15 +11,15 @@ from node.store.db import Db
 from node.store.records import StateWrite, final_writes
 
 
-async def write_state(db: Db, writes: Sequence[StateWrite]) -> None:
+def write_state(conn: sqlite3.Connection, writes: Sequence[StateWrite]) -> None:
     """Apply ``writes`` (None deletes the key; the last write of a key wins)."""
     final = final_writes(writes)
-    await db.execute_many(
+    conn.executemany(
         "INSERT INTO state (key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [(k, v) for k, v in final.items() if v is not None],
     )
-    await db.execute_many(
+    conn.executemany(
         "DELETE FROM state WHERE key = ?", [(k,) for k, v in final.items() if v is None]
     )
 

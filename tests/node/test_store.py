@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from consensus.kernel.crypto import sha256
@@ -33,7 +35,6 @@ from node.store import (
     TxRecord,
     blocks,
 )
-from node.store.db import Db
 from node.store.memory import MemoryStore
 
 GENESIS = sha256(b"genesis")
@@ -291,7 +292,7 @@ async def test_failure_injected_mid_commit_leaves_nothing_half_written(
     await s.commit_block(make_commit(1))
     before = await s.load_snapshot()
 
-    async def boom(db: Db, commit: BlockCommit) -> None:
+    def boom(conn: sqlite3.Connection, commit: BlockCommit) -> None:
         raise RuntimeError("disk on fire")  # after the block and receipts rows went in
 
     monkeypatch.setattr(blocks, "insert_txs", boom)
@@ -309,25 +310,110 @@ async def test_failure_injected_mid_commit_leaves_nothing_half_written(
     await s.close()
 
 
-async def test_cancelled_commit_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_db_run_is_one_call_on_the_connection_thread(tmp_path: Path) -> None:
+    """``Db.run`` reaches aiosqlite's private ``Connection._execute`` and ``_conn``
+    (node/store/db.py says why): this fails loudly if an aiosqlite release drops them."""
     s = await Store.open(tmp_path / "node.db")
-    await s.initialize(GENESIS, GENESIS_ITEMS)
-    started = asyncio.Event()
+    conn = s._db.conn
+    assert callable(getattr(aiosqlite.Connection, "_execute", None)), "aiosqlite._execute gone"
+    assert isinstance(conn._conn, sqlite3.Connection), "aiosqlite.Connection._conn gone"
+    ident, same = await s._db.run(lambda c: (threading.get_ident(), c is conn._conn))
+    assert same and ident == conn._thread.ident != threading.get_ident()
+    await s.close()
 
-    async def stall(db: Db, commit: BlockCommit) -> None:
-        started.set()
-        await asyncio.Event().wait()
 
-    monkeypatch.setattr(blocks, "insert_txs", stall)
+async def test_every_write_is_one_hop_to_the_connection_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await Store.open(tmp_path / "node.db")
+    conn = s._db.conn
+    hops = 0
+    execute = conn._execute
+
+    async def counted(fn: object, *args: object) -> object:
+        nonlocal hops
+        hops += 1
+        return await execute(fn, *args)
+
+    monkeypatch.setattr(conn, "_execute", counted)
+    assert await s.initialize(GENESIS, GENESIS_ITEMS)
+    assert hops == 1
+    await s.commit_block(make_commit(1, txs=50, receipts=20))
+    assert hops == 2
+    await s.put_metadata({"view": b"v"})
+    assert hops == 3
+    with pytest.raises(OutOfOrderCommit):  # refused on the thread: still one hop
+        await s.commit_block(make_commit(5))
+    assert hops == 4
+    assert s.latest_height == 1 and await s.get_tx(sha256(b"tx1.49")) is not None
+    await s.close()
+
+
+async def _cancel_while_on_the_thread(
+    s: Store, monkeypatch: pytest.MonkeyPatch, *, fail: bool
+) -> None:
+    """Commit block 1 with ``insert_txs`` held on the connection's thread, cancel the
+    task (twice) while it is held, check the task waits for the thread, release it
+    (to finish, or to fail when ``fail``): the task ends cancelled either way."""
+    entered, release = threading.Event(), threading.Event()
+    insert_txs = blocks.insert_txs
+
+    def held(conn: sqlite3.Connection, commit: BlockCommit) -> None:
+        entered.set()
+        assert release.wait(10)
+        if fail:
+            raise RuntimeError("disk on fire")
+        insert_txs(conn, commit)
+
+    monkeypatch.setattr(blocks, "insert_txs", held)
     task = asyncio.create_task(s.commit_block(make_commit(1)))
-    await asyncio.wait_for(started.wait(), 10)
-    task.cancel()
+    assert await asyncio.to_thread(entered.wait, 10)
+    for _ in range(2):
+        task.cancel()
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the cancellation be delivered (no timing)
+        assert not task.done()  # still waiting for the thread, holding the lock
+    assert s.latest_height is None
+    release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     monkeypatch.undo()
-    assert await s.latest_block() is None
+
+
+async def test_a_commit_cancelled_on_the_thread_still_commits_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node.db"
+    s = await Store.open(path)
+    await s.initialize(GENESIS, GENESIS_ITEMS)
+    await _cancel_while_on_the_thread(s, monkeypatch, fail=False)
+    assert s.latest_height == 1  # memory agrees with the file
+    latest = await s.latest_block()
+    assert latest is not None and latest.height == 1
+    assert await s.get_tx(sha256(b"tx1.2")) is not None
+    assert await s.get_metadata("view") == (1).to_bytes(8, "big")
+    await s.commit_block(make_commit(2))
+    await s.close()
+    s = await Store.open(path)
+    assert s.latest_height == 2 and await s.integrity_check() == "ok"
+    await s.close()
+
+
+async def test_a_commit_cancelled_on_the_thread_that_fails_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node.db"
+    s = await Store.open(path)
+    await s.initialize(GENESIS, GENESIS_ITEMS)
+    before = await s.load_snapshot()
+    await _cancel_while_on_the_thread(s, monkeypatch, fail=True)
+    assert s.latest_height is None
+    assert await s.load_snapshot() == before
     assert await s.get_receipts(1, 1, 2) == []
     await s.commit_block(make_commit(1))
+    assert s.latest_height == 1
+    await s.close()
+    s = await Store.open(path)
     assert s.latest_height == 1
     await s.close()
 
