@@ -4,11 +4,12 @@ One event loop: the load generator's ``Engine`` (``scripts/cli/load``) sends the
 scenario's ``[load]`` profile and follows every shard's blocks; beside it the chaos
 driver applies each step of the plan at its time (node control and the fault
 endpoint are blocking calls: in threads), undoes it after its ``duration``, and
-heals whatever is left when the sending phase ends. A node started or restarted
-counts as back (healed) once it answers ``/v1/status`` again (bounded, ``up_s``), so
-a staggered restart never takes the next node down before the last one is up. Each
-fault is a marker on the load's timeline (``kind`` ``fault`` / ``fault_end``). The
-engine then drains, waits for quiescence and runs the conservation audit
+heals whatever is left when the sending phase ends (which ``end_after_heal_s`` may
+bring forward: once every fault healed and its shards committed that long after). A
+node started or restarted counts as back (healed) once it answers ``/v1/status`` again
+(bounded, ``up_s``), so a staggered restart never takes the next node down before the
+last one is up. Each fault is a marker on the load's timeline (``kind`` ``fault`` /
+``fault_end``). The engine then drains, waits for quiescence and runs the conservation audit
 (``end_audit``); exactly-once comes from its tracker. Then the checks:
 
 - ``safety``: every honest node (not a byzantine target) has the same block hash at
@@ -112,6 +113,10 @@ class RunOptions:
     audit_wait_s: float = AUDIT_WAIT_S
     up_s: float = UP_S  # a started node answers within this
     on_event: Callable[[str], None] | None = None
+    # None: the load sends for its whole duration. A number: the sending phase ends
+    # (bounded by the duration) once every fault has healed and each shard it touched
+    # has committed a block this many seconds or more after its heal.
+    end_after_heal_s: float | None = None
 
 
 class Chaos:
@@ -276,9 +281,26 @@ class Chaos:
                         break
                     await self._apply_one(engine, step, group)
             while engine.state.phase == "sending":
+                if self.recovered(engine):
+                    engine.end_sending()
                 await asyncio.sleep(0.05)
         finally:
             await self.heal(engine)
+
+    def recovered(self, engine: ChaosEngine) -> bool:
+        """With ``end_after_heal_s`` set: every fault healed, and every shard it touched
+        committed a block (header time) at least that long after the heal."""
+        tail_s = self.options.end_after_heal_s
+        if tail_s is None or not self.applied:
+            return False
+        for fault in self.applied:
+            if fault.healed_wall_s is None:
+                return False
+            due_ms = 1000 * (fault.healed_wall_s + tail_s)
+            for shard in fault.shards:
+                if not any(t >= due_ms for _, t in engine.blocks.get(shard, {}).values()):
+                    return False
+        return True
 
     def _groups(self, step: Step) -> list[list[str] | None]:
         """The node groups of a step, in order: one group, or one node each when staggered

@@ -18,8 +18,8 @@ from tests.support.load import fake_node
 
 
 def run(node: HaltableNode, *, kill_s: float = 1.0, bound_s: float = 5.0,
-        halts: bool = True, report_dir: Path | None = None
-        ) -> tuple[dict[str, Any], FakeControl]:
+        halts: bool = True, report_dir: Path | None = None,
+        end_after_heal_s: float | None = None) -> tuple[dict[str, Any], FakeControl]:
     scenario = parse_scenario({
         "recovery_bound_s": bound_s,
         "load": {"rate": 40, "duration": "5s", "mix": "transfer=1", "sign-workers": 0,
@@ -31,7 +31,8 @@ def run(node: HaltableNode, *, kill_s: float = 1.0, bound_s: float = 5.0,
     with fake_node(node):
         network = discover_urls([node.url])
         report, rows = run_scenario(scenario, control, network, None, root=None,
-                                    options=RunOptions(seed=3, catchup_s=5, audit_wait_s=10))
+                                    options=RunOptions(seed=3, catchup_s=5, audit_wait_s=10,
+                                                       end_after_heal_s=end_after_heal_s))
     if report_dir is not None:
         write_report_dir(report_dir, report, rows)
     return report, control
@@ -54,6 +55,19 @@ def test_a_clean_run_passes_every_check_and_undoes_its_fault(tmp_path: Path) -> 
     page = (tmp_path / "report.html").read_text()
     assert "<td>fault: kill</td>" in page and "<td>fault healed: kill</td>" in page
     assert json.loads((tmp_path / "report.json").read_text())["chaos"]["ok"] is True
+
+
+def test_the_load_can_end_once_the_fault_healed_and_commits_went_on() -> None:
+    """``end_after_heal_s`` (the test run's scenarios): the sending phase ends early,
+    but only after a block committed that long after the heal; the checks still run."""
+    report, control = run(HaltableNode(), end_after_heal_s=1.0)
+    assert checks(report) == {"safety": True, "recovery": True, "audit": True,
+                              "actions": True}, report["chaos"]
+    assert control.calls == [("kill", "shard0-node1"), ("start", "shard0-node1")]
+    fault = report["chaos"]["faults"][0]
+    # Healed about 2.5 s into the 5 s load; sending ended 1 s or more after that.
+    assert fault["healed_t_s"] + 0.99 <= report["duration_s"] < 4.5, report["duration_s"]
+    assert report["committed"] == report["sent"] > 0
 
 
 def test_a_duplicated_transaction_fails_the_audit_check() -> None:

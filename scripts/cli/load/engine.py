@@ -147,6 +147,7 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._sent_count = 0
         self._signed: dict[str, Signed] = {}
+        self._send_end_s = config.duration_s  # end_sending() brings it forward
 
     # -- time ------------------------------------------------------------------------
 
@@ -242,17 +243,22 @@ class Engine:
             finally:
                 self._session = None
 
+    def end_sending(self) -> None:
+        """End the sending phase now, before ``duration_s`` (bounded by it): no new
+        arrivals; what was generated is still sent, then the run drains as usual."""
+        self._send_end_s = min(self._send_end_s, self.now())
+
     def _wanted_more(self, sent: int) -> bool:
         return self.config.max_txs is None or sent < self.config.max_txs
 
     async def _open_loop(self, schedule: RateSchedule) -> None:
         arrivals = Arrivals(schedule, poisson=self.config.poisson,
                             rng=random.Random(self.config.rng_seed * 7919 + 1))
-        end_s = self.config.duration_s
         peak_tps = max(max(stage.start_tps, stage.end_tps) for stage in schedule.stages)
         backlog_max = max(1_000, int(self.config.backlog_s * peak_tps))
         generated = 0
         while True:
+            end_s = self._send_end_s
             t = min(self.now(), end_s)
             due = arrivals.due(t)
             if self.config.max_txs is not None:
@@ -273,7 +279,7 @@ class Engine:
         while any(self._backlog.values()) or self._delayed or any(self._active.values()):
             self._flush()
             self._tick()
-            if self.now() > end_s + self.config.drain_s:
+            if self.now() > self._send_end_s + self.config.drain_s:
                 break
             await asyncio.sleep(self.config.tick_s)
 
@@ -294,12 +300,11 @@ class Engine:
         return signed
 
     async def _closed_loop(self) -> None:
-        end_s = self.config.duration_s
         generated = 0
 
         async def user() -> None:
             nonlocal generated
-            while self.now() < end_s and self._wanted_more(generated):
+            while self.now() < self._send_end_s and self._wanted_more(generated):
                 generated += 1
                 self.state.offered += 1
                 self.timeline.at(self.now()).offered += 1
