@@ -3,6 +3,6 @@ simulation"; FoundationDB's simulation and TigerBeetle's VOPR are the models).
 
 S shards x R production ``Node``s (``node/main.py``: service, driver, relay, ledger,
 executor) on the in-memory network (``node/p2p/memory.py``) with the fault model of
-``consensus.simulator.FaultyNetwork``, a virtual clock (``loop.py``) and one seed.
+``consensus.sim.network.FaultyNetwork`` (``faults.py``), a virtual clock (``loop.py``) and one seed.
 Production code never imports this package (tests/test_layout.py).
 """

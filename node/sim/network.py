@@ -21,7 +21,8 @@ height and in the nodes' own audit (``sharding/audit.py``) at the end, every
 transaction committed exactly once, no node halted.
 
 Faults inside nodes (``node/faults/``, set directly, no HTTP): a node of
-``byzantine`` runs its mode from the start to the end; a ``LinkFault`` gives one
+``byzantine`` runs its mode from the start to the end; a ``LinkFault`` (``faults.py``, like
+the placing of byzantine nodes and the parsers of both options) gives one
 node's links to some peers a delay, loss or partition for a window (healed at the
 latest with everything else). The byzantine node's commits are checked like
 everyone's (inside, it is an honest replica and ledger); the final audit asks an
@@ -53,13 +54,13 @@ from typing import Any, cast
 
 import structlog
 
-from consensus.certificate import PHASE_COMMIT, PHASE_PREPARE, CommitCertificate, fault_tolerance
+from consensus.certificate import PHASE_COMMIT, PHASE_PREPARE, CommitCertificate
 from consensus.kernel.codec import decode, encode
 from consensus.kernel.crypto import KeyPair
 from consensus.kernel.errors import DecodeError
 from consensus.kernel.limits import CERTIFICATE_BYTES_MAX
 from consensus.messages import Vote, decode_message
-from consensus.sim.network import NETWORK_FAULTS, FaultyNetwork
+from consensus.sim.network import FaultyNetwork
 from node.config import (
     ConsensusSection,
     ExecutorSection,
@@ -68,9 +69,7 @@ from node.config import (
 )
 from node.faults.state import (
     FABRICATE_INBOUND,
-    FORGE_RECEIPTS,
     WRONG_ROOTS,
-    FaultError,
     FaultState,
     LinkRule,
     names_of_validators,
@@ -80,7 +79,14 @@ from node.p2p.config import peer_id_from_public_key
 from node.p2p.memory import MemoryNetwork, MemoryP2P
 from node.parts import NodeParts, inline_offload, sequential_executor
 from node.sim.checkers import CrossShardChecker
-from node.sim.faults import FaultyLinks, NodeId, make_fault_network
+from node.sim.faults import (
+    BYZANTINE_KINDS,
+    FaultyLinks,
+    LinkFault,
+    NodeId,
+    make_fault_network,
+    place_byzantine,
+)
 from node.sim.loop import SimClock, SimulationStuck, run_virtual
 from node.sim.world import LoadItem, World, get_world, make_load
 from node.store import BlockCommit
@@ -97,88 +103,7 @@ RECEIPT_BYTES_MAX = 4096
 POLL_MS = 100  # how often the run checks for quiescence and halted nodes
 LOG_EVENTS_KEPT = 2000
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
-# Byzantine nodes a seed may draw (faults=None, or named in ``faults``): kind -> mode.
-BYZANTINE_KINDS = {"byzantine_primary": FABRICATE_INBOUND, "forged_bundles": FORGE_RECEIPTS}
-FAULT_KINDS = (*NETWORK_FAULTS, *BYZANTINE_KINDS)
 INVALID_BLOCK_MODES = frozenset({WRONG_ROOTS, FABRICATE_INBOUND})
-
-
-@dataclass(frozen=True)
-class LinkFault:
-    """A link fault on ``node``'s own fault state (``node/faults``) for a window: its
-    traffic to and from ``peers`` (None: every peer) is delayed, lost or cut."""
-
-    node: NodeId
-    at_ms: int
-    duration_ms: int
-    peers: tuple[NodeId, ...] | None = None
-    delay_ms: int = 0
-    loss: float = 0.0
-    partition: bool = False
-
-    def spec(self) -> str:
-        """``shardnet simulate --link-fault`` text (``parse_link_fault`` reads it)."""
-        rules = []
-        if self.partition:
-            rules.append("partition")
-        if self.delay_ms:
-            rules.append(f"delay={self.delay_ms}")
-        if self.loss:
-            rules.append(f"loss={self.loss:g}")
-        if self.peers is not None:
-            rules.append("peers=" + "+".join(f"{s}/{i}" for s, i in self.peers))
-        shard, index = self.node
-        return f"{shard}/{index}:{self.at_ms}:{self.duration_ms}:{','.join(rules)}"
-
-
-def parse_node(text: str) -> NodeId:
-    """``SHARD/INDEX`` -> (shard, index); ``ValueError`` with what is wrong."""
-    parts = text.split("/")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"{text!r}: a node is SHARD/INDEX, e.g. 0/1")
-    return int(parts[0]), int(parts[1])
-
-
-def parse_byzantine(text: str) -> tuple[int, int, str]:
-    """``SHARD/INDEX=MODE`` -> (shard, index, mode)."""
-    where, sep, mode = text.partition("=")
-    if not sep or not mode:
-        raise ValueError(f"{text!r}: a byzantine node is SHARD/INDEX=MODE, "
-                         "e.g. 0/0=fabricate_inbound")
-    return (*parse_node(where), mode)
-
-
-def parse_link_fault(text: str) -> LinkFault:
-    """``SHARD/INDEX:AT_MS:DURATION_MS:RULE,...`` with RULE ``partition``,
-    ``delay=MS``, ``loss=P`` or ``peers=S/I+S/I`` (default: every peer)."""
-    parts = text.split(":")
-    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise ValueError(f"{text!r}: a link fault is SHARD/INDEX:AT_MS:DURATION_MS:RULES, "
-                         "e.g. 0/1:300:1500:partition or 0/0:0:2500:delay=40,loss=0.2")
-    fields: dict[str, Any] = {}
-    for rule in filter(None, parts[3].split(",")):
-        name, _, value = rule.partition("=")
-        try:
-            if name == "partition" and not value:
-                fields["partition"] = True
-            elif name == "delay":
-                fields["delay_ms"] = int(value)
-            elif name == "loss":
-                fields["loss"] = float(value)
-            elif name == "peers":
-                fields["peers"] = tuple(parse_node(n) for n in value.split("+"))
-            else:
-                raise ValueError("unknown rule")
-        except ValueError:
-            raise ValueError(f"{text!r}: bad rule {rule!r} (partition, delay=MS, loss=P, "
-                             "peers=S/I+S/I)") from None
-    if not fields.keys() - {"peers"}:
-        raise ValueError(f"{text!r}: no rule (partition, delay=MS or loss=P)")
-    try:
-        LinkRule(delay_ms=fields.get("delay_ms", 0), loss=fields.get("loss", 0.0))
-    except FaultError as exc:
-        raise ValueError(f"{text!r}: {exc.detail}") from None
-    return LinkFault(parse_node(parts[0]), int(parts[1]), int(parts[2]), **fields)
 
 
 @dataclass(frozen=True)
@@ -354,7 +279,8 @@ class NetworkSimulation:
         self.events: Counter[str] = Counter()
         # Faults inside nodes: a state for each node that has some, kept across restarts.
         self.fault_states: dict[NodeId, FaultState] = {}
-        self.byzantine = self._place_byzantine()
+        self.byzantine = place_byzantine(c.seed, c.shards, c.validators, c.faults,
+                                         c.byzantine, self.peers, self.faults)
         for (shard, index), mode in self.byzantine.items():
             self._fault_state((shard, index)).set_byzantine(mode)
         for link in c.link_faults:
@@ -383,42 +309,7 @@ class NetworkSimulation:
         self.t0 = 0.0
         self.sim_ms = 0
 
-    # -- byzantine nodes ------------------------------------------------------------------
-
-    def _place_byzantine(self) -> dict[NodeId, str]:
-        """The configured byzantine nodes, then those the seed's kinds add (a random
-        shard with room: at most f byzantine nodes per shard)."""
-        c = self.cfg
-        placed: dict[NodeId, str] = {}
-        for shard, index, mode in c.byzantine:
-            if (shard, index) not in self.peers:
-                raise ValueError(f"byzantine {shard}/{index}: no such node")
-            placed[(shard, index)] = mode
-        f = fault_tolerance(c.validators)
-        for shard in range(c.shards):
-            count = sum(s == shard for s, _ in placed)
-            if count > f:
-                raise ValueError(f"shard {shard}: {count} byzantine nodes, f = {f}")
-        if c.faults is None:
-            draw = random.Random(f"{c.seed}/byzantine")
-            kinds = [k for k in BYZANTINE_KINDS if draw.random() < 0.45]
-        else:
-            unknown = set(c.faults) - set(FAULT_KINDS)
-            if unknown:
-                raise ValueError(f"unknown fault kinds {sorted(unknown)}; "
-                                 f"known: {', '.join(FAULT_KINDS)}")
-            draw = random.Random(f"{c.seed}/byzantine")
-            kinds = [k for k in BYZANTINE_KINDS if k in c.faults]
-        for kind in kinds:
-            shard = draw.randrange(c.shards)
-            free = [i for i in range(c.validators) if (shard, i) not in placed]
-            if c.validators - len(free) >= f or not free:
-                continue
-            # The primary of view 0 proposes first; a relayer may be anyone.
-            index = 0 if kind == "byzantine_primary" and 0 in free else draw.choice(free)
-            placed[(shard, index)] = BYZANTINE_KINDS[kind]
-            self.faults[kind] += 1
-        return placed
+    # -- watching byzantine acts -------------------------------------------------------
 
     def _observe(self, event: dict[str, Any]) -> None:
         """What the nodes' logs say about byzantine acts, refusals and the relay."""

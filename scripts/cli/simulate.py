@@ -38,7 +38,8 @@ from consensus.sim.simulator import SimConfig, SimResult, Simulation
 from scripts.cli.params import out_option
 
 if TYPE_CHECKING:
-    from node.sim.network import LinkFault, NetworkSimResult
+    from node.sim.faults import LinkFault
+    from node.sim.network import NetworkSimResult
 
 NETWORK_TXS = 40  # client transactions per seed of the whole-network simulator
 # Spelled out here so --help needs none of the node's modules (seconds to import);
@@ -131,7 +132,7 @@ def parse_network_options(byzantine: Sequence[str], link_faults: Sequence[str],
                           crashes: Sequence[str]) -> dict[str, Any]:
     """``--byzantine``, ``--link-fault`` and ``--crash`` as ``NetworkSimConfig``
     fields; ``ValueError`` naming what is wrong."""
-    from node.sim.network import parse_byzantine, parse_link_fault, parse_node
+    from node.sim.faults import parse_byzantine, parse_link_fault, parse_node
 
     placed = tuple(parse_byzantine(text) for text in byzantine)
     for _, _, mode in placed:

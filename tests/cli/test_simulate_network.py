@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from node.faults.state import BYZANTINE_MODES, NONE
 from node.sim.checkers import CrossShardChecker
-from node.sim.network import FAULT_KINDS
+from node.sim.faults import FAULT_KINDS
 from scripts.cli import simulate as simulate_module
 from scripts.cli.simulate import simulate
 

@@ -20,8 +20,8 @@ import sharding.ledger
 from node.faults.fabricate import VARIANTS
 from node.faults.state import FABRICATE_INBOUND
 from node.relay import ReceiptRelay
+from node.sim.faults import FAULT_KINDS
 from node.sim.network import (
-    FAULT_KINDS,
     NetworkSimConfig,
     NetworkSimResult,
     NetworkSimulation,
@@ -159,7 +159,7 @@ def test_a_forger_serving_pulls_is_refused_and_the_puller_asks_another_node(
 
 
 def test_a_failing_run_names_its_seed_and_the_command_to_replay_it() -> None:
-    from node.sim.network import LinkFault
+    from node.sim.faults import LinkFault
 
     config = NetworkSimConfig(
         seed=11, txs=8, faults=("drop",), byzantine=((1, 2, FABRICATE_INBOUND),),

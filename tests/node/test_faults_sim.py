@@ -18,7 +18,8 @@ from node.faults.state import (
     WITHHOLD_VOTES,
     WRONG_ROOTS,
 )
-from node.sim.network import LinkFault, NetworkSimConfig, NetworkSimResult, NetworkSimulation
+from node.sim.faults import LinkFault
+from node.sim.network import NetworkSimConfig, NetworkSimResult, NetworkSimulation
 
 TXS = 16
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.sim.network import LinkFault, NetworkSimConfig, NetworkSimResult, NetworkSimulation
+from node.sim.faults import LinkFault
+from node.sim.network import NetworkSimConfig, NetworkSimResult, NetworkSimulation
 
 
 def run(**config: Any) -> tuple[NetworkSimulation, NetworkSimResult]:
