@@ -8,7 +8,7 @@ the heal, at the latest at its stated duration):
 - commits resume within the scenario's stated bound after each fault;
 - the conservation audit passes; no transaction lost or duplicated.
 
-Run here (about 2.5 minutes together on a loaded 2-core machine): primary-crash,
+Run here (about 2 minutes together on a loaded 2-core machine): primary-crash,
 pause-primary, wipe-resync, f-partitioned (the regression of its finding),
 majority-partition-heals, byzantine-equivocate (1 x 4) and byzantine-forge-receipts
 (2 x 4, cross-shard). The other shipped scenarios (rolling-restart, relayers-killed,
@@ -40,7 +40,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 # The load ends (at the latest at its stated duration) once every fault has healed and
 # each shard it touched committed a block this long after the heal: what the checks
 # need is then on record, the rest of a fixed-length load only waited.
-END_AFTER_HEAL_S = 3.0
+END_AFTER_HEAL_S = 1.0
 
 
 @contextmanager
