@@ -56,6 +56,16 @@ def recorded() -> dict[str, Any]:
     return data
 
 
+def judged_as_recorded(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recorded validation run and its judgement today, which must reproduce the
+    recorded one exactly (the predictions, the gated and informative rows, the verdict)."""
+    data: dict[str, Any] = json.loads(path.read_text())
+    judged = judge(data)
+    for key in ("comparisons", "informative", "predicted", "ok"):
+        assert judged[key] == data[key], key
+    return data, judged
+
+
 def costs() -> Costs:
     return decode_costs(json.dumps(recorded()["costs"]).encode())
 
@@ -711,11 +721,8 @@ def test_the_quiet_run_with_the_floor_is_judged_as_recorded() -> None:
     gated, 1 x 4 and 2 x 4 at 0 % within 25 % (-6 %, +1 %), 2 x 4 at 20 % cross-shard
     off (+30 %: the model's p99 floor comes from 0 % windows); the three runs agree to
     12 % (the spread was 3x on the same machine before the find-max's step rule)."""
-    data: dict[str, Any] = json.loads(QUIET_FLOOR.read_text())
+    data, judged = judged_as_recorded(QUIET_FLOOR)
     assert not overloaded(data)
-    judged = judge(data)
-    for key in ("comparisons", "informative", "predicted", "ok"):
-        assert judged[key] == data[key], key
     errors = {c["name"]: c["error"] for c in judged["comparisons"]}
     assert abs(errors["1x4 bench node TPS"]) <= TOLERANCE
     assert abs(errors["2x4 bench e2e max TPS, 0% cross (median of 3)"]) <= TOLERANCE
@@ -755,11 +762,8 @@ def test_the_quiet_run_with_the_cross_shard_term_is_judged_as_recorded() -> None
     calibration's paced p99 (384 ms at 1,000 tx/s) is far below what the find-max's
     steps measured near that rate (772-1,058 ms at 1,098 tx/s): the model calibrated on
     the pre-signed loader over-predicts the generator-driven find-max."""
-    data: dict[str, Any] = json.loads(QUIET_CROSS.read_text())
+    data, judged = judged_as_recorded(QUIET_CROSS)
     assert not overloaded(data)
-    judged = judge(data)
-    for key in ("comparisons", "informative", "predicted", "ok"):
-        assert judged[key] == data[key], key
     errors = {c["name"]: c["error"] for c in judged["comparisons"]}
     assert abs(errors["1x4 bench node TPS"]) <= TOLERANCE
     assert errors["2x4 bench e2e max TPS, 0% cross (median of 3)"] > TOLERANCE
@@ -782,12 +786,9 @@ def test_the_same_tree_validated_again_passes_and_the_find_max_moved_by_half() -
     the find-max's median moved 1,052 -> 1,571 tx/s at 0 % between the two invocations
     while each invocation's three runs agree within 15 %: the machine's state between
     windows moves the measurement by more than the tolerance (SCALING.md)."""
-    data: dict[str, Any] = json.loads(QUIET_CROSS_2.read_text())
+    data, judged = judged_as_recorded(QUIET_CROSS_2)
     first: dict[str, Any] = json.loads(QUIET_CROSS.read_text())
     assert not overloaded(data) and data["costs"] == first["costs"]
-    judged = judge(data)
-    for key in ("comparisons", "informative", "predicted", "ok"):
-        assert judged[key] == data[key], key
     assert judged["ok"] and all(abs(c["error"]) <= TOLERANCE for c in judged["comparisons"])
     now, then = data["measured"]["e2e"], first["measured"]["e2e"]
     assert now["max_tps"]["0"] > 1.4 * then["max_tps"]["0"]
