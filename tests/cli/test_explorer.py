@@ -138,12 +138,23 @@ def test_events_follow_count_prints_json_lines_and_stops(net: LocalTestnet) -> N
     assert blocks[1]["height"] > blocks[0]["height"]
 
 
+def _as_at_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default and unblocked."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.integration
 def test_events_follow_stops_cleanly_on_ctrl_c(net: LocalTestnet) -> None:
     url = net.shard_nodes(1)[0].api_url
+    # Ctrl-C at a terminal reaches a process whose SIGINT is at its default and not
+    # blocked. The test process may pass on neither: started in the background of a
+    # non-interactive shell it has SIGINT ignored (bash does that), and children inherit
+    # an ignored signal and the signal mask; the follower would then never see it.
     follow = subprocess.Popen(
         [sys.executable, "-m", "scripts.cli", "events", "-f", "--shard", "1", "--url", url],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_as_at_a_terminal)
     lines: queue.Queue[str] = queue.Queue()
     assert follow.stdout is not None
     reader = threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout],
