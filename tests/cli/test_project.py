@@ -14,13 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scripts.cli.project import project
-from scripts.project.calibrate import (
-    _two_terms,
-    mixed_route,
-    sign_sequence,
-    sign_transfers,
-    window_latency,
-)
+from scripts.project.calibrate import _two_terms, window_latency
 from scripts.project.costs import Costs, CostsError, PacedCost, decode_costs, load_costs
 from scripts.project.model import (
     Config,
@@ -34,6 +28,7 @@ from scripts.project.model import (
 from scripts.project.model import project as project_one
 from scripts.project.network import DEFAULT_NETWORK, NetworkError, NetworkModel, load_network
 from scripts.project.structure import Structure, measure_structure
+from scripts.project.transfers import mixed_route, sign_sequence, sign_transfers
 from scripts.project.validate import (
     TOLERANCE,
     aggregate_e2e,
